@@ -1,0 +1,114 @@
+//! The vocabulary shared by every module: ids, terms, indexes, entries, the
+//! durable hard state and snapshot metadata.
+
+use bytes::Bytes;
+
+use crate::membership::Membership;
+
+/// A node's id inside the core. The embedding layer maps its own ids (strings,
+/// addresses) to these; `0` is reserved for "nobody".
+pub type NodeId = u64;
+
+/// A Raft term. Terms start at 0 (no election has happened) and only grow.
+pub type Term = u64;
+
+/// A position in the replicated log. Index 0 is the empty prefix; the first
+/// entry has index 1.
+pub type LogIndex = u64;
+
+/// The id reserved for "no node" (no vote cast, no leader known).
+pub const NO_NODE: NodeId = 0;
+
+/// What a log entry carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryPayload {
+    /// The empty entry a new leader appends so that it can commit (and learn
+    /// the commit index of) its own term, Raft paper section 8.
+    Blank,
+    /// An opaque command for the state machine.
+    Command(Bytes),
+    /// A new cluster configuration; it takes effect as soon as it is appended.
+    Membership(Membership),
+}
+
+/// One entry of the replicated log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+    /// What the entry carries.
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    /// The number of payload bytes, used to bound message and batch sizes.
+    pub fn size_bytes(&self) -> usize {
+        const HEADER_BYTES: usize = 24;
+        HEADER_BYTES
+            + match &self.payload {
+                EntryPayload::Blank => 0,
+                EntryPayload::Command(data) => data.len(),
+                EntryPayload::Membership(m) => 16 * m.len(),
+            }
+    }
+}
+
+/// The state that must be durable before any message that depends on it is
+/// sent: the current term, the vote cast in it, and the commit index (kept so
+/// that the commit index never goes backwards across a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// The candidate this node voted for in `term`, or [`NO_NODE`].
+    pub vote: NodeId,
+    /// The highest index known to be committed.
+    pub commit: LogIndex,
+}
+
+/// What a snapshot covers: everything up to and including `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The last log index the snapshot includes.
+    pub index: LogIndex,
+    /// The term of the entry at `index`.
+    pub term: Term,
+    /// The configuration in force at `index`.
+    pub membership: Membership,
+}
+
+/// A state-machine snapshot with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The state machine's serialized state at `meta.index`.
+    pub data: Bytes,
+}
+
+/// The role a node plays at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks for pre-votes without changing its term (Raft thesis 9.6).
+    PreCandidate,
+    /// Asks for votes in a new term.
+    Candidate,
+    /// Replicates the log and serves reads.
+    Leader,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        };
+        f.write_str(name)
+    }
+}

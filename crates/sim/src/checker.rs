@@ -1,0 +1,193 @@
+//! The global invariants, checked as the run unfolds. Each check is
+//! incremental: it looks at what just happened against what the whole
+//! cluster did before, so that checking after every step stays cheap.
+
+use std::collections::HashMap;
+
+use raft_core::{Entry, LogIndex, NodeId, Raft, Term};
+
+use crate::kv::payload_hash;
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The simulated time, in microseconds.
+    pub time_us: u64,
+    /// The invariant's name.
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+type Check = Result<(), (&'static str, String)>;
+
+fn fail(invariant: &'static str, detail: String) -> Check {
+    Err((invariant, detail))
+}
+
+/// What the whole cluster did so far.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// term -> the leader of that term.
+    leaders: HashMap<Term, NodeId>,
+    /// (voter, term) -> the candidate it granted its vote to.
+    votes: HashMap<(NodeId, Term), NodeId>,
+    /// (index, term) -> (payload hash, term of the entry before it): with
+    /// this, two logs that share an entry share the whole prefix.
+    entries: HashMap<(LogIndex, Term), (u64, Term)>,
+    /// The committed log, as far as known: index -> (term, payload hash).
+    committed: Vec<Option<(Term, u64)>>,
+    /// The state machine's state hash after applying each index.
+    state_after: Vec<Option<u64>>,
+}
+
+impl Checker {
+    /// A node became (or still is) leader of `term`.
+    pub fn leader(&mut self, node: NodeId, term: Term) -> Check {
+        match self.leaders.insert(term, node) {
+            Some(other) if other != node => fail(
+                "election safety",
+                format!("n{node} and n{other} are both leaders of term {term}"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// A vote grant left `voter` for `candidate` in `term`.
+    pub fn vote(&mut self, voter: NodeId, term: Term, candidate: NodeId) -> Check {
+        match self.votes.insert((voter, term), candidate) {
+            Some(other) if other != candidate => fail(
+                "one vote per term",
+                format!("n{voter} voted for n{other} and for n{candidate} in term {term}"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// `node` appended `entries`; `prev_term` is the term of the entry before
+    /// the first one.
+    pub fn appended(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        mut prev_term: Option<Term>,
+    ) -> Check {
+        for e in entries {
+            let hash = payload_hash(&e.payload);
+            if let Some(prev) = prev_term {
+                match self.entries.get(&(e.index, e.term)) {
+                    Some(&(h, p)) if h != hash || p != prev => {
+                        return fail(
+                            "log matching",
+                            format!(
+                                "n{node} holds entry {}/{} after term {prev}, but another log holds {}/{} {} after term {p}",
+                                e.index,
+                                e.term,
+                                e.index,
+                                e.term,
+                                if h != hash { "with a different payload" } else { "" }
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.entries.insert((e.index, e.term), (hash, prev));
+                    }
+                }
+            }
+            prev_term = Some(e.term);
+        }
+        Ok(())
+    }
+
+    /// Entry `index` of term `term` with payload hash `hash` is committed.
+    pub fn committed(&mut self, node: NodeId, index: LogIndex, term: Term, hash: u64) -> Check {
+        let i = index as usize;
+        if self.committed.len() <= i {
+            self.committed.resize(i + 1, None);
+        }
+        match self.committed[i] {
+            Some((t, h)) if t != term || h != hash => fail(
+                "state machine safety",
+                format!(
+                    "n{node} commits entry {index} of term {term}, but entry {index} of term {t} was committed{}",
+                    if t == term { " with another payload" } else { "" }
+                ),
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.committed[i] = Some((term, hash));
+                Ok(())
+            }
+        }
+    }
+
+    /// The state machine of `node` reached `state` after applying `index`.
+    pub fn applied(&mut self, node: NodeId, index: LogIndex, state: u64) -> Check {
+        let i = index as usize;
+        if self.state_after.len() <= i {
+            self.state_after.resize(i + 1, None);
+        }
+        match self.state_after[i] {
+            Some(s) if s != state => fail(
+                "state machine safety",
+                format!("n{node}'s state after applying {index} differs from another node's"),
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.state_after[i] = Some(state);
+                Ok(())
+            }
+        }
+    }
+
+    /// The state after `index`, if some node applied it.
+    pub fn state_after(&self, index: LogIndex) -> Option<u64> {
+        self.state_after.get(index as usize).copied().flatten()
+    }
+
+    /// Leader completeness: a new leader holds every committed entry it has
+    /// not compacted away.
+    pub fn leader_complete(&self, node: NodeId, raft: &Raft) -> Check {
+        let from = raft.first_index().max(1);
+        for index in from..self.committed.len() as u64 {
+            let Some((term, hash)) = self.committed[index as usize] else {
+                continue;
+            };
+            match raft.entry(index) {
+                Some(e) if e.term == term && payload_hash(&e.payload) == hash => {}
+                Some(e) => {
+                    return fail(
+                        "leader completeness",
+                        format!(
+                            "n{node} leads term {} with entry {index} of term {}, but entry {index} of term {term} was committed",
+                            raft.term(),
+                            e.term
+                        ),
+                    )
+                }
+                None => {
+                    return fail(
+                        "leader completeness",
+                        format!(
+                            "n{node} leads term {} with a log ending at {}, missing committed entry {index}",
+                            raft.term(),
+                            raft.last_index()
+                        ),
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest index known committed.
+    pub fn commit_known(&self) -> LogIndex {
+        self.committed.len().saturating_sub(1) as LogIndex
+    }
+
+    /// The committed entry at `index`, if known.
+    pub fn committed_at(&self, index: LogIndex) -> Option<(Term, u64)> {
+        self.committed.get(index as usize).copied().flatten()
+    }
+}
