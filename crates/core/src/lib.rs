@@ -22,13 +22,16 @@ mod election;
 mod log;
 mod membership;
 mod message;
+mod metrics;
 mod progress;
 pub mod quorum;
 mod raft;
 mod read;
 mod ready;
 mod replication;
+mod restore;
 mod snapshot;
+mod step;
 mod types;
 
 pub use config::{Config, ConfigError, ReadMode};
@@ -38,12 +41,15 @@ pub use message::{
     Append, AppendOutcome, AppendResponse, Body, Message, SnapshotChunk, SnapshotResponse,
     VoteRequest,
 };
+pub use metrics::Metrics;
 pub use progress::{Progress, ReplicationState, SnapshotSend};
-pub use raft::{Metrics, Raft, RestoreError, Restored, StepError};
+pub use raft::Raft;
 pub use read::ReadError;
 pub use ready::{ReadState, Ready, SoftState};
 pub use replication::ProposeError;
+pub use restore::{RestoreError, Restored};
 pub use snapshot::CompactError;
+pub use step::StepError;
 pub use types::{
     Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, NO_NODE,
 };

@@ -1,5 +1,5 @@
-//! The node's state, its construction from durable state, the input
-//! dispatch (`step`, `tick`) and the output (`ready`). The rules of each
+//! The node's state, its construction from durable state, `tick`, and the
+//! output (`ready`). Messages are dispatched in `step`. The rules of each
 //! concern live in their own modules: `election`, `replication`,
 //! `snapshot`, `read`.
 
@@ -9,151 +9,19 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::bugs::Bug;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::log::RaftLog;
 use crate::membership::{Membership, MembershipLog};
 use crate::message::{Body, Message};
+use crate::metrics::Metrics;
 use crate::progress::{Progress, ProgressMap, ReplicationState};
 use crate::read::Reads;
 use crate::ready::{Ready, SoftState};
+use crate::restore::{RestoreError, Restored};
 use crate::snapshot::Incoming;
 use crate::types::{
     Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, NO_NODE,
 };
-
-/// What a node restarts from: everything its storage made durable.
-#[derive(Debug, Clone, Default)]
-pub struct Restored {
-    /// The last durable term, vote and commit index.
-    pub hard_state: HardState,
-    /// The latest snapshot. With no snapshot yet, index and term 0 and the
-    /// bootstrap membership (empty for a node that waits to be added).
-    pub snapshot: Option<Snapshot>,
-    /// The bootstrap membership when there is no snapshot: the same on every
-    /// node started together, or empty for a node that will be added by a
-    /// leader.
-    pub bootstrap: Membership,
-    /// The durable log entries after the snapshot.
-    pub entries: Vec<Entry>,
-}
-
-/// Why the durable state cannot be restored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RestoreError {
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// The stored entries have a gap or overlap.
-    #[error("stored log entry {found} follows {expected_after}: the log has a gap")]
-    Gap {
-        /// The index the entry should have followed.
-        expected_after: LogIndex,
-        /// The index found.
-        found: LogIndex,
-    },
-    /// Terms go backwards along the stored log.
-    #[error("stored log entry {index} has term {term}, below the term before it")]
-    TermOrder {
-        /// The entry's index.
-        index: LogIndex,
-        /// Its term.
-        term: Term,
-    },
-    /// The stored term is below a stored entry's term.
-    #[error("stored term {hard} is below the term {entry} of stored entry {index}")]
-    HardTermBehind {
-        /// The hard state's term.
-        hard: Term,
-        /// The entry's term.
-        entry: Term,
-        /// The entry's index.
-        index: LogIndex,
-    },
-    /// The stored commit index is beyond the stored log: entries were lost.
-    #[error("stored commit index {commit} is beyond the last stored entry {last}: committed entries are missing")]
-    CommitBeyondLog {
-        /// The stored commit index.
-        commit: LogIndex,
-        /// The last stored index.
-        last: LogIndex,
-    },
-}
-
-/// Counters about what the node did and refused.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Metrics {
-    /// Messages refused because they came from another cluster.
-    pub refused_foreign_cluster: u64,
-    /// Messages refused because they were not addressed to this node or came
-    /// from an invalid sender.
-    pub refused_misaddressed: u64,
-    /// Messages refused because they contradicted themselves.
-    pub refused_malformed: u64,
-    /// Pre-vote rounds started.
-    pub pre_elections: u64,
-    /// Elections started (term increments by campaigning).
-    pub elections: u64,
-    /// Times this node became leader.
-    pub leaderships: u64,
-    /// Vote requests ignored because a leader was heard from recently.
-    pub votes_ignored_in_lease: u64,
-    /// Commands proposed while leader.
-    pub proposals: u64,
-    /// Proposals refused by back-pressure.
-    pub proposals_refused: u64,
-    /// Snapshots this node took.
-    pub snapshots_taken: u64,
-    /// Snapshot transfers this node (as leader) started.
-    pub snapshots_sent: u64,
-    /// Snapshots this node received and installed.
-    pub snapshots_installed: u64,
-    /// Reads confirmed by a heartbeat round.
-    pub reads_by_round: u64,
-    /// Reads served under the leader lease.
-    pub reads_by_lease: u64,
-    /// Leader transfers that timed out.
-    pub transfers_aborted: u64,
-    /// Messages produced.
-    pub messages_sent: u64,
-}
-
-/// Why a message was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StepError {
-    /// The message belongs to another cluster.
-    #[error(
-        "message from node {from} of cluster {theirs} refused: this node is in cluster {ours}"
-    )]
-    ForeignCluster {
-        /// The sender.
-        from: NodeId,
-        /// The sender's cluster.
-        theirs: u64,
-        /// Our cluster.
-        ours: u64,
-    },
-    /// The message contradicts itself (entries out of order, terms above the
-    /// sender's term, ...): a corrupt or hostile peer.
-    #[error("malformed {kind} from {from}: {reason}")]
-    Malformed {
-        /// The sender.
-        from: NodeId,
-        /// The message type.
-        kind: &'static str,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The message is not for this node, or its sender is invalid.
-    #[error("message from {from} to {to} refused: this is node {me}")]
-    Misaddressed {
-        /// The sender.
-        from: NodeId,
-        /// The addressee.
-        to: NodeId,
-        /// This node.
-        me: NodeId,
-    },
-}
 
 /// A leader transfer in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,150 +336,8 @@ impl Raft {
         }
     }
 
-    /// Handles one message from a peer. A refused message changes nothing
-    /// but a counter.
-    pub fn step(&mut self, m: Message) -> Result<(), StepError> {
-        if m.cluster != self.cfg.cluster {
-            self.metrics.refused_foreign_cluster += 1;
-            return Err(StepError::ForeignCluster {
-                from: m.from,
-                theirs: m.cluster,
-                ours: self.cfg.cluster,
-            });
-        }
-        if m.to != self.cfg.id || m.from == NO_NODE || m.from == self.cfg.id {
-            self.metrics.refused_misaddressed += 1;
-            return Err(StepError::Misaddressed {
-                from: m.from,
-                to: m.to,
-                me: self.cfg.id,
-            });
-        }
-        if let Err(reason) = validate(&m) {
-            self.metrics.refused_malformed += 1;
-            return Err(StepError::Malformed {
-                from: m.from,
-                kind: m.body.kind(),
-                reason,
-            });
-        }
-        if m.term > self.term {
-            if !self.step_higher_term(&m) {
-                return Ok(());
-            }
-        } else if m.term < self.term {
-            self.step_lower_term(&m);
-            return Ok(());
-        }
-        self.step_current(m);
-        Ok(())
-    }
-
-    /// A message from a higher term. Returns false if it is to be ignored.
-    fn step_higher_term(&mut self, m: &Message) -> bool {
-        match &m.body {
-            Body::Vote(req) => {
-                if self.in_leader_lease() && !req.transfer {
-                    // A leader was heard from within the minimum election
-                    // timeout: this candidate cannot be legitimate yet
-                    // (Raft thesis 4.2.3), so its term is not adopted.
-                    self.metrics.votes_ignored_in_lease += 1;
-                    return false;
-                }
-                if !req.pre {
-                    // Adopt the term, but keep the election timer running:
-                    // only granting the vote (or hearing from a leader)
-                    // restarts it (paper Figure 2). A candidate with a stale
-                    // log must not keep delaying the nodes that could win.
-                    let (elapsed, timeout) = (self.election_elapsed, self.election_timeout);
-                    self.become_follower(m.term, NO_NODE);
-                    self.election_elapsed = elapsed;
-                    self.election_timeout = timeout;
-                }
-            }
-            // A granted pre-vote carries the term we would campaign in.
-            Body::VoteResponse {
-                pre: true,
-                granted: true,
-            } => {}
-            Body::Append(_) | Body::Heartbeat { .. } | Body::Commit { .. } | Body::Snapshot(_) => {
-                self.become_follower(m.term, m.from);
-            }
-            _ => self.become_follower(m.term, NO_NODE),
-        }
-        true
-    }
-
-    /// A message from a lower term: mostly ignored, but a stale leader is told
-    /// our term so that it steps down, and a pre-candidate learns why it
-    /// cannot win (the remedies for etcd #9586).
-    fn step_lower_term(&mut self, m: &Message) {
-        match &m.body {
-            Body::Append(_) | Body::Heartbeat { .. } | Body::Commit { .. } | Body::Snapshot(_)
-                if self.cfg.check_quorum || self.cfg.pre_vote =>
-            {
-                self.send(m.from, Body::HeartbeatResponse { round: 0 });
-            }
-            Body::Vote(req) if req.pre => {
-                self.send(
-                    m.from,
-                    Body::VoteResponse {
-                        pre: true,
-                        granted: false,
-                    },
-                );
-            }
-            _ => {}
-        }
-    }
-
-    /// A message of the current term (or a pre-vote exchange).
-    fn step_current(&mut self, m: Message) {
-        let from = m.from;
-        match m.body {
-            Body::Vote(req) => self.handle_vote_request(from, m.term, req),
-            Body::VoteResponse { pre, granted } => {
-                self.handle_vote_response(from, m.term, pre, granted)
-            }
-            Body::Append(req) => {
-                if self.role == Role::Leader {
-                    return; // impossible in one term; ignore rather than trust it
-                }
-                self.follow(m.term, from);
-                self.handle_append(from, req);
-            }
-            Body::Heartbeat { commit, round } => {
-                if self.role == Role::Leader {
-                    return;
-                }
-                self.follow(m.term, from);
-                self.handle_heartbeat(from, commit, round);
-            }
-            Body::Snapshot(chunk) => {
-                if self.role == Role::Leader {
-                    return;
-                }
-                self.follow(m.term, from);
-                self.handle_snapshot_chunk(from, chunk);
-            }
-            Body::Commit { commit } => {
-                if self.role == Role::Leader {
-                    return;
-                }
-                self.follow(m.term, from);
-                self.handle_commit(commit);
-            }
-            Body::AppendResponse(resp) => self.handle_append_response(from, resp),
-            Body::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
-            Body::SnapshotResponse(resp) => self.handle_snapshot_response(from, resp),
-            Body::TimeoutNow => self.handle_timeout_now(from),
-            Body::ReadIndex { id } => self.handle_read_index_request(from, id),
-            Body::ReadIndexResponse { id, index } => self.handle_read_index_response(id, index),
-        }
-    }
-
     /// A leader of `term` spoke: follow it.
-    fn follow(&mut self, term: Term, leader: NodeId) {
+    pub(crate) fn follow(&mut self, term: Term, leader: NodeId) {
         if self.role != Role::Follower || self.leader != leader {
             self.become_follower(term, leader);
         }
@@ -872,39 +598,4 @@ impl Raft {
             }
         }
     }
-}
-
-/// Checks what a message says about itself, so that a corrupt or hostile
-/// peer cannot break the log's invariants (or panic the node).
-fn validate(m: &Message) -> Result<(), &'static str> {
-    match &m.body {
-        Body::Append(a) => {
-            let mut prev = (a.prev_index, a.prev_term);
-            for e in &a.entries {
-                if e.index != prev.0 + 1 {
-                    return Err("entries are not contiguous after prev_index");
-                }
-                if e.term < prev.1 || e.term > m.term {
-                    return Err("entry terms go backwards or beyond the sender's term");
-                }
-                prev = (e.index, e.term);
-            }
-            if a.prev_term > m.term {
-                return Err("prev_term beyond the sender's term");
-            }
-        }
-        Body::Snapshot(c) => {
-            if c.meta.term > m.term {
-                return Err("snapshot term beyond the sender's term");
-            }
-            if c.offset.saturating_add(c.data.len() as u64) > c.total_bytes {
-                return Err("chunk goes past the snapshot's size");
-            }
-        }
-        Body::Vote(v) if v.last_term > m.term => {
-            return Err("candidate's last log term beyond its term");
-        }
-        _ => {}
-    }
-    Ok(())
 }

@@ -7,17 +7,14 @@ use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 use raft_core::bugs::BugSet;
-use raft_core::{
-    Body, ConfChange, Config, Entry, EntryPayload, Membership, Message, NodeId, Raft, ReadState,
-    Restored, Role,
-};
+use raft_core::{Body, ConfChange, Config, Membership, Message, NodeId, Raft, Restored, Role};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checker::{Checker, Violation};
-use crate::kv::{payload_hash, Command, Kv};
+use crate::kv::Kv;
 use crate::net::{Fate, NetConfig, Network};
-use crate::node::{SimNode, Write};
+use crate::node::SimNode;
 use crate::trace::{Event, Summary, Trace};
 use crate::workload::Workload;
 
@@ -30,7 +27,7 @@ const MAX_EVENTS: u64 = 5_000_000;
 /// Events waiting at once; beyond this, messages are multiplying.
 const MAX_QUEUED: usize = 100_000;
 /// `Ready` batches one node may produce for one input.
-const MAX_READY_ROUNDS: usize = 10_000;
+pub(crate) const MAX_READY_ROUNDS: usize = 10_000;
 
 /// Everything that shapes one run.
 #[derive(Debug, Clone)]
@@ -269,7 +266,7 @@ impl Sim {
         self.trace.record(self.now, Event::Note(line));
     }
 
-    fn check(&mut self, r: Result<(), (&'static str, String)>) {
+    pub(crate) fn check(&mut self, r: Result<(), (&'static str, String)>) {
         if let Err((invariant, detail)) = r {
             self.fail(invariant, detail);
         }
@@ -535,346 +532,6 @@ impl Sim {
         }
     }
 
-    /// Runs node `n`'s output loop until it has nothing more to say.
-    pub(crate) fn drive(&mut self, n: usize) {
-        for round in 0.. {
-            if round == MAX_READY_ROUNDS {
-                let detail = format!(
-                    "n{} still has output after {round} batches in one step",
-                    id_of(n)
-                );
-                self.fail("bounded work", detail);
-                return;
-            }
-            if self.violation.is_some() {
-                return;
-            }
-            let Some(raft) = self.nodes[n].raft.as_mut() else {
-                return;
-            };
-            if !raft.has_ready() {
-                break;
-            }
-            let rd = raft.ready();
-            self.on_ready(n, rd);
-        }
-        self.check_node(n);
-    }
-
-    fn on_ready(&mut self, n: usize, rd: raft_core::Ready) {
-        let id = id_of(n);
-        if let Some(ss) = rd.soft_state {
-            self.trace.record(
-                self.now,
-                Event::Role {
-                    node: id,
-                    role: ss.role,
-                    term: ss.term,
-                    leader: ss.leader,
-                },
-            );
-            if ss.role == Role::Leader {
-                self.stats.elections_won += 1;
-            }
-        }
-        let raft = self.nodes[n].raft.as_ref().expect("driving a live node");
-        if let Some(t) = rd.truncate_from {
-            if let Some((term, _)) = self.nodes[n].leading {
-                if raft.role() == Role::Leader && raft.term() == term {
-                    let detail = format!("leader n{id} of term {term} truncates its log from {t}");
-                    self.fail("leader append-only", detail);
-                    return;
-                }
-            }
-        }
-        if let Some(first) = rd.entries.first() {
-            let prev = raft.entry_term(first.index - 1).or_else(|| {
-                rd.snapshot
-                    .as_ref()
-                    .filter(|s| s.meta.index + 1 == first.index)
-                    .map(|s| s.meta.term)
-            });
-            let r = self.checker.appended(id, &rd.entries, prev);
-            self.check(r);
-        }
-        let (messages, write) = Write::from_ready(rd);
-        for m in messages {
-            self.net_send(m);
-        }
-        let node = &mut self.nodes[n];
-        if !write.needs_disk() && node.queue.is_empty() {
-            self.complete(n, write);
-        } else {
-            node.queue.push_back(write);
-            if node.queue.len() == 1 {
-                let life = node.life;
-                let d = self.disk_delay();
-                self.schedule(d, Ev::DiskDone(n, life));
-            }
-        }
-    }
-
-    fn disk_delay(&mut self) -> u64 {
-        let (a, b) = self.cfg.disk_delay_us;
-        self.rng.random_range(a..=b)
-    }
-
-    fn disk_done(&mut self, n: usize, life: u32) {
-        let node = &mut self.nodes[n];
-        if node.life != life || !node.is_up() {
-            return;
-        }
-        let Some(write) = node.queue.pop_front() else {
-            return;
-        };
-        let durable_commit = node.disk.hard.commit;
-        if let Err(e) = node.disk.write(&write) {
-            self.fail("storage", format!("n{}: {e}", id_of(n)));
-            return;
-        }
-        if node.disk.hard.commit < durable_commit {
-            let detail = format!(
-                "n{}'s durable commit index went from {durable_commit} to {}",
-                id_of(n),
-                node.disk.hard.commit
-            );
-            self.fail("commit never goes backwards", detail);
-            return;
-        }
-        let event = Event::Persisted {
-            node: id_of(n),
-            hard: write.hard_state.map(|h| (h.term, h.vote, h.commit)),
-            entries: write
-                .entries
-                .first()
-                .map(|f| (f.index, write.entries.last().map_or(f.index, |l| l.index))),
-            truncate: write.truncate_from,
-            snapshot: write.snapshot.as_ref().map(|s| s.meta.index),
-        };
-        self.trace.record(self.now, event);
-        if !self.nodes[n].queue.is_empty() {
-            let d = self.disk_delay();
-            self.schedule(d, Ev::DiskDone(n, life));
-        }
-        self.complete(n, write);
-        self.drive(n);
-    }
-
-    /// A batch is durable (or needed no disk): release what waited for it.
-    fn complete(&mut self, n: usize, w: Write) {
-        for m in w.after {
-            self.net_send(m);
-        }
-        if let Some((index, term)) = w.marker {
-            if let Some(raft) = self.nodes[n].raft.as_mut() {
-                raft.on_persisted(index, term);
-            }
-        }
-        if w.restore {
-            let snapshot = w.snapshot.as_ref().expect("restore comes with a snapshot");
-            self.restore(n, snapshot.meta.index, &snapshot.data);
-        }
-        for e in &w.committed {
-            self.apply(n, e);
-        }
-        for r in w.reads {
-            self.serve_read(n, r);
-        }
-        for id in w.aborted {
-            self.read_aborted(n, id);
-        }
-        self.maybe_snapshot(n);
-    }
-
-    fn restore(&mut self, n: usize, index: u64, data: &Bytes) {
-        let id = id_of(n);
-        let Some(kv) = Kv::restore(data) else {
-            self.fail(
-                "snapshot",
-                format!("n{id} received a snapshot it cannot decode"),
-            );
-            return;
-        };
-        self.stats.snapshots_installed += 1;
-        let node = &mut self.nodes[n];
-        if index <= node.kv.applied {
-            let detail = format!(
-                "n{id} restores a snapshot at {index} after applying {}",
-                node.kv.applied
-            );
-            self.fail("applied never goes backwards", detail);
-            return;
-        }
-        node.kv = kv;
-        node.kv.applied = index;
-        node.snapshot_index = index;
-        let stale: Vec<u64> = node.proposals.range(..=index).map(|(&i, _)| i).collect();
-        for i in stale {
-            node.proposals.remove(&i);
-        }
-        let h = node.kv.state_hash();
-        let r = self.checker.applied(id, index, h);
-        self.check(r);
-    }
-
-    fn apply(&mut self, n: usize, e: &Entry) {
-        let id = id_of(n);
-        let node = &mut self.nodes[n];
-        if e.index != node.kv.applied + 1 {
-            let detail = format!(
-                "n{id} applies entry {} right after {}",
-                e.index, node.kv.applied
-            );
-            self.fail("applied in order", detail);
-            return;
-        }
-        let command = match &e.payload {
-            EntryPayload::Command(data) => Command::decode(data),
-            _ => None,
-        };
-        let outcome = node.kv.apply(e.index, command.as_ref());
-        let state = node.kv.state_hash();
-        let proposal = node.proposals.remove(&e.index);
-        let r = self
-            .checker
-            .committed(id, e.index, e.term, payload_hash(&e.payload));
-        self.check(r);
-        let r = self.checker.applied(id, e.index, state);
-        self.check(r);
-        if let Some((term, op)) = proposal {
-            if term == e.term {
-                if let Some(outcome) = outcome {
-                    self.op_applied(op, outcome, e.index, e.term);
-                }
-            } else {
-                self.op_lost(op);
-            }
-        }
-    }
-
-    fn serve_read(&mut self, n: usize, r: ReadState) {
-        let node = &mut self.nodes[n];
-        let Some(op) = node.reads.remove(&r.id) else {
-            return;
-        };
-        if node.kv.applied < r.index {
-            let detail = format!(
-                "n{} serves a read at index {} having applied only {}",
-                id_of(n),
-                r.index,
-                node.kv.applied
-            );
-            self.fail("reads wait for their index", detail);
-            return;
-        }
-        let key = self.workload.key_of(op);
-        let value = self.nodes[n].kv.get(key);
-        self.op_read(op, value);
-    }
-
-    fn read_aborted(&mut self, n: usize, id: u64) {
-        if let Some(op) = self.nodes[n].reads.remove(&id) {
-            self.op_retry(op);
-        }
-    }
-
-    fn maybe_snapshot(&mut self, n: usize) {
-        let every = self.cfg.snapshot_every;
-        let node = &mut self.nodes[n];
-        if every == 0 || node.kv.applied < node.snapshot_index + every {
-            return;
-        }
-        let Some(raft) = node.raft.as_mut() else {
-            return;
-        };
-        let index = node.kv.applied;
-        if raft.compact(index, node.kv.snapshot()).is_ok() {
-            node.snapshot_index = index;
-            self.stats.snapshots_taken += 1;
-        }
-    }
-
-    /// The per-node invariants, after each batch of its output.
-    fn check_node(&mut self, n: usize) {
-        let id = id_of(n);
-        let Some(raft) = self.nodes[n].raft.as_ref() else {
-            return;
-        };
-        let (term, commit, role) = (raft.term(), raft.commit_index(), raft.role());
-        let node = &self.nodes[n];
-        if term < node.term_seen {
-            let detail = format!("n{id}'s term went from {} to {term}", node.term_seen);
-            self.fail("terms never decrease", detail);
-            return;
-        }
-        if commit < node.commit_seen {
-            let detail = format!(
-                "n{id}'s commit index went from {} to {commit}",
-                node.commit_seen
-            );
-            self.fail("commit never goes backwards", detail);
-            return;
-        }
-        if commit > raft.last_index() {
-            let detail = format!(
-                "n{id} has commit index {commit} beyond its last entry {}",
-                raft.last_index()
-            );
-            self.fail("committed entries are held", detail);
-            return;
-        }
-        let mut results = Vec::new();
-        for index in node.commit_seen + 1..=commit {
-            if let Some(e) = raft.entry(index) {
-                results.push(
-                    self.checker
-                        .committed(id, index, e.term, payload_hash(&e.payload)),
-                );
-            }
-        }
-        if role == Role::Leader {
-            results.push(self.checker.leader(id, term));
-            if commit > node.commit_seen && raft.entry_term(commit) != Some(term) {
-                // Paper Figure 8: a leader commits by counting replicas only
-                // an entry of its own term.
-                results.push(Err((
-                    "leader commits only its own term",
-                    format!(
-                        "leader n{id} of term {term} moved its commit index to {commit}, an entry of term {:?}",
-                        raft.entry_term(commit)
-                    ),
-                )));
-            }
-            if node.checked_leader_term < term {
-                results.push(self.checker.leader_complete(id, raft));
-            }
-            if let Some((t, last)) = node.leading {
-                if t == term && raft.last_index() < last {
-                    results.push(Err((
-                        "leader append-only",
-                        format!(
-                            "leader n{id}'s log shrank from {last} to {}",
-                            raft.last_index()
-                        ),
-                    )));
-                }
-            }
-        }
-        let last = raft.last_index();
-        let node = &mut self.nodes[n];
-        node.term_seen = term;
-        node.commit_seen = commit;
-        if role == Role::Leader {
-            node.checked_leader_term = term;
-            node.leading = Some((term, last));
-        } else {
-            node.leading = None;
-        }
-        for r in results {
-            self.check(r);
-        }
-    }
-
     /// The leader with the highest term among running nodes.
     pub fn leader(&self) -> Option<usize> {
         self.nodes
@@ -941,34 +598,5 @@ impl Sim {
         (0..self.nodes.len())
             .filter(|&n| self.nodes[n].is_up())
             .collect()
-    }
-}
-
-impl Sim {
-    /// One line per node: role, term, log, commit, configuration.
-    pub fn describe_nodes(&self) -> String {
-        let mut out = String::new();
-        for (n, node) in self.nodes.iter().enumerate() {
-            let id = id_of(n);
-            match &node.raft {
-                None => out.push_str(&format!("  n{id}: down\n")),
-                Some(r) => {
-                    let m = r.membership();
-                    let voters: Vec<u64> = m.voters().collect();
-                    let learners: Vec<u64> = m.learners().collect();
-                    out.push_str(&format!(
-                        "  n{id}: {} term {} vote {} last {}/{} commit {} applied {} voters {voters:?} learners {learners:?}\n",
-                        r.role(),
-                        r.term(),
-                        r.vote(),
-                        r.last_index(),
-                        r.last_term(),
-                        r.commit_index(),
-                        node.kv.applied,
-                    ));
-                }
-            }
-        }
-        out
     }
 }

@@ -6,10 +6,12 @@
 
 pub mod checker;
 pub mod cluster;
+mod driver;
 pub mod faults;
 pub mod kv;
 pub mod net;
 pub mod node;
+mod observe;
 pub mod run;
 pub mod trace;
 pub mod workload;
