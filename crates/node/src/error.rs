@@ -1,0 +1,75 @@
+//! What can go wrong, said so that the caller knows what to do.
+
+use std::time::Duration;
+
+use crate::persistence::PersistenceError;
+use crate::transport::TransportError;
+
+/// The leader, as far as this node knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// The leader's id.
+    pub id: String,
+    /// Where it listens.
+    pub address: String,
+}
+
+/// An error from a [`crate::Node`] call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// An option is invalid.
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// This node is not the leader; retry on the leader.
+    #[error("not the leader; {}", match .leader {
+        Some(l) => format!("the leader is {} at {}", l.id, l.address),
+        None => "no leader is known right now: retry after the election".to_string(),
+    })]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<LeaderInfo>,
+    },
+    /// The call did not finish in time; a command may still take effect.
+    #[error("{what} did not finish within {after:?}; it may still take effect")]
+    Timeout {
+        /// What timed out.
+        what: &'static str,
+        /// How long the call waited.
+        after: Duration,
+    },
+    /// Leadership was lost (no majority reachable, or another node was
+    /// elected) before the command committed; it may or may not take effect.
+    #[error("leadership lost before the command committed (no majority reachable, or a new leader was elected); it may or may not take effect")]
+    LeadershipLost,
+    /// Too much is waiting to be committed; retry shortly.
+    #[error("too many commands are waiting to commit; retry shortly")]
+    Busy,
+    /// The call cannot be done right now (another membership change is in
+    /// flight, a new leader has not settled); retry shortly.
+    #[error("{0}; retry shortly")]
+    Retry(String),
+    /// A membership change was refused.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The node stopped after its storage failed: it no longer acknowledges
+    /// anything (fail-stop).
+    #[error("the node stopped after a storage failure: {0}")]
+    Stopped(String),
+    /// Reaching a peer failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The storage failed.
+    #[error(transparent)]
+    Persistence(#[from] PersistenceError),
+    /// The remote node refused the request.
+    #[error("the remote node refused: {0}")]
+    Remote(String),
+}

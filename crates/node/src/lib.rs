@@ -1,0 +1,43 @@
+//! Raft consensus for Rust: a node with a pluggable transport and a
+//! pluggable persistence, on tokio.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), raft_node::NodeError> {
+//! use raft_node::{KvCommand, Node, Options};
+//!
+//! let node = Node::new(Options::default()).await?; // a single-node store in memory
+//! let set = KvCommand::Set { key: "k".into(), value: "v".into() };
+//! node.command(set.encode()).await?;
+//! let value = node.read(raft_node::kv_get(b"k")).await?;
+//! # let _ = value; Ok(()) }
+//! ```
+//!
+//! The algorithm lives in `raft-core`, a deterministic state machine with no
+//! I/O; this crate drives it: one task feeds it and carries out its output,
+//! one saves to the [`Persistence`], one applies to the [`StateMachine`],
+//! one per peer sends through the [`Transport`].
+#![warn(missing_docs)]
+
+mod error;
+mod events;
+mod ids;
+mod node;
+mod options;
+pub mod persistence;
+mod runtime;
+mod state_machine;
+pub mod testkit;
+pub mod transport;
+
+pub use error::{LeaderInfo, NodeError};
+pub use events::Event;
+pub use ids::{cluster_number, node_number};
+pub use node::{Events, Node, NodeMetrics};
+pub use options::{Bootstrap, IdGenerator, Options};
+pub use persistence::memory::MemoryPersistence;
+pub use persistence::{Change, Identity, Persistence, PersistenceError, State};
+pub use raft_core::{MemberRole, ReadMode, Role};
+pub use runtime::PeerStatus;
+pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, StateMachine};
+pub use transport::memory::{MemoryNetwork, MemoryTransport};
+pub use transport::{Connection, Envelope, Handler, Reply, Request, Transport, TransportError};

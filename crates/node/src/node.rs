@@ -1,0 +1,862 @@
+//! The [`Node`]: the seed's API in async Rust.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use raft_core::{ConfChange, Membership, Raft, Restored, Role, Term};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::timeout;
+
+use crate::error::{LeaderInfo, NodeError};
+use crate::events::Event;
+use crate::ids::{cluster_number, node_number, PeerContext};
+use crate::options::{Bootstrap, Options};
+use crate::persistence::memory::MemoryPersistence;
+use crate::persistence::{Change, Identity, Persistence, PersistenceError};
+use crate::runtime::apply::{self, Applier};
+use crate::runtime::driver::Driver;
+use crate::runtime::peers::{PeerStats, SenderContext};
+use crate::runtime::{persist, Input, PeerStatus, Status};
+use crate::state_machine::KvStateMachine;
+use crate::transport::memory::MemoryNetwork;
+use crate::transport::{Connection, Envelope, Handler, Reply, Request, Transport};
+
+/// Client calls queued for the driver before callers wait (back-pressure).
+const INBOX: usize = 1 << 16;
+
+/// A Raft node: create it with [`Node::new`], then `command`, `read`,
+/// `join`, `peers`... It is a cheap handle: clones share the node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    cluster: String,
+    address: String,
+    cluster_number: u64,
+    inbox: mpsc::Sender<Input>,
+    apply_tx: mpsc::UnboundedSender<apply::Job>,
+    status: watch::Receiver<Status>,
+    events: broadcast::Sender<Event>,
+    transport: Arc<dyn Transport>,
+    connections: Mutex<HashMap<String, Arc<dyn Connection>>>,
+    peer_stats: Arc<PeerStats>,
+    forward: bool,
+    command_timeout: Duration,
+    join_timeout: Duration,
+    heartbeat: Duration,
+    election_max: Duration,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by `shutdown` and `crash`: every later call is refused.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Counters and positions of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMetrics {
+    /// The node's role.
+    pub role: Role,
+    /// Its term.
+    pub term: Term,
+    /// The leader it knows.
+    pub leader: Option<LeaderInfo>,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// The index handed to the state machine.
+    pub applied_index: u64,
+    /// Its last log index.
+    pub last_index: u64,
+    /// The index of its latest snapshot.
+    pub snapshot_index: u64,
+    /// Raft messages handed to the transport and acknowledged.
+    pub messages_sent: u64,
+    /// Raft messages dropped (a peer's queue was full, or it was unreachable).
+    pub messages_dropped: u64,
+    /// Raft messages whose sending failed.
+    pub messages_failed: u64,
+    /// The core's counters (elections, refused messages, reads, ...).
+    pub core: raft_core::Metrics,
+    /// Why the node stopped acknowledging, after a storage failure.
+    pub stopped: Option<String>,
+}
+
+/// A subscription to a node's [`Event`]s.
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the node is gone. A subscriber that fell
+    /// behind gets a [`Event::Warning`] saying how many events it missed.
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.rx.recv().await {
+            Ok(e) => Some(e),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Event::Warning(format!(
+                "this subscriber fell behind and missed {n} events"
+            ))),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Node {
+    /// Creates and starts a node. Errors say which option is wrong, or what
+    /// the stored state or the transport refused.
+    pub async fn new(mut options: Options) -> Result<Node, NodeError> {
+        options.validate()?;
+        let persistence: Arc<dyn Persistence> = match options.persistence.take() {
+            Some(p) => p,
+            None => Arc::new(MemoryPersistence::new()),
+        };
+        let stored = persistence.load().await?;
+        if let Some(state) = &stored {
+            check_identity(&options, &state.identity)?;
+        }
+        let id = match &stored {
+            Some(state) => state.identity.id.clone(),
+            None => options.id.clone().unwrap_or_else(|| (options.uuid)()),
+        };
+        let wanted = options.address.clone().unwrap_or_else(|| id.clone());
+        let transport: Arc<dyn Transport> = match options.transport.take() {
+            Some(t) => t,
+            None => Arc::new(MemoryNetwork::new().transport(&wanted)),
+        };
+        // Listen first: the address actually bound (a TCP port 0 becomes a
+        // real port) is the one peers must be told.
+        let handler = Arc::new(NodeHandler {
+            node: std::sync::OnceLock::new(),
+        });
+        let address = transport.listen(&wanted, handler.clone()).await?;
+        let started =
+            Self::start(options, persistence, stored, id, address, transport.clone()).await;
+        match started {
+            Ok(node) => {
+                let _ = handler.node.set(Arc::downgrade(&node.inner));
+                Ok(node)
+            }
+            Err(e) => {
+                let _ = transport.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(
+        mut options: Options,
+        persistence: Arc<dyn Persistence>,
+        stored: Option<crate::persistence::State>,
+        id: String,
+        address: String,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Node, NodeError> {
+        let (identity, hard_state, snapshot, entries) = match stored {
+            Some(state) => (
+                state.identity,
+                state.hard_state,
+                state.snapshot,
+                state.entries,
+            ),
+            None => {
+                let identity = new_identity(&options, id, &address);
+                let change = Change {
+                    identity: Some(identity.clone()),
+                    ..Change::default()
+                };
+                persistence.save(change).await?;
+                (identity, Default::default(), None, Vec::new())
+            }
+        };
+        let me = node_number(&identity.id);
+        let cluster = cluster_number(&identity.cluster);
+        let seed = options.seed.unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ me
+        });
+        let config = options.core_config(me, cluster, seed);
+        let mut sm = options
+            .state_machine
+            .take()
+            .unwrap_or_else(|| Box::new(KvStateMachine::default()));
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let membership = match &snapshot {
+            Some(s) => s.meta.membership.clone(),
+            None => identity.bootstrap.clone(),
+        };
+        if let Some(s) = &snapshot {
+            sm.restore(&s.data).map_err(|e| {
+                PersistenceError::Corrupt(format!("the stored snapshot at {}: {e}", s.meta.index))
+            })?;
+        }
+        let restored = Restored {
+            hard_state,
+            snapshot,
+            bootstrap: identity.bootstrap.clone(),
+            entries,
+        };
+        let raft = Raft::new(config, restored).map_err(|e| {
+            PersistenceError::Corrupt(format!("cannot restart from the stored state: {e}"))
+        })?;
+
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+        let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (events, _) = broadcast::channel(1024);
+        let peer_stats = Arc::new(PeerStats::default());
+        let from: Arc<str> = Arc::from(address.as_str());
+        let sender = SenderContext {
+            transport: transport.clone(),
+            cluster,
+            from,
+            events: events.clone(),
+            stats: peer_stats.clone(),
+        };
+        let soft = raft_core::SoftState {
+            role: raft.role(),
+            leader: raft_core::NO_NODE,
+            term: raft.term(),
+        };
+        let applier = Applier {
+            sm,
+            applied: snapshot_index,
+            snapshot_index,
+            snapshot_threshold: options.snapshot_threshold,
+            membership,
+            waiters: Default::default(),
+            events: events.clone(),
+            to_raft: inbox_tx.downgrade(),
+        };
+        let driver = Driver {
+            raft,
+            me,
+            id: identity.id.clone(),
+            address: address.clone(),
+            tick: options.tick,
+            inbox: inbox_rx,
+            persist_tx,
+            persisted_rx,
+            apply_tx: apply_tx.clone(),
+            sender,
+            peer_stats: peer_stats.clone(),
+            status_tx,
+            events: events.clone(),
+            in_flight: 0,
+            peers: HashMap::new(),
+            addresses: HashMap::new(),
+            pending_reads: HashMap::new(),
+            next_read: 1,
+            soft,
+            stopped: None,
+            closing: None,
+            proposed: 0,
+            announced_leader: None,
+        };
+        let tasks = vec![
+            tokio::spawn(persist::run(persistence, persist_rx, persisted_tx)),
+            tokio::spawn(applier.run(apply_rx)),
+            tokio::spawn(driver.run()),
+        ];
+        let inner = Arc::new(Inner {
+            id: identity.id,
+            cluster: identity.cluster,
+            address: address.clone(),
+            cluster_number: cluster,
+            inbox: inbox_tx,
+            apply_tx,
+            status: status_rx,
+            events,
+            transport: transport.clone(),
+            connections: Mutex::new(HashMap::new()),
+            peer_stats,
+            forward: options.forward_to_leader,
+            command_timeout: options.command_timeout,
+            join_timeout: options.join_timeout,
+            heartbeat: options.heartbeat_interval,
+            election_max: options.election_timeout_max,
+            tasks: Mutex::new(tasks),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        Ok(Node { inner })
+    }
+
+    /// The node's id (given, persisted, or generated by `uuid`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The id of the cluster the node belongs to.
+    pub fn cluster(&self) -> &str {
+        &self.inner.cluster
+    }
+
+    /// Where the node listens, in its transport's terms.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.inner.status.borrow().role
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        self.inner.status.borrow().leader.clone()
+    }
+
+    /// The node's current term.
+    pub fn term(&self) -> Term {
+        self.inner.status.borrow().term
+    }
+
+    /// Positions and counters.
+    pub fn metrics(&self) -> NodeMetrics {
+        let s = self.inner.status.borrow().clone();
+        let p = &self.inner.peer_stats;
+        use std::sync::atomic::Ordering::Relaxed;
+        NodeMetrics {
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            last_index: s.last_index,
+            snapshot_index: s.snapshot_index,
+            messages_sent: p.sent.load(Relaxed),
+            messages_dropped: p.dropped.load(Relaxed),
+            messages_failed: p.failed.load(Relaxed),
+            core: s.core,
+            stopped: s.stopped,
+        }
+    }
+
+    /// Subscribes to the node's events.
+    pub fn subscribe(&self) -> Events {
+        Events {
+            rx: self.inner.events.subscribe(),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), NodeError> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    async fn input(&self, input: Input) -> Result<(), NodeError> {
+        self.check_open()?;
+        self.inner
+            .inbox
+            .send(input)
+            .await
+            .map_err(|_| NodeError::ShuttingDown)
+    }
+
+    async fn wait<T>(
+        &self,
+        what: &'static str,
+        after: Duration,
+        rx: oneshot::Receiver<Result<T, NodeError>>,
+    ) -> Result<T, NodeError> {
+        match timeout(after, rx).await {
+            Err(_) => Err(NodeError::Timeout { what, after }),
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Replicates `cmd` and returns the state machine's output once it is
+    /// applied. On a follower it is forwarded to the leader (unless
+    /// `forward_to_leader` is off: then [`NodeError::NotLeader`] names the
+    /// leader).
+    pub async fn command(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
+        self.command_here(cmd.into(), self.inner.forward).await
+    }
+
+    async fn command_here(&self, cmd: Bytes, forward: bool) -> Result<Bytes, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let data = cmd.clone();
+        self.input(Input::Propose { data, reply: tx }).await?;
+        match self.wait("command", self.inner.command_timeout, rx).await {
+            Err(NodeError::NotLeader { leader: Some(l) }) if forward => {
+                self.forward(&l.address, Request::Command(cmd)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends a client call to the leader at `address` and returns its answer.
+    async fn forward(&self, address: &str, request: Request) -> Result<Bytes, NodeError> {
+        self.check_open()?;
+        let conn = self.connection(address).await?;
+        let envelope = Envelope {
+            cluster: self.inner.cluster_number,
+            from: Arc::from(self.inner.address.as_str()),
+            request,
+        };
+        let after = self.inner.command_timeout;
+        match timeout(after, conn.invoke(envelope)).await {
+            Err(_) => Err(NodeError::Timeout {
+                what: "forwarded call",
+                after,
+            }),
+            Ok(Err(e)) => {
+                self.forget_connection(address);
+                Err(NodeError::Transport(e))
+            }
+            Ok(Ok(Reply::Output(b))) => Ok(b),
+            Ok(Ok(Reply::Error(reason))) => Err(NodeError::Remote(reason)),
+            Ok(Ok(other)) => Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn connection(&self, address: &str) -> Result<Arc<dyn Connection>, NodeError> {
+        let cached = self
+            .inner
+            .connections
+            .lock()
+            .expect("the lock is never held across a panic")
+            .get(address)
+            .cloned();
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let c = self.inner.transport.connect(address).await?;
+        self.inner
+            .connections
+            .lock()
+            .expect("the lock is never held across a panic")
+            .insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn forget_connection(&self, address: &str) {
+        self.inner
+            .connections
+            .lock()
+            .expect("the lock is never held across a panic")
+            .remove(address);
+    }
+
+    /// A linearizable read: `query` is answered by the state machine once
+    /// this node has applied everything committed before the read began
+    /// (ReadIndex, or the leader lease when `read_mode` is `Lease`). On a
+    /// follower the leader confirms the read index.
+    pub async fn read(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
+        self.read_here(query.into()).await
+    }
+
+    async fn read_here(&self, query: Bytes) -> Result<Bytes, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.input(Input::Read { query, reply: tx }).await?;
+        self.wait("read", self.inner.command_timeout, rx).await
+    }
+
+    /// A read of this node's state as it is: fast, but possibly stale (it
+    /// may miss writes other nodes already acknowledged).
+    pub async fn read_local(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
+        self.check_open()?;
+        let (tx, rx) = oneshot::channel();
+        let job = apply::Job::LocalRead {
+            query: query.into(),
+            reply: tx,
+        };
+        self.inner
+            .apply_tx
+            .send(job)
+            .map_err(|_| NodeError::ShuttingDown)?;
+        self.wait("local read", self.inner.command_timeout, rx)
+            .await
+    }
+
+    /// Adds the node listening at `address` (in the transport's terms) to
+    /// the cluster: as a learner first, then, once it has caught up, as a
+    /// voter. On a follower the call goes to the leader. The joining node
+    /// must be empty (started with `Bootstrap::Join`) and of this cluster.
+    pub async fn join(&self, address: &str) -> Result<(), NodeError> {
+        self.check_open()?;
+        if self.role() != Role::Leader {
+            return self
+                .to_leader(Request::Join {
+                    address: address.to_string(),
+                })
+                .await;
+        }
+        self.join_here(address).await
+    }
+
+    async fn to_leader(&self, request: Request) -> Result<(), NodeError> {
+        match self.leader() {
+            Some(l) if self.inner.forward && l.id != self.inner.id => {
+                self.forward(&l.address, request).await.map(|_| ())
+            }
+            leader => Err(NodeError::NotLeader { leader }),
+        }
+    }
+
+    async fn join_here(&self, address: &str) -> Result<(), NodeError> {
+        let (id, number) = self.add_learner_here(address).await?;
+        self.wait_caught_up(&id).await?;
+        let change = ConfChange::AddVoter {
+            id: number,
+            context: Bytes::new(),
+        };
+        match self.change(change).await {
+            Err(NodeError::Membership(m)) if m.contains("already a member") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Adds the node at `address` as a learner (a member that receives the
+    /// log but does not vote); returns its id. Promote it with
+    /// [`Node::promote`] once caught up, or use [`Node::join`] for both.
+    pub async fn add_learner(&self, address: &str) -> Result<String, NodeError> {
+        self.check_open()?;
+        if self.role() != Role::Leader {
+            return Err(NodeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        self.add_learner_here(address).await.map(|(id, _)| id)
+    }
+
+    async fn add_learner_here(&self, address: &str) -> Result<(String, u64), NodeError> {
+        if address == self.inner.address {
+            return Err(NodeError::Membership("a node cannot join itself".into()));
+        }
+        let conn = self.connection(address).await?;
+        let hello = Envelope {
+            cluster: self.inner.cluster_number,
+            from: Arc::from(self.inner.address.as_str()),
+            request: Request::Hello,
+        };
+        let reply = timeout(self.inner.command_timeout, conn.invoke(hello)).await;
+        let (id, cluster, empty) = match reply {
+            Ok(Ok(Reply::Hello { id, cluster, empty })) => (id, cluster, empty),
+            Ok(Ok(other)) => return Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
+            Ok(Err(e)) => {
+                self.forget_connection(address);
+                return Err(e.into());
+            }
+            Err(_) => {
+                return Err(NodeError::Timeout {
+                    what: "hello",
+                    after: self.inner.command_timeout,
+                })
+            }
+        };
+        if cluster != self.inner.cluster {
+            return Err(NodeError::Membership(format!(
+                "the node at {address} belongs to cluster {cluster}, not {}",
+                self.inner.cluster
+            )));
+        }
+        if id == self.inner.id {
+            return Err(NodeError::Membership("a node cannot join itself".into()));
+        }
+        let number = node_number(&id);
+        let peers = self.peers().await?;
+        if let Some(p) = peers.iter().find(|p| p.id == id) {
+            let _ = p.role;
+            return Ok((id, number));
+        }
+        if let Some(p) = peers.iter().find(|p| node_number(&p.id) == number) {
+            return Err(NodeError::Membership(format!(
+                "the id {id} collides with member {}: give the new node another id",
+                p.id
+            )));
+        }
+        if !empty {
+            return Err(NodeError::Membership(format!(
+                "the node at {address} already holds a log or a membership: start it empty (Bootstrap::Join) to add it"
+            )));
+        }
+        let context = PeerContext {
+            id: id.clone(),
+            address: address.to_string(),
+        }
+        .encode();
+        self.change(ConfChange::AddLearner {
+            id: number,
+            context,
+        })
+        .await?;
+        Ok((id, number))
+    }
+
+    async fn wait_caught_up(&self, id: &str) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        loop {
+            let commit = self.metrics().commit_index;
+            let matched = self
+                .peers()
+                .await?
+                .into_iter()
+                .find(|p| p.id == id)
+                .and_then(|p| p.match_index);
+            match matched {
+                Some(m) if m >= commit => return Ok(()),
+                None if self.role() != Role::Leader => {
+                    return Err(NodeError::NotLeader {
+                        leader: self.leader(),
+                    })
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Timeout {
+                    what: "catching up the new node",
+                    after: self.inner.join_timeout,
+                });
+            }
+            tokio::time::sleep(self.inner.heartbeat).await;
+        }
+    }
+
+    /// Promotes the learner `id` to voter.
+    pub async fn promote(&self, id: &str) -> Result<(), NodeError> {
+        let change = ConfChange::AddVoter {
+            id: node_number(id),
+            context: Bytes::new(),
+        };
+        self.change(change).await
+    }
+
+    /// Removes the member `id` (voter or learner). Removing the leader makes
+    /// it hand over and step down once the change commits.
+    pub async fn leave(&self, id: &str) -> Result<(), NodeError> {
+        self.check_open()?;
+        if self.role() != Role::Leader {
+            return self.to_leader(Request::Leave { id: id.to_string() }).await;
+        }
+        self.leave_here(id).await
+    }
+
+    async fn leave_here(&self, id: &str) -> Result<(), NodeError> {
+        self.change(ConfChange::Remove {
+            id: node_number(id),
+        })
+        .await
+    }
+
+    /// Proposes a membership change, retrying while another is in flight,
+    /// until it commits or `join_timeout` passes.
+    async fn change(&self, change: ConfChange) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let input = Input::Change {
+                change: change.clone(),
+                reply: tx,
+            };
+            self.input(input).await?;
+            match self
+                .wait("membership change", self.inner.command_timeout, rx)
+                .await
+            {
+                Err(NodeError::Retry(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.inner.heartbeat).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Every member other than this node, with its role and, on the leader,
+    /// its replication state.
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.input(Input::Peers(tx)).await?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Hands leadership to the voter `to` and waits until it leads.
+    pub async fn transfer_leadership(&self, to: &str) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.input(Input::Transfer {
+            to: node_number(to),
+            reply: tx,
+        })
+        .await?;
+        self.wait("leadership transfer", self.inner.command_timeout, rx)
+            .await?;
+        let after = self.inner.election_max * 4;
+        let mut status = self.inner.status.clone();
+        let reached = timeout(after, async {
+            loop {
+                if status.borrow().leader.as_ref().is_some_and(|l| l.id == to) {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        match reached {
+            Ok(()) if self.leader().is_some_and(|l| l.id == to) => Ok(()),
+            Ok(()) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(NodeError::Timeout {
+                what: "leadership transfer",
+                after,
+            }),
+        }
+    }
+
+    /// This node starts no election for `duration` (it still votes, and a
+    /// leader stays leader).
+    pub async fn weaken(&self, duration: Duration) -> Result<(), NodeError> {
+        self.input(Input::Weaken(duration)).await
+    }
+
+    /// Stops the node at once, as a crash (or `kill -9`) would: nothing in
+    /// flight is finished, and what was not yet saved is lost. For fault
+    /// injection in tests; use [`Node::shutdown`] to stop a node cleanly.
+    pub async fn crash(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .expect("the lock is never held across a panic"),
+        );
+        for t in tasks {
+            t.abort();
+        }
+        let _ = self.inner.transport.shutdown().await;
+    }
+
+    /// Stops the node: new calls are refused, calls in flight finish (or
+    /// fail with [`NodeError::ShuttingDown`] after a short grace period),
+    /// what was handed to the disk is saved, and the transport stops.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        if self.input(Input::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.transport.shutdown().await?;
+        Ok(())
+    }
+}
+
+fn new_identity(options: &Options, id: String, address: &str) -> Identity {
+    let cluster = options.cluster.clone().unwrap_or_else(|| (options.uuid)());
+    let bootstrap = match &options.bootstrap {
+        Bootstrap::Single => members([(id.clone(), address.to_string())]),
+        Bootstrap::Static(list) => members(list.iter().cloned()),
+        Bootstrap::Join => Membership::default(),
+    };
+    Identity {
+        id,
+        cluster,
+        bootstrap,
+    }
+}
+
+fn members(list: impl IntoIterator<Item = (String, String)>) -> Membership {
+    let mut m = Membership::default();
+    for (id, address) in list {
+        let change = ConfChange::AddVoter {
+            id: node_number(&id),
+            context: PeerContext { id, address }.encode(),
+        };
+        if let Ok(next) = m.apply(&change) {
+            m = next;
+        }
+    }
+    m
+}
+
+fn check_identity(options: &Options, stored: &Identity) -> Result<(), NodeError> {
+    if let Some(id) = &options.id {
+        if id != &stored.id {
+            return Err(NodeError::InvalidOption {
+                option: "id",
+                reason: format!(
+                    "the storage belongs to node {}, not {id}: leave `id` unset or point `persistence` at this node's own storage",
+                    stored.id
+                ),
+            });
+        }
+    }
+    if let Some(cluster) = &options.cluster {
+        if cluster != &stored.cluster {
+            return Err(NodeError::InvalidOption {
+                option: "cluster",
+                reason: format!(
+                    "the storage belongs to cluster {}, not {cluster}",
+                    stored.cluster
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Answers requests from peers.
+struct NodeHandler {
+    /// Set once the node is built (it listens before).
+    node: std::sync::OnceLock<Weak<Inner>>,
+}
+
+#[async_trait]
+impl Handler for NodeHandler {
+    async fn handle(&self, envelope: Envelope) -> Reply {
+        let Some(inner) = self.node.get().and_then(Weak::upgrade) else {
+            return Reply::Error("the node is starting or shut down".into());
+        };
+        let node = Node { inner };
+        if let Request::Hello = envelope.request {
+            let s = node.inner.status.borrow().clone();
+            return Reply::Hello {
+                id: node.inner.id.clone(),
+                cluster: node.inner.cluster.clone(),
+                empty: s.empty,
+            };
+        }
+        if envelope.cluster != node.inner.cluster_number {
+            return Reply::Error(format!(
+                "refused: this node belongs to cluster {}",
+                node.inner.cluster
+            ));
+        }
+        // Forwarded calls are handled here, never forwarded again (no loops).
+        let result = match envelope.request {
+            Request::Raft(m) => {
+                return match node
+                    .inner
+                    .inbox
+                    .send(Input::Message(m, envelope.from))
+                    .await
+                {
+                    Ok(()) => Reply::Ack,
+                    Err(_) => Reply::Error("the node is shutting down".into()),
+                };
+            }
+            Request::Command(cmd) => node.command_here(cmd, false).await,
+            Request::Read(query) => node.read_here(query).await,
+            Request::Join { address } => node.join_here(&address).await.map(|_| Bytes::new()),
+            Request::Leave { id } => node.leave_here(&id).await.map(|_| Bytes::new()),
+            Request::Hello => unreachable!("answered above"),
+        };
+        match result {
+            Ok(b) => Reply::Output(b),
+            Err(e) => Reply::Error(e.to_string()),
+        }
+    }
+}

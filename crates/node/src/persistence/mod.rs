@@ -1,0 +1,95 @@
+//! The Persistence API (the seed's): `save(change)` and `load()`.
+//!
+//! `save` receives what changed since the previous save, so that its cost
+//! grows with the change, not with the log. It must not return before the
+//! change is durable: the node sends no message that depends on a change
+//! before `save` of that change has returned. `load` returns everything a
+//! node needs to restart.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use raft_core::{Entry, HardState, LogIndex, Membership, Snapshot};
+
+/// Who a node is: written once, when the node is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The node's id.
+    pub id: String,
+    /// The cluster's id.
+    pub cluster: String,
+    /// The membership the node started with (empty for a node that waits to
+    /// be added by a leader).
+    pub bootstrap: Membership,
+}
+
+/// What changed since the previous save. Apply it in this order: identity,
+/// snapshot (log entries at or below its index may then be dropped),
+/// truncation (drop entries at and above `truncate_from`), entries
+/// (append), hard state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// The node's identity (in the first save only).
+    pub identity: Option<Identity>,
+    /// A new snapshot: the latest one is what `load` returns.
+    pub snapshot: Option<Snapshot>,
+    /// Drop stored entries at and above this index.
+    pub truncate_from: Option<LogIndex>,
+    /// Entries to append after the stored ones (their indexes follow on).
+    pub entries: Vec<Entry>,
+    /// Term, vote and commit index, if they changed.
+    pub hard_state: Option<HardState>,
+}
+
+impl Change {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.identity.is_none()
+            && self.snapshot.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
+    }
+}
+
+/// Everything needed to restart a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Who the node is.
+    pub identity: Identity,
+    /// The latest term, vote and commit index.
+    pub hard_state: HardState,
+    /// The latest snapshot.
+    pub snapshot: Option<Snapshot>,
+    /// The stored log entries after the snapshot (some at or below it may be
+    /// included; they are ignored).
+    pub entries: Vec<Entry>,
+}
+
+/// Why persistence failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistenceError {
+    /// The stored state is damaged; the message says where.
+    #[error("stored state is corrupt: {0}")]
+    Corrupt(String),
+    /// A write could not be made durable; the node stops acknowledging.
+    #[error("write failed: {0}")]
+    Io(String),
+    /// The change does not fit what is stored (a gap in the log, a
+    /// snapshot older than the stored one, ...).
+    #[error("invalid change: {0}")]
+    Invalid(String),
+    /// The store belongs to another node or cluster.
+    #[error("identity mismatch: {0}")]
+    Identity(String),
+}
+
+/// Where a node keeps its durable state.
+#[async_trait]
+pub trait Persistence: Send + Sync + 'static {
+    /// Makes `change` durable; returns only once it is.
+    async fn save(&self, change: Change) -> Result<(), PersistenceError>;
+
+    /// Loads what was saved, or `None` for a store that was never written.
+    async fn load(&self) -> Result<Option<State>, PersistenceError>;
+}

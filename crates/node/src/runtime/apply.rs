@@ -1,0 +1,215 @@
+//! The apply task: owns the state machine, applies committed entries in
+//! order, answers the commands waiting for them, serves reads once their
+//! index is applied, and takes snapshots by policy.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raft_core::{Entry, EntryPayload, LogIndex, MemberRole, Membership, Snapshot, Term};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::error::NodeError;
+use crate::events::Event;
+use crate::ids::PeerContext;
+use crate::runtime::Input;
+use crate::state_machine::StateMachine;
+
+/// Who waits for an entry to be applied.
+pub(crate) enum Waiter {
+    /// A command: gets the state machine's output.
+    Command(oneshot::Sender<Result<Bytes, NodeError>>),
+    /// A membership change: gets told it committed.
+    Change(oneshot::Sender<Result<(), NodeError>>),
+}
+
+impl Waiter {
+    fn fail(self, e: NodeError) {
+        match self {
+            Waiter::Command(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Waiter::Change(tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+/// A reply channel for reads.
+pub(crate) type ReadReply = oneshot::Sender<Result<Bytes, NodeError>>;
+
+/// Work for the apply task, in the order it must happen.
+pub(crate) enum Job {
+    /// Tell `waiter` when the entry (`index`, `term`) is applied.
+    Register {
+        index: LogIndex,
+        term: Term,
+        waiter: Waiter,
+    },
+    /// Durable output of the core: restore, apply, then serve reads.
+    Batch {
+        restore: Option<Snapshot>,
+        entries: Vec<Entry>,
+        reads: Vec<(Bytes, ReadReply)>,
+    },
+    /// A possibly stale read of the local state.
+    LocalRead { query: Bytes, reply: ReadReply },
+    /// Leadership was lost: the registered commands' outcome is unknown.
+    FailPending(NodeError),
+}
+
+/// The state of the apply task.
+pub(crate) struct Applier {
+    pub sm: Box<dyn StateMachine>,
+    pub applied: LogIndex,
+    pub snapshot_index: LogIndex,
+    pub snapshot_threshold: u64,
+    pub membership: Membership,
+    pub waiters: BTreeMap<LogIndex, (Term, Waiter)>,
+    pub events: broadcast::Sender<Event>,
+    /// Weak, so that the driver stops once every `Node` handle is gone.
+    pub to_raft: mpsc::WeakSender<Input>,
+}
+
+impl Applier {
+    /// Runs until the channel closes.
+    pub(crate) async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::Register {
+                    index,
+                    term,
+                    waiter,
+                } => {
+                    if index <= self.applied {
+                        // Cannot happen (registration precedes the commit),
+                        // but never leave a caller hanging.
+                        waiter.fail(NodeError::LeadershipLost);
+                    } else {
+                        self.waiters.insert(index, (term, waiter));
+                    }
+                }
+                Job::Batch {
+                    restore,
+                    entries,
+                    reads,
+                } => {
+                    if let Some(s) = restore {
+                        if let Err(e) = self.restore(s) {
+                            let _ = self.events.send(Event::Warning(e));
+                        }
+                    }
+                    let last = entries.last().map(|e| e.index);
+                    for e in entries {
+                        self.apply(e);
+                    }
+                    for (query, reply) in reads {
+                        let _ = reply.send(Ok(self.sm.query(&query)));
+                    }
+                    if let Some(index) = last {
+                        let _ = self.events.send(Event::Applied { index });
+                    }
+                    self.maybe_snapshot().await;
+                }
+                Job::LocalRead { query, reply } => {
+                    let _ = reply.send(Ok(self.sm.query(&query)));
+                }
+                Job::FailPending(e) => {
+                    for (_, (_, w)) in std::mem::take(&mut self.waiters) {
+                        w.fail(e.clone());
+                    }
+                }
+            }
+        }
+        for (_, (_, w)) in std::mem::take(&mut self.waiters) {
+            w.fail(NodeError::ShuttingDown);
+        }
+    }
+
+    fn restore(&mut self, s: Snapshot) -> Result<(), String> {
+        let index = s.meta.index;
+        self.sm
+            .restore(&s.data)
+            .map_err(|e| format!("cannot restore the snapshot at {index}: {e}"))?;
+        self.applied = index;
+        self.snapshot_index = index;
+        self.membership_changed(s.meta.membership);
+        // Commands at or below the snapshot were decided elsewhere; their
+        // outcome is unknown here.
+        let later = self.waiters.split_off(&(index + 1));
+        for (_, (_, w)) in std::mem::replace(&mut self.waiters, later) {
+            w.fail(NodeError::LeadershipLost);
+        }
+        let _ = self.events.send(Event::SnapshotInstalled { index });
+        Ok(())
+    }
+
+    fn apply(&mut self, e: Entry) {
+        debug_assert!(e.index > self.applied);
+        self.applied = e.index;
+        let output = match e.payload {
+            EntryPayload::Command(data) => Some(self.sm.apply(e.index, &data)),
+            EntryPayload::Membership(m) => {
+                self.membership_changed(m);
+                None
+            }
+            EntryPayload::Blank => None,
+        };
+        // Waiters below this index were for entries that were replaced.
+        while let Some(entry) = self.waiters.first_entry() {
+            if *entry.key() > e.index {
+                break;
+            }
+            let (index, (term, waiter)) = entry.remove_entry();
+            if index < e.index || term != e.term {
+                waiter.fail(NodeError::LeadershipLost);
+                continue;
+            }
+            match waiter {
+                Waiter::Command(tx) => {
+                    let _ = tx.send(Ok(output.clone().unwrap_or_default()));
+                }
+                Waiter::Change(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn membership_changed(&mut self, next: Membership) {
+        for (id, m) in next.members() {
+            let before = self.membership.get(id).map(|b| b.role);
+            if before != Some(m.role) {
+                if let Some(ctx) = PeerContext::decode(&m.context) {
+                    let _ = self.events.send(Event::Joined {
+                        id: ctx.id,
+                        address: ctx.address,
+                        voter: m.role == MemberRole::Voter,
+                    });
+                }
+            }
+        }
+        for (id, m) in self.membership.members() {
+            if !next.contains(id) {
+                if let Some(ctx) = PeerContext::decode(&m.context) {
+                    let _ = self.events.send(Event::Left { id: ctx.id });
+                }
+            }
+        }
+        self.membership = next;
+    }
+
+    async fn maybe_snapshot(&mut self) {
+        let t = self.snapshot_threshold;
+        if t == 0 || self.applied < self.snapshot_index + t {
+            return;
+        }
+        let index = self.applied;
+        let data = self.sm.snapshot();
+        self.snapshot_index = index;
+        if let Some(to_raft) = self.to_raft.upgrade() {
+            let _ = to_raft.send(Input::Compact { index, data }).await;
+        }
+        let _ = self.events.send(Event::SnapshotTaken { index });
+    }
+}

@@ -1,0 +1,513 @@
+//! The driver task: feeds the core its input (peer messages, client calls,
+//! ticks), carries out each `Ready` in the order the core requires, and
+//! publishes the node's status. It never blocks on the disk, the state
+//! machine or the network: those are other tasks, reached through queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_core::{
+    Message, NodeId, ProposeError, Raft, ReadError, Role, SoftState, TransferError, NO_NODE,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::error::{LeaderInfo, NodeError};
+use crate::events::Event;
+use crate::ids::PeerContext;
+use crate::persistence::Change;
+use crate::runtime::apply::{self, ReadReply, Waiter};
+use crate::runtime::peers::{Peer, PeerStats, SenderContext};
+use crate::runtime::persist::{self, Done};
+use crate::runtime::{Input, PeerStatus, Status};
+
+/// Inputs handled per round before the core's output is taken (batching).
+const MAX_INPUTS_PER_ROUND: usize = 4096;
+
+/// The driver's state.
+pub(crate) struct Driver {
+    pub raft: Raft,
+    pub me: NodeId,
+    pub id: String,
+    pub address: String,
+    pub tick: Duration,
+    pub inbox: mpsc::Receiver<Input>,
+    pub persist_tx: mpsc::UnboundedSender<persist::Job>,
+    pub persisted_rx: mpsc::UnboundedReceiver<Done>,
+    pub apply_tx: mpsc::UnboundedSender<apply::Job>,
+    pub sender: SenderContext,
+    pub peer_stats: Arc<PeerStats>,
+    pub status_tx: watch::Sender<Status>,
+    pub events: broadcast::Sender<Event>,
+    /// Jobs handed to the persistence task and not yet back.
+    pub in_flight: usize,
+    pub peers: HashMap<NodeId, Peer>,
+    /// Addresses learned from envelopes, for nodes outside the membership.
+    pub addresses: HashMap<NodeId, Arc<str>>,
+    pub pending_reads: HashMap<u64, (Bytes, ReadReply)>,
+    pub next_read: u64,
+    pub soft: SoftState,
+    /// Set after a storage failure: the node acknowledges nothing more.
+    pub stopped: Option<String>,
+    /// Set by `shutdown`: when to give up on what is in flight, and whom to
+    /// tell once stopped.
+    pub closing: Option<(Instant, oneshot::Sender<()>)>,
+    /// The highest index this node proposed (for a graceful shutdown).
+    pub proposed: u64,
+    /// The leader id last announced in an event.
+    pub announced_leader: Option<String>,
+}
+
+impl Driver {
+    /// Runs until shutdown (or until every handle on the node is dropped).
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                done = self.persisted_rx.recv() => match done {
+                    Some(d) => self.persisted(d),
+                    None => break,
+                },
+                input = self.inbox.recv() => match input {
+                    Some(i) => self.input(i),
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    if self.stopped.is_none() {
+                        self.raft.tick();
+                    }
+                }
+            }
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match self.inbox.try_recv() {
+                    Ok(i) => self.input(i),
+                    Err(_) => break,
+                }
+            }
+            if self.stopped.is_none() {
+                self.process_ready();
+            }
+            self.publish();
+            if self.soft.leader != NO_NODE && self.announced_leader.is_none()
+                || self
+                    .announced_leader
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("node-"))
+            {
+                self.announce_leader();
+            }
+            if self.closing.as_ref().is_some_and(|(deadline, _)| {
+                Instant::now() >= *deadline
+                    || (self.in_flight == 0 && self.raft.applied_index() >= self.proposed)
+            }) {
+                break;
+            }
+        }
+        self.finish();
+        let _ = self.sender.transport.shutdown().await;
+    }
+
+    fn finish(&mut self) {
+        self.status_tx.send_modify(|s| {
+            s.role = Role::Follower;
+            s.leader = None;
+            s.stopped.get_or_insert_with(|| "shut down".into());
+        });
+        for (_, (_, reply)) in self.pending_reads.drain() {
+            let _ = reply.send(Err(NodeError::ShuttingDown));
+        }
+        let _ = self
+            .apply_tx
+            .send(apply::Job::FailPending(NodeError::ShuttingDown));
+        self.peers.clear();
+        if let Some((_, done)) = self.closing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn refuse(&self) -> Option<NodeError> {
+        if let Some(reason) = &self.stopped {
+            return Some(NodeError::Stopped(reason.clone()));
+        }
+        self.closing.as_ref().map(|_| NodeError::ShuttingDown)
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Message(m, from) => {
+                if !from.is_empty() && self.addresses.get(&m.from) != Some(&from) {
+                    self.addresses.insert(m.from, from);
+                }
+                if self.stopped.is_some() {
+                    return;
+                }
+                if let Err(e) = self.raft.step(m) {
+                    let _ = self.events.send(Event::Warning(format!("refused: {e}")));
+                }
+            }
+            Input::Propose { data, reply } => {
+                if let Some(e) = self.refuse() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                match self.raft.propose(data) {
+                    Ok(index) => {
+                        self.proposed = index;
+                        let term = self.raft.term();
+                        let waiter = Waiter::Command(reply);
+                        let _ = self.apply_tx.send(apply::Job::Register {
+                            index,
+                            term,
+                            waiter,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.propose_error(e)));
+                    }
+                }
+            }
+            Input::Read { query, reply } => {
+                if let Some(e) = self.refuse() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let id = self.next_read;
+                self.next_read += 1;
+                match self.raft.read_index(id) {
+                    Ok(()) => {
+                        self.pending_reads.insert(id, (query, reply));
+                    }
+                    Err(ReadError::NoLeader) => {
+                        let _ = reply.send(Err(NodeError::NotLeader { leader: None }));
+                    }
+                }
+            }
+            Input::Change { change, reply } => {
+                if let Some(e) = self.refuse() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                match self.raft.propose_conf_change(change) {
+                    Ok(index) => {
+                        self.proposed = index;
+                        let term = self.raft.term();
+                        let waiter = Waiter::Change(reply);
+                        let _ = self.apply_tx.send(apply::Job::Register {
+                            index,
+                            term,
+                            waiter,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.propose_error(e)));
+                    }
+                }
+            }
+            Input::Transfer { to, reply } => {
+                let r = self.raft.transfer_leader(to).map_err(|e| match e {
+                    TransferError::NotLeader { leader } => NodeError::NotLeader {
+                        leader: self.leader_info(leader.unwrap_or(NO_NODE)),
+                    },
+                    other => NodeError::Membership(other.to_string()),
+                });
+                let _ = reply.send(r);
+            }
+            Input::Weaken(d) => {
+                let ticks = (d.as_micros() / self.tick.as_micros().max(1)) as u64;
+                self.raft.weaken(ticks);
+            }
+            Input::Peers(reply) => {
+                let _ = reply.send(self.peer_statuses());
+            }
+            Input::Compact { index, data } => {
+                // Refused only when a newer snapshot already covers it.
+                let _ = self.raft.compact(index, data);
+            }
+            Input::Shutdown(done) => {
+                let grace = Duration::from_secs(1);
+                self.closing = Some((Instant::now() + grace, done));
+            }
+        }
+    }
+
+    fn propose_error(&self, e: ProposeError) -> NodeError {
+        match e {
+            ProposeError::NotLeader { leader } => NodeError::NotLeader {
+                leader: self.leader_info(leader.unwrap_or(NO_NODE)),
+            },
+            ProposeError::TransferInProgress => NodeError::NotLeader { leader: None },
+            ProposeError::Backpressure { .. } => NodeError::Busy,
+            ProposeError::ChangeInProgress(i) => NodeError::Retry(format!(
+                "the membership change at index {i} is not committed yet"
+            )),
+            ProposeError::NotReady => {
+                NodeError::Retry("the new leader has not committed an entry of its term yet".into())
+            }
+            ProposeError::Membership(e) => NodeError::Membership(e.to_string()),
+        }
+    }
+
+    /// The id and address of node `n`, from the membership or from what it
+    /// told us in its envelopes.
+    fn context(&self, n: NodeId) -> Option<PeerContext> {
+        if n == self.me {
+            return Some(PeerContext {
+                id: self.id.clone(),
+                address: self.address.clone(),
+            });
+        }
+        PeerContext::of(self.raft.membership(), n).or_else(|| {
+            self.addresses.get(&n).map(|a| PeerContext {
+                id: format!("node-{n:016x}"),
+                address: a.to_string(),
+            })
+        })
+    }
+
+    fn leader_info(&self, leader: NodeId) -> Option<LeaderInfo> {
+        if leader == NO_NODE {
+            return None;
+        }
+        self.context(leader).map(|c| LeaderInfo {
+            id: c.id,
+            address: c.address,
+        })
+    }
+
+    /// Takes and carries out every batch the core has ready.
+    fn process_ready(&mut self) {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            let leadership_lost = match rd.soft_state {
+                Some(ss) => self.soft_state_changed(ss),
+                None => false,
+            };
+            let marker = rd.persisted_marker();
+            for m in rd.messages {
+                self.send(m);
+            }
+            let restore = if rd.restore_snapshot {
+                rd.snapshot.clone()
+            } else {
+                None
+            };
+            let job = persist::Job {
+                change: Change {
+                    identity: None,
+                    snapshot: rd.snapshot,
+                    truncate_from: rd.truncate_from,
+                    entries: rd.entries,
+                    hard_state: rd.hard_state,
+                },
+                after: rd.messages_after_persist,
+                marker,
+                restore,
+                committed: rd.committed_entries,
+                reads: rd.reads,
+                aborted: rd.aborted_reads,
+                leadership_lost,
+            };
+            if job.change.is_empty() && self.in_flight == 0 {
+                self.complete(job);
+            } else {
+                self.in_flight += 1;
+                if self.persist_tx.send(job).is_err() {
+                    self.stop("the persistence task is gone".into());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The persistence task reports.
+    fn persisted(&mut self, done: Done) {
+        match done {
+            Done::Saved(jobs) => {
+                self.in_flight -= jobs.len();
+                for job in jobs {
+                    self.complete(job);
+                }
+            }
+            Done::Failed(e) => self.stop(e.to_string()),
+        }
+    }
+
+    /// A batch is durable: release what waited for it.
+    fn complete(&mut self, job: persist::Job) {
+        for m in job.after {
+            self.send(m);
+        }
+        if let Some((index, term)) = job.marker {
+            self.raft.on_persisted(index, term);
+        }
+        for id in job.aborted {
+            if let Some((_, reply)) = self.pending_reads.remove(&id) {
+                let leader = self.leader_info(self.raft.leader().unwrap_or(NO_NODE));
+                let _ = reply.send(Err(NodeError::NotLeader { leader }));
+            }
+        }
+        let reads: Vec<(Bytes, ReadReply)> = job
+            .reads
+            .iter()
+            .filter_map(|r| self.pending_reads.remove(&r.id))
+            .collect();
+        if job.restore.is_some() || !job.committed.is_empty() || !reads.is_empty() {
+            let _ = self.apply_tx.send(apply::Job::Batch {
+                restore: job.restore,
+                entries: job.committed,
+                reads,
+            });
+        }
+        if job.leadership_lost {
+            // After the entries committed in the same step are applied.
+            let _ = self
+                .apply_tx
+                .send(apply::Job::FailPending(NodeError::LeadershipLost));
+        }
+    }
+
+    /// Storage failed: stop acknowledging anything (fail-stop), and say why.
+    fn stop(&mut self, reason: String) {
+        if self.stopped.is_some() {
+            return;
+        }
+        let _ = self.events.send(Event::Warning(format!(
+            "storage failed, the node stops acknowledging: {reason}"
+        )));
+        for (_, (_, reply)) in self.pending_reads.drain() {
+            let _ = reply.send(Err(NodeError::Stopped(reason.clone())));
+        }
+        let _ = self
+            .apply_tx
+            .send(apply::Job::FailPending(NodeError::Stopped(reason.clone())));
+        self.peers.clear();
+        self.stopped = Some(reason);
+    }
+
+    /// Reports role and leader changes; returns true if leadership was lost.
+    fn soft_state_changed(&mut self, ss: SoftState) -> bool {
+        let old = self.soft;
+        self.soft = ss;
+        if old.role != ss.role {
+            let _ = self.events.send(Event::RoleChanged {
+                role: ss.role,
+                term: ss.term,
+            });
+        }
+        self.announce_leader();
+        old.role == Role::Leader && ss.role != Role::Leader
+    }
+
+    /// Sends `LeaderChanged` when the leader, or what we know of its id,
+    /// changed (a joining node learns its leader's id only with the
+    /// configuration).
+    fn announce_leader(&mut self) {
+        let leader = self
+            .leader_info(self.raft.leader().unwrap_or(NO_NODE))
+            .map(|l| l.id);
+        if leader != self.announced_leader {
+            self.announced_leader = leader.clone();
+            let _ = self.events.send(Event::LeaderChanged {
+                leader,
+                term: self.raft.term(),
+            });
+        }
+    }
+
+    /// Hands a message to the sender task of its addressee (starting one if
+    /// needed).
+    fn send(&mut self, m: Message) {
+        let to = m.to;
+        if let Some(p) = self.peers.get(&to) {
+            p.send(m, &self.peer_stats);
+            return;
+        }
+        let Some(ctx) = self.context(to) else {
+            self.peer_stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let peer = Peer::start(self.sender.clone(), ctx.id, ctx.address);
+        peer.send(m, &self.peer_stats);
+        self.peers.insert(to, peer);
+    }
+
+    fn peer_statuses(&self) -> Vec<PeerStatus> {
+        let tick = self.tick;
+        let now = self.raft.ticks();
+        self.raft
+            .membership()
+            .members()
+            .filter(|(n, _)| *n != self.me)
+            .map(|(n, m)| {
+                let ctx = PeerContext::decode(&m.context);
+                let progress = self.raft.progress(n);
+                PeerStatus {
+                    id: ctx
+                        .as_ref()
+                        .map_or(format!("node-{n:016x}"), |c| c.id.clone()),
+                    address: ctx.map_or_else(String::new, |c| c.address),
+                    role: m.role,
+                    match_index: progress.map(|p| p.match_index),
+                    last_contact: progress
+                        .map(|p| tick * now.saturating_sub(p.last_contact_tick) as u32),
+                    connected: self
+                        .peers
+                        .get(&n)
+                        .is_some_and(|p| p.connected.load(Ordering::Relaxed)),
+                    inflight: progress.map_or(0, |p| p.inflight.len()),
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes the status, touching only what changed.
+    fn publish(&mut self) {
+        let r = &self.raft;
+        let (role, term, leader) = (r.role(), r.term(), r.leader().unwrap_or(NO_NODE));
+        let empty = r.last_index() == 0 && r.membership().is_empty();
+        let snapshot_index = r.snapshot_meta().map_or(0, |m| m.index);
+        let core = *r.metrics();
+        let (commit, applied, last) = (r.commit_index(), r.applied_index(), r.last_index());
+        let leader_changed = self.status_tx.borrow().leader.as_ref().map(|l| &l.id)
+            != self.leader_info(leader).as_ref().map(|l| &l.id);
+        let leader_info = if leader_changed {
+            Some(self.leader_info(leader))
+        } else {
+            None
+        };
+        let stopped = &self.stopped;
+        self.status_tx.send_if_modified(|s| {
+            let mut changed = false;
+            macro_rules! set {
+                ($field:ident, $v:expr) => {
+                    if s.$field != $v {
+                        s.$field = $v;
+                        changed = true;
+                    }
+                };
+            }
+            set!(role, role);
+            set!(term, term);
+            set!(commit_index, commit);
+            set!(applied_index, applied);
+            set!(last_index, last);
+            set!(snapshot_index, snapshot_index);
+            set!(empty, empty);
+            set!(core, core);
+            if let Some(l) = leader_info {
+                s.leader = l;
+                changed = true;
+            }
+            if s.stopped.as_ref() != stopped.as_ref() {
+                s.stopped = stopped.clone();
+                changed = true;
+            }
+            changed
+        });
+    }
+}

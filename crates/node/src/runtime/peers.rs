@@ -1,0 +1,155 @@
+//! One sender task per peer: it connects through the transport (again,
+//! with backoff, after a failure), sends the Raft messages queued for that
+//! peer in order, and drops them when the queue is full (Raft recovers lost
+//! messages; a slow peer must not grow memory without bound).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use raft_core::Message;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::events::Event;
+use crate::transport::{Connection, Envelope, Reply, Request, Transport};
+
+/// Messages queued for one peer before new ones are dropped.
+pub(crate) const PEER_QUEUE: usize = 4096;
+
+/// The raft loop's handle on a sender task.
+pub(crate) struct Peer {
+    tx: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+    pub connected: Arc<AtomicBool>,
+}
+
+/// Counters shared by all sender tasks.
+#[derive(Debug, Default)]
+pub(crate) struct PeerStats {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What every sender task needs.
+#[derive(Clone)]
+pub(crate) struct SenderContext {
+    pub transport: Arc<dyn Transport>,
+    pub cluster: u64,
+    pub from: Arc<str>,
+    pub events: broadcast::Sender<Event>,
+    pub stats: Arc<PeerStats>,
+}
+
+impl Peer {
+    /// Starts the sender task for the peer `id` at `address`.
+    pub(crate) fn start(ctx: SenderContext, id: String, address: String) -> Peer {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(ctx, id, address, rx, connected.clone()));
+        Peer {
+            tx,
+            task,
+            connected,
+        }
+    }
+
+    /// Queues a message; drops it if the queue is full.
+    pub(crate) fn send(&self, m: Message, stats: &PeerStats) {
+        if self.tx.try_send(m).is_err() {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Messages handed to the transport and not yet answered, per peer: a lost
+/// or slow message must not hold up the ones behind it.
+const WINDOW: usize = 64;
+
+type InFlight = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Reply, crate::transport::TransportError>> + Send>,
+>;
+
+async fn run(
+    ctx: SenderContext,
+    id: String,
+    address: String,
+    mut rx: mpsc::Receiver<Message>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut conn: Option<Arc<dyn Connection>> = None;
+    let mut backoff = Duration::from_millis(10);
+    // Polled concurrently; first polled in the order pushed, which is the
+    // order the transport delivers in.
+    let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(result) = inflight.next(), if !inflight.is_empty() => {
+                match result {
+                    Ok(Reply::Error(reason)) => {
+                        // The peer refused (it is shutting down, or belongs to
+                        // another cluster): start afresh next time.
+                        ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        conn = None;
+                        disconnected(&ctx, &id, &connected, reason);
+                    }
+                    Ok(_) => {
+                        ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        backoff = Duration::from_millis(10);
+                        if !connected.swap(true, Ordering::Relaxed) {
+                            let _ = ctx.events.send(Event::PeerConnected { id: id.clone() });
+                        }
+                    }
+                    Err(e) => {
+                        ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        conn = None;
+                        disconnected(&ctx, &id, &connected, e.to_string());
+                    }
+                }
+            }
+            m = rx.recv(), if inflight.len() < WINDOW => {
+                let Some(m) = m else { break };
+                let c = match &conn {
+                    Some(c) => c.clone(),
+                    None => match ctx.transport.connect(&address).await {
+                        Ok(c) => {
+                            conn = Some(c.clone());
+                            c
+                        }
+                        Err(e) => {
+                            disconnected(&ctx, &id, &connected, e.to_string());
+                            ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                            continue;
+                        }
+                    },
+                };
+                let envelope = Envelope {
+                    cluster: ctx.cluster,
+                    from: ctx.from.clone(),
+                    request: Request::Raft(m),
+                };
+                inflight.push(Box::pin(async move { c.invoke(envelope).await }));
+            }
+        }
+    }
+}
+
+fn disconnected(ctx: &SenderContext, id: &str, connected: &AtomicBool, reason: String) {
+    if connected.swap(false, Ordering::Relaxed) {
+        let _ = ctx.events.send(Event::PeerDisconnected {
+            id: id.to_string(),
+            reason,
+        });
+    }
+}

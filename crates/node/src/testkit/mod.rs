@@ -1,0 +1,3 @@
+//! Conformance kits (placeholder).
+pub mod persistence;
+pub mod transport;

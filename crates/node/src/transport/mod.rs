@@ -1,0 +1,176 @@
+//! The Transport API (the seed's): a transport connects to a peer described
+//! in its own terms (a name for the in-memory transport, `host:port` for
+//! TCP) and returns a [`Connection`] with `invoke`, `listen` and `close`;
+//! the accepting side is [`Transport::listen`].
+//!
+//! What travels is an [`Envelope`]: the sender's cluster id and address and
+//! one [`Request`]. A transport that moves bytes encodes envelopes (the TCP
+//! transport has a compact binary encoding); the in-memory transport hands
+//! them over as they are.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// One request between nodes, with the sender's cluster and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender's cluster (the hash of its cluster id string, as carried by
+    /// every Raft message): a node refuses envelopes of another cluster.
+    pub cluster: u64,
+    /// Where the sender listens, in the transport's terms: how to reply to a
+    /// node that is not (yet) in this node's configuration, such as a leader
+    /// adding this node. Empty when the sender does not listen.
+    pub from: Arc<str>,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// The message types: the Raft RPCs and the client calls forwarded to the
+/// leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A Raft message (append entries, vote, pre-vote, install snapshot
+    /// chunk, timeout-now, read index, and their replies). One-way: the
+    /// reply is [`Reply::Ack`]; Raft's own replies travel as requests too.
+    Raft(raft_core::Message),
+    /// A command forwarded to the leader; the reply carries its output.
+    Command(Bytes),
+    /// A linearizable read forwarded to the leader; the reply carries its
+    /// result.
+    Read(Bytes),
+    /// Add the node at `address` (forwarded to the leader).
+    Join {
+        /// The joining node's address, in the transport's terms.
+        address: String,
+    },
+    /// Remove the node with this id (forwarded to the leader).
+    Leave {
+        /// The node's id.
+        id: String,
+    },
+    /// Who are you? Answered with [`Reply::Hello`].
+    Hello,
+}
+
+impl Request {
+    /// The message type's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Raft(m) => m.body.kind(),
+            Request::Command(_) => "command",
+            Request::Read(_) => "read",
+            Request::Join { .. } => "join",
+            Request::Leave { .. } => "leave",
+            Request::Hello => "hello",
+        }
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Received (one-way requests).
+    Ack,
+    /// The output of a command or the result of a read.
+    Output(Bytes),
+    /// The answer to [`Request::Hello`].
+    Hello {
+        /// The node's id.
+        id: String,
+        /// The node's cluster id.
+        cluster: String,
+        /// True if the node holds no log and no membership yet: it can be
+        /// added to a cluster safely.
+        empty: bool,
+    },
+    /// The request failed on the remote node; the message says why.
+    Error(String),
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No node listens at that address.
+    #[error("cannot reach {address}: {reason}")]
+    Unreachable {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request got no reply in time.
+    #[error("no reply from {address} within {timeout_ms} ms")]
+    Timeout {
+        /// The address.
+        address: String,
+        /// The time waited.
+        timeout_ms: u64,
+    },
+    /// The connection was closed.
+    #[error("the connection to {address} is closed")]
+    Closed {
+        /// The address.
+        address: String,
+    },
+    /// Another listener already uses that address.
+    #[error("address {0} is already in use")]
+    AddressInUse(String),
+    /// Something else went wrong.
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// Handles requests arriving from peers.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    async fn handle(&self, envelope: Envelope) -> Reply;
+}
+
+/// A way to reach peers and be reached by them.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Connects to the peer at `address` (in this transport's terms).
+    /// Connecting may be lazy: an unreachable peer may only show up as an
+    /// error on the first `invoke`.
+    async fn connect(&self, address: &str) -> Result<Arc<dyn Connection>, TransportError>;
+
+    /// Accepts connections at `address`: every request that arrives is
+    /// answered by `handler`. Returns once listening, with the address
+    /// actually bound (for TCP, port 0 becomes the port the system chose).
+    async fn listen(
+        &self,
+        address: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Result<String, TransportError>;
+
+    /// Stops accepting connections (the node is shutting down).
+    async fn shutdown(&self) -> Result<(), TransportError>;
+}
+
+/// A connection to one peer.
+#[async_trait]
+pub trait Connection: Send + Sync + 'static {
+    /// Sends `envelope` and waits for the peer's reply (or an error on
+    /// failure or timeout). Requests on one connection are delivered in the
+    /// order in which their `invoke` futures were first polled: to pipeline,
+    /// poll them in the order created (`FuturesUnordered` does); spawning a
+    /// task per request does not keep the order.
+    async fn invoke(&self, envelope: Envelope) -> Result<Reply, TransportError>;
+
+    /// Listens for requests the peer sends back over this connection (the
+    /// seed's `listen`). A transport defines which requests those are; the
+    /// in-memory one delivers here what the peer sends to this connection's
+    /// own address while nothing else listens there. The node itself does
+    /// not need it: every node listens, and envelopes carry the sender's
+    /// address.
+    fn listen(&self, handler: Arc<dyn Handler>);
+
+    /// Closes the connection; later `invoke`s fail with
+    /// [`TransportError::Closed`].
+    async fn close(&self) -> Result<(), TransportError>;
+}

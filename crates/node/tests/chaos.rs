@@ -1,0 +1,382 @@
+//! The node runtime under simulated time and network: seeded runs of 3 or
+//! 5 nodes on the in-memory transport, with partitions, message loss,
+//! crashes (a crash loses whatever was not saved) and restarts, while
+//! clients read, write and compare-and-set; every history must be
+//! linearizable, and after healing the cluster must take writes again.
+//!
+//! `CHAOS_SEEDS=N cargo test --release -p raft-node --test chaos` runs more
+//! seeds; `CHAOS_SEED=S` one seed.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_lincheck::{Input, Operation, Output};
+use raft_node::{
+    kv_get, Bootstrap, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence, Node, NodeError,
+    Options, Role,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::{sleep, timeout, Instant};
+
+const KEYS: u64 = 3;
+
+struct Cluster {
+    net: MemoryNetwork,
+    members: Vec<(String, String)>,
+    stores: Vec<MemoryPersistence>,
+    nodes: Vec<Option<Node>>,
+    seed: u64,
+}
+
+impl Cluster {
+    async fn start(seed: u64, size: usize) -> Cluster {
+        let net = MemoryNetwork::with_seed(seed);
+        net.set_timeout(Duration::from_millis(500));
+        let members: Vec<(String, String)> = (1..=size)
+            .map(|i| (format!("n{i}"), format!("n{i}")))
+            .collect();
+        let mut c = Cluster {
+            net,
+            members,
+            stores: (0..size).map(|_| MemoryPersistence::new()).collect(),
+            nodes: (0..size).map(|_| None).collect(),
+            seed,
+        };
+        for i in 0..size {
+            c.boot(i).await;
+        }
+        c
+    }
+
+    async fn boot(&mut self, i: usize) {
+        let (id, addr) = self.members[i].clone();
+        let node = Node::new(Options {
+            id: Some(id),
+            cluster: Some("chaos".into()),
+            address: Some(addr.clone()),
+            transport: Some(Arc::new(self.net.transport(&addr))),
+            persistence: Some(Arc::new(self.stores[i].clone())),
+            bootstrap: Bootstrap::Static(self.members.clone()),
+            command_timeout: Duration::from_millis(800),
+            snapshot_threshold: 50,
+            snapshot_trailing: 10,
+            seed: Some(self.seed ^ (i as u64) << 20),
+            ..Options::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("n{} cannot restart from its own storage: {e}", i + 1));
+        self.nodes[i] = Some(node);
+    }
+
+    fn take(&mut self, i: usize) -> Option<Node> {
+        self.nodes[i].take()
+    }
+
+    fn live(&self) -> Vec<Node> {
+        self.nodes.iter().flatten().cloned().collect()
+    }
+}
+
+type History = Rc<RefCell<Vec<Operation>>>;
+
+fn now_us(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+fn key(k: u64) -> Bytes {
+    Bytes::from(format!("k{k}"))
+}
+
+fn value(v: u64) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+fn parse(v: &Bytes) -> u64 {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// One client: random operations against random live nodes, recorded.
+async fn client(
+    id: u64,
+    cluster: Rc<RefCell<Cluster>>,
+    history: History,
+    start: Instant,
+    until: Instant,
+    seed: u64,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut next_value = id << 32;
+    while Instant::now() < until {
+        let live = cluster.borrow().live();
+        if live.is_empty() {
+            sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let node = live[rng.random_range(0..live.len())].clone();
+        let k = rng.random_range(0..KEYS);
+        let call = now_us(start);
+        let (input, result) = match rng.random_range(0..10) {
+            0..4 => {
+                let r = node.read(kv_get(&key(k))).await;
+                (Input::Read, r)
+            }
+            4..8 => {
+                next_value += 1;
+                let cmd = KvCommand::Set {
+                    key: key(k),
+                    value: value(next_value),
+                };
+                (Input::Write(next_value), node.command(cmd.encode()).await)
+            }
+            _ => {
+                next_value += 1;
+                let expected = rng.random_bool(0.5).then(|| next_value - 1);
+                let cmd = KvCommand::Cas {
+                    key: key(k),
+                    expected: expected.map(value),
+                    new: value(next_value),
+                };
+                let input = Input::Cas {
+                    expected,
+                    new: next_value,
+                };
+                (input, node.command(cmd.encode()).await)
+            }
+        };
+        let ret = match result {
+            Ok(out) => {
+                let output = match (KvOutput::decode(&out), input) {
+                    (Some(KvOutput::Value(v)), Input::Read) => Output::Read(v.as_ref().map(parse)),
+                    (Some(KvOutput::Done), Input::Write(_)) => Output::Write,
+                    (Some(KvOutput::Changed(ok)), Input::Cas { .. }) => Output::Cas(ok),
+                    (other, _) => panic!("unexpected output {other:?} for {input:?}"),
+                };
+                Some((now_us(start), output))
+            }
+            // A read that failed had no effect; a command that failed may
+            // or may not have taken effect: it stays open.
+            Err(e) => {
+                if std::env::var("CHAOS_DEBUG").is_ok() && !matches!(e, NodeError::Timeout { .. }) {
+                    eprintln!("client {id} at {}: {e}", node.id());
+                }
+                if input == Input::Read {
+                    continue;
+                }
+                None
+            }
+        };
+        history.borrow_mut().push(Operation {
+            client: id,
+            key: k,
+            input,
+            call,
+            ret,
+        });
+        sleep(Duration::from_millis(rng.random_range(0..20))).await;
+    }
+}
+
+/// Random faults until `until`.
+async fn faults(cluster: Rc<RefCell<Cluster>>, until: Instant, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0xFA17);
+    let size = cluster.borrow().members.len();
+    while Instant::now() < until {
+        sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        let net = cluster.borrow().net.clone();
+        let name = |i: usize| format!("n{}", i + 1);
+        let kind = rng.random_range(0..8);
+        if std::env::var("CHAOS_DEBUG").is_ok() {
+            let states: Vec<String> = cluster
+                .borrow()
+                .nodes
+                .iter()
+                .map(|n| match n {
+                    Some(n) => {
+                        let m = n.metrics();
+                        format!(
+                            "{}:{:?}/t{}/c{}/l{}",
+                            n.id(),
+                            m.role,
+                            m.term,
+                            m.commit_index,
+                            m.last_index
+                        )
+                    }
+                    None => "down".into(),
+                })
+                .collect();
+            eprintln!("fault {kind} at {:?}: {states:?}", Instant::now());
+        }
+        match kind {
+            0 => net.isolate(&name(rng.random_range(0..size))),
+            1 => {
+                let (a, b) = (rng.random_range(0..size), rng.random_range(0..size));
+                if a != b {
+                    net.partition(&name(a), &name(b));
+                }
+            }
+            2 => {
+                let _ = net.set_drop_rate(rng.random_range(0.0..0.3));
+            }
+            3 | 4 => net.heal(),
+            5 => {
+                let i = rng.random_range(0..size);
+                let node = cluster.borrow_mut().take(i);
+                if let Some(n) = node {
+                    n.crash().await;
+                }
+                sleep(Duration::from_millis(rng.random_range(10..500))).await;
+                // Hold no borrow across the restart's awaits.
+                let mut c = cluster.replace(placeholder());
+                c.boot(i).await;
+                cluster.replace(c);
+            }
+            _ => {
+                // Crash whoever leads.
+                let leader = cluster
+                    .borrow()
+                    .nodes
+                    .iter()
+                    .position(|n| n.as_ref().is_some_and(|n| n.role() == Role::Leader));
+                if let Some(i) = leader {
+                    let node = cluster.borrow_mut().take(i);
+                    if let Some(n) = node {
+                        n.crash().await;
+                    }
+                    let mut c = cluster.replace(placeholder());
+                    c.boot(i).await;
+                    cluster.replace(c);
+                }
+            }
+        }
+    }
+}
+
+fn placeholder() -> Cluster {
+    Cluster {
+        net: MemoryNetwork::new(),
+        members: Vec::new(),
+        stores: Vec::new(),
+        nodes: Vec::new(),
+        seed: 0,
+    }
+}
+
+async fn run_seed(seed: u64) -> (usize, Duration) {
+    let size = if seed % 2 == 0 { 3 } else { 5 };
+    let cluster = Rc::new(RefCell::new(Cluster::start(seed, size).await));
+    let history: History = Rc::new(RefCell::new(Vec::new()));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(8);
+    let mut tasks = Vec::new();
+    let local = tokio::task::LocalSet::new();
+    for c in 0..4u64 {
+        let f = client(
+            c,
+            cluster.clone(),
+            history.clone(),
+            start,
+            until,
+            seed * 100 + c,
+        );
+        tasks.push(local.spawn_local(f));
+    }
+    tasks.push(local.spawn_local(faults(cluster.clone(), until, seed)));
+    local
+        .run_until(async {
+            for t in tasks {
+                t.await.expect("no task panics");
+            }
+        })
+        .await;
+    // Heal: every link up, every node running; a write must complete soon.
+    let net = cluster.borrow().net.clone();
+    net.heal();
+    let _ = net.set_drop_rate(0.0);
+    for i in 0..size {
+        if cluster.borrow().nodes[i].is_none() {
+            let mut c = cluster.replace(placeholder());
+            c.boot(i).await;
+            cluster.replace(c);
+        }
+    }
+    let healed = Instant::now();
+    let node = cluster.borrow().live()[0].clone();
+    let cmd = KvCommand::Set {
+        key: key(0),
+        value: value(u64::MAX - 1),
+    };
+    let recovered = timeout(Duration::from_secs(10), async {
+        loop {
+            match node.command(cmd.encode()).await {
+                Ok(_) => return,
+                Err(NodeError::Timeout { .. }) | Err(_) => sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        recovered.is_ok(),
+        "seed {seed}: no write completed within 10 s after healing"
+    );
+    let recovery = healed.elapsed();
+    let ops = history.borrow().clone();
+    let completed = ops.iter().filter(|o| o.ret.is_some()).count();
+    if std::env::var("CHAOS_DEBUG").is_ok() {
+        let timed_out = ops.len() - completed;
+        let n = cluster.borrow().live()[0].metrics();
+        eprintln!("seed {seed}: {} ops, {completed} completed, {timed_out} open; term {} commit {} elections {} {:?}", ops.len(), n.term, n.commit_index, n.core.elections, n.role);
+    }
+    assert!(
+        completed > 20,
+        "seed {seed}: only {completed} operations completed"
+    );
+    if let Err(e) = raft_lincheck::check(&ops) {
+        panic!(
+            "seed {seed}: history of {} operations is not linearizable:\n{e}",
+            ops.len()
+        );
+    }
+    let live = cluster.borrow().live();
+    for n in live {
+        n.shutdown().await.expect("clean shutdown");
+    }
+    (ops.len(), recovery)
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("CHAOS_SEED") {
+        return vec![s.parse().expect("CHAOS_SEED is a number")];
+    }
+    let n = std::env::var("CHAOS_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    (0..n).collect()
+}
+
+#[test]
+fn histories_stay_linearizable_under_faults() {
+    let mut total_ops = 0;
+    let mut worst = Duration::ZERO;
+    for seed in seeds() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        let (ops, recovery) = rt.block_on(run_seed(seed));
+        assert!(ops > 50, "seed {seed}: only {ops} operations ran");
+        let _ = rt;
+        total_ops += ops;
+        worst = worst.max(recovery);
+    }
+    eprintln!("{total_ops} operations checked; slowest recovery after healing {worst:?}");
+}

@@ -1,0 +1,78 @@
+//! The Node end to end on the in-memory transport and persistence.
+
+use std::time::Duration;
+
+use raft_node::{kv_get, Bootstrap, KvCommand, KvOutput, MemoryNetwork, Node, Options, Role};
+
+fn set(k: &str, v: &str) -> bytes::Bytes {
+    KvCommand::Set {
+        key: k.to_string().into(),
+        value: v.to_string().into(),
+    }
+    .encode()
+}
+
+async fn get(node: &Node, k: &str) -> Option<bytes::Bytes> {
+    match KvOutput::decode(&node.read(kv_get(k.as_bytes())).await.unwrap()) {
+        Some(KvOutput::Value(v)) => v,
+        other => panic!("unexpected read output {other:?}"),
+    }
+}
+
+async fn wait_for_leader(nodes: &[Node]) -> usize {
+    for _ in 0..500 {
+        if let Some(i) = nodes.iter().position(|n| n.role() == Role::Leader) {
+            return i;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no leader elected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_default_node_is_a_working_single_node_store() {
+    let node = Node::new(Options::default()).await.unwrap();
+    assert!(!node.id().is_empty());
+    assert!(!node.cluster().is_empty());
+    wait_for_leader(std::slice::from_ref(&node)).await;
+    let out = node.command(set("a", "1")).await.unwrap();
+    assert_eq!(KvOutput::decode(&out), Some(KvOutput::Done));
+    assert_eq!(get(&node, "a").await, Some("1".into()));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_replicate_and_serve_reads_anywhere() {
+    let net = MemoryNetwork::new();
+    let members: Vec<(String, String)> = (1..=3)
+        .map(|i| (format!("n{i}"), format!("n{i}")))
+        .collect();
+    let mut nodes = Vec::new();
+    for (id, addr) in &members {
+        let node = Node::new(Options {
+            id: Some(id.clone()),
+            cluster: Some("c".into()),
+            transport: Some(std::sync::Arc::new(net.transport(addr))),
+            bootstrap: Bootstrap::Static(members.clone()),
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let leader = wait_for_leader(&nodes).await;
+    nodes[leader].command(set("x", "42")).await.unwrap();
+    let follower = (leader + 1) % 3;
+    // Forwarded to the leader.
+    nodes[follower].command(set("y", "7")).await.unwrap();
+    for n in &nodes {
+        assert_eq!(get(n, "x").await, Some("42".into()), "read at {}", n.id());
+        assert_eq!(get(n, "y").await, Some("7".into()));
+    }
+    let peers = nodes[leader].peers().await.unwrap();
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().all(|p| p.match_index.is_some()));
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}
