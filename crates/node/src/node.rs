@@ -383,15 +383,44 @@ impl Node {
     }
 
     async fn command_here(&self, cmd: Bytes, forward: bool) -> Result<Bytes, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        let data = cmd.clone();
-        self.input(Input::Propose { data, reply: tx }).await?;
-        match self.wait("command", self.inner.command_timeout, rx).await {
-            Err(NodeError::NotLeader { leader: Some(l) }) if forward => {
-                self.forward(&l.address, Request::Command(cmd)).await
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let data = cmd.clone();
+            self.input(Input::Propose { data, reply: tx }).await?;
+            match self.wait("command", self.inner.command_timeout, rx).await {
+                Err(NodeError::NotLeader { leader: Some(l) }) if forward => {
+                    return self.forward(&l.address, Request::Command(cmd)).await;
+                }
+                // During an election: wait for a leader, then try again.
+                Err(NodeError::NotLeader { leader: None }) if self.await_leader(deadline).await => {
+                }
+                other => return other,
             }
-            other => other,
         }
+    }
+
+    /// Waits until some leader is known, or `deadline`; true if one is.
+    async fn await_leader(&self, deadline: tokio::time::Instant) -> bool {
+        let mut status = self.inner.status.clone();
+        let found = tokio::time::timeout_at(deadline, async {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    if s.stopped.is_some() {
+                        return false;
+                    }
+                    if s.leader.is_some() {
+                        return true;
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        found.unwrap_or(false)
     }
 
     /// Sends a client call to the leader at `address` and returns its answer.
@@ -456,9 +485,20 @@ impl Node {
     }
 
     async fn read_here(&self, query: Bytes) -> Result<Bytes, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.input(Input::Read { query, reply: tx }).await?;
-        self.wait("read", self.inner.command_timeout, rx).await
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let input = Input::Read {
+                query: query.clone(),
+                reply: tx,
+            };
+            self.input(input).await?;
+            match self.wait("read", self.inner.command_timeout, rx).await {
+                Err(NodeError::NotLeader { leader: None }) if self.await_leader(deadline).await => {
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A read of this node's state as it is: fast, but possibly stale (it

@@ -76,3 +76,40 @@ async fn three_nodes_replicate_and_serve_reads_anywhere() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_single_node_restarts_from_its_storage() {
+    let store = raft_node::MemoryPersistence::new();
+    let options = || Options {
+        persistence: Some(std::sync::Arc::new(store.clone())),
+        ..Options::default()
+    };
+    let node = Node::new(Options {
+        id: Some("solo".into()),
+        ..options()
+    })
+    .await
+    .unwrap();
+    node.command(set("k", "v")).await.unwrap();
+    node.shutdown().await.unwrap();
+    let node = Node::new(options()).await.unwrap();
+    assert_eq!(node.id(), "solo", "the persisted id wins");
+    assert_eq!(get(&node, "k").await, Some("v".into()));
+    node.command(set("k", "w")).await.unwrap();
+    assert_eq!(get(&node, "k").await, Some("w".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_right_after_restart_is_served() {
+    let store = raft_node::MemoryPersistence::new();
+    let options = || Options {
+        persistence: Some(std::sync::Arc::new(store.clone())),
+        command_timeout: Duration::from_secs(2),
+        ..Options::default()
+    };
+    let node = Node::new(options()).await.unwrap();
+    node.command(set("k", "v")).await.unwrap();
+    node.shutdown().await.unwrap();
+    let node = Node::new(options()).await.unwrap();
+    assert_eq!(get(&node, "k").await, Some("v".into()));
+}

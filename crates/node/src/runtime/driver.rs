@@ -66,6 +66,12 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let voters: Vec<NodeId> = self.raft.membership().voters().collect();
+        if voters == [self.me] {
+            // A lone voter needs nobody's vote: lead at once rather than
+            // after an election timeout.
+            self.raft.campaign_now();
+        }
         loop {
             tokio::select! {
                 biased;
