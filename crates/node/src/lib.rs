@@ -18,6 +18,7 @@
 //! one per peer sends through the [`Transport`].
 #![warn(missing_docs)]
 
+pub mod codec;
 mod error;
 mod events;
 mod ids;
