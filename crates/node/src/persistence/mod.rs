@@ -6,6 +6,7 @@
 //! before `save` of that change has returned. `load` returns everything a
 //! node needs to restart.
 
+pub mod file;
 pub mod memory;
 
 use async_trait::async_trait;

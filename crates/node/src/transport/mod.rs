@@ -9,6 +9,7 @@
 //! them over as they are.
 
 pub mod memory;
+pub mod tcp;
 
 use std::sync::Arc;
 

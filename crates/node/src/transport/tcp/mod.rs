@@ -1,0 +1,562 @@
+//! The TCP transport: nodes reach each other over TCP (on tokio), with a
+//! compact binary encoding, pipelining, back-pressure, timeouts and
+//! reconnection.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use raft_node::{Bootstrap, Node, Options, TcpOptions, TcpTransport};
+//!
+//! let transport = TcpTransport::new(TcpOptions::new("n1", "my-cluster"))?;
+//! let node = Node::new(Options {
+//!     id: Some("n1".into()),
+//!     cluster: Some("my-cluster".into()),
+//!     address: Some("127.0.0.1:7001".into()),
+//!     transport: Some(Arc::new(transport)),
+//!     bootstrap: Bootstrap::Static(vec![
+//!         ("n1".into(), "127.0.0.1:7001".into()),
+//!         ("n2".into(), "127.0.0.1:7002".into()),
+//!         ("n3".into(), "127.0.0.1:7003".into()),
+//!     ]),
+//!     ..Options::default()
+//! })
+//! .await?;
+//! # let _ = node; Ok(()) }
+//! ```
+//!
+//! # Frames
+//!
+//! A TCP connection carries length-delimited frames: a `u32` length, a kind
+//! byte, a `u64` request id and a payload (see [`frame`] for the layout).
+//! Envelopes and replies are encoded with [`crate::codec`]. A frame longer
+//! than [`TcpOptions::max_frame_size`] (16 MiB by default), a frame of an
+//! unknown kind, or a frame whose payload does not decode closes that
+//! connection: the receiving side logs the reason (`tracing::warn`), counts
+//! it in [`TcpTransport::stats`], and tells the peer why in a `Close` frame
+//! if it still can. Nothing a peer sends makes this transport panic, and a
+//! bad connection never holds up the listener or other connections.
+//!
+//! # Handshake
+//!
+//! The connecting side sends a `Hello` first (magic, protocol version, its
+//! maximum frame size, its cluster id, its node id, the address it listens
+//! at); the listener checks it and answers with its own `Hello`, which the
+//! connecting side checks in turn. A peer of another cluster (or another
+//! protocol version) is refused with a `Close` frame whose reason reads
+//! `cluster mismatch: "ours" (node a) vs "theirs" (node b)`: both sides log
+//! it, the refusing side counts it in [`TcpStats::handshakes_refused`], the
+//! refused side in [`TcpStats::refused_by_peer`], and the connecting side's
+//! `connect` fails with [`TransportError::Unreachable`] carrying the reason.
+//! A handshake must complete within [`TcpOptions::connect_timeout`].
+//!
+//! # Requests and replies
+//!
+//! [`Transport::connect`] opens one TCP connection (and does the handshake:
+//! an unreachable peer or a refused handshake fails `connect`) and returns a
+//! [`Connection`] that multiplexes requests over it: each request gets an id
+//! (unique on that connection), and the reply carries it back, so many
+//! requests are in flight at once and replies may come back in any order.
+//! Requests are written in the order their `invoke` futures were first
+//! polled (each is queued synchronously at its first poll), and the
+//! listener hands them to its [`Handler`] in that order (it calls
+//! `handle` and polls each future once in arrival order), then lets them run
+//! concurrently: a slow or stuck request does not hold up later ones.
+//!
+//! Every `invoke` fails with [`TransportError::Timeout`] if no reply came
+//! within [`TcpOptions::request_timeout`] of its first poll (time spent
+//! queued or reconnecting included); the connecting side then sends a
+//! `Cancel` frame, and the listener drops that request's handler future (as
+//! the in-memory transport does when a request times out). The listener
+//! also drops a handler future that runs longer than
+//! [`TcpOptions::handler_timeout`], answering [`Reply::Error`].
+//!
+//! # Back-pressure and memory
+//!
+//! On the connecting side, at most [`TcpOptions::max_in_flight`] requests
+//! per connection are written and unanswered; further requests **wait** in
+//! the connection's queue, in order, until replies free the window (within
+//! their timeout). The queue itself holds at most
+//! [`TcpOptions::queue_capacity`] requests: an `invoke` that finds it full
+//! **fails at once** with [`TransportError::Other`] (and counts in
+//! [`TcpStats::queue_full`]) rather than growing memory. So a connection
+//! holds at most `max_in_flight + queue_capacity` encoded requests, each at
+//! most `max_frame_size` bytes. A peer that does not answer (or does not
+//! read) thus slows its senders down instead of growing memory; the node's
+//! own sender task bounds itself to 64 messages in flight per peer and
+//! drops messages when its own queue is full, which Raft recovers from.
+//!
+//! On the listening side, each connection runs at most `max_in_flight`
+//! handlers at once (replies not yet written count too); beyond that it
+//! stops reading the socket, and TCP's flow control pushes back on the
+//! sender.
+//!
+//! # Reconnection
+//!
+//! A [`Connection`] survives a broken TCP connection: requests already
+//! written fail with [`TransportError::Unreachable`] ("connection lost:
+//! ..."), and the next request reconnects (and redoes the handshake).
+//! Failed attempts back off exponentially from
+//! [`TcpOptions::reconnect_backoff_min`] to
+//! [`TcpOptions::reconnect_backoff_max`] (a connection that lived longer
+//! than the maximum backoff starts again from the minimum); a request that
+//! would time out before the next attempt fails at once with
+//! [`TransportError::Unreachable`] and the last error, the others wait for
+//! the attempt. An attempt that fails fails the requests waiting for it.
+//! Requests are never sent twice.
+//!
+//! # Shutdown and close
+//!
+//! [`Transport::shutdown`] stops accepting (the listening socket is closed
+//! when it returns, so the address can be bound again at once), stops
+//! handing requests to the handler, closes accepted connections (with a
+//! `Close` frame saying so: requests in flight on them fail on the other
+//! side), and closes the connections this transport opened. The transport
+//! can listen and connect again afterwards. Dropping the transport does the
+//! same without waiting. [`Connection::close`] (or dropping the connection)
+//! closes its TCP connection; its requests fail with
+//! [`TransportError::Closed`].
+//!
+//! # Back channels
+//!
+//! [`Connection::listen`] follows the in-memory transport's convention:
+//! node A, which does not listen, connects to B and listens on that
+//! connection; when B then connects to A's address (the
+//! [`TcpOptions::advertise`] address A announced in its handshake) and
+//! nothing accepts TCP connections there, B's connection goes over A's
+//! connection instead. Closing A's connection ends it. A node that listens
+//! (every [`crate::Node`] does) never needs this.
+//!
+//! # Addresses
+//!
+//! [`Transport::listen`] binds exactly the address it is given (a
+//! `host:port` or `ip:port`; port 0 picks a free port) and returns the
+//! address bound (`127.0.0.1:0` becomes `127.0.0.1:41234`). Nothing else
+//! is bound.
+
+mod client;
+pub mod frame;
+mod server;
+mod session;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+#[cfg(doc)]
+use super::Reply;
+use super::{Connection, Handler, Transport, TransportError};
+use client::ConnShared;
+use session::Session;
+
+/// The default [`TcpOptions::max_frame_size`]: 16 MiB. The node's appends
+/// carry at most 1 MiB of entries (`max_append_bytes`, unless one entry is
+/// larger) and its snapshot chunks 1 MiB (`snapshot_chunk_bytes`), so this
+/// leaves room for commands of up to about 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+
+/// The smallest [`TcpOptions::max_frame_size`] accepted: room for a
+/// handshake.
+pub const MIN_FRAME_SIZE: usize = 1024;
+
+/// The options of a [`TcpTransport`]. [`TcpOptions::new`] gives the
+/// defaults; change fields as needed.
+#[derive(Debug, Clone)]
+pub struct TcpOptions {
+    /// This node's id, sent in the handshake (for the peer's logs).
+    pub node_id: String,
+    /// The cluster id string: a peer whose handshake carries another one is
+    /// refused. Use the node's cluster id.
+    pub cluster: String,
+    /// The largest frame accepted, in bytes (after the 4-byte length; the
+    /// default is [`DEFAULT_MAX_FRAME_SIZE`], at least [`MIN_FRAME_SIZE`],
+    /// at most `u32::MAX`). It must exceed the largest request the node
+    /// sends: an append carries up to `max_append_bytes` of entries (1 MiB
+    /// by default, or one entry of any size), a snapshot chunk
+    /// `snapshot_chunk_bytes` (1 MiB), a forwarded command its own size.
+    /// Each side tells the other its maximum in the handshake: a request or
+    /// reply too large for the peer fails locally ([`TransportError::Other`]
+    /// for a request, [`Reply::Error`] for a reply) instead of being sent.
+    pub max_frame_size: usize,
+    /// How long `invoke` waits for a reply, from its first poll (queueing
+    /// and reconnecting included), before [`TransportError::Timeout`].
+    /// Default 5 s.
+    pub request_timeout: Duration,
+    /// How long a connection attempt (TCP connect and handshake) may take,
+    /// both when connecting and when accepting. Default 2 s.
+    pub connect_timeout: Duration,
+    /// How long the listener lets a handler run before dropping it and
+    /// answering [`Reply::Error`]. Default 10 s.
+    pub handler_timeout: Duration,
+    /// Requests written and not yet answered, per connection and direction
+    /// (and handlers running per accepted connection). Default 256.
+    pub max_in_flight: usize,
+    /// Requests waiting to be written, per connection: beyond it, `invoke`
+    /// fails at once. Default 1024.
+    pub queue_capacity: usize,
+    /// The first wait before reconnecting after a failed attempt. Default
+    /// 20 ms.
+    pub reconnect_backoff_min: Duration,
+    /// The longest wait between reconnection attempts. Default 2 s.
+    pub reconnect_backoff_max: Duration,
+    /// The address announced in the handshake, for back channels (see the
+    /// [module documentation](self)). Default: the first address this
+    /// transport listens at, if any.
+    pub advertise: Option<String>,
+}
+
+impl TcpOptions {
+    /// The defaults for the node `node_id` of the cluster `cluster`.
+    pub fn new(node_id: impl Into<String>, cluster: impl Into<String>) -> TcpOptions {
+        TcpOptions {
+            node_id: node_id.into(),
+            cluster: cluster.into(),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            handler_timeout: Duration::from_secs(10),
+            max_in_flight: 256,
+            queue_capacity: 1024,
+            reconnect_backoff_min: Duration::from_millis(20),
+            reconnect_backoff_max: Duration::from_secs(2),
+            advertise: None,
+        }
+    }
+
+    /// Checks the options; the error names the option and what is wrong.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let invalid = |option: &str, reason: String| {
+            Err(TransportError::Other(format!(
+                "invalid TCP option `{option}`: {reason}"
+            )))
+        };
+        if self.max_frame_size < MIN_FRAME_SIZE || self.max_frame_size > u32::MAX as usize {
+            return invalid(
+                "max_frame_size",
+                format!(
+                    "{} is not between {MIN_FRAME_SIZE} and {}",
+                    self.max_frame_size,
+                    u32::MAX
+                ),
+            );
+        }
+        for (option, value) in [
+            ("request_timeout", self.request_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("handler_timeout", self.handler_timeout),
+            ("reconnect_backoff_min", self.reconnect_backoff_min),
+        ] {
+            if value.is_zero() {
+                return invalid(option, "must be positive".into());
+            }
+        }
+        if self.reconnect_backoff_max < self.reconnect_backoff_min {
+            return invalid(
+                "reconnect_backoff_max",
+                format!(
+                    "{:?} is below reconnect_backoff_min ({:?})",
+                    self.reconnect_backoff_max, self.reconnect_backoff_min
+                ),
+            );
+        }
+        if self.max_in_flight == 0 {
+            return invalid("max_in_flight", "must be at least 1".into());
+        }
+        if self.queue_capacity == 0 {
+            return invalid("queue_capacity", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a [`TcpTransport`], from [`TcpTransport::stats`]; they only
+/// grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpStats {
+    /// TCP connections accepted by the listeners.
+    pub connections_accepted: u64,
+    /// Outgoing connections established (handshake done), reconnections
+    /// included.
+    pub connections_opened: u64,
+    /// Outgoing connection attempts that failed (TCP connect, handshake,
+    /// refusal or timeout).
+    pub connect_failures: u64,
+    /// Outgoing connections re-established by a [`Connection`] after it
+    /// lost its first.
+    pub reconnects: u64,
+    /// Handshakes this side refused: another cluster or protocol version.
+    pub handshakes_refused: u64,
+    /// Handshakes a peer refused.
+    pub refused_by_peer: u64,
+    /// Accepted connections that sent no complete handshake in time.
+    pub handshake_timeouts: u64,
+    /// Connections closed for a malformed frame: too short, a payload that
+    /// does not decode, or a frame out of place (such as a request before
+    /// the handshake).
+    pub malformed_frames: u64,
+    /// Connections closed for a frame longer than the maximum.
+    pub oversized_frames: u64,
+    /// Connections closed for a frame of an unknown kind.
+    pub unknown_frames: u64,
+    /// Requests written.
+    pub requests_sent: u64,
+    /// Requests received.
+    pub requests_received: u64,
+    /// Invokes that timed out.
+    pub timeouts: u64,
+    /// Invokes refused because the connection's queue was full.
+    pub queue_full: u64,
+}
+
+/// The counters behind [`TcpStats`].
+#[derive(Default)]
+struct Counters {
+    connections_accepted: AtomicU64,
+    connections_opened: AtomicU64,
+    connect_failures: AtomicU64,
+    reconnects: AtomicU64,
+    handshakes_refused: AtomicU64,
+    refused_by_peer: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    malformed_frames: AtomicU64,
+    oversized_frames: AtomicU64,
+    unknown_frames: AtomicU64,
+    requests_sent: AtomicU64,
+    requests_received: AtomicU64,
+    timeouts: AtomicU64,
+    queue_full: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> TcpStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TcpStats {
+            connections_accepted: get(&self.connections_accepted),
+            connections_opened: get(&self.connections_opened),
+            connect_failures: get(&self.connect_failures),
+            reconnects: get(&self.reconnects),
+            handshakes_refused: get(&self.handshakes_refused),
+            refused_by_peer: get(&self.refused_by_peer),
+            handshake_timeouts: get(&self.handshake_timeouts),
+            malformed_frames: get(&self.malformed_frames),
+            oversized_frames: get(&self.oversized_frames),
+            unknown_frames: get(&self.unknown_frames),
+            requests_sent: get(&self.requests_sent),
+            requests_received: get(&self.requests_received),
+            timeouts: get(&self.timeouts),
+            queue_full: get(&self.queue_full),
+        }
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning: no code of this module panics while
+/// holding a lock, and no user code runs under one.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The instant `duration` from now (a duration too long for the clock is
+/// as good as a year).
+fn after(duration: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A listening socket's accept task.
+struct Listening {
+    address: String,
+    task: JoinHandle<()>,
+}
+
+/// What the listeners and accepted connections share, under one lock.
+#[derive(Default)]
+struct Accepted {
+    /// Bumped by every shutdown: a handshake that started under an older
+    /// epoch does not become a session.
+    epoch: u64,
+    /// Accepted connections by serial number.
+    sessions: HashMap<u64, Weak<Session>>,
+    /// Back channels: the address a peer announced -> its connection.
+    back_channels: HashMap<String, Weak<Session>>,
+}
+
+/// What a transport's tasks share.
+struct Shared {
+    options: TcpOptions,
+    counters: Counters,
+    listening: Mutex<Vec<Listening>>,
+    accepted: Mutex<Accepted>,
+    /// Connections this transport opened (pruned as they go).
+    connections: Mutex<Vec<Weak<ConnShared>>>,
+    /// Serial numbers of sessions (for logs and the registry).
+    next_serial: AtomicU64,
+}
+
+impl Shared {
+    fn serial(&self) -> u64 {
+        self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The address announced in handshakes.
+    fn advertised(&self) -> String {
+        if let Some(address) = &self.options.advertise {
+            return address.clone();
+        }
+        lock(&self.listening)
+            .first()
+            .map(|l| l.address.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops listening, closes accepted and opened connections; returns the
+    /// accept tasks (aborted) to wait for.
+    fn stop(&self) -> Vec<JoinHandle<()>> {
+        let listening = std::mem::take(&mut *lock(&self.listening));
+        let (sessions, back) = {
+            let mut accepted = lock(&self.accepted);
+            accepted.epoch += 1;
+            (
+                std::mem::take(&mut accepted.sessions),
+                std::mem::take(&mut accepted.back_channels),
+            )
+        };
+        drop(back);
+        for l in &listening {
+            l.task.abort();
+        }
+        for session in sessions.values().filter_map(Weak::upgrade) {
+            session.stop_serving();
+            session.close("the listener is shutting down");
+        }
+        let connections = std::mem::take(&mut *lock(&self.connections));
+        for connection in connections.iter().filter_map(Weak::upgrade) {
+            connection.shut();
+        }
+        listening.into_iter().map(|l| l.task).collect()
+    }
+}
+
+/// A [`Transport`] over TCP. See the [module documentation](self).
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let listening: Vec<String> = lock(&self.shared.listening)
+            .iter()
+            .map(|l| l.address.clone())
+            .collect();
+        f.debug_struct("TcpTransport")
+            .field("node_id", &self.shared.options.node_id)
+            .field("cluster", &self.shared.options.cluster)
+            .field("listening", &listening)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpTransport {
+    /// A transport with these options (checked by
+    /// [`TcpOptions::validate`]). It does nothing until asked to listen or
+    /// connect; it needs a tokio runtime with I/O and time enabled.
+    pub fn new(options: TcpOptions) -> Result<TcpTransport, TransportError> {
+        options.validate()?;
+        Ok(TcpTransport {
+            shared: Arc::new(Shared {
+                options,
+                counters: Counters::default(),
+                listening: Mutex::new(Vec::new()),
+                accepted: Mutex::new(Accepted::default()),
+                connections: Mutex::new(Vec::new()),
+                next_serial: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &TcpOptions {
+        &self.shared.options
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TcpStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The addresses this transport listens at.
+    pub fn listening(&self) -> Vec<String> {
+        lock(&self.shared.listening)
+            .iter()
+            .map(|l| l.address.clone())
+            .collect()
+    }
+
+    /// Connects to `address` ([`Transport::connect`]), with the concrete
+    /// type. Fails if the peer cannot be reached or refuses the handshake.
+    pub async fn connect_to(&self, address: &str) -> Result<client::TcpConnection, TransportError> {
+        client::TcpConnection::open(self.shared.clone(), address).await
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        drop(self.shared.stop());
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    /// Opens a TCP connection to `address` (`host:port`) and does the
+    /// handshake, within [`TcpOptions::connect_timeout`]: fails with
+    /// [`TransportError::Unreachable`] if nothing accepts there, if the
+    /// handshake fails or is refused (the reason says why, e.g. `cluster
+    /// mismatch: ...`), or if it takes too long. If nothing accepts there
+    /// but a peer announcing `address` opened a back channel to this
+    /// transport, the connection goes over it.
+    async fn connect(&self, address: &str) -> Result<Arc<dyn Connection>, TransportError> {
+        match client::TcpConnection::open(self.shared.clone(), address).await {
+            Ok(connection) => Ok(Arc::new(connection)),
+            Err(e) => match server::back_channel(&self.shared, address) {
+                Some(connection) => Ok(Arc::new(connection)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Binds `address` and accepts connections there; returns the address
+    /// bound. Fails with [`TransportError::AddressInUse`] if the address is
+    /// taken, [`TransportError::Other`] if it cannot be bound otherwise.
+    async fn listen(
+        &self,
+        address: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Result<String, TransportError> {
+        server::listen(&self.shared, address, handler).await
+    }
+
+    /// Stops listening and closes every connection (see the [module
+    /// documentation](self)). Idempotent; the transport can be used again.
+    async fn shutdown(&self) -> Result<(), TransportError> {
+        for task in self.shared.stop() {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+pub use client::TcpConnection;

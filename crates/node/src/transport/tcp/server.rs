@@ -1,0 +1,276 @@
+//! The accepting side: the listening socket, the handshake of accepted
+//! connections, and back channels (requests sent to a peer over the
+//! connection it opened).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::client::{check_hello, our_hello, read_hello};
+use super::frame;
+use super::session::{Out, Session, Side};
+use super::{bump, lock, millis, Listening, Shared};
+use crate::transport::{Connection, Envelope, Handler, Reply, TransportError};
+
+/// Binds `address` and spawns the accept loop.
+pub(crate) async fn listen(
+    shared: &Arc<Shared>,
+    address: &str,
+    handler: Arc<dyn Handler>,
+) -> Result<String, TransportError> {
+    let listener = TcpListener::bind(address).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            TransportError::AddressInUse(address.to_owned())
+        } else {
+            TransportError::Other(format!("cannot listen at {address}: {e}"))
+        }
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| TransportError::Other(format!("cannot listen at {address}: {e}")))?
+        .to_string();
+    let epoch = lock(&shared.accepted).epoch;
+    let task = tokio::spawn(accept_loop(shared.clone(), listener, handler, epoch));
+    lock(&shared.listening).push(Listening {
+        address: bound.clone(),
+        task,
+    });
+    tracing::debug!(address = %bound, "listening for TCP connections");
+    Ok(bound)
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    epoch: u64,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                bump(&shared.counters.connections_accepted);
+                tokio::spawn(accept(shared.clone(), stream, peer, handler.clone(), epoch));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of
+                // spinning; the listener stays open.
+                tracing::warn!(error = %e, "cannot accept a TCP connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The handshake of an accepted connection; then it is served.
+async fn accept(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<dyn Handler>,
+    epoch: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = peer.to_string();
+    let options = &shared.options;
+    let mut buf = BytesMut::new();
+    let read = tokio::time::timeout(
+        options.connect_timeout,
+        read_hello(&shared, &mut stream, &mut buf),
+    )
+    .await;
+    let refusal = match read {
+        Err(_) => {
+            bump(&shared.counters.handshake_timeouts);
+            tracing::warn!(%peer, "closing a TCP connection: no handshake in time");
+            Some(format!(
+                "no handshake within {} ms",
+                millis(options.connect_timeout)
+            ))
+        }
+        Ok(Err(Ok(reason))) => {
+            tracing::info!(%peer, %reason, "a peer closed its connection during the handshake");
+            return;
+        }
+        Ok(Err(Err(reason))) => {
+            tracing::warn!(%peer, %reason, "closing a TCP connection: bad handshake");
+            Some(reason)
+        }
+        Ok(Ok(hello)) => match check_hello(options, &hello) {
+            Err(reason) => {
+                bump(&shared.counters.handshakes_refused);
+                tracing::warn!(%peer, node = %hello.node, %reason, "refusing a peer's handshake");
+                Some(reason)
+            }
+            Ok(()) => {
+                let answer = our_hello(&shared).frame();
+                let write =
+                    tokio::time::timeout(options.connect_timeout, stream.write_all(&answer));
+                if !matches!(write.await, Ok(Ok(()))) {
+                    return;
+                }
+                let mut accepted = lock(&shared.accepted);
+                if accepted.epoch != epoch {
+                    Some("the listener is shutting down".to_owned())
+                } else {
+                    let session = Session::start(
+                        shared.clone(),
+                        stream,
+                        buf,
+                        Side::Accepted,
+                        peer,
+                        hello,
+                        Some(handler),
+                    );
+                    accepted
+                        .sessions
+                        .insert(session.serial, Arc::downgrade(&session));
+                    return;
+                }
+            }
+        },
+    };
+    if let Some(reason) = refusal {
+        let close = frame::close_frame(&reason);
+        let _ = tokio::time::timeout(options.connect_timeout, async {
+            let _ = stream.write_all(&close).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// A peer announced (with a `Listen` frame) that it serves requests over
+/// `session`: requests to its advertised address can go there.
+pub(crate) fn register_back_channel(session: &Arc<Session>) {
+    let address = session.hello.address.clone();
+    if address.is_empty() {
+        tracing::debug!(peer = %session.peer, "a back channel without an address is ignored");
+        return;
+    }
+    let shared = session.shared();
+    let mut accepted = lock(&shared.accepted);
+    if !accepted.sessions.contains_key(&session.serial) {
+        return;
+    }
+    accepted
+        .back_channels
+        .insert(address, Arc::downgrade(session));
+}
+
+/// A connection over the back channel a peer announcing `address` opened,
+/// if there is a live one.
+pub(crate) fn back_channel(shared: &Arc<Shared>, address: &str) -> Option<BackConnection> {
+    let session = lock(&shared.accepted)
+        .back_channels
+        .get(address)
+        .and_then(|s| s.upgrade())?;
+    if session.dead_reason().is_some() {
+        return None;
+    }
+    Some(BackConnection {
+        session,
+        closed: AtomicBool::new(false),
+    })
+}
+
+/// A [`Connection`] over a connection the peer opened (a back channel).
+/// It ends with that connection: it does not reconnect.
+pub(crate) struct BackConnection {
+    session: Arc<Session>,
+    closed: AtomicBool,
+}
+
+/// Gives up a back-channel request whose `invoke` ended without its outcome.
+struct BackGuard<'a> {
+    session: &'a Session,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for BackGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.session.abandon(self.id);
+        }
+    }
+}
+
+#[async_trait]
+impl Connection for BackConnection {
+    async fn invoke(&self, envelope: Envelope) -> Result<Reply, TransportError> {
+        let session = &*self.session;
+        let address = session.hello.address.clone();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed { address });
+        }
+        if let Some(reason) = session.dead_reason() {
+            return Err(TransportError::Unreachable {
+                address,
+                reason: format!("the back channel closed: {reason}"),
+            });
+        }
+        let options = &session.shared().options;
+        let timeout = options.request_timeout;
+        let deadline = super::after(timeout);
+        let id = session.next_id();
+        let (bytes, length) = frame::request_frame(id, &envelope);
+        drop(envelope);
+        if length > session.peer_max_frame().min(options.max_frame_size) {
+            return Err(TransportError::Other(format!(
+                "a request of {length} bytes exceeds the maximum frame size"
+            )));
+        }
+        if session.in_flight() >= session.window() {
+            bump(&session.shared().counters.queue_full);
+            return Err(TransportError::Other(format!(
+                "{} requests are in flight over the back channel to {address}: the queue is full",
+                session.window()
+            )));
+        }
+        let (waiter, outcome) = oneshot::channel();
+        match session.register(id, waiter) {
+            Ok(()) => {}
+            Err((_, Some(error))) => return Err(error),
+            Err((_, None)) => return Err(TransportError::Closed { address }),
+        }
+        let mut guard = BackGuard {
+            session,
+            id,
+            armed: true,
+        };
+        bump(&session.shared().counters.requests_sent);
+        let _ = session.send(Out::Frame(bytes));
+        let result = tokio::time::timeout_at(deadline, outcome).await;
+        guard.armed = false;
+        match result {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(TransportError::Closed { address }),
+            Err(_) => {
+                guard.armed = true;
+                bump(&session.shared().counters.timeouts);
+                Err(TransportError::Timeout {
+                    address,
+                    timeout_ms: millis(timeout),
+                })
+            }
+        }
+    }
+
+    /// Does nothing: requests the peer sends over this connection already
+    /// reach the listener's handler.
+    fn listen(&self, _handler: Arc<dyn Handler>) {}
+
+    /// Stops using the back channel (the peer's connection stays open).
+    async fn close(&self) -> Result<(), TransportError> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

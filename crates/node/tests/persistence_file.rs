@@ -1,0 +1,1027 @@
+//! The file persistence: the conformance kit, random changes against the
+//! model and the memory store (with reopens), group commit, compaction,
+//! snapshot files, and injected faults (torn writes, flipped bits, failing
+//! fsyncs, a full disk, missing segments, another identity).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_core::{Entry, EntryPayload, HardState, Membership, Snapshot, SnapshotMeta};
+use raft_node::persistence::file::{FaultFs, FileOptions, FilePersistence, SnapshotReader};
+use raft_node::persistence::memory::MemoryPersistence;
+use raft_node::persistence::{Change, Persistence, PersistenceError, State};
+use raft_node::testkit::persistence::{
+    self as kit, random_changes, sample_entries, sample_identity, ChangeGenerator, Model,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+
+fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState { term, vote, commit }
+}
+
+fn small() -> FileOptions {
+    FileOptions::default().segment_size(4096).preallocate(false)
+}
+
+fn small_prealloc() -> FileOptions {
+    FileOptions::default()
+        .segment_size(64 << 10)
+        .preallocate(true)
+}
+
+async fn open(dir: &Path, options: &FileOptions) -> FilePersistence {
+    FilePersistence::open_with(dir, options.clone())
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+fn first_change(n: u64) -> Change {
+    Change {
+        identity: Some(sample_identity()),
+        entries: sample_entries(1, n, 1),
+        hard_state: Some(hs(1, 1, 0)),
+        ..Change::default()
+    }
+}
+
+fn snapshot(index: u64, term: u64, data: Bytes) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term,
+            membership: Membership::with_voters([1, 2, 3]),
+        },
+        data,
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The records of a segment file: (offset, total length, type byte), by
+/// the documented format.
+fn records(path: &Path) -> Vec<(usize, usize, u8)> {
+    let buf = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut at = 32;
+    while at + 10 <= buf.len() {
+        let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        let kind = buf[at + 8];
+        if len == 0 && kind == 0 {
+            break;
+        }
+        out.push((at, len + 10, kind));
+        at += len + 10;
+    }
+    out
+}
+
+fn flip_bit(path: &Path, offset: usize, bit: u8) {
+    let mut buf = std::fs::read(path).unwrap();
+    buf[offset] ^= 1 << bit;
+    std::fs::write(path, buf).unwrap();
+}
+
+fn expect_corrupt(result: Result<FilePersistence, PersistenceError>, needles: &[&str]) -> String {
+    match result {
+        Ok(_) => panic!("the open must refuse, it succeeded"),
+        Err(PersistenceError::Corrupt(msg)) => {
+            for n in needles {
+                assert!(msg.contains(n), "the error must mention {n:?}: {msg}");
+            }
+            msg
+        }
+        Err(e) => panic!("expected Corrupt, got {e:?}"),
+    }
+}
+
+async fn state(store: &FilePersistence) -> State {
+    store.load().await.unwrap().expect("a state")
+}
+
+// ---------------------------------------------------------------------------
+// The kit.
+
+fn kit_opener(
+    options: FileOptions,
+) -> impl FnMut() -> Box<
+    dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = FilePersistence>>>,
+> {
+    move || {
+        let dir = TempDir::new().unwrap();
+        let options = options.clone();
+        Box::new(move || {
+            let path = dir.path().to_owned();
+            let options = options.clone();
+            Box::pin(async move { open(&path, &options).await })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_kit_small_segments() {
+    let started = std::time::Instant::now();
+    kit::run_all(kit_opener(small())).await;
+    eprintln!(
+        "persistence kit on files, 4 KiB segments: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_kit_preallocated() {
+    let started = std::time::Instant::now();
+    kit::run_all(kit_opener(small_prealloc())).await;
+    eprintln!(
+        "persistence kit on files, preallocated 64 KiB segments: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_kit_default_segments() {
+    kit::run_all(kit_opener(FileOptions::default().preallocate(false))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_against_model_many_seeds() {
+    for seed in 1..=3 {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().to_owned();
+        let options = if seed % 2 == 0 {
+            small_prealloc()
+        } else {
+            small()
+        };
+        kit::random_against_model(
+            || {
+                let (path, options) = (path.clone(), options.clone());
+                async move { open(&path, &options).await }
+            },
+            seed,
+            3_000,
+        )
+        .await;
+    }
+}
+
+/// `random_changes` applied to the file store and to the memory store, with
+/// random reopens of the file store: after every reopen and every 50 steps
+/// both load exactly the same state, which the model accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_changes_with_reopens_against_memory() {
+    let (mut reopens, mut snapshots) = (0, 0);
+    for seed in [11u64, 12, 13] {
+        let dir = TempDir::new().unwrap();
+        let options = if seed == 12 {
+            small_prealloc()
+        } else {
+            small()
+        };
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let memory = MemoryPersistence::new();
+        let mut model = Model::new();
+        let mut store = open(dir.path(), &options).await;
+        for (step, change) in random_changes(seed, 2_500).into_iter().enumerate() {
+            let what = format!("seed {seed} step {step}");
+            model.apply(&change).unwrap();
+            snapshots += usize::from(change.snapshot.is_some());
+            memory.save(change.clone()).await.unwrap();
+            store
+                .save(change)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let reopen = rng.random_ratio(1, 30);
+            if reopen {
+                drop(store);
+                store = open(dir.path(), &options).await;
+                reopens += 1;
+            }
+            if reopen || step % 50 == 49 {
+                let loaded = store.load().await.unwrap();
+                model.assert_matches(loaded.as_ref(), &what);
+                assert_eq!(
+                    loaded,
+                    memory.load().await.unwrap(),
+                    "{what}: file vs memory"
+                );
+            }
+        }
+    }
+    assert!(
+        reopens > 100 && snapshots > 100,
+        "{reopens} reopens, {snapshots} snapshots"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Group commit.
+
+/// Concurrent saves share syncs: 400 saves from 200 tasks take far fewer
+/// syncs than saves, and everything is there in order afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_syncs() {
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(open(dir.path(), &FileOptions::default().preallocate(false)).await);
+    store.save(first_change(0)).await.unwrap();
+    let next = Arc::new(Mutex::new(1u64));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (store, next) = (store.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..2 {
+                let done = {
+                    let mut next = next.lock().unwrap();
+                    let index = *next;
+                    *next += 1;
+                    store.submit(Change {
+                        entries: sample_entries(index, index, 1),
+                        ..Change::default()
+                    })
+                };
+                done.await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.saves, 401);
+    assert!(
+        stats.syncs * 4 < stats.saves,
+        "group commit: {} syncs for {} saves",
+        stats.syncs,
+        stats.saves
+    );
+    assert_eq!(state(&store).await.entries, sample_entries(1, 400, 1));
+}
+
+/// A refused change in the middle of a batch is answered on its own; the
+/// others go through.
+#[tokio::test]
+async fn refused_change_inside_a_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(5)).await.unwrap();
+    let a = store.submit(Change {
+        entries: sample_entries(6, 6, 1),
+        ..Change::default()
+    });
+    let bad = store.submit(Change {
+        entries: sample_entries(9, 9, 1),
+        ..Change::default()
+    });
+    let b = store.submit(Change {
+        entries: sample_entries(7, 7, 1),
+        hard_state: Some(hs(1, 1, 3)),
+        ..Change::default()
+    });
+    let (a, bad, b) = tokio::join!(a, bad, b);
+    a.unwrap();
+    b.unwrap();
+    assert!(matches!(bad, Err(PersistenceError::Invalid(_))), "{bad:?}");
+    let s = state(&store).await;
+    assert_eq!(s.entries, sample_entries(1, 7, 1));
+    assert_eq!(s.hard_state, hs(1, 1, 3));
+    assert_eq!(store.stats().rejected_saves, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Segments, truncation, compaction, snapshots.
+
+/// A truncation that spans segments, before and after a reopen.
+#[tokio::test]
+async fn truncation_spanning_segments() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(0)).await.unwrap();
+    for i in 1..=300 {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+    let before = segments(dir.path()).len();
+    assert!(before > 5, "{before} segments");
+    store
+        .save(Change {
+            truncate_from: Some(50),
+            entries: sample_entries(50, 60, 2),
+            hard_state: Some(hs(2, 0, 10)),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    let mut expected = sample_entries(1, 49, 1);
+    expected.extend(sample_entries(50, 60, 2));
+    assert_eq!(state(&store).await.entries, expected);
+    drop(store);
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await.entries, expected);
+    store
+        .save(Change {
+            entries: sample_entries(61, 62, 2),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    expected.extend(sample_entries(61, 62, 2));
+    drop(store);
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await.entries, expected);
+}
+
+/// Snapshots let whole segments go: the number of segment files stays
+/// bounded, one snapshot file remains, and a reopen sees the same state.
+#[tokio::test]
+async fn compaction_removes_segments() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(0)).await.unwrap();
+    let mut max_segments = 0;
+    for batch in 0..100u64 {
+        let from = batch * 20 + 1;
+        let snapshot_at = (batch % 5 == 4).then(|| from - 10);
+        store
+            .save(Change {
+                entries: sample_entries(from, from + 19, 1),
+                snapshot: snapshot_at.map(|i| snapshot(i, 1, Bytes::from(vec![batch as u8; 100]))),
+                hard_state: Some(hs(1, 1, from + 19)),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        max_segments = max_segments.max(segments(dir.path()).len());
+        assert!(snapshot_files(dir.path()).len() <= 1);
+    }
+    let stats = store.stats();
+    assert!(stats.segments_deleted > 10, "{stats:?}");
+    assert!(max_segments < 40, "{max_segments} segments at most");
+    let before = state(&store).await;
+    assert_eq!(before.snapshot.as_ref().unwrap().meta.index, 1971);
+    assert_eq!(before.entries.first().unwrap().index, 1972);
+    drop(store);
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await, before);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    assert_eq!(
+        store.recovery().first_segment,
+        store.recovery().last_segment - (store.recovery().segments_replayed - 1)
+    );
+}
+
+/// The snapshot file reads by ranges; a damaged snapshot file is refused.
+#[tokio::test]
+async fn snapshot_file_reads_by_ranges() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(10)).await.unwrap();
+    assert_eq!(store.snapshot_path(), None);
+    let data: Vec<u8> = (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect();
+    let snap = snapshot(8, 1, Bytes::from(data.clone()));
+    store
+        .save(Change {
+            snapshot: Some(snap.clone()),
+            hard_state: Some(hs(1, 1, 8)),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    let path = store.snapshot_path().expect("a snapshot file");
+    let mut reader = SnapshotReader::open(&path).unwrap();
+    assert_eq!(reader.meta(), &snap.meta);
+    assert_eq!(reader.data_len(), data.len() as u64);
+    for (offset, len) in [(0usize, 10usize), (1 << 20, 4096), (data.len() - 5, 5)] {
+        let mut buf = vec![0; len];
+        reader.read_data(offset as u64, &mut buf).unwrap();
+        assert_eq!(buf, &data[offset..offset + len]);
+    }
+    assert!(reader
+        .read_data(data.len() as u64 - 1, &mut [0; 2])
+        .is_err());
+    reader.verify().unwrap();
+    assert_eq!(state(&store).await.snapshot, Some(snap.clone()));
+    // A newer snapshot replaces the file.
+    let snap2 = snapshot(9, 1, Bytes::from_static(b"nine"));
+    store
+        .save(Change {
+            snapshot: Some(snap2.clone()),
+            hard_state: Some(hs(1, 1, 9)),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    let path2 = store.snapshot_path().unwrap();
+    assert_ne!(path, path2);
+    assert!(!path.exists(), "the old snapshot file is removed");
+    assert_eq!(snapshot_files(dir.path()), vec![path2.clone()]);
+    drop(store);
+    // A flipped bit in the data: found by verify and by load.
+    let size = std::fs::metadata(&path2).unwrap().len() as usize;
+    flip_bit(&path2, size - 14, 3);
+    assert!(matches!(
+        SnapshotReader::open(&path2).unwrap().verify(),
+        Err(PersistenceError::Corrupt(_))
+    ));
+    let store = open(dir.path(), &small()).await;
+    match store.load().await {
+        Err(PersistenceError::Corrupt(m)) => assert!(m.contains("snapshot-"), "{m}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    drop(store);
+    // A damaged header: the open refuses.
+    flip_bit(&path2, 20, 0);
+    expect_corrupt(
+        FilePersistence::open_with(dir.path(), small()).await,
+        &["snapshot-", "offset"],
+    );
+}
+
+/// Files a crash may leave behind are cleaned up on open: temporary files,
+/// a snapshot file no marker names, a segment whose creation did not
+/// finish, and a segment left over by an interrupted compaction.
+#[tokio::test]
+async fn leftovers_are_removed_on_open() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(3)).await.unwrap();
+    let expected = state(&store).await;
+    drop(store);
+    let segs = segments(dir.path());
+    let last = segs.last().unwrap().clone();
+    let name = last.file_name().unwrap().to_string_lossy().to_string();
+    let seq: u64 = name["segment-".len()..name.len() - 4].parse().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join(format!("segment-{:020}.wal.tmp", seq + 1)),
+        b"partial",
+    )
+    .unwrap();
+    std::fs::write(d.join("snapshot-00000000000000000009.snap.tmp"), b"partial").unwrap();
+    std::fs::write(d.join("snapshot-00000000000000000007.snap"), b"orphan").unwrap();
+    // A next segment with half a header (its creation did not finish).
+    std::fs::write(
+        d.join(format!("segment-{:020}.wal", seq + 1)),
+        b"RAFTWAL\0\x01",
+    )
+    .unwrap();
+    std::fs::write(d.join("notes.txt"), b"not ours").unwrap();
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await, expected);
+    assert_eq!(store.recovery().removed.len(), 4, "{:?}", store.recovery());
+    assert!(d.join("notes.txt").exists(), "files not ours stay");
+    assert_eq!(segments(d), segs);
+    assert!(snapshot_files(d).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Faults.
+
+/// A write torn at every kind of place (inside a record header, a payload,
+/// just before the trailer; in a plain and in a preallocated segment): the
+/// save fails, and a reopen cuts the tail and loads everything before it.
+#[tokio::test]
+async fn torn_write_at_the_tail_is_cut() {
+    for prealloc in [false, true] {
+        for keep in [1usize, 4, 9, 12, 40, 200, 340, 370] {
+            let what = format!("preallocated {prealloc}, {keep} bytes landed");
+            let dir = TempDir::new().unwrap();
+            let fault = FaultFs::new();
+            let options =
+                if prealloc { small_prealloc() } else { small() }.fs(Arc::new(fault.clone()));
+            let store = open(dir.path(), &options).await;
+            store.save(first_change(5)).await.unwrap();
+            if prealloc {
+                // Wait until the store moved to a preallocated segment.
+                for _ in 0..500 {
+                    if store.stats().active_preallocated {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    store.save(Change::default()).await.unwrap();
+                }
+                assert!(store.stats().active_preallocated, "{what}");
+            }
+            store
+                .save(Change {
+                    entries: sample_entries(6, 8, 1),
+                    hard_state: Some(hs(1, 1, 4)),
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+            let expected = state(&store).await;
+            fault.tear_next_write(".wal", keep);
+            let err = store
+                .save(Change {
+                    entries: vec![Entry {
+                        term: 2,
+                        index: 9,
+                        payload: EntryPayload::Command(Bytes::from(vec![7u8; 300])),
+                    }],
+                    hard_state: Some(hs(2, 0, 6)),
+                    ..Change::default()
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(err, PersistenceError::Io(_)), "{what}: {err:?}");
+            drop(store);
+            fault.heal();
+            let store = open(dir.path(), &options).await;
+            assert_eq!(state(&store).await, expected, "{what}");
+            let torn = store.recovery().torn_tail.clone();
+            let torn = torn.unwrap_or_else(|| panic!("{what}: a torn tail must be reported"));
+            assert!(
+                torn.bytes > 0 && torn.bytes <= keep as u64,
+                "{what}: {torn:?}"
+            );
+            assert_eq!(store.stats().torn_tails_cut, 1);
+            // The log goes on after the cut, and survives another reopen.
+            store
+                .save(Change {
+                    entries: sample_entries(9, 9, 2),
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+            drop(store);
+            let store = open(dir.path(), &options).await;
+            assert!(store.recovery().torn_tail.is_none(), "{what}");
+            assert_eq!(state(&store).await.entries.len(), 9, "{what}");
+        }
+    }
+}
+
+/// A flipped bit in a record in the middle of the log (of the last segment,
+/// or of an earlier one), or in the last record when it is complete: the
+/// open refuses with an error naming the file and the offset.
+#[tokio::test]
+async fn flipped_bit_in_a_record_is_refused() {
+    for (case, options) in [("plain", small()), ("preallocated", small_prealloc())] {
+        let dir = TempDir::new().unwrap();
+        let store = open(dir.path(), &options).await;
+        store.save(first_change(0)).await.unwrap();
+        for i in 1..=120 {
+            store
+                .save(Change {
+                    entries: sample_entries(i, i, 1),
+                    hard_state: Some(hs(1, 1, i / 2)),
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+        }
+        drop(store);
+        let segs = segments(dir.path());
+        let last = segs.last().unwrap();
+        let recs = records(last);
+        assert!(recs.len() > 4, "{case}: {} records", recs.len());
+        // Every bit of the payload of a middle record, in turn (a sample).
+        let (mid, len, _) = recs[recs.len() / 2];
+        let name = last.file_name().unwrap().to_string_lossy().to_string();
+        for byte in [
+            mid,
+            mid + 2,
+            mid + 5,
+            mid + 8,
+            mid + 12,
+            mid + len - 3,
+            mid + len - 1,
+        ] {
+            for bit in [0u8, 7] {
+                flip_bit(last, byte, bit);
+                let msg = expect_corrupt(
+                    FilePersistence::open_with(dir.path(), options.clone()).await,
+                    &[&name, "offset"],
+                );
+                assert!(
+                    msg.contains(&format!("offset {mid}")),
+                    "{case}: byte {byte}: {msg}"
+                );
+                flip_bit(last, byte, bit);
+            }
+        }
+        // The last record, complete, with a flipped payload bit.
+        let (end, end_len, _) = *recs.last().unwrap();
+        flip_bit(last, end + end_len - 4, 1);
+        expect_corrupt(
+            FilePersistence::open_with(dir.path(), options.clone()).await,
+            &[&name, &format!("offset {end}")],
+        );
+        flip_bit(last, end + end_len - 4, 1);
+        // Every bit of the last record's length field: the record is
+        // complete, so this is damage, not a torn write.
+        for bit in 0..32 {
+            flip_bit(last, end + bit / 8, (bit % 8) as u8);
+            expect_corrupt(
+                FilePersistence::open_with(dir.path(), options.clone()).await,
+                &[&name, &format!("offset {end}")],
+            );
+            flip_bit(last, end + bit / 8, (bit % 8) as u8);
+        }
+        // A record of an earlier segment.
+        if segs.len() > 1 {
+            let first = &segs[0];
+            let recs = records(first);
+            let (at, len, _) = recs[recs.len() - 1];
+            flip_bit(first, at + len / 2, 4);
+            let fname = first.file_name().unwrap().to_string_lossy().to_string();
+            expect_corrupt(
+                FilePersistence::open_with(dir.path(), options.clone()).await,
+                &[&fname, &format!("offset {at}")],
+            );
+            flip_bit(first, at + len / 2, 4);
+        }
+        // Undamaged again: it opens.
+        let store = open(dir.path(), &options).await;
+        assert_eq!(state(&store).await.entries.len(), 120, "{case}");
+        assert!(store.recovery().torn_tail.is_none());
+    }
+}
+
+/// A lost tail of a segment that is not the last one is caught by the next
+/// segment's checkpoint.
+#[tokio::test]
+async fn lost_tail_of_an_earlier_segment_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(0)).await.unwrap();
+    for i in 1..=300 {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3, "{} segments", segs.len());
+    let victim = &segs[segs.len() - 2];
+    let recs = records(victim);
+    let (at, _, _) = recs[recs.len() - 1];
+    let buf = std::fs::read(victim).unwrap();
+    std::fs::write(victim, &buf[..at]).unwrap();
+    let next = segs[segs.len() - 1]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    expect_corrupt(
+        FilePersistence::open_with(dir.path(), small()).await,
+        &[&next, "offset 32", "checkpoint"],
+    );
+}
+
+/// A missing segment (a gap in the numbering, or the first one gone) is
+/// refused, naming the missing file.
+#[tokio::test]
+async fn missing_segment_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(0)).await.unwrap();
+    for i in 1..=200 {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 4);
+    for victim in [&segs[segs.len() / 2], &segs[0]] {
+        let saved = std::fs::read(victim).unwrap();
+        std::fs::remove_file(victim).unwrap();
+        let name = victim.file_name().unwrap().to_string_lossy().to_string();
+        expect_corrupt(
+            FilePersistence::open_with(dir.path(), small()).await,
+            &[&name, "missing"],
+        );
+        std::fs::write(victim, saved).unwrap();
+    }
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await.entries.len(), 200);
+}
+
+/// A failing fsync: that save fails with `Io`, and so does every later one
+/// even once the disk works again (fail-stop); a reopen recovers.
+#[tokio::test]
+async fn failing_fsync_fails_stop() {
+    let dir = TempDir::new().unwrap();
+    let fault = FaultFs::new();
+    let options = small().fs(Arc::new(fault.clone()));
+    let store = open(dir.path(), &options).await;
+    store.save(first_change(5)).await.unwrap();
+    let before = state(&store).await;
+    fault.fail_syncs(true);
+    // Several saves in one batch: all fail.
+    let a = store.submit(Change {
+        entries: sample_entries(6, 6, 1),
+        ..Change::default()
+    });
+    let b = store.submit(Change {
+        entries: sample_entries(7, 7, 1),
+        ..Change::default()
+    });
+    let (a, b) = tokio::join!(a, b);
+    for r in [a, b] {
+        match r {
+            Err(PersistenceError::Io(m)) => {
+                assert!(m.contains("fdatasync") && m.contains("fail-stop"), "{m}")
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+    }
+    fault.heal();
+    for change in [
+        Change {
+            entries: sample_entries(8, 8, 1),
+            ..Change::default()
+        },
+        Change::default(),
+        Change {
+            hard_state: Some(hs(5, 0, 0)),
+            ..Change::default()
+        },
+    ] {
+        assert!(matches!(
+            store.save(change).await,
+            Err(PersistenceError::Io(_))
+        ));
+    }
+    assert!(matches!(store.load().await, Err(PersistenceError::Io(_))));
+    assert!(store.stats().failed_saves >= 5);
+    drop(store);
+    let store = open(dir.path(), &options).await;
+    let after = state(&store).await;
+    // The failed saves may or may not have reached the disk (in order);
+    // nothing else.
+    let mut with_one = before.clone();
+    with_one.entries.extend(sample_entries(6, 6, 1));
+    let mut with_two = with_one.clone();
+    with_two.entries.extend(sample_entries(7, 7, 1));
+    assert!(
+        after == before || after == with_one || after == with_two,
+        "{} entries",
+        after.entries.len()
+    );
+}
+
+/// A full disk: the save fails with `Io` saying so, every later save fails;
+/// a reopen loads what was acknowledged.
+#[tokio::test]
+async fn enospc_fails_stop() {
+    let dir = TempDir::new().unwrap();
+    let fault = FaultFs::new();
+    let options = FileOptions::default()
+        .preallocate(false)
+        .fs(Arc::new(fault.clone()));
+    let store = open(dir.path(), &options).await;
+    store.save(first_change(5)).await.unwrap();
+    let before = state(&store).await;
+    fault.set_space_left(Some(100));
+    let big = Change {
+        entries: vec![Entry {
+            term: 1,
+            index: 6,
+            payload: EntryPayload::Command(Bytes::from(vec![1u8; 4096])),
+        }],
+        ..Change::default()
+    };
+    match store.save(big).await {
+        Err(PersistenceError::Io(m)) => {
+            assert!(m.contains("ENOSPC") && m.contains("disk is full"), "{m}");
+            assert!(m.contains("segment-"), "names the file: {m}");
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    fault.set_space_left(None);
+    let err = store
+        .save(Change {
+            entries: sample_entries(6, 6, 1),
+            ..Change::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PersistenceError::Io(m) if m.contains("ENOSPC")),
+        "{err:?}"
+    );
+    assert_eq!(fault.counts().enospc, 1);
+    drop(store);
+    let store = open(dir.path(), &options).await;
+    assert_eq!(state(&store).await, before);
+    assert!(
+        store.recovery().torn_tail.is_some(),
+        "the partial write is cut"
+    );
+}
+
+/// ENOSPC while writing a snapshot file fails the save too.
+#[tokio::test]
+async fn enospc_in_a_snapshot_fails_stop() {
+    let dir = TempDir::new().unwrap();
+    let fault = FaultFs::new();
+    let options = small().fs(Arc::new(fault.clone()));
+    let store = open(dir.path(), &options).await;
+    store.save(first_change(5)).await.unwrap();
+    fault.set_space_left(Some(1000));
+    let err = store
+        .save(Change {
+            snapshot: Some(snapshot(3, 1, Bytes::from(vec![0u8; 10_000]))),
+            ..Change::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PersistenceError::Io(m) if m.contains("snapshot-") && m.contains("ENOSPC")),
+        "{err:?}"
+    );
+    fault.heal();
+    assert!(store.save(Change::default()).await.is_err());
+    drop(store);
+    let store = open(dir.path(), &options).await;
+    assert_eq!(state(&store).await.snapshot, None);
+    assert!(snapshot_files(dir.path()).is_empty());
+}
+
+/// A store of another node or cluster refuses to open when the caller says
+/// who it expects; a change with another identity is refused.
+#[tokio::test]
+async fn identity_of_another_node_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(2)).await.unwrap();
+    drop(store);
+    let me = sample_identity();
+    for (id, cluster) in [("n2", me.cluster.as_str()), (me.id.as_str(), "other")] {
+        match FilePersistence::open_with(dir.path(), small().expect_identity(id, cluster)).await {
+            Err(PersistenceError::Identity(m)) => {
+                assert!(m.contains("segment-") && m.contains("offset"), "{m}")
+            }
+            Err(e) => panic!("expected Identity, got {e:?}"),
+            Ok(_) => panic!("expected Identity, the open succeeded"),
+        }
+    }
+    let store =
+        FilePersistence::open_with(dir.path(), small().expect_identity(&me.id, &me.cluster))
+            .await
+            .unwrap();
+    assert_eq!(state(&store).await.identity, me);
+    // An empty directory is fine whoever is expected.
+    let empty = TempDir::new().unwrap();
+    let store = FilePersistence::open_with(empty.path(), small().expect_identity("x", "y"))
+        .await
+        .unwrap();
+    assert_eq!(store.load().await.unwrap(), None);
+    assert!(store.recovery().created);
+}
+
+/// A segment copied in from another node's store is refused.
+#[tokio::test]
+async fn segment_of_another_store_is_refused() {
+    let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    for (dir, id) in [(&a, "n1"), (&b, "n9")] {
+        let store = open(dir.path(), &small()).await;
+        let mut change = first_change(0);
+        change.identity.as_mut().unwrap().id = id.into();
+        store.save(change).await.unwrap();
+        for i in 1..=60 {
+            store
+                .save(Change {
+                    entries: sample_entries(i, i, 1),
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let (sa, sb) = (segments(a.path()), segments(b.path()));
+    let last = sa.last().unwrap();
+    assert_eq!(
+        last.file_name(),
+        sb.last().unwrap().file_name(),
+        "same numbering"
+    );
+    std::fs::copy(sb.last().unwrap(), last).unwrap();
+    match FilePersistence::open_with(a.path(), small()).await {
+        Err(PersistenceError::Identity(m)) => assert!(m.contains("offset 32"), "{m}"),
+        Err(e) => panic!("expected Identity, got {e:?}"),
+        Ok(_) => panic!("expected Identity, the open succeeded"),
+    }
+}
+
+/// Saves and loads from a current-thread runtime never block it: the store
+/// works from any executor.
+#[test]
+fn works_on_a_current_thread_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = TempDir::new().unwrap();
+        let store = open(dir.path(), &small()).await;
+        let mut generator = ChangeGenerator::new(5);
+        for _ in 0..300 {
+            store.save(generator.next_change()).await.unwrap();
+        }
+        generator
+            .model()
+            .assert_matches(store.load().await.unwrap().as_ref(), "current thread");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// A node on it.
+
+/// A single node keeps its data in a `FilePersistence` (with snapshots
+/// taken by the node) and restarts from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarts_from_its_directory() {
+    use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+    let dir = TempDir::new().unwrap();
+    let set = |k: &str, v: &str| {
+        KvCommand::Set {
+            key: k.to_string().into(),
+            value: v.to_string().into(),
+        }
+        .encode()
+    };
+    async fn get(node: &Node, k: &str) -> Option<Bytes> {
+        match KvOutput::decode(&node.read(kv_get(k.as_bytes())).await.unwrap()) {
+            Some(KvOutput::Value(v)) => v,
+            other => panic!("unexpected read output {other:?}"),
+        }
+    }
+    let options = |store: &Arc<FilePersistence>| Options {
+        persistence: Some(store.clone()),
+        snapshot_threshold: 20,
+        snapshot_trailing: 5,
+        command_timeout: Duration::from_secs(5),
+        ..Options::default()
+    };
+    // Waits until the node let go of the store, then closes it.
+    async fn close(store: Arc<FilePersistence>) {
+        for _ in 0..500 {
+            if Arc::strong_count(&store) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the node still holds the store");
+    }
+    let store = Arc::new(open(dir.path(), &small_prealloc()).await);
+    let node = Node::new(Options {
+        id: Some("solo".into()),
+        ..options(&store)
+    })
+    .await
+    .unwrap();
+    for i in 0..50 {
+        node.command(set(&format!("k{i}"), &i.to_string()))
+            .await
+            .unwrap();
+    }
+    assert!(store.stats().snapshots_written > 0, "{:?}", store.stats());
+    node.shutdown().await.unwrap();
+    drop(node);
+    close(store).await;
+
+    let store = Arc::new(open(dir.path(), &small_prealloc()).await);
+    let node = Node::new(options(&store)).await.unwrap();
+    assert_eq!(node.id(), "solo", "the persisted id wins");
+    assert_eq!(get(&node, "k7").await, Some(Bytes::from("7")));
+    assert_eq!(get(&node, "k49").await, Some(Bytes::from("49")));
+    node.command(set("k7", "seven")).await.unwrap();
+    assert_eq!(get(&node, "k7").await, Some(Bytes::from("seven")));
+    node.shutdown().await.unwrap();
+}
