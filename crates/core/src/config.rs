@@ -59,6 +59,13 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Snapshot chunks in flight to one follower.
     pub max_inflight_snapshot_chunks: usize,
+    /// Hand the chunks of a snapshot received from the leader out in
+    /// [`crate::Ready::snapshot_chunks`] (for the driver to write to a file)
+    /// instead of gathering them in memory; the installed snapshot then comes
+    /// out with empty data and [`crate::Ready::snapshot_streamed`] set, and
+    /// the driver gives the data back with [`crate::Raft::set_snapshot_data`]
+    /// once it can be read (so that this node can send it on).
+    pub stream_snapshots: bool,
     /// Log entries kept below a snapshot, so that slightly lagging followers
     /// catch up from the log instead of a snapshot.
     pub snapshot_trailing_entries: u64,
@@ -88,6 +95,7 @@ impl Default for Config {
             max_apply_bytes: 16 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_inflight_snapshot_chunks: 4,
+            stream_snapshots: false,
             snapshot_trailing_entries: 1024,
             seed: 0,
             bugs: BugSet::default(),

@@ -45,7 +45,7 @@ pub use metrics::Metrics;
 pub use progress::{Progress, ReplicationState, SnapshotSend};
 pub use raft::Raft;
 pub use read::ReadError;
-pub use ready::{ReadState, Ready, SoftState};
+pub use ready::{IncomingChunk, ReadState, Ready, SoftState};
 pub use replication::ProposeError;
 pub use restore::{RestoreError, Restored};
 pub use snapshot::CompactError;

@@ -40,6 +40,8 @@ pub(crate) struct Outbox {
     pub messages_after_persist: Vec<Message>,
     pub snapshot: Option<Snapshot>,
     pub restore_snapshot: bool,
+    pub snapshot_streamed: bool,
+    pub snapshot_chunks: Vec<crate::ready::IncomingChunk>,
     pub aborted_reads: Vec<u64>,
 }
 
@@ -109,6 +111,9 @@ pub struct Raft {
     pub(crate) reads: Reads,
     /// The latest snapshot, sent to followers that need compacted entries.
     pub(crate) snapshot: Option<Snapshot>,
+    /// The latest snapshot's data is at hand (a streamed one is not until
+    /// the driver calls `set_snapshot_data`).
+    pub(crate) snapshot_data_ready: bool,
     /// A snapshot being received from the leader.
     pub(crate) incoming: Option<Incoming>,
     pub(crate) out: Outbox,
@@ -204,6 +209,7 @@ impl Raft {
             uncommitted_bytes: 0,
             needs_flush: false,
             reads: Reads::default(),
+            snapshot_data_ready: true,
             snapshot,
             incoming: None,
             out: Outbox::default(),
@@ -442,6 +448,7 @@ impl Raft {
             || !self.out.messages.is_empty()
             || !self.out.messages_after_persist.is_empty()
             || self.out.snapshot.is_some()
+            || !self.out.snapshot_chunks.is_empty()
             || !self.out.aborted_reads.is_empty()
             || self.log.has_unstable()
             || self.log.applied < self.apply_limit()
@@ -493,6 +500,8 @@ impl Raft {
         }
         ready.snapshot = self.out.snapshot.take();
         ready.restore_snapshot = std::mem::take(&mut self.out.restore_snapshot);
+        ready.snapshot_streamed = std::mem::take(&mut self.out.snapshot_streamed);
+        ready.snapshot_chunks = std::mem::take(&mut self.out.snapshot_chunks);
         ready.truncate_from = self.log.pending_truncate.take();
         ready.entries = self.log.take_unstable();
         let limit = self.apply_limit();

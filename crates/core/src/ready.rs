@@ -13,6 +13,21 @@ pub struct ReadState {
     pub index: LogIndex,
 }
 
+/// A chunk of a snapshot received from the leader, to be written at
+/// `offset` of the file being received (only with `Config::stream_snapshots`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingChunk {
+    /// What the snapshot covers.
+    pub meta: crate::SnapshotMeta,
+    /// Its total size.
+    pub total_bytes: u64,
+    /// Where this chunk goes; chunks come in order, from 0, without gaps.
+    /// A chunk at offset 0 starts a new transfer (drop any earlier one).
+    pub offset: u64,
+    /// The bytes.
+    pub data: bytes::Bytes,
+}
+
 /// The externally visible volatile state, reported when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SoftState {
@@ -47,6 +62,12 @@ pub struct Ready {
     /// The snapshot came from the leader: restore the state machine from it
     /// before applying anything else.
     pub restore_snapshot: bool,
+    /// The snapshot's data is what was handed out in `snapshot_chunks` (its
+    /// `data` is empty): finish the received file and use it.
+    pub snapshot_streamed: bool,
+    /// Chunks of a snapshot being received, to write before anything else in
+    /// this batch (only with `Config::stream_snapshots`).
+    pub snapshot_chunks: Vec<IncomingChunk>,
     /// Drop stored log entries at and above this index before appending.
     pub truncate_from: Option<LogIndex>,
     /// Entries to append to the stored log.
@@ -80,6 +101,7 @@ impl Ready {
     pub fn needs_persist(&self) -> bool {
         self.hard_state.is_some()
             || self.snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
             || self.truncate_from.is_some()
             || !self.entries.is_empty()
     }

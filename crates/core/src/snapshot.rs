@@ -37,10 +37,15 @@ pub enum CompactError {
 }
 
 /// A snapshot being received, chunk by chunk, in order.
+///
+/// Invariant: `received` bytes have been accepted; without streaming they
+/// are in `data` (`data.len() == received`), with streaming they were handed
+/// out in `Ready::snapshot_chunks` and `data` stays empty.
 #[derive(Debug, Clone)]
 pub(crate) struct Incoming {
     meta: SnapshotMeta,
     total_bytes: u64,
+    received: u64,
     data: BytesMut,
 }
 
@@ -82,6 +87,7 @@ impl Raft {
         };
         self.metrics.snapshots_taken += 1;
         self.snapshot = Some(snapshot.clone());
+        self.snapshot_data_ready = true;
         self.out.snapshot = Some(snapshot);
         self.out.restore_snapshot = false;
         let mut keep_from = index.saturating_sub(self.cfg.snapshot_trailing_entries);
@@ -103,6 +109,11 @@ impl Raft {
         let Some(snapshot) = self.snapshot.clone() else {
             return false;
         };
+        if !self.snapshot_data_ready {
+            // A streamed snapshot whose file the driver has not handed back
+            // yet: the follower is probed again at the next heartbeat.
+            return false;
+        }
         let Some(pr) = self.progress.get_mut(&to) else {
             return false;
         };
@@ -173,21 +184,39 @@ impl Raft {
                 self.send(from, reply(0, false));
                 return;
             }
+            let capacity = if self.cfg.stream_snapshots {
+                0
+            } else {
+                chunk.total_bytes.min(1 << 26) as usize
+            };
             self.incoming = Some(Incoming {
                 meta: chunk.meta.clone(),
                 total_bytes: chunk.total_bytes,
-                data: BytesMut::with_capacity(chunk.total_bytes.min(1 << 26) as usize),
+                received: 0,
+                data: BytesMut::with_capacity(capacity),
             });
         }
+        let stream = self.cfg.stream_snapshots;
         let incoming = self.incoming.as_mut().expect("set above");
-        let received = incoming.data.len() as u64;
+        let received = incoming.received;
         if chunk.offset != received || received + chunk.data.len() as u64 > incoming.total_bytes {
             self.send(from, reply(received, false));
             return;
         }
-        incoming.data.extend_from_slice(&chunk.data);
-        let received = incoming.data.len() as u64;
-        if received < incoming.total_bytes {
+        incoming.received += chunk.data.len() as u64;
+        let received = incoming.received;
+        let total = incoming.total_bytes;
+        if stream {
+            self.out.snapshot_chunks.push(crate::ready::IncomingChunk {
+                meta: chunk.meta,
+                total_bytes: chunk.total_bytes,
+                offset: chunk.offset,
+                data: chunk.data,
+            });
+        } else {
+            incoming.data.extend_from_slice(&chunk.data);
+        }
+        if received < total {
             self.send(from, reply(received, false));
             return;
         }
@@ -196,17 +225,32 @@ impl Raft {
             meta: incoming.meta,
             data: incoming.data.freeze(),
         };
-        let total = snapshot.data.len() as u64;
-        self.install_snapshot(snapshot);
+        self.install_snapshot(snapshot, stream);
         self.send(from, reply(total, true));
     }
 
-    /// Follower: a complete snapshot beyond our commit index.
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
+    /// The driver can read the latest snapshot's data again (a streamed one
+    /// was written to a file it now maps), or has a cheaper copy of it (a
+    /// file instead of memory): later transfers to followers use `data`.
+    /// Ignored unless `index` is the latest snapshot's.
+    pub fn set_snapshot_data(&mut self, index: LogIndex, data: Bytes) {
+        if let Some(s) = &mut self.snapshot {
+            if s.meta.index == index {
+                s.data = data;
+                self.snapshot_data_ready = true;
+            }
+        }
+    }
+
+    /// Follower: a complete snapshot beyond our commit index (its data in
+    /// `snapshot`, or, when `streamed`, in the chunks handed out).
+    fn install_snapshot(&mut self, snapshot: Snapshot, streamed: bool) {
         let SnapshotMeta { index, term, .. } = snapshot.meta;
         if self.log.term(index) == Some(term) && !self.bug(Bug::SnapshotDropsUncommitted) {
             // We hold its last entry: it is committed, and so is everything
             // before it; keep the entries after it and apply them as usual.
+            // (A streamed file is simply not used: the driver drops it when
+            // the next transfer starts or the node restarts.)
             self.commit_to(index);
             return;
         }
@@ -214,8 +258,10 @@ impl Raft {
         self.log.reset_to(index, term);
         self.conf.reset(index, snapshot.meta.membership.clone());
         self.snapshot = Some(snapshot.clone());
+        self.snapshot_data_ready = !streamed;
         self.out.snapshot = Some(snapshot);
         self.out.restore_snapshot = true;
+        self.out.snapshot_streamed = streamed;
     }
 
     /// Leader: progress of a snapshot transfer.

@@ -180,3 +180,63 @@ fn a_restarted_node_starts_from_its_snapshot() {
     assert_eq!(c.node(2).applied_index(), applied);
     let _: Option<Snapshot> = c.disk_snapshot(2);
 }
+
+#[test]
+fn a_streamed_snapshot_is_handed_out_in_chunks_not_gathered() {
+    let mut c = Cluster::new(3, |id| Config {
+        stream_snapshots: id == 3,
+        ..small_chunks(id)
+    });
+    c.elect(1);
+    c.isolate(3);
+    filled(&mut c, 1, 20);
+    let applied = c.node(1).applied_index();
+    let state = Bytes::from((0..100u8).collect::<Vec<u8>>());
+    c.node_mut(1).compact(applied, state.clone()).unwrap();
+    c.drive(1);
+    c.heal();
+    // Drive n3 by hand to see its Ready batches.
+    let mut received = Vec::new();
+    let mut streamed = None;
+    for _ in 0..200 {
+        c.node_mut(1).tick();
+        c.drive(1);
+        while let Some(m) = c.queue.pop_front() {
+            let to = m.to;
+            let _ = c.node_mut(to).step(m);
+            if to != 3 {
+                c.drive(to);
+                continue;
+            }
+            let mut out = Vec::new();
+            let r = c.nodes.get_mut(&3).expect("n3 exists");
+            while r.has_ready() {
+                let rd = r.ready();
+                for ch in &rd.snapshot_chunks {
+                    assert_eq!(ch.offset as usize, received.len(), "chunks come in order");
+                    received.extend_from_slice(&ch.data);
+                }
+                if rd.snapshot_streamed {
+                    let s = rd.snapshot.clone().expect("the installed snapshot");
+                    assert!(s.data.is_empty(), "the data went out in chunks");
+                    streamed = Some(s.meta.index);
+                }
+                out.extend(rd.messages.iter().cloned());
+                if let Some((i, t)) = rd.persisted_marker() {
+                    r.on_persisted(i, t);
+                }
+                out.extend(rd.messages_after_persist.iter().cloned());
+            }
+            c.queue.extend(out);
+        }
+        if streamed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(streamed, Some(applied));
+    assert_eq!(Bytes::from(received.clone()), state);
+    // Until the driver hands the data back, n3 cannot send the snapshot on.
+    c.node_mut(3)
+        .set_snapshot_data(applied, Bytes::from(received));
+    assert_eq!(c.node(3).snapshot_meta().map(|m| m.index), Some(applied));
+}

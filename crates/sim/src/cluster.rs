@@ -411,9 +411,12 @@ impl Sim {
         let node = &mut self.nodes[n];
         node.raft = None;
         node.queue.clear();
+        node.flush_scheduled = false;
+        node.flushing = 0;
         node.kv = Kv::default();
         node.proposals.clear();
         node.reads.clear();
+        node.receiving = None;
         node.leading = None;
         node.life += 1;
     }

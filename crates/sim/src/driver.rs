@@ -84,7 +84,9 @@ impl Sim {
             self.complete(n, write);
         } else {
             node.queue.push_back(write);
-            if node.queue.len() == 1 {
+            if !node.flush_scheduled {
+                node.flush_scheduled = true;
+                node.flushing = node.queue.len();
                 let life = node.life;
                 let d = self.disk_delay();
                 self.schedule(d, Ev::DiskDone(n, life));
@@ -97,18 +99,90 @@ impl Sim {
         self.rng.random_range(a..=b)
     }
 
+    /// The disk finished a flush: every write queued when it started is
+    /// durable at once (group commit, as a real runtime does).
     pub(crate) fn disk_done(&mut self, n: usize, life: u32) {
-        let node = &mut self.nodes[n];
+        let node = &self.nodes[n];
         if node.life != life || !node.is_up() {
             return;
         }
-        let Some(write) = node.queue.pop_front() else {
+        for _ in 0..node.flushing {
+            if !self.flush_one(n, life) {
+                return;
+            }
+        }
+        let node = &mut self.nodes[n];
+        if node.life != life {
             return;
+        }
+        node.flush_scheduled = !node.queue.is_empty();
+        node.flushing = node.queue.len();
+        if node.flush_scheduled {
+            let d = self.disk_delay();
+            self.schedule(d, Ev::DiskDone(n, life));
+        }
+    }
+
+    /// Makes the first queued write durable and releases what waited for
+    /// it. Returns false if the run must stop.
+    fn flush_one(&mut self, n: usize, life: u32) -> bool {
+        let node = &mut self.nodes[n];
+        if node.life != life || !node.is_up() {
+            return false;
+        }
+        let Some(mut write) = node.queue.pop_front() else {
+            return false;
         };
+        // Streamed snapshot chunks go to the temporary file first; a
+        // streamed snapshot's data is that file, checked for completeness.
+        for c in std::mem::take(&mut write.chunks) {
+            if c.offset == 0 {
+                node.receiving = Some((c.meta.clone(), c.total_bytes, Vec::new()));
+            }
+            match &mut node.receiving {
+                Some((meta, total, buf))
+                    if *meta == c.meta
+                        && *total == c.total_bytes
+                        && buf.len() as u64 == c.offset =>
+                {
+                    buf.extend_from_slice(&c.data);
+                }
+                _ => {
+                    let detail = format!(
+                        "n{} got snapshot chunk at {} of snapshot {} out of order",
+                        id_of(n),
+                        c.offset,
+                        c.meta.index
+                    );
+                    self.fail("snapshot chunks in order", detail);
+                    return false;
+                }
+            }
+        }
+        if write.streamed {
+            let Some(s) = write.snapshot.as_mut() else {
+                self.fail("snapshot", "streamed without a snapshot".into());
+                return false;
+            };
+            match node.receiving.take() {
+                Some((meta, total, buf)) if meta == s.meta && buf.len() as u64 == total => {
+                    s.data = Bytes::from(buf);
+                }
+                _ => {
+                    let detail = format!(
+                        "n{} installs streamed snapshot {} without all of its chunks",
+                        id_of(n),
+                        s.meta.index
+                    );
+                    self.fail("snapshot chunks complete", detail);
+                    return false;
+                }
+            }
+        }
         let durable_commit = node.disk.hard.commit;
         if let Err(e) = node.disk.write(&write) {
             self.fail("storage", format!("n{}: {e}", id_of(n)));
-            return;
+            return false;
         }
         if node.disk.hard.commit < durable_commit {
             let detail = format!(
@@ -117,7 +191,7 @@ impl Sim {
                 node.disk.hard.commit
             );
             self.fail("commit never goes backwards", detail);
-            return;
+            return false;
         }
         let event = Event::Persisted {
             node: id_of(n),
@@ -130,12 +204,14 @@ impl Sim {
             snapshot: write.snapshot.as_ref().map(|s| s.meta.index),
         };
         self.trace.record(self.now, event);
-        if !self.nodes[n].queue.is_empty() {
-            let d = self.disk_delay();
-            self.schedule(d, Ev::DiskDone(n, life));
+        if write.streamed {
+            if let (Some(s), Some(raft)) = (&write.snapshot, self.nodes[n].raft.as_mut()) {
+                raft.set_snapshot_data(s.meta.index, s.data.clone());
+            }
         }
         self.complete(n, write);
         self.drive(n);
+        self.violation.is_none()
     }
 
     /// A batch is durable (or needed no disk): release what waited for it.

@@ -74,6 +74,10 @@ pub struct Write {
     pub reads: Vec<ReadState>,
     /// Reads that failed.
     pub aborted: Vec<u64>,
+    /// Chunks of a snapshot being received, to write to the temporary file.
+    pub chunks: Vec<raft_core::IncomingChunk>,
+    /// `snapshot` is the one received in chunks: its data is the file.
+    pub streamed: bool,
 }
 
 impl Write {
@@ -92,6 +96,8 @@ impl Write {
             committed: rd.committed_entries,
             reads: rd.reads,
             aborted: rd.aborted_reads,
+            chunks: rd.snapshot_chunks,
+            streamed: rd.snapshot_streamed,
         };
         (rd.messages, write)
     }
@@ -100,6 +106,7 @@ impl Write {
     pub fn needs_disk(&self) -> bool {
         self.hard_state.is_some()
             || self.snapshot.is_some()
+            || !self.chunks.is_empty()
             || self.truncate_from.is_some()
             || !self.entries.is_empty()
     }
@@ -115,6 +122,10 @@ pub struct SimNode {
     pub disk: Disk,
     /// Batches waiting for the disk, in order.
     pub queue: VecDeque<Write>,
+    /// A flush is under way (a `DiskDone` is scheduled).
+    pub flush_scheduled: bool,
+    /// How many queued batches the flush under way covers.
+    pub flushing: usize,
     /// The state machine (lost on crash, rebuilt from the snapshot).
     pub kv: Kv,
     /// This node's tick period (clock skew).
@@ -137,6 +148,9 @@ pub struct SimNode {
     pub snapshot_index: LogIndex,
     /// Leader terms whose completeness was already checked.
     pub checked_leader_term: Term,
+    /// The snapshot being received in chunks (the temporary file), and its
+    /// expected size: lost on a crash.
+    pub receiving: Option<(raft_core::SnapshotMeta, u64, Vec<u8>)>,
 }
 
 impl SimNode {
@@ -147,6 +161,8 @@ impl SimNode {
             life: 0,
             disk: Disk::default(),
             queue: VecDeque::new(),
+            flush_scheduled: false,
+            flushing: 0,
             kv: Kv::default(),
             tick_us,
             bootstrap,
@@ -158,6 +174,7 @@ impl SimNode {
             leading: None,
             snapshot_index: 0,
             checked_leader_term: 0,
+            receiving: None,
         }
     }
 

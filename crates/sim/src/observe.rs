@@ -102,7 +102,7 @@ impl Sim {
                     let voters: Vec<u64> = m.voters().collect();
                     let learners: Vec<u64> = m.learners().collect();
                     out.push_str(&format!(
-                        "  n{id}: {} term {} vote {} last {}/{} commit {} applied {} voters {voters:?} learners {learners:?}\n",
+                        "  n{id}: {} term {} vote {} last {}/{} commit {} applied {} (handed out {}, {} writes queued) voters {voters:?} learners {learners:?}\n",
                         r.role(),
                         r.term(),
                         r.vote(),
@@ -110,6 +110,8 @@ impl Sim {
                         r.last_term(),
                         r.commit_index(),
                         node.kv.applied,
+                        r.applied_index(),
+                        node.queue.len(),
                     ));
                 }
             }

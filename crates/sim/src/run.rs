@@ -78,6 +78,7 @@ pub fn profile(seed: u64, bugs: BugSet) -> (SimConfig, FaultMix, Phases) {
     cfg.raft.lease_drift_ticks = 2;
     cfg.raft.max_inflight_appends = rng.random_range(1..=8);
     cfg.raft.max_append_entries = rng.random_range(1..=64);
+    cfg.raft.stream_snapshots = rng.random_bool(0.5);
     cfg.bugs = bugs;
     let mut mix = FaultMix::all();
     match rng.random_range(0..10) {
