@@ -400,17 +400,24 @@ impl Raft {
         // A leader's replication traffic depends only on state that was
         // durable before it could win its election, so it leaves at once;
         // everything else waits for the batch it belongs to be persisted.
-        let immediate = self.role == Role::Leader
-            && self.durable_term == self.term
-            && matches!(
-                body,
-                Body::Append(_)
-                    | Body::Heartbeat { .. }
-                    | Body::Commit { .. }
-                    | Body::Snapshot(_)
-                    | Body::TimeoutNow
-                    | Body::ReadIndexResponse { .. }
-            );
+        // A heartbeat reply says only "I am alive in this term": once the
+        // term is durable it need not wait behind a slow disk (a follower
+        // saving a large snapshot must not make its leader step down).
+        let alive = matches!(body, Body::HeartbeatResponse { .. })
+            && term == self.term
+            && self.durable_term == self.term;
+        let immediate = alive
+            || self.role == Role::Leader
+                && self.durable_term == self.term
+                && matches!(
+                    body,
+                    Body::Append(_)
+                        | Body::Heartbeat { .. }
+                        | Body::Commit { .. }
+                        | Body::Snapshot(_)
+                        | Body::TimeoutNow
+                        | Body::ReadIndexResponse { .. }
+                );
         let m = Message {
             cluster: self.cfg.cluster,
             from: self.cfg.id,

@@ -41,6 +41,7 @@ pub use persistence::{Change, Identity, Persistence, PersistenceError, State};
 pub use raft_core::{MemberRole, ReadMode, Role};
 pub use runtime::PeerStatus;
 pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, StateMachine};
+pub use transport::faulty::{FaultyStats, FaultyTransport};
 pub use transport::memory::{MemoryNetwork, MemoryTransport};
 pub use transport::tcp::{TcpOptions, TcpStats, TcpTransport};
 pub use transport::{Connection, Envelope, Handler, Reply, Request, Transport, TransportError};

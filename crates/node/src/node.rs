@@ -179,7 +179,15 @@ impl Node {
                 .map_or(0, |d| d.as_nanos() as u64);
             nanos ^ me
         });
-        let config = options.core_config(me, cluster, seed);
+        let mut config = options.core_config(me, cluster, seed);
+        // Snapshots from the leader are spooled to a file, never gathered
+        // in memory.
+        config.stream_snapshots = true;
+        let spool_dir = options
+            .snapshot_spool
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("raft-node-spool"));
+        let spool = crate::runtime::spool::Spool::open(spool_dir, &identity.id);
         let mut sm = options
             .state_machine
             .take()
@@ -190,7 +198,7 @@ impl Node {
             None => identity.bootstrap.clone(),
         };
         if let Some(s) = &snapshot {
-            sm.restore(&s.data).map_err(|e| {
+            sm.restore(s.data.clone()).map_err(|e| {
                 PersistenceError::Corrupt(format!("the stored snapshot at {}: {e}", s.meta.index))
             })?;
         }
@@ -260,7 +268,7 @@ impl Node {
             announced_leader: None,
         };
         let tasks = vec![
-            tokio::spawn(persist::run(persistence, persist_rx, persisted_tx)),
+            tokio::spawn(persist::run(persistence, persist_rx, persisted_tx, spool)),
             tokio::spawn(applier.run(apply_rx)),
             tokio::spawn(driver.run()),
         ];

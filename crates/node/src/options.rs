@@ -75,6 +75,11 @@ pub struct Options {
     pub snapshot_threshold: u64,
     /// Log entries kept below a snapshot for lagging followers.
     pub snapshot_trailing: u64,
+    /// Where snapshots received from the leader are written while they
+    /// arrive (default: `raft-node-spool` in the system's temporary
+    /// directory). Files are named after the node; leftovers of an earlier
+    /// run are removed at start.
+    pub snapshot_spool: Option<std::path::PathBuf>,
     /// A follower forwards `command`, `join` and `leave` to the leader
     /// instead of answering "not the leader" (default on).
     pub forward_to_leader: bool,
@@ -108,6 +113,7 @@ impl Default for Options {
             lease_drift: Duration::from_millis(20),
             snapshot_threshold: 10_000,
             snapshot_trailing: 1_000,
+            snapshot_spool: None,
             forward_to_leader: true,
             command_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(30),

@@ -21,7 +21,9 @@ pub trait StateMachine: Send + 'static {
     /// Serializes the whole state (for a snapshot).
     fn snapshot(&self) -> Bytes;
     /// Replaces the state with a snapshot made by [`StateMachine::snapshot`].
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    /// The bytes may be a file mapped into memory: a machine that keeps them
+    /// (rather than decoding them into its own structures) costs no heap.
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), String>;
 }
 
 /// A command of the default key-value state machine.
@@ -246,8 +248,8 @@ impl StateMachine for KvStateMachine {
         b.freeze()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let mut b = snapshot;
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
+        let mut b = &snapshot[..];
         if b.is_empty() {
             self.map.clear();
             return Ok(());
@@ -311,9 +313,11 @@ mod tests {
         let got = KvOutput::decode(&sm.query(&kv_get(b"a"))).unwrap();
         assert_eq!(got, KvOutput::Value(Some("2".into())));
         let mut other = KvStateMachine::default();
-        other.restore(&sm.snapshot()).unwrap();
+        other.restore(sm.snapshot()).unwrap();
         assert_eq!(other, sm);
-        assert!(other.restore(b"\x05\0\0\0\0\0\0\0").is_err());
+        assert!(other
+            .restore(Bytes::from_static(b"\x05\0\0\0\0\0\0\0"))
+            .is_err());
         let bad = KvOutput::decode(&sm.apply(9, b"\x09junk")).unwrap();
         assert!(matches!(bad, KvOutput::Error(_)));
     }

@@ -93,4 +93,12 @@ pub trait Persistence: Send + Sync + 'static {
 
     /// Loads what was saved, or `None` for a store that was never written.
     async fn load(&self) -> Result<Option<State>, PersistenceError>;
+
+    /// The latest saved snapshot's data read from where it is stored, if the
+    /// store can hand it out without loading it into memory (a file mapped
+    /// into the page cache): the node then sends snapshots to followers from
+    /// it instead of from memory. The default has none.
+    async fn mapped_snapshot(&self) -> Option<(raft_core::LogIndex, bytes::Bytes)> {
+        None
+    }
 }

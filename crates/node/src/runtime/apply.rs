@@ -129,7 +129,7 @@ impl Applier {
     fn restore(&mut self, s: Snapshot) -> Result<(), String> {
         let index = s.meta.index;
         self.sm
-            .restore(&s.data)
+            .restore(s.data.clone())
             .map_err(|e| format!("cannot restore the snapshot at {index}: {e}"))?;
         self.applied = index;
         self.snapshot_index = index;

@@ -317,8 +317,11 @@ impl Driver {
                 reads: rd.reads,
                 aborted: rd.aborted_reads,
                 leadership_lost,
+                chunks: rd.snapshot_chunks,
+                streamed: rd.snapshot_streamed,
+                mapped: None,
             };
-            if job.change.is_empty() && self.in_flight == 0 {
+            if job.change.is_empty() && job.chunks.is_empty() && self.in_flight == 0 {
                 self.complete(job);
             } else {
                 self.in_flight += 1;
@@ -350,6 +353,10 @@ impl Driver {
         }
         if let Some((index, term)) = job.marker {
             self.raft.on_persisted(index, term);
+        }
+        if let Some((index, data)) = job.mapped {
+            // Send this snapshot on from where it is stored, not from memory.
+            self.raft.set_snapshot_data(index, data);
         }
         for id in job.aborted {
             if let Some((_, reply)) = self.pending_reads.remove(&id) {

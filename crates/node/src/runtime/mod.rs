@@ -7,6 +7,7 @@ pub(crate) mod apply;
 pub(crate) mod driver;
 pub(crate) mod peers;
 pub(crate) mod persist;
+pub(crate) mod spool;
 
 use std::time::Duration;
 

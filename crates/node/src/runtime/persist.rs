@@ -8,6 +8,7 @@ use raft_core::{Entry, LogIndex, Message, ReadState, Term};
 use tokio::sync::mpsc;
 
 use crate::persistence::{Change, Persistence, PersistenceError};
+use crate::runtime::spool::Spool;
 
 /// One batch of core output that waits for the disk.
 #[derive(Debug, Default)]
@@ -29,6 +30,14 @@ pub(crate) struct Job {
     /// Leadership was lost in this batch: once its committed entries are
     /// applied, the commands still waiting have an unknown outcome.
     pub leadership_lost: bool,
+    /// Chunks of a snapshot being received, for the spool.
+    pub chunks: Vec<raft_core::IncomingChunk>,
+    /// `change.snapshot` was received in chunks: its data is the spooled
+    /// file (filled in here, then restored from).
+    pub streamed: bool,
+    /// Set here after a snapshot is saved: its data as the store can hand it
+    /// out (mapped), for sending it on.
+    pub mapped: Option<(LogIndex, bytes::Bytes)>,
 }
 
 /// What the task reports back.
@@ -47,38 +56,107 @@ pub(crate) async fn run(
     persistence: Arc<dyn Persistence>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<Done>,
+    mut spool: Spool,
 ) {
-    while let Some(first) = jobs.recv().await {
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         let mut batch = vec![first];
-        while batch.len() < MAX_MERGED {
-            // A snapshot starts a batch of its own: it must be stored before
-            // the entries that follow it, and after those before it.
-            if batch.last().is_some_and(|j| j.change.snapshot.is_some()) {
-                break;
-            }
+        // A snapshot is saved on its own: after what came before it, before
+        // what comes after.
+        while batch.len() < MAX_MERGED && batch[0].change.snapshot.is_none() {
             match jobs.try_recv() {
                 Ok(job) if job.change.snapshot.is_none() => batch.push(job),
                 Ok(job) => {
-                    if let Err(e) = save_merged(&*persistence, &mut batch).await {
-                        let _ = done.send(Done::Failed(e));
-                        return;
-                    }
-                    if done.send(Done::Saved(std::mem::take(&mut batch))).is_err() {
-                        return;
-                    }
-                    batch.push(job);
+                    pending = Some(job);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        if let Err(e) = save_merged(&*persistence, &mut batch).await {
-            let _ = done.send(Done::Failed(e));
-            return;
-        }
-        if done.send(Done::Saved(batch)).is_err() {
-            return;
+        match save_batch(&*persistence, &mut spool, &mut batch).await {
+            Ok(()) => {
+                if done.send(Done::Saved(batch)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = done.send(Done::Failed(e));
+                return;
+            }
         }
     }
+}
+
+/// Spools the chunks of `batch`, finishes a streamed snapshot, saves the
+/// changes as one, and notes where a saved snapshot can be read from.
+async fn save_batch(
+    p: &dyn Persistence,
+    spool: &mut Spool,
+    batch: &mut [Job],
+) -> Result<(), PersistenceError> {
+    for job in batch.iter_mut() {
+        let chunks = std::mem::take(&mut job.chunks);
+        let finish = if job.streamed {
+            job.change.snapshot.as_ref().map(|s| s.meta.clone())
+        } else {
+            None
+        };
+        if chunks.is_empty() && finish.is_none() {
+            continue;
+        }
+        let owned = std::mem::replace(spool, Spool::detached());
+        let (back, result) = tokio::task::spawn_blocking(move || {
+            let mut spool = owned;
+            let mut result = Ok(None);
+            for c in &chunks {
+                if let Err(e) = spool.write(c) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if result.is_ok() {
+                if let Some(meta) = finish {
+                    result = spool.finish(&meta).map(Some);
+                }
+            }
+            (spool, result)
+        })
+        .await
+        .map_err(|e| PersistenceError::Io(format!("the spool task failed: {e}")))?;
+        *spool = back;
+        if let Some(data) = result? {
+            if let Some(s) = &mut job.change.snapshot {
+                s.data = data;
+                job.restore = Some(s.clone());
+            }
+        }
+    }
+    let saved_snapshot = batch.iter().find_map(|j| {
+        j.change
+            .snapshot
+            .as_ref()
+            .map(|s| (s.meta.index, s.data.clone()))
+    });
+    save_merged(p, batch).await?;
+    if let Some((index, data)) = saved_snapshot {
+        let mapped = p
+            .mapped_snapshot()
+            .await
+            .filter(|(i, _)| *i == index)
+            .unwrap_or((index, data));
+        // A snapshot is always alone in its batch.
+        if let Some(job) = batch.first_mut() {
+            job.mapped = Some(mapped);
+        }
+    }
+    Ok(())
 }
 
 /// Saves the changes of `batch` as one.

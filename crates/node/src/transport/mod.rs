@@ -8,6 +8,7 @@
 //! transport has a compact binary encoding); the in-memory transport hands
 //! them over as they are.
 
+pub mod faulty;
 pub mod memory;
 pub mod tcp;
 

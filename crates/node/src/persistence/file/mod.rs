@@ -506,4 +506,17 @@ impl Persistence for FilePersistence {
             ))
         })
     }
+
+    async fn mapped_snapshot(&self) -> Option<(raft_core::LogIndex, bytes::Bytes)> {
+        let path = self.snapshot_path()?;
+        let mapped = tokio::task::spawn_blocking(move || {
+            let reader = SnapshotReader::open(&path).ok()?;
+            let index = reader.meta().index;
+            let (start, len) = (reader.data_offset() as usize, reader.data_len() as usize);
+            let all = crate::runtime::spool::map_file(&path).ok()?;
+            (start + len <= all.len()).then(|| (index, all.slice(start..start + len)))
+        })
+        .await;
+        mapped.ok().flatten()
+    }
 }

@@ -156,7 +156,12 @@ impl SnapshotReader {
         &self.meta
     }
 
-    /// The size of the snapshot's data.
+    /// Where the snapshot's data starts in the file.
+    pub fn data_offset(&self) -> u64 {
+        self.data_offset
+    }
+
+    /// The length of the data.
     pub fn data_len(&self) -> u64 {
         self.data_len
     }
