@@ -111,26 +111,23 @@ async fn save_batch(
         if chunks.is_empty() && finish.is_none() {
             continue;
         }
-        let owned = std::mem::replace(spool, Spool::detached());
-        let (back, result) = tokio::task::spawn_blocking(move || {
-            let mut spool = owned;
-            let mut result = Ok(None);
-            for c in &chunks {
-                if let Err(e) = spool.write(c) {
-                    result = Err(e);
-                    break;
-                }
+        // Written inline: each chunk is at most `snapshot_chunk_bytes` and
+        // goes to the page cache (the spool file needs no fsync: it is
+        // mapped, then saved by the store, which makes its own copy
+        // durable). A blocking-pool hop would also break tests that run on
+        // paused time.
+        let mut result = Ok(None);
+        for c in &chunks {
+            if let Err(e) = spool.write(c) {
+                result = Err(e);
+                break;
             }
-            if result.is_ok() {
-                if let Some(meta) = finish {
-                    result = spool.finish(&meta).map(Some);
-                }
+        }
+        if result.is_ok() {
+            if let Some(meta) = finish {
+                result = spool.finish(&meta).map(Some);
             }
-            (spool, result)
-        })
-        .await
-        .map_err(|e| PersistenceError::Io(format!("the spool task failed: {e}")))?;
-        *spool = back;
+        }
         if let Some(data) = result? {
             if let Some(s) = &mut job.change.snapshot {
                 s.data = data;

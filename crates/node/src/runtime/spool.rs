@@ -76,15 +76,6 @@ impl Spool {
         }
     }
 
-    /// A placeholder while the real spool is lent to a blocking task.
-    pub(crate) fn detached() -> Spool {
-        Spool {
-            dir: PathBuf::new(),
-            prefix: String::new(),
-            current: None,
-        }
-    }
-
     /// Writes one chunk (chunks come in order; offset 0 starts afresh).
     pub(crate) fn write(&mut self, chunk: &IncomingChunk) -> Result<(), PersistenceError> {
         if chunk.offset == 0 {
@@ -142,10 +133,7 @@ impl Spool {
                 meta.index, r.written, r.total, r.meta.index
             )))
         } else {
-            r.file
-                .sync_data()
-                .map_err(|e| io(format!("syncing {}", r.path.display()), e))
-                .and_then(|()| map_file(&r.path))
+            map_file(&r.path)
         };
         // Mapped (or failed): the file itself is no longer needed.
         let _ = fs::remove_file(&r.path);
