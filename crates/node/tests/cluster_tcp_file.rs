@@ -929,11 +929,12 @@ async fn chaos(seed: u64) {
         t0.elapsed().as_secs_f64(),
         c.describe()
     );
-    let final_value = u64::MAX - 1;
     let mut attempt = 0;
     let recovery = loop {
         let nodes = c.nodes();
         let node = &nodes[attempt % nodes.len()];
+        // Unique values, as the clients' (a retry is another write).
+        let final_value = u64::MAX - 1 - attempt as u64;
         attempt += 1;
         let cmd = KvCommand::Set {
             key: key(0),
@@ -1173,7 +1174,12 @@ async fn full_restart() {
         .iter()
         .map(|n| n.metrics().snapshot_index)
         .collect();
-    let commit_before = c.nodes()[0].metrics().commit_index;
+    let commit_before = c
+        .nodes()
+        .iter()
+        .map(|n| n.metrics().commit_index)
+        .max()
+        .unwrap_or(0);
     assert!(commit_before >= WRITES, "commit index {commit_before}");
 
     // Stop all three at once, then start all three at once.

@@ -87,6 +87,9 @@ async fn run(
 ) {
     let mut conn: Option<Arc<dyn Connection>> = None;
     let mut backoff = Duration::from_millis(10);
+    // After a failure, no new connection before this (messages meanwhile
+    // are dropped: Raft sends them again).
+    let mut next_connect = tokio::time::Instant::now();
     // Polled concurrently; first polled in the order pushed, which is the
     // order the transport delivers in.
     let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
@@ -97,9 +100,12 @@ async fn run(
                 match result {
                     Ok(Reply::Error(reason)) => {
                         // The peer refused (it is shutting down, or belongs to
-                        // another cluster): start afresh next time.
+                        // another cluster): start afresh, after a backoff.
                         ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        conn = None;
+                        if conn.take().is_some() {
+                            next_connect = tokio::time::Instant::now() + backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
                         disconnected(&ctx, &id, &connected, reason);
                     }
                     Ok(_) => {
@@ -111,7 +117,10 @@ async fn run(
                     }
                     Err(e) => {
                         ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        conn = None;
+                        if conn.take().is_some() {
+                            next_connect = tokio::time::Instant::now() + backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
                         disconnected(&ctx, &id, &connected, e.to_string());
                     }
                 }
@@ -120,6 +129,10 @@ async fn run(
                 let Some(m) = m else { break };
                 let c = match &conn {
                     Some(c) => c.clone(),
+                    None if tokio::time::Instant::now() < next_connect => {
+                        ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     None => match ctx.transport.connect(&address).await {
                         Ok(c) => {
                             conn = Some(c.clone());
