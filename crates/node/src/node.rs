@@ -24,9 +24,6 @@ use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, Handler, Reply, Request, Transport};
 
-/// Client calls queued for the driver before callers wait (back-pressure).
-const INBOX: usize = 1 << 16;
-
 /// A Raft node: create it with [`Node::new`], then `command`, `read`,
 /// `join`, `peers`... It is a cheap handle: clones share the node.
 #[derive(Clone)]
@@ -39,7 +36,7 @@ struct Inner {
     cluster: String,
     address: String,
     cluster_number: u64,
-    inbox: mpsc::Sender<Input>,
+    inbox: crate::runtime::InboxSender,
     apply_tx: mpsc::UnboundedSender<apply::Job>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<Event>,
@@ -56,7 +53,9 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
 }
 
-/// Counters and positions of a node.
+/// Counters and positions of a node. Role, term, leader and `stopped` are
+/// current; positions and counters are refreshed once per tick (so that a
+/// busy node does not wake its watchers on every round).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeMetrics {
     /// The node's role.
@@ -212,7 +211,7 @@ impl Node {
             PersistenceError::Corrupt(format!("cannot restart from the stored state: {e}"))
         })?;
 
-        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+        let (inbox_tx, inbox_rx) = crate::runtime::inbox();
         let (persist_tx, persist_rx) = mpsc::unbounded_channel();
         let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
@@ -239,6 +238,7 @@ impl Node {
             snapshot_threshold: options.snapshot_threshold,
             membership,
             waiters: Default::default(),
+            command_timeout: options.command_timeout,
             events: events.clone(),
             to_raft: inbox_tx.downgrade(),
         };
@@ -250,6 +250,7 @@ impl Node {
             tick: options.tick,
             inbox: inbox_rx,
             persist_tx,
+            persistence: persistence.clone(),
             persisted_rx,
             apply_tx: apply_tx.clone(),
             sender,
@@ -266,6 +267,9 @@ impl Node {
             closing: None,
             proposed: 0,
             announced_leader: None,
+            published_leader: raft_core::NO_NODE,
+            ticks: 0,
+            registrations: Vec::new(),
         };
         let tasks = vec![
             tokio::spawn(persist::run(persistence, persist_rx, persisted_tx, spool)),
@@ -391,17 +395,26 @@ impl Node {
     }
 
     async fn command_here(&self, cmd: Bytes, forward: bool) -> Result<Bytes, NodeError> {
-        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        let mut deadline = None;
         loop {
             let (tx, rx) = oneshot::channel();
             let data = cmd.clone();
             self.input(Input::Propose { data, reply: tx }).await?;
-            match self.wait("command", self.inner.command_timeout, rx).await {
+            // No timer per command: the apply task fails commands that
+            // waited longer than `command_timeout`.
+            let result = rx.await.unwrap_or(Err(NodeError::ShuttingDown));
+            match result {
                 Err(NodeError::NotLeader { leader: Some(l) }) if forward => {
                     return self.forward(&l.address, Request::Command(cmd)).await;
                 }
                 // During an election: wait for a leader, then try again.
-                Err(NodeError::NotLeader { leader: None }) if self.await_leader(deadline).await => {
+                Err(NodeError::NotLeader { leader: None }) => {
+                    let d = *deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + self.inner.command_timeout
+                    });
+                    if !self.await_leader(d).await {
+                        return result;
+                    }
                 }
                 other => return other,
             }

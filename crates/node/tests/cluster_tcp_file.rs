@@ -1174,12 +1174,20 @@ async fn full_restart() {
         .iter()
         .map(|n| n.metrics().snapshot_index)
         .collect();
-    let commit_before = c
-        .nodes()
-        .iter()
-        .map(|n| n.metrics().commit_index)
-        .max()
-        .unwrap_or(0);
+    // Metrics are refreshed once per tick: give them one.
+    let mut commit_before = 0;
+    for _ in 0..100 {
+        commit_before = c
+            .nodes()
+            .iter()
+            .map(|n| n.metrics().commit_index)
+            .max()
+            .unwrap_or(0);
+        if commit_before >= WRITES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(commit_before >= WRITES, "commit index {commit_before}");
 
     // Stop all three at once, then start all three at once.

@@ -350,11 +350,9 @@ impl MemoryPersistence {
     pub fn stored(&self) -> Option<State> {
         self.lock().state()
     }
-}
 
-#[async_trait]
-impl Persistence for MemoryPersistence {
-    async fn save(&self, change: Change) -> Result<(), PersistenceError> {
+    /// Validates and applies a change, at once.
+    fn save_sync(&self, change: Change) -> Result<(), PersistenceError> {
         let mut inner = self.lock();
         let injected = if inner.fail_all {
             true
@@ -376,6 +374,17 @@ impl Persistence for MemoryPersistence {
         }
         inner.apply(change);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Persistence for MemoryPersistence {
+    async fn save(&self, change: Change) -> Result<(), PersistenceError> {
+        self.save_sync(change)
+    }
+
+    fn try_save_now(&self, change: Change) -> Result<Result<(), PersistenceError>, Change> {
+        Ok(self.save_sync(change))
     }
 
     async fn load(&self) -> Result<Option<State>, PersistenceError> {

@@ -94,6 +94,14 @@ pub trait Persistence: Send + Sync + 'static {
     /// Loads what was saved, or `None` for a store that was never written.
     async fn load(&self) -> Result<Option<State>, PersistenceError>;
 
+    /// Saves `change` at once if this store can without waiting (an
+    /// in-memory store): `Ok(result)` when done; `Err(change)` hands it
+    /// back, to go through [`Persistence::save`]. The node uses it to skip a
+    /// task hop per batch. The default always hands it back.
+    fn try_save_now(&self, change: Change) -> Result<Result<(), PersistenceError>, Change> {
+        Err(change)
+    }
+
     /// The latest saved snapshot's data read from where it is stored, if the
     /// store can hand it out without loading it into memory (a file mapped
     /// into the page cache): the node then sends snapshots to followers from

@@ -2,7 +2,7 @@
 //! order, answers the commands waiting for them, serves reads once their
 //! index is applied, and takes snapshots by policy.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, LogIndex, MemberRole, Membership, Snapshot, Term};
@@ -40,12 +40,9 @@ pub(crate) type ReadReply = oneshot::Sender<Result<Bytes, NodeError>>;
 
 /// Work for the apply task, in the order it must happen.
 pub(crate) enum Job {
-    /// Tell `waiter` when the entry (`index`, `term`) is applied.
-    Register {
-        index: LogIndex,
-        term: Term,
-        waiter: Waiter,
-    },
+    /// Tell each waiter when its entry (`index`, `term`) is applied; in
+    /// ascending index order (one job per driver round).
+    Register(Vec<(LogIndex, Term, Waiter)>),
     /// Durable output of the core: restore, apply, then serve reads.
     Batch {
         restore: Option<Snapshot>,
@@ -56,6 +53,8 @@ pub(crate) enum Job {
     LocalRead { query: Bytes, reply: ReadReply },
     /// Leadership was lost: the registered commands' outcome is unknown.
     FailPending(NodeError),
+    /// Fail the commands registered before `now - command_timeout`.
+    Expire(tokio::time::Instant),
 }
 
 /// The state of the apply task.
@@ -65,10 +64,14 @@ pub(crate) struct Applier {
     pub snapshot_index: LogIndex,
     pub snapshot_threshold: u64,
     pub membership: Membership,
-    pub waiters: BTreeMap<LogIndex, (Term, Waiter)>,
+    /// Commands waiting for their entry, by ascending index (registrations
+    /// come in index order), with when they were registered.
+    pub waiters: VecDeque<(LogIndex, Term, Waiter, tokio::time::Instant)>,
+    /// How long a command may wait before it fails with a timeout.
+    pub command_timeout: std::time::Duration,
     pub events: broadcast::Sender<Event>,
     /// Weak, so that the driver stops once every `Node` handle is gone.
-    pub to_raft: mpsc::WeakSender<Input>,
+    pub to_raft: crate::runtime::WeakInboxSender,
 }
 
 impl Applier {
@@ -76,17 +79,18 @@ impl Applier {
     pub(crate) async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
             match job {
-                Job::Register {
-                    index,
-                    term,
-                    waiter,
-                } => {
-                    if index <= self.applied {
-                        // Cannot happen (registration precedes the commit),
-                        // but never leave a caller hanging.
-                        waiter.fail(NodeError::LeadershipLost);
-                    } else {
-                        self.waiters.insert(index, (term, waiter));
+                Job::Register(waiters) => {
+                    let now = tokio::time::Instant::now();
+                    for (index, term, waiter) in waiters {
+                        let in_order = self.waiters.back().is_none_or(|w| w.0 < index);
+                        if index <= self.applied || !in_order {
+                            // Cannot happen (registration precedes the
+                            // commit, and comes in index order), but never
+                            // leave a caller hanging.
+                            waiter.fail(NodeError::LeadershipLost);
+                        } else {
+                            self.waiters.push_back((index, term, waiter, now));
+                        }
                     }
                 }
                 Job::Batch {
@@ -115,13 +119,24 @@ impl Applier {
                     let _ = reply.send(Ok(self.sm.query(&query)));
                 }
                 Job::FailPending(e) => {
-                    for (_, (_, w)) in std::mem::take(&mut self.waiters) {
+                    for (_, _, w, _) in self.waiters.drain(..) {
                         w.fail(e.clone());
+                    }
+                }
+                Job::Expire(now) => {
+                    let after = self.command_timeout;
+                    while self.waiters.front().is_some_and(|w| w.3 + after <= now) {
+                        if let Some((_, _, w, _)) = self.waiters.pop_front() {
+                            w.fail(NodeError::Timeout {
+                                what: "command",
+                                after,
+                            });
+                        }
                     }
                 }
             }
         }
-        for (_, (_, w)) in std::mem::take(&mut self.waiters) {
+        for (_, _, w, _) in self.waiters.drain(..) {
             w.fail(NodeError::ShuttingDown);
         }
     }
@@ -136,9 +151,10 @@ impl Applier {
         self.membership_changed(s.meta.membership);
         // Commands at or below the snapshot were decided elsewhere; their
         // outcome is unknown here.
-        let later = self.waiters.split_off(&(index + 1));
-        for (_, (_, w)) in std::mem::replace(&mut self.waiters, later) {
-            w.fail(NodeError::LeadershipLost);
+        while self.waiters.front().is_some_and(|w| w.0 <= index) {
+            if let Some((_, _, w, _)) = self.waiters.pop_front() {
+                w.fail(NodeError::LeadershipLost);
+            }
         }
         let _ = self.events.send(Event::SnapshotInstalled { index });
         Ok(())
@@ -156,11 +172,10 @@ impl Applier {
             EntryPayload::Blank => None,
         };
         // Waiters below this index were for entries that were replaced.
-        while let Some(entry) = self.waiters.first_entry() {
-            if *entry.key() > e.index {
+        while self.waiters.front().is_some_and(|w| w.0 <= e.index) {
+            let Some((index, term, waiter, _)) = self.waiters.pop_front() else {
                 break;
-            }
-            let (index, (term, waiter)) = entry.remove_entry();
+            };
             if index < e.index || term != e.term {
                 waiter.fail(NodeError::LeadershipLost);
                 continue;

@@ -26,6 +26,8 @@ use crate::runtime::{Input, PeerStatus, Status};
 
 /// Inputs handled per round before the core's output is taken (batching).
 const MAX_INPUTS_PER_ROUND: usize = 4096;
+/// How often commands that waited too long are failed, in ticks.
+const EXPIRE_EVERY_TICKS: u64 = 5;
 
 /// The driver's state.
 pub(crate) struct Driver {
@@ -34,8 +36,10 @@ pub(crate) struct Driver {
     pub id: String,
     pub address: String,
     pub tick: Duration,
-    pub inbox: mpsc::Receiver<Input>,
+    pub inbox: crate::runtime::InboxReceiver,
     pub persist_tx: mpsc::UnboundedSender<persist::Job>,
+    /// The store, for saves that need no waiting.
+    pub persistence: Arc<dyn crate::persistence::Persistence>,
     pub persisted_rx: mpsc::UnboundedReceiver<Done>,
     pub apply_tx: mpsc::UnboundedSender<apply::Job>,
     pub sender: SenderContext,
@@ -59,6 +63,13 @@ pub(crate) struct Driver {
     pub proposed: u64,
     /// The leader id last announced in an event.
     pub announced_leader: Option<String>,
+    /// The leader last published in the status.
+    pub published_leader: NodeId,
+    /// Ticks so far.
+    pub ticks: u64,
+    /// Commands proposed this round, registered with the apply task at its
+    /// end (one message per round, not per command).
+    pub registrations: Vec<(u64, raft_core::Term, Waiter)>,
 }
 
 impl Driver {
@@ -73,6 +84,7 @@ impl Driver {
             self.raft.campaign_now();
         }
         loop {
+            let mut ticked = false;
             tokio::select! {
                 biased;
                 done = self.persisted_rx.recv() => match done {
@@ -84,21 +96,33 @@ impl Driver {
                     None => break,
                 },
                 _ = ticker.tick() => {
+                    ticked = true;
                     if self.stopped.is_none() {
                         self.raft.tick();
+                    }
+                    self.ticks += 1;
+                    if self.ticks % EXPIRE_EVERY_TICKS == 0 {
+                        let now = Instant::now();
+                        let _ = self.apply_tx.send(apply::Job::Expire(now));
                     }
                 }
             }
             for _ in 0..MAX_INPUTS_PER_ROUND {
                 match self.inbox.try_recv() {
-                    Ok(i) => self.input(i),
-                    Err(_) => break,
+                    Some(i) => self.input(i),
+                    None => break,
                 }
+            }
+            if !self.registrations.is_empty() {
+                // Before the round's output: the entries cannot be applied
+                // before their waiters are registered.
+                let waiters = std::mem::take(&mut self.registrations);
+                let _ = self.apply_tx.send(apply::Job::Register(waiters));
             }
             if self.stopped.is_none() {
                 self.process_ready();
             }
-            self.publish();
+            self.publish(ticked);
             if self.soft.leader != NO_NODE && self.announced_leader.is_none()
                 || self
                     .announced_leader
@@ -165,12 +189,8 @@ impl Driver {
                     Ok(index) => {
                         self.proposed = index;
                         let term = self.raft.term();
-                        let waiter = Waiter::Command(reply);
-                        let _ = self.apply_tx.send(apply::Job::Register {
-                            index,
-                            term,
-                            waiter,
-                        });
+                        self.registrations
+                            .push((index, term, Waiter::Command(reply)));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(self.propose_error(e)));
@@ -202,12 +222,8 @@ impl Driver {
                     Ok(index) => {
                         self.proposed = index;
                         let term = self.raft.term();
-                        let waiter = Waiter::Change(reply);
-                        let _ = self.apply_tx.send(apply::Job::Register {
-                            index,
-                            term,
-                            waiter,
-                        });
+                        self.registrations
+                            .push((index, term, Waiter::Change(reply)));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(self.propose_error(e)));
@@ -323,6 +339,29 @@ impl Driver {
             };
             if job.change.is_empty() && job.chunks.is_empty() && self.in_flight == 0 {
                 self.complete(job);
+            } else if self.in_flight == 0 && job.chunks.is_empty() && job.change.snapshot.is_none()
+            {
+                // A store that saves without waiting (in memory) saves here:
+                // no hop to the persistence task and back.
+                let mut job = job;
+                match self
+                    .persistence
+                    .try_save_now(std::mem::take(&mut job.change))
+                {
+                    Ok(Ok(())) => self.complete(job),
+                    Ok(Err(e)) => {
+                        self.stop(e.to_string());
+                        return;
+                    }
+                    Err(change) => {
+                        job.change = change;
+                        self.in_flight += 1;
+                        if self.persist_tx.send(job).is_err() {
+                            self.stop("the persistence task is gone".into());
+                            return;
+                        }
+                    }
+                }
             } else {
                 self.in_flight += 1;
                 if self.persist_tx.send(job).is_err() {
@@ -478,21 +517,27 @@ impl Driver {
             .collect()
     }
 
-    /// Publishes the status, touching only what changed.
-    fn publish(&mut self) {
+    /// Publishes the status, touching only what changed. Role, term, leader
+    /// and stop go out at once; positions and counters at most once per
+    /// tick (`fresh`), so that a busy node does not wake watchers per round.
+    fn publish(&mut self, fresh: bool) {
         let r = &self.raft;
         let (role, term, leader) = (r.role(), r.term(), r.leader().unwrap_or(NO_NODE));
-        let empty = r.last_index() == 0 && r.membership().is_empty();
-        let snapshot_index = r.snapshot_meta().map_or(0, |m| m.index);
-        let core = *r.metrics();
-        let (commit, applied, last) = (r.commit_index(), r.applied_index(), r.last_index());
-        let leader_changed = self.status_tx.borrow().leader.as_ref().map(|l| &l.id)
-            != self.leader_info(leader).as_ref().map(|l| &l.id);
-        let leader_info = if leader_changed {
+        // A joining node knows its leader's id only once the configuration
+        // arrives: until then the id is a placeholder, refreshed each round.
+        let placeholder = self
+            .status_tx
+            .borrow()
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.id.starts_with("node-"));
+        let leader_info = if leader != self.published_leader || placeholder {
+            self.published_leader = leader;
             Some(self.leader_info(leader))
         } else {
             None
         };
+        let r = &self.raft;
         let stopped = &self.stopped;
         self.status_tx.send_if_modified(|s| {
             let mut changed = false;
@@ -506,12 +551,6 @@ impl Driver {
             }
             set!(role, role);
             set!(term, term);
-            set!(commit_index, commit);
-            set!(applied_index, applied);
-            set!(last_index, last);
-            set!(snapshot_index, snapshot_index);
-            set!(empty, empty);
-            set!(core, core);
             if let Some(l) = leader_info {
                 s.leader = l;
                 changed = true;
@@ -519,6 +558,14 @@ impl Driver {
             if s.stopped.as_ref() != stopped.as_ref() {
                 s.stopped = stopped.clone();
                 changed = true;
+            }
+            if fresh || changed {
+                set!(commit_index, r.commit_index());
+                set!(applied_index, r.applied_index());
+                set!(last_index, r.last_index());
+                set!(snapshot_index, r.snapshot_meta().map_or(0, |m| m.index));
+                set!(empty, r.last_index() == 0 && r.membership().is_empty());
+                set!(core, *r.metrics());
             }
             changed
         });

@@ -9,11 +9,13 @@ pub(crate) mod peers;
 pub(crate) mod persist;
 pub(crate) mod spool;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{ConfChange, LogIndex, Message, NodeId, Role, Term};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{LeaderInfo, NodeError};
 
@@ -99,5 +101,92 @@ impl Default for Status {
             core: raft_core::Metrics::default(),
             stopped: None,
         }
+    }
+}
+
+/// Inputs queued for the driver before senders wait (back-pressure).
+pub(crate) const INBOX: usize = 1 << 16;
+
+/// The sending side of the driver's queue: unbounded underneath (cheaper
+/// than a semaphore per message), bounded by a count that makes senders
+/// wait once `INBOX` inputs are queued.
+#[derive(Clone)]
+pub(crate) struct InboxSender {
+    tx: mpsc::UnboundedSender<Input>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The driver's side of its queue.
+pub(crate) struct InboxReceiver {
+    rx: mpsc::UnboundedReceiver<Input>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A sender that does not keep the driver alive.
+pub(crate) struct WeakInboxSender {
+    tx: mpsc::WeakUnboundedSender<Input>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A new driver queue.
+pub(crate) fn inbox() -> (InboxSender, InboxReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        InboxSender {
+            tx,
+            queued: queued.clone(),
+        },
+        InboxReceiver { rx, queued },
+    )
+}
+
+impl InboxSender {
+    /// Queues `input`, waiting while the queue is full; fails once the
+    /// driver is gone.
+    pub(crate) async fn send(&self, input: Input) -> Result<(), ()> {
+        while self.queued.load(Ordering::Relaxed) >= INBOX {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(input).map_err(|_| ())
+    }
+
+    /// A sender that does not keep the driver alive.
+    pub(crate) fn downgrade(&self) -> WeakInboxSender {
+        WeakInboxSender {
+            tx: self.tx.downgrade(),
+            queued: self.queued.clone(),
+        }
+    }
+}
+
+impl WeakInboxSender {
+    /// The sender, if the driver still runs.
+    pub(crate) fn upgrade(&self) -> Option<InboxSender> {
+        self.tx.upgrade().map(|tx| InboxSender {
+            tx,
+            queued: self.queued.clone(),
+        })
+    }
+}
+
+impl InboxReceiver {
+    /// The next input; `None` once every sender is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Input> {
+        let i = self.rx.recv().await;
+        if i.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        i
+    }
+
+    /// The next input if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Input> {
+        let i = self.rx.try_recv().ok();
+        if i.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        i
     }
 }

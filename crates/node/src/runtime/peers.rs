@@ -3,7 +3,7 @@
 //! peer in order, and drops them when the queue is full (Raft recovers lost
 //! messages; a slow peer must not grow memory without bound).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,9 @@ pub(crate) const PEER_QUEUE: usize = 4096;
 
 /// The raft loop's handle on a sender task.
 pub(crate) struct Peer {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::UnboundedSender<Message>,
+    /// Messages queued and not yet taken by the sender task.
+    queued: Arc<AtomicUsize>,
     task: JoinHandle<()>,
     pub connected: Arc<AtomicBool>,
 }
@@ -46,11 +48,13 @@ pub(crate) struct SenderContext {
 impl Peer {
     /// Starts the sender task for the peer `id` at `address`.
     pub(crate) fn start(ctx: SenderContext, id: String, address: String) -> Peer {
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         let connected = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(ctx, id, address, rx, connected.clone()));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run(ctx, id, address, rx, queued.clone(), connected.clone()));
         Peer {
             tx,
+            queued,
             task,
             connected,
         }
@@ -58,7 +62,12 @@ impl Peer {
 
     /// Queues a message; drops it if the queue is full.
     pub(crate) fn send(&self, m: Message, stats: &PeerStats) {
-        if self.tx.try_send(m).is_err() {
+        if self.queued.load(Ordering::Relaxed) >= PEER_QUEUE {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(m).is_err() {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -82,7 +91,8 @@ async fn run(
     ctx: SenderContext,
     id: String,
     address: String,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
     connected: Arc<AtomicBool>,
 ) {
     let mut conn: Option<Arc<dyn Connection>> = None;
@@ -127,6 +137,7 @@ async fn run(
             }
             m = rx.recv(), if inflight.len() < WINDOW => {
                 let Some(m) = m else { break };
+                queued.fetch_sub(1, Ordering::Relaxed);
                 let c = match &conn {
                     Some(c) => c.clone(),
                     None if tokio::time::Instant::now() < next_connect => {
