@@ -383,7 +383,7 @@ impl Persistence for MemoryPersistence {
         self.save_sync(change)
     }
 
-    fn try_save_now(&self, change: Change) -> Result<Result<(), PersistenceError>, Change> {
+    fn try_save_now(&self, change: Change) -> Result<Result<(), PersistenceError>, Box<Change>> {
         Ok(self.save_sync(change))
     }
 

@@ -98,8 +98,8 @@ pub trait Persistence: Send + Sync + 'static {
     /// in-memory store): `Ok(result)` when done; `Err(change)` hands it
     /// back, to go through [`Persistence::save`]. The node uses it to skip a
     /// task hop per batch. The default always hands it back.
-    fn try_save_now(&self, change: Change) -> Result<Result<(), PersistenceError>, Change> {
-        Err(change)
+    fn try_save_now(&self, change: Change) -> Result<Result<(), PersistenceError>, Box<Change>> {
+        Err(Box::new(change))
     }
 
     /// The latest saved snapshot's data read from where it is stored, if the

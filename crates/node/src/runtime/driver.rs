@@ -354,7 +354,7 @@ impl Driver {
                         return;
                     }
                     Err(change) => {
-                        job.change = change;
+                        job.change = *change;
                         self.in_flight += 1;
                         if self.persist_tx.send(job).is_err() {
                             self.stop("the persistence task is gone".into());
