@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use raft_core::{Entry, HardState, LogIndex, Snapshot, Term, NO_NODE};
+use raft_core::{Entry, HardState, LogIndex, Snapshot, Term};
 
 use super::{Change, Identity, Persistence, PersistenceError, State};
 
@@ -182,8 +182,8 @@ impl Inner {
         }
 
         // 4. Entries.
-        let mut prev_index = last;
-        let mut prev_term = if last == base {
+        let prev_index = last;
+        let prev_term = if last == base {
             base_term
         } else if last == stored_last {
             stored_last_term
@@ -191,49 +191,11 @@ impl Inner {
             // `base < last < stored_last`: the stored log holds `last`.
             self.term_at(last).unwrap_or(base_term)
         };
-        for entry in &change.entries {
-            if entry.index != prev_index + 1 {
-                let what = if entry.index <= prev_index {
-                    "overlaps"
-                } else {
-                    "leaves a gap after"
-                };
-                return Err(PersistenceError::Invalid(format!(
-                    "entry {} {what} the log, whose last entry is {prev_index} (entries must follow on one index at a time)",
-                    entry.index
-                )));
-            }
-            if entry.term < prev_term {
-                return Err(PersistenceError::Invalid(format!(
-                    "entry {} has term {}, below the term {prev_term} of the entry before it",
-                    entry.index, entry.term
-                )));
-            }
-            prev_index = entry.index;
-            prev_term = entry.term;
-        }
+        super::check_entries_follow(prev_index, prev_term, &change.entries)?;
 
         // 5. Hard state.
         if let Some(hs) = &change.hard_state {
-            let stored = &self.hard_state;
-            if hs.term < stored.term {
-                return Err(PersistenceError::Invalid(format!(
-                    "hard state term {} is below the stored term {}",
-                    hs.term, stored.term
-                )));
-            }
-            if hs.term == stored.term && stored.vote != NO_NODE && hs.vote != stored.vote {
-                return Err(PersistenceError::Invalid(format!(
-                    "hard state changes the vote of term {} from {} to {}",
-                    hs.term, stored.vote, hs.vote
-                )));
-            }
-            if hs.commit < stored.commit {
-                return Err(PersistenceError::Invalid(format!(
-                    "hard state commit index {} is below the stored commit index {}",
-                    hs.commit, stored.commit
-                )));
-            }
+            super::check_hard_state(&self.hard_state, hs)?;
         }
         Ok(())
     }

@@ -110,3 +110,63 @@ pub trait Persistence: Send + Sync + 'static {
         None
     }
 }
+
+/// Checks that `entries` follow on from a log ending at (`prev_index`,
+/// `prev_term`): one index at a time, terms never going back. The rule every
+/// store enforces.
+pub(crate) fn check_entries_follow(
+    mut prev_index: raft_core::LogIndex,
+    mut prev_term: raft_core::Term,
+    entries: &[Entry],
+) -> Result<(), PersistenceError> {
+    for entry in entries {
+        if entry.index != prev_index + 1 {
+            let what = if entry.index <= prev_index {
+                "overlaps"
+            } else {
+                "leaves a gap after"
+            };
+            return Err(PersistenceError::Invalid(format!(
+                "entry {} {what} the log, whose last entry is {prev_index} (entries must follow on one index at a time)",
+                entry.index
+            )));
+        }
+        if entry.term < prev_term {
+            return Err(PersistenceError::Invalid(format!(
+                "entry {} has term {}, below the term {prev_term} of the entry before it",
+                entry.index, entry.term
+            )));
+        }
+        prev_index = entry.index;
+        prev_term = entry.term;
+    }
+    Ok(())
+}
+
+/// Checks that the hard state `next` may follow `stored`: the term never
+/// goes back, the vote of a term never changes, the commit index never goes
+/// back.
+pub(crate) fn check_hard_state(
+    stored: &HardState,
+    next: &HardState,
+) -> Result<(), PersistenceError> {
+    if next.term < stored.term {
+        return Err(PersistenceError::Invalid(format!(
+            "hard state term {} is below the stored term {}",
+            next.term, stored.term
+        )));
+    }
+    if next.term == stored.term && stored.vote != raft_core::NO_NODE && next.vote != stored.vote {
+        return Err(PersistenceError::Invalid(format!(
+            "hard state changes the vote of term {} from {} to {}",
+            next.term, stored.vote, next.vote
+        )));
+    }
+    if next.commit < stored.commit {
+        return Err(PersistenceError::Invalid(format!(
+            "hard state commit index {} is below the stored commit index {}",
+            next.commit, stored.commit
+        )));
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 //! It validates changes by the rules of
 //! [`MemoryPersistence`](crate::persistence::memory).
 
-use raft_core::{HardState, LogIndex, Term, NO_NODE};
+use raft_core::{HardState, LogIndex, Term};
 
 use super::format::{Checkpoint, SnapRef};
 use crate::persistence::{Change, Identity, PersistenceError};
@@ -267,57 +267,19 @@ impl Store {
         }
 
         // 4. Entries.
-        let mut prev_index = last;
-        let mut prev_term = if last == base {
+        let prev_index = last;
+        let prev_term = if last == base {
             base_term
         } else if last == stored_last {
             stored_last_term
         } else {
             self.log.term_at(last).unwrap_or(base_term)
         };
-        for entry in &change.entries {
-            if entry.index != prev_index + 1 {
-                let what = if entry.index <= prev_index {
-                    "overlaps"
-                } else {
-                    "leaves a gap after"
-                };
-                return Err(PersistenceError::Invalid(format!(
-                    "entry {} {what} the log, whose last entry is {prev_index} (entries must follow on one index at a time)",
-                    entry.index
-                )));
-            }
-            if entry.term < prev_term {
-                return Err(PersistenceError::Invalid(format!(
-                    "entry {} has term {}, below the term {prev_term} of the entry before it",
-                    entry.index, entry.term
-                )));
-            }
-            prev_index = entry.index;
-            prev_term = entry.term;
-        }
+        crate::persistence::check_entries_follow(prev_index, prev_term, &change.entries)?;
 
         // 5. Hard state.
         if let Some(hs) = &change.hard_state {
-            let stored = &self.hard_state;
-            if hs.term < stored.term {
-                return Err(PersistenceError::Invalid(format!(
-                    "hard state term {} is below the stored term {}",
-                    hs.term, stored.term
-                )));
-            }
-            if hs.term == stored.term && stored.vote != NO_NODE && hs.vote != stored.vote {
-                return Err(PersistenceError::Invalid(format!(
-                    "hard state changes the vote of term {} from {} to {}",
-                    hs.term, stored.vote, hs.vote
-                )));
-            }
-            if hs.commit < stored.commit {
-                return Err(PersistenceError::Invalid(format!(
-                    "hard state commit index {} is below the stored commit index {}",
-                    hs.commit, stored.commit
-                )));
-            }
+            crate::persistence::check_hard_state(&self.hard_state, hs)?;
         }
         Ok(())
     }
