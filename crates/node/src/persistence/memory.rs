@@ -107,97 +107,7 @@ impl Inner {
 
     /// Checks `change` against the stored state without changing anything.
     fn validate(&self, change: &Change) -> Result<(), PersistenceError> {
-        // 1. Identity.
-        match (&self.identity, &change.identity) {
-            (Some(stored), Some(new)) if stored != new => {
-                return Err(PersistenceError::Identity(format!(
-                    "the store belongs to node {:?} of cluster {:?}, not to node {:?} of cluster {:?} (or its bootstrap membership differs)",
-                    stored.id, stored.cluster, new.id, new.cluster
-                )));
-            }
-            (None, None) if !change.is_empty() => {
-                return Err(PersistenceError::Invalid(
-                    "the first save to a store must carry the node's identity".into(),
-                ));
-            }
-            _ => {}
-        }
-
-        // 2. Snapshot. After it, the log follows on from (base, base_term)
-        //    and holds entries up to `last`.
-        let (stored_last, stored_last_term) = self.last();
-        let (mut base, mut base_term) = self.base();
-        let mut last = stored_last;
-        // Entries above the new snapshot that contradict it and must be
-        // truncated by this same change.
-        let mut conflicting_above: Option<LogIndex> = None;
-        if let Some(snapshot) = &change.snapshot {
-            let (index, term) = (snapshot.meta.index, snapshot.meta.term);
-            if index == 0 {
-                return Err(PersistenceError::Invalid(
-                    "a snapshot at index 0 covers nothing".into(),
-                ));
-            }
-            if index < base {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} is older than the stored snapshot at index {base}"
-                )));
-            }
-            if index == base && term != base_term {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} has term {term}, but the stored snapshot at that index has term {base_term}"
-                )));
-            }
-            if term < base_term {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} has term {term}, below the stored snapshot's term {base_term}"
-                )));
-            }
-            if stored_last > index && self.term_at(index) != Some(term) {
-                conflicting_above = Some(index);
-            }
-            base = index;
-            base_term = term;
-            last = last.max(index);
-        }
-
-        // 3. Truncation.
-        if let Some(from) = change.truncate_from {
-            if from <= base {
-                return Err(PersistenceError::Invalid(format!(
-                    "truncation from index {from} reaches into the snapshot, which covers up to index {base}"
-                )));
-            }
-            last = last.min(from - 1);
-        }
-        if let Some(index) = conflicting_above {
-            if last > index {
-                let (snap_term, stored_term) = (base_term, self.term_at(index));
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} (term {snap_term}) does not match the stored entry at that index (term {stored_term:?}), \
-                     yet the stored entries after it (up to {stored_last}) are kept: the change must truncate from index {}",
-                    index + 1
-                )));
-            }
-        }
-
-        // 4. Entries.
-        let prev_index = last;
-        let prev_term = if last == base {
-            base_term
-        } else if last == stored_last {
-            stored_last_term
-        } else {
-            // `base < last < stored_last`: the stored log holds `last`.
-            self.term_at(last).unwrap_or(base_term)
-        };
-        super::check_entries_follow(prev_index, prev_term, &change.entries)?;
-
-        // 5. Hard state.
-        if let Some(hs) = &change.hard_state {
-            super::check_hard_state(&self.hard_state, hs)?;
-        }
-        Ok(())
+        super::validate::validate(self, change)
     }
 
     /// Applies a change that [`Inner::validate`] accepted, in the documented
@@ -353,5 +263,27 @@ impl Persistence for MemoryPersistence {
         let mut inner = self.lock();
         inner.stats.loads += 1;
         Ok(inner.state())
+    }
+}
+
+impl super::validate::StoredView for Inner {
+    fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    fn last(&self) -> (LogIndex, Term) {
+        Inner::last(self)
+    }
+
+    fn base(&self) -> (LogIndex, Term) {
+        Inner::base(self)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        Inner::term_at(self, index)
+    }
+
+    fn hard_state(&self) -> &HardState {
+        &self.hard_state
     }
 }

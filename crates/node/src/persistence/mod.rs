@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod memory;
+mod validate;
 
 use async_trait::async_trait;
 use raft_core::{Entry, HardState, LogIndex, Membership, Snapshot};

@@ -195,93 +195,7 @@ impl Store {
     /// Checks `change` against this state without changing anything, by
     /// the rules of the memory store.
     pub(crate) fn validate(&self, change: &Change) -> Result<(), PersistenceError> {
-        // 1. Identity.
-        match (&self.identity, &change.identity) {
-            (Some(stored), Some(new)) if stored != new => {
-                return Err(PersistenceError::Identity(format!(
-                    "the store belongs to node {:?} of cluster {:?}, not to node {:?} of cluster {:?} (or its bootstrap membership differs)",
-                    stored.id, stored.cluster, new.id, new.cluster
-                )));
-            }
-            (None, None) if !change.is_empty() => {
-                return Err(PersistenceError::Invalid(
-                    "the first save to a store must carry the node's identity".into(),
-                ));
-            }
-            _ => {}
-        }
-
-        // 2. Snapshot.
-        let (stored_last, stored_last_term) = self.last();
-        let (mut base, mut base_term) = self.log.base();
-        let mut last = stored_last;
-        let mut conflicting_above: Option<LogIndex> = None;
-        if let Some(snapshot) = &change.snapshot {
-            let (index, term) = (snapshot.meta.index, snapshot.meta.term);
-            if index == 0 {
-                return Err(PersistenceError::Invalid(
-                    "a snapshot at index 0 covers nothing".into(),
-                ));
-            }
-            if index < base {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} is older than the stored snapshot at index {base}"
-                )));
-            }
-            if index == base && term != base_term {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} has term {term}, but the stored snapshot at that index has term {base_term}"
-                )));
-            }
-            if term < base_term {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} has term {term}, below the stored snapshot's term {base_term}"
-                )));
-            }
-            if stored_last > index && self.log.term_at(index) != Some(term) {
-                conflicting_above = Some(index);
-            }
-            base = index;
-            base_term = term;
-            last = last.max(index);
-        }
-
-        // 3. Truncation.
-        if let Some(from) = change.truncate_from {
-            if from <= base {
-                return Err(PersistenceError::Invalid(format!(
-                    "truncation from index {from} reaches into the snapshot, which covers up to index {base}"
-                )));
-            }
-            last = last.min(from - 1);
-        }
-        if let Some(index) = conflicting_above {
-            if last > index {
-                return Err(PersistenceError::Invalid(format!(
-                    "snapshot at index {index} (term {base_term}) does not match the stored entry at that index (term {:?}), \
-                     yet the stored entries after it (up to {stored_last}) are kept: the change must truncate from index {}",
-                    self.log.term_at(index),
-                    index + 1
-                )));
-            }
-        }
-
-        // 4. Entries.
-        let prev_index = last;
-        let prev_term = if last == base {
-            base_term
-        } else if last == stored_last {
-            stored_last_term
-        } else {
-            self.log.term_at(last).unwrap_or(base_term)
-        };
-        crate::persistence::check_entries_follow(prev_index, prev_term, &change.entries)?;
-
-        // 5. Hard state.
-        if let Some(hs) = &change.hard_state {
-            crate::persistence::check_hard_state(&self.hard_state, hs)?;
-        }
-        Ok(())
+        crate::persistence::validate::validate(self, change)
     }
 
     /// Applies a validated change whose records went to `segment`; `snap`
@@ -305,6 +219,28 @@ impl Store {
         if let Some(hs) = change.hard_state {
             self.hard_state = hs;
         }
+    }
+}
+
+impl crate::persistence::validate::StoredView for Store {
+    fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    fn last(&self) -> (LogIndex, Term) {
+        Store::last(self)
+    }
+
+    fn base(&self) -> (LogIndex, Term) {
+        self.log.base()
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    fn hard_state(&self) -> &HardState {
+        &self.hard_state
     }
 }
 
