@@ -555,6 +555,44 @@ impl Node {
         self.join_here(address).await
     }
 
+    /// Asks the member listening at `member` (in the transport's terms) to
+    /// add this node to its cluster; the member passes the request on to
+    /// its leader. This node must be empty (started with
+    /// `Bootstrap::Join` and the cluster's id). Retries while the cluster
+    /// has no leader or the member cannot be reached, up to `join_timeout`.
+    /// A node that is already a member (it holds a log) returns at once.
+    pub async fn join_cluster(&self, member: &str) -> Result<(), NodeError> {
+        self.check_open()?;
+        if member == self.inner.address {
+            return Err(NodeError::Membership("a node cannot join itself".into()));
+        }
+        if !self.inner.status.borrow().empty {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        loop {
+            let request = Request::Join {
+                address: self.inner.address.clone(),
+            };
+            let result = self.forward(member, request).await.map(|_| ());
+            let retry = match &result {
+                Ok(()) => return Ok(()),
+                Err(NodeError::Transport(_)) | Err(NodeError::Timeout { .. }) => true,
+                Err(NodeError::Remote(m)) => {
+                    m.contains("no leader is known")
+                        || m.contains("retry")
+                        || m.contains("starting")
+                        || m.contains("leadership lost")
+                }
+                Err(_) => false,
+            };
+            if !retry || tokio::time::Instant::now() >= deadline {
+                return result;
+            }
+            tokio::time::sleep(self.inner.election_max).await;
+        }
+    }
+
     async fn to_leader(&self, request: Request) -> Result<(), NodeError> {
         match self.leader() {
             Some(l) if self.inner.forward && l.id != self.inner.id => {
@@ -911,7 +949,18 @@ impl Handler for NodeHandler {
             }
             Request::Command(cmd) => node.command_here(cmd, false).await,
             Request::Read(query) => node.read_here(query).await,
+            // A member that is not the leader passes a join or a leave on to
+            // the leader it knows (one hop: two nodes cannot each believe
+            // the other leads the same term).
+            Request::Join { address } if node.role() != Role::Leader => node
+                .to_leader(Request::Join { address })
+                .await
+                .map(|_| Bytes::new()),
             Request::Join { address } => node.join_here(&address).await.map(|_| Bytes::new()),
+            Request::Leave { id } if node.role() != Role::Leader => node
+                .to_leader(Request::Leave { id })
+                .await
+                .map(|_| Bytes::new()),
             Request::Leave { id } => node.leave_here(&id).await.map(|_| Bytes::new()),
             Request::Hello => unreachable!("answered above"),
         };

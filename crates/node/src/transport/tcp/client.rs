@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::frame::{self, FrameDecoder, FrameKind, Hello, VERSION};
 use super::session::{Ending, Out, Session, Side, Waiter};
-use super::{bump, lock, millis, Shared, TcpOptions};
+use super::{add_bytes, bump, lock, millis, Shared, TcpOptions};
 use crate::transport::{Connection, Envelope, Handler, Reply, TransportError};
 
 /// A request queued on a connection, waiting to be written.
@@ -527,7 +527,7 @@ pub(crate) async fn read_hello(
                     "the peer closed the connection during the handshake".to_owned()
                 ))
             }
-            Ok(_) => {}
+            Ok(n) => add_bytes(&counters.bytes_received, n),
             Err(e) => return Err(Err(format!("read error during the handshake: {e}"))),
         }
     }
@@ -546,10 +546,12 @@ pub(crate) async fn dial(
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let _ = stream.set_nodelay(true);
+        let ours = our_hello(transport).frame();
         stream
-            .write_all(&our_hello(transport).frame())
+            .write_all(&ours)
             .await
             .map_err(|e| format!("write error during the handshake: {e}"))?;
+        add_bytes(&transport.counters.bytes_sent, ours.len());
         let mut buf = BytesMut::new();
         let hello = match read_hello(transport, &mut stream, &mut buf).await {
             Ok(hello) => hello,
@@ -566,7 +568,10 @@ pub(crate) async fn dial(
         if let Err(reason) = check_hello(options, &hello) {
             bump(&transport.counters.handshakes_refused);
             tracing::warn!(peer = %address, node = %hello.node, %reason, "refusing the peer's handshake");
-            let _ = stream.write_all(&frame::close_frame(&reason)).await;
+            let close = frame::close_frame(&reason);
+            if stream.write_all(&close).await.is_ok() {
+                add_bytes(&transport.counters.bytes_sent, close.len());
+            }
             let _ = stream.shutdown().await;
             return Err(format!("refused the peer's handshake: {reason}"));
         }

@@ -311,6 +311,14 @@ pub struct TcpStats {
     pub timeouts: u64,
     /// Invokes refused because the connection's queue was full.
     pub queue_full: u64,
+    /// Bytes written to peers' sockets: every frame (handshakes, requests,
+    /// replies, cancels, closes) on both dialed and accepted connections,
+    /// counted as the socket takes them.
+    pub bytes_sent: u64,
+    /// Bytes read from peers' sockets: every frame (handshakes included) on
+    /// both dialed and accepted connections, counted as the socket gives
+    /// them (a frame cut short by a broken connection counts what arrived).
+    pub bytes_received: u64,
 }
 
 /// The counters behind [`TcpStats`].
@@ -330,10 +338,17 @@ struct Counters {
     requests_received: AtomicU64,
     timeouts: AtomicU64,
     queue_full: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` bytes to `counter` (one relaxed add per socket read or write).
+fn add_bytes(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 impl Counters {
@@ -354,6 +369,8 @@ impl Counters {
             requests_received: get(&self.requests_received),
             timeouts: get(&self.timeouts),
             queue_full: get(&self.queue_full),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
         }
     }
 }
@@ -560,3 +577,79 @@ impl Transport for TcpTransport {
 }
 
 pub use client::TcpConnection;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Envelope, Reply, Request};
+    use bytes::Bytes;
+
+    struct Echo;
+
+    #[async_trait]
+    impl Handler for Echo {
+        async fn handle(&self, envelope: Envelope) -> Reply {
+            match envelope.request {
+                Request::Read(payload) => Reply::Output(payload),
+                _ => Reply::Ack,
+            }
+        }
+    }
+
+    fn read(payload: &[u8]) -> Envelope {
+        Envelope {
+            cluster: 1,
+            from: Arc::from("test"),
+            request: Request::Read(Bytes::copy_from_slice(payload)),
+        }
+    }
+
+    /// Waits until both directions balance: what one side wrote, the other
+    /// read.
+    async fn balanced(a: &TcpTransport, b: &TcpTransport) -> (TcpStats, TcpStats) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (sa, sb) = (a.stats(), b.stats());
+            if sa.bytes_sent == sb.bytes_received && sb.bytes_sent == sa.bytes_received {
+                return (sa, sb);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "byte counters never balanced: {sa:?} vs {sb:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_are_counted_both_ways() {
+        let server = TcpTransport::new(TcpOptions::new("b", "c")).unwrap();
+        let client = TcpTransport::new(TcpOptions::new("a", "c")).unwrap();
+        assert_eq!(
+            (client.stats().bytes_sent, client.stats().bytes_received),
+            (0, 0)
+        );
+        let address = server.listen("127.0.0.1:0", Arc::new(Echo)).await.unwrap();
+        let connection = client.connect(&address).await.unwrap();
+        // The handshakes went both ways.
+        let (after_hello, _) = balanced(&client, &server).await;
+        assert!(after_hello.bytes_sent > 0 && after_hello.bytes_received > 0);
+
+        let payload = vec![9u8; 100_000];
+        let reply = connection.invoke(read(&payload)).await.unwrap();
+        assert_eq!(reply, Reply::Output(Bytes::from(payload)));
+        let (after, _) = balanced(&client, &server).await;
+        // At least the payload went out and came back.
+        assert!(
+            after.bytes_sent - after_hello.bytes_sent >= 100_000,
+            "{after:?}"
+        );
+        assert!(
+            after.bytes_received - after_hello.bytes_received >= 100_000,
+            "{after:?}"
+        );
+        assert_eq!(after.requests_sent, 1);
+        connection.close().await.unwrap();
+        server.shutdown().await.unwrap();
+    }
+}

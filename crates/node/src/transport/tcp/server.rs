@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::client::{check_hello, our_hello, read_hello};
 use super::frame;
 use super::session::{Out, Session, Side};
-use super::{bump, lock, millis, Listening, Shared};
+use super::{add_bytes, bump, lock, millis, Listening, Shared};
 use crate::transport::{Connection, Envelope, Handler, Reply, TransportError};
 
 /// Binds `address` and spawns the accept loop.
@@ -116,6 +116,7 @@ async fn accept(
                 if !matches!(write.await, Ok(Ok(()))) {
                     return;
                 }
+                add_bytes(&shared.counters.bytes_sent, answer.len());
                 let mut accepted = lock(&shared.accepted);
                 if accepted.epoch != epoch {
                     Some("the listener is shutting down".to_owned())
@@ -140,7 +141,9 @@ async fn accept(
     if let Some(reason) = refusal {
         let close = frame::close_frame(&reason);
         let _ = tokio::time::timeout(options.connect_timeout, async {
-            let _ = stream.write_all(&close).await;
+            if stream.write_all(&close).await.is_ok() {
+                add_bytes(&shared.counters.bytes_sent, close.len());
+            }
             let _ = stream.shutdown().await;
         })
         .await;

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::frame::{self, Frame, FrameDecoder, FrameError, FrameKind, Hello};
-use super::{bump, lock, Shared};
+use super::{add_bytes, bump, lock, Shared};
 use crate::codec::{decode_envelope, decode_reply};
 use crate::transport::{Handler, Reply, TransportError};
 
@@ -131,6 +131,7 @@ impl Session {
         });
         tokio::spawn(write_loop(
             Arc::downgrade(&session),
+            session.shared.clone(),
             write,
             rx,
             session.dead.subscribe(),
@@ -324,24 +325,27 @@ enum ReadError {
 }
 
 /// Reads the next frame: `Ok(None)` at a clean end of stream. Cancel-safe:
-/// bytes read stay in `buf`.
+/// bytes read stay in `buf` (and are counted in `received` as read).
 async fn read_frame(
     read: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     decoder: &FrameDecoder,
+    received: &AtomicU64,
 ) -> Result<Option<Frame>, ReadError> {
     loop {
         if let Some(frame) = decoder.decode(buf).map_err(ReadError::Frame)? {
             return Ok(Some(frame));
         }
         buf.reserve(decoder.missing(buf).max(READ_CHUNK));
-        if read.read_buf(buf).await.map_err(ReadError::Io)? == 0 {
+        let n = read.read_buf(buf).await.map_err(ReadError::Io)?;
+        if n == 0 {
             return if buf.is_empty() {
                 Ok(None)
             } else {
                 Err(ReadError::Truncated)
             };
         }
+        add_bytes(received, n);
     }
 }
 
@@ -367,6 +371,7 @@ async fn read_loop(session: Arc<Session>, mut read: OwnedReadHalf, mut buf: Byte
 async fn serve(session: &Arc<Session>, read: &mut OwnedReadHalf, buf: &mut BytesMut) -> String {
     let options = &session.shared.options;
     let decoder = FrameDecoder::new(options.max_frame_size);
+    let received = &session.shared.counters.bytes_received;
     let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
     let mut cancels: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
     let mut dead = session.dead.subscribe();
@@ -398,7 +403,7 @@ async fn serve(session: &Arc<Session>, read: &mut OwnedReadHalf, buf: &mut Bytes
                 }
             }
             _ = session.written.notified(), if busy => {}
-            read = read_frame(read, buf, &decoder), if stalled.is_none() => {
+            read = read_frame(read, buf, &decoder, received), if stalled.is_none() => {
                 let frame = match read {
                     Ok(Some(frame)) => frame,
                     Ok(None) => return "the peer closed the connection".to_owned(),
@@ -510,8 +515,13 @@ fn dispatch(
     Ok(())
 }
 
-/// Writes `frames` in as few system calls as possible.
-async fn write_frames(write: &mut OwnedWriteHalf, frames: &mut VecDeque<Bytes>) -> io::Result<()> {
+/// Writes `frames` in as few system calls as possible, counting the bytes
+/// written in `sent`.
+async fn write_frames(
+    write: &mut OwnedWriteHalf,
+    frames: &mut VecDeque<Bytes>,
+    sent: &AtomicU64,
+) -> io::Result<()> {
     while !frames.is_empty() {
         let slices: Vec<IoSlice<'_>> = frames.iter().take(64).map(|f| IoSlice::new(f)).collect();
         let mut written = write.write_vectored(&slices).await?;
@@ -519,6 +529,7 @@ async fn write_frames(write: &mut OwnedWriteHalf, frames: &mut VecDeque<Bytes>) 
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        add_bytes(sent, written);
         while written > 0 {
             let Some(front) = frames.front_mut() else {
                 break;
@@ -541,8 +552,10 @@ async fn dead_then(mut dead: watch::Receiver<Option<Arc<str>>>, linger: Duration
     tokio::time::sleep(linger).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     session: Weak<Session>,
+    shared: Arc<Shared>,
     mut write: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
     dead: watch::Receiver<Option<Arc<str>>>,
@@ -580,7 +593,7 @@ async fn write_loop(
             }
         }
         let result = tokio::select! {
-            result = write_frames(&mut write, &mut frames) => result,
+            result = write_frames(&mut write, &mut frames, &shared.counters.bytes_sent) => result,
             _ = dead_then(dead.clone(), linger) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the peer did not read what was left to send",

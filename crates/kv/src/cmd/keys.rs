@@ -1,0 +1,97 @@
+//! Key-space commands: DEL (UNLINK), EXISTS, KEYS, SCAN, DBSIZE, FLUSHDB
+//! (FLUSHALL: there is one database).
+
+use bytes::Bytes;
+
+use super::{arity_error, not_integer, parse_i64, syntax_error, Command};
+use crate::frame::Frame;
+use crate::store::{Read, Write};
+
+/// The most keys one SCAN call may ask to examine.
+const MAX_SCAN_COUNT: i64 = 1 << 20;
+
+/// Parses a key-space command; `name` is lower case, `args` follow it.
+pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
+    let n = args.len();
+    let name_str = std::str::from_utf8(name).unwrap_or("?");
+    let ok = match name {
+        b"del" | b"unlink" | b"exists" => n >= 1,
+        b"keys" => n == 1,
+        b"scan" => n >= 1,
+        b"dbsize" => n == 0,
+        // FLUSHDB [ASYNC|SYNC]
+        b"flushdb" | b"flushall" => n <= 1,
+        _ => return None,
+    };
+    if !ok {
+        return Some(Command::Invalid(arity_error(name_str)));
+    }
+    let c = match name {
+        b"del" | b"unlink" => Command::Write(Write::Del {
+            keys: args.to_vec(),
+        }),
+        b"exists" => Command::Read(Read::Exists {
+            keys: args.to_vec(),
+        }),
+        b"keys" => Command::Read(Read::Keys {
+            pattern: args[0].clone(),
+        }),
+        b"dbsize" => Command::Read(Read::DbSize),
+        b"flushdb" | b"flushall" => {
+            if let Some(mode) = args.first() {
+                let m = mode.to_ascii_uppercase();
+                if m != b"ASYNC" && m != b"SYNC" {
+                    return Some(Command::Invalid(syntax_error()));
+                }
+            }
+            Command::Write(Write::FlushDb)
+        }
+        b"scan" => parse_scan(args),
+        _ => return None,
+    };
+    Some(c)
+}
+
+fn parse_scan(args: &[Bytes]) -> Command {
+    let cursor = match std::str::from_utf8(&args[0])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(c) => c,
+        None => return Command::Invalid("ERR invalid cursor".into()),
+    };
+    let mut pattern = None;
+    let mut count = 10usize;
+    let mut only_strings = true;
+    let mut i = 1;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        let Some(value) = args.get(i + 1) else {
+            return Command::Invalid(syntax_error());
+        };
+        match opt.as_slice() {
+            b"MATCH" => pattern = Some(value.clone()),
+            b"COUNT" => match parse_i64(value) {
+                Some(c) if (1..=MAX_SCAN_COUNT).contains(&c) => count = c as usize,
+                Some(_) => return Command::Invalid(syntax_error()),
+                None => return Command::Invalid(not_integer()),
+            },
+            // Every value is a string: TYPE string filters nothing, any
+            // other type matches nothing.
+            b"TYPE" => only_strings = value.eq_ignore_ascii_case(b"string"),
+            _ => return Command::Invalid(syntax_error()),
+        }
+        i += 2;
+    }
+    if !only_strings {
+        return Command::Answer(Frame::Array(vec![
+            Frame::Bulk(Bytes::from_static(b"0")),
+            Frame::Array(vec![]),
+        ]));
+    }
+    Command::Read(Read::Scan {
+        cursor,
+        pattern,
+        count,
+    })
+}

@@ -1,0 +1,233 @@
+//! Commands: parsed from a request's arguments into what the store
+//! replicates ([`Write`]), what it answers from one state ([`Read`]), or
+//! what this server answers itself ([`Local`]). One file per family, as in
+//! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
+//! SCAN...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*).
+
+use bytes::Bytes;
+
+use crate::store::{Read, Write};
+
+pub mod keys;
+pub mod raft;
+pub mod server;
+pub mod strings;
+
+pub use server::Session;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Goes through the log.
+    Write(Write),
+    /// Answered by the store, linearizable unless the connection chose
+    /// local reads.
+    Read(Read),
+    /// Answered by this server.
+    Local(Local),
+    /// A request that cannot run: the reply is this error.
+    Invalid(String),
+    /// A request whose reply is known without running anything.
+    Answer(crate::frame::Frame),
+}
+
+/// A command this server answers without the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// `PING [message]`
+    Ping(Option<Bytes>),
+    /// ECHO message
+    Echo(Bytes),
+    /// `AUTH [user] password`
+    Auth {
+        /// The user name (only `default` exists).
+        user: Option<Bytes>,
+        /// The password.
+        password: Bytes,
+    },
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
+    Hello {
+        /// The protocol version asked for.
+        version: Option<Bytes>,
+        /// AUTH user pass.
+        auth: Option<(Bytes, Bytes)>,
+        /// SETNAME name.
+        name: Option<Bytes>,
+    },
+    /// `INFO [section ...]`
+    Info(Vec<Bytes>),
+    /// `COMMAND [COUNT | DOCS | INFO name... | LIST]`
+    Command(Vec<Bytes>),
+    /// CONFIG GET pattern... / CONFIG SET / CONFIG RESETSTAT
+    Config(Vec<Bytes>),
+    /// SELECT index
+    Select(Bytes),
+    /// CLIENT subcommand args...
+    Client(Vec<Bytes>),
+    /// QUIT
+    Quit,
+    /// READONLY: this connection's reads are local (fast, possibly stale).
+    ReadOnly,
+    /// READWRITE: this connection's reads are linearizable again.
+    ReadWrite,
+    /// RAFT.STATUS
+    RaftStatus,
+    /// RAFT.JOIN id peer-address
+    RaftJoin {
+        /// The id the new node must have.
+        id: String,
+        /// Its peer address.
+        address: String,
+    },
+    /// RAFT.LEAVE id
+    RaftLeave(String),
+    /// RAFT.TRANSFER id
+    RaftTransfer(String),
+}
+
+/// The error for a wrong number of arguments, as Redis words it.
+pub fn arity_error(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// `ERR syntax error`.
+pub fn syntax_error() -> String {
+    "ERR syntax error".into()
+}
+
+/// `ERR value is not an integer or out of range`.
+pub fn not_integer() -> String {
+    "ERR value is not an integer or out of range".into()
+}
+
+/// Parses an integer argument the way Redis does (strict decimal).
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.len() > 20 || s.starts_with('+') || s.trim() != s {
+        return None;
+    }
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let leading_zero = digits.len() > 1 && digits.starts_with('0');
+    let negative_zero = digits == "0" && s != "0";
+    if digits.is_empty() || leading_zero || negative_zero {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The lower-case name of a request's command (for metrics and errors).
+pub fn name_of(args: &[Bytes]) -> String {
+    args.first()
+        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn unknown(args: &[Bytes]) -> String {
+    let mut s = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&args[0])
+    );
+    for a in args.iter().skip(1).take(8) {
+        s.push_str(&format!(
+            "'{}' ",
+            String::from_utf8_lossy(&a[..a.len().min(64)])
+        ));
+    }
+    s
+}
+
+/// Parses a request's arguments (the command name first).
+pub fn parse(args: &[Bytes]) -> Command {
+    let Some(first) = args.first() else {
+        return Command::Invalid("ERR empty command".into());
+    };
+    if first.len() > 32 {
+        return Command::Invalid(unknown(args));
+    }
+    let name = first.to_ascii_lowercase();
+    let rest = &args[1..];
+    let parsed = match name.as_slice() {
+        b"get" | b"set" | b"incr" | b"incrby" | b"decr" | b"decrby" | b"append" | b"strlen"
+        | b"mget" | b"mset" | b"getset" | b"cas" => strings::parse(&name, rest),
+        b"del" | b"unlink" | b"exists" | b"keys" | b"scan" | b"dbsize" | b"flushdb"
+        | b"flushall" => keys::parse(&name, rest),
+        b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer" => {
+            raft::parse(&name, rest)
+        }
+        _ => server::parse(&name, rest),
+    };
+    match parsed {
+        Some(c) => c,
+        None => Command::Invalid(unknown(args)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SetCondition;
+
+    fn p(s: &str) -> Command {
+        let args: Vec<Bytes> = s
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn integers_are_strict() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            "",
+            "+1",
+            " 1",
+            "01",
+            "-0",
+            "1.5",
+            "9223372036854775808",
+            "-",
+        ] {
+            assert_eq!(parse_i64(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commands_parse_case_insensitively() {
+        assert_eq!(
+            p("sEt k v NX get"),
+            Command::Write(Write::Set {
+                key: "k".into(),
+                value: "v".into(),
+                condition: SetCondition::IfAbsent,
+                get: true
+            })
+        );
+        assert_eq!(p("GET k"), Command::Read(Read::Get { key: "k".into() }));
+        assert_eq!(p("PING"), Command::Local(Local::Ping(None)));
+    }
+
+    #[test]
+    fn errors_are_worded_like_redis() {
+        assert_eq!(
+            p("GET"),
+            Command::Invalid("ERR wrong number of arguments for 'get' command".into())
+        );
+        assert_eq!(
+            p("FROB a b"),
+            Command::Invalid(
+                "ERR unknown command 'FROB', with args beginning with: 'a' 'b' ".into()
+            )
+        );
+        assert_eq!(p("SET k v NX XX"), Command::Invalid(syntax_error()));
+        assert!(matches!(p("SET k v NX NX GET GET"), Command::Write(_)));
+        assert_eq!(p("INCRBY k x"), Command::Invalid(not_integer()));
+        assert_eq!(p("MSET a 1 b"), Command::Invalid(arity_error("mset")));
+        assert_eq!(
+            p("DECRBY k -9223372036854775808"),
+            Command::Invalid("ERR decrement would overflow".into())
+        );
+    }
+}

@@ -1,0 +1,648 @@
+//! Commands this server answers itself: PING ECHO AUTH HELLO INFO COMMAND
+//! CONFIG SELECT CLIENT QUIT READONLY READWRITE.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{arity_error, Command, Local};
+use crate::config::Settings;
+use crate::context::Context;
+use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple, Frame};
+use crate::store::{encode_reads, glob_match, Read};
+
+/// The version reported to clients (INFO, HELLO).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The Redis version raft-kv presents itself as: the protocol and command
+/// set of Redis 7's string commands.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// One client connection's state.
+#[derive(Debug)]
+pub struct Session {
+    /// The client's id (CLIENT ID).
+    pub id: u64,
+    /// The peer's address.
+    pub peer: String,
+    /// Whether AUTH succeeded (or no password is needed).
+    pub authenticated: bool,
+    /// READONLY: reads are answered from this node's state, possibly stale.
+    pub local_reads: bool,
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// QUIT was received: close after replying.
+    pub quit: bool,
+}
+
+impl Session {
+    /// A new connection's session.
+    pub fn new(peer: String, settings: &Settings) -> Session {
+        Session {
+            id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+            peer,
+            authenticated: settings.requirepass.is_none(),
+            local_reads: false,
+            name: None,
+            quit: false,
+        }
+    }
+}
+
+/// Whether `command` may run before AUTH. As in Redis, an unknown command
+/// or a wrong number of arguments is reported before authentication is
+/// checked; any other error (a bad option, a bad value) is not, so that an
+/// unauthenticated client learns nothing but NOAUTH.
+pub fn allowed_before_auth(command: &Command) -> bool {
+    match command {
+        Command::Local(Local::Auth { .. } | Local::Hello { .. } | Local::Quit) => true,
+        Command::Invalid(e) => {
+            e.starts_with("ERR unknown command")
+                || e.starts_with("ERR wrong number of arguments")
+                || e.starts_with("ERR empty command")
+        }
+        _ => false,
+    }
+}
+
+/// Whether `name` is a valid client name (CLIENT SETNAME, HELLO SETNAME).
+fn valid_client_name(name: &[u8]) -> bool {
+    !name.iter().any(|b| *b <= b' ' || *b > b'~')
+}
+
+const BAD_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Parses a server command; `None` if the name is unknown.
+pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
+    let n = args.len();
+    let name_str = std::str::from_utf8(name).unwrap_or("?");
+    let arity = |ok: bool, c: Local| {
+        Some(if ok {
+            Command::Local(c)
+        } else {
+            Command::Invalid(arity_error(name_str))
+        })
+    };
+    match name {
+        b"ping" => arity(n <= 1, Local::Ping(args.first().cloned())),
+        b"echo" => arity(
+            n == 1,
+            Local::Echo(args.first().cloned().unwrap_or_default()),
+        ),
+        b"auth" => arity(
+            n == 1 || n == 2,
+            Local::Auth {
+                user: (n == 2).then(|| args[0].clone()),
+                password: args.last().cloned().unwrap_or_default(),
+            },
+        ),
+        b"hello" => Some(parse_hello(args)),
+        b"info" => arity(true, Local::Info(args.to_vec())),
+        b"command" => arity(true, Local::Command(args.to_vec())),
+        b"config" => arity(n >= 1, Local::Config(args.to_vec())),
+        b"select" => arity(
+            n == 1,
+            Local::Select(args.first().cloned().unwrap_or_default()),
+        ),
+        b"client" => arity(n >= 1, Local::Client(args.to_vec())),
+        b"quit" => arity(true, Local::Quit),
+        b"readonly" => arity(n == 0, Local::ReadOnly),
+        b"readwrite" => arity(n == 0, Local::ReadWrite),
+        _ => None,
+    }
+}
+
+fn parse_hello(args: &[Bytes]) -> Command {
+    let mut auth = None;
+    let mut name = None;
+    let version = args.first().cloned();
+    let mut i = 1;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        match opt.as_slice() {
+            b"AUTH" if i + 2 < args.len() => {
+                auth = Some((args[i + 1].clone(), args[i + 2].clone()));
+                i += 3;
+            }
+            b"SETNAME" if i + 1 < args.len() => {
+                name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => {
+                return Command::Invalid(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&args[i])
+                ))
+            }
+        }
+    }
+    Command::Local(Local::Hello {
+        version,
+        auth,
+        name,
+    })
+}
+
+/// Compares passwords in time independent of where they differ.
+fn same_password(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn check_auth(
+    user: Option<&[u8]>,
+    password: &[u8],
+    settings: &Settings,
+    session: &mut Session,
+) -> Result<(), String> {
+    let Some(required) = &settings.requirepass else {
+        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && same_password(password, required.as_bytes()) {
+        session.authenticated = true;
+        Ok(())
+    } else {
+        Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+    }
+}
+
+/// Runs a command answered by this server (RAFT.* included) and writes
+/// its reply.
+pub async fn run(
+    local: Local,
+    session: &mut Session,
+    ctx: &Context,
+    settings: &Settings,
+    out: &mut BytesMut,
+) {
+    match local {
+        Local::Ping(None) => put_simple(out, "PONG"),
+        Local::Ping(Some(m)) | Local::Echo(m) => put_bulk(out, &m),
+        Local::Auth { user, password } => {
+            match check_auth(user.as_deref(), &password, settings, session) {
+                Ok(()) => put_simple(out, "OK"),
+                Err(e) => put_error(out, &e),
+            }
+        }
+        Local::Hello {
+            version,
+            auth,
+            name,
+        } => hello(version, auth, name, session, ctx, settings, out),
+        Local::Info(sections) => {
+            let text = info(&sections, session, ctx, settings).await;
+            put_bulk(out, text.as_bytes());
+        }
+        Local::Command(args) => command(&args, out),
+        Local::Config(args) => config(&args, settings, out),
+        Local::Select(db) => {
+            if db.as_ref() == b"0" {
+                put_simple(out, "OK")
+            } else if super::parse_i64(&db).is_none() {
+                put_error(out, &super::not_integer())
+            } else {
+                put_error(out, "ERR DB index is out of range")
+            }
+        }
+        Local::Client(args) => client(&args, session, out),
+        Local::Quit => {
+            session.quit = true;
+            put_simple(out, "OK")
+        }
+        Local::ReadOnly => {
+            session.local_reads = true;
+            put_simple(out, "OK")
+        }
+        Local::ReadWrite => {
+            session.local_reads = false;
+            put_simple(out, "OK")
+        }
+        Local::RaftStatus
+        | Local::RaftJoin { .. }
+        | Local::RaftLeave(_)
+        | Local::RaftTransfer(_) => super::raft::run(local, ctx, out).await,
+    }
+}
+
+fn hello(
+    version: Option<Bytes>,
+    auth: Option<(Bytes, Bytes)>,
+    name: Option<Bytes>,
+    session: &mut Session,
+    ctx: &Context,
+    settings: &Settings,
+    out: &mut BytesMut,
+) {
+    if let Some(v) = &version {
+        match super::parse_i64(v) {
+            Some(2) => {}
+            Some(_) => {
+                return put_error(out, "NOPROTO sorry, this protocol version is not supported")
+            }
+            None => {
+                return put_error(
+                    out,
+                    "ERR Protocol version is not an integer or out of range",
+                )
+            }
+        }
+    }
+    if let Some((user, pass)) = auth {
+        if let Err(e) = check_auth(Some(&user), &pass, settings, session) {
+            return put_error(out, &e);
+        }
+    }
+    if !session.authenticated {
+        return put_error(
+            out,
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    if let Some(name) = name {
+        if !valid_client_name(&name) {
+            return put_error(out, BAD_CLIENT_NAME);
+        }
+        session.name = (!name.is_empty()).then_some(name);
+    }
+    let role = if ctx.node.role() == raft_node::Role::Leader {
+        "master"
+    } else {
+        "replica"
+    };
+    Frame::Array(vec![
+        Frame::Bulk("server".into()),
+        Frame::Bulk("raft-kv".into()),
+        Frame::Bulk("version".into()),
+        Frame::Bulk(REDIS_VERSION.into()),
+        Frame::Bulk("proto".into()),
+        Frame::Integer(2),
+        Frame::Bulk("id".into()),
+        Frame::Integer(session.id as i64),
+        Frame::Bulk("mode".into()),
+        Frame::Bulk("standalone".into()),
+        Frame::Bulk("role".into()),
+        Frame::Bulk(role.into()),
+        Frame::Bulk("modules".into()),
+        Frame::Array(vec![]),
+    ])
+    .encode(out);
+}
+
+/// A command as COMMAND reports it: name, arity (negative: at least),
+/// flags, first key, last key, step.
+type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// The commands raft-kv knows.
+const COMMANDS: &[CommandInfo] = &[
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", -3, &["write", "denyoom"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("unlink", -2, &["write", "fast"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("append", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("strlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("getset", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("cas", 4, &["write", "denyoom"], 1, 1, 1),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("flushdb", -1, &["write"], 0, 0, 0),
+    ("flushall", -1, &["write"], 0, 0, 0),
+    ("ping", -1, &["fast", "stale"], 0, 0, 0),
+    ("echo", 2, &["fast", "stale"], 0, 0, 0),
+    (
+        "auth",
+        -2,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    (
+        "hello",
+        -1,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    ("info", -1, &["loading", "stale"], 0, 0, 0),
+    ("command", -1, &["loading", "stale"], 0, 0, 0),
+    ("config", -2, &["admin", "loading", "stale"], 0, 0, 0),
+    ("select", 2, &["loading", "stale", "fast"], 0, 0, 0),
+    ("client", -2, &["loading", "stale"], 0, 0, 0),
+    (
+        "quit",
+        -1,
+        &["loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    ("readonly", 1, &["loading", "stale", "fast"], 0, 0, 0),
+    ("readwrite", 1, &["loading", "stale", "fast"], 0, 0, 0),
+    ("raft.status", 1, &["admin", "stale"], 0, 0, 0),
+    ("raft.join", 3, &["admin"], 0, 0, 0),
+    ("raft.leave", 2, &["admin"], 0, 0, 0),
+    ("raft.transfer", 2, &["admin"], 0, 0, 0),
+];
+
+fn command_info(entry: &CommandInfo, out: &mut BytesMut) {
+    let (name, arity, flags, first, last, step) = *entry;
+    put_array(out, 6);
+    put_bulk(out, name.as_bytes());
+    put_int(out, arity);
+    put_array(out, flags.len());
+    for f in flags {
+        put_simple(out, f);
+    }
+    put_int(out, first);
+    put_int(out, last);
+    put_int(out, step);
+}
+
+fn command(args: &[Bytes], out: &mut BytesMut) {
+    let sub = args.first().map(|a| a.to_ascii_uppercase());
+    match sub.as_deref() {
+        None => {
+            put_array(out, COMMANDS.len());
+            for c in COMMANDS {
+                command_info(c, out);
+            }
+        }
+        Some(b"COUNT") => put_int(out, COMMANDS.len() as i64),
+        // Documentation is not served: redis-cli then works without hints.
+        Some(b"DOCS") => put_array(out, 0),
+        Some(b"LIST") => {
+            put_array(out, COMMANDS.len());
+            for c in COMMANDS {
+                put_bulk(out, c.0.as_bytes());
+            }
+        }
+        Some(b"INFO") => {
+            put_array(out, args.len() - 1);
+            for name in &args[1..] {
+                let name = name.to_ascii_lowercase();
+                match COMMANDS.iter().find(|c| c.0.as_bytes() == name.as_slice()) {
+                    Some(c) => command_info(c, out),
+                    None => out.extend_from_slice(b"*-1\r\n"),
+                }
+            }
+        }
+        Some(other) => put_error(
+            out,
+            &format!(
+                "ERR unknown subcommand '{}'. Try COMMAND, COMMAND COUNT, COMMAND INFO, COMMAND LIST or COMMAND DOCS.",
+                String::from_utf8_lossy(other)
+            ),
+        ),
+    }
+}
+
+fn config(args: &[Bytes], settings: &Settings, out: &mut BytesMut) {
+    let sub = args[0].to_ascii_uppercase();
+    match sub.as_slice() {
+        b"GET" if args.len() >= 2 => {
+            let params: Vec<(&str, String)> = vec![
+                ("save", String::new()),
+                ("appendonly", "no".into()),
+                ("databases", "1".into()),
+                ("maxclients", settings.max_connections.to_string()),
+                ("proto-max-bulk-len", settings.max_request_bytes.to_string()),
+                ("timeout", "0".into()),
+                ("maxmemory", "0".into()),
+                ("bind", settings.client_addr.clone()),
+                ("cluster-enabled", "no".into()),
+            ];
+            let mut found = Vec::new();
+            for pattern in &args[1..] {
+                let pattern = pattern.to_ascii_lowercase();
+                for (name, value) in &params {
+                    if glob_match(&pattern, name.as_bytes())
+                        && !found.iter().any(|(n, _)| n == name)
+                    {
+                        found.push((*name, value.clone()));
+                    }
+                }
+            }
+            put_array(out, found.len() * 2);
+            for (name, value) in found {
+                put_bulk(out, name.as_bytes());
+                put_bulk(out, value.as_bytes());
+            }
+        }
+        b"GET" => put_error(out, &arity_error("config|get")),
+        b"RESETSTAT" => put_simple(out, "OK"),
+        b"SET" | b"REWRITE" => put_error(
+            out,
+            "ERR raft-kv is configured by its flags and config file: restart the node to change a setting",
+        ),
+        _ => put_error(
+            out,
+            &format!(
+                "ERR unknown subcommand '{}'. Try CONFIG GET.",
+                String::from_utf8_lossy(&args[0])
+            ),
+        ),
+    }
+}
+
+fn client(args: &[Bytes], session: &mut Session, out: &mut BytesMut) {
+    let sub = args[0].to_ascii_uppercase();
+    match (sub.as_slice(), args.len()) {
+        (b"ID", 1) => put_int(out, session.id as i64),
+        (b"SETNAME", 2) => {
+            if !valid_client_name(&args[1]) {
+                put_error(out, BAD_CLIENT_NAME)
+            } else {
+                session.name = (!args[1].is_empty()).then(|| args[1].clone());
+                put_simple(out, "OK")
+            }
+        }
+        (b"GETNAME", 1) => match &session.name {
+            Some(n) => put_bulk(out, n),
+            None => put_null(out),
+        },
+        // Client libraries announce themselves; nothing to keep.
+        (b"SETINFO", 3) => put_simple(out, "OK"),
+        (b"INFO", 1) | (b"LIST", 1) => {
+            let line = format!(
+                "id={} addr={} name={} db=0\n",
+                session.id,
+                session.peer,
+                session
+                    .name
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+            );
+            put_bulk(out, line.as_bytes())
+        }
+        _ => put_error(
+            out,
+            &format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT ID, SETNAME, GETNAME, SETINFO, INFO.",
+                String::from_utf8_lossy(&args[0])
+            ),
+        ),
+    }
+}
+
+async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &Settings) -> String {
+    let wanted: Vec<String> = sections
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "default" || w == "everything");
+    let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    let status = crate::admin::node_status(ctx).await;
+    let mut s = String::new();
+    if want("server") {
+        let _ = write!(
+            s,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nraft_kv_version:{VERSION}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            std::env::consts::OS,
+            std::process::id(),
+            ctx.client_address.rsplit(':').next().unwrap_or(""),
+            ctx.started.elapsed().as_secs(),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            s,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nthis_client_id:{}\r\nthis_client_reads:{}\r\n\r\n",
+            ctx.metrics.snapshot().connections_current,
+            settings.max_connections,
+            session.id,
+            if session.local_reads { "local" } else { "linearizable" },
+        );
+    }
+    if want("stats") {
+        let counts = ctx.metrics.snapshot();
+        let q = |w: bool, p: f64| {
+            ctx.metrics
+                .latency_quantile(w, p)
+                .map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = write!(
+            s,
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
+            counts.connections_total,
+            counts.connections_refused,
+            q(true, 0.5),
+            q(true, 0.99),
+            q(false, 0.5),
+            q(false, 0.99),
+        );
+    }
+    if want("replication") {
+        let leader = status.role == "leader";
+        let _ = write!(
+            s,
+            "# Replication\r\nrole:{}\r\nconnected_slaves:{}\r\n\r\n",
+            if leader { "master" } else { "slave" },
+            if leader {
+                status.peers.iter().filter(|p| p.connected).count()
+            } else {
+                0
+            }
+        );
+    }
+    if want("raft") {
+        let _ = write!(
+            s,
+            "# Raft\r\nraft_id:{}\r\nraft_cluster:{}\r\nraft_role:{}\r\nraft_term:{}\r\nraft_leader_id:{}\r\nraft_leader_address:{}\r\nraft_commit_index:{}\r\nraft_applied_index:{}\r\nraft_last_index:{}\r\nraft_snapshot_index:{}\r\nraft_peers:{}\r\n",
+            status.id,
+            status.cluster,
+            status.role,
+            status.term,
+            status.leader.as_ref().map(|l| l.id.as_str()).unwrap_or(""),
+            status.leader.as_ref().map(|l| l.address.as_str()).unwrap_or(""),
+            status.commit_index,
+            status.applied_index,
+            status.last_index,
+            status.snapshot_index,
+            status.peers.len(),
+        );
+        for (i, p) in status.peers.iter().enumerate() {
+            let _ = write!(
+                s,
+                "raft_peer{i}:id={},address={},role={},match={},lag={},connected={}\r\n",
+                p.id,
+                p.address,
+                p.role,
+                p.match_index.map(|m| m.to_string()).unwrap_or_default(),
+                p.lag.map(|m| m.to_string()).unwrap_or_default(),
+                p.connected as u8,
+            );
+        }
+        s.push_str("\r\n");
+    }
+    if want("keyspace") {
+        let keys = ctx
+            .node
+            .read_local(encode_reads(&[Read::DbSize]))
+            .await
+            .ok()
+            .and_then(
+                |b: bytes::Bytes| match Frame::parse(&b[..], &Default::default()) {
+                    Ok((Frame::Integer(n), _)) => Some(n),
+                    _ => None,
+                },
+            );
+        s.push_str("# Keyspace\r\n");
+        if let Some(n) = keys.filter(|n| *n > 0) {
+            let _ = write!(s, "db0:keys={n},expires=0,avg_ttl=0\r\n");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_compare_whole() {
+        assert!(same_password(b"secret", b"secret"));
+        assert!(!same_password(b"secret", b"secreT"));
+        assert!(!same_password(b"secret", b"secret!"));
+        assert!(!same_password(b"", b"x"));
+    }
+
+    #[test]
+    fn hello_options_parse() {
+        let a = |s: &str| -> Vec<Bytes> { s.split(' ').map(|x| x.to_string().into()).collect() };
+        assert_eq!(
+            parse_hello(&a("2 AUTH default pw SETNAME me")),
+            Command::Local(Local::Hello {
+                version: Some("2".into()),
+                auth: Some(("default".into(), "pw".into())),
+                name: Some("me".into()),
+            })
+        );
+        assert!(matches!(
+            parse_hello(&a("2 AUTH default")),
+            Command::Invalid(_)
+        ));
+        assert!(matches!(parse_hello(&a("2 FOO")), Command::Invalid(_)));
+    }
+}

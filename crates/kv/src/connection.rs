@@ -1,0 +1,128 @@
+//! A client connection: reads requests from a buffer filled from the
+//! socket (every complete request at once, which is what makes pipelining
+//! cheap) and writes replies.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::frame::{Frame, FrameError, Limits};
+
+/// Why a connection ends.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent something that is not a valid request; the text
+    /// says what.
+    #[error("Protocol error: {0}")]
+    Protocol(String),
+}
+
+/// A buffered client connection.
+pub struct Connection {
+    stream: TcpStream,
+    buffer: BytesMut,
+    limits: Limits,
+    max_request: usize,
+    /// Bytes read and written since the last call to `take_counts`.
+    read: u64,
+    written: u64,
+}
+
+impl Connection {
+    /// Wraps a socket; a request may be at most `max_request` bytes.
+    pub fn new(stream: TcpStream, max_request: usize) -> Connection {
+        let _ = stream.set_nodelay(true);
+        Connection {
+            stream,
+            buffer: BytesMut::with_capacity(16 * 1024),
+            limits: Limits {
+                max_bulk: max_request,
+                max_elements: max_request / 4,
+                max_line: max_request.min(Limits::default().max_line),
+                ..Limits::default()
+            },
+            max_request,
+            read: 0,
+            written: 0,
+        }
+    }
+
+    /// Waits until at least one request is complete, then moves every
+    /// complete request (at most `max`) into `into`. `Ok(false)` when the
+    /// client closed the connection.
+    pub async fn read_requests(
+        &mut self,
+        max: usize,
+        into: &mut Vec<Vec<Bytes>>,
+    ) -> Result<bool, ConnectionError> {
+        loop {
+            let mut used = 0;
+            while into.len() < max {
+                match Frame::parse_request(&self.buffer[used..], &self.limits) {
+                    Ok((_, n)) if n > self.max_request => {
+                        return Err(ConnectionError::Protocol(format!(
+                            "request of {n} bytes is larger than the limit of {} bytes",
+                            self.max_request
+                        )));
+                    }
+                    Ok((args, n)) => {
+                        used += n;
+                        // An empty line between requests is skipped.
+                        if !args.is_empty() {
+                            into.push(args);
+                        }
+                    }
+                    Err(FrameError::Incomplete) => break,
+                    Err(FrameError::Invalid(why)) => return Err(ConnectionError::Protocol(why)),
+                }
+            }
+            self.buffer.advance(used);
+            if !into.is_empty() {
+                return Ok(true);
+            }
+            if self.buffer.len() > self.max_request {
+                return Err(ConnectionError::Protocol(format!(
+                    "request larger than the limit of {} bytes",
+                    self.max_request
+                )));
+            }
+            self.buffer.reserve(16 * 1024);
+            let n = self.stream.read_buf(&mut self.buffer).await?;
+            if n == 0 {
+                if self.buffer.is_empty() {
+                    return Ok(false);
+                }
+                return Err(ConnectionError::Protocol(
+                    "the connection closed in the middle of a request".into(),
+                ));
+            }
+            self.read += n as u64;
+        }
+    }
+
+    /// Writes `bytes` and flushes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        self.stream.write_all(bytes).await?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes read and written since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.read),
+            std::mem::take(&mut self.written),
+        )
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> String {
+        self.stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+}

@@ -1,0 +1,27 @@
+//! What every part of a running raft-kv server shares: the node, the
+//! back-ends it was built on (for their counters), and the metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use raft_node::{FilePersistence, Node, TcpTransport};
+
+use crate::metrics::Metrics;
+
+/// The shared state of one raft-kv server.
+pub struct Context {
+    /// The Raft node.
+    pub node: Node,
+    /// The client-facing counters and latencies.
+    pub metrics: Arc<Metrics>,
+    /// The node's store, when it is the file store.
+    pub file: Option<Arc<FilePersistence>>,
+    /// The node's transport, when it is TCP.
+    pub tcp: Option<Arc<TcpTransport>>,
+    /// Where clients connect (RESP).
+    pub client_address: String,
+    /// Where the admin HTTP endpoint listens, if anywhere.
+    pub admin_address: Option<String>,
+    /// When the server started.
+    pub started: Instant,
+}

@@ -1,0 +1,26 @@
+//! raft-kv: a replicated key-value service on raft-node that speaks the
+//! Redis protocol (RESP2), so that redis-cli, redis-benchmark and Redis
+//! client libraries work against it unchanged.
+//!
+//! The shape follows tokio's mini-redis: [`frame`] parses and encodes RESP,
+//! [`connection`] frames a socket, [`cmd`] parses and runs commands,
+//! [`server`] accepts connections. [`store`] is the replicated state machine
+//! (a batch of writes is one log entry), [`admin`] the HTTP status and
+//! metrics endpoint, [`serve`] puts one node together, [`demo`] and
+//! [`cluster`] start local clusters of processes.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod client;
+pub mod cluster;
+pub mod cmd;
+pub mod config;
+pub mod connection;
+pub mod context;
+pub mod demo;
+pub mod frame;
+pub mod local;
+pub mod metrics;
+pub mod serve;
+pub mod server;
+pub mod store;

@@ -1,0 +1,61 @@
+//! The raft-kv command line: `serve` one node, run the `demo`, or start a
+//! local `cluster` to try things out.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// raft-kv: a replicated key-value store on Raft that speaks the Redis
+/// protocol (use redis-cli, redis-benchmark or any Redis client).
+#[derive(Parser, Debug)]
+#[command(name = "raft-kv", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run one node: its Raft peer port, its client (RESP) port, its data
+    /// directory, and optionally an admin HTTP endpoint
+    Serve(Box<raft_kv::config::ServeArgs>),
+    /// Start a 3-node cluster on this machine, write and read, kill the
+    /// leader, check that nothing acknowledged was lost, and print a summary
+    Demo(raft_kv::demo::DemoArgs),
+    /// Start N local nodes in the foreground, print their client
+    /// addresses, stop them all on Ctrl-C
+    Cluster(raft_kv::cluster::ClusterArgs),
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build().expect("the tokio runtime starts")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => {
+            let settings = match (*args).resolve() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("raft-kv serve: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            raft_kv::serve::init_logging(settings.log_level.as_deref());
+            match runtime(settings.threads).block_on(raft_kv::serve::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raft-kv serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Demo(args) => raft_kv::demo::run(args),
+        Commands::Cluster(args) => raft_kv::cluster::run(args),
+    }
+}

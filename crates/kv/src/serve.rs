@@ -1,0 +1,301 @@
+//! `raft-kv serve`: one node with its file store, TCP transport, RESP
+//! listener and optional admin endpoint.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use raft_node::persistence::file::FileOptions;
+use raft_node::{
+    Bootstrap, FilePersistence, Node, Options, ReadMode, Role, TcpOptions, TcpTransport,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{Settings, Start};
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::store::KvStore;
+
+/// Why a server did not start; the text says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// A running server.
+pub struct Running {
+    /// What its parts share.
+    pub ctx: Arc<Context>,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Where the admin endpoint listens.
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The node's id: given, or kept in `<data>/node-id`, or new.
+fn node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
+    let file = dir.join("node-id");
+    let stored = match std::fs::read_to_string(&file) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StartError(format!("cannot read {}: {e}", file.display()))),
+    };
+    let id = match (&settings.id, stored) {
+        (Some(given), Some(stored)) if *given != stored => {
+            return Err(StartError(format!(
+                "--id {given} does not match the id {stored} kept in {}: this data directory belongs to another node",
+                file.display()
+            )))
+        }
+        (_, Some(stored)) => return Ok(stored),
+        (Some(given), None) => given.clone(),
+        (None, None) => (Options::default().uuid)(),
+    };
+    let tmp = dir.join("node-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &file))
+        .map_err(|e| StartError(format!("cannot write {}: {e}", file.display())))?;
+    Ok(id)
+}
+
+/// Starts a server: opens the store, starts the node, listens for clients
+/// (and the admin endpoint), and for a joining node asks to be added.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let settings = Arc::new(settings);
+    let dir = &settings.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StartError(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let id = node_id(&settings, dir)?;
+    // No spinning for the next save: raft-kv shares its cores with its
+    // clients (and, on one machine, with other nodes); a sleeping writer
+    // costs a wake-up, a spinning one a core.
+    let file_options = FileOptions::default()
+        .spin(std::time::Duration::ZERO)
+        .expect_identity(&id, &settings.cluster);
+    let file = Arc::new(
+        FilePersistence::open_with(dir.join("raft"), file_options)
+            .await
+            .map_err(|e| {
+                StartError(format!(
+                    "cannot open the store in {}: {e}",
+                    dir.join("raft").display()
+                ))
+            })?,
+    );
+    let tcp = Arc::new(
+        TcpTransport::new(TcpOptions::new(&id, &settings.cluster))
+            .map_err(|e| StartError(format!("invalid transport options: {e}")))?,
+    );
+    // Clients first: a port in use is found before the node starts.
+    let clients = TcpListener::bind(&settings.client_addr)
+        .await
+        .map_err(|e| {
+            StartError(format!(
+                "cannot listen for clients on {}: {e}",
+                settings.client_addr
+            ))
+        })?;
+    let admin = match &settings.admin_addr {
+        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+            StartError(format!("cannot listen for the admin endpoint on {a}: {e}"))
+        })?),
+        None => None,
+    };
+    let bootstrap = match &settings.start {
+        Start::Single => Bootstrap::Single,
+        Start::Members(m) => Bootstrap::Static(m.clone()),
+        Start::Join(_) => Bootstrap::Join,
+    };
+    let node = Node::new(Options {
+        id: Some(id.clone()),
+        cluster: Some(settings.cluster.clone()),
+        address: Some(settings.peer_addr.clone()),
+        transport: Some(tcp.clone()),
+        persistence: Some(file.clone()),
+        state_machine: Some(Box::new(KvStore::new())),
+        bootstrap,
+        heartbeat_interval: settings.heartbeat,
+        election_timeout_min: settings.election_timeout_min,
+        election_timeout_max: settings.election_timeout_max,
+        read_mode: if settings.lease_reads {
+            ReadMode::Lease
+        } else {
+            ReadMode::ReadIndex
+        },
+        snapshot_threshold: settings.snapshot_threshold,
+        snapshot_spool: Some(dir.join("spool")),
+        command_timeout: settings.command_timeout,
+        ..Options::default()
+    })
+    .await
+    .map_err(|e| StartError(format!("the node did not start: {e}")))?;
+    let client_addr = clients
+        .local_addr()
+        .map_err(|e| StartError(format!("client listener: {e}")))?;
+    let admin_addr = match &admin {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| StartError(format!("admin listener: {e}")))?,
+        ),
+        None => None,
+    };
+    let ctx = Arc::new(Context {
+        node: node.clone(),
+        metrics: Arc::new(Metrics::new()),
+        file: Some(file),
+        tcp: Some(tcp),
+        client_address: client_addr.to_string(),
+        admin_address: admin_addr.map(|a| a.to_string()),
+        started: Instant::now(),
+    });
+    let (shutdown, watch_rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(crate::server::serve(
+        clients,
+        ctx.clone(),
+        settings.clone(),
+        watch_rx.clone(),
+    ))];
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(crate::admin::serve_admin(
+            l,
+            ctx.clone(),
+            watch_rx.clone(),
+        )));
+    }
+    if let Start::Join(member) = &settings.start {
+        let (node, member) = (node.clone(), member.clone());
+        tasks.push(tokio::spawn(async move {
+            match node.join_cluster(&member).await {
+                Ok(()) => info!(%member, "joined the cluster"),
+                Err(e) => warn!(%member, error = %e, "could not join the cluster"),
+            }
+        }));
+    }
+    Ok(Running {
+        ctx,
+        client_addr,
+        admin_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops listening, closes client connections, shuts the node down.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        if let Err(e) = self.ctx.node.shutdown().await {
+            warn!(error = %e, "node shutdown");
+        }
+    }
+}
+
+/// Sets up logging: `level` (a flag), else RUST_LOG, else info; to stderr.
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
+            eprintln!("raft-kv: invalid --log-level '{l}': {e}; using info");
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `raft-kv serve`: starts, prints where it listens, runs until SIGTERM or
+/// Ctrl-C, then shuts down gracefully.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    let running = start(settings).await?;
+    let node = &running.ctx.node;
+    println!(
+        "raft-kv node {} of cluster {}: clients on {}, peers on {}{}",
+        node.id(),
+        node.cluster(),
+        running.client_addr,
+        node.address(),
+        running
+            .admin_addr
+            .map(|a| format!(", admin on http://{a}"))
+            .unwrap_or_default()
+    );
+    info!(
+        id = node.id(),
+        role = ?node.role(),
+        clients = %running.client_addr,
+        "serving"
+    );
+    wait_for_signal().await;
+    info!("shutting down");
+    hand_over(node).await;
+    running.stop().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// A leader that is asked to stop first hands leadership to its most
+/// up-to-date voter (as etcd does), so that clients see a short pause
+/// rather than an election timeout. Best effort, at most two seconds.
+async fn hand_over(node: &Node) {
+    if node.role() != Role::Leader {
+        return;
+    }
+    let Ok(peers) = node.peers().await else {
+        return;
+    };
+    let best = peers
+        .iter()
+        .filter(|p| p.role == raft_node::MemberRole::Voter && p.connected)
+        .max_by_key(|p| p.match_index.unwrap_or(0));
+    if let Some(p) = best {
+        let to = p.id.clone();
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            node.transfer_leadership(&to),
+        )
+        .await
+        {
+            Ok(Ok(())) => info!(to = %to, "handed leadership over before stopping"),
+            Ok(Err(e)) => warn!(to = %to, error = %e, "leadership hand-over failed"),
+            Err(_) => warn!(to = %to, "leadership hand-over timed out"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,306 @@
+//! The RESP server: an accept loop with a limit on connections, and per
+//! connection a loop that reads every request the client has sent so far,
+//! runs them in order (consecutive writes as one log entry, consecutive
+//! reads as one linearizable read) and writes the replies back together.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use raft_node::NodeError;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::cmd::{self, Command, Session};
+use crate::config::Settings;
+use crate::connection::{Connection, ConnectionError};
+use crate::context::Context;
+use crate::frame::put_error;
+use crate::store::{encode_reads, encode_writes, Read, Write};
+
+/// The most argument bytes grouped into one log entry; a larger run of
+/// writes is split (a single larger command goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Serves clients on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    settings: Arc<Settings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, go on.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            ctx.metrics.connection_refused();
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        ctx.metrics.connection_opened();
+        let (ctx, settings, shutdown) = (ctx.clone(), settings.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            debug!(%peer, "client connected");
+            let metrics = ctx.metrics.clone();
+            match handle(stream, ctx, settings, shutdown).await {
+                Ok(()) => debug!(%peer, "client disconnected"),
+                Err(ConnectionError::Io(e)) => {
+                    debug!(%peer, error = %e, "client connection failed")
+                }
+                Err(ConnectionError::Protocol(why)) => {
+                    warn!(%peer, %why, "malformed request: closing the connection")
+                }
+            }
+            metrics.connection_closed();
+            drop(permit);
+        });
+    }
+    info!("client listener stopped");
+}
+
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+}
+
+async fn handle(
+    stream: TcpStream,
+    ctx: Arc<Context>,
+    settings: Arc<Settings>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    let mut conn = Connection::new(stream, settings.max_request_bytes);
+    let mut session = Session::new(conn.peer(), &settings);
+    let mut requests = Vec::new();
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let read = tokio::select! {
+            r = conn.read_requests(settings.max_pipeline, &mut requests) => r,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(ConnectionError::Protocol(why)) => {
+                ctx.metrics.protocol_error();
+                put_error(&mut out, &format!("ERR Protocol error: {why}"));
+                let _ = conn.write(&out).await;
+                return Err(ConnectionError::Protocol(why));
+            }
+            Err(e) => return Err(e),
+        }
+        let started = Instant::now();
+        run_batch(
+            &mut requests,
+            &mut session,
+            &ctx,
+            &settings,
+            started,
+            &mut out,
+        )
+        .await;
+        conn.write(&out).await?;
+        out.clear();
+        let (read, written) = conn.take_counts();
+        ctx.metrics.bytes_in(read);
+        ctx.metrics.bytes_out(written);
+        if session.quit {
+            return Ok(());
+        }
+    }
+}
+
+/// The lower-case name of a request's command, from a fixed list (no
+/// allocation); "other" for names not in it.
+fn static_name(raw: &[u8]) -> &'static str {
+    const NAMES: &[&str] = &[
+        "get",
+        "set",
+        "del",
+        "unlink",
+        "exists",
+        "incr",
+        "incrby",
+        "decr",
+        "decrby",
+        "append",
+        "strlen",
+        "mget",
+        "mset",
+        "getset",
+        "cas",
+        "dbsize",
+        "keys",
+        "scan",
+        "flushdb",
+        "flushall",
+        "ping",
+        "echo",
+        "auth",
+        "hello",
+        "info",
+        "command",
+        "config",
+        "select",
+        "client",
+        "quit",
+        "readonly",
+        "readwrite",
+        "raft.status",
+        "raft.join",
+        "raft.leave",
+        "raft.transfer",
+    ];
+    NAMES
+        .iter()
+        .find(|n| n.len() == raw.len() && n.as_bytes().eq_ignore_ascii_case(raw))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The RESP error a client sees for a failed write or read.
+pub fn error_reply(e: &NodeError) -> String {
+    match e {
+        NodeError::NotLeader { leader: None } => {
+            "CLUSTERDOWN no leader: the cluster is electing one or cannot reach a quorum; retry"
+                .into()
+        }
+        NodeError::NotLeader { .. } | NodeError::LeadershipLost | NodeError::Retry(_) => {
+            format!("TRYAGAIN {e}")
+        }
+        NodeError::Timeout { .. } => format!("TIMEOUT {e}"),
+        NodeError::Busy => format!("BUSY {e}"),
+        NodeError::Transport(_) => format!("TRYAGAIN cannot reach the leader: {e}"),
+        NodeError::Remote(m) if m.contains("no leader is known") => {
+            "CLUSTERDOWN no leader: the cluster is electing one or cannot reach a quorum; retry"
+                .into()
+        }
+        NodeError::Remote(m) => format!("ERR the leader answered: {m}"),
+        _ => format!("ERR {e}"),
+    }
+}
+
+fn args_len(args: &[Bytes]) -> usize {
+    args.iter().map(|a| a.len()).sum()
+}
+
+/// Runs the requests in order and writes their replies into `out`.
+async fn run_batch(
+    requests: &mut Vec<Vec<Bytes>>,
+    session: &mut Session,
+    ctx: &Context,
+    settings: &Settings,
+    started: Instant,
+    out: &mut BytesMut,
+) {
+    let mut parsed: Vec<(&'static str, usize, Command)> = requests
+        .drain(..)
+        .map(|args| (static_name(&args[0]), args_len(&args), cmd::parse(&args)))
+        .collect();
+    parsed.reverse();
+    let mut names = Vec::new();
+    while let Some((name, _, command)) = parsed.pop() {
+        if !session.authenticated && !cmd::server::allowed_before_auth(&command) {
+            put_error(out, "NOAUTH Authentication required.");
+            ctx.metrics.record(name, false, started.elapsed());
+            continue;
+        }
+        match command {
+            Command::Write(w) => {
+                let mut writes: Vec<Write> = vec![w];
+                let mut bytes = 0;
+                names.clear();
+                names.push(name);
+                while let Some((_, size, Command::Write(_))) = parsed.last() {
+                    bytes += size;
+                    if bytes > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    let Some((n, _, Command::Write(w))) = parsed.pop() else {
+                        unreachable!("just looked")
+                    };
+                    names.push(n);
+                    writes.push(w);
+                }
+                ctx.metrics.write_batch(writes.len());
+                let result = ctx.node.command(encode_writes(&writes)).await;
+                finish(result, &names, ctx, started, out);
+            }
+            Command::Read(r) => {
+                let mut reads: Vec<Read> = vec![r];
+                names.clear();
+                names.push(name);
+                while let Some((_, _, Command::Read(_))) = parsed.last() {
+                    let Some((n, _, Command::Read(r))) = parsed.pop() else {
+                        unreachable!("just looked")
+                    };
+                    names.push(n);
+                    reads.push(r);
+                }
+                ctx.metrics.read_batch(reads.len());
+                let query = encode_reads(&reads);
+                let result = if session.local_reads {
+                    ctx.node.read_local(query).await
+                } else {
+                    ctx.node.read(query).await
+                };
+                finish(result, &names, ctx, started, out);
+            }
+            Command::Local(local) => {
+                cmd::server::run(local, session, ctx, settings, out).await;
+                ctx.metrics.record(name, true, started.elapsed());
+                if session.quit {
+                    return;
+                }
+            }
+            Command::Invalid(e) => {
+                put_error(out, &e);
+                ctx.metrics.record(name, false, started.elapsed());
+            }
+            Command::Answer(frame) => {
+                frame.encode(out);
+                ctx.metrics.record(name, true, started.elapsed());
+            }
+        }
+    }
+}
+
+fn finish(
+    result: Result<Bytes, NodeError>,
+    names: &[&'static str],
+    ctx: &Context,
+    started: Instant,
+    out: &mut BytesMut,
+) {
+    let latency = started.elapsed();
+    match result {
+        Ok(replies) => {
+            out.extend_from_slice(&replies);
+            for n in names {
+                ctx.metrics.record(n, true, latency);
+            }
+        }
+        Err(e) => {
+            let reply = error_reply(&e);
+            for n in names {
+                put_error(out, &reply);
+                ctx.metrics.record(n, false, latency);
+            }
+        }
+    }
+}
