@@ -2,11 +2,11 @@
 //! socket (every complete request at once, which is what makes pipelining
 //! cheap) and writes replies.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::frame::{Frame, FrameError, Limits};
+use crate::frame::{locate_request, FrameError, Limits, Located};
 
 /// Why a connection ends.
 #[derive(Debug, thiserror::Error)]
@@ -60,26 +60,40 @@ impl Connection {
     ) -> Result<bool, ConnectionError> {
         loop {
             let mut used = 0;
-            while into.len() < max {
-                match Frame::parse_request(&self.buffer[used..], &self.limits) {
+            let first = into.len();
+            let mut located = Vec::new();
+            while first + located.len() < max {
+                match locate_request(&self.buffer[used..], &self.limits) {
                     Ok((_, n)) if n > self.max_request => {
                         return Err(ConnectionError::Protocol(format!(
                             "request of {n} bytes is larger than the limit of {} bytes",
                             self.max_request
                         )));
                     }
-                    Ok((args, n)) => {
+                    Ok((request, n)) => {
+                        located.push((used, request));
                         used += n;
-                        // An empty line between requests is skipped.
-                        if !args.is_empty() {
-                            into.push(args);
-                        }
                     }
                     Err(FrameError::Incomplete) => break,
                     Err(FrameError::Invalid(why)) => return Err(ConnectionError::Protocol(why)),
                 }
             }
-            self.buffer.advance(used);
+            // The requests' bytes become one shared buffer that their
+            // arguments are slices of: no copy per argument.
+            let chunk = self.buffer.split_to(used).freeze();
+            for (at, request) in located {
+                let args: Vec<Bytes> = match request {
+                    Located::Ranges(ranges) => ranges
+                        .into_iter()
+                        .map(|r| chunk.slice(at + r.start..at + r.end))
+                        .collect(),
+                    Located::Args(args) => args,
+                };
+                // An empty line between requests is skipped.
+                if !args.is_empty() {
+                    into.push(args);
+                }
+            }
             if !into.is_empty() {
                 return Ok(true);
             }

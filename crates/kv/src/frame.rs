@@ -90,6 +90,61 @@ fn parse_int(line: &[u8], what: &str) -> Result<i64, FrameError> {
         })
 }
 
+/// Where one request's arguments lie in a buffer: what clients send on the
+/// hot path (an array of bulk strings) is located without copying, and the
+/// arguments are then sliced out of the buffer they arrived in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// An array of bulk strings: the ranges of its elements.
+    Ranges(Vec<std::ops::Range<usize>>),
+    /// Any other form (inline, or an array holding other kinds): copied.
+    Args(Vec<Bytes>),
+}
+
+/// Locates one request at the start of `buf` (see [`Frame::parse_request`]
+/// for the forms accepted); returns where its arguments are and its length.
+pub fn locate_request(buf: &[u8], limits: &Limits) -> Result<(Located, usize), FrameError> {
+    if buf.first() != Some(&b'*') {
+        let (args, n) = Frame::parse_request(buf, limits)?;
+        return Ok((Located::Args(args), n));
+    }
+    let end = line_end(buf, 1, limits)?;
+    let n = parse_int(&buf[1..end], "multibulk length")?;
+    if !(0..=limits.max_elements as i64).contains(&n) {
+        // Let the general parser word the error (or take `*-1`).
+        let (args, used) = Frame::parse_request(buf, limits)?;
+        return Ok((Located::Args(args), used));
+    }
+    let mut at = end + 2;
+    let mut ranges = Vec::with_capacity((n as usize).min(1024));
+    for _ in 0..n {
+        if at >= buf.len() {
+            return Err(FrameError::Incomplete);
+        }
+        if buf[at] != b'$' {
+            let (args, used) = Frame::parse_request(buf, limits)?;
+            return Ok((Located::Args(args), used));
+        }
+        let end = line_end(buf, at + 1, limits)?;
+        let len = parse_int(&buf[at + 1..end], "bulk length")?;
+        if len < 0 || len as u64 > limits.max_bulk as u64 {
+            let (args, used) = Frame::parse_request(buf, limits)?;
+            return Ok((Located::Args(args), used));
+        }
+        let start = end + 2;
+        let stop = start + len as usize;
+        if buf.len() < stop + 2 {
+            return Err(FrameError::Incomplete);
+        }
+        if &buf[stop..stop + 2] != b"\r\n" {
+            return Err(invalid("bulk string not followed by CRLF"));
+        }
+        ranges.push(start..stop);
+        at = stop + 2;
+    }
+    Ok((Located::Ranges(ranges), at))
+}
+
 impl Frame {
     /// Parses one request at the start of `buf`: a RESP array of bulk
     /// strings (what clients send) or an inline command (`PING\r\n`, what a
@@ -423,6 +478,33 @@ mod tests {
         let (args, used) = req(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest").unwrap();
         assert_eq!(args, vec![Bytes::from("GET"), Bytes::from("k")]);
         assert_eq!(used, 20);
+    }
+
+    #[test]
+    fn locating_agrees_with_parsing() {
+        let l = Limits::default();
+        for input in [
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"[..],
+            b"*0\r\n",
+            b"PING x\r\n",
+            b"*2\r\n:1\r\n$1\r\na\r\n",
+            b"*1\r\n$3\r\nabcd\r\n",
+            b"*2\r\n$1\r\na\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*-1\r\n",
+        ] {
+            let located = locate_request(input, &l).map(|(loc, n)| {
+                let args = match loc {
+                    Located::Ranges(r) => r
+                        .into_iter()
+                        .map(|r| Bytes::copy_from_slice(&input[r]))
+                        .collect(),
+                    Located::Args(a) => a,
+                };
+                (args, n)
+            });
+            assert_eq!(located, Frame::parse_request(input, &l), "{input:?}");
+        }
     }
 
     #[test]

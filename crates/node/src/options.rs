@@ -90,6 +90,9 @@ pub struct Options {
     /// The seed of the node's random choices (election timeouts). Default:
     /// drawn from the system.
     pub seed: Option<u64>,
+    /// The most append messages in flight to one follower (default 64).
+    /// A smaller window makes a busy leader send fewer, larger appends.
+    pub max_inflight_appends: usize,
 }
 
 impl Default for Options {
@@ -118,6 +121,7 @@ impl Default for Options {
             command_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(30),
             seed: None,
+            max_inflight_appends: 64,
         }
     }
 }
@@ -200,6 +204,9 @@ impl Options {
                 "must be shorter than election_timeout_min, or the lease never holds",
             ));
         }
+        if self.max_inflight_appends == 0 {
+            return Err(invalid("max_inflight_appends", "must be at least 1"));
+        }
         if self.command_timeout.is_zero() {
             return Err(invalid("command_timeout", "must be positive"));
         }
@@ -247,6 +254,7 @@ impl Options {
             read_mode: self.read_mode,
             lease_drift_ticks: ticks(self.lease_drift),
             snapshot_trailing_entries: self.snapshot_trailing,
+            max_inflight_appends: self.max_inflight_appends,
             seed,
             ..raft_core::Config::default()
         }

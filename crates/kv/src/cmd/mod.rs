@@ -100,27 +100,7 @@ pub fn not_integer() -> String {
     "ERR value is not an integer or out of range".into()
 }
 
-/// Parses an integer argument the way Redis does (strict decimal).
-pub fn parse_i64(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.len() > 20 || s.starts_with('+') || s.trim() != s {
-        return None;
-    }
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    let leading_zero = digits.len() > 1 && digits.starts_with('0');
-    let negative_zero = digits == "0" && s != "0";
-    if digits.is_empty() || leading_zero || negative_zero {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// The lower-case name of a request's command (for metrics and errors).
-pub fn name_of(args: &[Bytes]) -> String {
-    args.first()
-        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-        .unwrap_or_default()
-}
+pub use crate::store::parse_i64;
 
 fn unknown(args: &[Bytes]) -> String {
     let mut s = format!(
@@ -144,17 +124,20 @@ pub fn parse(args: &[Bytes]) -> Command {
     if first.len() > 32 {
         return Command::Invalid(unknown(args));
     }
-    let name = first.to_ascii_lowercase();
+    // Lower-cased on the stack: no allocation per command.
+    let mut lower = [0u8; 32];
+    let name = &mut lower[..first.len()];
+    name.copy_from_slice(first);
+    name.make_ascii_lowercase();
+    let name = &*name;
     let rest = &args[1..];
-    let parsed = match name.as_slice() {
+    let parsed = match name {
         b"get" | b"set" | b"incr" | b"incrby" | b"decr" | b"decrby" | b"append" | b"strlen"
-        | b"mget" | b"mset" | b"getset" | b"cas" => strings::parse(&name, rest),
+        | b"mget" | b"mset" | b"getset" | b"cas" => strings::parse(name, rest),
         b"del" | b"unlink" | b"exists" | b"keys" | b"scan" | b"dbsize" | b"flushdb"
-        | b"flushall" => keys::parse(&name, rest),
-        b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer" => {
-            raft::parse(&name, rest)
-        }
-        _ => server::parse(&name, rest),
+        | b"flushall" => keys::parse(name, rest),
+        b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer" => raft::parse(name, rest),
+        _ => server::parse(name, rest),
     };
     match parsed {
         Some(c) => c,
