@@ -612,3 +612,34 @@ fn without_a_quorum_writes_fail_with_an_error_and_local_reads_still_work() {
     let mut con = c.conn(now);
     assert_eq!(q(&mut con, &["GET", "k"]), bulk("back"));
 }
+
+#[test]
+fn a_node_of_another_cluster_can_neither_join_nor_write() {
+    let (mut c, leader) = three(&["--command-timeout-ms", "1500"]);
+    let mut lcon = c.conn(leader);
+    assert_eq!(q(&mut lcon, &["SET", "k", "mine"]), Value::Okay);
+    let ours = c.name.clone();
+    c.name = format!("{ours}-stranger");
+    let via = c.node(leader).peer_addr.clone();
+    let stranger = c.start_joining("stranger", &via);
+    c.name = ours;
+    let stranger_addr = c.node(stranger).peer_addr.clone();
+
+    // Its own --join is refused, and so is an operator's RAFT.JOIN.
+    let err = expect_err(&mut lcon, &cmd(&["RAFT.JOIN", "stranger", &stranger_addr]));
+    assert!(err.contains("cluster"), "{err}");
+    thread::sleep(Duration::from_millis(500));
+    let status = raft_status(&mut lcon);
+    assert!(
+        !peer_ids(&status).iter().any(|(id, _)| id == "stranger"),
+        "the stranger became a member: {status}"
+    );
+    // It has no leader, so it cannot write anything anywhere.
+    let mut scon = c.conn(stranger);
+    let err = expect_err(&mut scon, &cmd(&["SET", "k", "theirs"]));
+    assert!(
+        err.starts_with("CLUSTERDOWN") || err.starts_with("TIMEOUT"),
+        "{err}"
+    );
+    assert_eq!(q(&mut lcon, &["GET", "k"]), bulk("mine"));
+}
