@@ -431,6 +431,20 @@ impl LocalCluster {
         if let Some(p) = &self.requirepass {
             cmd.env(PASSWORD_ENV, p);
         }
+        // If this process dies without stopping its nodes (SIGKILL, a
+        // crash), the kernel sends them SIGTERM: no node outlives the demo
+        // or the cluster command holding its ports.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
             LocalError(format!(
                 "cannot start {id} ({}): {e}",
@@ -637,13 +651,7 @@ async fn terminate_child(
         return Ok(Some(status));
     }
     if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+        sigterm(pid);
     }
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => Ok(Some(status)),
@@ -751,6 +759,17 @@ async fn futures_join_all<F: std::future::Future>(
         .into_iter()
         .map(|o| o.expect("every future finished"))
         .collect()
+}
+
+/// Sends SIGTERM to `pid` (a graceful stop for a node).
+fn sigterm(pid: u32) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) with a pid of our own child and a valid signal.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
 }
 
 #[cfg(test)]
