@@ -258,6 +258,7 @@ impl Node {
             status_tx,
             events: events.clone(),
             in_flight: 0,
+            persist_deferring: false,
             peers: HashMap::new(),
             addresses: HashMap::new(),
             pending_reads: HashMap::new(),

@@ -48,6 +48,9 @@ pub(crate) struct Driver {
     pub events: broadcast::Sender<Event>,
     /// Jobs handed to the persistence task and not yet back.
     pub in_flight: usize,
+    /// The persistence task holds a commit index it has not saved yet:
+    /// every save goes through it, none beside it.
+    pub persist_deferring: bool,
     pub peers: HashMap<NodeId, Peer>,
     /// Addresses learned from envelopes, for nodes outside the membership.
     pub addresses: HashMap<NodeId, Arc<str>>,
@@ -339,7 +342,10 @@ impl Driver {
             };
             if job.change.is_empty() && job.chunks.is_empty() && self.in_flight == 0 {
                 self.complete(job);
-            } else if self.in_flight == 0 && job.chunks.is_empty() && job.change.snapshot.is_none()
+            } else if self.in_flight == 0
+                && !self.persist_deferring
+                && job.chunks.is_empty()
+                && job.change.snapshot.is_none()
             {
                 // A store that saves without waiting (in memory) saves here:
                 // no hop to the persistence task and back.
@@ -375,7 +381,8 @@ impl Driver {
     /// The persistence task reports.
     fn persisted(&mut self, done: Done) {
         match done {
-            Done::Saved(jobs) => {
+            Done::Saved { jobs, deferring } => {
+                self.persist_deferring = deferring;
                 self.in_flight -= jobs.len();
                 for job in jobs {
                     self.complete(job);

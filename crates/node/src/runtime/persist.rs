@@ -43,8 +43,16 @@ pub(crate) struct Job {
 
 /// What the task reports back.
 pub(crate) enum Done {
-    /// These jobs are durable, in order.
-    Saved(Vec<Job>),
+    /// These jobs are durable, in order (a deferred commit index aside).
+    /// `deferring`: the task now holds a commit index not yet saved, so
+    /// every save must come through it (a save beside it could be
+    /// overtaken by the older commit index).
+    Saved {
+        /// The jobs.
+        jobs: Vec<Job>,
+        /// Whether a commit index waits in the task.
+        deferring: bool,
+    },
     /// A save failed: the node must stop acknowledging (fail-stop).
     Failed(PersistenceError),
 }
@@ -128,6 +136,13 @@ pub(crate) async fn run(
                             let _ = done.send(Done::Failed(e));
                             return;
                         }
+                        let flushed = Done::Saved {
+                            jobs: Vec::new(),
+                            deferring: false,
+                        };
+                        if done.send(flushed).is_err() {
+                            return;
+                        }
                         continue;
                     }
                 }
@@ -155,14 +170,22 @@ pub(crate) async fn run(
             for job in &mut batch {
                 job.change = Change::default();
             }
-            if done.send(Done::Saved(batch)).is_err() {
+            let saved = Done::Saved {
+                jobs: batch,
+                deferring: true,
+            };
+            if done.send(saved).is_err() {
                 return;
             }
             continue;
         }
         match save_batch(&*persistence, &mut spool, &mut batch, &mut deferral).await {
             Ok(()) => {
-                if done.send(Done::Saved(batch)).is_err() {
+                let saved = Done::Saved {
+                    jobs: batch,
+                    deferring: deferral.deferred.is_some(),
+                };
+                if done.send(saved).is_err() {
                     return;
                 }
             }
@@ -392,10 +415,13 @@ mod tests {
                 .unwrap()
         };
         let saves = |s: &Recorder| s.saves.lock().unwrap().clone();
-        let released = |rx: &mut mpsc::UnboundedReceiver<Done>| match rx.try_recv() {
-            Ok(Done::Saved(jobs)) => jobs.len(),
-            _ => 0,
+        // How many jobs were released, and whether the task then holds a
+        // commit index (so the driver must not save beside it).
+        let released_with = |rx: &mut mpsc::UnboundedReceiver<Done>| match rx.try_recv() {
+            Ok(Done::Saved { jobs, deferring }) => (jobs.len(), deferring),
+            _ => (0, false),
         };
+        let released = |rx: &mut mpsc::UnboundedReceiver<Done>| released_with(rx).0;
 
         // A vote is saved (and waited for).
         send(hs(1, 1, 0));
@@ -405,7 +431,7 @@ mod tests {
         // The commit index alone: released with no save.
         send(hs(1, 1, 4));
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(released(&mut done_rx), 1);
+        assert_eq!(released_with(&mut done_rx), (1, true));
         assert_eq!(saves(&store).len(), 1, "a commit-only change was saved");
         // Entries without a hard state carry the deferred commit index.
         send(Change {
@@ -429,6 +455,7 @@ mod tests {
         assert_eq!(released(&mut done_rx), 1);
         assert_eq!(saves(&store).len(), 3);
         tokio::time::sleep(DEFERRED_COMMIT_FLUSH * 2).await;
+        assert_eq!(released_with(&mut done_rx), (0, false));
         let s = saves(&store);
         assert_eq!(s.len(), 4, "the deferred commit index was never saved");
         assert_eq!(s[3].hard_state.as_ref().map(|h| h.commit), Some(6));
