@@ -271,6 +271,8 @@ impl Node {
             published_leader: raft_core::NO_NODE,
             ticks: 0,
             registrations: Vec::new(),
+            saved_vote: None,
+            deferred: None,
         };
         let tasks = vec![
             tokio::spawn(persist::run(persistence, persist_rx, persisted_tx, spool)),

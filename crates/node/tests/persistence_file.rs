@@ -1025,3 +1025,49 @@ async fn a_node_restarts_from_its_directory() {
     assert_eq!(get(&node, "k7").await, Some(Bytes::from("seven")));
     node.shutdown().await.unwrap();
 }
+
+/// A write costs one fdatasync, not two: the commit index that follows it
+/// is not waited for (it rides along with the next save), on the node's
+/// path through the driver and through the persistence task alike. A
+/// count, not a timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_syncs_once_per_write_not_twice() {
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(
+        FilePersistence::open_with(dir.path(), FileOptions::default().spin(Duration::ZERO))
+            .await
+            .unwrap(),
+    );
+    let node = raft_node::Node::new(raft_node::Options {
+        persistence: Some(store.clone()),
+        ..raft_node::Options::default()
+    })
+    .await
+    .unwrap();
+    // One write first: the election's saves are done.
+    let set = |i: u64| raft_node::KvCommand::Set {
+        key: Bytes::from(format!("k{i}")),
+        value: Bytes::from_static(b"v"),
+    };
+    node.command(set(0).encode()).await.unwrap();
+    let before = store.stats().syncs;
+    const WRITES: u64 = 200;
+    for i in 1..=WRITES {
+        node.command(set(i).encode()).await.unwrap();
+    }
+    let syncs = store.stats().syncs - before;
+    assert!(
+        syncs <= WRITES + WRITES / 10,
+        "{syncs} fdatasyncs for {WRITES} sequential writes: the commit index is being waited for"
+    );
+    node.shutdown().await.unwrap();
+    // And nothing is lost by not waiting: every write is there after a restart.
+    drop(node);
+    let state = store.load().await.unwrap().expect("a stored state");
+    assert!(state.hard_state.commit >= 1, "{:?}", state.hard_state);
+    assert!(
+        state.entries.len() as u64 > WRITES,
+        "{} entries",
+        state.entries.len()
+    );
+}

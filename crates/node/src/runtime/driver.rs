@@ -73,6 +73,12 @@ pub(crate) struct Driver {
     /// Commands proposed this round, registered with the apply task at its
     /// end (one message per round, not per command).
     pub registrations: Vec<(u64, raft_core::Term, Waiter)>,
+    /// The term and vote of the last hard state handed to the store.
+    pub saved_vote: Option<(raft_core::Term, NodeId)>,
+    /// A hard state that changed only its commit index, held here while
+    /// nothing is in flight (see `persist`: the commit index need not be
+    /// durable), and the tick it was deferred at.
+    pub deferred: Option<(raft_core::HardState, u64)>,
 }
 
 impl Driver {
@@ -104,6 +110,7 @@ impl Driver {
                         self.raft.tick();
                     }
                     self.ticks += 1;
+                    self.flush_deferred();
                     if self.ticks % EXPIRE_EVERY_TICKS == 0 {
                         let now = Instant::now();
                         let _ = self.apply_tx.send(apply::Job::Expire(now));
@@ -340,6 +347,18 @@ impl Driver {
                 streamed: rd.snapshot_streamed,
                 mapped: None,
             };
+            let mut job = job;
+            if self.in_flight == 0 && !self.persist_deferring && self.commit_only(&job) {
+                // Nothing waits for the commit index to be durable: release
+                // the batch now (no hop to the persistence task and back),
+                // save the hard state with the next change.
+                self.deferred = job.change.hard_state.take().map(|hs| (hs, self.ticks));
+                self.complete(job);
+                continue;
+            }
+            if !job.change.is_empty() {
+                self.carry_deferred(&mut job.change);
+            }
             if job.change.is_empty() && job.chunks.is_empty() && self.in_flight == 0 {
                 self.complete(job);
             } else if self.in_flight == 0
@@ -375,6 +394,52 @@ impl Driver {
                     return;
                 }
             }
+        }
+    }
+
+    /// Whether `job` changes nothing but the commit index.
+    fn commit_only(&self, job: &persist::Job) -> bool {
+        let c = &job.change;
+        c.identity.is_none()
+            && c.snapshot.is_none()
+            && c.truncate_from.is_none()
+            && c.entries.is_empty()
+            && job.chunks.is_empty()
+            && !job.streamed
+            && c.hard_state
+                .as_ref()
+                .is_some_and(|hs| self.saved_vote == Some((hs.term, hs.vote)))
+    }
+
+    /// Gives `change` the held hard state if it has none (a newer one
+    /// replaces it), and notes the term and vote handed to the store.
+    fn carry_deferred(&mut self, change: &mut Change) {
+        let deferred = self.deferred.take().map(|(hs, _)| hs);
+        if change.hard_state.is_none() {
+            change.hard_state = deferred;
+        }
+        if let Some(hs) = &change.hard_state {
+            self.saved_vote = Some((hs.term, hs.vote));
+        }
+    }
+
+    /// A held commit index is handed to the store once nothing else has
+    /// carried it for a few ticks.
+    fn flush_deferred(&mut self) {
+        const FLUSH_AFTER_TICKS: u64 = 5;
+        match &self.deferred {
+            Some((_, at)) if self.ticks >= at + FLUSH_AFTER_TICKS && self.stopped.is_none() => {}
+            _ => return,
+        }
+        let mut change = Change::default();
+        self.carry_deferred(&mut change);
+        self.in_flight += 1;
+        let job = persist::Job {
+            change,
+            ..persist::Job::default()
+        };
+        if self.persist_tx.send(job).is_err() {
+            self.stop("the persistence task is gone".into());
         }
     }
 
