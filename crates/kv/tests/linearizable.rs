@@ -53,6 +53,20 @@ fn parse_value(v: &Value) -> Option<u64> {
     }
 }
 
+/// Records an operation without a reply: a write stays open (it may or may
+/// not have taken effect); a read had no effect and is dropped.
+fn open(history: &mut Vec<Operation>, client: u64, key: u64, input: Input, call: u64) {
+    if input != Input::Read {
+        history.push(Operation {
+            client,
+            key,
+            input,
+            call,
+            ret: None,
+        });
+    }
+}
+
 /// One client: pipelines of 1 to 3 operations through a random node until
 /// `stop`; every operation is recorded with the pipeline's interval.
 fn client(
@@ -133,15 +147,7 @@ fn client(
                     // An error reply inside a pipeline: the command may or
                     // may not have taken effect (a read had none).
                     if let Value::ServerError(_) = reply {
-                        if input != Input::Read {
-                            h.push(Operation {
-                                client: id,
-                                key: k,
-                                input,
-                                call,
-                                ret: None,
-                            });
-                        }
+                        open(&mut h, id, k, input, call);
                         continue;
                     }
                     let output = match input {
@@ -167,15 +173,7 @@ fn client(
                 // The node went away or answered with an error: every
                 // write of the pipeline stays open; reads are dropped.
                 for (k, input) in ops {
-                    if input != Input::Read {
-                        h.push(Operation {
-                            client: id,
-                            key: k,
-                            input,
-                            call,
-                            ret: None,
-                        });
-                    }
+                    open(&mut h, id, k, input, call);
                 }
                 con = None;
             }
