@@ -35,6 +35,44 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held while the server runs: no other process opens the same store.
+    _lock: std::fs::File,
+}
+
+/// Takes `<data>/LOCK` (an advisory lock the kernel drops when the
+/// process ends, however it ends): two processes writing one store would
+/// corrupt it.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError(format!("cannot open {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StartError(format!(
+                "the data directory {} is in use by another raft-kv process{}: two processes must not share a store",
+                dir.display(),
+                match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (pid {pid})"),
+                }
+            )));
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+    }
+    Ok(file)
 }
 
 /// The node's id: given, or kept in `<data>/node-id`, or new.
@@ -75,6 +113,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             dir.display()
         ))
     })?;
+    let lock = lock_data_dir(dir)?;
     let id = node_id(&settings, dir)?;
     // No spinning for the next save: raft-kv shares its cores with its
     // clients (and, on one machine, with other nodes); a sleeping writer
@@ -187,6 +226,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         admin_addr,
         shutdown,
         tasks,
+        _lock: lock,
     })
 }
 

@@ -1113,3 +1113,30 @@ fn inline_commands_over_raw_tcp() {
     assert_eq!(reply, "+OK\r\n");
     assert!(closed, "QUIT closes the connection");
 }
+
+#[test]
+fn a_second_process_on_the_same_data_directory_is_refused() {
+    let (c, mut con) = single(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+        .args([
+            "serve",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&c.node(0).data_dir)
+        .env_remove("RAFT_KV_REQUIREPASS")
+        .output()
+        .expect("run raft-kv serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second process started: {stderr}");
+    assert!(
+        stderr.contains("is in use by another raft-kv process (pid "),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    assert_eq!(q(&mut con, &["SET", "still", "here"]), Value::Okay);
+    assert_eq!(q(&mut con, &["GET", "still"]), bulk("here"));
+}
