@@ -316,8 +316,11 @@ impl ServeArgs {
         };
         let max_connections = positive("max-connections", a.max_connections, 10_000)?;
         let max_request_bytes = positive("max-request-bytes", a.max_request_bytes, 8 << 20)?;
-        if max_request_bytes < 1024 {
-            return Err(bad("max-request-bytes", "must be at least 1024"));
+        if !(1024..=1 << 30).contains(&max_request_bytes) {
+            return Err(bad(
+                "max-request-bytes",
+                "must be between 1024 and 1073741824 (1 GiB)",
+            ));
         }
         let max_pipeline = positive("max-pipeline", a.max_pipeline, 1024)?;
         let ms = |flag: &str, v: Option<u64>, default: u64| match v {
@@ -440,6 +443,13 @@ mod tests {
                     ..Default::default()
                 },
                 "exclude each other",
+            ),
+            (
+                ServeArgs {
+                    max_request_bytes: Some(5 << 30),
+                    ..Default::default()
+                },
+                "--max-request-bytes",
             ),
             (
                 ServeArgs {
