@@ -268,7 +268,7 @@ async fn run_batch(
                     return;
                 }
             }
-            Command::Invalid(e) => {
+            Command::Invalid(e) | Command::Refused(e) => {
                 put_error(out, &e);
                 ctx.metrics.record(name, false, started.elapsed());
             }

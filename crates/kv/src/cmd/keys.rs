@@ -24,7 +24,7 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
         _ => return None,
     };
     if !ok {
-        return Some(Command::Invalid(arity_error(name_str)));
+        return Some(Command::Refused(arity_error(name_str)));
     }
     let c = match name {
         b"del" | b"unlink" => Command::Write(Write::Del {

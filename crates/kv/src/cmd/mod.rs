@@ -25,7 +25,11 @@ pub enum Command {
     Read(Read),
     /// Answered by this server.
     Local(Local),
-    /// A request that cannot run: the reply is this error.
+    /// A command that does not exist, or has the wrong number of
+    /// arguments: the reply is this error, even before AUTH (as in Redis).
+    Refused(String),
+    /// A command that cannot run (a bad option or value): the reply is this
+    /// error, once the client is authenticated.
     Invalid(String),
     /// A request whose reply is known without running anything.
     Answer(crate::frame::Frame),
@@ -119,10 +123,10 @@ fn unknown(args: &[Bytes]) -> String {
 /// Parses a request's arguments (the command name first).
 pub fn parse(args: &[Bytes]) -> Command {
     let Some(first) = args.first() else {
-        return Command::Invalid("ERR empty command".into());
+        return Command::Refused("ERR empty command".into());
     };
     if first.len() > 32 {
-        return Command::Invalid(unknown(args));
+        return Command::Refused(unknown(args));
     }
     // Lower-cased on the stack: no allocation per command.
     let mut lower = [0u8; 32];
@@ -141,7 +145,7 @@ pub fn parse(args: &[Bytes]) -> Command {
     };
     match parsed {
         Some(c) => c,
-        None => Command::Invalid(unknown(args)),
+        None => Command::Refused(unknown(args)),
     }
 }
 
@@ -196,18 +200,18 @@ mod tests {
     fn errors_are_worded_like_redis() {
         assert_eq!(
             p("GET"),
-            Command::Invalid("ERR wrong number of arguments for 'get' command".into())
+            Command::Refused("ERR wrong number of arguments for 'get' command".into())
         );
         assert_eq!(
             p("FROB a b"),
-            Command::Invalid(
+            Command::Refused(
                 "ERR unknown command 'FROB', with args beginning with: 'a' 'b' ".into()
             )
         );
         assert_eq!(p("SET k v NX XX"), Command::Invalid(syntax_error()));
         assert!(matches!(p("SET k v NX NX GET GET"), Command::Write(_)));
         assert_eq!(p("INCRBY k x"), Command::Invalid(not_integer()));
-        assert_eq!(p("MSET a 1 b"), Command::Invalid(arity_error("mset")));
+        assert_eq!(p("MSET a 1 b"), Command::Refused(arity_error("mset")));
         assert_eq!(
             p("DECRBY k -9223372036854775808"),
             Command::Invalid("ERR decrement would overflow".into())

@@ -20,7 +20,7 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
         (b"raft.leave", 1) => Local::RaftLeave(text(&args[0])),
         (b"raft.transfer", 1) => Local::RaftTransfer(text(&args[0])),
         (b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer", _) => {
-            return Some(Command::Invalid(arity_error(name_str)))
+            return Some(Command::Refused(arity_error(name_str)))
         }
         _ => return None,
     };

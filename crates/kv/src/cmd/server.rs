@@ -57,15 +57,11 @@ impl Session {
 /// checked; any other error (a bad option, a bad value) is not, so that an
 /// unauthenticated client learns nothing but NOAUTH.
 pub fn allowed_before_auth(command: &Command) -> bool {
-    match command {
-        Command::Local(Local::Auth { .. } | Local::Hello { .. } | Local::Quit) => true,
-        Command::Invalid(e) => {
-            e.starts_with("ERR unknown command")
-                || e.starts_with("ERR wrong number of arguments")
-                || e.starts_with("ERR empty command")
-        }
-        _ => false,
-    }
+    matches!(
+        command,
+        Command::Local(Local::Auth { .. } | Local::Hello { .. } | Local::Quit)
+            | Command::Refused(_)
+    )
 }
 
 /// Whether `name` is a valid client name (CLIENT SETNAME, HELLO SETNAME).
@@ -84,7 +80,7 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
         Some(if ok {
             Command::Local(c)
         } else {
-            Command::Invalid(arity_error(name_str))
+            Command::Refused(arity_error(name_str))
         })
     };
     match name {
@@ -132,8 +128,9 @@ fn parse_hello(args: &[Bytes]) -> Command {
                 name = Some(args[i + 1].clone());
                 i += 2;
             }
+            // HELLO runs before AUTH, so its own errors are shown then too.
             _ => {
-                return Command::Invalid(format!(
+                return Command::Refused(format!(
                     "ERR Syntax error in HELLO option '{}'",
                     String::from_utf8_lossy(&args[i])
                 ))
@@ -641,8 +638,8 @@ mod tests {
         );
         assert!(matches!(
             parse_hello(&a("2 AUTH default")),
-            Command::Invalid(_)
+            Command::Refused(_)
         ));
-        assert!(matches!(parse_hello(&a("2 FOO")), Command::Invalid(_)));
+        assert!(matches!(parse_hello(&a("2 FOO")), Command::Refused(_)));
     }
 }

@@ -23,7 +23,9 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
         _ => return None,
     };
     if !ok {
-        return invalid(arity_error(std::str::from_utf8(name).unwrap_or("?")));
+        return Some(Command::Refused(arity_error(
+            std::str::from_utf8(name).unwrap_or("?"),
+        )));
     }
     let key = || args[0].clone();
     let c = match name {
