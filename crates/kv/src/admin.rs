@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use raft_node::{MemberRole, Role};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::context::Context;
 use crate::metrics::render_prometheus;
+use crate::tls::ReloadableAcceptor;
 
 /// The largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -181,6 +182,7 @@ pub async fn node_status(ctx: &Context) -> NodeStatus {
 pub async fn serve_admin(
     listener: TcpListener,
     ctx: Arc<Context>,
+    tls: Option<ReloadableAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -221,6 +223,9 @@ pub async fn serve_admin(
                         None,
                     );
                     match refusing.clone().try_acquire_owned() {
+                        // Over TLS, a refusal would cost a handshake:
+                        // the connection is just closed.
+                        _ if tls.is_some() => drop(stream),
                         Ok(permit) => {
                             connections.spawn(async move {
                                 finish(stream, &refusal, &peer.to_string()).await;
@@ -234,8 +239,19 @@ pub async fn serve_admin(
                     continue;
                 };
                 let ctx = ctx.clone();
+                let acceptor = tls.as_ref().map(ReloadableAcceptor::acceptor);
                 connections.spawn(async move {
-                    serve_connection(stream, &ctx).await;
+                    let peer = peer.to_string();
+                    match acceptor {
+                        None => serve_connection(stream, peer, &ctx).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => serve_connection(tls, peer, &ctx).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin endpoint: TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "admin endpoint: TLS handshake timed out"),
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -291,7 +307,7 @@ fn parse(buf: &[u8]) -> Parsed {
 
 /// Reads the request head from `stream`: what it asks, or why not (`None`:
 /// the client went away or timed out, nothing to answer).
-async fn read_request(stream: &mut TcpStream) -> Option<Parsed> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Parsed> {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         loop {
@@ -337,10 +353,11 @@ async fn read_request(stream: &mut TcpStream) -> Option<Parsed> {
 }
 
 /// Serves one connection: one request, one response, then close.
-async fn serve_connection(mut stream: TcpStream, ctx: &Context) {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: String,
+    ctx: &Context,
+) {
     let Some(parsed) = read_request(&mut stream).await else {
         return;
     };
@@ -364,7 +381,7 @@ async fn serve_connection(mut stream: TcpStream, ctx: &Context) {
 /// what the client still sends (for at most [`LINGER`] and
 /// [`LINGER_BYTES`]) before closing: closing a socket with unread input
 /// would reset the connection, and the client could lose the response.
-async fn finish(mut stream: TcpStream, response: &[u8], peer: &str) {
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, response: &[u8], peer: &str) {
     let write = async {
         stream.write_all(response).await?;
         stream.shutdown().await
@@ -464,6 +481,7 @@ fn response(status: u16, content_type: &str, body: &[u8], extra: Option<&str>) -
 mod tests {
     use super::*;
     use crate::metrics::tests::{test_context, value};
+    use tokio::net::TcpStream;
 
     /// An admin endpoint on a free loopback port: its address, the shutdown
     /// switch, and its task.
@@ -473,7 +491,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve_admin(listener, ctx, rx));
+        let task = tokio::spawn(serve_admin(listener, ctx, None, rx));
         (address, tx, task)
     }
 
@@ -677,7 +695,7 @@ mod tests {
         let (_tx, rx) = watch::channel(true);
         tokio::time::timeout(
             Duration::from_secs(5),
-            serve_admin(listener, ctx.clone(), rx),
+            serve_admin(listener, ctx.clone(), None, rx),
         )
         .await
         .expect("returns at once");
@@ -749,6 +767,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             file: None,
             tcp: None,
+            client_tls: None,
             client_address: String::new(),
             admin_address: None,
             started: std::time::Instant::now(),

@@ -132,6 +132,7 @@ async fn run_cluster(args: &ClusterArgs, dir: PathBuf) -> ExitCode {
         },
         requirepass: args.requirepass.clone().filter(|p| !p.is_empty()),
         extra_args,
+        tls: true,
         start_timeout: Duration::from_secs(30),
     };
     let kept = args.data_dir.is_some();
@@ -162,6 +163,11 @@ async fn run_cluster(args: &ClusterArgs, dir: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    println!(
+        "  Between nodes: mutual TLS; the cluster's CA is {} (its key beside it: `raft-kv cert create-client --certs-dir {} --name you` makes a client certificate).",
+        crate::local::ca_dir(&spec).join(crate::tls::CA_CERT).display(),
+        crate::local::ca_dir(&spec).display(),
+    );
     for n in cluster.nodes() {
         let i = n.info();
         println!(

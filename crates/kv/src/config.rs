@@ -93,6 +93,44 @@ pub struct ServeArgs {
     /// [default: 0]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// This node's certificates directory: ca.crt (the cluster's CA),
+    /// node.crt and node.key (this node's certificate, from `raft-kv cert
+    /// create-node`). Traffic between nodes is then mutual TLS: only nodes
+    /// with a certificate from that CA naming their own id are heard. Read
+    /// again on SIGHUP [default: none; required unless --insecure]
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
+    /// Run without TLS between nodes. Anyone who can reach --peer-addr can
+    /// then read and write every key and add or remove members: only for a
+    /// network nothing else can reach
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure: bool,
+    /// Also serve RESP clients over TLS on this port, on the host of
+    /// --client-addr (redis-cli --tls) [default: none]
+    #[arg(long)]
+    pub tls_port: Option<u16>,
+    /// The certificate the TLS port (and the admin endpoint with
+    /// --admin-tls) shows [default: node.crt of --certs-dir]
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file [default: node.key of --certs-dir]
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA certificate(s) TLS clients' certificates must chain to
+    /// [default: ca.crt of --certs-dir]
+    #[arg(long)]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Whether TLS clients must show a certificate: yes, no or optional
+    /// [default: yes]
+    #[arg(long)]
+    pub tls_auth_clients: Option<String>,
+    /// Serve the admin endpoint over HTTPS, with the TLS port's certificate
+    /// and client-certificate rule. Needed for an --admin-addr that is not
+    /// a loopback address, unless --insecure
+    #[arg(long)]
+    #[serde(default)]
+    pub admin_tls: bool,
     /// A TOML file with any of these settings (keys as the flags, without
     /// the dashes in front); flags override it
     #[arg(long)]
@@ -152,6 +190,16 @@ pub struct Settings {
     pub lease_reads: bool,
     /// Runtime threads (0: one per core).
     pub threads: usize,
+    /// The certificates directory for mutual TLS between nodes; `None`
+    /// only with `insecure`.
+    pub certs_dir: Option<PathBuf>,
+    /// No TLS between nodes (and a plain admin endpoint is allowed on any
+    /// address).
+    pub insecure: bool,
+    /// The RESP TLS port and its certificate.
+    pub client_tls: Option<(u16, crate::tls::ServerTlsFiles)>,
+    /// HTTPS for the admin endpoint.
+    pub admin_tls: Option<crate::tls::ServerTlsFiles>,
 }
 
 /// A setting that is wrong; the text names it.
@@ -161,6 +209,17 @@ pub struct ConfigError(pub String);
 
 fn bad(flag: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid --{flag}: {why}"))
+}
+
+/// Whether `addr` (`host:port`) is a loopback address (127.0.0.0/8, ::1,
+/// localhost).
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn check_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
@@ -215,6 +274,14 @@ impl ServeArgs {
             snapshot_threshold: self.snapshot_threshold.or(other.snapshot_threshold),
             read_mode: self.read_mode.or(other.read_mode),
             threads: self.threads.or(other.threads),
+            certs_dir: self.certs_dir.or(other.certs_dir),
+            insecure: self.insecure || other.insecure,
+            tls_port: self.tls_port.or(other.tls_port),
+            tls_cert_file: self.tls_cert_file.or(other.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(other.tls_key_file),
+            tls_ca_cert_file: self.tls_ca_cert_file.or(other.tls_ca_cert_file),
+            tls_auth_clients: self.tls_auth_clients.or(other.tls_auth_clients),
+            admin_tls: self.admin_tls || other.admin_tls,
             config: self.config.or(other.config),
         }
     }
@@ -232,7 +299,15 @@ impl ServeArgs {
         }
         let client_addr = a.client_addr.unwrap_or_else(|| "127.0.0.1:6379".into());
         check_addr("client-addr", &client_addr)?;
-        if let Some(admin) = &a.admin_addr {
+        // A bare port is a port on loopback.
+        let admin_addr = a.admin_addr.map(|admin| {
+            if admin.parse::<u16>().is_ok() {
+                format!("127.0.0.1:{admin}")
+            } else {
+                admin
+            }
+        });
+        if let Some(admin) = &admin_addr {
             check_addr("admin-addr", admin)?;
         }
         if let Some(id) = &a.id {
@@ -354,12 +429,94 @@ impl ServeArgs {
                 ))
             }
         };
+        let certs_dir = match (a.certs_dir, a.insecure) {
+            (Some(_), true) => {
+                return Err(ConfigError(
+                    "--certs-dir and --insecure exclude each other: TLS between nodes is either on or off".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(ConfigError(
+                    "no TLS between nodes: give --certs-dir DIR (ca.crt, node.crt and node.key; make them with `raft-kv cert create-ca` and `raft-kv cert create-node`), or --insecure to run without TLS (then anyone who can reach --peer-addr can read and write every key and change the members)".into(),
+                ))
+            }
+            (dir, _) => dir,
+        };
+        let server_files = |what: &str| -> Result<crate::tls::ServerTlsFiles, ConfigError> {
+            let from_dir = |name: &str| certs_dir.as_ref().map(|d| d.join(name));
+            let cert_file = a
+                .tls_cert_file
+                .clone()
+                .or_else(|| from_dir(crate::tls::NODE_CERT));
+            let key_file = a
+                .tls_key_file
+                .clone()
+                .or_else(|| from_dir(crate::tls::NODE_KEY));
+            let (Some(cert_file), Some(key_file)) = (cert_file, key_file) else {
+                return Err(ConfigError(format!(
+                    "{what} needs a certificate: give --tls-cert-file and --tls-key-file (or --certs-dir)"
+                )));
+            };
+            let auth_clients = match a.tls_auth_clients.as_deref() {
+                None => crate::tls::AuthClients::Yes,
+                Some(v) => crate::tls::AuthClients::parse(v).ok_or_else(|| {
+                    bad(
+                        "tls-auth-clients",
+                        format!("'{v}' is none of yes, no, optional"),
+                    )
+                })?,
+            };
+            Ok(crate::tls::ServerTlsFiles {
+                cert_file,
+                key_file,
+                ca_file: a
+                    .tls_ca_cert_file
+                    .clone()
+                    .or_else(|| from_dir(crate::tls::CA_CERT)),
+                auth_clients,
+            })
+        };
+        let client_tls = match a.tls_port {
+            None => None,
+            Some(0) => return Err(bad("tls-port", "must be a port number, not 0")),
+            Some(port) => {
+                if client_addr.rsplit_once(':').map(|(_, p)| p) == Some(&port.to_string()) {
+                    return Err(bad(
+                        "tls-port",
+                        format!("{port} is the port of --client-addr too"),
+                    ));
+                }
+                Some((port, server_files("--tls-port")?))
+            }
+        };
+        let admin_tls = if a.admin_tls {
+            if admin_addr.is_none() {
+                return Err(bad("admin-tls", "there is no --admin-addr"));
+            }
+            Some(server_files("--admin-tls")?)
+        } else {
+            None
+        };
+        if let Some(admin) = &admin_addr {
+            if admin_tls.is_none() && !a.insecure && !is_loopback(admin) {
+                return Err(bad(
+                    "admin-addr",
+                    format!(
+                        "{admin} is not a loopback address: the admin endpoint shows the cluster's state, so there it needs --admin-tls (or --insecure)"
+                    ),
+                ));
+            }
+        }
         Ok(Settings {
+            certs_dir,
+            insecure: a.insecure,
+            client_tls,
+            admin_tls,
             id: a.id,
             cluster,
             peer_addr,
             client_addr,
-            admin_addr: a.admin_addr,
+            admin_addr,
             data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("raft-kv-data")),
             start,
             requirepass: a.requirepass.filter(|p| !p.is_empty()),
@@ -386,9 +543,97 @@ mod tests {
         a.resolve().map_err(|e| e.to_string())
     }
 
+    /// The defaults, without TLS between nodes (which has no default).
+    fn insecure() -> ServeArgs {
+        ServeArgs {
+            insecure: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tls_between_nodes_or_insecure_must_be_chosen() {
+        let e = resolve(ServeArgs::default()).unwrap_err();
+        assert!(
+            e.contains("give --certs-dir DIR") && e.contains("--insecure"),
+            "{e}"
+        );
+        let e = resolve(ServeArgs {
+            certs_dir: Some("certs".into()),
+            ..insecure()
+        })
+        .unwrap_err();
+        assert!(e.contains("exclude each other"), "{e}");
+        let s = resolve(ServeArgs {
+            certs_dir: Some("certs".into()),
+            tls_port: Some(6380),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.certs_dir, Some(PathBuf::from("certs")));
+        let (port, files) = s.client_tls.unwrap();
+        assert_eq!(port, 6380);
+        assert_eq!(files.cert_file, PathBuf::from("certs/node.crt"));
+        assert_eq!(files.ca_file, Some(PathBuf::from("certs/ca.crt")));
+        assert_eq!(files.auth_clients, crate::tls::AuthClients::Yes);
+    }
+
+    #[test]
+    fn the_admin_endpoint_is_loopback_unless_it_has_tls() {
+        let s = resolve(ServeArgs {
+            admin_addr: Some("8001".into()),
+            certs_dir: Some("certs".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.admin_addr.as_deref(), Some("127.0.0.1:8001"));
+        let open = ServeArgs {
+            admin_addr: Some("10.0.0.1:8001".into()),
+            certs_dir: Some("certs".into()),
+            ..Default::default()
+        };
+        let e = resolve(open.clone()).unwrap_err();
+        assert!(
+            e.contains("--admin-addr") && e.contains("--admin-tls"),
+            "{e}"
+        );
+        let s = resolve(ServeArgs {
+            admin_tls: true,
+            ..open
+        })
+        .unwrap();
+        assert_eq!(
+            s.admin_tls.unwrap().key_file,
+            PathBuf::from("certs/node.key")
+        );
+        let e = resolve(ServeArgs {
+            tls_port: Some(6380),
+            ..insecure()
+        })
+        .unwrap_err();
+        assert!(e.contains("--tls-cert-file"), "{e}");
+        let e = resolve(ServeArgs {
+            tls_port: Some(6379),
+            certs_dir: Some("c".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--tls-port"), "{e}");
+        let e = resolve(ServeArgs {
+            tls_port: Some(6380),
+            certs_dir: Some("c".into()),
+            tls_auth_clients: Some("maybe".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--tls-auth-clients"), "{e}");
+        assert!(is_loopback("127.0.0.2:1") && is_loopback("[::1]:1") && is_loopback("localhost:1"));
+        assert!(!is_loopback("10.0.0.1:1") && !is_loopback("0.0.0.0:1") && !is_loopback("db:1"));
+    }
+
     #[test]
     fn defaults_resolve() {
-        let s = resolve(ServeArgs::default()).unwrap();
+        let s = resolve(insecure()).unwrap();
         assert_eq!(s.client_addr, "127.0.0.1:6379");
         assert_eq!(s.peer_addr, "127.0.0.1:7001");
         assert_eq!(s.cluster, "raft-kv");
@@ -402,14 +647,14 @@ mod tests {
             (
                 ServeArgs {
                     client_addr: Some("nowhere".into()),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "--client-addr",
             ),
             (
                 ServeArgs {
                     peer_addr: Some("127.0.0.1:99999".into()),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "--peer-addr",
             ),
@@ -417,14 +662,14 @@ mod tests {
                 ServeArgs {
                     members: Some(vec!["a=127.0.0.1:1".into(), "b".into()]),
                     id: Some("a".into()),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "'b' is not id=peer-address",
             ),
             (
                 ServeArgs {
                     members: Some(vec!["a=127.0.0.1:7001".into()]),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "needs --id",
             ),
@@ -432,7 +677,7 @@ mod tests {
                 ServeArgs {
                     members: Some(vec!["a=127.0.0.1:7001".into()]),
                     id: Some("b".into()),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "'b' is not in the list",
             ),
@@ -440,35 +685,35 @@ mod tests {
                 ServeArgs {
                     members: Some(vec!["a=127.0.0.1:7001".into()]),
                     join: Some("127.0.0.1:7002".into()),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "exclude each other",
             ),
             (
                 ServeArgs {
                     max_request_bytes: Some(5 << 30),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "--max-request-bytes",
             ),
             (
                 ServeArgs {
                     max_pipeline: Some(0),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "--max-pipeline",
             ),
             (
                 ServeArgs {
                     election_timeout_min_ms: Some(40),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "--election-timeout-min-ms",
             ),
             (
                 ServeArgs {
                     read_mode: Some("fast".into()),
-                    ..Default::default()
+                    ..insecure()
                 },
                 "--read-mode",
             ),
@@ -491,7 +736,7 @@ mod tests {
         let s = resolve(ServeArgs {
             config: Some(path.clone()),
             max_pipeline: Some(9),
-            ..Default::default()
+            ..insecure()
         })
         .unwrap();
         assert_eq!(s.id.as_deref(), Some("n1"));

@@ -4,7 +4,6 @@
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::frame::{locate_request, FrameError, Limits, Located};
 
@@ -20,9 +19,13 @@ pub enum ConnectionError {
     Protocol(String),
 }
 
+/// A client's socket: plain TCP, or TLS (`--tls-port`).
+pub use raft_node::tls::TcpOrTls as ClientStream;
+
 /// A buffered client connection.
 pub struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
+    peer: String,
     buffer: BytesMut,
     limits: Limits,
     max_request: usize,
@@ -32,11 +35,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps a socket; a request may be at most `max_request` bytes.
-    pub fn new(stream: TcpStream, max_request: usize) -> Connection {
-        let _ = stream.set_nodelay(true);
+    /// Wraps a socket (whose peer is `peer`); a request may be at most
+    /// `max_request` bytes.
+    pub fn new(stream: ClientStream, peer: String, max_request: usize) -> Connection {
         Connection {
             stream,
+            peer,
             buffer: BytesMut::with_capacity(16 * 1024),
             limits: Limits {
                 max_bulk: max_request,
@@ -120,6 +124,7 @@ impl Connection {
     /// Writes `bytes` and flushes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -134,9 +139,6 @@ impl Connection {
 
     /// The peer's address.
     pub fn peer(&self) -> String {
-        self.stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into())
+        self.peer.clone()
     }
 }

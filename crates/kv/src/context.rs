@@ -7,6 +7,7 @@ use std::time::Instant;
 use raft_node::{FilePersistence, Node, TcpTransport};
 
 use crate::metrics::Metrics;
+use crate::tls::ReloadableAcceptor;
 
 /// The shared state of one raft-kv server.
 pub struct Context {
@@ -18,6 +19,8 @@ pub struct Context {
     pub file: Option<Arc<FilePersistence>>,
     /// The node's transport, when it is TCP.
     pub tcp: Option<Arc<TcpTransport>>,
+    /// The TLS port's configuration, when there is one.
+    pub client_tls: Option<ReloadableAcceptor>,
     /// Where clients connect (RESP).
     pub client_address: String,
     /// Where the admin HTTP endpoint listens, if anywhere.

@@ -734,11 +734,16 @@ impl Demo {
             ]
             .map(String::from)
             .to_vec(),
+            tls: true,
             start_timeout: Duration::from_secs(15),
         };
         let cluster = LocalCluster::start(&spec)
             .await
             .map_err(|e| format!("the cluster did not start: {e}"))?;
+        println!(
+            "      between nodes: mutual TLS (a throwaway CA and certificates in {})",
+            dir.display()
+        );
         for n in cluster.nodes() {
             println!(
                 "      {}  clients on {}  peers on {}  pid {}",

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod cert;
 pub mod client;
 pub mod cluster;
 pub mod cmd;
@@ -24,3 +25,4 @@ pub mod metrics;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -72,6 +72,10 @@ pub struct ClusterSpec {
     pub requirepass: Option<String>,
     /// More `serve` flags given to every node (timing, log level).
     pub extra_args: Vec<String>,
+    /// Mutual TLS between the nodes (the default): a throwaway CA in
+    /// `<dir>/ca` and a certificates directory per node, `<dir>/<id>-certs`,
+    /// made on the first start and kept. False: `--insecure`.
+    pub tls: bool,
     /// How long a node may take to print its "clients on" line.
     pub start_timeout: Duration,
 }
@@ -92,6 +96,7 @@ impl ClusterSpec {
             ports: Ports::Free { admin: false },
             requirepass: None,
             extra_args: Vec::new(),
+            tls: true,
             start_timeout: Duration::from_secs(15),
         })
     }
@@ -312,8 +317,54 @@ fn serve_args(spec: &ClusterSpec, nodes: &[NodeInfo], me: &NodeInfo) -> Vec<OsSt
         args.push("--admin-addr".into());
         args.push(a.clone().into());
     }
+    if spec.tls {
+        args.push("--certs-dir".into());
+        args.push(certs_dir(spec, &me.id).into());
+    } else {
+        args.push("--insecure".into());
+    }
     args.extend(spec.extra_args.iter().map(OsString::from));
     args
+}
+
+/// Node `id`'s certificates directory.
+pub fn certs_dir(spec: &ClusterSpec, id: &str) -> PathBuf {
+    spec.dir.join(format!("{id}-certs"))
+}
+
+/// The directory of a local cluster's CA.
+pub fn ca_dir(spec: &ClusterSpec) -> PathBuf {
+    spec.dir.join("ca")
+}
+
+/// Makes the cluster's CA and each node's certificate, unless they are
+/// there from an earlier start (a kept `--data-dir`).
+fn ensure_certificates(spec: &ClusterSpec) -> Result<(), LocalError> {
+    use raft_node::tls::{CertificateAuthority, Validity};
+    let failed = |e: crate::cert::CertError| {
+        LocalError(format!("cannot make the cluster's certificates: {e}"))
+    };
+    let ca_dir = ca_dir(spec);
+    let ca_key = ca_dir.join(crate::tls::CA_KEY);
+    let ca = if ca_key.exists() {
+        crate::cert::load_authority(&ca_dir, None, None).map_err(failed)?
+    } else {
+        let ca =
+            CertificateAuthority::generate(Validity::days(3650)).map_err(|e| failed(e.into()))?;
+        crate::cert::write_authority(&ca, &ca_dir, &ca_key, true).map_err(failed)?;
+        ca
+    };
+    for i in 1..=spec.nodes {
+        let id = format!("n{i}");
+        let dir = certs_dir(spec, &id);
+        let fine = crate::tls::peer_tls(&dir).is_ok_and(|tls| tls.is_for_node(&spec.name, &id));
+        if !fine {
+            let _ = std::fs::remove_dir_all(&dir);
+            crate::cert::make_node_dir(&ca, &spec.name, &id, &[HOST.to_string()], 3650, &dir)
+                .map_err(failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether a failed start looks like a port taken since it was chosen.
@@ -337,6 +388,9 @@ impl LocalCluster {
             ))
         })?;
         let fresh = !(1..=spec.nodes).any(|i| spec.dir.join(format!("n{i}")).exists());
+        if spec.tls {
+            ensure_certificates(spec)?;
+        }
         let mut attempt = 1;
         loop {
             let nodes = plan(spec)?;

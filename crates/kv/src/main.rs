@@ -25,6 +25,9 @@ enum Commands {
     /// Start N local nodes in the foreground, print their client
     /// addresses, stop them all on Ctrl-C
     Cluster(raft_kv::cluster::ClusterArgs),
+    /// Make and list the certificates of a cluster: its CA, its nodes'
+    /// certificates (mutual TLS between nodes) and clients' certificates
+    Cert(raft_kv::cert::CertArgs),
 }
 
 fn runtime(threads: usize) -> tokio::runtime::Runtime {
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         }
         Commands::Demo(args) => raft_kv::demo::run(args),
         Commands::Cluster(args) => raft_kv::cluster::run(args),
+        Commands::Cert(args) => raft_kv::cert::run(args),
     }
 }

@@ -261,6 +261,7 @@ pub struct Metrics {
     connections_closed: AtomicU64,
     connections_refused: AtomicU64,
     protocol_errors: AtomicU64,
+    tls_handshake_failures: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     write_batches: AtomicU64,
@@ -298,6 +299,9 @@ pub struct MetricsSnapshot {
     pub connections_refused: u64,
     /// Connections closed for a malformed or too large request.
     pub protocol_errors: u64,
+    /// Client connections on the TLS port whose TLS handshake failed (no
+    /// or an untrusted client certificate, not TLS, too slow).
+    pub tls_handshake_failures: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
     /// Bytes written to clients.
@@ -323,6 +327,7 @@ impl Metrics {
             connections_closed: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             write_batches: AtomicU64::new(0),
@@ -372,6 +377,11 @@ impl Metrics {
     /// A connection closed because its request was malformed or too large.
     pub fn protocol_error(&self) {
         self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A client's TLS handshake failed.
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Relaxed);
     }
 
     /// `n` bytes read from a client.
@@ -435,6 +445,7 @@ impl Metrics {
             connections_total: opened,
             connections_refused: self.connections_refused.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             write_batches: self.write_batches.load(Relaxed),
@@ -800,8 +811,52 @@ pub async fn render_prometheus(ctx: &Context) -> String {
             "Bytes read from peers' sockets.",
             s.bytes_received,
         );
+        e.counter(
+            "peer_tls_handshake_failures_total",
+            "Peer TLS handshakes that failed: no certificate, an untrusted or expired one, not TLS.",
+            s.tls_handshake_failures,
+        );
+        e.counter(
+            "peer_identity_mismatches_total",
+            "Peers refused because their certificate named another node than they claimed.",
+            s.identity_mismatches,
+        );
+        e.counter(
+            "peer_sender_mismatches_total",
+            "Peer connections closed for a Raft message in another node's name.",
+            s.sender_mismatches,
+        );
+        e.counter(
+            "peer_tls_reloads_total",
+            "TLS configurations reloaded (SIGHUP).",
+            s.tls_reloads,
+        );
+        e.counter(
+            "peer_closed_by_reload_total",
+            "Peer connections closed by a reload because the peer's certificate was no longer trusted.",
+            s.closed_by_reload,
+        );
+        if let Some(tls) = tcp.tls() {
+            e.gauge(
+                "peer_tls_certificate_not_after_seconds",
+                "When the node's peer certificate expires (Unix time).",
+                unix_seconds(tls.certificate().not_after),
+            );
+        }
+    }
+    if let Some(tls) = &ctx.client_tls {
+        e.gauge(
+            "client_tls_certificate_not_after_seconds",
+            "When the TLS port's certificate expires (Unix time).",
+            unix_seconds(tls.certificate().not_after),
+        );
     }
     e.out
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The client-facing part of the exposition.
@@ -867,6 +922,11 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
         s.protocol_errors,
     );
     e.counter(
+        "client_tls_handshake_failures_total",
+        "Client TLS handshakes that failed on the TLS port.",
+        s.tls_handshake_failures,
+    );
+    e.counter(
         "client_bytes_received_total",
         "Bytes read from clients.",
         s.bytes_in,
@@ -922,6 +982,7 @@ pub(crate) mod tests {
             metrics: Arc::new(Metrics::new()),
             file,
             tcp: None,
+            client_tls: None,
             client_address: "127.0.0.1:6379".into(),
             admin_address: None,
             started: Instant::now(),
@@ -1034,6 +1095,7 @@ pub(crate) mod tests {
                 connections_total: 2,
                 connections_refused: 1,
                 protocol_errors: 1,
+                tls_handshake_failures: 0,
                 bytes_in: 10,
                 bytes_out: 25,
                 write_batches: 2,

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use raft_node::persistence::file::FileOptions;
+use raft_node::tls::TlsConfig;
 use raft_node::{
     Bootstrap, FilePersistence, Node, Options, ReadMode, Role, TcpOptions, TcpTransport,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -19,6 +20,7 @@ use crate::config::{Settings, Start};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::store::KvStore;
+use crate::tls::ReloadableAcceptor;
 
 /// Why a server did not start; the text says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +33,14 @@ pub struct Running {
     pub ctx: Arc<Context>,
     /// Where clients connect.
     pub client_addr: SocketAddr,
+    /// Where TLS clients connect (`--tls-port`).
+    pub tls_addr: Option<SocketAddr>,
     /// Where the admin endpoint listens.
     pub admin_addr: Option<SocketAddr>,
+    /// The certificates directory of the peer TLS, if any.
+    certs_dir: Option<std::path::PathBuf>,
+    /// The admin endpoint's TLS, if any.
+    admin_tls: Option<ReloadableAcceptor>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Held while the server runs: no other process opens the same store.
@@ -131,10 +139,35 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 ))
             })?,
     );
+    let tcp_options = TcpOptions::new(&id, &settings.cluster);
+    let tcp_options = match &settings.certs_dir {
+        Some(dir) => tcp_options.with_tls(load_peer_tls(dir, &id, &settings.cluster)?),
+        None => {
+            warn!(
+                "RUNNING WITHOUT TLS BETWEEN NODES (--insecure): Raft traffic is plaintext and unauthenticated; anyone who can reach {} can read and write every key and change the cluster's members. Use --certs-dir outside a closed test network.",
+                settings.peer_addr
+            );
+            tcp_options.insecure()
+        }
+    };
     let tcp = Arc::new(
-        TcpTransport::new(TcpOptions::new(&id, &settings.cluster))
+        TcpTransport::new(tcp_options)
             .map_err(|e| StartError(format!("invalid transport options: {e}")))?,
     );
+    let client_tls = match &settings.client_tls {
+        Some((_, files)) => Some(
+            ReloadableAcceptor::new(files.clone())
+                .map_err(|e| StartError(format!("--tls-port: {e}")))?,
+        ),
+        None => None,
+    };
+    let admin_tls = match &settings.admin_tls {
+        Some(files) => Some(
+            ReloadableAcceptor::new(files.clone())
+                .map_err(|e| StartError(format!("--admin-tls: {e}")))?,
+        ),
+        None => None,
+    };
     // Clients first: a port in use is found before the node starts.
     let clients = TcpListener::bind(&settings.client_addr)
         .await
@@ -144,6 +177,25 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 settings.client_addr
             ))
         })?;
+    if !crate::config::is_loopback(&settings.client_addr) {
+        warn!(
+            address = %settings.client_addr,
+            "clients connect in plaintext on a non-loopback address: passwords and data cross the network in clear; serve remote clients on --tls-port"
+        );
+    }
+    let tls_clients = match &settings.client_tls {
+        Some((port, _)) => {
+            let host = settings
+                .client_addr
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(h, _)| h);
+            let address = format!("{host}:{port}");
+            Some(TcpListener::bind(&address).await.map_err(|e| {
+                StartError(format!("cannot listen for TLS clients on {address}: {e}"))
+            })?)
+        }
+        None => None,
+    };
     let admin = match &settings.admin_addr {
         Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
             StartError(format!("cannot listen for the admin endpoint on {a}: {e}"))
@@ -181,6 +233,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let client_addr = clients
         .local_addr()
         .map_err(|e| StartError(format!("client listener: {e}")))?;
+    let tls_addr = match &tls_clients {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| StartError(format!("TLS client listener: {e}")))?,
+        ),
+        None => None,
+    };
     let admin_addr = match &admin {
         Some(l) => Some(
             l.local_addr()
@@ -193,21 +252,37 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         metrics: Arc::new(Metrics::new()),
         file: Some(file),
         tcp: Some(tcp),
+        client_tls: client_tls.clone(),
         client_address: client_addr.to_string(),
         admin_address: admin_addr.map(|a| a.to_string()),
         started: Instant::now(),
     });
     let (shutdown, watch_rx) = watch::channel(false);
+    // Both client listeners share one limit on connections.
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut tasks = vec![tokio::spawn(crate::server::serve(
         clients,
         ctx.clone(),
         settings.clone(),
+        slots.clone(),
+        None,
         watch_rx.clone(),
     ))];
+    if let Some(l) = tls_clients {
+        tasks.push(tokio::spawn(crate::server::serve(
+            l,
+            ctx.clone(),
+            settings.clone(),
+            slots,
+            client_tls,
+            watch_rx.clone(),
+        )));
+    }
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::serve_admin(
             l,
             ctx.clone(),
+            admin_tls.clone(),
             watch_rx.clone(),
         )));
     }
@@ -223,14 +298,64 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     Ok(Running {
         ctx,
         client_addr,
+        tls_addr,
         admin_addr,
+        certs_dir: settings.certs_dir.clone(),
+        admin_tls,
         shutdown,
         tasks,
         _lock: lock,
     })
 }
 
+/// Reads the node's TLS material from `dir` and checks that it is this
+/// node's, with errors that say what to do.
+fn load_peer_tls(dir: &Path, id: &str, cluster: &str) -> Result<TlsConfig, StartError> {
+    let tls = crate::tls::peer_tls(dir)
+        .map_err(|e| StartError(format!("--certs-dir {}: {e}", dir.display())))?;
+    if !tls.is_for_node(cluster, id) {
+        return Err(StartError(format!(
+            "--certs-dir {}: {} is not this node's: it does not name node {id:?} of cluster {cluster:?} (make this node's with `raft-kv cert create-node --id {id} --cluster {cluster} --host <its peer host>`)",
+            dir.display(),
+            crate::tls::NODE_CERT
+        )));
+    }
+    Ok(tls)
+}
+
 impl Running {
+    /// Reads every TLS file again (SIGHUP): the peer certificate and CA
+    /// bundle, the TLS port's and the admin endpoint's certificates. What
+    /// fails to load keeps its old configuration; the errors say which.
+    pub fn reload_tls(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let (Some(dir), Some(tcp)) = (&self.certs_dir, &self.ctx.tcp) {
+            let node = &self.ctx.node;
+            match load_peer_tls(dir, node.id(), node.cluster()) {
+                Ok(tls) => match tcp.reload_tls(tls) {
+                    Ok(closed) => info!(closed, "peer TLS reloaded from {}", dir.display()),
+                    Err(e) => errors.push(format!("peer TLS: {e}")),
+                },
+                Err(e) => errors.push(format!("peer TLS: {e}")),
+            }
+        }
+        for (what, acceptor) in [
+            ("--tls-port", &self.ctx.client_tls),
+            ("--admin-tls", &self.admin_tls),
+        ] {
+            if let Some(acceptor) = acceptor {
+                match acceptor.reload() {
+                    Ok(()) => info!("{what} TLS reloaded"),
+                    Err(e) => errors.push(format!("{what}: {e}")),
+                }
+            }
+        }
+        for e in &errors {
+            warn!(error = %e, "TLS reload failed; the previous configuration stays");
+        }
+        errors
+    }
+
     /// Stops listening, closes client connections, shuts the node down.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -262,19 +387,35 @@ pub fn init_logging(level: Option<&str>) {
 /// `raft-kv serve`: starts, prints where it listens, runs until SIGTERM or
 /// Ctrl-C, then shuts down gracefully.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let running = start(settings).await?;
+    let admin_scheme = if settings.admin_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let running = Arc::new(start(settings).await?);
     let node = &running.ctx.node;
     println!(
-        "raft-kv node {} of cluster {}: clients on {}, peers on {}{}",
+        "raft-kv node {} of cluster {}: clients on {}{}, peers on {} ({}){}",
         node.id(),
         node.cluster(),
         running.client_addr,
+        running
+            .tls_addr
+            .map(|a| format!(" (TLS on {a})"))
+            .unwrap_or_default(),
         node.address(),
+        if running.certs_dir.is_some() {
+            "mutual TLS"
+        } else {
+            "INSECURE: no TLS"
+        },
         running
             .admin_addr
-            .map(|a| format!(", admin on http://{a}"))
+            .map(|a| format!(", admin on {admin_scheme}://{a}"))
             .unwrap_or_default()
     );
+    let reloader = tokio::spawn(reload_on_hangup(running.clone()));
+    let node = node.clone();
     info!(
         id = node.id(),
         role = ?node.role(),
@@ -283,8 +424,13 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     );
     wait_for_signal().await;
     info!("shutting down");
-    hand_over(node).await;
-    running.stop().await;
+    reloader.abort();
+    let _ = reloader.await;
+    hand_over(&node).await;
+    match Arc::try_unwrap(running) {
+        Ok(running) => running.stop().await,
+        Err(_) => warn!("the server is still in use; stopping the node only"),
+    }
     info!("stopped");
     Ok(())
 }
@@ -315,6 +461,25 @@ async fn hand_over(node: &Node) {
             Ok(Err(e)) => warn!(to = %to, error = %e, "leadership hand-over failed"),
             Err(_) => warn!(to = %to, "leadership hand-over timed out"),
         }
+    }
+}
+
+/// Reloads the TLS files on every SIGHUP.
+async fn reload_on_hangup(running: Arc<Running>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reloading the TLS certificates");
+            running.reload_tls();
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = running;
     }
 }
 

@@ -14,23 +14,30 @@ use tracing::{debug, info, warn};
 
 use crate::cmd::{self, Command, Session};
 use crate::config::Settings;
-use crate::connection::{Connection, ConnectionError};
+use crate::connection::{ClientStream, Connection, ConnectionError};
 use crate::context::Context;
 use crate::frame::put_error;
 use crate::store::{encode_reads, encode_writes, Read, Write};
+use crate::tls::ReloadableAcceptor;
 
 /// The most argument bytes grouped into one log entry; a larger run of
 /// writes is split (a single larger command goes alone).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// Serves clients on `listener` until `shutdown` turns true.
+/// How long a TLS client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves clients on `listener` until `shutdown` turns true; over TLS if
+/// `tls` is given (the `--tls-port` listener). Both listeners share the
+/// connection limit `slots`.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Context>,
     settings: Arc<Settings>,
+    slots: Arc<Semaphore>,
+    tls: Option<ReloadableAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -52,10 +59,37 @@ pub async fn serve(
         };
         ctx.metrics.connection_opened();
         let (ctx, settings, shutdown) = (ctx.clone(), settings.clone(), shutdown.clone());
+        let acceptor = tls.as_ref().map(ReloadableAcceptor::acceptor);
         tokio::spawn(async move {
             debug!(%peer, "client connected");
             let metrics = ctx.metrics.clone();
-            match handle(stream, ctx, settings, shutdown).await {
+            let _ = stream.set_nodelay(true);
+            let stream = match acceptor {
+                None => ClientStream::Plain(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            ClientStream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls)))
+                        }
+                        Ok(Err(e)) => {
+                            metrics.tls_handshake_failed();
+                            debug!(%peer, error = %e, "client TLS handshake failed");
+                            metrics.connection_closed();
+                            drop(permit);
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_failed();
+                            debug!(%peer, "client TLS handshake timed out");
+                            metrics.connection_closed();
+                            drop(permit);
+                            return;
+                        }
+                    }
+                }
+            };
+            match handle(stream, peer.to_string(), ctx, settings, shutdown).await {
                 Ok(()) => debug!(%peer, "client disconnected"),
                 Err(ConnectionError::Io(e)) => {
                     debug!(%peer, error = %e, "client connection failed")
@@ -79,12 +113,13 @@ async fn refuse(mut stream: TcpStream) {
 }
 
 async fn handle(
-    stream: TcpStream,
+    stream: ClientStream,
+    peer: String,
     ctx: Arc<Context>,
     settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let mut conn = Connection::new(stream, settings.max_request_bytes);
+    let mut conn = Connection::new(stream, peer, settings.max_request_bytes);
     let mut session = Session::new(conn.peer(), &settings);
     let mut requests = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);

@@ -1124,6 +1124,7 @@ fn a_second_process_on_the_same_data_directory_is_refused() {
             "127.0.0.1:0",
             "--peer-addr",
             "127.0.0.1:0",
+            "--insecure",
         ])
         .arg("--data-dir")
         .arg(&c.node(0).data_dir)

@@ -86,7 +86,7 @@ fn mib(bytes: usize) -> f64 {
 
 fn node_options(id: &str, port: u16, dir: &std::path::Path, blob: Bytes) -> Options {
     let address = format!("127.0.0.1:{port}");
-    let mut tcp = TcpOptions::new(id, "big");
+    let mut tcp = TcpOptions::new(id, "big").insecure();
     tcp.advertise = Some(address.clone());
     Options {
         id: Some(id.into()),

@@ -155,12 +155,12 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async move {
-        let server = TcpTransport::new(TcpOptions::new("server", "bench")).expect("options");
+        let server = TcpTransport::new(TcpOptions::new("server", "bench").insecure()).expect("options");
         let address = server
             .listen("127.0.0.1:0", Arc::new(Sink))
             .await
             .expect("listen");
-        let client = TcpTransport::new(TcpOptions::new("client", "bench")).expect("options");
+        let client = TcpTransport::new(TcpOptions::new("client", "bench").insecure()).expect("options");
         let connection = client.connect(&address).await.expect("connect");
         println!("TCP transport on loopback ({address}), one connection, {secs} s per case, 2 worker threads");
         println!();

@@ -28,6 +28,7 @@ pub mod persistence;
 mod runtime;
 mod state_machine;
 pub mod testkit;
+pub mod tls;
 pub mod transport;
 
 pub use error::{LeaderInfo, NodeError};

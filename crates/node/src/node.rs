@@ -932,10 +932,8 @@ impl Handler for NodeHandler {
             };
         }
         if envelope.cluster != node.inner.cluster_number {
-            return Reply::Error(format!(
-                "refused: this node belongs to cluster {}",
-                node.inner.cluster
-            ));
+            // The peer's cluster is not ours: it learns nothing of ours.
+            return Reply::Error("refused: this node is of another cluster".into());
         }
         // Forwarded calls are handled here, never forwarded again (no loops).
         let result = match envelope.request {

@@ -1,5 +1,5 @@
-//! A 3-node cluster over TCP on 127.0.0.1 with file persistence, in real
-//! time: the leader is killed, nodes are isolated and links partitioned (by
+//! A 3-node cluster over TCP with mutual TLS on 127.0.0.1 with file
+//! persistence, in real time: the leader is killed, nodes are isolated and links partitioned (by
 //! closing and blocking connections with a [`FaultyTransport`]), nodes are
 //! crashed and restarted from their directories, one is shut down cleanly
 //! and restarted, while clients read, write and compare-and-set; the
@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_lincheck::{Input, Operation, Output};
 use raft_node::persistence::file::FilePersistence;
+use raft_node::tls::{CertificateAuthority, TlsConfig, Validity};
 use raft_node::{
     kv_get, Bootstrap, Change, FaultyTransport, KvCommand, KvOutput, Node, NodeError, Options,
     Persistence, PersistenceError, Role, State, TcpOptions, TcpTransport, TransportError,
@@ -88,8 +89,28 @@ fn free_addresses() -> Vec<String> {
         .collect()
 }
 
+/// The cluster's certificate authority (one per test process).
+fn authority() -> &'static CertificateAuthority {
+    static CA: std::sync::OnceLock<CertificateAuthority> = std::sync::OnceLock::new();
+    CA.get_or_init(|| CertificateAuthority::generate(Validity::days(1)).expect("a CA"))
+}
+
+/// Mutual TLS for node `id`: a certificate from the cluster's CA.
+fn tls(id: &str) -> TlsConfig {
+    let ca = authority();
+    let issued = ca
+        .issue_node(CLUSTER, id, &["127.0.0.1".into()], Validity::days(1))
+        .expect("a node certificate");
+    TlsConfig::from_pem(
+        ca.certificate_pem().as_bytes(),
+        issued.certificate_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+    )
+    .expect("valid TLS material")
+}
+
 fn tcp_options(id: &str) -> TcpOptions {
-    let mut o = TcpOptions::new(id, CLUSTER);
+    let mut o = TcpOptions::new(id, CLUSTER).with_tls(tls(id));
     o.request_timeout = Duration::from_secs(1);
     o.connect_timeout = Duration::from_millis(500);
     o.reconnect_backoff_max = Duration::from_millis(200);

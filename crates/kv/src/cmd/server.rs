@@ -64,6 +64,40 @@ pub fn allowed_before_auth(command: &Command) -> bool {
     )
 }
 
+/// INFO's TLS section: between nodes and on the TLS port, with the
+/// counters of refused peers and clients.
+fn info_tls(s: &mut String, ctx: &Context) {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let _ = write!(s, "# TLS\r\n");
+    if let Some(tcp) = &ctx.tcp {
+        let stats = tcp.stats();
+        let tls = tcp.tls();
+        let _ = write!(
+            s,
+            "tls_peers:{}\r\ntls_peer_cert_not_after:{}\r\ntls_peer_handshake_failures:{}\r\ntls_peer_identity_mismatches:{}\r\ntls_peer_sender_mismatches:{}\r\ntls_peer_reloads:{}\r\ntls_peer_closed_by_reload:{}\r\n",
+            if tls.is_some() { "mutual" } else { "off" },
+            tls.map_or(0, |t| unix(t.certificate().not_after)),
+            stats.tls_handshake_failures,
+            stats.identity_mismatches,
+            stats.sender_mismatches,
+            stats.tls_reloads,
+            stats.closed_by_reload,
+        );
+    }
+    let _ = write!(
+        s,
+        "tls_clients:{}\r\ntls_client_cert_not_after:{}\r\ntls_client_handshake_failures:{}\r\n\r\n",
+        if ctx.client_tls.is_some() { "on" } else { "off" },
+        ctx.client_tls
+            .as_ref()
+            .map_or(0, |t| unix(t.certificate().not_after)),
+        ctx.metrics.snapshot().tls_handshake_failures,
+    );
+}
+
 /// Whether `name` is a valid client name (CLIENT SETNAME, HELLO SETNAME).
 fn valid_client_name(name: &[u8]) -> bool {
     !name.iter().any(|b| *b <= b' ' || *b > b'~')
@@ -592,6 +626,9 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
             );
         }
         s.push_str("\r\n");
+    }
+    if want("tls") {
+        info_tls(&mut s, ctx);
     }
     if want("keyspace") {
         let keys = ctx

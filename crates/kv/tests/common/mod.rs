@@ -301,7 +301,39 @@ pub struct Cluster {
     pub name: String,
     /// Flags given to every node.
     pub extra: Vec<String>,
+    /// The cluster's certificate authority (nodes get certificates from it
+    /// unless `extra` has `--insecure`).
+    pub ca: raft_node::tls::CertificateAuthority,
     dir: tempfile::TempDir,
+}
+
+/// Makes node `id`'s certificates directory under `parent` (from `ca`, for
+/// `cluster`, host 127.0.0.1) and returns its `--certs-dir` flag, unless
+/// `extra` asks for `--insecure`.
+pub fn certs_args(
+    ca: &raft_node::tls::CertificateAuthority,
+    cluster: &str,
+    id: &str,
+    parent: &Path,
+    extra: &[String],
+) -> Vec<String> {
+    if extra
+        .iter()
+        .any(|a| a == "--insecure" || a == "--certs-dir")
+    {
+        return Vec::new();
+    }
+    let dir = parent.join(format!("{id}-certs"));
+    let _ = std::fs::remove_dir_all(&dir);
+    raft_kv::cert::make_node_dir(ca, cluster, id, &["127.0.0.1".into()], 30, &dir)
+        .expect("make a node's certificates");
+    vec!["--certs-dir".into(), dir.display().to_string()]
+}
+
+/// A new certificate authority for a test cluster.
+pub fn new_ca() -> raft_node::tls::CertificateAuthority {
+    raft_node::tls::CertificateAuthority::generate(raft_node::tls::Validity::days(30))
+        .expect("make a CA")
 }
 
 fn node_args(
@@ -355,6 +387,7 @@ impl Cluster {
                 .unwrap_or_default()
         );
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let ca = new_ca();
         // Ports are free when chosen, but another process may take one
         // before the node binds it: then start over with new ones.
         for _attempt in 0..5 {
@@ -379,6 +412,7 @@ impl Cluster {
                     args.push("--members".into());
                     args.push(members.join(","));
                 }
+                args.extend(certs_args(&ca, &name, &id, dir.path(), &extra));
                 nodes.push(Node {
                     id,
                     peer_addr: format!("127.0.0.1:{}", ports[2 * i]),
@@ -393,6 +427,7 @@ impl Cluster {
                     nodes,
                     name,
                     extra,
+                    ca,
                     dir,
                 };
             }
@@ -411,6 +446,13 @@ impl Cluster {
             let mut args = node_args(id, &self.name, ports[0], ports[1], &data_dir, &self.extra);
             args.push("--join".into());
             args.push(via.to_string());
+            args.extend(certs_args(
+                &self.ca,
+                &self.name,
+                id,
+                self.dir.path(),
+                &self.extra,
+            ));
             let mut node = Node {
                 id: id.to_string(),
                 peer_addr: format!("127.0.0.1:{}", ports[0]),
@@ -425,6 +467,21 @@ impl Cluster {
             }
         }
         panic!("could not start {id}: ports kept being taken");
+    }
+
+    /// The cluster's temporary directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Node `id`'s certificates directory (given as `--certs-dir`).
+    pub fn certs_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(format!("{id}-certs"))
+    }
+
+    /// The node at index `i`, to change.
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
     }
 
     /// The node at index `i`.
@@ -551,6 +608,24 @@ impl Drop for Cluster {
             eprintln!("data kept in {}", self.dir.path().display());
         }
     }
+}
+
+/// `INFO <section>` of a node, or `None` if it does not answer.
+pub fn info(node: &Node, section: &str) -> Option<String> {
+    let mut con = node.try_conn(None).ok()?;
+    con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    redis::cmd("INFO")
+        .arg(section)
+        .query::<String>(&mut con)
+        .ok()
+}
+
+/// A number field of `INFO <section>` (0 if the node does not answer).
+pub fn info_number(node: &Node, section: &str, name: &str) -> u64 {
+    info(node, section)
+        .and_then(|i| field(&i, name))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `INFO raft` of a node, or `None` if it does not answer.

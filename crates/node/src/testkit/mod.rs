@@ -1,3 +1,6 @@
-//! Conformance kits (placeholder).
+//! Conformance kits: checks that any [`crate::Transport`] or
+//! [`crate::Persistence`], shipped or third-party, behaves the way the node
+//! relies on; [`authentication`] for transports that authenticate nodes.
+pub mod authentication;
 pub mod persistence;
 pub mod transport;

@@ -96,6 +96,10 @@ pub struct Setup {
     /// A number the kit never passes twice: use it to make names and
     /// addresses unique.
     pub index: usize,
+    /// The node id of the transport (`kit-node-<index>`): a transport that
+    /// authenticates nodes (TCP with TLS) is made with a certificate for
+    /// it, and the Raft messages the kit sends over it come from this node.
+    pub node_id: String,
     /// How long `invoke` must wait for a reply before failing with
     /// [`TransportError::Timeout`]. The kit keeps it short so that its
     /// checks stay fast in real time.
@@ -202,9 +206,20 @@ where
     pub async fn request_reply(&self) {
         const CHECK: &str = "request_reply";
         let (server, address, recorder) = self.serve(CHECK, "server").await;
-        let (client, _) = self.make().await;
+        let (client, _, client_id) = self.make_node().await;
         let connection = self.connect(CHECK, &client, &address).await;
-        let samples = sample_envelopes();
+        // The Raft messages come from the client's node: a transport that
+        // authenticates nodes lets a node speak only for itself.
+        let from = crate::ids::node_number(&client_id);
+        let samples: Vec<Envelope> = sample_envelopes()
+            .into_iter()
+            .map(|mut envelope| {
+                if let Request::Raft(message) = &mut envelope.request {
+                    message.from = from;
+                }
+                envelope
+            })
+            .collect();
         for (i, envelope) in samples.iter().enumerate() {
             let expected = reply_to("server", &envelope.request);
             let reply = self
@@ -655,11 +670,21 @@ where
 
     /// A fresh transport and its address.
     async fn make(&self) -> (Arc<dyn Transport>, String) {
+        let (transport, address, _) = self.make_node().await;
+        (transport, address)
+    }
+
+    /// A fresh transport, its address and its node id.
+    async fn make_node(&self) -> (Arc<dyn Transport>, String, String) {
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+        let node_id = format!("kit-node-{index}");
         let setup = Setup {
-            index: self.next_index.fetch_add(1, Ordering::Relaxed),
+            index,
+            node_id: node_id.clone(),
             request_timeout: self.request_timeout,
         };
-        (self.factory)(setup).await
+        let (transport, address) = (self.factory)(setup).await;
+        (transport, address, node_id)
     }
 
     /// A fresh transport listening with a recorder named `name`.
@@ -816,20 +841,20 @@ where
 
 /// The kit's handler: records what it receives and answers with
 /// [`reply_to`] (or never, for [`HANG`]).
-struct Recorder {
+pub(crate) struct Recorder {
     name: String,
     seen: Mutex<Vec<Envelope>>,
 }
 
 impl Recorder {
-    fn new(name: &str) -> Arc<Recorder> {
+    pub(crate) fn new(name: &str) -> Arc<Recorder> {
         Arc::new(Recorder {
             name: name.to_owned(),
             seen: Mutex::new(Vec::new()),
         })
     }
 
-    fn seen(&self) -> Vec<Envelope> {
+    pub(crate) fn seen(&self) -> Vec<Envelope> {
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -854,7 +879,7 @@ impl Handler for Recorder {
 
 /// What the kit's handler named `name` answers to `request` (`None`: it
 /// never answers). Every reply type appears.
-fn reply_to(name: &str, request: &Request) -> Option<Reply> {
+pub(crate) fn reply_to(name: &str, request: &Request) -> Option<Reply> {
     let reply = match request {
         Request::Raft(_) => Reply::Ack,
         Request::Command(payload) if payload.as_ref() == HANG => return None,
@@ -906,7 +931,7 @@ fn hang() -> Envelope {
 }
 
 /// A short description of an envelope (its payloads may be large).
-fn describe(envelope: &Envelope) -> String {
+pub(crate) fn describe(envelope: &Envelope) -> String {
     let mut out = format!(
         "{} request, cluster {:#x}",
         envelope.request.kind(),

@@ -9,7 +9,8 @@
 //! use raft_node::transport::faulty::FaultyTransport;
 //! use raft_node::{Node, Options, TcpOptions, TcpTransport};
 //!
-//! let tcp = TcpTransport::new(TcpOptions::new("n1", "my-cluster"))?;
+//! let tls = raft_node::tls::TlsConfig::from_pem_files("certs/ca.crt", "certs/node.crt", "certs/node.key")?;
+//! let tcp = TcpTransport::new(TcpOptions::new("n1", "my-cluster").with_tls(tls))?;
 //! let faulty = Arc::new(FaultyTransport::new(Arc::new(tcp)));
 //! let node = Node::new(Options {
 //!     transport: Some(faulty.clone()),
@@ -547,7 +548,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let address = listener.local_addr().expect("address").to_string();
             drop(listener);
-            let mut options = TcpOptions::new(format!("kit-{}", setup.index), "kit");
+            let mut options = TcpOptions::new(format!("kit-{}", setup.index), "kit").insecure();
             options.request_timeout = setup.request_timeout;
             options.advertise = Some(address.clone());
             let inner: Arc<dyn Transport> = Arc::new(TcpTransport::new(options).expect("options"));
@@ -674,13 +675,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn over_tcp_a_block_closes_the_socket_and_an_unblock_reconnects() {
-        let server = Arc::new(TcpTransport::new(TcpOptions::new("server", "c")).expect("options"));
+        let server = Arc::new(
+            TcpTransport::new(TcpOptions::new("server", "c").insecure()).expect("options"),
+        );
         let address = server
             .listen("127.0.0.1:0", Arc::new(Echo))
             .await
             .expect("listen");
         let client = FaultyTransport::new(Arc::new(
-            TcpTransport::new(TcpOptions::new("client", "c")).expect("options"),
+            TcpTransport::new(TcpOptions::new("client", "c").insecure()).expect("options"),
         ));
         let connection = client.connect(&address).await.expect("connect");
         assert_eq!(

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::frame::{self, FrameDecoder, FrameKind, Hello, VERSION};
 use super::session::{Ending, Out, Session, Side, Waiter};
+use super::stream::{PeerAuth, PeerStream};
 use super::{add_bytes, bump, lock, millis, Shared, TcpOptions};
+use crate::tls::{describe_rustls_error, server_name, CertificateInfo, TlsConfig};
 use crate::transport::{Connection, Envelope, Handler, Reply, TransportError};
 
 /// A request queued on a connection, waiting to be written.
@@ -66,6 +68,11 @@ impl ConnShared {
         }
         let back = lock(&self.back).take();
         drop(back);
+    }
+
+    /// The TCP connection in use, if any.
+    pub(crate) fn current(&self) -> Option<Arc<Session>> {
+        lock(&self.current).clone()
     }
 
     /// Starts using `session`: serves the back channel over it, if any.
@@ -443,32 +450,101 @@ fn unreachable(address: &str, reason: String) -> TransportError {
     }
 }
 
-/// Checks a peer's handshake against this side's options; the reason for
-/// refusing it.
-pub(crate) fn check_hello(options: &TcpOptions, hello: &Hello) -> Result<(), String> {
+/// Why a handshake was refused: the full story for this side's log, and
+/// what the peer is told (never this node's cluster or id: a refused peer
+/// may be a stranger).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub log: String,
+    pub peer: String,
+}
+
+impl Refusal {
+    fn same(reason: String) -> Refusal {
+        Refusal {
+            log: reason.clone(),
+            peer: reason,
+        }
+    }
+}
+
+/// Checks a peer's handshake against this side's options.
+pub(crate) fn check_hello(options: &TcpOptions, hello: &Hello) -> Result<(), Refusal> {
     if hello.version != VERSION {
-        return Err(format!(
-            "protocol version mismatch: {VERSION} (node {:?}) vs {} (node {:?})",
-            options.node_id, hello.version, hello.node
-        ));
+        return Err(Refusal {
+            log: format!(
+                "protocol version mismatch: {VERSION} (node {:?}) vs {} (node {:?})",
+                options.node_id, hello.version, hello.node
+            ),
+            peer: format!(
+                "protocol version mismatch: this node speaks version {VERSION}, not {}",
+                hello.version
+            ),
+        });
     }
     if hello.cluster != options.cluster {
-        return Err(format!(
-            "cluster mismatch: {:?} (node {:?}) vs {:?} (node {:?})",
-            options.cluster, options.node_id, hello.cluster, hello.node
-        ));
+        return Err(Refusal {
+            log: format!(
+                "cluster mismatch: {:?} (node {:?}) vs {:?} (node {:?})",
+                options.cluster, options.node_id, hello.cluster, hello.node
+            ),
+            peer: format!(
+                "cluster mismatch: this node is not of cluster {:?}",
+                hello.cluster
+            ),
+        });
     }
     if (hello.max_frame as usize) < super::MIN_FRAME_SIZE {
-        return Err(format!(
+        return Err(Refusal::same(format!(
             "the peer's maximum frame size {} is below the minimum of {}",
             hello.max_frame,
             super::MIN_FRAME_SIZE
-        ));
+        )));
     }
     if hello.max_in_flight == 0 {
-        return Err("the peer takes no request in flight".to_owned());
+        return Err(Refusal::same(
+            "the peer takes no request in flight".to_owned(),
+        ));
     }
     Ok(())
+}
+
+/// Checks that the certificate a TLS peer showed names the node its
+/// handshake claims (in this cluster): who it is for the rest of the
+/// session.
+pub(crate) fn check_identity(
+    options: &TcpOptions,
+    stream: &PeerStream,
+    hello: &Hello,
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
+) -> Result<Option<PeerAuth>, Refusal> {
+    if matches!(stream, PeerStream::Plain(_)) {
+        return Ok(None);
+    }
+    let chain = stream.peer_certificates().unwrap_or_default();
+    let Some(end_entity) = chain.first() else {
+        return Err(Refusal::same("the peer showed no certificate".into()));
+    };
+    let named = CertificateInfo::from_der(end_entity, "the peer's certificate")
+        .map(|info| info.is_for_node(&options.cluster, &hello.node))
+        .unwrap_or(false);
+    if !named {
+        return Err(Refusal {
+            log: format!(
+                "the peer claims to be node {:?} of cluster {:?}, but its certificate names another node",
+                hello.node, hello.cluster
+            ),
+            peer: format!(
+                "your certificate does not name node {:?}: a node must use its own certificate",
+                hello.node
+            ),
+        });
+    }
+    Ok(Some(PeerAuth {
+        node: crate::ids::node_number(&hello.node),
+        chain,
+        server_name,
+    }))
 }
 
 /// This side's handshake.
@@ -487,9 +563,9 @@ pub(crate) fn our_hello(transport: &Shared) -> Hello {
 /// Reads the peer's handshake frame from `stream` into `buf`: its `Hello`,
 /// or what went wrong (`Err(Ok(reason))` if the peer refused us with a
 /// `Close` frame, `Err(Err(reason))` for anything else, counted).
-pub(crate) async fn read_hello(
+pub(crate) async fn read_hello<S: AsyncRead + Unpin>(
     transport: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Hello, Result<String, String>> {
     let counters = &transport.counters;
@@ -542,13 +618,25 @@ pub(crate) async fn dial(
 ) -> Result<Arc<Session>, TransportError> {
     let options = &transport.options;
     let attempt = async {
-        let mut stream = TcpStream::connect(address)
+        let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let tls = transport.tls();
+        let (mut stream, name) = match &tls {
+            None => (PeerStream::Plain(tcp), None),
+            Some(tls) => {
+                let (stream, name) = tls_connect(transport, tls, address, tcp).await?;
+                (stream, Some(name))
+            }
+        };
         let ours = our_hello(transport).frame();
         stream
             .write_all(&ours)
+            .await
+            .map_err(|e| format!("write error during the handshake: {e}"))?;
+        stream
+            .flush()
             .await
             .map_err(|e| format!("write error during the handshake: {e}"))?;
         add_bytes(&transport.counters.bytes_sent, ours.len());
@@ -565,17 +653,24 @@ pub(crate) async fn dial(
                 return Err(reason);
             }
         };
-        if let Err(reason) = check_hello(options, &hello) {
-            bump(&transport.counters.handshakes_refused);
-            tracing::warn!(peer = %address, node = %hello.node, %reason, "refusing the peer's handshake");
-            let close = frame::close_frame(&reason);
-            if stream.write_all(&close).await.is_ok() {
-                add_bytes(&transport.counters.bytes_sent, close.len());
+        let checked = check_hello(options, &hello).and_then(|()| {
+            check_identity(options, &stream, &hello, name).inspect_err(|_| {
+                bump(&transport.counters.identity_mismatches);
+            })
+        });
+        match checked {
+            Ok(auth) => Ok((stream, buf, hello, auth)),
+            Err(refusal) => {
+                bump(&transport.counters.handshakes_refused);
+                tracing::warn!(peer = %address, node = %hello.node, reason = %refusal.log, "refusing the peer's handshake");
+                let close = frame::close_frame(&refusal.peer);
+                if stream.write_all(&close).await.is_ok() {
+                    add_bytes(&transport.counters.bytes_sent, close.len());
+                }
+                let _ = stream.shutdown().await;
+                Err(format!("refused the peer's handshake: {}", refusal.log))
             }
-            let _ = stream.shutdown().await;
-            return Err(format!("refused the peer's handshake: {reason}"));
         }
-        Ok((stream, buf, hello))
     };
     let result = match tokio::time::timeout(options.connect_timeout, attempt).await {
         Ok(result) => result,
@@ -585,9 +680,9 @@ pub(crate) async fn dial(
         )),
     };
     match result {
-        Ok((stream, buf, hello)) => {
+        Ok((stream, buf, hello, auth)) => {
             bump(&transport.counters.connections_opened);
-            tracing::debug!(peer = %address, node = %hello.node, "TCP connection established");
+            tracing::debug!(peer = %address, node = %hello.node, tls = auth.is_some(), "TCP connection established");
             Ok(Session::start(
                 transport.clone(),
                 stream,
@@ -595,6 +690,7 @@ pub(crate) async fn dial(
                 Side::Dialed,
                 address.to_owned(),
                 hello,
+                auth,
                 back,
             ))
         }
@@ -602,5 +698,46 @@ pub(crate) async fn dial(
             bump(&transport.counters.connect_failures);
             Err(unreachable(address, reason))
         }
+    }
+}
+
+/// The TLS handshake of a dialed connection: the listener's certificate
+/// must chain to a trusted CA and be valid for the host dialed.
+async fn tls_connect(
+    transport: &Shared,
+    tls: &TlsConfig,
+    address: &str,
+    tcp: TcpStream,
+) -> Result<(PeerStream, rustls::pki_types::ServerName<'static>), String> {
+    let name = server_name(address)?;
+    let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+    match connector.connect(name.clone(), tcp).await {
+        Ok(stream) => Ok((
+            PeerStream::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))),
+            name,
+        )),
+        Err(e) => {
+            bump(&transport.counters.tls_handshake_failures);
+            let reason = tls_failure(&e);
+            tracing::warn!(peer = %address, %reason, "TLS handshake with a peer failed");
+            Err(format!("TLS handshake failed: {reason}"))
+        }
+    }
+}
+
+/// What went wrong in a TLS handshake, in words an operator acts on.
+pub(crate) fn tls_failure(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => {
+            format!("the peer refused our certificate ({alert:?})")
+        }
+        Some(tls) => describe_rustls_error(tls),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the peer closed the connection (it may not speak TLS, or refused us)".into()
+        }
+        None => e.to_string(),
     }
 }

@@ -1,13 +1,17 @@
-//! The TCP transport: nodes reach each other over TCP (on tokio), with a
-//! compact binary encoding, pipelining, back-pressure, timeouts and
-//! reconnection.
+//! The TCP transport: nodes reach each other over TCP (on tokio), with
+//! mutual TLS, a compact binary encoding, pipelining, back-pressure,
+//! timeouts and reconnection.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
+//! use raft_node::tls::TlsConfig;
 //! use raft_node::{Bootstrap, Node, Options, TcpOptions, TcpTransport};
 //!
-//! let transport = TcpTransport::new(TcpOptions::new("n1", "my-cluster"))?;
+//! // ca.crt: the cluster's CA; node.crt, node.key: this node's certificate
+//! // (CertificateAuthority::issue_node, or `raft-kv cert create-node`).
+//! let tls = TlsConfig::from_pem_files("certs/ca.crt", "certs/node.crt", "certs/node.key")?;
+//! let transport = TcpTransport::new(TcpOptions::new("n1", "my-cluster").with_tls(tls))?;
 //! let node = Node::new(Options {
 //!     id: Some("n1".into()),
 //!     cluster: Some("my-cluster".into()),
@@ -36,15 +40,35 @@
 //! if it still can. Nothing a peer sends makes this transport panic, and a
 //! bad connection never holds up the listener or other connections.
 //!
+//! # Security
+//!
+//! With [`TcpOptions::tls`] (see [`crate::tls`]), every connection starts
+//! with a TLS 1.3 handshake in which both sides show a certificate from the
+//! cluster's CA; the connecting side also checks that the listener's
+//! certificate is valid for the host it dialed. Then, inside TLS, the
+//! handshake below runs, and each side checks that the other's certificate
+//! names the node id its `Hello` claims, in this cluster. From then on a
+//! Raft message whose sender is not that node closes the connection
+//! ([`TcpStats::sender_mismatches`]). A peer that fails any of this has
+//! sent nothing the handler sees, and has learned nothing: the TLS
+//! handshake fails before raft-node's own bytes flow, and certificates name
+//! nodes only by a digest. [`TcpTransport::reload_tls`] installs renewed
+//! certificates and CA bundles without a restart.
+//!
+//! Without TLS a transport must be made [`TcpOptions::insecure`]
+//! explicitly: then any process that reaches the port and knows the
+//! cluster's name can send Raft messages as any node.
+//!
 //! # Handshake
 //!
 //! The connecting side sends a `Hello` first (magic, protocol version, its
 //! maximum frame size, its cluster id, its node id, the address it listens
 //! at); the listener checks it and answers with its own `Hello`, which the
 //! connecting side checks in turn. A peer of another cluster (or another
-//! protocol version) is refused with a `Close` frame whose reason reads
-//! `cluster mismatch: "ours" (node a) vs "theirs" (node b)`: both sides log
-//! it, the refusing side counts it in [`TcpStats::handshakes_refused`], the
+//! protocol version) is refused with a `Close` frame whose reason names
+//! only what the peer sent (`cluster mismatch: this node is not of cluster
+//! "theirs"`), never this node's cluster or id; both sides log it (the
+//! refusing side with both clusters and nodes), the refusing side counts it in [`TcpStats::handshakes_refused`], the
 //! refused side in [`TcpStats::refused_by_peer`], and the connecting side's
 //! `connect` fails with [`TransportError::Unreachable`] carrying the reason.
 //! A handshake must complete within [`TcpOptions::connect_timeout`].
@@ -137,11 +161,12 @@ mod client;
 pub mod frame;
 mod server;
 mod session;
+mod stream;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -150,6 +175,7 @@ use tokio::task::JoinHandle;
 #[cfg(doc)]
 use super::Reply;
 use super::{Connection, Handler, Transport, TransportError};
+use crate::tls::TlsConfig;
 use client::ConnShared;
 use session::Session;
 
@@ -207,6 +233,15 @@ pub struct TcpOptions {
     /// [module documentation](self)). Default: the first address this
     /// transport listens at, if any.
     pub advertise: Option<String>,
+    /// Mutual TLS between nodes (see [`crate::tls`]): the certificate must
+    /// name `node_id` of `cluster`. Default: none, which
+    /// [`TcpTransport::new`] refuses unless `insecure` is set.
+    pub tls: Option<TlsConfig>,
+    /// Run without TLS: plaintext, and any process that can reach the port
+    /// and knows the cluster's name can send Raft messages as any node.
+    /// Only for tests and networks where nothing else can connect. Default
+    /// false.
+    pub insecure: bool,
 }
 
 impl TcpOptions {
@@ -224,7 +259,21 @@ impl TcpOptions {
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(2),
             advertise: None,
+            tls: None,
+            insecure: false,
         }
+    }
+
+    /// These options with mutual TLS ([`TcpOptions::tls`]).
+    pub fn with_tls(mut self, tls: TlsConfig) -> TcpOptions {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// These options without TLS ([`TcpOptions::insecure`]).
+    pub fn insecure(mut self) -> TcpOptions {
+        self.insecure = true;
+        self
     }
 
     /// Checks the options; the error names the option and what is wrong.
@@ -269,6 +318,20 @@ impl TcpOptions {
         if self.queue_capacity == 0 {
             return invalid("queue_capacity", "must be at least 1".into());
         }
+        match &self.tls {
+            None if !self.insecure => {
+                return invalid(
+                    "tls",
+                    "none given: give a TLS configuration (mutual TLS between nodes, see raft_node::tls) or set `insecure` to run without one (then anyone who can reach the port can send Raft messages)".into(),
+                )
+            }
+            None => {}
+            Some(tls) => {
+                if let Err(e) = tls.check_node(&self.cluster, &self.node_id) {
+                    return invalid("tls", e.to_string());
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -289,7 +352,8 @@ pub struct TcpStats {
     /// Outgoing connections re-established by a [`Connection`] after it
     /// lost its first.
     pub reconnects: u64,
-    /// Handshakes this side refused: another cluster or protocol version.
+    /// Handshakes this side refused: another cluster or protocol version,
+    /// or a certificate that does not name the node claimed.
     pub handshakes_refused: u64,
     /// Handshakes a peer refused.
     pub refused_by_peer: u64,
@@ -318,7 +382,24 @@ pub struct TcpStats {
     /// Bytes read from peers' sockets: every frame (handshakes included) on
     /// both dialed and accepted connections, counted as the socket gives
     /// them (a frame cut short by a broken connection counts what arrived).
+    /// With TLS, both byte counts are of raft-node's frames, before
+    /// encryption and after decryption.
     pub bytes_received: u64,
+    /// TLS handshakes that failed, either way: no certificate, one from an
+    /// untrusted CA, expired, not valid for the host dialed, or not TLS at
+    /// all. Nothing of raft-node's protocol was exchanged on them.
+    pub tls_handshake_failures: u64,
+    /// TLS peers whose certificate did not name the node their handshake
+    /// claimed (refused; counted in `handshakes_refused` too).
+    pub identity_mismatches: u64,
+    /// TLS connections closed for a Raft message whose sender was not the
+    /// node the connection authenticated.
+    pub sender_mismatches: u64,
+    /// TLS configurations installed by [`TcpTransport::reload_tls`].
+    pub tls_reloads: u64,
+    /// Connections closed by a reload because the peer's certificate was no
+    /// longer trusted.
+    pub closed_by_reload: u64,
 }
 
 /// The counters behind [`TcpStats`].
@@ -340,6 +421,11 @@ struct Counters {
     queue_full: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+    identity_mismatches: AtomicU64,
+    sender_mismatches: AtomicU64,
+    tls_reloads: AtomicU64,
+    closed_by_reload: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -371,6 +457,11 @@ impl Counters {
             queue_full: get(&self.queue_full),
             bytes_sent: get(&self.bytes_sent),
             bytes_received: get(&self.bytes_received),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
+            identity_mismatches: get(&self.identity_mismatches),
+            sender_mismatches: get(&self.sender_mismatches),
+            tls_reloads: get(&self.tls_reloads),
+            closed_by_reload: get(&self.closed_by_reload),
         }
     }
 }
@@ -415,6 +506,9 @@ struct Accepted {
 /// What a transport's tasks share.
 struct Shared {
     options: TcpOptions,
+    /// The TLS configuration in force (replaced by a reload); `None` for an
+    /// insecure transport.
+    tls: RwLock<Option<TlsConfig>>,
     counters: Counters,
     listening: Mutex<Vec<Listening>>,
     accepted: Mutex<Accepted>,
@@ -425,6 +519,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The TLS configuration in force.
+    fn tls(&self) -> Option<TlsConfig> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn serial(&self) -> u64 {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
     }
@@ -493,8 +595,24 @@ impl TcpTransport {
     /// connect; it needs a tokio runtime with I/O and time enabled.
     pub fn new(options: TcpOptions) -> Result<TcpTransport, TransportError> {
         options.validate()?;
+        if let Some(tls) = &options.tls {
+            let left = crate::tls::seconds_until(tls.certificate().not_after);
+            if left < 7 * 24 * 3600 {
+                tracing::warn!(
+                    node = %options.node_id,
+                    seconds_left = left,
+                    "the node's TLS certificate expires within a week (or has expired): make a new one and reload"
+                );
+            }
+        } else {
+            tracing::warn!(
+                node = %options.node_id,
+                "the TCP transport runs WITHOUT TLS (insecure): traffic between nodes is plaintext and unauthenticated"
+            );
+        }
         Ok(TcpTransport {
             shared: Arc::new(Shared {
+                tls: RwLock::new(options.tls.clone()),
                 options,
                 counters: Counters::default(),
                 listening: Mutex::new(Vec::new()),
@@ -505,9 +623,71 @@ impl TcpTransport {
         })
     }
 
-    /// The options.
+    /// The options (with the TLS configuration given at the start; see
+    /// [`TcpTransport::tls`] for the one in force).
     pub fn options(&self) -> &TcpOptions {
         &self.shared.options
+    }
+
+    /// The TLS configuration in force; `None` for an insecure transport.
+    pub fn tls(&self) -> Option<TlsConfig> {
+        self.shared.tls()
+    }
+
+    /// Installs a new TLS configuration (a renewed certificate, a new CA
+    /// bundle) without a restart: new connections use it at once.
+    /// Connections already open whose peer's certificate the new
+    /// configuration no longer trusts are closed (their peers reconnect,
+    /// and must show a certificate it trusts); the others go on. Returns how
+    /// many were closed. Fails, changing nothing, if the transport is
+    /// insecure or the certificate does not name this node.
+    pub fn reload_tls(&self, tls: TlsConfig) -> Result<usize, TransportError> {
+        let options = &self.shared.options;
+        if self.shared.tls().is_none() {
+            return Err(TransportError::Other(
+                "this transport runs without TLS: TLS cannot be turned on by a reload".into(),
+            ));
+        }
+        tls.check_node(&options.cluster, &options.node_id)
+            .map_err(|e| TransportError::Other(format!("TLS reload refused: {e}")))?;
+        *self
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tls.clone());
+        bump(&self.shared.counters.tls_reloads);
+        let mut sessions: Vec<Arc<Session>> = lock(&self.shared.accepted)
+            .sessions
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        sessions.extend(
+            lock(&self.shared.connections)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter_map(|c| c.current()),
+        );
+        let mut closed = 0;
+        for session in sessions {
+            let Some(auth) = &session.auth else { continue };
+            if let Err(reason) = tls.verify_peer(&auth.chain, auth.server_name.as_ref()) {
+                tracing::warn!(
+                    peer = %session.peer,
+                    node = %session.hello.node,
+                    %reason,
+                    "closing a connection: after the TLS reload the peer's certificate is no longer trusted"
+                );
+                bump(&self.shared.counters.closed_by_reload);
+                session.close(&format!("your certificate is no longer trusted: {reason}"));
+                closed += 1;
+            }
+        }
+        tracing::info!(
+            serial = %tls.certificate().serial,
+            closed,
+            "TLS configuration reloaded"
+        );
+        Ok(closed)
     }
 
     /// The counters so far.
@@ -623,8 +803,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bytes_are_counted_both_ways() {
-        let server = TcpTransport::new(TcpOptions::new("b", "c")).unwrap();
-        let client = TcpTransport::new(TcpOptions::new("a", "c")).unwrap();
+        let server = TcpTransport::new(TcpOptions::new("b", "c").insecure()).unwrap();
+        let client = TcpTransport::new(TcpOptions::new("a", "c").insecure()).unwrap();
         assert_eq!(
             (client.stats().bytes_sent, client.stats().bytes_received),
             (0, 0)

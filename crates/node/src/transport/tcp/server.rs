@@ -14,9 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::client::{check_hello, our_hello, read_hello};
+use super::client::{check_hello, check_identity, our_hello, read_hello, tls_failure};
 use super::frame;
 use super::session::{Out, Session, Side};
+use super::stream::PeerStream;
 use super::{add_bytes, bump, lock, millis, Listening, Shared};
 use crate::transport::{Connection, Envelope, Handler, Reply, TransportError};
 
@@ -69,23 +70,43 @@ async fn accept_loop(
     }
 }
 
-/// The handshake of an accepted connection; then it is served.
+/// The handshake of an accepted connection (TLS first, if configured);
+/// then it is served.
 async fn accept(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     handler: Arc<dyn Handler>,
     epoch: u64,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let peer = peer.to_string();
     let options = &shared.options;
+    let deadline = tokio::time::Instant::now() + options.connect_timeout;
+    let mut stream = match shared.tls() {
+        None => PeerStream::Plain(tcp),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    PeerStream::Tls(Box::new(tokio_rustls::TlsStream::Server(stream)))
+                }
+                Ok(Err(e)) => {
+                    // Nothing of ours was said: rustls sent its alert.
+                    bump(&shared.counters.tls_handshake_failures);
+                    tracing::warn!(%peer, reason = %tls_failure(&e), "refusing a connection: the TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    bump(&shared.counters.handshake_timeouts);
+                    tracing::warn!(%peer, "closing a TCP connection: no TLS handshake in time");
+                    return;
+                }
+            }
+        }
+    };
     let mut buf = BytesMut::new();
-    let read = tokio::time::timeout(
-        options.connect_timeout,
-        read_hello(&shared, &mut stream, &mut buf),
-    )
-    .await;
+    let read = tokio::time::timeout_at(deadline, read_hello(&shared, &mut stream, &mut buf)).await;
     let refusal = match read {
         Err(_) => {
             bump(&shared.counters.handshake_timeouts);
@@ -103,40 +124,49 @@ async fn accept(
             tracing::warn!(%peer, %reason, "closing a TCP connection: bad handshake");
             Some(reason)
         }
-        Ok(Ok(hello)) => match check_hello(options, &hello) {
-            Err(reason) => {
-                bump(&shared.counters.handshakes_refused);
-                tracing::warn!(%peer, node = %hello.node, %reason, "refusing a peer's handshake");
-                Some(reason)
-            }
-            Ok(()) => {
-                let answer = our_hello(&shared).frame();
-                let write =
-                    tokio::time::timeout(options.connect_timeout, stream.write_all(&answer));
-                if !matches!(write.await, Ok(Ok(()))) {
-                    return;
+        Ok(Ok(hello)) => {
+            let checked = check_hello(options, &hello).and_then(|()| {
+                check_identity(options, &stream, &hello, None)
+                    .inspect_err(|_| bump(&shared.counters.identity_mismatches))
+            });
+            match checked {
+                Err(refusal) => {
+                    bump(&shared.counters.handshakes_refused);
+                    tracing::warn!(%peer, node = %hello.node, reason = %refusal.log, "refusing a peer's handshake");
+                    Some(refusal.peer)
                 }
-                add_bytes(&shared.counters.bytes_sent, answer.len());
-                let mut accepted = lock(&shared.accepted);
-                if accepted.epoch != epoch {
-                    Some("the listener is shutting down".to_owned())
-                } else {
-                    let session = Session::start(
-                        shared.clone(),
-                        stream,
-                        buf,
-                        Side::Accepted,
-                        peer,
-                        hello,
-                        Some(handler),
-                    );
-                    accepted
-                        .sessions
-                        .insert(session.serial, Arc::downgrade(&session));
-                    return;
+                Ok(auth) => {
+                    let answer = our_hello(&shared).frame();
+                    let write = tokio::time::timeout(options.connect_timeout, async {
+                        stream.write_all(&answer).await?;
+                        stream.flush().await
+                    });
+                    if !matches!(write.await, Ok(Ok(()))) {
+                        return;
+                    }
+                    add_bytes(&shared.counters.bytes_sent, answer.len());
+                    let mut accepted = lock(&shared.accepted);
+                    if accepted.epoch != epoch {
+                        Some("the listener is shutting down".to_owned())
+                    } else {
+                        let session = Session::start(
+                            shared.clone(),
+                            stream,
+                            buf,
+                            Side::Accepted,
+                            peer,
+                            hello,
+                            auth,
+                            Some(handler),
+                        );
+                        accepted
+                            .sessions
+                            .insert(session.serial, Arc::downgrade(&session));
+                        return;
+                    }
                 }
             }
-        },
+        }
     };
     if let Some(reason) = refusal {
         let close = frame::close_frame(&reason);

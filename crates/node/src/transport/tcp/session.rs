@@ -15,14 +15,13 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::frame::{self, Frame, FrameDecoder, FrameError, FrameKind, Hello};
+use super::stream::{self as peer_stream, PeerAuth, PeerStream, ReadHalf, WriteHalf};
 use super::{add_bytes, bump, lock, Shared};
 use crate::codec::{decode_envelope, decode_reply};
-use crate::transport::{Handler, Reply, TransportError};
+use crate::transport::{Handler, Reply, Request, TransportError};
 
 /// How much the reader asks the socket for at least, per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -83,6 +82,8 @@ pub(crate) struct Session {
     /// The peer's handshake.
     pub hello: Hello,
     pub side: Side,
+    /// Who the peer proved to be (TLS); `None` on a plain connection.
+    pub auth: Option<PeerAuth>,
     shared: Arc<Shared>,
     out: mpsc::UnboundedSender<Out>,
     dead: watch::Sender<Option<Arc<str>>>,
@@ -102,16 +103,18 @@ pub(crate) struct Session {
 impl Session {
     /// Starts the reader and writer tasks on `stream`, whose handshake is
     /// done (`buffered`: bytes read past the handshake).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         shared: Arc<Shared>,
-        stream: TcpStream,
+        stream: PeerStream,
         buffered: BytesMut,
         side: Side,
         peer: String,
         hello: Hello,
+        auth: Option<PeerAuth>,
         handler: Option<Arc<dyn Handler>>,
     ) -> Arc<Session> {
-        let (read, write) = stream.into_split();
+        let (read, write) = peer_stream::split(stream);
         let (out, rx) = mpsc::unbounded_channel();
         let (dead, _) = watch::channel(None);
         let session = Arc::new(Session {
@@ -119,6 +122,7 @@ impl Session {
             peer,
             hello,
             side,
+            auth,
             shared,
             out,
             dead,
@@ -327,7 +331,7 @@ enum ReadError {
 /// Reads the next frame: `Ok(None)` at a clean end of stream. Cancel-safe:
 /// bytes read stay in `buf` (and are counted in `received` as read).
 async fn read_frame(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf,
     buf: &mut BytesMut,
     decoder: &FrameDecoder,
     received: &AtomicU64,
@@ -349,7 +353,7 @@ async fn read_frame(
     }
 }
 
-async fn read_loop(session: Arc<Session>, mut read: OwnedReadHalf, mut buf: BytesMut) {
+async fn read_loop(session: Arc<Session>, mut read: ReadHalf, mut buf: BytesMut) {
     let reason = serve(&session, &mut read, &mut buf).await;
     session.kill(&reason, Ending::Lost);
     if session.side == Side::Accepted {
@@ -368,7 +372,7 @@ async fn read_loop(session: Arc<Session>, mut read: OwnedReadHalf, mut buf: Byte
 }
 
 /// The reader's loop; returns why it stopped.
-async fn serve(session: &Arc<Session>, read: &mut OwnedReadHalf, buf: &mut BytesMut) -> String {
+async fn serve(session: &Arc<Session>, read: &mut ReadHalf, buf: &mut BytesMut) -> String {
     let options = &session.shared.options;
     let decoder = FrameDecoder::new(options.max_frame_size);
     let received = &session.shared.counters.bytes_received;
@@ -448,6 +452,17 @@ fn dispatch(
                 session.violation(&counters.malformed_frames, &format!("bad request: {e}"))
             })?;
             bump(&counters.requests_received);
+            if let (Some(auth), Request::Raft(message)) = (&session.auth, &envelope.request) {
+                if message.from != auth.node {
+                    return Err(session.violation(
+                        &counters.sender_mismatches,
+                        &format!(
+                            "a Raft message from node number {} on the connection of node {:?}: a node speaks only for itself",
+                            message.from, session.hello.node
+                        ),
+                    ));
+                }
+            }
             let handler = lock(&session.handler).clone();
             let Some(handler) = handler else {
                 session.reply(
@@ -516,9 +531,9 @@ fn dispatch(
 }
 
 /// Writes `frames` in as few system calls as possible, counting the bytes
-/// written in `sent`.
+/// written in `sent`, then flushes (TLS buffers what it encrypts).
 async fn write_frames(
-    write: &mut OwnedWriteHalf,
+    write: &mut WriteHalf,
     frames: &mut VecDeque<Bytes>,
     sent: &AtomicU64,
 ) -> io::Result<()> {
@@ -543,7 +558,7 @@ async fn write_frames(
             }
         }
     }
-    Ok(())
+    write.flush().await
 }
 
 /// Waits until the session dies, then `linger` more.
@@ -556,7 +571,7 @@ async fn dead_then(mut dead: watch::Receiver<Option<Arc<str>>>, linger: Duration
 async fn write_loop(
     session: Weak<Session>,
     shared: Arc<Shared>,
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
     dead: watch::Receiver<Option<Arc<str>>>,
     unwritten: Arc<AtomicUsize>,
