@@ -51,5 +51,6 @@ pub use restore::{RestoreError, Restored};
 pub use snapshot::CompactError;
 pub use step::StepError;
 pub use types::{
-    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, NO_NODE,
+    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, MAX_TERM,
+    NO_NODE,
 };
