@@ -47,7 +47,7 @@ pub use raft::Raft;
 pub use read::ReadError;
 pub use ready::{IncomingChunk, ReadState, Ready, SoftState};
 pub use replication::ProposeError;
-pub use restore::{RestoreError, Restored};
+pub use restore::{RestoreError, Restored, StoredTerm};
 pub use snapshot::CompactError;
 pub use step::StepError;
 pub use types::{

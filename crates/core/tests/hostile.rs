@@ -6,8 +6,9 @@ mod common;
 use bytes::Bytes;
 use common::{config, Cluster, CLUSTER};
 use raft_core::{
-    Append, AppendOutcome, AppendResponse, Body, Config, Entry, EntryPayload, Membership, Message,
-    SnapshotChunk, SnapshotMeta, SnapshotResponse, StepError, VoteRequest, MAX_TERM,
+    Append, AppendOutcome, AppendResponse, Body, Config, Entry, EntryPayload, HardState,
+    Membership, Message, Raft, RestoreError, Restored, Snapshot, SnapshotChunk, SnapshotMeta,
+    SnapshotResponse, StepError, StoredTerm, VoteRequest, MAX_TERM,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -473,4 +474,77 @@ fn a_pre_vote_just_below_the_bound_runs_as_usual() {
         .find(|&id| c.node(id).role() == raft_core::Role::Leader && id != 2)
         .expect("n1 or n3 took over");
     assert_eq!(c.node(leader).term(), MAX_TERM);
+}
+
+fn restart_with(hard_term: u64, snapshot_term: u64, entry_term: u64) -> Result<Raft, RestoreError> {
+    let restored = Restored {
+        hard_state: HardState {
+            term: hard_term,
+            vote: 0,
+            commit: 0,
+        },
+        snapshot: Some(Snapshot {
+            meta: SnapshotMeta {
+                index: 1,
+                term: snapshot_term,
+                membership: Membership::with_voters([1, 2, 3]),
+            },
+            data: Bytes::new(),
+        }),
+        bootstrap: Membership::default(),
+        entries: vec![Entry {
+            index: 2,
+            term: entry_term,
+            payload: EntryPayload::Blank,
+        }],
+    };
+    Raft::new(config(1), restored)
+}
+
+#[test]
+fn a_stored_implausible_term_refuses_to_start_naming_it() {
+    let err = restart_with(u64::MAX, 1, 1).err().expect("refused");
+    assert_eq!(
+        err,
+        RestoreError::ImplausibleTerm {
+            what: StoredTerm::HardState,
+            term: u64::MAX,
+            max: MAX_TERM,
+        }
+    );
+    let text = err.to_string();
+    assert!(text.contains(&u64::MAX.to_string()), "{text}");
+    assert!(text.contains(&MAX_TERM.to_string()), "{text}");
+
+    let err = restart_with(u64::MAX, u64::MAX, 1).err().expect("refused");
+    assert!(matches!(
+        err,
+        RestoreError::ImplausibleTerm {
+            what: StoredTerm::HardState,
+            ..
+        }
+    ));
+    let err = restart_with(5, MAX_TERM + 1, 1).err().expect("refused");
+    assert!(matches!(
+        err,
+        RestoreError::ImplausibleTerm {
+            what: StoredTerm::Snapshot,
+            ..
+        }
+    ));
+    let err = restart_with(5, 1, u64::MAX - 1).err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "stored term of entry 2 {} is above the highest plausible term {MAX_TERM} (MAX_TERM): it came from a forged or corrupt message, and no election can follow it; rebuild this node's storage from its peers",
+            u64::MAX - 1
+        )
+    );
+}
+
+#[test]
+fn a_stored_term_at_the_bound_restarts() {
+    let raft = restart_with(MAX_TERM, MAX_TERM - 1, MAX_TERM).expect("plausible");
+    assert_eq!(raft.term(), MAX_TERM);
+    assert_eq!(raft.last_term(), MAX_TERM);
 }
