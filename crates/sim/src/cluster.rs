@@ -408,6 +408,9 @@ impl Sim {
             id_of(n),
             self.nodes[n].queue.len()
         ));
+        let node = &self.nodes[n];
+        self.checker
+            .crashed(id_of(n), node.disk.hard.term, node.max_term_sent);
         let node = &mut self.nodes[n];
         node.raft = None;
         node.queue.clear();
