@@ -118,6 +118,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Snapshots taken.
     pub snapshots_taken: u64,
+    /// Forged messages with implausible terms handed to nodes.
+    pub forged_terms_injected: u64,
 }
 
 #[derive(Debug)]
