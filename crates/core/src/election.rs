@@ -12,13 +12,22 @@
 //! - a pre-vote changes nothing on the voter, and a pre-candidate does not
 //!   bump its term until a majority granted it;
 //! - with check-quorum, a leader that has not heard from a majority for an
-//!   election timeout steps down.
+//!   election timeout steps down;
+//! - a node whose term is at [`MAX_TERM`] starts no election (pre-vote
+//!   included): its next term would be implausible, and wrapping around
+//!   would send terms backwards.
 
 use crate::bugs::Bug;
 use crate::message::{Body, VoteRequest};
 use crate::quorum::{vote_result, VoteResult};
 use crate::raft::{Raft, Transfer};
-use crate::types::{Entry, EntryPayload, NodeId, Role, Term, NO_NODE};
+use crate::types::{Entry, EntryPayload, NodeId, Role, Term, MAX_TERM, NO_NODE};
+
+/// The term an election started now would run in, or `None` at
+/// [`MAX_TERM`] (never past it, never wrapping around).
+fn next_term(term: Term) -> Option<Term> {
+    term.checked_add(1).filter(|&next| next <= MAX_TERM)
+}
 
 /// Why a leader transfer cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,18 +121,22 @@ impl Raft {
 
     /// Starts a pre-election (if `pre`) or an election. A transfer election
     /// skips pre-vote and asks voters to disregard their leader lease.
+    /// Does nothing at [`MAX_TERM`]: the term is never raised past it.
     pub(crate) fn campaign(&mut self, pre: bool, transfer: bool) {
+        let Some(next) = next_term(self.term) else {
+            return;
+        };
         let me = self.cfg.id;
         let term = if pre {
             self.metrics.pre_elections += 1;
             self.role = Role::PreCandidate;
-            self.term + 1
+            next
         } else {
             self.metrics.elections += 1;
-            self.term += 1;
+            self.term = next;
             self.vote = me;
             self.role = Role::Candidate;
-            self.term
+            next
         };
         if self.leader != NO_NODE {
             self.reads.leader_changed(&mut self.out.aborted_reads);
@@ -208,7 +221,7 @@ impl Raft {
         granted: bool,
     ) {
         let counts = match self.role {
-            Role::PreCandidate => pre && (term == self.term + 1 || !granted),
+            Role::PreCandidate => pre && (Some(term) == next_term(self.term) || !granted),
             Role::Candidate => !pre && term == self.term,
             _ => false,
         };

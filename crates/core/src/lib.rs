@@ -47,9 +47,10 @@ pub use raft::Raft;
 pub use read::ReadError;
 pub use ready::{IncomingChunk, ReadState, Ready, SoftState};
 pub use replication::ProposeError;
-pub use restore::{RestoreError, Restored};
+pub use restore::{RestoreError, Restored, StoredTerm};
 pub use snapshot::CompactError;
 pub use step::StepError;
 pub use types::{
-    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, NO_NODE,
+    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, MAX_TERM,
+    NO_NODE,
 };

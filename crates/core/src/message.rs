@@ -166,6 +166,42 @@ pub struct SnapshotResponse {
     pub round: u64,
 }
 
+impl Message {
+    /// The highest term this message carries: its own, or one it reports
+    /// (entry terms and `prev_term` of an append, a rejection's conflict
+    /// term, a candidate's last log term, a snapshot's term). The core
+    /// refuses a message when this is above [`MAX_TERM`](crate::MAX_TERM).
+    pub fn highest_term(&self) -> Term {
+        let carried = match &self.body {
+            Body::Append(a) => a
+                .entries
+                .iter()
+                .map(|e| e.term)
+                .fold(a.prev_term, Term::max),
+            Body::AppendResponse(r) => match r.outcome {
+                AppendOutcome::Rejected {
+                    conflict: Some((term, _)),
+                    ..
+                } => term,
+                AppendOutcome::Rejected { conflict: None, .. } | AppendOutcome::Accepted { .. } => {
+                    0
+                }
+            },
+            Body::Vote(v) => v.last_term,
+            Body::Snapshot(c) => c.meta.term,
+            Body::Heartbeat { .. }
+            | Body::Commit { .. }
+            | Body::HeartbeatResponse { .. }
+            | Body::VoteResponse { .. }
+            | Body::SnapshotResponse(_)
+            | Body::TimeoutNow
+            | Body::ReadIndex { .. }
+            | Body::ReadIndexResponse { .. } => 0,
+        };
+        self.term.max(carried)
+    }
+}
+
 impl Body {
     /// The short name of the message type, for traces and metrics.
     pub fn kind(&self) -> &'static str {

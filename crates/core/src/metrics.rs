@@ -10,6 +10,9 @@ pub struct Metrics {
     pub refused_misaddressed: u64,
     /// Messages refused because they contradicted themselves.
     pub refused_malformed: u64,
+    /// Messages refused because they carried a term above
+    /// [`MAX_TERM`](crate::MAX_TERM): forged or corrupt.
+    pub refused_implausible_term: u64,
     /// Pre-vote rounds started.
     pub pre_elections: u64,
     /// Elections started (term increments by campaigning).

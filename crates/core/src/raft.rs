@@ -131,6 +131,7 @@ impl Raft {
     /// `Restored::default()` plus a bootstrap membership).
     pub fn new(cfg: Config, restored: Restored) -> Result<Raft, RestoreError> {
         cfg.validate()?;
+        restored.check_terms()?;
         let Restored {
             hard_state,
             snapshot,

@@ -2,7 +2,7 @@
 
 use crate::config::ConfigError;
 use crate::membership::Membership;
-use crate::types::{Entry, HardState, LogIndex, Snapshot, Term};
+use crate::types::{Entry, HardState, LogIndex, Snapshot, Term, MAX_TERM};
 
 /// What a node restarts from: everything its storage made durable.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,20 @@ pub enum RestoreError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// A stored term (the hard state's, the snapshot's or an entry's) is
+    /// above [`MAX_TERM`]: a forged or corrupt message raised it before
+    /// messages with such terms were refused. A node in that term could never
+    /// campaign again, and lowering a term could let it vote twice in one,
+    /// so it does not start.
+    #[error("stored {what} {term} is above the highest plausible term {max} (MAX_TERM): it came from a forged or corrupt message, and no election can follow it; rebuild this node's storage from its peers")]
+    ImplausibleTerm {
+        /// Where the term was found.
+        what: StoredTerm,
+        /// The stored term.
+        term: Term,
+        /// The bound, [`MAX_TERM`].
+        max: Term,
+    },
     /// The stored entries have a gap or overlap.
     #[error("stored log entry {found} follows {expected_after}: the log has a gap")]
     Gap {
@@ -60,4 +74,48 @@ pub enum RestoreError {
         /// The last stored index.
         last: LogIndex,
     },
+}
+
+/// Where a stored term was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredTerm {
+    /// The hard state's term.
+    HardState,
+    /// The snapshot's term.
+    Snapshot,
+    /// The term of the stored entry at this index.
+    Entry(LogIndex),
+}
+
+impl std::fmt::Display for StoredTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredTerm::HardState => f.write_str("term"),
+            StoredTerm::Snapshot => f.write_str("snapshot term"),
+            StoredTerm::Entry(index) => write!(f, "term of entry {index}"),
+        }
+    }
+}
+
+impl Restored {
+    /// Refuses a stored term above [`MAX_TERM`], naming where it is.
+    pub(crate) fn check_terms(&self) -> Result<(), RestoreError> {
+        let refuse = |what, term| {
+            Err(RestoreError::ImplausibleTerm {
+                what,
+                term,
+                max: MAX_TERM,
+            })
+        };
+        if self.hard_state.term > MAX_TERM {
+            return refuse(StoredTerm::HardState, self.hard_state.term);
+        }
+        if let Some(s) = self.snapshot.as_ref().filter(|s| s.meta.term > MAX_TERM) {
+            return refuse(StoredTerm::Snapshot, s.meta.term);
+        }
+        if let Some(e) = self.entries.iter().find(|e| e.term > MAX_TERM) {
+            return refuse(StoredTerm::Entry(e.index), e.term);
+        }
+        Ok(())
+    }
 }

@@ -1,11 +1,11 @@
-//! Input dispatch: every message is checked (cluster, addressee, shape),
-//! its term compared with ours (Raft paper Figure 2, plus the pre-vote and
-//! check-quorum rules of thesis 9.6 and 6.2), then handed to the module of
-//! its concern.
+//! Input dispatch: every message is checked (cluster, addressee, plausible
+//! terms, shape), its term compared with ours (Raft paper Figure 2, plus the
+//! pre-vote and check-quorum rules of thesis 9.6 and 6.2), then handed to the
+//! module of its concern.
 
 use crate::message::{Body, Message};
 use crate::raft::Raft;
-use crate::types::{NodeId, Role, NO_NODE};
+use crate::types::{NodeId, Role, Term, MAX_TERM, NO_NODE};
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +32,20 @@ pub enum StepError {
         kind: &'static str,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// The message carries a term above [`MAX_TERM`]: no cluster gets
+    /// there, so it is forged or corrupt, and adopting it would leave this
+    /// node unable to campaign for good.
+    #[error("{kind} from {from} refused: it carries term {term}, above the highest plausible term {max} (MAX_TERM)")]
+    ImplausibleTerm {
+        /// The sender.
+        from: NodeId,
+        /// The message type.
+        kind: &'static str,
+        /// The highest term the message carries.
+        term: Term,
+        /// The bound, [`MAX_TERM`].
+        max: Term,
     },
     /// The message is not for this node, or its sender is invalid.
     #[error("message from {from} to {to} refused: this is node {me}")]
@@ -63,6 +77,16 @@ impl Raft {
                 from: m.from,
                 to: m.to,
                 me: self.cfg.id,
+            });
+        }
+        let term = m.highest_term();
+        if term > MAX_TERM {
+            self.metrics.refused_implausible_term += 1;
+            return Err(StepError::ImplausibleTerm {
+                from: m.from,
+                kind: m.body.kind(),
+                term,
+                max: MAX_TERM,
             });
         }
         if let Err(reason) = validate(&m) {

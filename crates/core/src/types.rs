@@ -19,6 +19,24 @@ pub type LogIndex = u64;
 /// The id reserved for "no node" (no vote cast, no leader known).
 pub const NO_NODE: NodeId = 0;
 
+/// The highest term a node adopts, stores or campaigns in: 2^53.
+///
+/// A term grows by one per election, and an election takes at least a
+/// network round trip and an fsync (in practice a randomized election
+/// timeout: hundreds of milliseconds). Even at one election every
+/// millisecond, a cluster takes 2^53 ms = 9.0e12 s, about 285,000 years, to
+/// get here. A term above
+/// it (`u64::MAX`, say) therefore comes from a forged or corrupt message:
+/// adopting one would leave every node unable to campaign (its next term
+/// would overflow) for good, as the term is durable. So every message that
+/// carries a term above this bound is refused (and counted), a stored state
+/// holding one is refused at restart, and a node at the bound starts no
+/// election rather than wrap around. Two more reasons for this bound rather
+/// than `u64::MAX - 1`: `term + 1` is always far from overflowing, and every
+/// term stays exact as a float64 (a Prometheus gauge, a JSON number read by
+/// JavaScript).
+pub const MAX_TERM: Term = 1 << 53;
+
 /// What a log entry carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryPayload {

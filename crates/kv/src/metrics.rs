@@ -636,6 +636,7 @@ pub async fn render_prometheus(ctx: &Context) -> String {
             ("foreign_cluster", c.refused_foreign_cluster),
             ("misaddressed", c.refused_misaddressed),
             ("malformed", c.refused_malformed),
+            ("implausible_term", c.refused_implausible_term),
         ],
     );
     e.counter(
@@ -1206,6 +1207,7 @@ pub(crate) mod tests {
             "raftkv_leaderships_total 1",
             "raftkv_raft_reads_total{by=\"lease\"} ",
             "raftkv_raft_messages_refused_total{reason=\"foreign_cluster\"} 0",
+            "raftkv_raft_messages_refused_total{reason=\"implausible_term\"} 0",
             "raftkv_raft_messages_dropped_total ",
             "raftkv_command_duration_seconds_bucket{kind=\"read\",le=\"+Inf\"} 0",
         ] {

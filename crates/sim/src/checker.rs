@@ -100,6 +100,19 @@ impl Checker {
         Ok(())
     }
 
+    /// `node` crashed with `durable_term` on its disk, having sent no message
+    /// of a term above `max_term_sent`. A term above both that it led (a
+    /// lone voter wins before its new term is durable) died with it: its
+    /// entries never left the node and are gone, so the node may lead that
+    /// term again with other entries. They are forgotten, as if never
+    /// appended.
+    pub fn crashed(&mut self, node: NodeId, durable_term: Term, max_term_sent: Term) {
+        let lost = |term: Term| {
+            term > durable_term.max(max_term_sent) && self.leaders.get(&term) == Some(&node)
+        };
+        self.entries.retain(|&(_, term), _| !lost(term));
+    }
+
     /// Entry `index` of term `term` with payload hash `hash` is committed.
     pub fn committed(&mut self, node: NodeId, index: LogIndex, term: Term, hash: u64) -> Check {
         let i = index as usize;
@@ -189,5 +202,45 @@ impl Checker {
     /// The committed entry at `index`, if known.
     pub fn committed_at(&self, index: LogIndex) -> Option<(Term, u64)> {
         self.committed.get(index as usize).copied().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raft_core::EntryPayload;
+
+    use super::*;
+
+    fn entry(index: LogIndex, term: Term, data: &'static [u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Command(Bytes::from_static(data)),
+        }
+    }
+
+    #[test]
+    fn a_term_that_died_unsent_with_its_leader_may_be_led_again() {
+        let mut c = Checker::default();
+        c.leader(1, 5).unwrap();
+        c.appended(1, &[entry(7, 5, b"lost")], Some(4)).unwrap();
+        // Term 5 never reached n1's disk (durable term 4), nothing of it was
+        // sent: its entries are gone with the crash.
+        c.crashed(1, 4, 4);
+        c.leader(1, 5).unwrap();
+        c.appended(1, &[entry(7, 5, b"again")], Some(4)).unwrap();
+    }
+
+    #[test]
+    fn a_term_that_was_sent_or_durable_is_not_forgotten() {
+        for (durable, sent) in [(5, 4), (4, 5)] {
+            let mut c = Checker::default();
+            c.leader(1, 5).unwrap();
+            c.appended(1, &[entry(7, 5, b"first")], Some(4)).unwrap();
+            c.crashed(1, durable, sent);
+            let err = c.appended(2, &[entry(7, 5, b"other")], Some(4));
+            assert_eq!(err.unwrap_err().0, "log matching");
+        }
     }
 }

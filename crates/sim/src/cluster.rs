@@ -118,6 +118,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Snapshots taken.
     pub snapshots_taken: u64,
+    /// Forged messages with implausible terms handed to nodes.
+    pub forged_terms_injected: u64,
 }
 
 #[derive(Debug)]
@@ -408,6 +410,9 @@ impl Sim {
             id_of(n),
             self.nodes[n].queue.len()
         ));
+        let node = &self.nodes[n];
+        self.checker
+            .crashed(id_of(n), node.disk.hard.term, node.max_term_sent);
         let node = &mut self.nodes[n];
         node.raft = None;
         node.queue.clear();

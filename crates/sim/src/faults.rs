@@ -1,11 +1,15 @@
 //! Random faults: partitions (symmetric and one-way), crashes and restarts,
 //! a misbehaving network, membership changes, leader transfers, `weaken`,
-//! and messages from another cluster.
+//! messages from another cluster, and forged messages whose terms are
+//! implausible.
 
-use raft_core::ConfChange;
+use raft_core::{
+    Append, Body, ConfChange, Entry, EntryPayload, Membership, Message, SnapshotChunk,
+    SnapshotMeta, StepError, VoteRequest, MAX_TERM,
+};
 use rand::Rng;
 
-use crate::cluster::{id_of, Ev, Sim};
+use crate::cluster::{id_of, Ev, Sim, CLUSTER};
 use crate::net::NetConfig;
 
 /// Which faults a run may inject.
@@ -94,7 +98,14 @@ impl Sim {
         }
         kinds.push(6); // heal or restart: keep the cluster able to make progress
         kinds.push(7); // a message from another cluster
-        let kind = kinds[self.rng.random_range(0..kinds.len())];
+        kinds.push(8); // a forged message with an implausible term
+                       // Every seed's first fault is a forged message, so that every seed
+                       // exercises that defence.
+        let kind = if self.stats.forged_terms_injected == 0 {
+            8
+        } else {
+            kinds[self.rng.random_range(0..kinds.len())]
+        };
         match kind {
             0 => self.random_partition(),
             1 => self.random_one_way(),
@@ -103,6 +114,10 @@ impl Sim {
             4 => self.random_membership_change(),
             5 => self.random_transfer_or_weaken(),
             6 => self.heal_some(),
+            8 => {
+                let n = self.rng.random_range(0..self.nodes.len());
+                self.inject_forged_term(n);
+            }
             _ => {
                 let n = self.rng.random_range(0..self.nodes.len());
                 self.note(format!(
@@ -263,6 +278,106 @@ impl Sim {
             let ticks = self.rng.random_range(5..50);
             self.weaken(n, ticks);
         }
+    }
+
+    /// Hands node `n` a forged message of this cluster, from a sender outside
+    /// it, that carries a term above [`MAX_TERM`] (as its own term, or inside
+    /// a message of a plausible term): the node must refuse it, count it, and
+    /// keep its term and role. (One such message once left a whole cluster
+    /// unable to elect a leader for good.)
+    pub fn inject_forged_term(&mut self, n: usize) {
+        let forger = id_of(self.nodes.len());
+        let Some(raft) = self.nodes[n].raft.as_ref() else {
+            return;
+        };
+        let (term, role) = (raft.term(), raft.role());
+        let (last_index, last_term) = (raft.last_index(), raft.last_term());
+        let before = raft.metrics().refused_implausible_term;
+        let implausible = match self.rng.random_range(0..4) {
+            0 => u64::MAX,
+            1 => u64::MAX - 1,
+            2 => MAX_TERM + 1,
+            _ => self.rng.random_range(MAX_TERM + 1..=u64::MAX),
+        };
+        // A term the node would adopt, were the message not refused.
+        let next = term + 1;
+        let (pre, transfer) = (self.rng.random_bool(0.5), self.rng.random_bool(0.5));
+        let vote = |last_term| {
+            Body::Vote(VoteRequest {
+                pre,
+                last_index,
+                last_term,
+                transfer,
+            })
+        };
+        let (message_term, body) = match self.rng.random_range(0..6) {
+            0 => (
+                implausible,
+                Body::Heartbeat {
+                    commit: 0,
+                    round: 0,
+                },
+            ),
+            1 => (implausible, vote(last_term)),
+            2 => (next, vote(implausible)),
+            3 => (
+                next,
+                Body::Append(Append {
+                    prev_index: last_index,
+                    prev_term: last_term,
+                    entries: vec![Entry {
+                        index: last_index + 1,
+                        term: implausible,
+                        payload: EntryPayload::Blank,
+                    }],
+                    commit: last_index + 1,
+                    round: 0,
+                }),
+            ),
+            4 => (
+                next,
+                Body::Snapshot(SnapshotChunk {
+                    meta: SnapshotMeta {
+                        index: last_index + 1,
+                        term: implausible,
+                        membership: Membership::with_voters([forger]),
+                    },
+                    total_bytes: 0,
+                    offset: 0,
+                    data: Default::default(),
+                    round: 0,
+                }),
+            ),
+            _ => (implausible, Body::TimeoutNow),
+        };
+        let kind = body.kind();
+        self.note(format!(
+            "n{} is sent a forged {kind} of term {message_term} carrying term {implausible}",
+            id_of(n)
+        ));
+        self.stats.forged_terms_injected += 1;
+        let m = Message {
+            cluster: CLUSTER,
+            from: forger,
+            to: id_of(n),
+            term: message_term,
+            body,
+        };
+        let raft = self.nodes[n].raft.as_mut().expect("checked up");
+        let refused = matches!(raft.step(m), Err(StepError::ImplausibleTerm { .. }));
+        let counted = raft.metrics().refused_implausible_term == before + 1;
+        let now = raft.term();
+        let unchanged = (now, raft.role()) == (term, role);
+        if !(refused && counted && unchanged) {
+            self.fail(
+                "implausible terms refused",
+                format!(
+                    "n{} took a forged {kind} carrying term {implausible} (refused: {refused}, counted: {counted}, term {term} -> {now})",
+                    id_of(n),
+                ),
+            );
+        }
+        self.check_node(n);
     }
 
     /// Undoes some of the damage: heals the network or restarts a node.

@@ -1,7 +1,7 @@
 //! The per-node invariants checked after every batch of a node's output,
 //! and a one-line-per-node description for violation reports.
 
-use raft_core::Role;
+use raft_core::{Role, MAX_TERM};
 
 use crate::cluster::{id_of, Sim};
 use crate::kv::payload_hash;
@@ -15,6 +15,11 @@ impl Sim {
         };
         let (term, commit, role) = (raft.term(), raft.commit_index(), raft.role());
         let node = &self.nodes[n];
+        if term > MAX_TERM {
+            let detail = format!("n{id}'s term {term} is above MAX_TERM ({MAX_TERM})");
+            self.fail("terms stay within MAX_TERM", detail);
+            return;
+        }
         if term < node.term_seen {
             let detail = format!("n{id}'s term went from {} to {term}", node.term_seen);
             self.fail("terms never decrease", detail);
