@@ -10,6 +10,7 @@
 //! [`cluster`] start local clusters of processes.
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod admin;
 pub mod client;
 pub mod cluster;
