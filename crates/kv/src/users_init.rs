@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_node::{Node, Role};
+use raft_node::{Event, Node, Role};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -29,6 +29,9 @@ pub async fn run(
 ) {
     // Subscribed before the first look: no leadership change is missed.
     let mut events = node.subscribe();
+    // The role the latest event told (it comes before the node's published
+    // status says so); `None`: ask the node.
+    let mut role_told: Option<Role> = None;
     loop {
         let applied = users.cluster();
         if applied.is_initialized() {
@@ -45,7 +48,7 @@ pub async fn run(
             debug!("the cluster's users are known");
             return;
         }
-        if node.role() == Role::Leader {
+        if role_told.unwrap_or_else(|| node.role()) == Role::Leader {
             match node
                 .command(encode_writes(&[Write::AclInit { password }]))
                 .await
@@ -62,11 +65,13 @@ pub async fn run(
             }
         }
         tokio::select! {
-            event = events.next() => {
-                if event.is_none() {
-                    return;
-                }
-            }
+            event = events.next() => match event {
+                None => return,
+                Some(Event::RoleChanged { role, .. }) => role_told = Some(role),
+                // Events were missed: the node's status is the better guess.
+                Some(Event::Warning(_)) => role_told = None,
+                Some(_) => {}
+            },
             _ = tokio::time::sleep(Duration::from_millis(RECHECK_INTERVAL_MS)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }

@@ -25,6 +25,13 @@ fn cluster(n: usize, extra: &[&str]) -> (Cluster, usize) {
     args.extend_from_slice(extra);
     let mut c = Cluster::start(n, &args);
     let leader = c.wait_leader_among(&[], Some(ADMIN_PASSWORD));
+    // Until the leader's init entry is applied, the nodes go by their own
+    // --requirepass and ACL changes answer LOADING.
+    let mut admin = c.node(leader).conn_with(Some(ADMIN_PASSWORD));
+    eventually(EVENTUALLY, "the cluster's users to be founded", || {
+        let reply = cmd(&["ACL", "DELUSER", "no-such-user"]).query::<Value>(&mut admin);
+        (reply.ok()? == Value::Int(0)).then_some(())
+    });
     (c, leader)
 }
 
