@@ -765,6 +765,7 @@ mod tests {
         let context = |node: &Node| Context {
             node: node.clone(),
             metrics: Arc::new(Metrics::new()),
+            acl: Arc::new(crate::acl::SharedUsers::new(None)),
             file: None,
             tcp: None,
             client_tls: None,

@@ -33,7 +33,8 @@ pub struct ClusterArgs {
     /// temporary directory, removed at exit]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Clients must AUTH with this password [default: none]
+    /// The default user's password of the new cluster (not empty; then
+    /// change users with ACL SETUSER) [default: none, no password needed]
     #[arg(long, env = "RAFT_KV_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
     /// The cluster's name
@@ -70,6 +71,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts the nodes, prints where they listen, runs until Ctrl-C or
 /// SIGTERM, then stops them. Exits with 0 after a clean stop.
 pub fn run(args: ClusterArgs) -> ExitCode {
+    if args.requirepass.as_deref() == Some("") {
+        eprintln!(
+            "raft-kv cluster: --requirepass must not be empty: leave it out to create the cluster with a default user who needs no password"
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,7 +137,7 @@ async fn run_cluster(args: &ClusterArgs, dir: PathBuf) -> ExitCode {
             peer: args.peer_port,
             admin: Some(args.admin_port),
         },
-        requirepass: args.requirepass.clone().filter(|p| !p.is_empty()),
+        requirepass: args.requirepass.clone(),
         extra_args,
         tls: true,
         start_timeout: Duration::from_secs(30),

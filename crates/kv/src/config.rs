@@ -47,8 +47,12 @@ pub struct ServeArgs {
     /// starts empty and asks that member to add it [default: none]
     #[arg(long)]
     pub join: Option<String>,
-    /// Clients must AUTH with this password [default: none; also read from
-    /// the RAFT_KV_REQUIREPASS environment variable]
+    /// The default user's password when this node creates the cluster (it
+    /// is replicated as a hash; afterwards users are changed with ACL
+    /// SETUSER, and this flag only guards the node until it has the
+    /// cluster's users). Not empty [default: none, the default user needs
+    /// no password; also read from the RAFT_KV_REQUIREPASS environment
+    /// variable]
     #[arg(long, env = "RAFT_KV_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
     /// Log filter: error, warn, info, debug, trace or a tracing directive
@@ -166,7 +170,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// How a new node starts.
     pub start: Start,
-    /// The client password.
+    /// The default user's password if this node founds the cluster's
+    /// users; never empty.
     pub requirepass: Option<String>,
     /// The log filter.
     pub log_level: Option<String>,
@@ -419,6 +424,11 @@ impl ServeArgs {
             ));
         }
         let command_timeout = ms("command-timeout-ms", a.command_timeout_ms, 5000)?;
+        if a.requirepass.as_deref() == Some("") {
+            return Err(ConfigError(
+                "--requirepass must not be empty: leave it out to create the cluster with a default user who needs no password".into(),
+            ));
+        }
         let lease_reads = match a.read_mode.as_deref() {
             None | Some("read-index") => false,
             Some("lease") => true,
@@ -519,7 +529,7 @@ impl ServeArgs {
             admin_addr,
             data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("raft-kv-data")),
             start,
-            requirepass: a.requirepass.filter(|p| !p.is_empty()),
+            requirepass: a.requirepass,
             log_level: a.log_level,
             max_connections,
             max_request_bytes,
@@ -716,6 +726,13 @@ mod tests {
                     ..insecure()
                 },
                 "--read-mode",
+            ),
+            (
+                ServeArgs {
+                    requirepass: Some(String::new()),
+                    ..Default::default()
+                },
+                "--requirepass must not be empty",
             ),
         ];
         for (args, says) in cases {

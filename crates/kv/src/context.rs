@@ -1,11 +1,13 @@
 //! What every part of a running raft-kv server shares: the node, the
-//! back-ends it was built on (for their counters), and the metrics.
+//! back-ends it was built on (for their counters), the users its store has
+//! applied, and the metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use raft_node::{FilePersistence, Node, TcpTransport};
 
+use crate::acl::SharedUsers;
 use crate::metrics::Metrics;
 use crate::tls::ReloadableAcceptor;
 
@@ -15,6 +17,9 @@ pub struct Context {
     pub node: Node,
     /// The client-facing counters and latencies.
     pub metrics: Arc<Metrics>,
+    /// The ACL users the node's store has applied (or the node's own
+    /// `--requirepass` until then).
+    pub acl: Arc<SharedUsers>,
     /// The node's store, when it is the file store.
     pub file: Option<Arc<FilePersistence>>,
     /// The node's transport, when it is TCP.

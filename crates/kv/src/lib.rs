@@ -5,11 +5,13 @@
 //! The shape follows tokio's mini-redis: [`frame`] parses and encodes RESP,
 //! [`connection`] frames a socket, [`cmd`] parses and runs commands,
 //! [`server`] accepts connections. [`store`] is the replicated state machine
-//! (a batch of writes is one log entry), [`admin`] the HTTP status and
+//! (a batch of writes is one log entry, the ACL users included; [`acl`]
+//! checks them, [`users_init`] founds them), [`admin`] the HTTP status and
 //! metrics endpoint, [`serve`] puts one node together, [`demo`] and
 //! [`cluster`] start local clusters of processes.
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod admin;
 pub mod cert;
 pub mod client;
@@ -26,3 +28,4 @@ pub mod serve;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod users_init;

@@ -29,7 +29,7 @@ pub enum CommandKind {
 
 /// The commands counted by name, and how each is timed. Any other name
 /// counts under [`OTHER`] (the last index).
-pub const COMMANDS: [(&str, CommandKind); 35] = [
+pub const COMMANDS: [(&str, CommandKind); 36] = [
     ("ping", CommandKind::Other),
     ("echo", CommandKind::Other),
     ("get", CommandKind::Read),
@@ -64,11 +64,12 @@ pub const COMMANDS: [(&str, CommandKind); 35] = [
     ("raft.join", CommandKind::Other),
     ("raft.leave", CommandKind::Other),
     ("raft.transfer", CommandKind::Other),
+    ("acl", CommandKind::Other),
     ("other", CommandKind::Other),
 ];
 
 /// The index in [`COMMANDS`] under which unknown commands count.
-pub const OTHER: usize = 34;
+pub const OTHER: usize = 35;
 
 /// The number of counted command names.
 const COUNTED: usize = COMMANDS.len();
@@ -128,6 +129,7 @@ fn exact_index(name: &str) -> Option<usize> {
         "raft.join" => 31,
         "raft.leave" => 32,
         "raft.transfer" => 33,
+        "acl" => 34,
         _ => return None,
     })
 }
@@ -251,6 +253,18 @@ impl HistogramSnapshot {
     }
 }
 
+/// Why the ACL refused a client (INFO's `acl_access_denied_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclDenial {
+    /// AUTH (or HELLO AUTH) with a wrong user name or password, or as a
+    /// user that is off.
+    Auth,
+    /// A command the user's rules do not allow.
+    Command,
+    /// A key the user's key patterns do not match.
+    Key,
+}
+
 /// The client-facing counters of one raft-kv server. Every method takes
 /// `&self` and only does relaxed atomic operations: share it in an `Arc`.
 pub struct Metrics {
@@ -268,6 +282,8 @@ pub struct Metrics {
     write_batched: AtomicU64,
     read_batches: AtomicU64,
     read_batched: AtomicU64,
+    /// By [`AclDenial`], in its order.
+    acl_denied: [AtomicU64; 3],
 }
 
 impl Default for Metrics {
@@ -314,6 +330,12 @@ pub struct MetricsSnapshot {
     pub read_batches: u64,
     /// Commands in those read batches.
     pub read_batch_commands: u64,
+    /// Failed authentications.
+    pub acl_denied_auth: u64,
+    /// Commands refused by the user's command rules.
+    pub acl_denied_command: u64,
+    /// Commands refused by the user's key patterns.
+    pub acl_denied_key: u64,
 }
 
 impl Metrics {
@@ -334,7 +356,13 @@ impl Metrics {
             write_batched: AtomicU64::new(0),
             read_batches: AtomicU64::new(0),
             read_batched: AtomicU64::new(0),
+            acl_denied: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// The ACL refused a client.
+    pub fn acl_denied(&self, why: AclDenial) {
+        self.acl_denied[why as usize].fetch_add(1, Relaxed);
     }
 
     /// One client command finished. `command` is the lower-case command
@@ -452,6 +480,9 @@ impl Metrics {
             write_batch_commands: self.write_batched.load(Relaxed),
             read_batches: self.read_batches.load(Relaxed),
             read_batch_commands: self.read_batched.load(Relaxed),
+            acl_denied_auth: self.acl_denied[AclDenial::Auth as usize].load(Relaxed),
+            acl_denied_command: self.acl_denied[AclDenial::Command as usize].load(Relaxed),
+            acl_denied_key: self.acl_denied[AclDenial::Key as usize].load(Relaxed),
         }
     }
 }
@@ -922,6 +953,16 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
         "Client connections closed for a malformed or too large request.",
         s.protocol_errors,
     );
+    e.labelled(
+        "acl_denied_total",
+        "Clients refused by the ACL, by reason: a failed AUTH, a command or a key the user may not use.",
+        "reason",
+        &[
+            ("auth", s.acl_denied_auth),
+            ("command", s.acl_denied_command),
+            ("key", s.acl_denied_key),
+        ],
+    );
     e.counter(
         "client_tls_handshake_failures_total",
         "Client TLS handshakes that failed on the TLS port.",
@@ -981,6 +1022,7 @@ pub(crate) mod tests {
         Arc::new(Context {
             node,
             metrics: Arc::new(Metrics::new()),
+            acl: Arc::new(crate::acl::SharedUsers::new(None)),
             file,
             tcp: None,
             client_tls: None,
@@ -1086,6 +1128,9 @@ pub(crate) mod tests {
         m.write_batch(3);
         m.write_batch(5);
         m.read_batch(2);
+        m.acl_denied(AclDenial::Auth);
+        m.acl_denied(AclDenial::Key);
+        m.acl_denied(AclDenial::Key);
         let s = m.snapshot();
         assert_eq!(
             s,
@@ -1103,6 +1148,9 @@ pub(crate) mod tests {
                 write_batch_commands: 8,
                 read_batches: 1,
                 read_batch_commands: 2,
+                acl_denied_auth: 1,
+                acl_denied_command: 0,
+                acl_denied_key: 2,
             }
         );
     }

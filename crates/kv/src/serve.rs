@@ -16,6 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::acl::{PasswordHash, SharedUsers};
 use crate::config::{Settings, Start};
 use crate::context::Context;
 use crate::metrics::Metrics;
@@ -202,6 +203,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         })?),
         None => None,
     };
+    // Only the hash of --requirepass is kept: for this node until it has
+    // the cluster's users, and for the init entry if it founds them.
+    let local_password = settings
+        .requirepass
+        .as_deref()
+        .map(|p| PasswordHash::of(p.as_bytes()));
+    let users = Arc::new(SharedUsers::new(local_password));
     let bootstrap = match &settings.start {
         Start::Single => Bootstrap::Single,
         Start::Members(m) => Bootstrap::Static(m.clone()),
@@ -213,7 +221,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         address: Some(settings.peer_addr.clone()),
         transport: Some(tcp.clone()),
         persistence: Some(file.clone()),
-        state_machine: Some(Box::new(KvStore::new())),
+        state_machine: Some(Box::new(KvStore::publishing_users_to(users.clone()))),
         bootstrap,
         heartbeat_interval: settings.heartbeat,
         election_timeout_min: settings.election_timeout_min,
@@ -250,6 +258,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let ctx = Arc::new(Context {
         node: node.clone(),
         metrics: Arc::new(Metrics::new()),
+        acl: users.clone(),
         file: Some(file),
         tcp: Some(tcp),
         client_tls: client_tls.clone(),
@@ -278,6 +287,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             watch_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::users_init::run(
+        node.clone(),
+        users,
+        local_password,
+        watch_rx.clone(),
+    )));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::serve_admin(
             l,

@@ -2,6 +2,8 @@
 //! connection a loop that reads every request the client has sent so far,
 //! runs them in order (consecutive writes as one log entry, consecutive
 //! reads as one linearizable read) and writes the replies back together.
+//! Every request passes the gate first: who the connection is, under the
+//! users the node has applied, and whether that user may run it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,17 +14,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::cmd::{self, Command, Session};
+use crate::acl::{self, commands, Denied, Identity};
+use crate::cmd::{self, Command, Local, Session};
 use crate::config::Settings;
 use crate::connection::{ClientStream, Connection, ConnectionError};
 use crate::context::Context;
 use crate::frame::put_error;
+use crate::metrics::AclDenial;
 use crate::store::{encode_reads, encode_writes, Read, Write};
 use crate::tls::ReloadableAcceptor;
 
 /// The most argument bytes grouped into one log entry; a larger run of
 /// writes is split (a single larger command goes alone).
 const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// The reply to every command but PING and QUIT while the node does not
+/// know the cluster's users (and has no `--requirepass` of its own).
+pub const LOADING: &str =
+    "LOADING this node has not yet received the cluster's users; retry in a moment";
 
 /// How long a TLS client may take over its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,7 +129,7 @@ async fn handle(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let mut conn = Connection::new(stream, peer, settings.max_request_bytes);
-    let mut session = Session::new(conn.peer(), &settings);
+    let mut session = Session::new(conn.peer());
     let mut requests = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -160,52 +169,18 @@ async fn handle(
     }
 }
 
-/// The lower-case name of a request's command, from a fixed list (no
-/// allocation); "other" for names not in it.
-fn static_name(raw: &[u8]) -> &'static str {
-    const NAMES: &[&str] = &[
-        "get",
-        "set",
-        "del",
-        "unlink",
-        "exists",
-        "incr",
-        "incrby",
-        "decr",
-        "decrby",
-        "append",
-        "strlen",
-        "mget",
-        "mset",
-        "getset",
-        "cas",
-        "dbsize",
-        "keys",
-        "scan",
-        "flushdb",
-        "flushall",
-        "ping",
-        "echo",
-        "auth",
-        "hello",
-        "info",
-        "command",
-        "config",
-        "select",
-        "client",
-        "quit",
-        "readonly",
-        "readwrite",
-        "raft.status",
-        "raft.join",
-        "raft.leave",
-        "raft.transfer",
-    ];
-    NAMES
-        .iter()
-        .find(|n| n.len() == raw.len() && n.as_bytes().eq_ignore_ascii_case(raw))
-        .copied()
-        .unwrap_or("other")
+/// The lower-case name a request's command counts under in the metrics
+/// (a container's, for a subcommand), from the command table (no
+/// allocation); "other" for a command that is not in it.
+fn static_name(spec: Option<usize>) -> &'static str {
+    match spec {
+        Some(i) => {
+            let name = commands::COMMANDS[i].name;
+            name.split_once('|')
+                .map_or(name, |(container, _)| container)
+        }
+        None => "other",
+    }
 }
 
 /// The RESP error a client sees for a failed write or read.
@@ -234,6 +209,71 @@ fn args_len(args: &[Bytes]) -> usize {
     args.iter().map(|a| a.len()).sum()
 }
 
+/// One request as read, parsed.
+struct Request {
+    /// Its entry in the command table ([`commands::lookup`]).
+    spec: Option<usize>,
+    name: &'static str,
+    size: usize,
+    command: Command,
+    args: Vec<Bytes>,
+}
+
+/// What the gate decided for a request.
+enum Gate {
+    /// Run it.
+    Run,
+    /// Reply with this error instead.
+    Refuse(String),
+    /// Close the connection: its user was deleted or turned off.
+    Close,
+}
+
+/// Whether `request` may run on this connection now: a command that does
+/// not exist (or has the wrong arity) gets its error whoever asks; while
+/// the node does not know its users only PING and QUIT run; before AUTH
+/// only AUTH, HELLO and QUIT; after it, what the user's rules allow.
+fn gate(request: &Request, session: &mut Session, ctx: &Context) -> Gate {
+    if matches!(request.command, Command::Refused(_)) {
+        return Gate::Run;
+    }
+    let view = ctx.acl.view();
+    match acl::resolve(&mut session.auth, &view) {
+        Identity::Closed => Gate::Close,
+        Identity::Loading => match request.command {
+            Command::Local(Local::Ping(_) | Local::Quit) => Gate::Run,
+            _ => Gate::Refuse(LOADING.into()),
+        },
+        Identity::Anonymous => {
+            if cmd::server::allowed_before_auth(&request.command) {
+                Gate::Run
+            } else {
+                Gate::Refuse("NOAUTH Authentication required.".into())
+            }
+        }
+        Identity::User(user) => {
+            let Some(spec) = request.spec else {
+                return Gate::Run;
+            };
+            match user.check(spec, &request.args) {
+                Ok(()) => Gate::Run,
+                Err(Denied::Command) => {
+                    ctx.metrics.acl_denied(AclDenial::Command);
+                    Gate::Refuse(format!(
+                        "NOPERM User {} has no permissions to run the '{}' command",
+                        String::from_utf8_lossy(user.name()),
+                        commands::COMMANDS[spec].name
+                    ))
+                }
+                Err(Denied::Key(_)) => {
+                    ctx.metrics.acl_denied(AclDenial::Key);
+                    Gate::Refuse("NOPERM No permissions to access a key".into())
+                }
+            }
+        }
+    }
+}
+
 /// Runs the requests in order and writes their replies into `out`.
 async fn run_batch(
     requests: &mut Vec<Vec<Bytes>>,
@@ -243,30 +283,67 @@ async fn run_batch(
     started: Instant,
     out: &mut BytesMut,
 ) {
-    let mut parsed: Vec<(&'static str, usize, Command)> = requests
+    let mut parsed: Vec<Request> = requests
         .drain(..)
-        .map(|args| (static_name(&args[0]), args_len(&args), cmd::parse(&args)))
+        .map(|args| {
+            let spec = commands::lookup(&args);
+            Request {
+                spec,
+                name: static_name(spec),
+                size: args_len(&args),
+                command: cmd::parse(&args),
+                args,
+            }
+        })
         .collect();
     parsed.reverse();
     let mut names = Vec::new();
-    while let Some((name, _, command)) = parsed.pop() {
-        if !session.authenticated && !cmd::server::allowed_before_auth(&command) {
-            put_error(out, "NOAUTH Authentication required.");
-            ctx.metrics.record(name, false, started.elapsed());
-            continue;
+    // The gate's answer for the next request, when a batch already asked.
+    let mut next_gate: Option<Gate> = None;
+    while let Some(request) = parsed.pop() {
+        match next_gate
+            .take()
+            .unwrap_or_else(|| gate(&request, session, ctx))
+        {
+            Gate::Run => {}
+            Gate::Refuse(e) => {
+                put_error(out, &e);
+                ctx.metrics.record(request.name, false, started.elapsed());
+                continue;
+            }
+            Gate::Close => {
+                session.quit = true;
+                return;
+            }
         }
-        match command {
+        let name = request.name;
+        match request.command {
             Command::Write(w) => {
                 let mut writes: Vec<Write> = vec![w];
                 let mut bytes = 0;
                 names.clear();
                 names.push(name);
-                while let Some((_, size, Command::Write(_))) = parsed.last() {
-                    bytes += size;
+                while let Some(next) = parsed.last() {
+                    if !matches!(next.command, Command::Write(_)) {
+                        break;
+                    }
+                    bytes += next.size;
                     if bytes > MAX_BATCH_BYTES {
                         break;
                     }
-                    let Some((n, _, Command::Write(w))) = parsed.pop() else {
+                    match gate(next, session, ctx) {
+                        Gate::Run => {}
+                        other => {
+                            next_gate = Some(other);
+                            break;
+                        }
+                    }
+                    let Some(Request {
+                        name: n,
+                        command: Command::Write(w),
+                        ..
+                    }) = parsed.pop()
+                    else {
                         unreachable!("just looked")
                     };
                     names.push(n);
@@ -280,8 +357,23 @@ async fn run_batch(
                 let mut reads: Vec<Read> = vec![r];
                 names.clear();
                 names.push(name);
-                while let Some((_, _, Command::Read(_))) = parsed.last() {
-                    let Some((n, _, Command::Read(r))) = parsed.pop() else {
+                while let Some(next) = parsed.last() {
+                    if !matches!(next.command, Command::Read(_)) {
+                        break;
+                    }
+                    match gate(next, session, ctx) {
+                        Gate::Run => {}
+                        other => {
+                            next_gate = Some(other);
+                            break;
+                        }
+                    }
+                    let Some(Request {
+                        name: n,
+                        command: Command::Read(r),
+                        ..
+                    }) = parsed.pop()
+                    else {
                         unreachable!("just looked")
                     };
                     names.push(n);
@@ -335,6 +427,37 @@ fn finish(
             for n in names {
                 put_error(out, &reply);
                 ctx.metrics.record(n, false, latency);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(request: &str) -> &'static str {
+        let args: Vec<Bytes> = request
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        static_name(commands::lookup(&args))
+    }
+
+    #[test]
+    fn requests_count_under_their_command() {
+        assert_eq!(name("GET k"), "get");
+        assert_eq!(name("Config Get maxmemory"), "config");
+        assert_eq!(name("acl whoami"), "acl");
+        assert_eq!(name("RAFT.STATUS"), "raft.status");
+        assert_eq!(name("hgetall h"), "other");
+    }
+
+    #[test]
+    fn every_counted_command_is_in_the_command_table() {
+        for (counted, _) in crate::metrics::COMMANDS {
+            if counted != "other" {
+                assert_eq!(name(counted), counted);
             }
         }
     }

@@ -16,10 +16,18 @@
 //!
 //! Apply never panics on any input: bytes that are not a batch get one
 //! `-ERR` reply, the same on every node.
+//!
+//! The store also holds the ACL users ([`crate::acl::Users`]): ACL SETUSER,
+//! ACL DELUSER and the init entry are writes like the others, applied in
+//! log order on every node and kept in snapshots. After each of them the
+//! table is published to the node's connections ([`KvStore::publishing_users_to`]).
 
 use std::collections::btree_map::{self, BTreeMap};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::acl::{self, PasswordHash, SharedUsers, Users};
 
 use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple};
 
@@ -91,6 +99,26 @@ pub enum Write {
         /// The value to set.
         new: Bytes,
     },
+    /// `ACL SETUSER name rule...`: `+OK` or the error. The rules hold
+    /// password hashes, never a password.
+    AclSetUser {
+        /// The user's name.
+        name: Bytes,
+        /// The rules, applied in order, all or none.
+        rules: Vec<acl::Rule>,
+    },
+    /// `ACL DELUSER name...`: replies with the number of users removed.
+    AclDelUser {
+        /// The users' names.
+        names: Vec<Bytes>,
+    },
+    /// The init entry of the user table: the first applied makes the
+    /// default user with this password (`nopass` without) and replies
+    /// `:1`; later ones change nothing and reply `:0`.
+    AclInit {
+        /// The hash of the founding leader's `--requirepass`.
+        password: Option<PasswordHash>,
+    },
 }
 
 /// A read-only command; a query holds one or more.
@@ -148,6 +176,8 @@ pub enum Read {
 //        | 2 DEL list | 3 INCRBY key i64-LE | 4 APPEND key value
 //        | 5 MSET u32-LE pairs, (key value)* | 6 GETSET key value | 7 FLUSHDB
 //        | 8 CAS key has:u8 [expected] new
+//        | 9 ACL-SETUSER name list(rule text) | 10 ACL-DELUSER list
+//        | 11 ACL-INIT has:u8 [sha256:32 bytes]
 // read   = 1 GET key | 2 MGET list | 3 EXISTS list | 4 STRLEN key | 5 DBSIZE
 //        | 6 KEYS pattern | 7 SCAN cursor:u64-LE count:u64-LE has:u8 [pattern]
 
@@ -162,6 +192,9 @@ const W_MSET: u8 = 5;
 const W_GETSET: u8 = 6;
 const W_FLUSHDB: u8 = 7;
 const W_CAS: u8 = 8;
+const W_ACL_SETUSER: u8 = 9;
+const W_ACL_DELUSER: u8 = 10;
+const W_ACL_INIT: u8 = 11;
 
 const R_GET: u8 = 1;
 const R_MGET: u8 = 2;
@@ -203,6 +236,11 @@ fn write_size(w: &Write) -> usize {
         Write::Cas { key, expected, new } => {
             1 + 8 + key.len() + new.len() + expected.as_ref().map_or(0, |e| 4 + e.len())
         }
+        Write::AclSetUser { name, rules } => {
+            8 + name.len() + rules.iter().map(|r| 4 + r.text().len()).sum::<usize>()
+        }
+        Write::AclDelUser { names } => 4 + names.iter().map(|n| 4 + n.len()).sum::<usize>(),
+        Write::AclInit { password } => 1 + password.map_or(0, |_| 32),
     }
 }
 
@@ -287,6 +325,31 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                     None => b.put_u8(0),
                 }
                 put_str(&mut b, new);
+            }
+            Write::AclSetUser { name, rules } => {
+                b.put_u8(W_ACL_SETUSER);
+                put_str(&mut b, name);
+                b.put_u32_le(len32(rules.len()));
+                for r in rules {
+                    put_str(&mut b, &r.text());
+                }
+            }
+            Write::AclDelUser { names } => {
+                b.put_u8(W_ACL_DELUSER);
+                b.put_u32_le(len32(names.len()));
+                for n in names {
+                    put_str(&mut b, n);
+                }
+            }
+            Write::AclInit { password } => {
+                b.put_u8(W_ACL_INIT);
+                match password {
+                    Some(h) => {
+                        b.put_u8(1);
+                        b.put_slice(&h.0);
+                    }
+                    None => b.put_u8(0),
+                }
             }
         }
     }
@@ -472,6 +535,12 @@ enum WriteOp<'a> {
         expected: Option<&'a [u8]>,
         new: &'a [u8],
     },
+    AclSetUser {
+        name: &'a [u8],
+        rules: Items<'a>,
+    },
+    AclDelUser(Items<'a>),
+    AclInit(Option<PasswordHash>),
 }
 
 /// A read borrowed from a query.
@@ -532,6 +601,20 @@ fn parse_write<'a>(r: &mut Reader<'a>) -> Result<WriteOp<'a>, &'static str> {
             expected: r.opt_str().ok_or("invalid CAS")?,
             new: r.str().ok_or(CUT)?,
         },
+        W_ACL_SETUSER => WriteOp::AclSetUser {
+            name: r.str().ok_or(CUT)?,
+            rules: r.list(1).ok_or(CUT)?,
+        },
+        W_ACL_DELUSER => WriteOp::AclDelUser(r.list(1).ok_or(CUT)?),
+        W_ACL_INIT => WriteOp::AclInit(match r.u8().ok_or(CUT)? {
+            0 => None,
+            1 => {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(r.take(32).ok_or(CUT)?);
+                Some(PasswordHash(h))
+            }
+            _ => return Err("invalid ACL init"),
+        }),
         _ => return Err("unknown command"),
     };
     Ok(op)
@@ -955,18 +1038,57 @@ fn bulk(out: &mut BytesMut, v: &[u8]) {
 // ---------------------------------------------------------------------------
 
 /// The state machine of raft-kv: byte-string keys and values, ordered by
-/// the keys' hashes (see the module documentation).
+/// the keys' hashes (see the module documentation), and the ACL users.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     map: Map,
     /// The number of keys (the map counts hashes).
     len: usize,
+    /// The ACL users.
+    users: Users,
+    /// Where the users go after each change.
+    publish: Publisher,
 }
+
+/// The node's [`SharedUsers`], if any: no part of the state (every store
+/// compares equal whatever it publishes to).
+#[derive(Debug, Clone, Default)]
+struct Publisher(Option<Arc<SharedUsers>>);
+
+impl PartialEq for Publisher {
+    fn eq(&self, _: &Publisher) -> bool {
+        true
+    }
+}
+
+impl Eq for Publisher {}
 
 impl KvStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that publishes its users to `shared` after every
+    /// change (and once now).
+    pub fn publishing_users_to(shared: Arc<SharedUsers>) -> Self {
+        let store = KvStore {
+            publish: Publisher(Some(shared)),
+            ..KvStore::default()
+        };
+        store.publish_users();
+        store
+    }
+
+    /// The ACL users.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    fn publish_users(&self) {
+        if let Some(shared) = &self.publish.0 {
+            shared.publish(self.users.clone());
+        }
     }
 
     /// The number of keys.
@@ -1137,6 +1259,24 @@ impl KvStore {
                 };
                 put_int(out, i64::from(done));
             }
+            WriteOp::AclSetUser { name, rules } => {
+                match self.users.set_user(name, rules) {
+                    Ok(()) => put_simple(out, "OK"),
+                    Err(e) => put_error(out, &e.to_string()),
+                }
+                self.publish_users();
+            }
+            WriteOp::AclDelUser(names) => {
+                match self.users.del_users(names) {
+                    Ok(n) => put_int(out, n as i64),
+                    Err(e) => put_error(out, &e.to_string()),
+                }
+                self.publish_users();
+            }
+            WriteOp::AclInit(password) => {
+                put_int(out, i64::from(self.users.init(password)));
+                self.publish_users();
+            }
         }
     }
 
@@ -1221,15 +1361,17 @@ impl KvStore {
     }
 }
 
-// The snapshot: "RKVS", version 1, the number of keys (u64 LE), then each
-// key and value as a u32-LE length and the bytes, then the CRC-32C of all
-// that (u32 LE).
+// The snapshot: "RKVS", version 2, the number of keys (u64 LE), then each
+// key and value as a u32-LE length and the bytes, then the user table
+// (acl::codec) as a u32-LE length and the bytes, then the CRC-32C of all
+// that (u32 LE). Version 1 (no user table) reads as "no users yet".
 const SNAP_MAGIC: &[u8; 4] = b"RKVS";
-const SNAP_VERSION: u8 = 1;
+const SNAP_VERSION: u8 = 2;
+const SNAP_VERSION_WITHOUT_USERS: u8 = 1;
 const SNAP_HEADER: usize = 4 + 1 + 8;
 
 /// Decodes a snapshot; keys and values are slices of `s` (no copy).
-fn decode_snapshot(s: &Bytes) -> Result<(Map, usize), String> {
+fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> {
     if s.len() < SNAP_HEADER + 4 {
         return Err(format!(
             "a raft-kv snapshot has at least {} bytes, this one has {}",
@@ -1243,9 +1385,9 @@ fn decode_snapshot(s: &Bytes) -> Result<(Map, usize), String> {
             &s[..4]
         ));
     }
-    if s[4] != SNAP_VERSION {
+    if s[4] != SNAP_VERSION && s[4] != SNAP_VERSION_WITHOUT_USERS {
         return Err(format!(
-            "raft-kv snapshot version {} is not supported (only {SNAP_VERSION})",
+            "raft-kv snapshot version {} is not supported (only {SNAP_VERSION_WITHOUT_USERS} and {SNAP_VERSION})",
             s[4]
         ));
     }
@@ -1284,6 +1426,17 @@ fn decode_snapshot(s: &Bytes) -> Result<(Map, usize), String> {
             .ok_or_else(|| format!("the snapshot is cut off in the value of key {i} of {count}"))?;
         pairs.push((key_hash(&k), k, v));
     }
+    let users = if s[4] == SNAP_VERSION_WITHOUT_USERS {
+        Users::default()
+    } else {
+        let blob = rd
+            .str()
+            .ok_or("the snapshot is cut off in its user table")?;
+        match acl::codec::decode(blob)? {
+            (users, []) => users,
+            (_, rest) => return Err(format!("{} stray bytes after the user table", rest.len())),
+        }
+    };
     if !rd.is_empty() {
         return Err(format!(
             "{} stray bytes after the {count} keys of the snapshot",
@@ -1304,7 +1457,7 @@ fn decode_snapshot(s: &Bytes) -> Result<(Map, usize), String> {
             _ => slots.push((h, Slot::One(k, v))),
         }
     }
-    Ok((slots.into_iter().collect(), count as usize))
+    Ok((slots.into_iter().collect(), count as usize, users))
 }
 
 impl raft_node::StateMachine for KvStore {
@@ -1341,8 +1494,12 @@ impl raft_node::StateMachine for KvStore {
     }
 
     fn snapshot(&self) -> Bytes {
+        let mut users = Vec::new();
+        acl::codec::encode(&self.users, &mut users);
         let size = SNAP_HEADER
             + 4
+            + 4
+            + users.len()
             + self
                 .iter()
                 .map(|(k, v)| 8 + k.len() + v.len())
@@ -1355,6 +1512,7 @@ impl raft_node::StateMachine for KvStore {
             put_str(&mut b, k);
             put_str(&mut b, v);
         }
+        put_str(&mut b, &users);
         let crc = crc32c(&b);
         b.put_u32_le(crc);
         b.freeze()
@@ -1364,9 +1522,11 @@ impl raft_node::StateMachine for KvStore {
     /// Keys and values are slices of `snapshot` (a mapped file stays mapped
     /// while any of them lives) rather than copies.
     fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
-        let (map, len) = decode_snapshot(&snapshot)?;
+        let (map, len, users) = decode_snapshot(&snapshot)?;
         discard(std::mem::replace(&mut self.map, map));
         self.len = len;
+        self.users = users;
+        self.publish_users();
         Ok(())
     }
 }
@@ -1841,6 +2001,32 @@ mod tests {
                 expected: Some(b("")),
                 new: b("2"),
             },
+            Write::AclInit { password: None },
+            Write::AclInit {
+                password: Some(PasswordHash::of(b"pw")),
+            },
+            Write::AclSetUser {
+                name: b("alice"),
+                rules: [
+                    "on",
+                    ">pw",
+                    "~app:*",
+                    "&*",
+                    "+@read",
+                    "-keys",
+                    "+acl|whoami",
+                ]
+                .iter()
+                .map(|r| acl::Rule::parse(r.as_bytes()).unwrap())
+                .collect(),
+            },
+            Write::AclSetUser {
+                name: b(""),
+                rules: vec![],
+            },
+            Write::AclDelUser {
+                names: vec![b("alice"), b("bob")],
+            },
         ]
     }
 
@@ -1908,6 +2094,16 @@ mod tests {
                 expected: expected.map(c),
                 new: c(new),
             },
+            WriteOp::AclSetUser { name, rules } => Write::AclSetUser {
+                name: c(name),
+                rules: rules
+                    .map(|r| acl::Rule::parse(r).expect("a rule written by encode_writes"))
+                    .collect(),
+            },
+            WriteOp::AclDelUser(names) => Write::AclDelUser {
+                names: names.map(c).collect(),
+            },
+            WriteOp::AclInit(password) => Write::AclInit { password },
         }
     }
 
@@ -2143,8 +2339,8 @@ mod tests {
         v[0] = b'X';
         check(v, "not a raft-kv snapshot");
         let mut v = snap.to_vec();
-        v[4] = 2;
-        check(v, "version 2");
+        v[4] = 3;
+        check(v, "version 3");
         // Any flipped bit breaks the checksum.
         for at in 5..snap.len() {
             let mut v = snap.to_vec();
@@ -2157,7 +2353,26 @@ mod tests {
             body.extend_from_slice(&crc.to_le_bytes());
             body
         };
-        let body = &snap[..snap.len() - 4];
+        // The keys' part is checked on a version 1 body (no user table).
+        let users_len = {
+            let mut u = Vec::new();
+            acl::codec::encode(&s.users, &mut u);
+            4 + u.len()
+        };
+        let mut v2_body = snap[..snap.len() - 4].to_vec();
+        let mut body = v2_body[..v2_body.len() - users_len].to_vec();
+        body[4] = 1;
+        let mut v1 = s.clone();
+        v1.restore(Bytes::from(reseal(body.clone()))).unwrap();
+        assert_eq!(v1, s, "a version 1 snapshot reads with no users");
+        let mut v = v2_body.clone();
+        v.truncate(v.len() - 1);
+        check(reseal(v), "cut off in its user table");
+        v2_body.push(0);
+        check(reseal(v2_body.clone()), "stray bytes");
+        let last = v2_body.len() - 2;
+        v2_body[last] = 9;
+        check(reseal(v2_body), "user table");
         let mut v = body.to_vec();
         v[5..13].copy_from_slice(&4u64.to_le_bytes());
         check(reseal(v), "cut off in key 4 of 4");

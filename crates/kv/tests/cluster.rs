@@ -315,7 +315,14 @@ fn a_follower_leaves_and_a_fresh_node_joins() {
     c.nodes[new].terminate();
     c.nodes[new].start();
     let mut ncon = c.conn(new);
-    assert_eq!(q(&mut ncon, &["GET", "quorum-with-n4"]), bulk("1"));
+    // It answers LOADING until it has applied the cluster's users again.
+    let got = eventually(EVENTUALLY, "n4 to serve after its restart", || {
+        match cmd(&["GET", "quorum-with-n4"]).query::<Value>(&mut ncon) {
+            Err(e) if err_text(&e).starts_with("LOADING") => None,
+            other => Some(other.map_err(|e| err_text(&e))),
+        }
+    });
+    assert_eq!(got, Ok(bulk("1")));
     assert_eq!(q(&mut ncon, &["SET", "after-n4-restart", "1"]), Value::Okay);
     let status = raft_status(&mut lcon);
     assert!(
@@ -562,8 +569,9 @@ fn without_a_quorum_writes_fail_with_an_error_and_local_reads_still_work() {
     for &f in &followers {
         c.nodes[f].kill();
     }
+    // LOADING: a restarted node that has not yet applied the users.
     let retryable = |text: &str| {
-        ["TRYAGAIN", "CLUSTERDOWN", "TIMEOUT"]
+        ["TRYAGAIN", "CLUSTERDOWN", "TIMEOUT", "LOADING"]
             .iter()
             .any(|code| text.starts_with(code))
     };
@@ -634,11 +642,12 @@ fn a_node_of_another_cluster_can_neither_join_nor_write() {
         !peer_ids(&status).iter().any(|(id, _)| id == "stranger"),
         "the stranger became a member: {status}"
     );
-    // It has no leader, so it cannot write anything anywhere.
+    // It has no leader (nor the cluster's users: it serves nothing), so
+    // it cannot write anything anywhere.
     let mut scon = c.conn(stranger);
     let err = expect_err(&mut scon, &cmd(&["SET", "k", "theirs"]));
     assert!(
-        err.starts_with("CLUSTERDOWN") || err.starts_with("TIMEOUT"),
+        err.starts_with("CLUSTERDOWN") || err.starts_with("TIMEOUT") || err.starts_with("LOADING"),
         "{err}"
     );
     assert_eq!(q(&mut lcon, &["GET", "k"]), bulk("mine"));

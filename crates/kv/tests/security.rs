@@ -219,10 +219,11 @@ fn a_node_with_its_own_ca_can_neither_join_nor_be_added() {
     assert_eq!(members(&mut lcon), ["n1", "n2", "n3"]);
     let log = std::fs::read_to_string(c.node(evil).log_path()).unwrap();
     assert!(log.contains("not signed by a trusted CA"), "{log}");
+    // It never learns the cluster's users, so it serves nothing.
     let mut econ = c.conn(evil);
     let err = expect_err(&mut econ, &cmd(&["SET", "k", "theirs"]));
     assert!(
-        err.starts_with("CLUSTERDOWN") || err.starts_with("TIMEOUT"),
+        err.starts_with("LOADING") || err.starts_with("CLUSTERDOWN") || err.starts_with("TIMEOUT"),
         "{err}"
     );
     for i in 0..3 {
@@ -573,6 +574,8 @@ fn clients_speak_tls_on_the_tls_port() {
     let port = free_ports(1)[0];
     let c = Cluster::single(&["--tls-port", &port.to_string()]);
     let node = c.node(0);
+    // Once it knows the cluster's users (INFO waits out LOADING).
+    assert!(info(node, "server").is_some());
     let dir = c.path().join("client");
     std::fs::create_dir_all(&dir).unwrap();
     let alice = c.ca.issue_client("alice", Validity::days(1)).unwrap();

@@ -2,12 +2,14 @@
 //! replicates ([`Write`]), what it answers from one state ([`Read`]), or
 //! what this server answers itself ([`Local`]). One file per family, as in
 //! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
-//! SCAN...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*).
+//! SCAN...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*),
+//! `acl` (ACL SETUSER, LIST...).
 
 use bytes::Bytes;
 
 use crate::store::{Read, Write};
 
+pub mod acl;
 pub mod keys;
 pub mod raft;
 pub mod server;
@@ -44,7 +46,7 @@ pub enum Local {
     Echo(Bytes),
     /// `AUTH [user] password`
     Auth {
-        /// The user name (only `default` exists).
+        /// The user name (`default` if none).
         user: Option<Bytes>,
         /// The password.
         password: Bytes,
@@ -87,6 +89,8 @@ pub enum Local {
     RaftLeave(String),
     /// RAFT.TRANSFER id
     RaftTransfer(String),
+    /// ACL LIST, USERS, GETUSER, WHOAMI, CAT, DRYRUN, HELP.
+    Acl(acl::AclLocal),
 }
 
 /// The error for a wrong number of arguments, as Redis words it.
@@ -141,6 +145,7 @@ pub fn parse(args: &[Bytes]) -> Command {
         b"del" | b"unlink" | b"exists" | b"keys" | b"scan" | b"dbsize" | b"flushdb"
         | b"flushall" => keys::parse(name, rest),
         b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer" => raft::parse(name, rest),
+        b"acl" => Some(acl::parse(rest)),
         _ => server::parse(name, rest),
     };
     match parsed {

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 
 use super::{arity_error, Command, Local};
+use crate::acl::commands::{CommandSpec, CATEGORIES, COMMANDS};
+use crate::acl::{self, Auth, View};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple, Frame};
@@ -28,8 +30,9 @@ pub struct Session {
     pub id: u64,
     /// The peer's address.
     pub peer: String,
-    /// Whether AUTH succeeded (or no password is needed).
-    pub authenticated: bool,
+    /// Who the connection is (checked against the node's users before
+    /// every command).
+    pub auth: Auth,
     /// READONLY: reads are answered from this node's state, possibly stale.
     pub local_reads: bool,
     /// CLIENT SETNAME.
@@ -39,16 +42,22 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new connection's session.
-    pub fn new(peer: String, settings: &Settings) -> Session {
+    /// A new connection's session: who it is is settled at its first
+    /// command (the default user, if that one needs no password).
+    pub fn new(peer: String) -> Session {
         Session {
             id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
             peer,
-            authenticated: settings.requirepass.is_none(),
+            auth: Auth::Pending,
             local_reads: false,
             name: None,
             quit: false,
         }
+    }
+
+    /// Whether the connection is authenticated (as its gate last settled).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.auth, Auth::User { .. } | Auth::Provisional(_))
     }
 }
 
@@ -178,31 +187,40 @@ fn parse_hello(args: &[Bytes]) -> Command {
     })
 }
 
-/// Compares passwords in time independent of where they differ.
-fn same_password(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
-
+/// AUTH (and HELLO's AUTH option) against the users the node knows: on
+/// success the connection is that user. As in Redis, asking for the
+/// default user while it needs no password is an error (raft-kv says so
+/// for `AUTH default password` too, where Redis would accept any password).
 fn check_auth(
     user: Option<&[u8]>,
     password: &[u8],
-    settings: &Settings,
+    ctx: &Context,
     session: &mut Session,
 ) -> Result<(), String> {
-    let Some(required) = &settings.requirepass else {
-        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+    let view = ctx.acl.view();
+    let Some(users) = view.users() else {
+        return Err(crate::server::LOADING.into());
     };
-    let user_ok = user.is_none_or(|u| u == b"default");
-    if user_ok && same_password(password, required.as_bytes()) {
-        session.authenticated = true;
-        Ok(())
-    } else {
-        Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+    let name = user.unwrap_or(acl::DEFAULT_USER);
+    if name == acl::DEFAULT_USER
+        && users
+            .get(acl::DEFAULT_USER)
+            .is_some_and(|d| d.is_enabled() && d.is_nopass())
+    {
+        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
     }
+    let Some(u) = users.authenticate(name, password) else {
+        ctx.metrics.acl_denied(crate::metrics::AclDenial::Auth);
+        return Err("WRONGPASS invalid username-password pair or user is disabled.".into());
+    };
+    session.auth = match view {
+        View::Local(_) => Auth::Provisional(acl::PasswordHash::of(password)),
+        _ => Auth::User {
+            name: u.name().clone(),
+            serial: u.serial(),
+        },
+    };
+    Ok(())
 }
 
 /// Runs a command answered by this server (RAFT.* included) and writes
@@ -218,7 +236,7 @@ pub async fn run(
         Local::Ping(None) => put_simple(out, "PONG"),
         Local::Ping(Some(m)) | Local::Echo(m) => put_bulk(out, &m),
         Local::Auth { user, password } => {
-            match check_auth(user.as_deref(), &password, settings, session) {
+            match check_auth(user.as_deref(), &password, ctx, session) {
                 Ok(()) => put_simple(out, "OK"),
                 Err(e) => put_error(out, &e),
             }
@@ -227,7 +245,7 @@ pub async fn run(
             version,
             auth,
             name,
-        } => hello(version, auth, name, session, ctx, settings, out),
+        } => hello(version, auth, name, session, ctx, out),
         Local::Info(sections) => {
             let text = info(&sections, session, ctx, settings).await;
             put_bulk(out, text.as_bytes());
@@ -260,6 +278,7 @@ pub async fn run(
         | Local::RaftJoin { .. }
         | Local::RaftLeave(_)
         | Local::RaftTransfer(_) => super::raft::run(local, ctx, out).await,
+        Local::Acl(sub) => super::acl::run(sub, &session.auth, session.local_reads, ctx, out).await,
     }
 }
 
@@ -269,7 +288,6 @@ fn hello(
     name: Option<Bytes>,
     session: &mut Session,
     ctx: &Context,
-    settings: &Settings,
     out: &mut BytesMut,
 ) {
     if let Some(v) = &version {
@@ -287,11 +305,11 @@ fn hello(
         }
     }
     if let Some((user, pass)) = auth {
-        if let Err(e) = check_auth(Some(&user), &pass, settings, session) {
+        if let Err(e) = check_auth(Some(&user), &pass, ctx, session) {
             return put_error(out, &e);
         }
     }
-    if !session.authenticated {
+    if !session.is_authenticated() {
         return put_error(
             out,
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
@@ -327,108 +345,71 @@ fn hello(
     .encode(out);
 }
 
-/// A command as COMMAND reports it: name, arity (negative: at least),
-/// flags, first key, last key, step.
-type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
-
-/// The commands raft-kv knows.
-const COMMANDS: &[CommandInfo] = &[
-    ("get", 2, &["readonly", "fast"], 1, 1, 1),
-    ("set", -3, &["write", "denyoom"], 1, 1, 1),
-    ("del", -2, &["write"], 1, -1, 1),
-    ("unlink", -2, &["write", "fast"], 1, -1, 1),
-    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
-    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("append", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("strlen", 2, &["readonly", "fast"], 1, 1, 1),
-    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
-    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
-    ("getset", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("cas", 4, &["write", "denyoom"], 1, 1, 1),
-    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
-    ("keys", 2, &["readonly"], 0, 0, 0),
-    ("scan", -2, &["readonly"], 0, 0, 0),
-    ("flushdb", -1, &["write"], 0, 0, 0),
-    ("flushall", -1, &["write"], 0, 0, 0),
-    ("ping", -1, &["fast", "stale"], 0, 0, 0),
-    ("echo", 2, &["fast", "stale"], 0, 0, 0),
-    (
-        "auth",
-        -2,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
-        0,
-        0,
-        0,
-    ),
-    (
-        "hello",
-        -1,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
-        0,
-        0,
-        0,
-    ),
-    ("info", -1, &["loading", "stale"], 0, 0, 0),
-    ("command", -1, &["loading", "stale"], 0, 0, 0),
-    ("config", -2, &["admin", "loading", "stale"], 0, 0, 0),
-    ("select", 2, &["loading", "stale", "fast"], 0, 0, 0),
-    ("client", -2, &["loading", "stale"], 0, 0, 0),
-    (
-        "quit",
-        -1,
-        &["loading", "stale", "fast", "no_auth"],
-        0,
-        0,
-        0,
-    ),
-    ("readonly", 1, &["loading", "stale", "fast"], 0, 0, 0),
-    ("readwrite", 1, &["loading", "stale", "fast"], 0, 0, 0),
-    ("raft.status", 1, &["admin", "stale"], 0, 0, 0),
-    ("raft.join", 3, &["admin"], 0, 0, 0),
-    ("raft.leave", 2, &["admin"], 0, 0, 0),
-    ("raft.transfer", 2, &["admin"], 0, 0, 0),
-];
-
-fn command_info(entry: &CommandInfo, out: &mut BytesMut) {
-    let (name, arity, flags, first, last, step) = *entry;
-    put_array(out, 6);
-    put_bulk(out, name.as_bytes());
-    put_int(out, arity);
-    put_array(out, flags.len());
-    for f in flags {
+/// One command as Redis 7's COMMAND shows it: name, arity, flags, first
+/// key, last key, step, ACL categories, tips, key specifications (none
+/// shown) and subcommands.
+fn command_info(spec: &CommandSpec, out: &mut BytesMut) {
+    put_array(out, 10);
+    put_bulk(out, spec.name.as_bytes());
+    put_int(out, spec.arity);
+    put_array(out, spec.flags.len());
+    for f in spec.flags {
         put_simple(out, f);
     }
-    put_int(out, first);
-    put_int(out, last);
-    put_int(out, step);
+    put_int(out, spec.first_key);
+    put_int(out, spec.last_key);
+    put_int(out, spec.key_step);
+    let categories: Vec<&str> = CATEGORIES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| spec.categories & (1 << i) != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    put_array(out, categories.len());
+    for c in categories {
+        put_simple(out, &format!("@{c}"));
+    }
+    put_array(out, 0);
+    put_array(out, 0);
+    let prefix = format!("{}|", spec.name);
+    let subs: Vec<&CommandSpec> = COMMANDS
+        .iter()
+        .filter(|c| c.name.starts_with(&prefix))
+        .collect();
+    put_array(out, subs.len());
+    for sub in subs {
+        command_info(sub, out);
+    }
+}
+
+/// The top-level commands (subcommands are shown inside their container).
+fn top_level() -> impl Iterator<Item = &'static CommandSpec> {
+    COMMANDS.iter().filter(|c| !c.is_subcommand())
 }
 
 fn command(args: &[Bytes], out: &mut BytesMut) {
     let sub = args.first().map(|a| a.to_ascii_uppercase());
     match sub.as_deref() {
         None => {
-            put_array(out, COMMANDS.len());
-            for c in COMMANDS {
+            put_array(out, top_level().count());
+            for c in top_level() {
                 command_info(c, out);
             }
         }
-        Some(b"COUNT") => put_int(out, COMMANDS.len() as i64),
+        Some(b"COUNT") => put_int(out, top_level().count() as i64),
         // Documentation is not served: redis-cli then works without hints.
         Some(b"DOCS") => put_array(out, 0),
         Some(b"LIST") => {
-            put_array(out, COMMANDS.len());
-            for c in COMMANDS {
-                put_bulk(out, c.0.as_bytes());
+            put_array(out, top_level().count());
+            for c in top_level() {
+                put_bulk(out, c.name.as_bytes());
             }
         }
         Some(b"INFO") => {
             put_array(out, args.len() - 1);
             for name in &args[1..] {
                 let name = name.to_ascii_lowercase();
-                match COMMANDS.iter().find(|c| c.0.as_bytes() == name.as_slice()) {
+                match COMMANDS.iter().find(|c| c.name.as_bytes() == name.as_slice()) {
                     Some(c) => command_info(c, out),
                     None => out.extend_from_slice(b"*-1\r\n"),
                 }
@@ -575,9 +556,12 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
         };
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nacl_access_denied_auth:{}\r\nacl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
             counts.connections_total,
             counts.connections_refused,
+            counts.acl_denied_auth,
+            counts.acl_denied_command,
+            counts.acl_denied_key,
             q(true, 0.5),
             q(true, 0.99),
             q(false, 0.5),
@@ -653,14 +637,6 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_compare_whole() {
-        assert!(same_password(b"secret", b"secret"));
-        assert!(!same_password(b"secret", b"secreT"));
-        assert!(!same_password(b"secret", b"secret!"));
-        assert!(!same_password(b"", b"x"));
-    }
 
     #[test]
     fn hello_options_parse() {

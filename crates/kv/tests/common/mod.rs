@@ -610,14 +610,22 @@ impl Drop for Cluster {
     }
 }
 
-/// `INFO <section>` of a node, or `None` if it does not answer.
+/// `INFO <section>` of a node, or `None` if it does not answer (a node that
+/// does not know the cluster's users yet answers LOADING: that is waited
+/// out, for a few seconds).
 pub fn info(node: &Node, section: &str) -> Option<String> {
-    let mut con = node.try_conn(None).ok()?;
-    con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    redis::cmd("INFO")
-        .arg(section)
-        .query::<String>(&mut con)
-        .ok()
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut con = node.try_conn(None).ok()?;
+        con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        match redis::cmd("INFO").arg(section).query::<String>(&mut con) {
+            Ok(text) => return Some(text),
+            Err(e) if err_text(&e).starts_with("LOADING") && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// A number field of `INFO <section>` (0 if the node does not answer).
