@@ -51,6 +51,6 @@ pub use restore::{RestoreError, Restored, StoredTerm};
 pub use snapshot::CompactError;
 pub use step::StepError;
 pub use types::{
-    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term, MAX_TERM,
-    NO_NODE,
+    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term,
+    MAX_INDEX, MAX_TERM, NO_NODE,
 };

@@ -200,6 +200,39 @@ impl Message {
         };
         self.term.max(carried)
     }
+
+    /// The highest log index the message carries (every index and commit
+    /// index in it). The core refuses a message when this is above
+    /// [`MAX_INDEX`](crate::MAX_INDEX).
+    pub fn highest_index(&self) -> LogIndex {
+        match &self.body {
+            Body::Append(a) => a
+                .entries
+                .last()
+                .map_or(0, |e| e.index)
+                .max(a.prev_index)
+                .max(a.commit),
+            Body::AppendResponse(r) => match r.outcome {
+                AppendOutcome::Accepted { match_index } => match_index,
+                AppendOutcome::Rejected {
+                    prev_index,
+                    last_index,
+                    conflict,
+                } => prev_index
+                    .max(last_index)
+                    .max(conflict.map_or(0, |(_, index)| index)),
+            },
+            Body::Heartbeat { commit, .. } | Body::Commit { commit } => *commit,
+            Body::Vote(v) => v.last_index,
+            Body::Snapshot(c) => c.meta.index,
+            Body::SnapshotResponse(r) => r.snapshot_index,
+            Body::ReadIndexResponse { index, .. } => index.unwrap_or(0),
+            Body::HeartbeatResponse { .. }
+            | Body::VoteResponse { .. }
+            | Body::TimeoutNow
+            | Body::ReadIndex { .. } => 0,
+        }
+    }
 }
 
 impl Body {

@@ -216,6 +216,10 @@ impl Raft {
 /// Checks what a message says about itself, so that a corrupt or hostile
 /// peer cannot break the log's invariants (or panic the node).
 fn validate(m: &Message) -> Result<(), &'static str> {
+    // Checked first: the checks below add to indexes.
+    if m.highest_index() > crate::MAX_INDEX {
+        return Err("an index beyond MAX_INDEX");
+    }
     match &m.body {
         Body::Append(a) => {
             let mut prev = (a.prev_index, a.prev_term);

@@ -37,6 +37,13 @@ pub const NO_NODE: NodeId = 0;
 /// JavaScript).
 pub const MAX_TERM: Term = 1 << 53;
 
+/// The highest log index a message may carry. No log reaches it: at a
+/// million entries a second, 2^62 entries take about 146,000 years. A
+/// forged index near `u64::MAX` would overflow `index + 1` (the index after
+/// an append's `prev_index`, after a snapshot), so every message that
+/// carries an index above this bound is refused as malformed.
+pub const MAX_INDEX: LogIndex = 1 << 62;
+
 /// What a log entry carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryPayload {

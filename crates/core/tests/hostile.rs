@@ -548,3 +548,70 @@ fn a_stored_term_at_the_bound_restarts() {
     assert_eq!(raft.term(), MAX_TERM);
     assert_eq!(raft.last_term(), MAX_TERM);
 }
+
+/// Indexes near `u64::MAX` (an append after `u64::MAX - 1` or at it, a
+/// snapshot at `u64::MAX`, a commit far beyond the log) would overflow the
+/// core's `index + 1`: each is refused as malformed by every node, which
+/// changes nothing, and the cluster still commits. Debug builds (these
+/// tests) would panic on the overflow.
+#[test]
+fn forged_indexes_near_u64_max_are_refused() {
+    let mut c = committing_cluster();
+    let bodies: Vec<Box<dyn Fn(u64) -> Body>> = vec![
+        Box::new(|_| append_of_term(1, u64::MAX)),
+        Box::new(|_| {
+            Body::Append(Append {
+                prev_index: u64::MAX,
+                prev_term: 1,
+                entries: vec![Entry {
+                    index: 0,
+                    term: 1,
+                    payload: EntryPayload::Blank,
+                }],
+                commit: 0,
+                round: 0,
+            })
+        }),
+        Box::new(|_| Body::Commit { commit: u64::MAX }),
+        Box::new(|_| {
+            Body::Vote(raft_core::VoteRequest {
+                pre: false,
+                last_index: u64::MAX,
+                last_term: 1,
+                transfer: false,
+            })
+        }),
+        Box::new(|_| {
+            Body::Snapshot(raft_core::SnapshotChunk {
+                meta: raft_core::SnapshotMeta {
+                    index: u64::MAX,
+                    term: 1,
+                    membership: raft_core::Membership::with_voters([1, 2, 3]),
+                },
+                total_bytes: 1,
+                offset: 0,
+                data: Bytes::from_static(b"x"),
+                round: 0,
+            })
+        }),
+    ];
+    for body in &bodies {
+        for id in 1..=3 {
+            let term = c.node(id).term();
+            let m = forged(id, term, body(id));
+            assert!(m.highest_index() > raft_core::MAX_INDEX);
+            let before = c.node(id).metrics().refused_malformed;
+            let (last, commit) = (c.node(id).last_index(), c.node(id).commit_index());
+            let err = c.node_mut(id).step(m).unwrap_err();
+            assert!(err.to_string().contains("MAX_INDEX"), "{err}");
+            let r = c.node(id);
+            assert_eq!(r.metrics().refused_malformed, before + 1);
+            assert_eq!((r.last_index(), r.commit_index()), (last, commit));
+        }
+    }
+    c.node_mut(1).propose(Bytes::from_static(b"after")).unwrap();
+    c.stabilize();
+    for id in 1..=3 {
+        assert_eq!(c.commands(id).last().map(|d| &d[..]), Some(&b"after"[..]));
+    }
+}
