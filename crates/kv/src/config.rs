@@ -114,6 +114,11 @@ pub struct ServeArgs {
     /// --client-addr (redis-cli --tls) [default: none]
     #[arg(long)]
     pub tls_port: Option<u16>,
+    /// Serve RESP clients over TLS at this address instead (host:port; for
+    /// a TLS port on another host than --client-addr, which can then stay
+    /// on loopback) [default: none]
+    #[arg(long, conflicts_with = "tls_port")]
+    pub tls_addr: Option<String>,
     /// The certificate the TLS port (and the admin endpoint with
     /// --admin-tls) shows [default: node.crt of --certs-dir]
     #[arg(long)]
@@ -201,8 +206,8 @@ pub struct Settings {
     /// No TLS between nodes (and a plain admin endpoint is allowed on any
     /// address).
     pub insecure: bool,
-    /// The RESP TLS port and its certificate.
-    pub client_tls: Option<(u16, crate::tls::ServerTlsFiles)>,
+    /// The RESP TLS address (host:port) and its certificate.
+    pub client_tls: Option<(String, crate::tls::ServerTlsFiles)>,
     /// HTTPS for the admin endpoint.
     pub admin_tls: Option<crate::tls::ServerTlsFiles>,
 }
@@ -282,6 +287,7 @@ impl ServeArgs {
             certs_dir: self.certs_dir.or(other.certs_dir),
             insecure: self.insecure || other.insecure,
             tls_port: self.tls_port.or(other.tls_port),
+            tls_addr: self.tls_addr.or(other.tls_addr),
             tls_cert_file: self.tls_cert_file.or(other.tls_cert_file),
             tls_key_file: self.tls_key_file.or(other.tls_key_file),
             tls_ca_cert_file: self.tls_ca_cert_file.or(other.tls_ca_cert_file),
@@ -486,17 +492,31 @@ impl ServeArgs {
                 auth_clients,
             })
         };
-        let client_tls = match a.tls_port {
+        let tls_addr = match (a.tls_port, &a.tls_addr) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "--tls-port and --tls-addr exclude each other: give the port (on the host of --client-addr) or the whole address".into(),
+                ))
+            }
+            (Some(0), None) => return Err(bad("tls-port", "must be a port number, not 0")),
+            (Some(port), None) => {
+                let host = client_addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+                Some(("tls-port", format!("{host}:{port}")))
+            }
+            (None, Some(addr)) => {
+                check_addr("tls-addr", addr)?;
+                Some(("tls-addr", addr.clone()))
+            }
+            (None, None) => None,
+        };
+        let client_tls = match tls_addr {
             None => None,
-            Some(0) => return Err(bad("tls-port", "must be a port number, not 0")),
-            Some(port) => {
-                if client_addr.rsplit_once(':').map(|(_, p)| p) == Some(&port.to_string()) {
-                    return Err(bad(
-                        "tls-port",
-                        format!("{port} is the port of --client-addr too"),
-                    ));
+            Some((flag, addr)) => {
+                if addr == client_addr {
+                    return Err(bad(flag, format!("{addr} is --client-addr too")));
                 }
-                Some((port, server_files("--tls-port")?))
+                let files = server_files(&format!("--{flag}"))?;
+                Some((addr, files))
             }
         };
         let admin_tls = if a.admin_tls {
@@ -581,8 +601,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.certs_dir, Some(PathBuf::from("certs")));
-        let (port, files) = s.client_tls.unwrap();
-        assert_eq!(port, 6380);
+        let (addr, files) = s.client_tls.unwrap();
+        assert_eq!(addr, "127.0.0.1:6380");
         assert_eq!(files.cert_file, PathBuf::from("certs/node.crt"));
         assert_eq!(files.ca_file, Some(PathBuf::from("certs/ca.crt")));
         assert_eq!(files.auth_clients, crate::tls::AuthClients::Yes);
@@ -629,6 +649,13 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("--tls-port"), "{e}");
+        let s = resolve(ServeArgs {
+            tls_addr: Some("10.0.0.1:6380".into()),
+            certs_dir: Some("c".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.client_tls.unwrap().0, "10.0.0.1:6380");
         let e = resolve(ServeArgs {
             tls_port: Some(6380),
             certs_dir: Some("c".into()),

@@ -274,6 +274,7 @@ pub struct Metrics {
     connections_opened: AtomicU64,
     connections_closed: AtomicU64,
     connections_refused: AtomicU64,
+    connections_denied: AtomicU64,
     protocol_errors: AtomicU64,
     tls_handshake_failures: AtomicU64,
     bytes_in: AtomicU64,
@@ -313,6 +314,8 @@ pub struct MetricsSnapshot {
     pub connections_total: u64,
     /// Client connections refused at the connection limit.
     pub connections_refused: u64,
+    /// Remote clients refused by protected mode.
+    pub connections_denied: u64,
     /// Connections closed for a malformed or too large request.
     pub protocol_errors: u64,
     /// Client connections on the TLS port whose TLS handshake failed (no
@@ -348,6 +351,7 @@ impl Metrics {
             connections_opened: AtomicU64::new(0),
             connections_closed: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_denied: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -395,6 +399,12 @@ impl Metrics {
     /// [`connection_opened`](Self::connection_opened)) was closed.
     pub fn connection_closed(&self) {
         self.connections_closed.fetch_add(1, Relaxed);
+    }
+
+    /// A remote client refused by protected mode (the default user has no
+    /// password).
+    pub fn connection_denied(&self) {
+        self.connections_denied.fetch_add(1, Relaxed);
     }
 
     /// A connection refused because the limit of connections was reached.
@@ -472,6 +482,7 @@ impl Metrics {
             connections_current: opened.saturating_sub(closed),
             connections_total: opened,
             connections_refused: self.connections_refused.load(Relaxed),
+            connections_denied: self.connections_denied.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -949,6 +960,11 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
         s.connections_refused,
     );
     e.counter(
+        "connections_denied_total",
+        "Remote clients refused by protected mode (the default user has no password).",
+        s.connections_denied,
+    );
+    e.counter(
         "protocol_errors_total",
         "Client connections closed for a malformed or too large request.",
         s.protocol_errors,
@@ -1140,6 +1156,7 @@ pub(crate) mod tests {
                 connections_current: 1,
                 connections_total: 2,
                 connections_refused: 1,
+                connections_denied: 0,
                 protocol_errors: 1,
                 tls_handshake_failures: 0,
                 bytes_in: 10,

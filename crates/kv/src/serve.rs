@@ -158,7 +158,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let client_tls = match &settings.client_tls {
         Some((_, files)) => Some(
             ReloadableAcceptor::new(files.clone())
-                .map_err(|e| StartError(format!("--tls-port: {e}")))?,
+                .map_err(|e| StartError(format!("the TLS port (--tls-port, --tls-addr): {e}")))?,
         ),
         None => None,
     };
@@ -181,22 +181,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if !crate::config::is_loopback(&settings.client_addr) {
         warn!(
             address = %settings.client_addr,
-            "clients connect in plaintext on a non-loopback address: passwords and data cross the network in clear; serve remote clients on --tls-port"
+            "clients connect in plaintext on a non-loopback address: passwords and data cross the network in clear; serve remote clients with --tls-addr or --tls-port"
         );
     }
-    let tls_clients = match &settings.client_tls {
-        Some((port, _)) => {
-            let host = settings
-                .client_addr
-                .rsplit_once(':')
-                .map_or("127.0.0.1", |(h, _)| h);
-            let address = format!("{host}:{port}");
-            Some(TcpListener::bind(&address).await.map_err(|e| {
+    let tls_clients =
+        match &settings.client_tls {
+            Some((address, _)) => Some(TcpListener::bind(address).await.map_err(|e| {
                 StartError(format!("cannot listen for TLS clients on {address}: {e}"))
-            })?)
-        }
-        None => None,
-    };
+            })?),
+            None => None,
+        };
     let admin = match &settings.admin_addr {
         Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
             StartError(format!("cannot listen for the admin endpoint on {a}: {e}"))
@@ -355,7 +349,7 @@ impl Running {
             }
         }
         for (what, acceptor) in [
-            ("--tls-port", &self.ctx.client_tls),
+            ("the TLS port", &self.ctx.client_tls),
             ("--admin-tls", &self.admin_tls),
         ] {
             if let Some(acceptor) = acceptor {

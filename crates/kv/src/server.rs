@@ -98,6 +98,20 @@ pub async fn serve(
                     }
                 }
             };
+            if protected_mode(&settings, &ctx, peer.ip(), &stream) {
+                metrics.connection_denied();
+                debug!(%peer, "protected mode: a remote client while the default user has no password");
+                let mut stream = stream;
+                use tokio::io::AsyncWriteExt;
+                let _ = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+                    stream.write_all(DENIED.as_bytes()).await?;
+                    stream.shutdown().await
+                })
+                .await;
+                metrics.connection_closed();
+                drop(permit);
+                return;
+            }
             match handle(stream, peer.to_string(), ctx, settings, shutdown).await {
                 Ok(()) => debug!(%peer, "client disconnected"),
                 Err(ConnectionError::Io(e)) => {
@@ -112,6 +126,29 @@ pub async fn serve(
         });
     }
     info!("client listener stopped");
+}
+
+/// The reply to a client refused by [`protected_mode`] (as Redis's).
+pub const DENIED: &str = "-DENIED raft-kv is running in protected mode because the cluster's default user has no password: only clients on the loopback interface, and TLS clients with a certificate, are served. Set a password from loopback (ACL SETUSER default on >password), serve remote clients on --tls-port with client certificates, or start with --insecure.\r\n";
+
+/// Protected mode, as Redis has it: a client from another host is refused
+/// while the cluster's default user is on and has no password (anyone
+/// could do anything), unless it showed a client certificate, or the
+/// server runs with `--insecure`.
+fn protected_mode(
+    settings: &Settings,
+    ctx: &Context,
+    peer: std::net::IpAddr,
+    stream: &ClientStream,
+) -> bool {
+    if settings.insecure || peer.is_loopback() || stream.peer_certificates().is_some() {
+        return false;
+    }
+    let users = ctx.acl.cluster();
+    users.is_initialized()
+        && users
+            .get(acl::DEFAULT_USER)
+            .is_some_and(|u| u.is_enabled() && u.is_nopass())
 }
 
 async fn refuse(mut stream: TcpStream) {

@@ -708,3 +708,98 @@ fn the_admin_endpoint_serves_https_and_stays_on_loopback_without_it() {
     assert!(stderr.contains("--admin-addr"), "{stderr}");
     let _ = Path::new("");
 }
+
+/// This machine's address on its way out (not loopback), if it has one.
+fn outward_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn remote_clients_are_refused_while_the_default_user_has_no_password() {
+    let Some(ip) = outward_address() else {
+        eprintln!("skipped: this machine has no address but loopback");
+        return;
+    };
+    let ports = free_ports(2);
+    let (port, peer) = (ports[0], ports[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca();
+    let mut args: Vec<String> = [
+        "serve",
+        "--id",
+        "n1",
+        "--client-addr",
+        &format!("0.0.0.0:{port}"),
+        "--peer-addr",
+        &format!("127.0.0.1:{peer}"),
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(certs_args(&ca, "raft-kv", "n1", dir.path(), &[]));
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env_remove("RAFT_KV_REQUIREPASS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("clients on"), "{line}");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    // Loopback clients are served (and see the default user as nopass).
+    let local = || {
+        let con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        con.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        con
+    };
+    eventually(EVENTUALLY, "the users are founded", || {
+        let mut con = local();
+        redis::cmd("INFO")
+            .arg("server")
+            .query::<String>(&mut con)
+            .ok()
+    });
+    let remote = format!("{ip}:{port}");
+    let mut raw = TcpStream::connect(&remote).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = raw.write_all(b"SET k remote\r\n");
+    let mut back = Vec::new();
+    let _ = raw.read_to_end(&mut back);
+    let text = String::from_utf8_lossy(&back);
+    assert!(
+        text.starts_with("-DENIED") && text.contains("protected mode"),
+        "{text}"
+    );
+    // Once the default user has a password, remote clients may AUTH.
+    let mut con = local();
+    assert_eq!(
+        q(&mut con, &["ACL", "SETUSER", "default", "on", ">s3cret"]),
+        Value::Okay
+    );
+    let mut remote_con = redis::Client::open(format!("redis://:s3cret@{remote}/"))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(q(&mut remote_con, &["SET", "k", "remote"]), Value::Okay);
+}
