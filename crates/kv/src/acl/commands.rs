@@ -552,12 +552,55 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+/// The longest name in [`COMMANDS`] that [`index_of`] looks up through its
+/// map (longer names are in no table).
+const MAX_NAME: usize = 64;
+
+/// The table's names (lower case) to their indexes, and whether each entry
+/// is a container with subcommands: built once, looked up for every request.
+struct Index {
+    by_name: std::collections::HashMap<&'static [u8], usize>,
+    containers: Vec<bool>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| Index {
+        by_name: COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect(),
+        containers: (0..COMMANDS.len())
+            .map(|i| {
+                let name = COMMANDS[i].name;
+                COMMANDS.iter().any(|c| {
+                    c.name
+                        .split_once('|')
+                        .is_some_and(|(parent, _)| parent == name)
+                })
+            })
+            .collect(),
+    })
+}
+
 /// The index in [`COMMANDS`] of the command or subcommand named `name`
 /// (case-insensitive; `container|sub` for a subcommand).
 pub fn index_of(name: &[u8]) -> Option<usize> {
-    COMMANDS
-        .iter()
-        .position(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    // Lower-cased on the stack: no allocation per request.
+    let mut lower = [0u8; MAX_NAME];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index().by_name.get(&*lower).copied()
+}
+
+/// Whether entry `i` is a container with subcommands (`ACL`, `CONFIG`...).
+fn is_container(i: usize) -> bool {
+    index().containers.get(i).copied().unwrap_or(false)
 }
 
 /// The indexes of a container's subcommands (none for other commands).
@@ -577,14 +620,15 @@ pub fn lookup(args: &[Bytes]) -> Option<usize> {
     let Some(sub) = args.get(1) else {
         return Some(top);
     };
-    if name.len() + 1 + sub.len() > 64 || subcommands(top).next().is_none() {
+    if !is_container(top) || name.len() + 1 + sub.len() > MAX_NAME {
         return Some(top);
     }
-    let mut full = Vec::with_capacity(name.len() + 1 + sub.len());
-    full.extend_from_slice(name);
-    full.push(b'|');
-    full.extend_from_slice(sub);
-    Some(index_of(&full).unwrap_or(top))
+    let mut full = [0u8; MAX_NAME];
+    let n = name.len();
+    full[..n].copy_from_slice(name);
+    full[n] = b'|';
+    full[n + 1..n + 1 + sub.len()].copy_from_slice(sub);
+    Some(index_of(&full[..n + 1 + sub.len()]).unwrap_or(top))
 }
 
 #[cfg(test)]
@@ -613,6 +657,9 @@ mod tests {
         for (i, c) in COMMANDS.iter().enumerate() {
             assert_eq!(index_of(c.name.as_bytes()), Some(i), "{}", c.name);
             assert_eq!(c.name, c.name.to_ascii_lowercase());
+            assert!(c.name.len() <= MAX_NAME, "{}", c.name);
+            assert_eq!(is_container(i), subcommands(i).next().is_some());
+            assert_eq!(index_of(c.name.to_ascii_uppercase().as_bytes()), Some(i));
             if subcommands(i).next().is_some() {
                 assert_eq!(c.categories, 0, "the container {} has a category", c.name);
                 continue;
