@@ -11,7 +11,11 @@
 #     started with --insecure, both measured on the leader's plaintext port.
 #
 # Each comparison alternates its two sides PASSES times (default 3) and
-# prints the median requests/s of each side and the ratio (TLS / plain).
+# prints the median requests/s of each side and the ratio (TLS / plain),
+# and the server's CPU time per request on each side (the leader's, or
+# redis-server's): on a machine this small the benchmark's own TLS work
+# competes for the same cores, so requests/s alone overstates what TLS
+# costs the server.
 #
 #   cargo build --release -p raft-kv && crates/kv/scripts/tls-benchmark.sh [requests] [passes]
 set -euo pipefail
@@ -36,7 +40,7 @@ done
 CLIENT_TLS=(--tls --cacert "$WORK/ca/ca.crt" --cert "$WORK/ca/client.bench.crt" --key "$WORK/ca/client.bench.key")
 
 # Starts a 3-node cluster; $1: "tls" or "insecure"; sets LEADER (client
-# port), LEADER_TLS (its TLS port) and CLUSTER_PIDS.
+# port), LEADER_TLS (its TLS port), LEADER_PID and CLUSTER_PIDS.
 start_cluster() {
   local mode=$1 C=() P=() T=()
   for i in 1 2 3; do C+=("$(free_port)"); P+=("$(free_port)"); T+=("$(free_port)"); done
@@ -56,7 +60,7 @@ start_cluster() {
   for _ in $(seq 100); do
     for i in 0 1 2; do
       if redis-cli -p "${C[$i]}" info raft 2>/dev/null | grep -q "raft_role:leader"; then
-        LEADER=${C[$i]}; LEADER_TLS=${T[$i]}
+        LEADER=${C[$i]}; LEADER_TLS=${T[$i]}; LEADER_PID=${CLUSTER_PIDS[$i]}
       fi
     done
     [ -n "$LEADER" ] && break
@@ -70,17 +74,24 @@ stop_cluster() {
   for p in "${CLUSTER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
-# One pass over every cell: "<name> <test> <c> <P> <rps>" lines. A
-# pipelined cell sends 16 times as many requests (as many round trips), so
-# that the TLS handshakes of its connections stay a small part of the run.
+# CPU time (user + system, in clock ticks) of process $1 so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# One pass over every cell: "<name> <test> <c> <P> <rps>" lines, and a
+# "cpu <name> <ticks> <requests>" line with the server's ($SERVER_PID) CPU
+# time over the pass. A pipelined cell sends 16 times as many requests (as
+# many round trips), so that the TLS handshakes of its connections stay a
+# small part of the run.
 measure() { # name port [redis-benchmark flags...]
   local name=$1 port=$2; shift 2
+  local before; before=$(cpu_ticks "$SERVER_PID")
   for c in 1 50; do
     for p in 1 16; do
       redis-benchmark -h 127.0.0.1 -p "$port" "$@" -t set,get -n $((N * p)) -c "$c" -P "$p" --csv 2>/dev/null \
         | awk -F, -v n="$name" -v c="$c" -v p="$p" 'NR>1 { gsub(/"/,""); print n, $1, c, p, $2 }'
     done
   done
+  echo "cpu $name $(( $(cpu_ticks "$SERVER_PID") - before )) $(( 2 * 2 * (N + 16 * N) ))"
 }
 
 # Medians per cell of two sides, and their ratio.
@@ -89,10 +100,16 @@ report() { # title plain-name tls-name file
   echo "$1"
   printf '%-4s %-4s %-4s %14s %14s %8s\n' test c P "$2" "$3" ratio
   python3 - "$2" "$3" "$4" <<'EOF'
-import sys, statistics, collections
+import os, sys, statistics, collections
 plain, tls, path = sys.argv[1:4]
 cells = collections.defaultdict(list)
+cpu = collections.defaultdict(lambda: [0, 0])
 for line in open(path):
+    if line.startswith("cpu "):
+        _, name, ticks, requests = line.split()
+        cpu[name][0] += int(ticks)
+        cpu[name][1] += int(requests)
+        continue
     name, test, c, p, rps = line.rsplit(None, 4)
     cells[(test, int(c), int(p), name)].append(float(rps))
 keys = sorted({k[:3] for k in cells}, key=lambda k: (k[0] != "SET", k[1], k[2]))
@@ -100,6 +117,10 @@ for test, c, p in keys:
     a = statistics.median(cells[(test, c, p, plain)])
     b = statistics.median(cells[(test, c, p, tls)])
     print(f"{test:<4} {c:<4} {p:<4} {a:14,.0f} {b:14,.0f} {b / a:7.2f}x")
+hz = os.sysconf("SC_CLK_TCK")
+us = {n: 1e6 * t / hz / r for n, (t, r) in cpu.items() if r}
+if plain in us and tls in us:
+    print(f"server CPU per request, all cells: {us[plain]:.1f} us plain, {us[tls]:.1f} us with TLS ({us[tls] / us[plain]:.2f}x)")
 EOF
 }
 
@@ -107,6 +128,7 @@ echo "tls-benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, redis-benchmar
 
 # 1. Clients: plaintext port against TLS port, on one cluster.
 start_cluster tls
+SERVER_PID=$LEADER_PID
 for pass in $(seq "$PASSES"); do
   measure "raft-kv_plain" "$LEADER" >>"$WORK/clients"
   measure "raft-kv_tls" "$LEADER_TLS" "${CLIENT_TLS[@]}" >>"$WORK/clients"
@@ -121,7 +143,7 @@ if command -v redis-server >/dev/null; then
     --appendonly yes --appendfsync always \
     --tls-cert-file "$WORK/n1-certs/node.crt" --tls-key-file "$WORK/n1-certs/node.key" \
     --tls-ca-cert-file "$WORK/ca/ca.crt" >/dev/null &
-  PIDS+=($!)
+  PIDS+=($!); SERVER_PID=$!
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   for pass in $(seq "$PASSES"); do
     measure "redis_plain" "$port" >>"$WORK/redis-clients"
@@ -133,9 +155,11 @@ fi
 # 2. Peers: mutual TLS between nodes against --insecure, alternating.
 for pass in $(seq "$PASSES"); do
   start_cluster tls
+  SERVER_PID=$LEADER_PID
   measure "peers_tls" "$LEADER" >>"$WORK/peers"
   stop_cluster
   start_cluster insecure
+  SERVER_PID=$LEADER_PID
   measure "peers_plain" "$LEADER" >>"$WORK/peers"
   stop_cluster
 done

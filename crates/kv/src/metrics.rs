@@ -870,6 +870,11 @@ pub async fn render_prometheus(ctx: &Context) -> String {
             s.sender_mismatches,
         );
         e.counter(
+            "peer_handshakes_shed_total",
+            "Peer connections closed at once because too many handshakes were running.",
+            s.handshakes_shed,
+        );
+        e.counter(
             "peer_tls_reloads_total",
             "TLS configurations reloaded (SIGHUP).",
             s.tls_reloads,

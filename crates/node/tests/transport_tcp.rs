@@ -1428,3 +1428,21 @@ async fn fuzz_a_live_listener_with_mutated_streams() {
     assert!(stats.connections_accepted >= 201, "{stats:?}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_handshake_frame_announcing_megabytes_is_refused_before_it_is_buffered() {
+    let (server, address, echo) = serve(options("server-node", "blue")).await;
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    // A Hello frame whose length says 1 MiB: refused on its first bytes.
+    let mut head = Vec::new();
+    head.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    head.push(FrameKind::Hello as u8);
+    head.extend_from_slice(&0u64.to_le_bytes());
+    stream.write_all(&head).await.unwrap();
+    let mut back = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut back)).await;
+    assert!(read.is_ok(), "the listener waited for the megabyte");
+    assert_eq!(server.stats().oversized_frames, 1);
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 0);
+    server.shutdown().await.unwrap();
+}

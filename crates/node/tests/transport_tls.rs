@@ -588,3 +588,43 @@ fn an_insecure_transport_cannot_be_reloaded_into_tls() {
     assert!(e.to_string().contains("without TLS"), "{e}");
     let _ = SystemTime::now();
 }
+
+// --- bounds before authentication ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_their_handshake_cost_bounded_resources() {
+    let ca = new_ca();
+    let mut options = TcpOptions::new("server", CLUSTER).with_tls(tls_for(
+        &ca,
+        ca.certificate_pem(),
+        CLUSTER,
+        "server",
+    ));
+    options.connect_timeout = Duration::from_millis(500);
+    options.max_pending_handshakes = 8;
+    let server = Arc::new(TcpTransport::new(options).unwrap());
+    let (address, recorder) = serve(&server).await;
+    // 50 connections that say nothing: 8 wait for their handshake, the
+    // rest are closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while server.stats().handshakes_shed < 42 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            server.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stats().handshakes_shed, 42);
+    // Once the idle ones time out, a member gets in.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let member = member(&ca, "n2");
+    let connection = member.connect(&address).await.unwrap();
+    assert!(connection.invoke(read("after the flood")).await.is_ok());
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    drop(idle);
+}

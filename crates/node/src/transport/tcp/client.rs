@@ -569,7 +569,12 @@ pub(crate) async fn read_hello<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
 ) -> Result<Hello, Result<String, String>> {
     let counters = &transport.counters;
-    let decoder = FrameDecoder::new(transport.options.max_frame_size);
+    let decoder = FrameDecoder::new(
+        transport
+            .options
+            .max_frame_size
+            .min(frame::MAX_HANDSHAKE_FRAME),
+    );
     loop {
         match decoder.decode(buf) {
             Ok(Some(frame)) => {

@@ -48,6 +48,11 @@ pub const MAGIC: [u8; 4] = *b"RAFT";
 /// version is refused at the handshake.
 pub const VERSION: u32 = 1;
 
+/// The largest handshake frame read (a `Hello`, or the `Close` refusing
+/// one): before a peer is accepted, at most this much is buffered for it,
+/// whatever frame size it announces.
+pub const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -233,6 +233,13 @@ pub struct TcpOptions {
     /// [module documentation](self)). Default: the first address this
     /// transport listens at, if any.
     pub advertise: Option<String>,
+    /// Accepted connections whose handshake (TLS and `Hello`) may run at
+    /// once; a connection beyond it is closed at once
+    /// ([`TcpStats::handshakes_shed`]). Each buffers at most
+    /// [`frame::MAX_HANDSHAKE_FRAME`] (plus TLS's own bounded buffers) and
+    /// lasts at most `connect_timeout`, so peers that never finish their
+    /// handshake cost bounded memory. Default 64.
+    pub max_pending_handshakes: usize,
     /// Mutual TLS between nodes (see [`crate::tls`]): the certificate must
     /// name `node_id` of `cluster`. Default: none, which
     /// [`TcpTransport::new`] refuses unless `insecure` is set.
@@ -259,6 +266,7 @@ impl TcpOptions {
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(2),
             advertise: None,
+            max_pending_handshakes: 64,
             tls: None,
             insecure: false,
         }
@@ -317,6 +325,9 @@ impl TcpOptions {
         }
         if self.queue_capacity == 0 {
             return invalid("queue_capacity", "must be at least 1".into());
+        }
+        if self.max_pending_handshakes == 0 {
+            return invalid("max_pending_handshakes", "must be at least 1".into());
         }
         match &self.tls {
             None if !self.insecure => {
@@ -400,6 +411,9 @@ pub struct TcpStats {
     /// Connections closed by a reload because the peer's certificate was no
     /// longer trusted.
     pub closed_by_reload: u64,
+    /// Accepted connections closed at once because
+    /// [`TcpOptions::max_pending_handshakes`] handshakes were running.
+    pub handshakes_shed: u64,
 }
 
 /// The counters behind [`TcpStats`].
@@ -426,6 +440,7 @@ struct Counters {
     sender_mismatches: AtomicU64,
     tls_reloads: AtomicU64,
     closed_by_reload: AtomicU64,
+    handshakes_shed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -462,6 +477,7 @@ impl Counters {
             sender_mismatches: get(&self.sender_mismatches),
             tls_reloads: get(&self.tls_reloads),
             closed_by_reload: get(&self.closed_by_reload),
+            handshakes_shed: get(&self.handshakes_shed),
         }
     }
 }

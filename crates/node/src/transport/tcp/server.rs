@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::client::{check_hello, check_identity, our_hello, read_hello, tls_failure};
 use super::frame;
@@ -54,11 +54,34 @@ async fn accept_loop(
     handler: Arc<dyn Handler>,
     epoch: u64,
 ) {
+    let pending = Arc::new(Semaphore::new(shared.options.max_pending_handshakes));
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 bump(&shared.counters.connections_accepted);
-                tokio::spawn(accept(shared.clone(), stream, peer, handler.clone(), epoch));
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    // Nothing is read from it: no memory, no task.
+                    bump(&shared.counters.handshakes_shed);
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        last_warning = Some(tokio::time::Instant::now());
+                        tracing::warn!(
+                            %peer,
+                            limit = shared.options.max_pending_handshakes,
+                            "closing TCP connections at once: too many handshakes are running (a flood of connections that do not finish theirs?)"
+                        );
+                    }
+                    drop(stream);
+                    continue;
+                };
+                tokio::spawn(accept(
+                    shared.clone(),
+                    stream,
+                    peer,
+                    handler.clone(),
+                    epoch,
+                    permit,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of
@@ -78,6 +101,7 @@ async fn accept(
     peer: SocketAddr,
     handler: Arc<dyn Handler>,
     epoch: u64,
+    pending: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
     let peer = peer.to_string();
@@ -107,6 +131,8 @@ async fn accept(
     };
     let mut buf = BytesMut::new();
     let read = tokio::time::timeout_at(deadline, read_hello(&shared, &mut stream, &mut buf)).await;
+    // The handshake is read: this connection no longer counts as pending.
+    drop(pending);
     let refusal = match read {
         Err(_) => {
             bump(&shared.counters.handshake_timeouts);
