@@ -683,7 +683,7 @@ async fn demo(args: &DemoArgs, binary: PathBuf, dir: &Path) -> Result<Report, St
         "raft-kv demo: a {NODES}-node Raft cluster on this machine, each node its own process"
     );
     println!(
-        "  (file persistence, TCP between nodes, Redis protocol for clients; files in {})",
+        "  (file persistence, mutual TLS between nodes, Redis protocol for clients; files in {})",
         dir.display()
     );
     println!();
