@@ -289,8 +289,14 @@ fn gate(request: &Request, session: &mut Session, ctx: &Context) -> Gate {
             }
         }
         Identity::User(user) => {
+            // Every command that parses has an entry; one added without
+            // would run unchecked, so it is refused instead (fail closed).
             let Some(spec) = request.spec else {
-                return Gate::Run;
+                ctx.metrics.acl_denied(AclDenial::Command);
+                return Gate::Refuse(format!(
+                    "NOPERM '{}' has no entry in the command table: no user may run it",
+                    request.name
+                ));
             };
             match user.check(spec, &request.args) {
                 Ok(()) => Gate::Run,
