@@ -171,13 +171,22 @@ pub fn execute(command: CertCommand) -> Result<String, CertError> {
             let ca = signing.authority(&certs_dir)?;
             let issued = ca.issue_node(&cluster, &id, &hosts, Validity::days(signing.days))?;
             write_node(&ca, &issued, &cluster, &id, &certs_dir, signing.overwrite)?;
-            Ok(format!(
+            let mut report = format!(
                 "wrote {} and {}: node {id:?} of cluster {cluster:?}, hosts {}, valid until {}\n",
                 certs_dir.join(NODE_CERT).display(),
                 certs_dir.join(NODE_KEY).display(),
                 hosts.join(", "),
                 date(issued.info()?.not_after)
-            ))
+            );
+            // The directory is what `serve --certs-dir` reads: say so if it
+            // would refuse it (a ca.crt kept from another CA).
+            if let Err(e) = crate::tls::peer_tls(&certs_dir) {
+                report.push_str(&format!(
+                    "warning: `raft-kv serve --certs-dir {}` would refuse this directory: {e} (the {CA_CERT} there is kept; add this CA's certificate to it, or replace it)\n",
+                    certs_dir.display()
+                ));
+            }
+            Ok(report)
         }
         CertCommand::CreateClient {
             certs_dir,
@@ -665,6 +674,34 @@ mod tests {
         )
         .unwrap();
         assert!(list(dir.path()).unwrap().contains("MISMATCH"));
+    }
+
+    #[test]
+    fn a_directory_with_another_cas_certificate_is_called_out() {
+        let dir = tempfile::tempdir().unwrap();
+        create_ca(dir.path());
+        let node_dir = dir.path().join("node");
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let other = CertificateAuthority::generate(Validity::days(1)).unwrap();
+        std::fs::write(node_dir.join(CA_CERT), other.certificate_pem()).unwrap();
+        let said = execute(CertCommand::CreateNode {
+            certs_dir: node_dir,
+            id: "n1".into(),
+            cluster: "c".into(),
+            hosts: vec!["127.0.0.1".into()],
+            signing: Signing {
+                ca_cert: Some(dir.path().join(CA_CERT)),
+                ca_key: Some(dir.path().join(CA_KEY)),
+                days: 1,
+                overwrite: false,
+            },
+        })
+        .unwrap();
+        assert!(
+            said.contains("warning: `raft-kv serve --certs-dir"),
+            "{said}"
+        );
+        assert!(said.contains("not signed by a trusted CA"), "{said}");
     }
 
     #[test]
