@@ -43,6 +43,8 @@ struct Inner {
     transport: Arc<dyn Transport>,
     connections: Mutex<HashMap<String, Arc<dyn Connection>>>,
     peer_stats: Arc<PeerStats>,
+    /// The index the state machine has applied (written by the apply task).
+    applied: Arc<std::sync::atomic::AtomicU64>,
     forward: bool,
     command_timeout: Duration,
     join_timeout: Duration,
@@ -54,8 +56,9 @@ struct Inner {
 }
 
 /// Counters and positions of a node. Role, term, leader and `stopped` are
-/// current; positions and counters are refreshed once per tick (so that a
-/// busy node does not wake its watchers on every round).
+/// current, and so is `applied_index`; the other positions and counters are
+/// refreshed once per tick (so that a busy node does not wake its watchers
+/// on every round).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeMetrics {
     /// The node's role.
@@ -66,7 +69,8 @@ pub struct NodeMetrics {
     pub leader: Option<LeaderInfo>,
     /// Its commit index.
     pub commit_index: u64,
-    /// The index handed to the state machine.
+    /// The index the state machine has applied: a local read (or the state
+    /// machine's own view) reflects every entry up to it.
     pub applied_index: u64,
     /// Its last log index.
     pub last_index: u64,
@@ -231,9 +235,11 @@ impl Node {
             leader: raft_core::NO_NODE,
             term: raft.term(),
         };
+        let applied = Arc::new(std::sync::atomic::AtomicU64::new(snapshot_index));
         let applier = Applier {
             sm,
             applied: snapshot_index,
+            published: applied.clone(),
             snapshot_index,
             snapshot_threshold: options.snapshot_threshold,
             membership,
@@ -291,6 +297,7 @@ impl Node {
             transport: transport.clone(),
             connections: Mutex::new(HashMap::new()),
             peer_stats,
+            applied,
             forward: options.forward_to_leader,
             command_timeout: options.command_timeout,
             join_timeout: options.join_timeout,
@@ -342,7 +349,10 @@ impl Node {
             term: s.term,
             leader: s.leader,
             commit_index: s.commit_index,
-            applied_index: s.applied_index,
+            applied_index: self
+                .inner
+                .applied
+                .load(std::sync::atomic::Ordering::Acquire),
             last_index: s.last_index,
             snapshot_index: s.snapshot_index,
             messages_sent: p.sent.load(Relaxed),

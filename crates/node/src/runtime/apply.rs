@@ -61,6 +61,8 @@ pub(crate) enum Job {
 pub(crate) struct Applier {
     pub sm: Box<dyn StateMachine>,
     pub applied: LogIndex,
+    /// `applied`, for `Node::metrics` (stored once a batch is applied).
+    pub published: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub snapshot_index: LogIndex,
     pub snapshot_threshold: u64,
     pub membership: Membership,
@@ -107,6 +109,8 @@ impl Applier {
                     for e in entries {
                         self.apply(e);
                     }
+                    self.published
+                        .store(self.applied, std::sync::atomic::Ordering::Release);
                     for (query, reply) in reads {
                         let _ = reply.send(Ok(self.sm.query(&query)));
                     }
