@@ -2,8 +2,11 @@
 //! socket (every complete request at once, which is what makes pipelining
 //! cheap) and writes replies.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 use crate::frame::{locate_request, FrameError, Limits, Located};
 
@@ -17,6 +20,32 @@ pub enum ConnectionError {
     /// says what.
     #[error("Protocol error: {0}")]
     Protocol(String),
+    /// The client was silent too long, or too slow sending a request.
+    #[error("{0}")]
+    TimedOut(TimedOut),
+}
+
+/// Which read deadline a client missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TimedOut {
+    /// It sent nothing for `--timeout` seconds.
+    #[error("idle for longer than the idle timeout")]
+    Idle,
+    /// A request it started did not arrive in full within
+    /// `--request-read-timeout-ms`.
+    #[error("a request did not arrive in full within the request read timeout")]
+    Request,
+}
+
+/// How long a connection waits for its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTimeouts {
+    /// For the first byte of a request, after the last reply (`None`:
+    /// forever).
+    pub idle: Option<Duration>,
+    /// For the rest of a request, from when its first byte arrived (or
+    /// from when the server reads again, if it arrived before).
+    pub request: Duration,
 }
 
 /// A client's socket: plain TCP, or TLS (`--tls-port`).
@@ -29,6 +58,10 @@ pub struct Connection {
     buffer: BytesMut,
     limits: Limits,
     max_request: usize,
+    timeouts: ReadTimeouts,
+    /// When the first byte of the request at the front of `buffer` arrived
+    /// (meaningful while `buffer` is not empty).
+    partial_since: Instant,
     /// Bytes read and written since the last call to `take_counts`.
     read: u64,
     written: u64,
@@ -36,8 +69,14 @@ pub struct Connection {
 
 impl Connection {
     /// Wraps a socket (whose peer is `peer`); a request may be at most
-    /// `max_request` bytes.
-    pub fn new(stream: ClientStream, peer: String, max_request: usize) -> Connection {
+    /// `max_request` bytes, and the client is waited for at most as long as
+    /// `timeouts` say.
+    pub fn new(
+        stream: ClientStream,
+        peer: String,
+        max_request: usize,
+        timeouts: ReadTimeouts,
+    ) -> Connection {
         Connection {
             stream,
             peer,
@@ -49,6 +88,8 @@ impl Connection {
                 ..Limits::default()
             },
             max_request,
+            timeouts,
+            partial_since: Instant::now(),
             read: 0,
             written: 0,
         }
@@ -56,12 +97,20 @@ impl Connection {
 
     /// Waits until at least one request is complete, then moves every
     /// complete request (at most `max`) into `into`. `Ok(false)` when the
-    /// client closed the connection.
+    /// client closed the connection; [`ConnectionError::TimedOut`] when it
+    /// sent nothing within the idle timeout, or did not finish a request
+    /// within the request read timeout of its first byte.
     pub async fn read_requests(
         &mut self,
         max: usize,
         into: &mut Vec<Vec<Bytes>>,
     ) -> Result<bool, ConnectionError> {
+        let idle_since = Instant::now();
+        if !self.buffer.is_empty() {
+            // The rest of a request is waited for from now: the time the
+            // server spent on earlier requests is not the client's.
+            self.partial_since = idle_since;
+        }
         loop {
             let mut used = 0;
             let first = into.len();
@@ -85,6 +134,11 @@ impl Connection {
             // The requests' bytes become one shared buffer that their
             // arguments are slices of: no copy per argument.
             let chunk = self.buffer.split_to(used).freeze();
+            if used > 0 && !self.buffer.is_empty() {
+                // What is left began after a whole request, in the last read
+                // (or is whole itself, past `max`).
+                self.partial_since = Instant::now();
+            }
             for (at, request) in located {
                 let args: Vec<Bytes> = match request {
                     Located::Ranges(ranges) => ranges
@@ -107,8 +161,27 @@ impl Connection {
                     self.max_request
                 )));
             }
+            let (deadline, missed) = if self.buffer.is_empty() {
+                (self.timeouts.idle.map(|t| idle_since + t), TimedOut::Idle)
+            } else {
+                (
+                    Some(self.partial_since + self.timeouts.request),
+                    TimedOut::Request,
+                )
+            };
+            let was_empty = self.buffer.is_empty();
             self.buffer.reserve(16 * 1024);
-            let n = self.stream.read_buf(&mut self.buffer).await?;
+            let read = self.stream.read_buf(&mut self.buffer);
+            let n = match deadline {
+                None => read.await?,
+                Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                    Ok(n) => n?,
+                    Err(_) => return Err(ConnectionError::TimedOut(missed)),
+                },
+            };
+            if was_empty {
+                self.partial_since = Instant::now();
+            }
             if n == 0 {
                 if self.buffer.is_empty() {
                     return Ok(false);

@@ -285,6 +285,8 @@ pub struct Metrics {
     read_batched: AtomicU64,
     /// By [`AclDenial`], in its order.
     acl_denied: [AtomicU64; 3],
+    /// Clients closed for missing a read deadline: idle, then request.
+    timed_out: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -339,6 +341,11 @@ pub struct MetricsSnapshot {
     pub acl_denied_command: u64,
     /// Commands refused by the user's key patterns.
     pub acl_denied_key: u64,
+    /// Clients closed after `--timeout` seconds of silence.
+    pub timed_out_idle: u64,
+    /// Clients closed for a request that did not arrive in full within
+    /// `--request-read-timeout-ms`.
+    pub timed_out_request: u64,
 }
 
 impl Metrics {
@@ -361,7 +368,17 @@ impl Metrics {
             read_batches: AtomicU64::new(0),
             read_batched: AtomicU64::new(0),
             acl_denied: std::array::from_fn(|_| AtomicU64::new(0)),
+            timed_out: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// A client was closed for missing a read deadline.
+    pub fn client_timed_out(&self, why: crate::connection::TimedOut) {
+        let i = match why {
+            crate::connection::TimedOut::Idle => 0,
+            crate::connection::TimedOut::Request => 1,
+        };
+        self.timed_out[i].fetch_add(1, Relaxed);
     }
 
     /// The ACL refused a client.
@@ -494,6 +511,8 @@ impl Metrics {
             acl_denied_auth: self.acl_denied[AclDenial::Auth as usize].load(Relaxed),
             acl_denied_command: self.acl_denied[AclDenial::Command as usize].load(Relaxed),
             acl_denied_key: self.acl_denied[AclDenial::Key as usize].load(Relaxed),
+            timed_out_idle: self.timed_out[0].load(Relaxed),
+            timed_out_request: self.timed_out[1].load(Relaxed),
         }
     }
 }
@@ -700,6 +719,11 @@ pub async fn render_prometheus(ctx: &Context) -> String {
         "raft_messages_failed_total",
         "Raft messages whose sending failed.",
         m.messages_failed,
+    );
+    e.counter(
+        "raft_messages_oversized_total",
+        "Raft messages larger than the largest frame their peer accepts (also failed): the peer falls behind at that entry.",
+        m.messages_oversized,
     );
 
     // The peers.
@@ -975,6 +999,12 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
         s.protocol_errors,
     );
     e.labelled(
+        "clients_timed_out_total",
+        "Client connections closed for missing a read deadline: idle for --timeout, or a request not in full within --request-read-timeout-ms.",
+        "reason",
+        &[("idle", s.timed_out_idle), ("request", s.timed_out_request)],
+    );
+    e.labelled(
         "acl_denied_total",
         "Clients refused by the ACL, by reason: a failed AUTH, a command or a key the user may not use.",
         "reason",
@@ -1152,6 +1182,7 @@ pub(crate) mod tests {
         m.acl_denied(AclDenial::Auth);
         m.acl_denied(AclDenial::Key);
         m.acl_denied(AclDenial::Key);
+        m.client_timed_out(crate::connection::TimedOut::Request);
         let s = m.snapshot();
         assert_eq!(
             s,
@@ -1173,6 +1204,8 @@ pub(crate) mod tests {
                 acl_denied_auth: 1,
                 acl_denied_command: 0,
                 acl_denied_key: 2,
+                timed_out_idle: 0,
+                timed_out_request: 1,
             }
         );
     }
@@ -1279,6 +1312,7 @@ pub(crate) mod tests {
             "raftkv_raft_messages_refused_total{reason=\"foreign_cluster\"} 0",
             "raftkv_raft_messages_refused_total{reason=\"implausible_term\"} 0",
             "raftkv_raft_messages_dropped_total ",
+            "raftkv_raft_messages_oversized_total 0",
             "raftkv_command_duration_seconds_bucket{kind=\"read\",le=\"+Inf\"} 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");

@@ -17,15 +17,16 @@ use tracing::{debug, info, warn};
 use crate::acl::{self, commands, Denied, Identity};
 use crate::cmd::{self, Command, Local, Session};
 use crate::config::Settings;
-use crate::connection::{ClientStream, Connection, ConnectionError};
+use crate::connection::{ClientStream, Connection, ConnectionError, ReadTimeouts, TimedOut};
 use crate::context::Context;
 use crate::frame::put_error;
 use crate::metrics::AclDenial;
-use crate::store::{encode_reads, encode_writes, Read, Write};
+use crate::store::{encode_reads, encode_writes, encoded_write_len, Read, Write};
 use crate::tls::ReloadableAcceptor;
 
-/// The most argument bytes grouped into one log entry; a larger run of
-/// writes is split (a single larger command goes alone).
+/// The most bytes of one log entry of several writes; a larger run of writes
+/// is split (a single larger command goes alone: it is at most
+/// `--max-request-bytes`, which fits the largest entry the peers carry).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The reply to every command but PING and QUIT while the node does not
@@ -35,6 +36,10 @@ pub const LOADING: &str =
 
 /// How long a TLS client may take over its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the error sent to a client being closed for its slowness may
+/// take to write.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves clients on `listener` until `shutdown` turns true; over TLS if
 /// `tls` is given (the `--tls-port` listener). Both listeners share the
@@ -120,6 +125,9 @@ pub async fn serve(
                 Err(ConnectionError::Protocol(why)) => {
                     warn!(%peer, %why, "malformed request: closing the connection")
                 }
+                Err(ConnectionError::TimedOut(why)) => {
+                    debug!(%peer, %why, "client timed out: closing the connection")
+                }
             }
             metrics.connection_closed();
             drop(permit);
@@ -165,7 +173,11 @@ async fn handle(
     settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let mut conn = Connection::new(stream, peer, settings.max_request_bytes);
+    let timeouts = ReadTimeouts {
+        idle: settings.idle_timeout,
+        request: settings.request_read_timeout,
+    };
+    let mut conn = Connection::new(stream, peer, settings.max_request_bytes, timeouts);
     let mut session = Session::new(conn.peer());
     let mut requests = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
@@ -182,6 +194,23 @@ async fn handle(
                 put_error(&mut out, &format!("ERR Protocol error: {why}"));
                 let _ = conn.write(&out).await;
                 return Err(ConnectionError::Protocol(why));
+            }
+            // As Redis does, an idle client is closed without a word.
+            Err(ConnectionError::TimedOut(TimedOut::Idle)) => {
+                ctx.metrics.client_timed_out(TimedOut::Idle);
+                return Err(ConnectionError::TimedOut(TimedOut::Idle));
+            }
+            Err(ConnectionError::TimedOut(TimedOut::Request)) => {
+                ctx.metrics.client_timed_out(TimedOut::Request);
+                put_error(
+                    &mut out,
+                    &format!(
+                        "ERR Protocol error: the request did not arrive in full within {} ms of its first byte",
+                        settings.request_read_timeout.as_millis()
+                    ),
+                );
+                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, conn.write(&out)).await;
+                return Err(ConnectionError::TimedOut(TimedOut::Request));
             }
             Err(e) => return Err(e),
         }
@@ -242,16 +271,11 @@ pub fn error_reply(e: &NodeError) -> String {
     }
 }
 
-fn args_len(args: &[Bytes]) -> usize {
-    args.iter().map(|a| a.len()).sum()
-}
-
 /// One request as read, parsed.
 struct Request {
     /// Its entry in the command table ([`commands::lookup`]).
     spec: Option<usize>,
     name: &'static str,
-    size: usize,
     command: Command,
     args: Vec<Bytes>,
 }
@@ -327,7 +351,6 @@ async fn run_batch(
             Request {
                 spec,
                 name: static_name(spec),
-                size: args_len(&args),
                 command: cmd::parse(&args),
                 args,
             }
@@ -356,16 +379,19 @@ async fn run_batch(
         let name = request.name;
         match request.command {
             Command::Write(w) => {
+                // The entry's bytes: its format byte and its writes.
+                let mut bytes = 1 + encoded_write_len(&w);
+                let batch_max =
+                    MAX_BATCH_BYTES.min(ctx.node.max_entry_bytes().unwrap_or(usize::MAX));
                 let mut writes: Vec<Write> = vec![w];
-                let mut bytes = 0;
                 names.clear();
                 names.push(name);
                 while let Some(next) = parsed.last() {
-                    if !matches!(next.command, Command::Write(_)) {
+                    let Command::Write(next_write) = &next.command else {
                         break;
-                    }
-                    bytes += next.size;
-                    if bytes > MAX_BATCH_BYTES {
+                    };
+                    bytes += encoded_write_len(next_write);
+                    if bytes > batch_max {
                         break;
                     }
                     match gate(next, session, ctx) {

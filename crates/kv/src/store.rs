@@ -256,6 +256,12 @@ fn read_size(r: &Read) -> usize {
     }
 }
 
+/// The bytes `write` adds to the log entry [`encode_writes`] makes (which
+/// is 1 byte plus the sum of its writes').
+pub fn encoded_write_len(write: &Write) -> usize {
+    write_size(write)
+}
+
 /// Encodes one log entry holding these writes, applied in order (an entry
 /// with no writes is valid and has no replies).
 ///
