@@ -80,6 +80,14 @@ pub struct ServeArgs {
     /// frames less an append's headers) [default: 8388608]
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// Bounds on a client's unsent replies, as Redis's
+    /// client-output-buffer-limit: "HARD SOFT SECONDS" (bytes, bytes,
+    /// seconds). A read whose reply would exceed HARD gets an error instead;
+    /// past SOFT unsent bytes the server stops reading the client until it
+    /// drains, and closes it if it stays past SOFT for SECONDS
+    /// [default: "67108864 16777216 60"]
+    #[arg(long)]
+    pub client_output_buffer_limit: Option<String>,
     /// The most commands of one connection handled in one round (pipeline
     /// depth); the rest wait in the socket [default: 1024]
     #[arg(long)]
@@ -204,6 +212,8 @@ pub struct Settings {
     pub request_read_timeout: Duration,
     /// The largest request in bytes.
     pub max_request_bytes: usize,
+    /// Bounds on a client's unsent replies.
+    pub output_limit: OutputLimit,
     /// The pipeline depth per round.
     pub max_pipeline: usize,
     /// The heartbeat interval.
@@ -236,6 +246,73 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// Bounds on a client's unsent replies (`--client-output-buffer-limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    /// The most unsent reply bytes a connection holds: a read whose reply
+    /// would be larger is refused with an error.
+    pub hard: usize,
+    /// Past this many unsent bytes, the server stops reading the client
+    /// until they are sent (back-pressure).
+    pub soft: usize,
+    /// A client whose unsent bytes stay past `soft` this long is closed.
+    pub soft_time: Duration,
+}
+
+impl Default for OutputLimit {
+    fn default() -> OutputLimit {
+        OutputLimit {
+            hard: 64 << 20,
+            soft: 16 << 20,
+            soft_time: Duration::from_secs(60),
+        }
+    }
+}
+
+impl OutputLimit {
+    /// Parses "HARD SOFT SECONDS".
+    pub fn parse(text: &str) -> Result<OutputLimit, String> {
+        let numbers: Vec<&str> = text.split_whitespace().collect();
+        let [hard, soft, seconds] = numbers[..] else {
+            return Err(format!(
+                "{text:?} is not \"HARD SOFT SECONDS\" (bytes, bytes, seconds)"
+            ));
+        };
+        let number = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{s:?} is not a whole number"))
+        };
+        let (hard, soft, seconds) = (number(hard)?, number(soft)?, number(seconds)?);
+        if hard < 1024 {
+            return Err("HARD must be at least 1024 bytes".into());
+        }
+        if soft == 0 || soft > hard {
+            return Err("SOFT must be at least 1 byte and at most HARD".into());
+        }
+        if seconds == 0 {
+            return Err("SECONDS must be at least 1".into());
+        }
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(OutputLimit {
+            hard: size(hard),
+            soft: size(soft),
+            soft_time: Duration::from_secs(seconds),
+        })
+    }
+}
+
+impl std::fmt::Display for OutputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.hard,
+            self.soft,
+            self.soft_time.as_secs()
+        )
+    }
+}
 
 fn bad(flag: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid --{flag}: {why}"))
@@ -311,6 +388,9 @@ impl ServeArgs {
                 .request_read_timeout_ms
                 .or(other.request_read_timeout_ms),
             max_request_bytes: self.max_request_bytes.or(other.max_request_bytes),
+            client_output_buffer_limit: self
+                .client_output_buffer_limit
+                .or(other.client_output_buffer_limit),
             max_pipeline: self.max_pipeline.or(other.max_pipeline),
             heartbeat_ms: self.heartbeat_ms.or(other.heartbeat_ms),
             election_timeout_min_ms: self
@@ -449,6 +529,12 @@ impl ServeArgs {
             return Err(bad("max-request-bytes", "must be at least 1024"));
         }
         check_entry_size(max_request_bytes)?;
+        let output_limit = match a.client_output_buffer_limit.as_deref() {
+            None => OutputLimit::default(),
+            Some(text) => {
+                OutputLimit::parse(text).map_err(|why| bad("client-output-buffer-limit", why))?
+            }
+        };
         let max_pipeline = positive("max-pipeline", a.max_pipeline, 1024)?;
         let ms = |flag: &str, v: Option<u64>, default: u64| match v {
             Some(0) => Err(bad(flag, "must be at least 1 ms")),
@@ -599,6 +685,7 @@ impl ServeArgs {
             idle_timeout,
             request_read_timeout,
             max_request_bytes,
+            output_limit,
             max_pipeline,
             heartbeat,
             election_timeout_min,
@@ -737,6 +824,47 @@ mod tests {
             ..insecure()
         })
         .is_err());
+    }
+
+    #[test]
+    fn output_limits_parse_and_are_checked() {
+        assert_eq!(
+            resolve(insecure()).unwrap().output_limit,
+            OutputLimit::default()
+        );
+        let s = resolve(ServeArgs {
+            client_output_buffer_limit: Some("4096 2048 3".into()),
+            ..insecure()
+        })
+        .unwrap();
+        assert_eq!(
+            s.output_limit,
+            OutputLimit {
+                hard: 4096,
+                soft: 2048,
+                soft_time: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(s.output_limit.to_string(), "4096 2048 3");
+        for wrong in [
+            "",
+            "1 2",
+            "4096 8192 1",
+            "4096 0 1",
+            "4096 1 0",
+            "100 10 1",
+            "x 1 1",
+        ] {
+            let e = resolve(ServeArgs {
+                client_output_buffer_limit: Some(wrong.into()),
+                ..insecure()
+            })
+            .unwrap_err();
+            assert!(
+                e.starts_with("invalid --client-output-buffer-limit: "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! socket (every complete request at once, which is what makes pipelining
 //! cheap) and writes replies.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,63 @@ pub enum ConnectionError {
     /// The client was silent too long, or too slow sending a request.
     #[error("{0}")]
     TimedOut(TimedOut),
+    /// The client left more replies unread than the output limits allow.
+    #[error(
+        "its replies stayed unread past the soft client output buffer limit ({0} bytes unsent)"
+    )]
+    Unread(usize),
+}
+
+/// A connection's replies not yet written, in order: short ones copied
+/// into one buffer, long ones (a store's answer) kept as they are, shared
+/// with whoever else holds them, not copied.
+#[derive(Debug, Default)]
+pub struct Output {
+    chunks: VecDeque<Bytes>,
+    /// The bytes in `chunks`.
+    queued: usize,
+    /// The replies after the last chunk.
+    pub buf: BytesMut,
+}
+
+/// Below this, a reply is copied into [`Output::buf`] rather than kept as
+/// a chunk of its own.
+const SHORT_REPLY: usize = 4096;
+
+impl Output {
+    /// An empty output.
+    pub fn new() -> Output {
+        Output {
+            chunks: VecDeque::new(),
+            queued: 0,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// The bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.queued + self.buf.len()
+    }
+
+    /// Whether every reply was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `replies` after what is there.
+    pub fn push(&mut self, replies: Bytes) {
+        if replies.len() < SHORT_REPLY {
+            self.buf.extend_from_slice(&replies);
+            return;
+        }
+        if !self.buf.is_empty() {
+            let short = self.buf.split().freeze();
+            self.queued += short.len();
+            self.chunks.push_back(short);
+        }
+        self.queued += replies.len();
+        self.chunks.push_back(replies);
+    }
 }
 
 /// Which read deadline a client missed.
@@ -199,6 +257,39 @@ impl Connection {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await?;
         self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes every reply of `out` and flushes; what was written leaves
+    /// `out`, so that after an error (or a cancellation) `out` holds what
+    /// is left.
+    pub async fn write_output(&mut self, out: &mut Output) -> Result<(), ConnectionError> {
+        while let Some(chunk) = out.chunks.front_mut() {
+            let n = self.stream.write(chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.written += n as u64;
+            out.queued -= n;
+            if n == chunk.len() {
+                out.chunks.pop_front();
+            } else {
+                bytes::Buf::advance(chunk, n);
+            }
+        }
+        while !out.buf.is_empty() {
+            let n = self.stream.write(&out.buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.written += n as u64;
+            bytes::Buf::advance(&mut out.buf, n);
+        }
+        if out.buf.capacity() > 64 * 1024 {
+            // A large burst leaves no large buffer behind.
+            out.buf = BytesMut::with_capacity(16 * 1024);
+        }
+        self.stream.flush().await?;
         Ok(())
     }
 

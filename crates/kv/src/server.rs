@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use raft_node::NodeError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -17,11 +17,16 @@ use tracing::{debug, info, warn};
 use crate::acl::{self, commands, Denied, Identity};
 use crate::cmd::{self, Command, Local, Session};
 use crate::config::Settings;
-use crate::connection::{ClientStream, Connection, ConnectionError, ReadTimeouts, TimedOut};
+use crate::connection::{
+    ClientStream, Connection, ConnectionError, Output, ReadTimeouts, TimedOut,
+};
 use crate::context::Context;
 use crate::frame::put_error;
-use crate::metrics::AclDenial;
-use crate::store::{encode_reads, encode_writes, encoded_write_len, Read, Write};
+use crate::metrics::{AclDenial, OutputEvent};
+use crate::store::{
+    encode_bounded_reads, encode_writes, encoded_write_len, split_bounded_answer, Read, ReplyRoom,
+    Write,
+};
 use crate::tls::ReloadableAcceptor;
 
 /// The most bytes of one log entry of several writes; a larger run of writes
@@ -128,6 +133,9 @@ pub async fn serve(
                 Err(ConnectionError::TimedOut(why)) => {
                     debug!(%peer, %why, "client timed out: closing the connection")
                 }
+                Err(e @ ConnectionError::Unread(_)) => {
+                    info!(%peer, why = %e, "client output buffer limit: closing the connection")
+                }
             }
             metrics.connection_closed();
             drop(permit);
@@ -180,7 +188,7 @@ async fn handle(
     let mut conn = Connection::new(stream, peer, settings.max_request_bytes, timeouts);
     let mut session = Session::new(conn.peer());
     let mut requests = Vec::new();
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = Output::new();
     loop {
         let read = tokio::select! {
             r = conn.read_requests(settings.max_pipeline, &mut requests) => r,
@@ -191,8 +199,8 @@ async fn handle(
             Ok(false) => return Ok(()),
             Err(ConnectionError::Protocol(why)) => {
                 ctx.metrics.protocol_error();
-                put_error(&mut out, &format!("ERR Protocol error: {why}"));
-                let _ = conn.write(&out).await;
+                put_error(&mut out.buf, &format!("ERR Protocol error: {why}"));
+                let _ = conn.write_output(&mut out).await;
                 return Err(ConnectionError::Protocol(why));
             }
             // As Redis does, an idle client is closed without a word.
@@ -203,34 +211,60 @@ async fn handle(
             Err(ConnectionError::TimedOut(TimedOut::Request)) => {
                 ctx.metrics.client_timed_out(TimedOut::Request);
                 put_error(
-                    &mut out,
+                    &mut out.buf,
                     &format!(
                         "ERR Protocol error: the request did not arrive in full within {} ms of its first byte",
                         settings.request_read_timeout.as_millis()
                     ),
                 );
-                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, conn.write(&out)).await;
+                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, conn.write_output(&mut out)).await;
                 return Err(ConnectionError::TimedOut(TimedOut::Request));
             }
             Err(e) => return Err(e),
         }
         let started = Instant::now();
-        run_batch(
+        let ran = run_batch(
             &mut requests,
             &mut session,
             &ctx,
             &settings,
             started,
+            &mut conn,
             &mut out,
         )
         .await;
-        conn.write(&out).await?;
-        out.clear();
+        if ran.is_ok() {
+            if out.len() >= settings.output_limit.soft {
+                drain(&mut conn, &mut out, &ctx, &settings).await?;
+            } else {
+                conn.write_output(&mut out).await?;
+            }
+        }
         let (read, written) = conn.take_counts();
         ctx.metrics.bytes_in(read);
         ctx.metrics.bytes_out(written);
+        ran?;
         if session.quit {
             return Ok(());
+        }
+    }
+}
+
+/// Back-pressure: writes every unsent reply of `out` before the connection
+/// goes on (nothing more of it is read or run meanwhile); a client that
+/// does not take them within the soft output time is closed.
+async fn drain(
+    conn: &mut Connection,
+    out: &mut Output,
+    ctx: &Context,
+    settings: &Settings,
+) -> Result<(), ConnectionError> {
+    ctx.metrics.output_limit(OutputEvent::Backpressure, 1);
+    match tokio::time::timeout(settings.output_limit.soft_time, conn.write_output(out)).await {
+        Ok(written) => written,
+        Err(_) => {
+            ctx.metrics.output_limit(OutputEvent::Closed, 1);
+            Err(ConnectionError::Unread(out.len()))
         }
     }
 }
@@ -335,15 +369,20 @@ fn gate(request: &Request, session: &mut Session, ctx: &Context) -> Gate {
     }
 }
 
-/// Runs the requests in order and writes their replies into `out`.
+/// Runs the requests in order and adds their replies to `out`; whenever
+/// the unsent replies reach the soft output limit, they are written before
+/// the next request runs ([`drain`]). Fails only if the client is closed
+/// for not reading them.
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(
     requests: &mut Vec<Vec<Bytes>>,
     session: &mut Session,
     ctx: &Context,
     settings: &Settings,
     started: Instant,
-    out: &mut BytesMut,
-) {
+    conn: &mut Connection,
+    output: &mut Output,
+) -> Result<(), ConnectionError> {
     let mut parsed: Vec<Request> = requests
         .drain(..)
         .map(|args| {
@@ -361,6 +400,10 @@ async fn run_batch(
     // The gate's answer for the next request, when a batch already asked.
     let mut next_gate: Option<Gate> = None;
     while let Some(request) = parsed.pop() {
+        if output.len() >= settings.output_limit.soft {
+            drain(conn, output, ctx, settings).await?;
+        }
+        let out = &mut output.buf;
         match next_gate
             .take()
             .unwrap_or_else(|| gate(&request, session, ctx))
@@ -373,7 +416,7 @@ async fn run_batch(
             }
             Gate::Close => {
                 session.quit = true;
-                return;
+                return Ok(());
             }
         }
         let name = request.name;
@@ -414,7 +457,7 @@ async fn run_batch(
                 }
                 ctx.metrics.write_batch(writes.len());
                 let result = ctx.node.command(encode_writes(&writes)).await;
-                finish(result, &names, ctx, started, out);
+                finish(result, &names, ctx, started, output);
             }
             Command::Read(r) => {
                 let mut reads: Vec<Read> = vec![r];
@@ -442,20 +485,16 @@ async fn run_batch(
                     names.push(n);
                     reads.push(r);
                 }
-                ctx.metrics.read_batch(reads.len());
-                let query = encode_reads(&reads);
-                let result = if session.local_reads {
-                    ctx.node.read_local(query).await
-                } else {
-                    ctx.node.read(query).await
-                };
-                finish(result, &names, ctx, started, out);
+                run_reads(
+                    &reads, &names, session, ctx, settings, started, conn, output,
+                )
+                .await?;
             }
             Command::Local(local) => {
                 cmd::server::run(local, session, ctx, settings, out).await;
                 ctx.metrics.record(name, true, started.elapsed());
                 if session.quit {
-                    return;
+                    return Ok(());
                 }
             }
             Command::Invalid(e) | Command::Refused(e) => {
@@ -468,6 +507,80 @@ async fn run_batch(
             }
         }
     }
+    Ok(())
+}
+
+/// Runs consecutive reads as few linearizable queries as the output limits
+/// allow: each query answers, in order, the reads whose replies fit the
+/// room left under the soft limit (the first under the hard limit), sized
+/// by the store before it builds them; a read whose reply alone would
+/// exceed the hard limit gets an error naming it. Between queries the
+/// replies are written if they reached the soft limit ([`drain`]).
+#[allow(clippy::too_many_arguments)]
+async fn run_reads(
+    reads: &[Read],
+    names: &[&'static str],
+    session: &Session,
+    ctx: &Context,
+    settings: &Settings,
+    started: Instant,
+    conn: &mut Connection,
+    output: &mut Output,
+) -> Result<(), ConnectionError> {
+    let limit = settings.output_limit;
+    let mut from = 0;
+    while from < reads.len() {
+        if output.len() >= limit.soft {
+            drain(conn, output, ctx, settings).await?;
+        }
+        let unsent = output.len();
+        let room = ReplyRoom {
+            soft: limit.soft.saturating_sub(unsent),
+            hard: limit.hard.saturating_sub(unsent),
+            limit: limit.hard,
+        };
+        let query = encode_bounded_reads(&reads[from..], room);
+        let result = if session.local_reads {
+            ctx.node.read_local(query).await
+        } else {
+            ctx.node.read(query).await
+        };
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(e) => {
+                finish(Err(e), &names[from..], ctx, started, output);
+                return Ok(());
+            }
+        };
+        let Some(bounded) = split_bounded_answer(&answer) else {
+            // Not an answer to a bounded query: the store's error.
+            finish(Ok(answer), &names[from..], ctx, started, output);
+            return Ok(());
+        };
+        if bounded.answered == 0 {
+            // The next reply fits once the unsent ones are out.
+            if unsent == 0 {
+                // Cannot happen: with nothing unsent the first read has the
+                // whole hard limit, and a larger reply is refused.
+                for n in &names[from..] {
+                    put_error(&mut output.buf, "ERR the store answered no read");
+                    ctx.metrics.record(n, false, started.elapsed());
+                }
+                return Ok(());
+            }
+            drain(conn, output, ctx, settings).await?;
+            continue;
+        }
+        let to = (from + bounded.answered).min(reads.len());
+        ctx.metrics.read_batch(to - from);
+        if bounded.refused > 0 {
+            ctx.metrics
+                .output_limit(OutputEvent::ReplyRefused, bounded.refused as u64);
+        }
+        finish(Ok(bounded.replies), &names[from..to], ctx, started, output);
+        from = to;
+    }
+    Ok(())
 }
 
 fn finish(
@@ -475,12 +588,12 @@ fn finish(
     names: &[&'static str],
     ctx: &Context,
     started: Instant,
-    out: &mut BytesMut,
+    output: &mut Output,
 ) {
     let latency = started.elapsed();
     match result {
         Ok(replies) => {
-            out.extend_from_slice(&replies);
+            output.push(replies);
             for n in names {
                 ctx.metrics.record(n, true, latency);
             }
@@ -488,7 +601,7 @@ fn finish(
         Err(e) => {
             let reply = error_reply(&e);
             for n in names {
-                put_error(out, &reply);
+                put_error(&mut output.buf, &reply);
                 ctx.metrics.record(n, false, latency);
             }
         }

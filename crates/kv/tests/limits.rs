@@ -1,7 +1,9 @@
 //! Bounded under abuse, honest when failing: client connections capped
 //! below the descriptor limit (a node full of idle clients still reaches
-//! its peers), idle and slow clients closed, and one size limit for a log
-//! entry, checked at start and on every command.
+//! its peers), idle and slow clients closed, one size limit for a log
+//! entry, checked at start and on every command, and replies bounded per
+//! connection (a client that asks for much and reads nothing costs little
+//! memory and is closed).
 
 mod common;
 
@@ -307,4 +309,173 @@ fn the_largest_request_reaches_every_node_and_a_larger_one_is_refused_while_writ
             .ok()?;
         (v.as_deref() == Some("1")).then_some(())
     });
+}
+
+/// A line of /proc/<pid>/status in bytes (`VmRSS`, `VmHWM`).
+fn vm(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in {status}"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// RESP for a command.
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn replies_amplified_from_one_value_stay_bounded_while_others_are_served() {
+    let admin = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut c = Cluster::single(&[
+        "--insecure",
+        "--client-output-buffer-limit",
+        "67108864 16777216 3",
+        "--admin-addr",
+        &admin,
+    ]);
+    c.wait_leader();
+    let pid = c.node(0).pid().unwrap();
+    let value = "v".repeat(1 << 20);
+    let mut con = c.conn(0);
+    assert_eq!(q(&mut con, &["SET", "k", &value]), redis::Value::Okay);
+    assert_eq!(
+        cmd(&["CONFIG", "GET", "client-output-buffer-limit"])
+            .query::<Vec<String>>(&mut con)
+            .unwrap(),
+        ["client-output-buffer-limit", "normal 67108864 16777216 3"]
+    );
+
+    // A client that reads gets all of 100 pipelined GETs of the value (100
+    // MiB of replies, written 16 MiB at a time), in order.
+    let one = format!("${}\r\n{value}\r\n", value.len());
+    let mut reader = Raw::connect(&c.node(0).client_addr());
+    reader
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut pipeline = resp(&["GET", "k"]).repeat(100);
+    pipeline.extend_from_slice(&resp(&["GET", "nothing"]));
+    reader.send(&pipeline);
+    let mut got = vec![0u8; one.len() * 100 + 5];
+    reader.stream.read_exact(&mut got).expect("100 replies");
+    assert!(got.ends_with(b"$-1\r\n"));
+    assert!(got.chunks(one.len()).take(100).all(|r| r == one.as_bytes()));
+    drop(reader);
+
+    // A read whose reply alone would exceed the hard limit is refused.
+    let mget: Vec<&str> = std::iter::once("MGET")
+        .chain(std::iter::repeat_n("k", 1000))
+        .collect();
+    let mget = resp(&mget);
+    assert!(mget.len() < 10_000, "{} bytes", mget.len());
+    let mut refused = Raw::connect(&c.node(0).client_addr());
+    refused.send(&mget);
+    let said = refused.read_lines(1);
+    let reply = 1 + 4 + 2 + 1000 * (one.len());
+    assert_eq!(
+        said,
+        format!("-ERR the reply would be {reply} bytes, more than the client output buffer limit of 67108864 bytes (--client-output-buffer-limit)\r\n")
+    );
+
+    thread::sleep(Duration::from_millis(500));
+    let rss_before = vm(pid, "VmRSS");
+    let hwm_before = vm(pid, "VmHWM");
+
+    // The attack: three clients send 1,000 times `MGET k ... k` (9 KB
+    // each asking 1 GB), three pipeline 1,000 `GET k` (22 KB asking 1 GB):
+    // none of them reads a byte.
+    let mut attackers = Vec::new();
+    for i in 0..6 {
+        let mut s = TcpStream::connect(c.node(0).client_addr()).unwrap();
+        let request = if i < 3 {
+            mget.repeat(1000)
+        } else {
+            resp(&["GET", "k"]).repeat(1000)
+        };
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The MGETs' errors are small: all 9 MB of them are taken.
+        let _ = s.write_all(&request);
+        attackers.push(s);
+    }
+    // Meanwhile, another client is served in bounded time.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut rss_peak = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let t = Instant::now();
+        assert_eq!(
+            q(&mut con, &["SET", "other", &i.to_string()]),
+            redis::Value::Okay
+        );
+        let v: String = cmd(&["GET", "other"]).query(&mut con).unwrap();
+        assert_eq!(v, i.to_string());
+        slowest = slowest.max(t.elapsed());
+        rss_peak = rss_peak.max(vm(pid, "VmRSS"));
+        i += 1;
+        thread::sleep(Duration::from_millis(50));
+    }
+    let hwm_after = vm(pid, "VmHWM");
+    let stats = text(&q(&mut con, &["INFO", "stats"]));
+    let clients = text(&q(&mut con, &["INFO", "clients"]));
+    eprintln!(
+        "RSS before {} MiB, peak sampled {} MiB, high-water mark {} MiB (before the attack {} MiB); slowest SET+GET {slowest:?} over {i} rounds",
+        rss_before / MIB,
+        rss_peak / MIB,
+        hwm_after / MIB,
+        hwm_before / MIB
+    );
+    assert!(
+        hwm_after < rss_before + 64 * MIB,
+        "the node grew from {} MiB to {} MiB",
+        rss_before / MIB,
+        hwm_after / MIB
+    );
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // The pipelining clients were closed for not reading (3 s past 16 MiB).
+    let closed: u64 = field(&stats, "client_output_limit_closed")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(closed >= 3, "{stats}");
+    assert!(
+        field(&stats, "client_output_backpressure").is_some_and(|n| n != "0"),
+        "{stats}"
+    );
+    let refused_replies: u64 = field(&stats, "replies_refused_for_size")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused_replies >= 1000, "{stats}");
+    let connected: u64 = field(&clients, "connected_clients")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(connected <= 5, "{clients}");
+    let metrics = http_get(&admin, "/metrics");
+    for name in [
+        "raftkv_client_output_limit_closed_total",
+        "raftkv_client_output_backpressure_total",
+        "raftkv_replies_refused_for_size_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("{name} ")) && !metrics.contains(&format!("{name} 0\n")),
+            "{name}: {metrics}"
+        );
+    }
+    drop(attackers);
 }

@@ -436,6 +436,10 @@ fn config(args: &[Bytes], settings: &Settings, out: &mut BytesMut) {
                 ("maxclients", settings.max_connections.to_string()),
                 ("proto-max-bulk-len", settings.max_request_bytes.to_string()),
                 (
+                    "client-output-buffer-limit",
+                    format!("normal {}", settings.output_limit),
+                ),
+                (
                     "timeout",
                     settings.idle_timeout.map_or(0, |t| t.as_secs()).to_string(),
                 ),
@@ -559,11 +563,14 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
         };
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nclients_timed_out_idle:{}\r\nclients_timed_out_request:{}\r\nacl_access_denied_auth:{}\r\nacl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nclients_timed_out_idle:{}\r\nclients_timed_out_request:{}\r\nclient_output_backpressure:{}\r\nclient_output_limit_closed:{}\r\nreplies_refused_for_size:{}\r\nacl_access_denied_auth:{}\r\nacl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
             counts.connections_total,
             counts.connections_refused,
             counts.timed_out_idle,
             counts.timed_out_request,
+            counts.output_backpressure,
+            counts.output_limit_closed,
+            counts.replies_refused_for_size,
             counts.acl_denied_auth,
             counts.acl_denied_command,
             counts.acl_denied_key,
