@@ -59,14 +59,35 @@ pub struct ServeArgs {
     /// such as raft_node=debug [default: RUST_LOG, else info]
     #[arg(long)]
     pub log_level: Option<String>,
-    /// The most client connections at once; more are refused with an error
-    /// [default: 10000]
+    /// The most client connections at once; more are refused with an error.
+    /// Lowered, with a warning, to what the descriptor limit leaves once 64
+    /// descriptors are kept for the node itself (and 128 more for the admin
+    /// endpoint) [default: 10000]
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// The largest request (one command with its arguments), in bytes
-    /// [default: 8388608]
+    /// Close a client connection idle for this many seconds (0: never)
+    /// [default: 0]
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// How long a request may take to arrive once the server waits for it
+    /// (from its first byte, or from when the server reads again), in
+    /// milliseconds; a client slower than that is sent an error and closed
+    /// [default: 30000]
+    #[arg(long)]
+    pub request_read_timeout_ms: Option<u64>,
+    /// The largest request (one command with its arguments), in bytes; at
+    /// most the largest log entry the peers carry (16777046 bytes: 16 MiB
+    /// frames less an append's headers) [default: 8388608]
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// Bounds on a client's unsent replies, as Redis's
+    /// client-output-buffer-limit: "HARD SOFT SECONDS" (bytes, bytes,
+    /// seconds). A read whose reply would exceed HARD gets an error instead;
+    /// past SOFT unsent bytes the server stops reading the client until it
+    /// drains, and closes it if it stays past SOFT for SECONDS
+    /// [default: "67108864 16777216 60"]
+    #[arg(long)]
+    pub client_output_buffer_limit: Option<String>,
     /// The most commands of one connection handled in one round (pipeline
     /// depth); the rest wait in the socket [default: 1024]
     #[arg(long)]
@@ -182,8 +203,17 @@ pub struct Settings {
     pub log_level: Option<String>,
     /// The most client connections.
     pub max_connections: usize,
+    /// Whether `--max-connections` was given (else it is the default).
+    pub max_connections_given: bool,
+    /// How long a client connection may be idle (`--timeout`; `None`:
+    /// forever).
+    pub idle_timeout: Option<Duration>,
+    /// How long a request may take to arrive once its first byte has.
+    pub request_read_timeout: Duration,
     /// The largest request in bytes.
     pub max_request_bytes: usize,
+    /// Bounds on a client's unsent replies.
+    pub output_limit: OutputLimit,
     /// The pipeline depth per round.
     pub max_pipeline: usize,
     /// The heartbeat interval.
@@ -217,8 +247,90 @@ pub struct Settings {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// Bounds on a client's unsent replies (`--client-output-buffer-limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    /// The most unsent reply bytes a connection holds: a read whose reply
+    /// would be larger is refused with an error.
+    pub hard: usize,
+    /// Past this many unsent bytes, the server stops reading the client
+    /// until they are sent (back-pressure).
+    pub soft: usize,
+    /// A client whose unsent bytes stay past `soft` this long is closed.
+    pub soft_time: Duration,
+}
+
+impl Default for OutputLimit {
+    fn default() -> OutputLimit {
+        OutputLimit {
+            hard: 64 << 20,
+            soft: 16 << 20,
+            soft_time: Duration::from_secs(60),
+        }
+    }
+}
+
+impl OutputLimit {
+    /// Parses "HARD SOFT SECONDS".
+    pub fn parse(text: &str) -> Result<OutputLimit, String> {
+        let numbers: Vec<&str> = text.split_whitespace().collect();
+        let [hard, soft, seconds] = numbers[..] else {
+            return Err(format!(
+                "{text:?} is not \"HARD SOFT SECONDS\" (bytes, bytes, seconds)"
+            ));
+        };
+        let number = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{s:?} is not a whole number"))
+        };
+        let (hard, soft, seconds) = (number(hard)?, number(soft)?, number(seconds)?);
+        if hard < 1024 {
+            return Err("HARD must be at least 1024 bytes".into());
+        }
+        if soft == 0 || soft > hard {
+            return Err("SOFT must be at least 1 byte and at most HARD".into());
+        }
+        if seconds == 0 {
+            return Err("SECONDS must be at least 1".into());
+        }
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(OutputLimit {
+            hard: size(hard),
+            soft: size(soft),
+            soft_time: Duration::from_secs(seconds),
+        })
+    }
+}
+
+impl std::fmt::Display for OutputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.hard,
+            self.soft,
+            self.soft_time.as_secs()
+        )
+    }
+}
+
 fn bad(flag: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid --{flag}: {why}"))
+}
+
+/// Refuses a `--max-request-bytes` whose command could make a log entry
+/// larger than the peers can carry: a write's entry is never larger than its
+/// request (RESP spends at least 6 bytes around each argument, the entry 4),
+/// so requests up to the transport's largest entry always replicate.
+fn check_entry_size(max_request_bytes: usize) -> Result<(), ConfigError> {
+    use raft_node::transport::tcp::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_FRAME_SIZE};
+    if max_request_bytes > DEFAULT_MAX_ENTRY_BYTES {
+        return Err(ConfigError(format!(
+            "--max-request-bytes {max_request_bytes} is larger than the largest entry the peers can carry ({} MiB frames less the append's overhead: {DEFAULT_MAX_ENTRY_BYTES} bytes)",
+            DEFAULT_MAX_FRAME_SIZE >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `addr` (`host:port`) is a loopback address (127.0.0.0/8, ::1,
@@ -271,7 +383,14 @@ impl ServeArgs {
             requirepass: self.requirepass.or(other.requirepass),
             log_level: self.log_level.or(other.log_level),
             max_connections: self.max_connections.or(other.max_connections),
+            timeout: self.timeout.or(other.timeout),
+            request_read_timeout_ms: self
+                .request_read_timeout_ms
+                .or(other.request_read_timeout_ms),
             max_request_bytes: self.max_request_bytes.or(other.max_request_bytes),
+            client_output_buffer_limit: self
+                .client_output_buffer_limit
+                .or(other.client_output_buffer_limit),
             max_pipeline: self.max_pipeline.or(other.max_pipeline),
             heartbeat_ms: self.heartbeat_ms.or(other.heartbeat_ms),
             election_timeout_min_ms: self
@@ -401,13 +520,21 @@ impl ServeArgs {
             None => Ok(default),
         };
         let max_connections = positive("max-connections", a.max_connections, 10_000)?;
+        let idle_timeout = match a.timeout {
+            None | Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+        };
         let max_request_bytes = positive("max-request-bytes", a.max_request_bytes, 8 << 20)?;
-        if !(1024..=1 << 30).contains(&max_request_bytes) {
-            return Err(bad(
-                "max-request-bytes",
-                "must be between 1024 and 1073741824 (1 GiB)",
-            ));
+        if max_request_bytes < 1024 {
+            return Err(bad("max-request-bytes", "must be at least 1024"));
         }
+        check_entry_size(max_request_bytes)?;
+        let output_limit = match a.client_output_buffer_limit.as_deref() {
+            None => OutputLimit::default(),
+            Some(text) => {
+                OutputLimit::parse(text).map_err(|why| bad("client-output-buffer-limit", why))?
+            }
+        };
         let max_pipeline = positive("max-pipeline", a.max_pipeline, 1024)?;
         let ms = |flag: &str, v: Option<u64>, default: u64| match v {
             Some(0) => Err(bad(flag, "must be at least 1 ms")),
@@ -430,6 +557,8 @@ impl ServeArgs {
             ));
         }
         let command_timeout = ms("command-timeout-ms", a.command_timeout_ms, 5000)?;
+        let request_read_timeout =
+            ms("request-read-timeout-ms", a.request_read_timeout_ms, 30_000)?;
         if a.requirepass.as_deref() == Some("") {
             return Err(ConfigError(
                 "--requirepass must not be empty: leave it out to create the cluster with a default user who needs no password".into(),
@@ -552,7 +681,11 @@ impl ServeArgs {
             requirepass: a.requirepass,
             log_level: a.log_level,
             max_connections,
+            max_connections_given: a.max_connections.is_some(),
+            idle_timeout,
+            request_read_timeout,
             max_request_bytes,
+            output_limit,
             max_pipeline,
             heartbeat,
             election_timeout_min,
@@ -666,6 +799,72 @@ mod tests {
         assert!(e.contains("--tls-auth-clients"), "{e}");
         assert!(is_loopback("127.0.0.2:1") && is_loopback("[::1]:1") && is_loopback("localhost:1"));
         assert!(!is_loopback("10.0.0.1:1") && !is_loopback("0.0.0.0:1") && !is_loopback("db:1"));
+    }
+
+    #[test]
+    fn a_request_larger_than_the_peers_carry_is_refused_naming_both_sizes() {
+        let largest = raft_node::transport::tcp::DEFAULT_MAX_ENTRY_BYTES;
+        let e = resolve(ServeArgs {
+            max_request_bytes: Some(33554432),
+            ..insecure()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e,
+            format!("--max-request-bytes 33554432 is larger than the largest entry the peers can carry (16 MiB frames less the append's overhead: {largest} bytes)")
+        );
+        let s = resolve(ServeArgs {
+            max_request_bytes: Some(largest),
+            ..insecure()
+        })
+        .unwrap();
+        assert_eq!(s.max_request_bytes, largest);
+        assert!(resolve(ServeArgs {
+            max_request_bytes: Some(largest + 1),
+            ..insecure()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn output_limits_parse_and_are_checked() {
+        assert_eq!(
+            resolve(insecure()).unwrap().output_limit,
+            OutputLimit::default()
+        );
+        let s = resolve(ServeArgs {
+            client_output_buffer_limit: Some("4096 2048 3".into()),
+            ..insecure()
+        })
+        .unwrap();
+        assert_eq!(
+            s.output_limit,
+            OutputLimit {
+                hard: 4096,
+                soft: 2048,
+                soft_time: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(s.output_limit.to_string(), "4096 2048 3");
+        for wrong in [
+            "",
+            "1 2",
+            "4096 8192 1",
+            "4096 0 1",
+            "4096 1 0",
+            "100 10 1",
+            "x 1 1",
+        ] {
+            let e = resolve(ServeArgs {
+                client_output_buffer_limit: Some(wrong.into()),
+                ..insecure()
+            })
+            .unwrap_err();
+            assert!(
+                e.starts_with("invalid --client-output-buffer-limit: "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

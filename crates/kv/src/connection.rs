@@ -2,8 +2,12 @@
 //! socket (every complete request at once, which is what makes pipelining
 //! cheap) and writes replies.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 use crate::frame::{locate_request, FrameError, Limits, Located};
 
@@ -17,6 +21,89 @@ pub enum ConnectionError {
     /// says what.
     #[error("Protocol error: {0}")]
     Protocol(String),
+    /// The client was silent too long, or too slow sending a request.
+    #[error("{0}")]
+    TimedOut(TimedOut),
+    /// The client left more replies unread than the output limits allow.
+    #[error(
+        "its replies stayed unread past the soft client output buffer limit ({0} bytes unsent)"
+    )]
+    Unread(usize),
+}
+
+/// A connection's replies not yet written, in order: short ones copied
+/// into one buffer, long ones (a store's answer) kept as they are, shared
+/// with whoever else holds them, not copied.
+#[derive(Debug, Default)]
+pub struct Output {
+    chunks: VecDeque<Bytes>,
+    /// The bytes in `chunks`.
+    queued: usize,
+    /// The replies after the last chunk.
+    pub buf: BytesMut,
+}
+
+/// Below this, a reply is copied into [`Output::buf`] rather than kept as
+/// a chunk of its own.
+const SHORT_REPLY: usize = 4096;
+
+impl Output {
+    /// An empty output.
+    pub fn new() -> Output {
+        Output {
+            chunks: VecDeque::new(),
+            queued: 0,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// The bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.queued + self.buf.len()
+    }
+
+    /// Whether every reply was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `replies` after what is there.
+    pub fn push(&mut self, replies: Bytes) {
+        if replies.len() < SHORT_REPLY {
+            self.buf.extend_from_slice(&replies);
+            return;
+        }
+        if !self.buf.is_empty() {
+            let short = self.buf.split().freeze();
+            self.queued += short.len();
+            self.chunks.push_back(short);
+        }
+        self.queued += replies.len();
+        self.chunks.push_back(replies);
+    }
+}
+
+/// Which read deadline a client missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TimedOut {
+    /// It sent nothing for `--timeout` seconds.
+    #[error("idle for longer than the idle timeout")]
+    Idle,
+    /// A request it started did not arrive in full within
+    /// `--request-read-timeout-ms`.
+    #[error("a request did not arrive in full within the request read timeout")]
+    Request,
+}
+
+/// How long a connection waits for its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTimeouts {
+    /// For the first byte of a request, after the last reply (`None`:
+    /// forever).
+    pub idle: Option<Duration>,
+    /// For the rest of a request, from when its first byte arrived (or
+    /// from when the server reads again, if it arrived before).
+    pub request: Duration,
 }
 
 /// A client's socket: plain TCP, or TLS (`--tls-port`).
@@ -29,6 +116,10 @@ pub struct Connection {
     buffer: BytesMut,
     limits: Limits,
     max_request: usize,
+    timeouts: ReadTimeouts,
+    /// When the first byte of the request at the front of `buffer` arrived
+    /// (meaningful while `buffer` is not empty).
+    partial_since: Instant,
     /// Bytes read and written since the last call to `take_counts`.
     read: u64,
     written: u64,
@@ -36,8 +127,14 @@ pub struct Connection {
 
 impl Connection {
     /// Wraps a socket (whose peer is `peer`); a request may be at most
-    /// `max_request` bytes.
-    pub fn new(stream: ClientStream, peer: String, max_request: usize) -> Connection {
+    /// `max_request` bytes, and the client is waited for at most as long as
+    /// `timeouts` say.
+    pub fn new(
+        stream: ClientStream,
+        peer: String,
+        max_request: usize,
+        timeouts: ReadTimeouts,
+    ) -> Connection {
         Connection {
             stream,
             peer,
@@ -49,6 +146,8 @@ impl Connection {
                 ..Limits::default()
             },
             max_request,
+            timeouts,
+            partial_since: Instant::now(),
             read: 0,
             written: 0,
         }
@@ -56,12 +155,20 @@ impl Connection {
 
     /// Waits until at least one request is complete, then moves every
     /// complete request (at most `max`) into `into`. `Ok(false)` when the
-    /// client closed the connection.
+    /// client closed the connection; [`ConnectionError::TimedOut`] when it
+    /// sent nothing within the idle timeout, or did not finish a request
+    /// within the request read timeout of its first byte.
     pub async fn read_requests(
         &mut self,
         max: usize,
         into: &mut Vec<Vec<Bytes>>,
     ) -> Result<bool, ConnectionError> {
+        let idle_since = Instant::now();
+        if !self.buffer.is_empty() {
+            // The rest of a request is waited for from now: the time the
+            // server spent on earlier requests is not the client's.
+            self.partial_since = idle_since;
+        }
         loop {
             let mut used = 0;
             let first = into.len();
@@ -85,6 +192,11 @@ impl Connection {
             // The requests' bytes become one shared buffer that their
             // arguments are slices of: no copy per argument.
             let chunk = self.buffer.split_to(used).freeze();
+            if used > 0 && !self.buffer.is_empty() {
+                // What is left began after a whole request, in the last read
+                // (or is whole itself, past `max`).
+                self.partial_since = Instant::now();
+            }
             for (at, request) in located {
                 let args: Vec<Bytes> = match request {
                     Located::Ranges(ranges) => ranges
@@ -107,8 +219,27 @@ impl Connection {
                     self.max_request
                 )));
             }
+            let (deadline, missed) = if self.buffer.is_empty() {
+                (self.timeouts.idle.map(|t| idle_since + t), TimedOut::Idle)
+            } else {
+                (
+                    Some(self.partial_since + self.timeouts.request),
+                    TimedOut::Request,
+                )
+            };
+            let was_empty = self.buffer.is_empty();
             self.buffer.reserve(16 * 1024);
-            let n = self.stream.read_buf(&mut self.buffer).await?;
+            let read = self.stream.read_buf(&mut self.buffer);
+            let n = match deadline {
+                None => read.await?,
+                Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                    Ok(n) => n?,
+                    Err(_) => return Err(ConnectionError::TimedOut(missed)),
+                },
+            };
+            if was_empty {
+                self.partial_since = Instant::now();
+            }
             if n == 0 {
                 if self.buffer.is_empty() {
                     return Ok(false);
@@ -126,6 +257,39 @@ impl Connection {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await?;
         self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes every reply of `out` and flushes; what was written leaves
+    /// `out`, so that after an error (or a cancellation) `out` holds what
+    /// is left.
+    pub async fn write_output(&mut self, out: &mut Output) -> Result<(), ConnectionError> {
+        while let Some(chunk) = out.chunks.front_mut() {
+            let n = self.stream.write(chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.written += n as u64;
+            out.queued -= n;
+            if n == chunk.len() {
+                out.chunks.pop_front();
+            } else {
+                bytes::Buf::advance(chunk, n);
+            }
+        }
+        while !out.buf.is_empty() {
+            let n = self.stream.write(&out.buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.written += n as u64;
+            bytes::Buf::advance(&mut out.buf, n);
+        }
+        if out.buf.capacity() > 64 * 1024 {
+            // A large burst leaves no large buffer behind.
+            out.buf = BytesMut::with_capacity(16 * 1024);
+        }
+        self.stream.flush().await?;
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 //!
 //! The shape follows tokio's mini-redis: [`frame`] parses and encodes RESP,
 //! [`connection`] frames a socket, [`cmd`] parses and runs commands,
-//! [`server`] accepts connections. [`store`] is the replicated state machine
+//! [`server`] accepts connections (as many as [`limits`] lets the
+//! descriptors hold). [`store`] is the replicated state machine
 //! (a batch of writes is one log entry, the ACL users included; [`acl`]
 //! checks them, [`users_init`] founds them), [`admin`] the HTTP status and
 //! metrics endpoint, [`serve`] puts one node together, [`demo`] and
@@ -22,6 +23,7 @@ pub mod connection;
 pub mod context;
 pub mod demo;
 pub mod frame;
+pub mod limits;
 pub mod local;
 pub mod metrics;
 pub mod serve;

@@ -285,6 +285,22 @@ pub struct Metrics {
     read_batched: AtomicU64,
     /// By [`AclDenial`], in its order.
     acl_denied: [AtomicU64; 3],
+    /// Clients closed for missing a read deadline: idle, then request.
+    timed_out: [AtomicU64; 2],
+    /// By [`OutputEvent`], in its order.
+    output: [AtomicU64; 3],
+}
+
+/// What the client output buffer limits did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputEvent {
+    /// A connection's unsent replies reached the soft limit: the server
+    /// stopped reading it until they drained.
+    Backpressure = 0,
+    /// A client stayed past the soft limit too long and was closed.
+    Closed = 1,
+    /// A read was refused: its reply would exceed the hard limit.
+    ReplyRefused = 2,
 }
 
 impl Default for Metrics {
@@ -339,6 +355,19 @@ pub struct MetricsSnapshot {
     pub acl_denied_command: u64,
     /// Commands refused by the user's key patterns.
     pub acl_denied_key: u64,
+    /// Clients closed after `--timeout` seconds of silence.
+    pub timed_out_idle: u64,
+    /// Clients closed for a request that did not arrive in full within
+    /// `--request-read-timeout-ms`.
+    pub timed_out_request: u64,
+    /// Times a connection's unsent replies reached the soft output limit
+    /// (the server stopped reading it until they drained).
+    pub output_backpressure: u64,
+    /// Clients closed for staying past the soft output limit too long.
+    pub output_limit_closed: u64,
+    /// Reads refused because their reply would exceed the hard output
+    /// limit.
+    pub replies_refused_for_size: u64,
 }
 
 impl Metrics {
@@ -361,7 +390,23 @@ impl Metrics {
             read_batches: AtomicU64::new(0),
             read_batched: AtomicU64::new(0),
             acl_denied: std::array::from_fn(|_| AtomicU64::new(0)),
+            timed_out: std::array::from_fn(|_| AtomicU64::new(0)),
+            output: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// A client was closed for missing a read deadline.
+    pub fn client_timed_out(&self, why: crate::connection::TimedOut) {
+        let i = match why {
+            crate::connection::TimedOut::Idle => 0,
+            crate::connection::TimedOut::Request => 1,
+        };
+        self.timed_out[i].fetch_add(1, Relaxed);
+    }
+
+    /// The client output buffer limits acted (`n` times).
+    pub fn output_limit(&self, what: OutputEvent, n: u64) {
+        self.output[what as usize].fetch_add(n, Relaxed);
     }
 
     /// The ACL refused a client.
@@ -494,6 +539,11 @@ impl Metrics {
             acl_denied_auth: self.acl_denied[AclDenial::Auth as usize].load(Relaxed),
             acl_denied_command: self.acl_denied[AclDenial::Command as usize].load(Relaxed),
             acl_denied_key: self.acl_denied[AclDenial::Key as usize].load(Relaxed),
+            timed_out_idle: self.timed_out[0].load(Relaxed),
+            timed_out_request: self.timed_out[1].load(Relaxed),
+            output_backpressure: self.output[OutputEvent::Backpressure as usize].load(Relaxed),
+            output_limit_closed: self.output[OutputEvent::Closed as usize].load(Relaxed),
+            replies_refused_for_size: self.output[OutputEvent::ReplyRefused as usize].load(Relaxed),
         }
     }
 }
@@ -700,6 +750,11 @@ pub async fn render_prometheus(ctx: &Context) -> String {
         "raft_messages_failed_total",
         "Raft messages whose sending failed.",
         m.messages_failed,
+    );
+    e.counter(
+        "raft_messages_oversized_total",
+        "Raft messages larger than the largest frame their peer accepts (also failed): the peer falls behind at that entry.",
+        m.messages_oversized,
     );
 
     // The peers.
@@ -975,6 +1030,27 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
         s.protocol_errors,
     );
     e.labelled(
+        "clients_timed_out_total",
+        "Client connections closed for missing a read deadline: idle for --timeout, or a request not in full within --request-read-timeout-ms.",
+        "reason",
+        &[("idle", s.timed_out_idle), ("request", s.timed_out_request)],
+    );
+    e.counter(
+        "client_output_backpressure_total",
+        "Times a connection's unsent replies reached the soft client output buffer limit: the server stopped reading it until they drained.",
+        s.output_backpressure,
+    );
+    e.counter(
+        "client_output_limit_closed_total",
+        "Client connections closed for leaving their replies unread past the soft client output buffer limit for too long.",
+        s.output_limit_closed,
+    );
+    e.counter(
+        "replies_refused_for_size_total",
+        "Reads refused because their reply would exceed the hard client output buffer limit.",
+        s.replies_refused_for_size,
+    );
+    e.labelled(
         "acl_denied_total",
         "Clients refused by the ACL, by reason: a failed AUTH, a command or a key the user may not use.",
         "reason",
@@ -1152,6 +1228,11 @@ pub(crate) mod tests {
         m.acl_denied(AclDenial::Auth);
         m.acl_denied(AclDenial::Key);
         m.acl_denied(AclDenial::Key);
+        m.client_timed_out(crate::connection::TimedOut::Request);
+        m.output_limit(OutputEvent::Backpressure, 1);
+        m.output_limit(OutputEvent::Backpressure, 1);
+        m.output_limit(OutputEvent::Closed, 1);
+        m.output_limit(OutputEvent::ReplyRefused, 3);
         let s = m.snapshot();
         assert_eq!(
             s,
@@ -1173,6 +1254,11 @@ pub(crate) mod tests {
                 acl_denied_auth: 1,
                 acl_denied_command: 0,
                 acl_denied_key: 2,
+                timed_out_idle: 0,
+                timed_out_request: 1,
+                output_backpressure: 2,
+                output_limit_closed: 1,
+                replies_refused_for_size: 3,
             }
         );
     }
@@ -1279,6 +1365,10 @@ pub(crate) mod tests {
             "raftkv_raft_messages_refused_total{reason=\"foreign_cluster\"} 0",
             "raftkv_raft_messages_refused_total{reason=\"implausible_term\"} 0",
             "raftkv_raft_messages_dropped_total ",
+            "raftkv_raft_messages_oversized_total 0",
+            "raftkv_client_output_backpressure_total 0",
+            "raftkv_client_output_limit_closed_total 0",
+            "raftkv_replies_refused_for_size_total 0",
             "raftkv_command_duration_seconds_bucket{kind=\"read\",le=\"+Inf\"} 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");

@@ -113,7 +113,8 @@ fn node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
 
 /// Starts a server: opens the store, starts the node, listens for clients
 /// (and the admin endpoint), and for a joining node asks to be added.
-pub async fn start(settings: Settings) -> Result<Running, StartError> {
+pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
+    crate::limits::fit_connections(&mut settings).map_err(StartError)?;
     let settings = Arc::new(settings);
     let dir = &settings.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use raft_node::NodeError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -17,15 +17,21 @@ use tracing::{debug, info, warn};
 use crate::acl::{self, commands, Denied, Identity};
 use crate::cmd::{self, Command, Local, Session};
 use crate::config::Settings;
-use crate::connection::{ClientStream, Connection, ConnectionError};
+use crate::connection::{
+    ClientStream, Connection, ConnectionError, Output, ReadTimeouts, TimedOut,
+};
 use crate::context::Context;
 use crate::frame::put_error;
-use crate::metrics::AclDenial;
-use crate::store::{encode_reads, encode_writes, Read, Write};
+use crate::metrics::{AclDenial, OutputEvent};
+use crate::store::{
+    encode_bounded_reads, encode_writes, encoded_write_len, split_bounded_answer, Read, ReplyRoom,
+    Write,
+};
 use crate::tls::ReloadableAcceptor;
 
-/// The most argument bytes grouped into one log entry; a larger run of
-/// writes is split (a single larger command goes alone).
+/// The most bytes of one log entry of several writes; a larger run of writes
+/// is split (a single larger command goes alone: it is at most
+/// `--max-request-bytes`, which fits the largest entry the peers carry).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The reply to every command but PING and QUIT while the node does not
@@ -35,6 +41,10 @@ pub const LOADING: &str =
 
 /// How long a TLS client may take over its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the error sent to a client being closed for its slowness may
+/// take to write.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves clients on `listener` until `shutdown` turns true; over TLS if
 /// `tls` is given (the `--tls-port` listener). Both listeners share the
@@ -120,6 +130,12 @@ pub async fn serve(
                 Err(ConnectionError::Protocol(why)) => {
                     warn!(%peer, %why, "malformed request: closing the connection")
                 }
+                Err(ConnectionError::TimedOut(why)) => {
+                    debug!(%peer, %why, "client timed out: closing the connection")
+                }
+                Err(e @ ConnectionError::Unread(_)) => {
+                    info!(%peer, why = %e, "client output buffer limit: closing the connection")
+                }
             }
             metrics.connection_closed();
             drop(permit);
@@ -165,10 +181,14 @@ async fn handle(
     settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let mut conn = Connection::new(stream, peer, settings.max_request_bytes);
+    let timeouts = ReadTimeouts {
+        idle: settings.idle_timeout,
+        request: settings.request_read_timeout,
+    };
+    let mut conn = Connection::new(stream, peer, settings.max_request_bytes, timeouts);
     let mut session = Session::new(conn.peer());
     let mut requests = Vec::new();
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = Output::new();
     loop {
         let read = tokio::select! {
             r = conn.read_requests(settings.max_pipeline, &mut requests) => r,
@@ -179,29 +199,72 @@ async fn handle(
             Ok(false) => return Ok(()),
             Err(ConnectionError::Protocol(why)) => {
                 ctx.metrics.protocol_error();
-                put_error(&mut out, &format!("ERR Protocol error: {why}"));
-                let _ = conn.write(&out).await;
+                put_error(&mut out.buf, &format!("ERR Protocol error: {why}"));
+                let _ = conn.write_output(&mut out).await;
                 return Err(ConnectionError::Protocol(why));
+            }
+            // As Redis does, an idle client is closed without a word.
+            Err(ConnectionError::TimedOut(TimedOut::Idle)) => {
+                ctx.metrics.client_timed_out(TimedOut::Idle);
+                return Err(ConnectionError::TimedOut(TimedOut::Idle));
+            }
+            Err(ConnectionError::TimedOut(TimedOut::Request)) => {
+                ctx.metrics.client_timed_out(TimedOut::Request);
+                put_error(
+                    &mut out.buf,
+                    &format!(
+                        "ERR Protocol error: the request did not arrive in full within {} ms of its first byte",
+                        settings.request_read_timeout.as_millis()
+                    ),
+                );
+                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, conn.write_output(&mut out)).await;
+                return Err(ConnectionError::TimedOut(TimedOut::Request));
             }
             Err(e) => return Err(e),
         }
         let started = Instant::now();
-        run_batch(
+        let ran = run_batch(
             &mut requests,
             &mut session,
             &ctx,
             &settings,
             started,
+            &mut conn,
             &mut out,
         )
         .await;
-        conn.write(&out).await?;
-        out.clear();
+        if ran.is_ok() {
+            if out.len() >= settings.output_limit.soft {
+                drain(&mut conn, &mut out, &ctx, &settings).await?;
+            } else {
+                conn.write_output(&mut out).await?;
+            }
+        }
         let (read, written) = conn.take_counts();
         ctx.metrics.bytes_in(read);
         ctx.metrics.bytes_out(written);
+        ran?;
         if session.quit {
             return Ok(());
+        }
+    }
+}
+
+/// Back-pressure: writes every unsent reply of `out` before the connection
+/// goes on (nothing more of it is read or run meanwhile); a client that
+/// does not take them within the soft output time is closed.
+async fn drain(
+    conn: &mut Connection,
+    out: &mut Output,
+    ctx: &Context,
+    settings: &Settings,
+) -> Result<(), ConnectionError> {
+    ctx.metrics.output_limit(OutputEvent::Backpressure, 1);
+    match tokio::time::timeout(settings.output_limit.soft_time, conn.write_output(out)).await {
+        Ok(written) => written,
+        Err(_) => {
+            ctx.metrics.output_limit(OutputEvent::Closed, 1);
+            Err(ConnectionError::Unread(out.len()))
         }
     }
 }
@@ -242,16 +305,11 @@ pub fn error_reply(e: &NodeError) -> String {
     }
 }
 
-fn args_len(args: &[Bytes]) -> usize {
-    args.iter().map(|a| a.len()).sum()
-}
-
 /// One request as read, parsed.
 struct Request {
     /// Its entry in the command table ([`commands::lookup`]).
     spec: Option<usize>,
     name: &'static str,
-    size: usize,
     command: Command,
     args: Vec<Bytes>,
 }
@@ -317,15 +375,20 @@ fn gate(request: &Request, session: &mut Session, ctx: &Context) -> Gate {
     }
 }
 
-/// Runs the requests in order and writes their replies into `out`.
+/// Runs the requests in order and adds their replies to `out`; whenever
+/// the unsent replies reach the soft output limit, they are written before
+/// the next request runs ([`drain`]). Fails only if the client is closed
+/// for not reading them.
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(
     requests: &mut Vec<Vec<Bytes>>,
     session: &mut Session,
     ctx: &Context,
     settings: &Settings,
     started: Instant,
-    out: &mut BytesMut,
-) {
+    conn: &mut Connection,
+    output: &mut Output,
+) -> Result<(), ConnectionError> {
     let mut parsed: Vec<Request> = requests
         .drain(..)
         .map(|args| {
@@ -333,7 +396,6 @@ async fn run_batch(
             Request {
                 spec,
                 name: static_name(spec),
-                size: args_len(&args),
                 command: cmd::parse(&args),
                 args,
             }
@@ -344,6 +406,10 @@ async fn run_batch(
     // The gate's answer for the next request, when a batch already asked.
     let mut next_gate: Option<Gate> = None;
     while let Some(request) = parsed.pop() {
+        if output.len() >= settings.output_limit.soft {
+            drain(conn, output, ctx, settings).await?;
+        }
+        let out = &mut output.buf;
         match next_gate
             .take()
             .unwrap_or_else(|| gate(&request, session, ctx))
@@ -356,22 +422,25 @@ async fn run_batch(
             }
             Gate::Close => {
                 session.quit = true;
-                return;
+                return Ok(());
             }
         }
         let name = request.name;
         match request.command {
             Command::Write(w) => {
+                // The entry's bytes: its format byte and its writes.
+                let mut bytes = 1 + encoded_write_len(&w);
+                let batch_max =
+                    MAX_BATCH_BYTES.min(ctx.node.max_entry_bytes().unwrap_or(usize::MAX));
                 let mut writes: Vec<Write> = vec![w];
-                let mut bytes = 0;
                 names.clear();
                 names.push(name);
                 while let Some(next) = parsed.last() {
-                    if !matches!(next.command, Command::Write(_)) {
+                    let Command::Write(next_write) = &next.command else {
                         break;
-                    }
-                    bytes += next.size;
-                    if bytes > MAX_BATCH_BYTES {
+                    };
+                    bytes += encoded_write_len(next_write);
+                    if bytes > batch_max {
                         break;
                     }
                     match gate(next, session, ctx) {
@@ -394,7 +463,7 @@ async fn run_batch(
                 }
                 ctx.metrics.write_batch(writes.len());
                 let result = ctx.node.command(encode_writes(&writes)).await;
-                finish(result, &names, ctx, started, out);
+                finish(result, &names, ctx, started, output);
             }
             Command::Read(r) => {
                 let mut reads: Vec<Read> = vec![r];
@@ -422,20 +491,16 @@ async fn run_batch(
                     names.push(n);
                     reads.push(r);
                 }
-                ctx.metrics.read_batch(reads.len());
-                let query = encode_reads(&reads);
-                let result = if session.local_reads {
-                    ctx.node.read_local(query).await
-                } else {
-                    ctx.node.read(query).await
-                };
-                finish(result, &names, ctx, started, out);
+                run_reads(
+                    &reads, &names, session, ctx, settings, started, conn, output,
+                )
+                .await?;
             }
             Command::Local(local) => {
                 cmd::server::run(local, session, ctx, settings, out).await;
                 ctx.metrics.record(name, true, started.elapsed());
                 if session.quit {
-                    return;
+                    return Ok(());
                 }
             }
             Command::Invalid(e) | Command::Refused(e) => {
@@ -448,6 +513,80 @@ async fn run_batch(
             }
         }
     }
+    Ok(())
+}
+
+/// Runs consecutive reads as few linearizable queries as the output limits
+/// allow: each query answers, in order, the reads whose replies fit the
+/// room left under the soft limit (the first under the hard limit), sized
+/// by the store before it builds them; a read whose reply alone would
+/// exceed the hard limit gets an error naming it. Between queries the
+/// replies are written if they reached the soft limit ([`drain`]).
+#[allow(clippy::too_many_arguments)]
+async fn run_reads(
+    reads: &[Read],
+    names: &[&'static str],
+    session: &Session,
+    ctx: &Context,
+    settings: &Settings,
+    started: Instant,
+    conn: &mut Connection,
+    output: &mut Output,
+) -> Result<(), ConnectionError> {
+    let limit = settings.output_limit;
+    let mut from = 0;
+    while from < reads.len() {
+        if output.len() >= limit.soft {
+            drain(conn, output, ctx, settings).await?;
+        }
+        let unsent = output.len();
+        let room = ReplyRoom {
+            soft: limit.soft.saturating_sub(unsent),
+            hard: limit.hard.saturating_sub(unsent),
+            limit: limit.hard,
+        };
+        let query = encode_bounded_reads(&reads[from..], room);
+        let result = if session.local_reads {
+            ctx.node.read_local(query).await
+        } else {
+            ctx.node.read(query).await
+        };
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(e) => {
+                finish(Err(e), &names[from..], ctx, started, output);
+                return Ok(());
+            }
+        };
+        let Some(bounded) = split_bounded_answer(&answer) else {
+            // Not an answer to a bounded query: the store's error.
+            finish(Ok(answer), &names[from..], ctx, started, output);
+            return Ok(());
+        };
+        if bounded.answered == 0 {
+            // The next reply fits once the unsent ones are out.
+            if unsent == 0 {
+                // Cannot happen: with nothing unsent the first read has the
+                // whole hard limit, and a larger reply is refused.
+                for n in &names[from..] {
+                    put_error(&mut output.buf, "ERR the store answered no read");
+                    ctx.metrics.record(n, false, started.elapsed());
+                }
+                return Ok(());
+            }
+            drain(conn, output, ctx, settings).await?;
+            continue;
+        }
+        let to = (from + bounded.answered).min(reads.len());
+        ctx.metrics.read_batch(to - from);
+        if bounded.refused > 0 {
+            ctx.metrics
+                .output_limit(OutputEvent::ReplyRefused, bounded.refused as u64);
+        }
+        finish(Ok(bounded.replies), &names[from..to], ctx, started, output);
+        from = to;
+    }
+    Ok(())
 }
 
 fn finish(
@@ -455,12 +594,12 @@ fn finish(
     names: &[&'static str],
     ctx: &Context,
     started: Instant,
-    out: &mut BytesMut,
+    output: &mut Output,
 ) {
     let latency = started.elapsed();
     match result {
         Ok(replies) => {
-            out.extend_from_slice(&replies);
+            output.push(replies);
             for n in names {
                 ctx.metrics.record(n, true, latency);
             }
@@ -468,7 +607,7 @@ fn finish(
         Err(e) => {
             let reply = error_reply(&e);
             for n in names {
-                put_error(out, &reply);
+                put_error(&mut output.buf, &reply);
                 ctx.metrics.record(n, false, latency);
             }
         }

@@ -3,9 +3,11 @@
 //! entries in the same order.
 //!
 //! A log entry is a batch of [`Write`]s ([`encode_writes`]); a query is a
-//! batch of [`Read`]s ([`encode_reads`]). Both are answered with the RESP2
-//! replies of their commands, concatenated in order, so that the server can
-//! write the output straight to the client's socket.
+//! batch of [`Read`]s ([`encode_reads`]), or one with room for its replies
+//! ([`encode_bounded_reads`]: the replies are sized before they are built,
+//! and only those that fit are). Both are answered with the RESP2 replies
+//! of their commands, concatenated in order, so that the server can write
+//! the output straight to the client's socket.
 //!
 //! Keys are kept ordered by a fixed 64-bit hash of the key (SipHash-1-3 with
 //! constant keys, the same on every node and platform), then by the key. That
@@ -171,6 +173,7 @@ pub enum Read {
 // ---------------------------------------------------------------------------
 //
 // entry  = 0xD7 write*          query = 0xD2 read*
+//                               | 0xD3 soft:u64-LE hard:u64-LE limit:u64-LE read*
 // string = u32-LE length, bytes list = u32-LE count, string*
 // write  = 1 SET flags:u8 key value   (flags: bits 0-1 condition 0/1/2, bit 2 GET)
 //        | 2 DEL list | 3 INCRBY key i64-LE | 4 APPEND key value
@@ -183,6 +186,8 @@ pub enum Read {
 
 const WRITES_FORMAT: u8 = 0xD7;
 const READS_FORMAT: u8 = 0xD2;
+/// A query with room for its replies ([`encode_bounded_reads`]).
+const BOUNDED_READS_FORMAT: u8 = 0xD3;
 
 const W_SET: u8 = 1;
 const W_DEL: u8 = 2;
@@ -254,6 +259,12 @@ fn read_size(r: &Read) -> usize {
         Read::Keys { pattern } => 4 + pattern.len(),
         Read::Scan { pattern, .. } => 17 + pattern.as_ref().map_or(0, |p| 4 + p.len()),
     }
+}
+
+/// The bytes `write` adds to the log entry [`encode_writes`] makes (which
+/// is 1 byte plus the sum of its writes').
+pub fn encoded_write_len(write: &Write) -> usize {
+    write_size(write)
 }
 
 /// Encodes one log entry holding these writes, applied in order (an entry
@@ -410,6 +421,84 @@ pub fn encode_reads(reads: &[Read]) -> Bytes {
         }
     }
     b.freeze()
+}
+
+/// How much room a bounded query's replies have ([`encode_bounded_reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyRoom {
+    /// The bytes the replies after the first may take in all: reads are
+    /// answered in order while they fit, the rest are left unanswered.
+    pub soft: usize,
+    /// The bytes the first reply may take: if it does not fit, no read is
+    /// answered.
+    pub hard: usize,
+    /// The largest reply any read may have (the client output buffer
+    /// limit): a read whose reply would be larger is answered with an
+    /// error naming it, and its reply is never built.
+    pub limit: usize,
+}
+
+/// Encodes a query like [`encode_reads`] whose replies are bounded by
+/// `room`, computed before any is built. Its answer is the number of reads
+/// answered (u32 LE: the first ones, at least one unless the first did not
+/// fit `room.hard`), the number of them refused for `room.limit` (u32 LE),
+/// then their RESP replies; see [`split_bounded_answer`].
+///
+/// # Panics
+///
+/// If a key or pattern is 4 GiB or longer.
+pub fn encode_bounded_reads(reads: &[Read], room: ReplyRoom) -> Bytes {
+    let plain = encode_reads(reads);
+    let mut b = BytesMut::with_capacity(plain.len() + 24);
+    b.put_u8(BOUNDED_READS_FORMAT);
+    b.put_u64_le(room.soft as u64);
+    b.put_u64_le(room.hard as u64);
+    b.put_u64_le(room.limit as u64);
+    b.put_slice(&plain[1..]);
+    b.freeze()
+}
+
+/// What a bounded query answered ([`encode_bounded_reads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundedAnswer {
+    /// How many of the reads were answered (the first ones).
+    pub answered: usize,
+    /// How many of those were refused for the client output buffer limit.
+    pub refused: usize,
+    /// Their replies (a slice of the answer: no copy).
+    pub replies: Bytes,
+}
+
+/// Splits the answer to a bounded query; `None` if it is not one (an error
+/// reply).
+pub fn split_bounded_answer(answer: &Bytes) -> Option<BoundedAnswer> {
+    let count = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(answer.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    Some(BoundedAnswer {
+        answered: count(0)?,
+        refused: count(4)?,
+        replies: answer.slice(8..),
+    })
+}
+
+/// The length of `$<n>\r\n<n bytes>\r\n`.
+fn bulk_len(n: usize) -> usize {
+    1 + decimal_len(n as u64) + 2 + n + 2
+}
+
+/// The length of `*<n>\r\n`.
+fn array_len(n: usize) -> usize {
+    1 + decimal_len(n as u64) + 2
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
 }
 
 /// Reads an untrusted buffer; every length is checked against what is left.
@@ -1280,6 +1369,128 @@ impl KvStore {
         }
     }
 
+    /// Answers a bounded query (its body after the format byte): see
+    /// [`encode_bounded_reads`].
+    fn bounded_query(&self, query: &[u8]) -> Bytes {
+        let mut r = Reader { buf: query };
+        let (Some(soft), Some(hard), Some(limit)) = (r.u64(), r.u64(), r.u64()) else {
+            return batch_error("query", "its room is cut off");
+        };
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let (soft, hard, limit) = (size(soft), size(hard), size(limit));
+        let body = r.buf;
+        let mut n = 0;
+        while !r.is_empty() {
+            if let Err(e) = parse_read(&mut r) {
+                return batch_error("query", &format!("command {}: {e}", n + 1));
+            }
+            n += 1;
+        }
+        // First the sizes: which reads are answered, which refused, and the
+        // answer's length; then the answer, allocated once.
+        let mut r = Reader { buf: body };
+        let mut refusals: Vec<Option<Bytes>> = Vec::new();
+        let mut total = 0usize;
+        while !r.is_empty() {
+            let Ok(op) = parse_read(&mut r) else {
+                break; // checked above: cannot happen
+            };
+            let n = self.reply_size(&op);
+            let (n, refusal) = if n > limit {
+                let mut e = BytesMut::new();
+                put_error(
+                    &mut e,
+                    &format!(
+                        "ERR the reply would be {n} bytes, more than the client output buffer limit of {limit} bytes (--client-output-buffer-limit)"
+                    ),
+                );
+                (e.len(), Some(e.freeze()))
+            } else {
+                (n, None)
+            };
+            let room = if refusals.is_empty() { hard } else { soft };
+            if total.saturating_add(n) > room {
+                break;
+            }
+            total += n;
+            refusals.push(refusal);
+        }
+        let answered = len32(refusals.len());
+        let refused = len32(refusals.iter().filter(|e| e.is_some()).count());
+        // The slack keeps the replies' own reservations from growing it.
+        let mut out = BytesMut::with_capacity(8 + total + 64);
+        out.put_u32_le(answered);
+        out.put_u32_le(refused);
+        let mut r = Reader { buf: body };
+        for refusal in refusals {
+            let Ok(op) = parse_read(&mut r) else {
+                break; // checked above: cannot happen
+            };
+            match refusal {
+                Some(e) => out.extend_from_slice(&e),
+                None => self.read(op, &mut out),
+            }
+        }
+        out.freeze()
+    }
+
+    /// The length of the reply [`KvStore::read`] would write for `op`, found
+    /// without building it.
+    fn reply_size(&self, op: &ReadOp<'_>) -> usize {
+        let value = |k: &[u8]| self.get(k).map_or(5, |v| bulk_len(v.len()));
+        match op {
+            ReadOp::Get(key) => value(key),
+            ReadOp::MGet(keys) => {
+                array_len(keys.len()) + keys.map(value).fold(0, usize::saturating_add)
+            }
+            // An integer: at most ":-9223372036854775808\r\n".
+            ReadOp::Exists(_) | ReadOp::Strlen(_) | ReadOp::DbSize => 24,
+            ReadOp::Keys(pattern) => {
+                let pattern = *pattern;
+                let (n, bytes) = self
+                    .iter()
+                    .filter(|(k, _)| pattern == b"*" || glob_match(pattern, k))
+                    .fold((0, 0usize), |(n, bytes), (k, _)| {
+                        (n + 1, bytes.saturating_add(bulk_len(k.len())))
+                    });
+                array_len(n) + bytes
+            }
+            ReadOp::Scan {
+                cursor,
+                pattern,
+                count,
+            } => {
+                let (next, keys) = self.scan(*cursor, *pattern, *count);
+                array_len(2)
+                    + bulk_len(decimal_len(next))
+                    + array_len(keys.len())
+                    + keys.iter().map(|k| bulk_len(k.len())).sum::<usize>()
+            }
+        }
+    }
+
+    /// The keys one SCAN step returns and the cursor after it.
+    fn scan(&self, cursor: u64, pattern: Option<&[u8]>, count: usize) -> (u64, Vec<&Bytes>) {
+        let pattern = pattern.filter(|p| *p != b"*");
+        let count = count.max(1);
+        let mut examined = 0;
+        let mut next = 0;
+        let mut keys: Vec<&Bytes> = Vec::new();
+        for (&h, slot) in self.map.range(cursor..) {
+            if examined >= count {
+                next = h;
+                break;
+            }
+            examined += slot.len();
+            for (k, _) in slot.iter() {
+                if pattern.is_none_or(|p| glob_match(p, k)) {
+                    keys.push(k);
+                }
+            }
+        }
+        (next, keys)
+    }
+
     fn read(&self, op: ReadOp<'_>, out: &mut BytesMut) {
         // Room for a short reply (a bulk reply reserves its own): the
         // output starts empty so that one GET allocates once.
@@ -1332,23 +1543,7 @@ impl KvStore {
                 pattern,
                 count,
             } => {
-                let pattern = pattern.filter(|p| *p != b"*");
-                let count = count.max(1);
-                let mut examined = 0;
-                let mut next = 0;
-                let mut keys: Vec<&Bytes> = Vec::new();
-                for (&h, slot) in self.map.range(cursor..) {
-                    if examined >= count {
-                        next = h;
-                        break;
-                    }
-                    examined += slot.len();
-                    for (k, _) in slot.iter() {
-                        if pattern.is_none_or(|p| glob_match(p, k)) {
-                            keys.push(k);
-                        }
-                    }
-                }
+                let (next, keys) = self.scan(cursor, pattern, count);
                 put_array(out, 2);
                 let mut digits = [0u8; 20];
                 put_bulk(out, u64_digits(next, &mut digits));
@@ -1478,6 +1673,9 @@ impl raft_node::StateMachine for KvStore {
     }
 
     fn query(&self, query: &[u8]) -> Bytes {
+        if query.first() == Some(&BOUNDED_READS_FORMAT) {
+            return self.bounded_query(&query[1..]);
+        }
         let (body, _) = match check_batch(query, READS_FORMAT, parse_read) {
             Ok(b) => b,
             Err(why) => return batch_error("query", &why),
@@ -2735,5 +2933,87 @@ mod tests {
         assert_eq!(a.len(), a.iter().count());
         let q = encode_reads(&every_read());
         assert_eq!(a.query(&q), b_.query(&q));
+    }
+
+    #[test]
+    fn reply_sizes_are_found_before_the_replies_are_built() {
+        let mut s = KvStore::new();
+        w(
+            &mut s,
+            &[
+                set("k", "value"),
+                set("a", ""),
+                set("big", &"x".repeat(12_345)),
+            ],
+        );
+        for i in 0..50 {
+            w(&mut s, &[set(&format!("a{i}"), "1")]);
+        }
+        let mut reads = every_read();
+        reads.push(Read::MGet {
+            keys: vec![b("big"), b("nope"), b("k")],
+        });
+        reads.push(Read::Keys { pattern: b("a1*") });
+        for read in reads {
+            let q = encode_reads(std::slice::from_ref(&read));
+            let mut r = Reader { buf: &q[1..] };
+            let op = parse_read(&mut r).unwrap();
+            let size = s.reply_size(&op);
+            let built = s.query(&q).len();
+            match read {
+                Read::Exists { .. } | Read::Strlen { .. } | Read::DbSize => {
+                    assert!(built <= size, "{read:?}: {built} > {size}")
+                }
+                _ => assert_eq!(built, size, "{read:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_bounded_query_answers_what_fits_in_order_and_refuses_what_never_fits() {
+        let mut s = KvStore::new();
+        w(&mut s, &[set("v", &"x".repeat(1000)), set("k", "1")]);
+        let get = |k: &str| Read::Get { key: b(k) };
+        let v = bulk_len(1000);
+        let answer = |reads: &[Read], soft, hard, limit| {
+            let a = s.query(&encode_bounded_reads(
+                reads,
+                ReplyRoom { soft, hard, limit },
+            ));
+            let a = split_bounded_answer(&a).unwrap();
+            assert_eq!(
+                a.refused,
+                frames(&a.replies).iter().filter(|f| is_error(f)).count()
+            );
+            (a.answered, frames(&a.replies))
+        };
+        // Three of five fit the soft room.
+        let (n, f) = answer(
+            &[get("v"), get("v"), get("v"), get("v"), get("k")],
+            3 * v,
+            v,
+            1 << 20,
+        );
+        assert_eq!((n, f.len()), (3, 3));
+        // The first must fit the hard room, or nothing is answered.
+        let (n, f) = answer(&[get("v"), get("k")], 1 << 20, v - 1, 1 << 20);
+        assert_eq!((n, f.len()), (0, 0));
+        // Over the limit: an error naming it, and the next reads go on.
+        let mget = Read::MGet {
+            keys: vec![b("v"); 1000],
+        };
+        let (n, f) = answer(&[mget, get("k")], 1 << 20, 1 << 20, 64 << 10);
+        assert_eq!(n, 2);
+        assert_eq!(
+            f[0],
+            err(&format!(
+                "ERR the reply would be {} bytes, more than the client output buffer limit of 65536 bytes (--client-output-buffer-limit)",
+                array_len(1000) + 1000 * v
+            ))
+        );
+        assert_eq!(f[1], bulk_f("1"));
+        // Garbage is an error, not a panic.
+        let e = s.query(&[BOUNDED_READS_FORMAT, 1, 2]);
+        assert!(frames(&e).iter().all(is_error));
     }
 }

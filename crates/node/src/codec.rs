@@ -467,6 +467,17 @@ pub fn get_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
     })
 }
 
+/// The bytes an envelope carrying an append of one command entry adds to
+/// the command's own bytes, when the sender's address is `from_bytes` long:
+/// the envelope's cluster (8), address (4 + `from_bytes`) and request kind
+/// (1); the message's cluster, sender, receiver, term and kind (33); the
+/// append's previous index and term, commit, round and entry count (36);
+/// the entry's index, term, kind and length (21). A forwarded command
+/// (`Request::Command`) adds less: 17 + `from_bytes`.
+pub const fn one_entry_append_overhead(from_bytes: usize) -> usize {
+    (8 + 4 + 1) + from_bytes + 33 + 36 + 21
+}
+
 /// Encodes an envelope.
 pub fn encode_envelope(e: &Envelope) -> Bytes {
     let mut b = BytesMut::with_capacity(64);
@@ -587,6 +598,46 @@ mod tests {
             for cut in 0..bytes.len() {
                 assert!(decode_envelope(&bytes[..cut]).is_err());
             }
+        }
+    }
+
+    #[test]
+    fn the_one_entry_append_overhead_is_exact() {
+        for (from, data) in [("", 0usize), ("127.0.0.1:7001", 5), ("x", 1000)] {
+            let append = |entries: Vec<Entry>| Envelope {
+                cluster: u64::MAX,
+                from: Arc::from(from),
+                request: Request::Raft(Message {
+                    cluster: 1,
+                    from: 2,
+                    to: 3,
+                    term: 4,
+                    body: Body::Append(Append {
+                        prev_index: 5,
+                        prev_term: 6,
+                        entries,
+                        commit: 7,
+                        round: 8,
+                    }),
+                }),
+            };
+            let entry = Entry {
+                index: 9,
+                term: 4,
+                payload: EntryPayload::Command(Bytes::from(vec![1u8; data])),
+            };
+            assert_eq!(
+                encode_envelope(&append(vec![entry])).len(),
+                data + one_entry_append_overhead(from.len())
+            );
+            let forwarded = Envelope {
+                cluster: 1,
+                from: Arc::from(from),
+                request: Request::Command(Bytes::from(vec![1u8; data])),
+            };
+            assert!(
+                encode_envelope(&forwarded).len() < data + one_entry_append_overhead(from.len())
+            );
         }
     }
 

@@ -46,6 +46,17 @@ pub enum NodeError {
     /// elected) before the command committed; it may or may not take effect.
     #[error("leadership lost before the command committed (no majority reachable, or a new leader was elected); it may or may not take effect")]
     LeadershipLost,
+    /// The command is larger than the largest log entry the node's
+    /// transport can carry to its peers
+    /// ([`Transport::max_entry_bytes`](crate::Transport::max_entry_bytes)):
+    /// it was refused before reaching the log, and retrying cannot help.
+    #[error("a command of {bytes} bytes is larger than the largest entry the peers can carry ({max_bytes} bytes)")]
+    EntryTooLarge {
+        /// The command's size.
+        bytes: usize,
+        /// The largest command the transport carries.
+        max_bytes: usize,
+    },
     /// Too much is waiting to be committed; retry shortly.
     #[error("too many commands are waiting to commit; retry shortly")]
     Busy,

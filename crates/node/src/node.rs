@@ -46,6 +46,8 @@ struct Inner {
     /// The index the state machine has applied (written by the apply task).
     applied: Arc<std::sync::atomic::AtomicU64>,
     forward: bool,
+    /// The largest command the transport carries ([`Transport::max_entry_bytes`]).
+    max_entry_bytes: Option<usize>,
     command_timeout: Duration,
     join_timeout: Duration,
     heartbeat: Duration,
@@ -82,6 +84,10 @@ pub struct NodeMetrics {
     pub messages_dropped: u64,
     /// Raft messages whose sending failed.
     pub messages_failed: u64,
+    /// Raft messages larger than the largest frame their peer accepts
+    /// (counted in `messages_failed` too): the peer falls behind at that
+    /// entry. Give every node the same maximum frame size.
+    pub messages_oversized: u64,
     /// The core's counters (elections, refused messages, reads, ...).
     pub core: raft_core::Metrics,
     /// Why the node stopped acknowledging, after a storage failure.
@@ -299,6 +305,7 @@ impl Node {
             peer_stats,
             applied,
             forward: options.forward_to_leader,
+            max_entry_bytes: transport.max_entry_bytes(),
             command_timeout: options.command_timeout,
             join_timeout: options.join_timeout,
             heartbeat: options.heartbeat_interval,
@@ -358,6 +365,7 @@ impl Node {
             messages_sent: p.sent.load(Relaxed),
             messages_dropped: p.dropped.load(Relaxed),
             messages_failed: p.failed.load(Relaxed),
+            messages_oversized: p.oversized.load(Relaxed),
             core: s.core,
             stopped: s.stopped,
         }
@@ -402,12 +410,29 @@ impl Node {
     /// Replicates `cmd` and returns the state machine's output once it is
     /// applied. On a follower it is forwarded to the leader (unless
     /// `forward_to_leader` is off: then [`NodeError::NotLeader`] names the
-    /// leader).
+    /// leader). A command larger than [`Node::max_entry_bytes`] is refused
+    /// with [`NodeError::EntryTooLarge`], here and on the leader, before it
+    /// reaches the log.
     pub async fn command(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
         self.command_here(cmd.into(), self.inner.forward).await
     }
 
+    /// The largest command this node replicates: what its transport carries
+    /// to a peer in one append ([`Transport::max_entry_bytes`]); `None` if
+    /// there is no limit (the in-memory transport).
+    pub fn max_entry_bytes(&self) -> Option<usize> {
+        self.inner.max_entry_bytes
+    }
+
     async fn command_here(&self, cmd: Bytes, forward: bool) -> Result<Bytes, NodeError> {
+        if let Some(max_bytes) = self.inner.max_entry_bytes {
+            if cmd.len() > max_bytes {
+                return Err(NodeError::EntryTooLarge {
+                    bytes: cmd.len(),
+                    max_bytes,
+                });
+            }
+        }
         let mut deadline = None;
         loop {
             let (tx, rx) = oneshot::channel();

@@ -20,7 +20,9 @@ use raft_node::transport::tcp::{TcpOptions, TcpTransport};
 use raft_node::transport::{
     Connection, Envelope, Handler, Reply, Request, Transport, TransportError,
 };
-use raft_node::{kv_get, Bootstrap, KvCommand, KvOutput, MemoryPersistence, Node, Options, Role};
+use raft_node::{
+    kv_get, Bootstrap, KvCommand, KvOutput, MemoryPersistence, Node, NodeError, Options, Role,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -600,9 +602,10 @@ async fn requests_and_replies_too_large_for_the_peer_fail_without_closing() {
     let connection = client.connect(&address).await.unwrap();
     let big = connection.invoke(command(vec![1u8; 100 * 1024])).await;
     assert!(
-        matches!(&big, Err(TransportError::Other(m)) if m.contains("maximum frame size")),
+        matches!(&big, Err(TransportError::TooLarge { bytes, max_bytes: 65536 }) if *bytes > 100 * 1024),
         "{big:?}"
     );
+    assert!(big.unwrap_err().to_string().contains("maximum frame size"));
     let fits = connection.invoke(command(vec![1u8; 60 * 1024])).await;
     assert_eq!(fits, Ok(Reply::Output(Bytes::from(vec![1u8; 60 * 1024]))));
     // The client accepts 16 MiB: a 1 MiB reply comes back whole.
@@ -1120,6 +1123,224 @@ async fn a_three_node_cluster_over_tcp_elects_replicates_and_survives_its_leader
     }
     assert!(get(&survivors[next], "after").await.is_some());
     for node in &survivors {
+        node.shutdown().await.expect("shutdown");
+    }
+}
+
+// --- entry sizes ---
+
+/// An append of one command entry of `bytes` bytes from `from`, with every
+/// number at its widest.
+fn append_of(from: &str, bytes: usize) -> Envelope {
+    Envelope {
+        cluster: u64::MAX,
+        from: Arc::from(from),
+        request: Request::Raft(Message {
+            cluster: u64::MAX,
+            from: u64::MAX,
+            to: u64::MAX,
+            term: u64::MAX,
+            body: Body::Append(Append {
+                prev_index: u64::MAX,
+                prev_term: u64::MAX,
+                entries: vec![Entry {
+                    index: u64::MAX,
+                    term: u64::MAX,
+                    payload: EntryPayload::Command(Bytes::from(vec![7u8; bytes])),
+                }],
+                commit: u64::MAX,
+                round: u64::MAX,
+            }),
+        }),
+    }
+}
+
+#[test]
+fn the_largest_entry_fills_a_frame_exactly() {
+    use raft_node::transport::tcp::{
+        max_entry_bytes, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_FRAME_SIZE, MAX_SOCKET_ADDRESS_BYTES,
+    };
+    // The longest address a node sends: its socket address, as printed.
+    let longest = std::net::SocketAddrV6::new(
+        std::net::Ipv6Addr::new(
+            0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+        ),
+        65535,
+        0,
+        u32::MAX,
+    )
+    .to_string();
+    assert_eq!(longest.len(), MAX_SOCKET_ADDRESS_BYTES, "{longest}");
+    for max_frame in [64 * 1024, DEFAULT_MAX_FRAME_SIZE] {
+        let max = max_entry_bytes(max_frame);
+        assert_eq!(
+            frame::request_frame(u64::MAX, &append_of(&longest, max)).1,
+            max_frame
+        );
+        assert_eq!(
+            frame::request_frame(u64::MAX, &append_of(&longest, max + 1)).1,
+            max_frame + 1
+        );
+        // A forwarded command of that size fits too.
+        let forwarded = Envelope {
+            cluster: u64::MAX,
+            from: Arc::from(longest.as_str()),
+            request: Request::Command(Bytes::from(vec![7u8; max])),
+        };
+        assert!(frame::request_frame(u64::MAX, &forwarded).1 < max_frame);
+    }
+    assert_eq!(DEFAULT_MAX_ENTRY_BYTES, 16_777_046);
+    assert_eq!(
+        TcpOptions::new("a", "c").max_entry_bytes(),
+        DEFAULT_MAX_ENTRY_BYTES
+    );
+}
+
+/// A `KvCommand::Set` of exactly `bytes` bytes (at least 12).
+fn set_of_size(key: &str, bytes: usize) -> Bytes {
+    let value = vec![b'v'; bytes - 9 - key.len()];
+    let command = KvCommand::Set {
+        key: key.to_owned().into(),
+        value: value.into(),
+    }
+    .encode();
+    assert_eq!(command.len(), bytes);
+    command
+}
+
+/// Nodes on TCP transports with these maximum frame sizes, all members of
+/// one cluster from the start.
+async fn cluster_with_frames(name: &str, frames: &[usize]) -> Vec<Node> {
+    let members: Vec<(String, String)> = (0..frames.len())
+        .map(|i| (format!("n{}", i + 1), free_address()))
+        .collect();
+    let mut nodes = Vec::new();
+    for ((id, address), &max_frame) in members.iter().zip(frames) {
+        let mut options = TcpOptions::new(id.clone(), name).insecure();
+        options.max_frame_size = max_frame;
+        nodes.push(
+            Node::new(Options {
+                id: Some(id.clone()),
+                cluster: Some(name.into()),
+                address: Some(address.clone()),
+                transport: Some(transport(options)),
+                persistence: Some(Arc::new(MemoryPersistence::new())),
+                bootstrap: Bootstrap::Static(members.clone()),
+                command_timeout: Duration::from_secs(3),
+                ..Options::default()
+            })
+            .await
+            .expect("node starts"),
+        );
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_its_peers_cannot_carry_is_refused_before_the_log_and_the_largest_replicates() {
+    let max_frame = 2 << 20;
+    let nodes = cluster_with_frames("entry-sizes", &[max_frame; 3]).await;
+    let leader = leader_of(&nodes).await;
+    let follower = (leader + 1) % 3;
+    let max = raft_node::transport::tcp::max_entry_bytes(max_frame);
+    assert_eq!(nodes[0].max_entry_bytes(), Some(max));
+    nodes[leader]
+        .command(set("before", "1"))
+        .await
+        .expect("write");
+    // Positions in the metrics are refreshed once per tick (10 ms).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let last = nodes[leader].metrics().last_index;
+    // Refused on the leader and on a follower (before forwarding), naming
+    // both sizes; nothing reaches the log.
+    for at in [leader, follower] {
+        let refused = nodes[at].command(set_of_size("big", max + 1)).await;
+        assert_eq!(
+            refused,
+            Err(NodeError::EntryTooLarge {
+                bytes: max + 1,
+                max_bytes: max
+            })
+        );
+        let text = refused.unwrap_err().to_string();
+        assert!(
+            text.contains(&(max + 1).to_string()) && text.contains(&max.to_string()),
+            "{text}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(nodes[leader].metrics().last_index, last);
+    // The largest command goes through a follower (forwarded in a frame)
+    // and reaches every node; writes go on.
+    nodes[follower]
+        .command(set_of_size("big", max))
+        .await
+        .expect("the largest command commits");
+    nodes[leader]
+        .command(set("after", "2"))
+        .await
+        .expect("write");
+    for node in &nodes {
+        assert_eq!(get(node, "big").await.map(|v| v.len()), Some(max - 12));
+        assert_eq!(get(node, "after").await, Some(Bytes::from("2")));
+        assert_eq!(node.metrics().messages_oversized, 0);
+    }
+    for node in &nodes {
+        node.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_send_an_entry_to_a_peer_says_so() {
+    // n2 accepts smaller frames than n1 (a misconfiguration): n1 takes a
+    // command that n2 cannot be sent.
+    let nodes = cluster_with_frames("small-peer", &[2 << 20, 1 << 20]).await;
+    let leader = leader_of(&nodes).await;
+    if leader != 0 {
+        nodes[leader]
+            .transfer_leadership("n1")
+            .await
+            .expect("transfer");
+        eventually(Duration::from_secs(5), "n1 leads", || {
+            nodes[0].role() == Role::Leader
+        })
+        .await;
+    }
+    let mut events = nodes[0].subscribe();
+    let stuck = nodes[0].command(set_of_size("big", 1536 * 1024)).await;
+    assert!(
+        matches!(stuck, Err(NodeError::Timeout { .. })),
+        "without n2 the entry cannot commit: {stuck:?}"
+    );
+    assert!(nodes[0].metrics().messages_oversized > 0);
+    let warning = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.next().await {
+                Some(raft_node::Event::Warning(w)) if w.contains("largest frame") => return w,
+                Some(_) => continue,
+                None => panic!("the node went away"),
+            }
+        }
+    })
+    .await
+    .expect("a warning event");
+    assert!(
+        warning.contains("n2") && warning.contains("1048576"),
+        "{warning}"
+    );
+    // Raft sends the append again and again; it is warned about once.
+    let again = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match events.next().await {
+                Some(raft_node::Event::Warning(w)) if w.contains("largest frame") => return w,
+                Some(_) => continue,
+                None => panic!("the node went away"),
+            }
+        }
+    })
+    .await;
+    assert!(again.is_err(), "warned twice: {again:?}");
+    for node in &nodes {
         node.shutdown().await.expect("shutdown");
     }
 }

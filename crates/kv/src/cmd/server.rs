@@ -435,7 +435,14 @@ fn config(args: &[Bytes], settings: &Settings, out: &mut BytesMut) {
                 ("databases", "1".into()),
                 ("maxclients", settings.max_connections.to_string()),
                 ("proto-max-bulk-len", settings.max_request_bytes.to_string()),
-                ("timeout", "0".into()),
+                (
+                    "client-output-buffer-limit",
+                    format!("normal {}", settings.output_limit),
+                ),
+                (
+                    "timeout",
+                    settings.idle_timeout.map_or(0, |t| t.as_secs()).to_string(),
+                ),
                 ("maxmemory", "0".into()),
                 ("bind", settings.client_addr.clone()),
                 ("cluster-enabled", "no".into()),
@@ -556,9 +563,14 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
         };
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nacl_access_denied_auth:{}\r\nacl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nclients_timed_out_idle:{}\r\nclients_timed_out_request:{}\r\nclient_output_backpressure:{}\r\nclient_output_limit_closed:{}\r\nreplies_refused_for_size:{}\r\nacl_access_denied_auth:{}\r\nacl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\nwrite_latency_p50_ms:{}\r\nwrite_latency_p99_ms:{}\r\nread_latency_p50_ms:{}\r\nread_latency_p99_ms:{}\r\n\r\n",
             counts.connections_total,
             counts.connections_refused,
+            counts.timed_out_idle,
+            counts.timed_out_request,
+            counts.output_backpressure,
+            counts.output_limit_closed,
+            counts.replies_refused_for_size,
             counts.acl_denied_auth,
             counts.acl_denied_command,
             counts.acl_denied_key,

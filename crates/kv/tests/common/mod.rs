@@ -78,6 +78,9 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// Every argument after `raft-kv`.
     pub args: Vec<String>,
+    /// The limit on open descriptors (soft and hard) the process starts
+    /// with, if not the test's own.
+    pub nofile: Option<u64>,
     child: Option<Child>,
 }
 
@@ -149,11 +152,30 @@ impl Node {
             .open(self.log_path())
             .expect("open the log file");
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
+            .stderr(Stdio::from(log));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
@@ -359,7 +381,12 @@ fn node_args(
         "--log-level".into(),
         "warn".into(),
     ];
-    a.extend(TIMING.iter().map(|s| s.to_string()));
+    // The fast timing, but for the flags `extra` sets itself.
+    for pair in TIMING.chunks(2) {
+        if !extra.iter().any(|e| e == pair[0]) {
+            a.extend(pair.iter().map(|s| s.to_string()));
+        }
+    }
     a.extend(extra.iter().cloned());
     a
 }
@@ -419,6 +446,7 @@ impl Cluster {
                     client_port: ports[2 * i + 1],
                     data_dir,
                     args,
+                    nofile: None,
                     child: None,
                 });
             }
@@ -459,6 +487,7 @@ impl Cluster {
                 client_port: ports[1],
                 data_dir: data_dir.clone(),
                 args,
+                nofile: None,
                 child: None,
             };
             if node.try_start().is_ok() {

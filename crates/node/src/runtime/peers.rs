@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::events::Event;
-use crate::transport::{Connection, Envelope, Reply, Request, Transport};
+use crate::transport::{Connection, Envelope, Reply, Request, Transport, TransportError};
 
 /// Messages queued for one peer before new ones are dropped.
 pub(crate) const PEER_QUEUE: usize = 4096;
@@ -32,7 +32,11 @@ pub(crate) struct Peer {
 pub(crate) struct PeerStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
+    /// Every failed send, the oversized ones included.
     pub failed: AtomicU64,
+    /// Sends refused as larger than the transport carries to that peer
+    /// ([`TransportError::TooLarge`]): the peer cannot catch up past them.
+    pub oversized: AtomicU64,
 }
 
 /// What every sender task needs.
@@ -83,8 +87,10 @@ impl Drop for Peer {
 /// or slow message must not hold up the ones behind it.
 const WINDOW: usize = 64;
 
+/// A message in flight: the first log index it carries (for an append with
+/// entries), and the outcome.
 type InFlight = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Reply, crate::transport::TransportError>> + Send>,
+    Box<dyn std::future::Future<Output = (Option<u64>, Result<Reply, TransportError>)> + Send>,
 >;
 
 async fn run(
@@ -103,11 +109,34 @@ async fn run(
     // Polled concurrently; first polled in the order pushed, which is the
     // order the transport delivers in.
     let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    // The first entry index of the last message found too large (`None`
+    // inside for a message without entries): each is warned about once.
+    let mut oversized_at: Option<Option<u64>> = None;
     loop {
         tokio::select! {
             biased;
-            Some(result) = inflight.next(), if !inflight.is_empty() => {
+            Some((first_index, result)) = inflight.next(), if !inflight.is_empty() => {
                 match result {
+                    Err(TransportError::TooLarge { bytes, max_bytes }) => {
+                        // Not the connection's fault: it stays. Raft sends the
+                        // append again, and it fails again, so say it once.
+                        ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        ctx.stats.oversized.fetch_add(1, Ordering::Relaxed);
+                        if oversized_at != Some(first_index) {
+                            oversized_at = Some(first_index);
+                            tracing::warn!(
+                                peer = %id,
+                                %address,
+                                bytes,
+                                max_bytes,
+                                first_index,
+                                "cannot send to a peer: the message is larger than the largest frame it accepts; it stays behind from this entry on (give every node the same maximum frame size)"
+                            );
+                            let _ = ctx.events.send(Event::Warning(format!(
+                                "a message of {bytes} bytes to {id} exceeds the largest frame it accepts ({max_bytes} bytes)"
+                            )));
+                        }
+                    }
                     Ok(Reply::Error(reason)) => {
                         // The peer refused (it is shutting down, or belongs to
                         // another cluster): start afresh, after a backoff.
@@ -158,12 +187,16 @@ async fn run(
                         }
                     },
                 };
+                let first_index = match &m.body {
+                    raft_core::Body::Append(a) => a.entries.first().map(|e| e.index),
+                    _ => None,
+                };
                 let envelope = Envelope {
                     cluster: ctx.cluster,
                     from: ctx.from.clone(),
                     request: Request::Raft(m),
                 };
-                inflight.push(Box::pin(async move { c.invoke(envelope).await }));
+                inflight.push(Box::pin(async move { (first_index, c.invoke(envelope).await) }));
             }
         }
     }

@@ -308,6 +308,11 @@ impl Transport for FaultyTransport {
     async fn shutdown(&self) -> Result<(), TransportError> {
         self.inner.shutdown().await
     }
+
+    /// The inner transport's.
+    fn max_entry_bytes(&self) -> Option<usize> {
+        self.inner.max_entry_bytes()
+    }
 }
 
 /// Refuses requests while incoming traffic is blocked.

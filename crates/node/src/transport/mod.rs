@@ -121,6 +121,16 @@ pub enum TransportError {
     /// Another listener already uses that address.
     #[error("address {0} is already in use")]
     AddressInUse(String),
+    /// The request is larger than the largest frame the connection carries
+    /// (this side's maximum or the peer's, whichever is smaller): it was
+    /// not sent, and the connection stays up.
+    #[error("a request of {bytes} bytes exceeds the maximum frame size of {max_bytes} bytes")]
+    TooLarge {
+        /// The request's size, framed.
+        bytes: usize,
+        /// The largest frame the connection carries.
+        max_bytes: usize,
+    },
     /// Something else went wrong.
     #[error("transport error: {0}")]
     Other(String),
@@ -152,6 +162,15 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops accepting connections (the node is shutting down).
     async fn shutdown(&self) -> Result<(), TransportError>;
+
+    /// The largest command, in bytes, whose log entry this transport can
+    /// carry to a peer (alone in an append, with every header), or `None`
+    /// if there is no limit (the default). A node refuses larger commands
+    /// ([`crate::NodeError::EntryTooLarge`]) before they reach its log: an
+    /// entry that cannot be sent would stall replication.
+    fn max_entry_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A connection to one peer.

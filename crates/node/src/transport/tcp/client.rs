@@ -192,10 +192,10 @@ impl Connection for TcpConnection {
         let (frame, length) = frame::request_frame(id, &envelope);
         drop(envelope);
         if length > options.max_frame_size {
-            return Err(TransportError::Other(format!(
-                "a request of {length} bytes exceeds the maximum frame size of {} bytes",
-                options.max_frame_size
-            )));
+            return Err(TransportError::TooLarge {
+                bytes: length,
+                max_bytes: options.max_frame_size,
+            });
         }
         if shared.queued.fetch_add(1, Ordering::AcqRel) >= options.queue_capacity {
             shared.queued.fetch_sub(1, Ordering::AcqRel);
@@ -298,12 +298,10 @@ fn fail(queued: Queued, error: TransportError) {
 /// Writes `queued` on `session`, or fails it.
 fn send(shared: &ConnShared, session: &Session, queued: Queued) {
     if queued.length > session.peer_max_frame() {
-        let error = TransportError::Other(format!(
-            "a request of {} bytes exceeds {}'s maximum frame size of {} bytes",
-            queued.length,
-            shared.address,
-            session.peer_max_frame()
-        ));
+        let error = TransportError::TooLarge {
+            bytes: queued.length,
+            max_bytes: session.peer_max_frame(),
+        };
         return fail(queued, error);
     }
     match session.register(queued.id, queued.waiter) {

@@ -40,6 +40,16 @@
 //! if it still can. Nothing a peer sends makes this transport panic, and a
 //! bad connection never holds up the listener or other connections.
 //!
+//! A request larger than the frame size (this side's or the peer's, from its
+//! handshake) is not sent: its `invoke` fails with
+//! [`TransportError::TooLarge`] and the connection goes on. So that no log
+//! entry is too large to replicate, a [`crate::Node`] on this transport
+//! refuses commands larger than [`TcpOptions::max_entry_bytes`] (the frame
+//! size less the headers of an append carrying one entry:
+//! [`DEFAULT_MAX_ENTRY_BYTES`] for 16 MiB frames), and its sender logs and
+//! counts a message a peer with a smaller frame size cannot take
+//! ([`crate::NodeMetrics::messages_oversized`]).
+//!
 //! # Security
 //!
 //! With [`TcpOptions::tls`] (see [`crate::tls`]), every connection starts
@@ -182,8 +192,29 @@ use session::Session;
 /// The default [`TcpOptions::max_frame_size`]: 16 MiB. The node's appends
 /// carry at most 1 MiB of entries (`max_append_bytes`, unless one entry is
 /// larger) and its snapshot chunks 1 MiB (`snapshot_chunk_bytes`), so this
-/// leaves room for commands of up to about 16 MiB.
+/// leaves room for commands of up to [`DEFAULT_MAX_ENTRY_BYTES`].
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+
+/// The longest address a node sends in its envelopes over TCP: the socket
+/// address it listens at, as printed (`[<39-character IPv6>%<10-digit
+/// scope>]:<5-digit port>`).
+pub const MAX_SOCKET_ADDRESS_BYTES: usize = 58;
+
+/// The largest command whose log entry fits, alone in an append, in a frame
+/// of `max_frame_size` bytes: the frame less its head
+/// ([`frame::FRAME_HEAD`]) and the append's headers
+/// ([`crate::codec::one_entry_append_overhead`]) for the longest sender
+/// address ([`MAX_SOCKET_ADDRESS_BYTES`]). A command forwarded from a
+/// follower to the leader needs less. 0 if the frame cannot hold even the
+/// headers.
+pub const fn max_entry_bytes(max_frame_size: usize) -> usize {
+    max_frame_size.saturating_sub(
+        frame::FRAME_HEAD + crate::codec::one_entry_append_overhead(MAX_SOCKET_ADDRESS_BYTES),
+    )
+}
+
+/// [`max_entry_bytes`] of the default frame size: 16,777,046 bytes.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = max_entry_bytes(DEFAULT_MAX_FRAME_SIZE);
 
 /// The smallest [`TcpOptions::max_frame_size`] accepted: room for a
 /// handshake.
@@ -205,8 +236,10 @@ pub struct TcpOptions {
     /// by default, or one entry of any size), a snapshot chunk
     /// `snapshot_chunk_bytes` (1 MiB), a forwarded command its own size.
     /// Each side tells the other its maximum in the handshake: a request or
-    /// reply too large for the peer fails locally ([`TransportError::Other`]
-    /// for a request, [`Reply::Error`] for a reply) instead of being sent.
+    /// reply too large for the peer fails locally
+    /// ([`TransportError::TooLarge`] for a request, [`Reply::Error`] for a
+    /// reply) instead of being sent. A node refuses commands larger than
+    /// [`TcpOptions::max_entry_bytes`].
     pub max_frame_size: usize,
     /// How long `invoke` waits for a reply, from its first poll (queueing
     /// and reconnecting included), before [`TransportError::Timeout`].
@@ -282,6 +315,13 @@ impl TcpOptions {
     pub fn insecure(mut self) -> TcpOptions {
         self.insecure = true;
         self
+    }
+
+    /// The largest command a node on a transport with these options
+    /// replicates: [`max_entry_bytes`] of `max_frame_size`. Peers must
+    /// accept frames as large (give every node the same `max_frame_size`).
+    pub fn max_entry_bytes(&self) -> usize {
+        max_entry_bytes(self.max_frame_size)
     }
 
     /// Checks the options; the error names the option and what is wrong.
@@ -769,6 +809,11 @@ impl Transport for TcpTransport {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// [`TcpOptions::max_entry_bytes`].
+    fn max_entry_bytes(&self) -> Option<usize> {
+        Some(self.shared.options.max_entry_bytes())
     }
 }
 

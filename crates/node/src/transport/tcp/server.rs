@@ -282,10 +282,12 @@ impl Connection for BackConnection {
         let id = session.next_id();
         let (bytes, length) = frame::request_frame(id, &envelope);
         drop(envelope);
-        if length > session.peer_max_frame().min(options.max_frame_size) {
-            return Err(TransportError::Other(format!(
-                "a request of {length} bytes exceeds the maximum frame size"
-            )));
+        let max_bytes = session.peer_max_frame().min(options.max_frame_size);
+        if length > max_bytes {
+            return Err(TransportError::TooLarge {
+                bytes: length,
+                max_bytes,
+            });
         }
         if session.in_flight() >= session.window() {
             bump(&session.shared().counters.queue_full);
