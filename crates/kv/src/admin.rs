@@ -83,6 +83,12 @@ pub struct NodeStatus {
     pub uptime_seconds: u64,
     /// Why the node stopped acknowledging, after a storage failure.
     pub stopped: Option<String>,
+    /// True once the node knows it was removed from the cluster: it serves
+    /// no commands or reads.
+    pub removed: bool,
+    /// The index of the configuration entry that removed it, if it applied
+    /// that entry (else it learned it from the leader's refusal).
+    pub removed_index: Option<u64>,
     /// The other members of the configuration.
     pub peers: Vec<PeerStatusJson>,
 }
@@ -94,6 +100,9 @@ pub struct LeaderStatus {
     pub id: String,
     /// Where it listens for its peers.
     pub address: String,
+    /// Where its clients reach it (its RESP address), once this node has
+    /// heard it from the leader.
+    pub client_address: Option<String>,
 }
 
 /// Another member of the configuration, as seen from this node.
@@ -112,7 +121,8 @@ pub struct PeerStatusJson {
     pub lag: Option<u64>,
     /// On the leader: how long ago it last answered, in milliseconds.
     pub last_contact_ms: Option<u64>,
-    /// The last message to it got through.
+    /// It answered a message or a probe from this node within the last
+    /// election timeout (every node probes its idle peers each heartbeat).
     pub connected: bool,
 }
 
@@ -161,6 +171,7 @@ pub async fn node_status(ctx: &Context) -> NodeStatus {
         leader: m.leader.map(|l| LeaderStatus {
             id: l.id,
             address: l.address,
+            client_address: l.client_address,
         }),
         commit_index: m.commit_index,
         applied_index: m.applied_index,
@@ -170,6 +181,8 @@ pub async fn node_status(ctx: &Context) -> NodeStatus {
         admin_address: ctx.admin_address.clone(),
         uptime_seconds: ctx.started.elapsed().as_secs(),
         stopped: m.stopped,
+        removed: m.removed.is_some(),
+        removed_index: m.removed.and_then(|r| r.index),
         peers,
     }
 }

@@ -18,7 +18,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub id: Option<String>,
     /// The cluster's name. Nodes refuse peers of another cluster; set a
-    /// unique name per cluster [default: raft-kv]
+    /// unique name per cluster. Kept in the data directory: a restart may
+    /// leave it out [default: the stored name, or raft-kv]
     #[arg(long)]
     pub cluster: Option<String>,
     /// The TCP address for Raft traffic between nodes. Other nodes reach
@@ -114,6 +115,13 @@ pub struct ServeArgs {
     /// [default: read-index]
     #[arg(long)]
     pub read_mode: Option<String>,
+    /// A follower answers writes with `-MOVED 0 <leader's client
+    /// address>` instead of forwarding them to the leader (for clients
+    /// that follow redirects, such as redis-cli -c). Reads are served
+    /// where they are asked either way
+    #[arg(long)]
+    #[serde(default)]
+    pub redirect: bool,
     /// Threads that run the node and its clients (0: one per core)
     /// [default: 0]
     #[arg(long)]
@@ -184,8 +192,9 @@ pub enum Start {
 pub struct Settings {
     /// The node's id, if given.
     pub id: Option<String>,
-    /// The cluster's name.
-    pub cluster: String,
+    /// The cluster's name, if given (else the one kept in the data
+    /// directory, or [`DEFAULT_CLUSTER`] for a new node).
+    pub cluster: Option<String>,
     /// Where peers' Raft traffic arrives.
     pub peer_addr: String,
     /// Where clients connect.
@@ -228,6 +237,9 @@ pub struct Settings {
     pub snapshot_threshold: u64,
     /// Lease reads instead of ReadIndex.
     pub lease_reads: bool,
+    /// A follower redirects writes to the leader (`-MOVED`) instead of
+    /// forwarding them.
+    pub redirect: bool,
     /// Runtime threads (0: one per core).
     pub threads: usize,
     /// The certificates directory for mutual TLS between nodes; `None`
@@ -314,6 +326,9 @@ impl std::fmt::Display for OutputLimit {
     }
 }
 
+/// The cluster name of a new node started without `--cluster`.
+pub const DEFAULT_CLUSTER: &str = "raft-kv";
+
 fn bad(flag: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid --{flag}: {why}"))
 }
@@ -333,6 +348,12 @@ fn check_entry_size(max_request_bytes: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Whether log lines get ANSI colours: only on a terminal, and never with
+/// `NO_COLOR` set to anything but the empty string (no-color.org).
+pub fn log_colors(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Whether `addr` (`host:port`) is a loopback address (127.0.0.0/8, ::1,
 /// localhost).
 pub fn is_loopback(addr: &str) -> bool {
@@ -344,16 +365,160 @@ pub fn is_loopback(addr: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn check_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
+/// What is wrong with `addr` as `host:port`, if anything.
+fn addr_problem(addr: &str) -> Option<String> {
+    if addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "{addr:?} contains whitespace or a control character"
+        ));
+    }
+    if addr.contains(['=', ',']) {
+        return Some(format!("'{addr}' contains '=' or ','"));
+    }
     let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(bad(flag, format!("'{addr}' is not host:port")));
+        return Some(format!("'{addr}' is not host:port"));
     };
     if host.is_empty() {
-        return Err(bad(flag, format!("'{addr}' has no host")));
+        return Some(format!("'{addr}' has no host"));
     }
-    port.parse::<u16>()
-        .map_err(|_| bad(flag, format!("'{addr}': '{port}' is not a port number")))?;
-    Ok(())
+    if port.parse::<u16>().is_err() {
+        return Some(format!("'{addr}': '{port}' is not a port number"));
+    }
+    None
+}
+
+fn check_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
+    match addr_problem(addr) {
+        Some(why) => Err(bad(flag, why)),
+        None => Ok(()),
+    }
+}
+
+/// What makes `id` unusable as a node id, if anything. Ids travel in
+/// `--members` lists (`id=address,...`), in logs and in certificates.
+pub fn id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("is empty")
+    } else if id.chars().any(char::is_whitespace) {
+        Some("contains whitespace")
+    } else if id.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if id.contains(['=', ',']) {
+        Some("contains '=' or ','")
+    } else {
+        None
+    }
+}
+
+/// The rule [`id_problem`] checks, for error messages.
+const ID_RULE: &str = "an id is not empty and has no whitespace, control characters, '=' or ','";
+
+/// Parses `--members` entries (`id=peer-address`): every id valid and
+/// listed once, every address valid and listed once. Nothing is trimmed:
+/// an entry with a space is refused, with the entry in the message.
+pub fn parse_members(entries: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut list: Vec<(String, String)> = Vec::new();
+    for m in entries {
+        // Entries split at commas: a space after a comma starts the next one.
+        let spaced = if m.trim() != m {
+            "; separate the entries with commas alone, no spaces"
+        } else {
+            ""
+        };
+        let Some((id, addr)) = m.split_once('=') else {
+            return Err(bad(
+                "members",
+                format!("the entry {m:?} is not id=peer-address{spaced}"),
+            ));
+        };
+        if let Some(why) = id_problem(id) {
+            return Err(bad(
+                "members",
+                format!("the entry {m:?}: its id {id:?} {why} ({ID_RULE}){spaced}"),
+            ));
+        }
+        if let Some(why) = addr_problem(addr) {
+            return Err(bad(
+                "members",
+                format!("the entry {m:?}: its address {why}{spaced}"),
+            ));
+        }
+        if list.iter().any(|(i, _)| i == id) {
+            return Err(bad("members", format!("the id '{id}' is listed twice")));
+        }
+        if let Some((other, _)) = list.iter().find(|(_, a)| a == addr) {
+            return Err(bad(
+                "members",
+                format!(
+                    "'{other}' and '{id}' have the same address {addr}: every member listens at its own address"
+                ),
+            ));
+        }
+        list.push((id.to_string(), addr.to_string()));
+    }
+    if list.is_empty() {
+        return Err(bad("members", "the list is empty"));
+    }
+    Ok(list)
+}
+
+/// The heartbeat interval and the election timeouts from their flags
+/// (`None`: not given), checked against each other. An error blames the
+/// flag that was given, and shows a default as one.
+pub fn timing(
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+) -> Result<(Duration, Duration, Duration), ConfigError> {
+    /// A flag's value as given, or its default.
+    struct Value {
+        flag: &'static str,
+        ms: u64,
+        given: bool,
+    }
+    impl std::fmt::Display for Value {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            if self.given {
+                write!(f, "--{} {}", self.flag, self.ms)
+            } else {
+                write!(f, "--{} ({}, the default)", self.flag, self.ms)
+            }
+        }
+    }
+    let value = |flag: &'static str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(bad(flag, "must be at least 1 ms")),
+        Some(ms) => Ok(Value {
+            flag,
+            ms,
+            given: true,
+        }),
+        None => Ok(Value {
+            flag,
+            ms: default,
+            given: false,
+        }),
+    };
+    let heartbeat = value("heartbeat-ms", heartbeat_ms, 50)?;
+    let min = value("election-timeout-min-ms", election_timeout_min_ms, 150)?;
+    let max = value("election-timeout-max-ms", election_timeout_max_ms, 300)?;
+    // Each pair in order: the shorter must be shorter. The one given is
+    // at fault (the later one if both were).
+    for (shorter, longer) in [(&heartbeat, &min), (&min, &max)] {
+        if shorter.ms < longer.ms {
+            continue;
+        }
+        let why = if longer.given {
+            format!("{longer} must be longer than {shorter}")
+        } else {
+            format!("{shorter} must be shorter than {longer}")
+        };
+        return Err(ConfigError(why));
+    }
+    Ok((
+        Duration::from_millis(heartbeat.ms),
+        Duration::from_millis(min.ms),
+        Duration::from_millis(max.ms),
+    ))
 }
 
 impl ServeArgs {
@@ -402,6 +567,7 @@ impl ServeArgs {
             command_timeout_ms: self.command_timeout_ms.or(other.command_timeout_ms),
             snapshot_threshold: self.snapshot_threshold.or(other.snapshot_threshold),
             read_mode: self.read_mode.or(other.read_mode),
+            redirect: self.redirect || other.redirect,
             threads: self.threads.or(other.threads),
             certs_dir: self.certs_dir.or(other.certs_dir),
             insecure: self.insecure || other.insecure,
@@ -441,20 +607,14 @@ impl ServeArgs {
             check_addr("admin-addr", admin)?;
         }
         if let Some(id) = &a.id {
-            if id.is_empty()
-                || id
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '=' || c == ',')
-            {
-                return Err(bad(
-                    "id",
-                    format!("'{id}' must be non-empty, without spaces, '=' or ','"),
-                ));
+            if let Some(why) = id_problem(id) {
+                return Err(bad("id", format!("{id:?} {why} ({ID_RULE})")));
             }
         }
-        let cluster = a.cluster.unwrap_or_else(|| "raft-kv".into());
-        if cluster.is_empty() {
-            return Err(bad("cluster", "must not be empty"));
+        if let Some(cluster) = &a.cluster {
+            if cluster.is_empty() {
+                return Err(bad("cluster", "must not be empty"));
+            }
         }
         let start = match (a.members, a.join) {
             (Some(_), Some(_)) => {
@@ -463,23 +623,7 @@ impl ServeArgs {
                 ))
             }
             (Some(members), None) => {
-                let mut list = Vec::new();
-                for m in members {
-                    let Some((id, addr)) = m.split_once('=') else {
-                        return Err(bad("members", format!("'{m}' is not id=peer-address")));
-                    };
-                    if id.is_empty() {
-                        return Err(bad("members", format!("'{m}' has an empty id")));
-                    }
-                    check_addr("members", addr)?;
-                    if list.iter().any(|(i, _): &(String, String)| i == id) {
-                        return Err(bad("members", format!("the id '{id}' is listed twice")));
-                    }
-                    list.push((id.to_string(), addr.to_string()));
-                }
-                if list.is_empty() {
-                    return Err(bad("members", "the list is empty"));
-                }
+                let list = parse_members(&members)?;
                 let Some(id) = &a.id else {
                     return Err(bad(
                         "members",
@@ -541,21 +685,11 @@ impl ServeArgs {
             Some(v) => Ok(Duration::from_millis(v)),
             None => Ok(Duration::from_millis(default)),
         };
-        let heartbeat = ms("heartbeat-ms", a.heartbeat_ms, 50)?;
-        let election_timeout_min = ms("election-timeout-min-ms", a.election_timeout_min_ms, 150)?;
-        let election_timeout_max = ms("election-timeout-max-ms", a.election_timeout_max_ms, 300)?;
-        if election_timeout_min <= heartbeat {
-            return Err(bad(
-                "election-timeout-min-ms",
-                "must be longer than --heartbeat-ms",
-            ));
-        }
-        if election_timeout_max <= election_timeout_min {
-            return Err(bad(
-                "election-timeout-max-ms",
-                "must be longer than --election-timeout-min-ms",
-            ));
-        }
+        let (heartbeat, election_timeout_min, election_timeout_max) = timing(
+            a.heartbeat_ms,
+            a.election_timeout_min_ms,
+            a.election_timeout_max_ms,
+        )?;
         let command_timeout = ms("command-timeout-ms", a.command_timeout_ms, 5000)?;
         let request_read_timeout =
             ms("request-read-timeout-ms", a.request_read_timeout_ms, 30_000)?;
@@ -672,7 +806,7 @@ impl ServeArgs {
             client_tls,
             admin_tls,
             id: a.id,
-            cluster,
+            cluster: a.cluster,
             peer_addr,
             client_addr,
             admin_addr,
@@ -693,6 +827,7 @@ impl ServeArgs {
             command_timeout,
             snapshot_threshold: a.snapshot_threshold.unwrap_or(10_000),
             lease_reads,
+            redirect: a.redirect,
             threads: a.threads.unwrap_or(0),
         })
     }
@@ -872,7 +1007,10 @@ mod tests {
         let s = resolve(insecure()).unwrap();
         assert_eq!(s.client_addr, "127.0.0.1:6379");
         assert_eq!(s.peer_addr, "127.0.0.1:7001");
-        assert_eq!(s.cluster, "raft-kv");
+        assert_eq!(
+            s.cluster, None,
+            "the stored name, or raft-kv: known once the data directory is read"
+        );
         assert_eq!(s.start, Start::Single);
         assert_eq!(s.max_pipeline, 1024);
     }
@@ -900,7 +1038,7 @@ mod tests {
                     id: Some("a".into()),
                     ..insecure()
                 },
-                "'b' is not id=peer-address",
+                "the entry \"b\" is not id=peer-address",
             ),
             (
                 ServeArgs {
@@ -965,6 +1103,105 @@ mod tests {
             let e = resolve(args).unwrap_err();
             assert!(e.contains(says), "{e} should mention {says}");
         }
+    }
+
+    fn members(list: &str) -> Result<Vec<(String, String)>, String> {
+        let entries: Vec<String> = list.split(',').map(str::to_string).collect();
+        parse_members(&entries).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn member_entries_are_checked_as_given_never_trimmed() {
+        assert_eq!(
+            members("n1=a:1,n2=b:2").unwrap(),
+            vec![("n1".into(), "a:1".into()), ("n2".into(), "b:2".into())]
+        );
+        // A space after a comma: the id would be " n2".
+        let e = members("n1=a:1, n2=b:2").unwrap_err();
+        assert!(
+            e.contains("\" n2=b:2\"") && e.contains("whitespace") && e.contains("commas alone"),
+            "{e}"
+        );
+        let e = members("n1=a:1,n2= b:2").unwrap_err();
+        assert!(e.contains("\"n2= b:2\"") && e.contains("whitespace"), "{e}");
+        let e = members("n1=a:1,n\u{7}2=b:2").unwrap_err();
+        assert!(e.contains("control character"), "{e}");
+        let e = members("n1=a:1,=b:2").unwrap_err();
+        assert!(e.contains("its id \"\" is empty"), "{e}");
+        let e = members("n1=a:1,n2=x=b:2").unwrap_err();
+        assert!(e.contains("\"n2=x=b:2\""), "{e}");
+        let e = members("n1=a:1,n1=b:2").unwrap_err();
+        assert!(e.contains("'n1' is listed twice"), "{e}");
+        let e = members("n1=a:1,n2=a:1").unwrap_err();
+        assert!(e.contains("'n1' and 'n2' have the same address a:1"), "{e}");
+        let e = members("n1=a:1,").unwrap_err();
+        assert!(e.contains("the entry \"\" is not id=peer-address"), "{e}");
+        for bad_id in ["n 1", "n=1", "n,1", "", "n\t1"] {
+            let e = resolve(ServeArgs {
+                id: Some(bad_id.into()),
+                ..insecure()
+            })
+            .unwrap_err();
+            assert!(e.starts_with("invalid --id"), "{bad_id:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colors(true, None));
+        assert!(log_colors(true, Some(OsStr::new(""))));
+        assert!(!log_colors(true, Some(OsStr::new("1"))));
+        assert!(
+            !log_colors(false, None),
+            "a file or a pipe gets no colour codes"
+        );
+    }
+
+    fn timing_error(h: Option<u64>, min: Option<u64>, max: Option<u64>) -> String {
+        timing(h, min, max).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn timing_errors_blame_the_flag_given_and_show_defaults_as_such() {
+        assert_eq!(
+            timing_error(Some(200), None, None),
+            "--heartbeat-ms 200 must be shorter than --election-timeout-min-ms (150, the default)"
+        );
+        assert_eq!(
+            timing_error(None, Some(40), None),
+            "--election-timeout-min-ms 40 must be longer than --heartbeat-ms (50, the default)"
+        );
+        assert_eq!(
+            timing_error(Some(100), Some(100), None),
+            "--election-timeout-min-ms 100 must be longer than --heartbeat-ms 100"
+        );
+        assert_eq!(
+            timing_error(None, Some(400), None),
+            "--election-timeout-min-ms 400 must be shorter than --election-timeout-max-ms (300, the default)"
+        );
+        assert_eq!(
+            timing_error(None, None, Some(120)),
+            "--election-timeout-max-ms 120 must be longer than --election-timeout-min-ms (150, the default)"
+        );
+        assert_eq!(
+            timing_error(Some(10), Some(100), Some(90)),
+            "--election-timeout-max-ms 90 must be longer than --election-timeout-min-ms 100"
+        );
+        assert_eq!(
+            timing_error(Some(0), None, None),
+            "invalid --heartbeat-ms: must be at least 1 ms"
+        );
+        let (h, min, max) = timing(Some(20), Some(100), Some(200)).unwrap();
+        assert_eq!(
+            (h.as_millis(), min.as_millis(), max.as_millis()),
+            (20, 100, 200)
+        );
+        let (h, min, max) = timing(None, None, None).unwrap();
+        assert_eq!(
+            (h.as_millis(), min.as_millis(), max.as_millis()),
+            (50, 150, 300)
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod datadir;
 pub mod demo;
 pub mod frame;
 pub mod limits;

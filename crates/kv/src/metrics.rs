@@ -673,6 +673,11 @@ pub async fn render_prometheus(ctx: &Context) -> String {
         "1 if the node stopped acknowledging after a storage failure, else 0.",
         u8::from(m.stopped.is_some()),
     );
+    e.gauge(
+        "removed",
+        "1 if the node knows it was removed from the cluster (it serves no commands or reads), else 0.",
+        u8::from(m.removed.is_some()),
+    );
     let c = &m.core;
     e.counter(
         "elections_total",

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::acl::{PasswordHash, SharedUsers};
 use crate::config::{Settings, Start};
 use crate::context::Context;
+use crate::datadir::{DataDir, FlagsVerdict, StoredState};
 use crate::metrics::Metrics;
 use crate::store::KvStore;
 use crate::tls::ReloadableAcceptor;
@@ -46,42 +47,6 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// Held while the server runs: no other process opens the same store.
     _lock: std::fs::File,
-}
-
-/// Takes `<data>/LOCK` (an advisory lock the kernel drops when the
-/// process ends, however it ends): two processes writing one store would
-/// corrupt it.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
-    let path = dir.join("LOCK");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| StartError(format!("cannot open {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            return Err(StartError(format!(
-                "the data directory {} is in use by another raft-kv process{}: two processes must not share a store",
-                dir.display(),
-                match holder.trim() {
-                    "" => String::new(),
-                    pid => format!(" (pid {pid})"),
-                }
-            )));
-        }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = writeln!(file, "{}", std::process::id());
-    }
-    Ok(file)
 }
 
 /// The node's id: given, or kept in `<data>/node-id`, or new.
@@ -117,20 +82,16 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     crate::limits::fit_connections(&mut settings).map_err(StartError)?;
     let settings = Arc::new(settings);
     let dir = &settings.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        StartError(format!(
-            "cannot create the data directory {}: {e}",
-            dir.display()
-        ))
-    })?;
-    let lock = lock_data_dir(dir)?;
+    // Until `keep`, a failure removes what this start made in `dir`.
+    let data = DataDir::open(dir)?;
     let id = node_id(&settings, dir)?;
+    let cluster = data.cluster(settings.cluster.as_deref())?;
     // No spinning for the next save: raft-kv shares its cores with its
     // clients (and, on one machine, with other nodes); a sleeping writer
     // costs a wake-up, a spinning one a core.
     let file_options = FileOptions::default()
         .spin(std::time::Duration::ZERO)
-        .expect_identity(&id, &settings.cluster);
+        .expect_identity(&id, &cluster);
     let file = Arc::new(
         FilePersistence::open_with(dir.join("raft"), file_options)
             .await
@@ -141,9 +102,9 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
                 ))
             })?,
     );
-    let tcp_options = TcpOptions::new(&id, &settings.cluster);
+    let tcp_options = TcpOptions::new(&id, &cluster);
     let tcp_options = match &settings.certs_dir {
-        Some(dir) => tcp_options.with_tls(load_peer_tls(dir, &id, &settings.cluster)?),
+        Some(dir) => tcp_options.with_tls(load_peer_tls(dir, &id, &cluster)?),
         None => {
             warn!(
                 "RUNNING WITHOUT TLS BETWEEN NODES (--insecure): Raft traffic is plaintext and unauthenticated; anyone who can reach {} can read and write every key and change the cluster's members. Use --certs-dir outside a closed test network.",
@@ -212,7 +173,7 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     };
     let node = Node::new(Options {
         id: Some(id.clone()),
-        cluster: Some(settings.cluster.clone()),
+        cluster: Some(cluster.clone()),
         address: Some(settings.peer_addr.clone()),
         transport: Some(tcp.clone()),
         persistence: Some(file.clone()),
@@ -229,10 +190,23 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         snapshot_threshold: settings.snapshot_threshold,
         snapshot_spool: Some(dir.join("spool")),
         command_timeout: settings.command_timeout,
+        forward_to_leader: !settings.redirect,
+        client_address: Some(advertised_client_address(
+            clients
+                .local_addr()
+                .map_err(|e| StartError(format!("client listener: {e}")))?,
+            &settings.peer_addr,
+        )),
         ..Options::default()
     })
     .await
     .map_err(|e| StartError(format!("the node did not start: {e}")))?;
+    if data.held_state() {
+        if let Err(e) = check_start_flags(&settings, &node) {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+    }
     let client_addr = clients
         .local_addr()
         .map_err(|e| StartError(format!("client listener: {e}")))?;
@@ -314,8 +288,41 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         admin_tls,
         shutdown,
         tasks,
-        _lock: lock,
+        _lock: data.keep(),
     })
+}
+
+/// The address a client elsewhere reaches this node's RESP port at, as
+/// redirects name it: the client listener's, with a wildcard host
+/// (0.0.0.0, ::) replaced by the host of `peer_addr`, which other
+/// machines reach this one at.
+pub fn advertised_client_address(client: SocketAddr, peer_addr: &str) -> String {
+    if !client.ip().is_unspecified() {
+        return client.to_string();
+    }
+    match peer_addr.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{}", client.port()),
+        None => client.to_string(),
+    }
+}
+
+/// Checks `--members` and `--join` against the state the node started
+/// from: says in the log what they no longer do, refuses what contradicts
+/// it.
+fn check_start_flags(settings: &Settings, node: &Node) -> Result<(), StartError> {
+    let stored = StoredState {
+        id: node.id().to_string(),
+        cluster: node.cluster().to_string(),
+        founding: node.founding_members().to_vec(),
+        members: node.members(),
+    };
+    match crate::datadir::check_start_flags(&settings.start, &stored, &settings.data_dir) {
+        Ok(FlagsVerdict::Fine) => {}
+        Ok(FlagsVerdict::Note(note)) => info!("{note}"),
+        Ok(FlagsVerdict::Warn(warning)) => warn!("{warning}"),
+        Err(e) => return Err(StartError(e)),
+    }
+    Ok(())
 }
 
 /// Reads the node's TLS material from `dir` and checks that it is this
@@ -378,7 +385,8 @@ impl Running {
     }
 }
 
-/// Sets up logging: `level` (a flag), else RUST_LOG, else info; to stderr.
+/// Sets up logging: `level` (a flag), else RUST_LOG, else info; to stderr,
+/// in colour only on a terminal (and not with `NO_COLOR`).
 pub fn init_logging(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
@@ -391,6 +399,10 @@ pub fn init_logging(level: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(crate::config::log_colors(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .try_init();
 }
 

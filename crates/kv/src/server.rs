@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raft_node::NodeError;
+use raft_node::{LeaderInfo, NodeError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -283,19 +283,45 @@ fn static_name(spec: Option<usize>) -> &'static str {
     }
 }
 
-/// The RESP error a client sees for a failed write or read.
-pub fn error_reply(e: &NodeError) -> String {
+/// The redirect to the leader a client can follow, as Redis Cluster's:
+/// `MOVED <slot> <host:port>` names the leader's client address (redis-cli
+/// -c reconnects there and sends the command again). raft-kv has no hash
+/// slots, every key lives on the leader: the slot is always 0.
+fn moved(leader: &LeaderInfo) -> Option<String> {
+    leader
+        .client_address
+        .as_ref()
+        .map(|address| format!("MOVED 0 {address}"))
+}
+
+/// The RESP error a client sees for a failed write or read; `leader` is
+/// the leader this node knows of (for a redirect when the call could not
+/// reach it).
+pub fn error_reply(e: &NodeError, leader: Option<&LeaderInfo>) -> String {
     match e {
         NodeError::NotLeader { leader: None } => {
             "CLUSTERDOWN no leader: the cluster is electing one or cannot reach a quorum; retry"
                 .into()
         }
-        NodeError::NotLeader { .. } | NodeError::LeadershipLost | NodeError::Retry(_) => {
-            format!("TRYAGAIN {e}")
-        }
+        // Never the leader's peer address: clients cannot use it.
+        NodeError::NotLeader { leader: Some(l) } => moved(l).unwrap_or_else(|| {
+            format!(
+                "TRYAGAIN not the leader; the leader is {}, whose client address this node has not heard yet; retry",
+                l.id
+            )
+        }),
+        NodeError::LeadershipLost | NodeError::Retry(_) => format!("TRYAGAIN {e}"),
         NodeError::Timeout { .. } => format!("TIMEOUT {e}"),
         NodeError::Busy => format!("BUSY {e}"),
-        NodeError::Transport(_) => format!("TRYAGAIN cannot reach the leader: {e}"),
+        // This node cannot reach the leader (it may be down: an election
+        // follows); its client may, so the leader's client address is
+        // named, but not as a redirect to follow blindly.
+        NodeError::Transport(_) => match leader.and_then(|l| Some((&l.id, l.client_address.as_ref()?))) {
+            Some((id, address)) => format!(
+                "TRYAGAIN this node cannot reach the leader {id} (clients reach it at {address}): {e}; retry"
+            ),
+            None => format!("TRYAGAIN cannot reach the leader: {e}"),
+        },
         NodeError::Remote(m) if m.contains("no leader is known") => {
             "CLUSTERDOWN no leader: the cluster is electing one or cannot reach a quorum; retry"
                 .into()
@@ -605,7 +631,7 @@ fn finish(
             }
         }
         Err(e) => {
-            let reply = error_reply(&e);
+            let reply = error_reply(&e, ctx.node.leader().as_ref());
             for n in names {
                 put_error(&mut output.buf, &reply);
                 ctx.metrics.record(n, false, latency);
@@ -624,6 +650,41 @@ mod tests {
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
             .collect();
         static_name(commands::lookup(&args))
+    }
+
+    #[test]
+    fn redirects_name_the_leaders_client_address() {
+        let leader = |client: Option<&str>| LeaderInfo {
+            id: "n2".into(),
+            address: "10.0.0.2:7001".into(),
+            client_address: client.map(str::to_string),
+        };
+        let known = leader(Some("10.0.0.2:6379"));
+        let not_leader = |l: &LeaderInfo| NodeError::NotLeader {
+            leader: Some(l.clone()),
+        };
+        assert_eq!(
+            error_reply(&not_leader(&known), None),
+            "MOVED 0 10.0.0.2:6379"
+        );
+        let unknown = leader(None);
+        let e = error_reply(&not_leader(&unknown), None);
+        assert!(
+            e.starts_with("TRYAGAIN not the leader; the leader is n2,"),
+            "{e}"
+        );
+        assert!(!e.contains("7001"), "a peer address in {e}");
+        let unreachable = NodeError::Transport(raft_node::transport::TransportError::Closed {
+            address: "10.0.0.2:7001".into(),
+        });
+        assert_eq!(
+            error_reply(&unreachable, Some(&known)),
+            "TRYAGAIN this node cannot reach the leader n2 (clients reach it at 10.0.0.2:6379): the connection to 10.0.0.2:7001 is closed; retry"
+        );
+        assert!(error_reply(&unreachable, Some(&unknown)).starts_with("TRYAGAIN cannot reach"));
+        assert!(
+            error_reply(&NodeError::NotLeader { leader: None }, None).starts_with("CLUSTERDOWN")
+        );
     }
 
     #[test]

@@ -553,14 +553,28 @@ pub fn put_reply(b: &mut BytesMut, reply: &Reply) {
             b.put_u8(1);
             put_bytes(b, o);
         }
-        Reply::Hello { id, cluster, empty } => {
+        Reply::Hello {
+            id,
+            cluster,
+            empty,
+            client_address,
+        } => {
             b.put_u8(2);
             put_bytes(b, id.as_bytes());
             put_bytes(b, cluster.as_bytes());
             b.put_u8(*empty as u8);
+            // Last and only when set: a node that serves no clients answers
+            // as nodes did before the field existed.
+            if !client_address.is_empty() {
+                put_bytes(b, client_address.as_bytes());
+            }
         }
         Reply::Error(e) => {
             b.put_u8(3);
+            put_bytes(b, e.as_bytes());
+        }
+        Reply::NotMember(e) => {
+            b.put_u8(4);
             put_bytes(b, e.as_bytes());
         }
     }
@@ -576,8 +590,14 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Reply, DecodeError> {
             id: r.string()?,
             cluster: r.string()?,
             empty: r.bool()?,
+            client_address: if r.remaining() > 0 {
+                r.string()?
+            } else {
+                String::new()
+            },
         },
         3 => Reply::Error(r.string()?),
+        4 => Reply::NotMember(r.string()?),
         _ => return Err(r.err("unknown reply type")),
     };
     r.finish()?;
@@ -650,8 +670,16 @@ mod tests {
                 id: "a".into(),
                 cluster: "c".into(),
                 empty: true,
+                client_address: String::new(),
+            },
+            Reply::Hello {
+                id: "a".into(),
+                cluster: "c".into(),
+                empty: false,
+                client_address: "10.0.0.1:6379".into(),
             },
             Reply::Error("no".into()),
+            Reply::NotMember("not a member".into()),
         ];
         for r in replies {
             assert_eq!(decode_reply(&encode_reply(&r)), Ok(r));

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use raft_core::LogIndex;
+
 use crate::persistence::PersistenceError;
 use crate::transport::TransportError;
 
@@ -10,8 +12,33 @@ use crate::transport::TransportError;
 pub struct LeaderInfo {
     /// The leader's id.
     pub id: String,
-    /// Where it listens.
+    /// Where it listens, in the transport's terms (its peer address).
     pub address: String,
+    /// Where its clients reach it ([`crate::Options::client_address`] as
+    /// the leader tells its peers), once this node has heard it.
+    pub client_address: Option<String>,
+}
+
+/// How a node knows it is no longer a member of its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// The index of the configuration entry that removed it, when this node
+    /// applied that entry; `None` when it learned it from the leader, which
+    /// refused a call it forwarded.
+    pub index: Option<LogIndex>,
+}
+
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(index) => write!(f, "this node was removed from the cluster at index {index}")?,
+            None => write!(
+                f,
+                "this node was removed from the cluster (the leader no longer counts it as a member)"
+            )?,
+        }
+        write!(f, "; stop it, or add it again as a new, empty node")
+    }
 }
 
 /// An error from a [`crate::Node`] call.
@@ -67,6 +94,13 @@ pub enum NodeError {
     /// A membership change was refused.
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A leadership transfer was refused (the target is not a voter, or
+    /// already leads).
+    #[error("leadership transfer refused: {0}")]
+    Transfer(String),
+    /// This node is no longer a member of its cluster: it serves nothing.
+    #[error("{0}")]
+    Removed(Removed),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -35,6 +35,13 @@ pub enum Event {
         /// Its id.
         id: String,
     },
+    /// This node is no longer a member of its cluster: it refuses every
+    /// command and read from now on.
+    Removed {
+        /// The index of the configuration entry that removed it, if this
+        /// node applied it (`None`: the leader refused it as a non-member).
+        index: Option<LogIndex>,
+    },
     /// Committed entries were applied up to this index.
     Applied {
         /// The last index applied.

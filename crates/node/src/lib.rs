@@ -31,7 +31,7 @@ pub mod testkit;
 pub mod tls;
 pub mod transport;
 
-pub use error::{LeaderInfo, NodeError};
+pub use error::{LeaderInfo, NodeError, Removed};
 pub use events::Event;
 pub use ids::{cluster_number, node_number};
 pub use node::{Events, Node, NodeMetrics};

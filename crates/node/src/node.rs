@@ -10,7 +10,7 @@ use raft_core::{ConfChange, Membership, Raft, Restored, Role, Term};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::timeout;
 
-use crate::error::{LeaderInfo, NodeError};
+use crate::error::{LeaderInfo, NodeError, Removed};
 use crate::events::Event;
 use crate::ids::{cluster_number, node_number, PeerContext};
 use crate::options::{Bootstrap, Options};
@@ -19,7 +19,7 @@ use crate::persistence::{Change, Identity, Persistence, PersistenceError};
 use crate::runtime::apply::{self, Applier};
 use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
-use crate::runtime::{persist, Input, PeerStatus, Status};
+use crate::runtime::{persist, ClientAddresses, Input, PeerStatus, Removal, Status};
 use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, Handler, Reply, Request, Transport};
@@ -55,6 +55,15 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by `shutdown` and `crash`: every later call is refused.
     closed: std::sync::atomic::AtomicBool,
+    /// Set once this node knows it was removed from the cluster: every
+    /// later command and read is refused.
+    removal: Arc<Removal>,
+    /// The members (id, address) the node's storage was created with.
+    founding: Vec<(String, String)>,
+    /// Where this node's clients reach it, if it serves any.
+    client_address: Option<String>,
+    /// Where the clients of each node reach it, as the nodes said.
+    client_addresses: ClientAddresses,
 }
 
 /// Counters and positions of a node. Role, term, leader and `stopped` are
@@ -92,6 +101,8 @@ pub struct NodeMetrics {
     pub core: raft_core::Metrics,
     /// Why the node stopped acknowledging, after a storage failure.
     pub stopped: Option<String>,
+    /// Set once the node knows it was removed from the cluster.
+    pub removed: Option<Removed>,
 }
 
 /// A subscription to a node's [`Event`]s.
@@ -225,17 +236,39 @@ impl Node {
         let (persist_tx, persist_rx) = mpsc::unbounded_channel();
         let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        // The configuration is known before the driver runs its first round.
+        let (status_tx, status_rx) = watch::channel(Status {
+            members: Arc::new(crate::runtime::driver::members_view(
+                raft.membership(),
+                &HashMap::new(),
+            )),
+            ..Status::default()
+        });
         let (events, _) = broadcast::channel(1024);
         let peer_stats = Arc::new(PeerStats::default());
         let from: Arc<str> = Arc::from(address.as_str());
+        let client_addresses = ClientAddresses::default();
+        if let Some(a) = &options.client_address {
+            client_addresses.learn(&identity.id, a);
+        }
         let sender = SenderContext {
             transport: transport.clone(),
             cluster,
             from,
             events: events.clone(),
             stats: peer_stats.clone(),
+            probe_interval: options.heartbeat_interval,
+            connected_for: options.election_timeout_max,
+            epoch: tokio::time::Instant::now(),
+            client_addresses: client_addresses.clone(),
         };
+        let removal = Arc::new(Removal::default());
+        let founding: Vec<(String, String)> = identity
+            .bootstrap
+            .members()
+            .filter_map(|(_, m)| PeerContext::decode(&m.context))
+            .map(|c| (c.id, c.address))
+            .collect();
         let soft = raft_core::SoftState {
             role: raft.role(),
             leader: raft_core::NO_NODE,
@@ -253,6 +286,8 @@ impl Node {
             command_timeout: options.command_timeout,
             events: events.clone(),
             to_raft: inbox_tx.downgrade(),
+            me,
+            removal: removal.clone(),
         };
         let driver = Driver {
             raft,
@@ -285,6 +320,8 @@ impl Node {
             registrations: Vec::new(),
             saved_vote: None,
             deferred: None,
+            published_membership: None,
+            addresses_changed: false,
         };
         let tasks = vec![
             tokio::spawn(persist::run(persistence, persist_rx, persisted_tx, spool)),
@@ -312,6 +349,10 @@ impl Node {
             election_max: options.election_timeout_max,
             tasks: Mutex::new(tasks),
             closed: std::sync::atomic::AtomicBool::new(false),
+            removal,
+            founding,
+            client_address: options.client_address.clone(),
+            client_addresses,
         });
         Ok(Node { inner })
     }
@@ -336,9 +377,14 @@ impl Node {
         self.inner.status.borrow().role
     }
 
-    /// The leader this node knows of.
+    /// The leader this node knows of (with its client address once this
+    /// node heard it).
     pub fn leader(&self) -> Option<LeaderInfo> {
-        self.inner.status.borrow().leader.clone()
+        let mut leader = self.inner.status.borrow().leader.clone()?;
+        if leader.client_address.is_none() {
+            leader.client_address = self.inner.client_addresses.get(&leader.id);
+        }
+        Some(leader)
     }
 
     /// The node's current term.
@@ -354,7 +400,12 @@ impl Node {
         NodeMetrics {
             role: s.role,
             term: s.term,
-            leader: s.leader,
+            leader: s.leader.map(|mut l| {
+                if l.client_address.is_none() {
+                    l.client_address = self.inner.client_addresses.get(&l.id);
+                }
+                l
+            }),
             commit_index: s.commit_index,
             applied_index: self
                 .inner
@@ -368,7 +419,36 @@ impl Node {
             messages_oversized: p.oversized.load(Relaxed),
             core: s.core,
             stopped: s.stopped,
+            removed: self.inner.removal.get(),
         }
+    }
+
+    /// Set once this node knows it was removed from the cluster (it applied
+    /// the configuration without it, or the leader refused it as a
+    /// non-member): it then refuses every command and read.
+    pub fn removed(&self) -> Option<Removed> {
+        self.inner.removal.get()
+    }
+
+    /// The members (id, address) this node's storage was created with: the
+    /// cluster it founded ([`Bootstrap::Single`], [`Bootstrap::Static`]),
+    /// or none for a node that joined ([`Bootstrap::Join`]).
+    pub fn founding_members(&self) -> &[(String, String)] {
+        &self.inner.founding
+    }
+
+    /// The members (id, address) of the configuration in force on this
+    /// node (the latest it holds, committed or not), itself included if it
+    /// is one.
+    pub fn members(&self) -> Vec<(String, String)> {
+        self.inner
+            .status
+            .borrow()
+            .members
+            .list
+            .iter()
+            .map(|c| (c.id.clone(), c.address.clone()))
+            .collect()
     }
 
     /// Subscribes to the node's events.
@@ -383,6 +463,16 @@ impl Node {
             return Err(NodeError::ShuttingDown);
         }
         Ok(())
+    }
+
+    /// Refuses calls for the cluster (commands, reads, membership changes)
+    /// once this node knows it is no longer a member.
+    fn check_member(&self) -> Result<(), NodeError> {
+        self.check_open()?;
+        match self.inner.removal.get() {
+            Some(removed) => Err(NodeError::Removed(removed)),
+            None => Ok(()),
+        }
     }
 
     async fn input(&self, input: Input) -> Result<(), NodeError> {
@@ -425,6 +515,7 @@ impl Node {
     }
 
     async fn command_here(&self, cmd: Bytes, forward: bool) -> Result<Bytes, NodeError> {
+        self.check_member()?;
         if let Some(max_bytes) = self.inner.max_entry_bytes {
             if cmd.len() > max_bytes {
                 return Err(NodeError::EntryTooLarge {
@@ -503,6 +594,19 @@ impl Node {
             }
             Ok(Ok(Reply::Output(b))) => Ok(b),
             Ok(Ok(Reply::Error(reason))) => Err(NodeError::Remote(reason)),
+            Ok(Ok(Reply::NotMember(reason))) => {
+                if self.inner.removal.told() {
+                    tracing::warn!(
+                        leader = %address,
+                        %reason,
+                        "the leader refused this node as a non-member: it was removed from the cluster; it serves no more commands or reads; stop it, or add it again as a new, empty node"
+                    );
+                    let _ = self.inner.events.send(Event::Removed { index: None });
+                }
+                Err(NodeError::Removed(
+                    self.inner.removal.get().unwrap_or(Removed { index: None }),
+                ))
+            }
             Ok(Ok(other)) => Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
         }
     }
@@ -544,6 +648,7 @@ impl Node {
     }
 
     async fn read_here(&self, query: Bytes) -> Result<Bytes, NodeError> {
+        self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
         loop {
             let (tx, rx) = oneshot::channel();
@@ -563,7 +668,7 @@ impl Node {
     /// A read of this node's state as it is: fast, but possibly stale (it
     /// may miss writes other nodes already acknowledged).
     pub async fn read_local(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
-        self.check_open()?;
+        self.check_member()?;
         let (tx, rx) = oneshot::channel();
         let job = apply::Job::LocalRead {
             query: query.into(),
@@ -582,7 +687,7 @@ impl Node {
     /// voter. On a follower the call goes to the leader. The joining node
     /// must be empty (started with `Bootstrap::Join`) and of this cluster.
     pub async fn join(&self, address: &str) -> Result<(), NodeError> {
-        self.check_open()?;
+        self.check_member()?;
         if self.role() != Role::Leader {
             return self
                 .to_leader(Request::Join {
@@ -647,7 +752,7 @@ impl Node {
             id: number,
             context: Bytes::new(),
         };
-        match self.change(change).await {
+        match self.change(change, &id).await {
             Err(NodeError::Membership(m)) if m.contains("already a member") => Ok(()),
             other => other,
         }
@@ -657,7 +762,7 @@ impl Node {
     /// log but does not vote); returns its id. Promote it with
     /// [`Node::promote`] once caught up, or use [`Node::join`] for both.
     pub async fn add_learner(&self, address: &str) -> Result<String, NodeError> {
-        self.check_open()?;
+        self.check_member()?;
         if self.role() != Role::Leader {
             return Err(NodeError::NotLeader {
                 leader: self.leader(),
@@ -678,7 +783,17 @@ impl Node {
         };
         let reply = timeout(self.inner.command_timeout, conn.invoke(hello)).await;
         let (id, cluster, empty) = match reply {
-            Ok(Ok(Reply::Hello { id, cluster, empty })) => (id, cluster, empty),
+            Ok(Ok(Reply::Hello {
+                id,
+                cluster,
+                empty,
+                client_address,
+            })) => {
+                if !client_address.is_empty() {
+                    self.inner.client_addresses.learn(&id, &client_address);
+                }
+                (id, cluster, empty)
+            }
             Ok(Ok(other)) => return Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
             Ok(Err(e)) => {
                 self.forget_connection(address);
@@ -722,10 +837,13 @@ impl Node {
             address: address.to_string(),
         }
         .encode();
-        self.change(ConfChange::AddLearner {
-            id: number,
-            context,
-        })
+        self.change(
+            ConfChange::AddLearner {
+                id: number,
+                context,
+            },
+            &id,
+        )
         .await?;
         Ok((id, number))
     }
@@ -761,17 +879,18 @@ impl Node {
 
     /// Promotes the learner `id` to voter.
     pub async fn promote(&self, id: &str) -> Result<(), NodeError> {
+        self.check_member()?;
         let change = ConfChange::AddVoter {
             id: node_number(id),
             context: Bytes::new(),
         };
-        self.change(change).await
+        self.change(change, id).await
     }
 
     /// Removes the member `id` (voter or learner). Removing the leader makes
     /// it hand over and step down once the change commits.
     pub async fn leave(&self, id: &str) -> Result<(), NodeError> {
-        self.check_open()?;
+        self.check_member()?;
         if self.role() != Role::Leader {
             return self.to_leader(Request::Leave { id: id.to_string() }).await;
         }
@@ -779,20 +898,24 @@ impl Node {
     }
 
     async fn leave_here(&self, id: &str) -> Result<(), NodeError> {
-        self.change(ConfChange::Remove {
-            id: node_number(id),
-        })
+        self.change(
+            ConfChange::Remove {
+                id: node_number(id),
+            },
+            id,
+        )
         .await
     }
 
-    /// Proposes a membership change, retrying while another is in flight,
-    /// until it commits or `join_timeout` passes.
-    async fn change(&self, change: ConfChange) -> Result<(), NodeError> {
+    /// Proposes a membership change of the member `id`, retrying while
+    /// another is in flight, until it commits or `join_timeout` passes.
+    async fn change(&self, change: ConfChange, id: &str) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
         loop {
             let (tx, rx) = oneshot::channel();
             let input = Input::Change {
                 change: change.clone(),
+                id: id.to_string(),
                 reply: tx,
             };
             self.input(input).await?;
@@ -818,9 +941,11 @@ impl Node {
 
     /// Hands leadership to the voter `to` and waits until it leads.
     pub async fn transfer_leadership(&self, to: &str) -> Result<(), NodeError> {
+        self.check_member()?;
         let (tx, rx) = oneshot::channel();
         self.input(Input::Transfer {
             to: node_number(to),
+            id: to.to_string(),
             reply: tx,
         })
         .await?;
@@ -964,11 +1089,33 @@ impl Handler for NodeHandler {
                 id: node.inner.id.clone(),
                 cluster: node.inner.cluster.clone(),
                 empty: s.empty,
+                client_address: node.inner.client_address.clone().unwrap_or_default(),
             };
         }
         if envelope.cluster != node.inner.cluster_number {
             // The peer's cluster is not ours: it learns nothing of ours.
             return Reply::Error("refused: this node is of another cluster".into());
+        }
+        // A leader serves forwarded commands, reads and leaves only for
+        // members: a node that was removed is told so, and stops serving.
+        // The sender is known by the address it listens at (a removed node
+        // is no longer in the configuration, nor are the addresses it was
+        // heard from); a join comes from a node that is not a member yet.
+        if matches!(
+            envelope.request,
+            Request::Command(_) | Request::Read(_) | Request::Leave { .. }
+        ) && node.role() == Role::Leader
+            && !node
+                .inner
+                .status
+                .borrow()
+                .members
+                .has_address(&envelope.from)
+        {
+            return Reply::NotMember(format!(
+                "the node at {} is not a member of this cluster's configuration",
+                envelope.from
+            ));
         }
         // Forwarded calls are handled here, never forwarded again (no loops).
         let result = match envelope.request {

@@ -93,6 +93,11 @@ pub struct Options {
     /// The most append messages in flight to one follower (default 64).
     /// A smaller window makes a busy leader send fewer, larger appends.
     pub max_inflight_appends: usize,
+    /// Where this node's clients reach it (for raft-kv, its RESP address),
+    /// if it serves clients. Told to every peer that connects (in the
+    /// answer to [`crate::transport::Request::Hello`]), so that a follower
+    /// can name the leader's in [`crate::LeaderInfo::client_address`].
+    pub client_address: Option<String>,
 }
 
 impl Default for Options {
@@ -122,6 +127,7 @@ impl Default for Options {
             join_timeout: Duration::from_secs(30),
             seed: None,
             max_inflight_appends: 64,
+            client_address: None,
         }
     }
 }
@@ -132,6 +138,7 @@ impl fmt::Debug for Options {
             .field("id", &self.id)
             .field("cluster", &self.cluster)
             .field("address", &self.address)
+            .field("client_address", &self.client_address)
             .field("bootstrap", &self.bootstrap)
             .field("tick", &self.tick)
             .field("heartbeat_interval", &self.heartbeat_interval)

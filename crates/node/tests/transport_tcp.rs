@@ -1525,6 +1525,7 @@ fn fuzz_the_frame_decoder_and_the_codec() {
             id: "n".into(),
             cluster: "c".into(),
             empty: false,
+            client_address: "h:1".into(),
         },
         Reply::Error("e".into()),
     ] {

@@ -82,6 +82,7 @@ impl Handler for Recorder {
                 id: "server".into(),
                 cluster: CLUSTER.into(),
                 empty: false,
+                client_address: String::new(),
             },
             _ => Reply::Ack,
         }

@@ -152,7 +152,10 @@ pub async fn run(
 ) {
     if matches!(sub, AclLocal::List | AclLocal::Users | AclLocal::GetUser(_)) && !local_reads {
         if let Err(e) = ctx.node.read(encode_reads(&[])).await {
-            return put_error(out, &crate::server::error_reply(&e));
+            return put_error(
+                out,
+                &crate::server::error_reply(&e, ctx.node.leader().as_ref()),
+            );
         }
     }
     let view = ctx.acl.view();

@@ -596,17 +596,27 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
     if want("raft") {
         let _ = write!(
             s,
-            "# Raft\r\nraft_id:{}\r\nraft_cluster:{}\r\nraft_role:{}\r\nraft_term:{}\r\nraft_leader_id:{}\r\nraft_leader_address:{}\r\nraft_commit_index:{}\r\nraft_applied_index:{}\r\nraft_last_index:{}\r\nraft_snapshot_index:{}\r\nraft_peers:{}\r\n",
+            "# Raft\r\nraft_id:{}\r\nraft_cluster:{}\r\nraft_role:{}\r\nraft_term:{}\r\nraft_leader_id:{}\r\nraft_leader_address:{}\r\nraft_leader_client_address:{}\r\nraft_commit_index:{}\r\nraft_applied_index:{}\r\nraft_last_index:{}\r\nraft_snapshot_index:{}\r\nraft_removed:{}\r\nraft_removed_index:{}\r\nraft_peers:{}\r\n",
             status.id,
             status.cluster,
             status.role,
             status.term,
             status.leader.as_ref().map(|l| l.id.as_str()).unwrap_or(""),
             status.leader.as_ref().map(|l| l.address.as_str()).unwrap_or(""),
+            status
+                .leader
+                .as_ref()
+                .and_then(|l| l.client_address.as_deref())
+                .unwrap_or(""),
             status.commit_index,
             status.applied_index,
             status.last_index,
             status.snapshot_index,
+            u8::from(status.removed),
+            status
+                .removed_index
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
             status.peers.len(),
         );
         for (i, p) in status.peers.iter().enumerate() {

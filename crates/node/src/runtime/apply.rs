@@ -5,13 +5,15 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use raft_core::{Entry, EntryPayload, LogIndex, MemberRole, Membership, Snapshot, Term};
+use std::sync::Arc;
+
+use raft_core::{Entry, EntryPayload, LogIndex, MemberRole, Membership, NodeId, Snapshot, Term};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::NodeError;
 use crate::events::Event;
 use crate::ids::PeerContext;
-use crate::runtime::Input;
+use crate::runtime::{Input, Removal};
 use crate::state_machine::StateMachine;
 
 /// Who waits for an entry to be applied.
@@ -74,6 +76,10 @@ pub(crate) struct Applier {
     pub events: broadcast::Sender<Event>,
     /// Weak, so that the driver stops once every `Node` handle is gone.
     pub to_raft: crate::runtime::WeakInboxSender,
+    /// This node's number.
+    pub me: NodeId,
+    /// Set when an applied configuration removes this node.
+    pub removal: Arc<Removal>,
 }
 
 impl Applier {
@@ -152,7 +158,7 @@ impl Applier {
             .map_err(|e| format!("cannot restore the snapshot at {index}: {e}"))?;
         self.applied = index;
         self.snapshot_index = index;
-        self.membership_changed(s.meta.membership);
+        self.membership_changed(s.meta.membership, index);
         // Commands at or below the snapshot were decided elsewhere; their
         // outcome is unknown here.
         while self.waiters.front().is_some_and(|w| w.0 <= index) {
@@ -170,7 +176,7 @@ impl Applier {
         let output = match e.payload {
             EntryPayload::Command(data) => Some(self.sm.apply(e.index, &data)),
             EntryPayload::Membership(m) => {
-                self.membership_changed(m);
+                self.membership_changed(m, e.index);
                 None
             }
             EntryPayload::Blank => None,
@@ -195,7 +201,20 @@ impl Applier {
         }
     }
 
-    fn membership_changed(&mut self, next: Membership) {
+    /// The configuration applied at `index` is `next`: tell subscribers who
+    /// joined and who left, and note whether this node is still a member
+    /// (a node that joins starts with no configuration: only a member that
+    /// is dropped counts as removed).
+    fn membership_changed(&mut self, next: Membership, index: LogIndex) {
+        if next.contains(self.me) {
+            self.removal.member_again();
+        } else if self.membership.contains(self.me) && self.removal.removed_at(index) {
+            tracing::warn!(
+                index,
+                "this node was removed from the cluster: it serves no more commands or reads; stop it, or add it again as a new, empty node"
+            );
+            let _ = self.events.send(Event::Removed { index: Some(index) });
+        }
         for (id, m) in next.members() {
             let before = self.membership.get(id).map(|b| b.role);
             if before != Some(m.role) {

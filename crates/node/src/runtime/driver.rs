@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{
-    Message, NodeId, ProposeError, Raft, ReadError, Role, SoftState, TransferError, NO_NODE,
+    Membership, MembershipError, Message, NodeId, ProposeError, Raft, ReadError, Role, SoftState,
+    TransferError, NO_NODE,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -22,7 +23,7 @@ use crate::persistence::Change;
 use crate::runtime::apply::{self, ReadReply, Waiter};
 use crate::runtime::peers::{Peer, PeerStats, SenderContext};
 use crate::runtime::persist::{self, Done};
-use crate::runtime::{Input, PeerStatus, Status};
+use crate::runtime::{Input, Members, PeerStatus, Status};
 
 /// Inputs handled per round before the core's output is taken (batching).
 const MAX_INPUTS_PER_ROUND: usize = 4096;
@@ -79,6 +80,32 @@ pub(crate) struct Driver {
     /// nothing is in flight (see `persist`: the commit index need not be
     /// durable), and the tick it was deferred at.
     pub deferred: Option<(raft_core::HardState, u64)>,
+    /// The configuration last published in the status and given sender
+    /// tasks (`None`: not yet).
+    pub published_membership: Option<Membership>,
+    /// An address learned from an envelope changed since the last publish.
+    pub addresses_changed: bool,
+}
+
+/// The members of `membership` as the status publishes them; `addresses`
+/// are the ones learned from envelopes, by node number.
+pub(crate) fn members_view(
+    membership: &Membership,
+    addresses: &HashMap<NodeId, Arc<str>>,
+) -> Members {
+    let mut view = Members::default();
+    for (n, m) in membership.members() {
+        if let Some(ctx) = PeerContext::decode(&m.context) {
+            view.addresses.push(Arc::from(ctx.address.as_str()));
+            view.list.push(ctx);
+        }
+        if let Some(learned) = addresses.get(&n) {
+            if !view.addresses.contains(learned) {
+                view.addresses.push(learned.clone());
+            }
+        }
+    }
+    view
 }
 
 impl Driver {
@@ -182,6 +209,7 @@ impl Driver {
             Input::Message(m, from) => {
                 if !from.is_empty() && self.addresses.get(&m.from) != Some(&from) {
                     self.addresses.insert(m.from, from);
+                    self.addresses_changed = true;
                 }
                 if self.stopped.is_some() {
                     return;
@@ -203,7 +231,7 @@ impl Driver {
                             .push((index, term, Waiter::Command(reply)));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(self.propose_error(e)));
+                        let _ = reply.send(Err(self.propose_error(e, "")));
                     }
                 }
             }
@@ -223,7 +251,7 @@ impl Driver {
                     }
                 }
             }
-            Input::Change { change, reply } => {
+            Input::Change { change, id, reply } => {
                 if let Some(e) = self.refuse() {
                     let _ = reply.send(Err(e));
                     return;
@@ -236,16 +264,23 @@ impl Driver {
                             .push((index, term, Waiter::Change(reply)));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(self.propose_error(e)));
+                        let _ = reply.send(Err(self.propose_error(e, &id)));
                     }
                 }
             }
-            Input::Transfer { to, reply } => {
+            Input::Transfer { to, id, reply } => {
                 let r = self.raft.transfer_leader(to).map_err(|e| match e {
                     TransferError::NotLeader { leader } => NodeError::NotLeader {
                         leader: self.leader_info(leader.unwrap_or(NO_NODE)),
                     },
-                    other => NodeError::Membership(other.to_string()),
+                    TransferError::NotVoter(n) => NodeError::Transfer(format!(
+                        "{} is not a voter of the current configuration",
+                        self.name_of(n, &id)
+                    )),
+                    TransferError::AlreadyLeader(n) => NodeError::Transfer(format!(
+                        "{} is already the leader",
+                        self.name_of(n, &id)
+                    )),
                 });
                 let _ = reply.send(r);
             }
@@ -267,7 +302,9 @@ impl Driver {
         }
     }
 
-    fn propose_error(&self, e: ProposeError) -> NodeError {
+    /// `e` with the node it names as users know it; `given` is the id the
+    /// caller gave (empty if none).
+    fn propose_error(&self, e: ProposeError, given: &str) -> NodeError {
         match e {
             ProposeError::NotLeader { leader } => NodeError::NotLeader {
                 leader: self.leader_info(leader.unwrap_or(NO_NODE)),
@@ -280,8 +317,43 @@ impl Driver {
             ProposeError::NotReady => {
                 NodeError::Retry("the new leader has not committed an entry of its term yet".into())
             }
-            ProposeError::Membership(e) => NodeError::Membership(e.to_string()),
+            ProposeError::Membership(e) => NodeError::Membership(self.membership_error(&e, given)),
         }
+    }
+
+    /// A refused configuration change, naming the node by its id (the core
+    /// knows only its number).
+    fn membership_error(&self, e: &MembershipError, given: &str) -> String {
+        match *e {
+            MembershipError::ReservedId => e.to_string(),
+            MembershipError::AlreadyMember(n) => format!(
+                "node {} is already a member in that role",
+                self.name_of(n, given)
+            ),
+            MembershipError::NotMember(n) => {
+                format!("node {} is not a member", self.name_of(n, given))
+            }
+            MembershipError::LastVoter(n) => format!(
+                "removing node {} would leave the cluster without voters",
+                self.name_of(n, given)
+            ),
+        }
+    }
+
+    /// The id users know node `n` by: from the membership or this node's
+    /// own, else `given` (the id a caller named it by) if that is `n`, else
+    /// a placeholder made from the number.
+    fn name_of(&self, n: NodeId, given: &str) -> String {
+        if n == self.me {
+            return self.id.clone();
+        }
+        if let Some(ctx) = PeerContext::of(self.raft.membership(), n) {
+            return ctx.id;
+        }
+        if !given.is_empty() && crate::ids::node_number(given) == n {
+            return given.to_string();
+        }
+        format!("node-{n:016x}")
     }
 
     /// The id and address of node `n`, from the membership or from what it
@@ -306,6 +378,7 @@ impl Driver {
             return None;
         }
         self.context(leader).map(|c| LeaderInfo {
+            client_address: self.sender.client_addresses.get(&c.id),
             id: c.id,
             address: c.address,
         })
@@ -560,6 +633,34 @@ impl Driver {
         self.peers.insert(to, peer);
     }
 
+    /// Whether the configuration or a learned address changed since the
+    /// last call; on a new configuration, every member gets a sender task
+    /// that probes it while idle (so that every node, followers included,
+    /// knows which peers are up), and former members' tasks stop probing.
+    fn membership_changed(&mut self) -> bool {
+        let addresses = std::mem::take(&mut self.addresses_changed);
+        if self.published_membership.as_ref() == Some(self.raft.membership()) {
+            return addresses;
+        }
+        let membership = self.raft.membership().clone();
+        for (n, peer) in &self.peers {
+            peer.probe(membership.contains(*n));
+        }
+        for (n, m) in membership.members() {
+            if n == self.me || self.peers.contains_key(&n) {
+                continue;
+            }
+            let Some(ctx) = PeerContext::decode(&m.context) else {
+                continue;
+            };
+            let peer = Peer::start(self.sender.clone(), ctx.id, ctx.address);
+            peer.probe(true);
+            self.peers.insert(n, peer);
+        }
+        self.published_membership = Some(membership);
+        true
+    }
+
     fn peer_statuses(&self) -> Vec<PeerStatus> {
         let tick = self.tick;
         let now = self.raft.ticks();
@@ -579,10 +680,7 @@ impl Driver {
                     match_index: progress.map(|p| p.match_index),
                     last_contact: progress
                         .map(|p| tick * now.saturating_sub(p.last_contact_tick) as u32),
-                    connected: self
-                        .peers
-                        .get(&n)
-                        .is_some_and(|p| p.connected.load(Ordering::Relaxed)),
+                    connected: self.peers.get(&n).is_some_and(Peer::is_connected),
                     inflight: progress.map_or(0, |p| p.inflight.len()),
                 }
             })
@@ -609,6 +707,9 @@ impl Driver {
         } else {
             None
         };
+        let members = self
+            .membership_changed()
+            .then(|| Arc::new(members_view(self.raft.membership(), &self.addresses)));
         let r = &self.raft;
         let stopped = &self.stopped;
         self.status_tx.send_if_modified(|s| {
@@ -630,6 +731,12 @@ impl Driver {
             if s.stopped.as_ref() != stopped.as_ref() {
                 s.stopped = stopped.clone();
                 changed = true;
+            }
+            if let Some(m) = members {
+                if *s.members != *m {
+                    s.members = m;
+                    changed = true;
+                }
             }
             if fresh || changed {
                 set!(commit_index, r.commit_index());

@@ -9,7 +9,7 @@ pub(crate) mod peers;
 pub(crate) mod persist;
 pub(crate) mod spool;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,8 @@ use bytes::Bytes;
 use raft_core::{ConfChange, LogIndex, Message, NodeId, Role, Term};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{LeaderInfo, NodeError};
+use crate::error::{LeaderInfo, NodeError, Removed};
+use crate::ids::PeerContext;
 
 /// Input to the driver task.
 pub(crate) enum Input {
@@ -33,14 +34,18 @@ pub(crate) enum Input {
         query: Bytes,
         reply: oneshot::Sender<Result<Bytes, NodeError>>,
     },
-    /// A membership change; answered once committed.
+    /// A membership change; answered once committed. `id` is the
+    /// member's id as the caller gave it (for errors).
     Change {
         change: ConfChange,
+        id: String,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
-    /// Hand leadership to another voter.
+    /// Hand leadership to another voter; `id` is its id as the caller gave
+    /// it (for errors).
     Transfer {
         to: NodeId,
+        id: String,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
     /// Start no election for a while.
@@ -66,7 +71,8 @@ pub struct PeerStatus {
     pub match_index: Option<LogIndex>,
     /// On the leader: how long ago it last answered.
     pub last_contact: Option<Duration>,
-    /// The last message to it got through.
+    /// A message or probe to it got an answer within the last election
+    /// timeout (`election_timeout_max`): it is up and reachable from here.
     pub connected: bool,
     /// On the leader: appends sent and not yet acknowledged.
     pub inflight: usize,
@@ -85,6 +91,99 @@ pub(crate) struct Status {
     pub empty: bool,
     pub core: raft_core::Metrics,
     pub stopped: Option<String>,
+    /// The configuration in force (the latest appended).
+    pub members: Arc<Members>,
+}
+
+/// The members of the configuration in force, as [`Status`] publishes them
+/// (replaced whole when the configuration or a member's address changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Members {
+    /// Each member's id and the address it was added with, this node's
+    /// own included when it is a member.
+    pub list: Vec<PeerContext>,
+    /// Every address a member is known to send from: the ones it was added
+    /// with, and the ones its Raft messages came from (a node started with
+    /// a host name listens at the address that name resolved to).
+    pub addresses: Vec<Arc<str>>,
+}
+
+impl Members {
+    /// Whether `address` is where a member listens.
+    pub fn has_address(&self, address: &str) -> bool {
+        !address.is_empty() && self.addresses.iter().any(|a| **a == *address)
+    }
+}
+
+/// Where the clients of each node (by id) reach it, as each said in its
+/// answer to a `Hello` (this node's own included): shared by the sender
+/// tasks, which ask every peer they connect to, and the node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientAddresses(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl ClientAddresses {
+    /// Node `id`'s clients reach it at `address`.
+    pub fn learn(&self, id: &str, address: &str) {
+        let mut map = self
+            .0
+            .lock()
+            .expect("the lock is never held across a panic");
+        if map.get(id).map(String::as_str) != Some(address) {
+            map.insert(id.to_string(), address.to_string());
+        }
+    }
+
+    /// Where node `id`'s clients reach it, if it said.
+    pub fn get(&self, id: &str) -> Option<String> {
+        self.0
+            .lock()
+            .expect("the lock is never held across a panic")
+            .get(id)
+            .cloned()
+    }
+}
+
+/// Whether this node was removed from its cluster: set by the apply task
+/// when it applies the configuration that removes it, or by the node when
+/// the leader refuses it as a non-member; cleared when a configuration
+/// that holds it again is applied.
+#[derive(Debug, Default)]
+pub(crate) struct Removal(AtomicU64);
+
+/// [`Removal`]'s value for "a member (or not yet one)".
+const MEMBER: u64 = 0;
+/// [`Removal`]'s value for "told by the leader, index unknown".
+const TOLD: u64 = u64::MAX;
+
+impl Removal {
+    /// How this node knows it was removed, if it was.
+    pub fn get(&self) -> Option<Removed> {
+        match self.0.load(Ordering::Acquire) {
+            MEMBER => None,
+            TOLD => Some(Removed { index: None }),
+            index => Some(Removed { index: Some(index) }),
+        }
+    }
+
+    /// The configuration entry at `index` removed this node; true if that
+    /// is news.
+    pub fn removed_at(&self, index: LogIndex) -> bool {
+        debug_assert!(index != MEMBER && index != TOLD);
+        self.0.swap(index, Ordering::AcqRel) != index
+    }
+
+    /// The leader refused this node as a non-member; true if that is news
+    /// (an index already known is kept).
+    pub fn told(&self) -> bool {
+        self.0
+            .compare_exchange(MEMBER, TOLD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// A configuration holding this node again was applied.
+    pub fn member_again(&self) {
+        self.0.store(MEMBER, Ordering::Release);
+    }
 }
 
 impl Default for Status {
@@ -100,6 +199,7 @@ impl Default for Status {
             empty: true,
             core: raft_core::Metrics::default(),
             stopped: None,
+            members: Arc::default(),
         }
     }
 }

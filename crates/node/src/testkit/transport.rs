@@ -893,6 +893,7 @@ pub(crate) fn reply_to(name: &str, request: &Request) -> Option<Reply> {
             id: name.to_owned(),
             cluster: KIT_CLUSTER.to_owned(),
             empty: true,
+            client_address: String::new(),
         },
     };
     Some(reply)

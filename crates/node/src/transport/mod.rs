@@ -88,9 +88,17 @@ pub enum Reply {
         /// True if the node holds no log and no membership yet: it can be
         /// added to a cluster safely.
         empty: bool,
+        /// Where the node's clients reach it ([`crate::Options::client_address`]);
+        /// empty if it serves no clients (or is of a version that does not
+        /// say).
+        client_address: String,
     },
     /// The request failed on the remote node; the message says why.
     Error(String),
+    /// Refused: the sender is not a member of the configuration of the
+    /// leader it asked (a forwarded command, read or leave from a node that
+    /// was removed). The message says so for people.
+    NotMember(String),
 }
 
 /// Why a transport operation failed.
