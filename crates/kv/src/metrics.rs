@@ -935,6 +935,11 @@ pub async fn render_prometheus(ctx: &Context) -> String {
             s.handshakes_shed,
         );
         e.counter(
+            "peer_connections_refused_full_total",
+            "Peer handshakes refused because the most peer connections a node serves were open.",
+            s.connections_refused_full,
+        );
+        e.counter(
             "peer_tls_reloads_total",
             "TLS configurations reloaded (SIGHUP).",
             s.tls_reloads,

@@ -14,7 +14,7 @@ use raft_node::{
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::acl::{PasswordHash, SharedUsers};
 use crate::config::{Settings, Start};
@@ -444,17 +444,52 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         clients = %running.client_addr,
         "serving"
     );
-    wait_for_signal().await;
-    info!("shutting down");
+    // Until a signal, or until the node stops acknowledging on its own (its
+    // storage failed: a failed fsync, a full disk). Then the process exits
+    // non-zero: a node that answers every request with an error would keep
+    // its clients, and a supervisor, from noticing.
+    let failed = tokio::select! {
+        () = wait_for_signal() => None,
+        reason = node.stopped() => Some(reason),
+    };
+    match &failed {
+        None => info!("shutting down"),
+        Some(reason) => error!(
+            %reason,
+            "the node stopped acknowledging (storage failure): exiting with an error; free the space or fix the disk, then restart it"
+        ),
+    }
     reloader.abort();
     let _ = reloader.await;
-    hand_over(&node).await;
+    match &failed {
+        None => hand_over(&node).await,
+        Some(_) => handed_over_after_failure(&node).await,
+    }
     match Arc::try_unwrap(running) {
         Ok(running) => running.stop().await,
         Err(_) => warn!("the server is still in use; stopping the node only"),
     }
     info!("stopped");
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(reason) => Err(StartError(format!(
+            "the node stopped after a storage failure: {reason}"
+        ))),
+    }
+}
+
+/// After a storage failure the node itself hands leadership to its most
+/// up-to-date voter if it led (it can no longer save anything, but it can
+/// still send what it holds): waits, at most two seconds, for that.
+async fn handed_over_after_failure(node: &Node) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while node.role() == Role::Leader && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    match node.leader() {
+        Some(l) if l.id != node.id() => info!(leader = %l.id, "leadership handed over"),
+        _ => {}
+    }
 }
 
 /// A leader that is asked to stop first hands leadership to its most

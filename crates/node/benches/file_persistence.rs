@@ -118,8 +118,10 @@ fn raw_latencies(dir: &Path, size: usize, n: usize, prealloc: bool) -> Vec<Durat
     out
 }
 
-/// Opens a store and waits until it appends to a preallocated segment.
-async fn open_ready(dir: &Path) -> FilePersistence {
+/// Opens a store and fills it until it appends to a preallocated segment
+/// with the next one ready (the next segment is preallocated once the
+/// active one is half full); returns it and the next log index.
+async fn open_ready(dir: &Path) -> (FilePersistence, u64) {
     let mut options = FileOptions::default();
     if let Some(spin) = std::env::var("RAFT_BENCH_SPIN_US")
         .ok()
@@ -132,13 +134,24 @@ async fn open_ready(dir: &Path) -> FilePersistence {
     let deadline = Instant::now() + Duration::from_secs(30);
     // Steady state: appending to a preallocated segment, with the next one
     // ready (preallocation then runs once per segment filled).
+    let mut next = 1;
     while !(store.stats().active_preallocated && store.stats().spares_prepared >= 2)
         && Instant::now() < deadline
     {
+        store
+            .save(Change {
+                entries: vec![entry(next, 1 << 20)],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        next += 1;
+        if store.stats().spares_prepared < 2 {
+            continue;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        store.save(Change::default()).await.unwrap();
     }
-    store
+    (store, next)
 }
 
 fn latency(base: &Path, n: usize) {
@@ -149,8 +162,7 @@ fn latency(base: &Path, n: usize) {
         .build()
         .unwrap();
     let (lat, record) = rt.block_on(async {
-        let store = open_ready(&dir).await;
-        let mut next = 1;
+        let (store, mut next) = open_ready(&dir).await;
         for _ in 0..200 {
             store
                 .save(Change {
@@ -221,8 +233,11 @@ fn store_throughput(
         .build()
         .unwrap();
     let (entries, elapsed, stats) = rt.block_on(async {
-        let store = Arc::new(open_ready(&dir).await);
-        let next = Arc::new(Mutex::new(1u64));
+        let (store, first) = open_ready(&dir).await;
+        let store = Arc::new(store);
+        // The saves that filled the store are not counted.
+        let before = store.stats();
+        let next = Arc::new(Mutex::new(first));
         let done = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let deadline = start + run;
@@ -249,7 +264,10 @@ fn store_throughput(
             t.await.unwrap();
         }
         let elapsed = start.elapsed();
-        (done.load(Ordering::Relaxed), elapsed, store.stats())
+        let mut stats = store.stats();
+        stats.saves -= before.saves;
+        stats.syncs -= before.syncs;
+        (done.load(Ordering::Relaxed), elapsed, stats)
     });
     let _ = std::fs::remove_dir_all(&dir);
     (entries as f64 / elapsed.as_secs_f64(), stats)

@@ -322,6 +322,7 @@ impl Node {
             deferred: None,
             published_membership: None,
             addresses_changed: false,
+            handing_over: None,
         };
         let tasks = vec![
             tokio::spawn(persist::run(persistence, persist_rx, persisted_tx, spool)),
@@ -449,6 +450,22 @@ impl Node {
             .iter()
             .map(|c| (c.id.clone(), c.address.clone()))
             .collect()
+    }
+
+    /// Waits until the node stops acknowledging, and returns why: its
+    /// storage failed (a failed fsync, a full disk: the node is then of no
+    /// further use, and a process should exit so that clients and a
+    /// supervisor notice), or it was shut down.
+    pub async fn stopped(&self) -> String {
+        let mut status = self.inner.status.clone();
+        loop {
+            if let Some(reason) = status.borrow_and_update().stopped.clone() {
+                return reason;
+            }
+            if status.changed().await.is_err() {
+                return "shut down".into();
+            }
+        }
     }
 
     /// Subscribes to the node's events.

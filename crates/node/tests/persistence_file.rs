@@ -517,7 +517,20 @@ async fn torn_write_at_the_tail_is_cut() {
             let store = open(dir.path(), &options).await;
             store.save(first_change(5)).await.unwrap();
             if prealloc {
-                // Wait until the store moved to a preallocated segment.
+                // The next segment is preallocated once the active one is
+                // half full: fill it, then wait until the store moved to
+                // the preallocated segment.
+                store
+                    .save(Change {
+                        entries: vec![Entry {
+                            term: 1,
+                            index: 6,
+                            payload: EntryPayload::Command(Bytes::from(vec![3u8; 40 << 10])),
+                        }],
+                        ..Change::default()
+                    })
+                    .await
+                    .unwrap();
                 for _ in 0..500 {
                     if store.stats().active_preallocated {
                         break;
@@ -527,9 +540,10 @@ async fn torn_write_at_the_tail_is_cut() {
                 }
                 assert!(store.stats().active_preallocated, "{what}");
             }
+            let b = if prealloc { 1 } else { 0 };
             store
                 .save(Change {
-                    entries: sample_entries(6, 8, 1),
+                    entries: sample_entries(6 + b, 8 + b, 1),
                     hard_state: Some(hs(1, 1, 4)),
                     ..Change::default()
                 })
@@ -541,7 +555,7 @@ async fn torn_write_at_the_tail_is_cut() {
                 .save(Change {
                     entries: vec![Entry {
                         term: 2,
-                        index: 9,
+                        index: 9 + b,
                         payload: EntryPayload::Command(Bytes::from(vec![7u8; 300])),
                     }],
                     hard_state: Some(hs(2, 0, 6)),
@@ -564,7 +578,7 @@ async fn torn_write_at_the_tail_is_cut() {
             // The log goes on after the cut, and survives another reopen.
             store
                 .save(Change {
-                    entries: sample_entries(9, 9, 2),
+                    entries: sample_entries(9 + b, 9 + b, 2),
                     ..Change::default()
                 })
                 .await
@@ -572,7 +586,7 @@ async fn torn_write_at_the_tail_is_cut() {
             drop(store);
             let store = open(dir.path(), &options).await;
             assert!(store.recovery().torn_tail.is_none(), "{what}");
-            assert_eq!(state(&store).await.entries.len(), 9, "{what}");
+            assert_eq!(state(&store).await.entries.len() as u64, 9 + b, "{what}");
         }
     }
 }
@@ -684,8 +698,12 @@ async fn lost_tail_of_an_earlier_segment_is_refused() {
     let segs = segments(dir.path());
     assert!(segs.len() >= 3, "{} segments", segs.len());
     let victim = &segs[segs.len() - 2];
-    let recs = records(victim);
-    let (at, _, _) = recs[recs.len() - 1];
+    // Its last change (before the end record, which names the next segment).
+    let (at, _, _) = *records(victim)
+        .iter()
+        .rev()
+        .find(|&&(_, _, kind)| kind & 0x7f != 7)
+        .unwrap();
     let buf = std::fs::read(victim).unwrap();
     std::fs::write(victim, &buf[..at]).unwrap();
     let next = segs[segs.len() - 1]
@@ -730,6 +748,206 @@ async fn missing_segment_is_refused() {
     }
     let store = open(dir.path(), &small()).await;
     assert_eq!(state(&store).await.entries.len(), 200);
+}
+
+/// A store of 200 one-entry saves in 4 KiB segments, closed; its segments.
+async fn store_of_200(dir: &Path) -> Vec<PathBuf> {
+    let store = open(dir, &small()).await;
+    store.save(first_change(0)).await.unwrap();
+    for i in 1..=200 {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                hard_state: Some(hs(1, 1, i - 1)),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let segs = segments(dir);
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    segs
+}
+
+/// The index of the first entry a segment holds, by the documented format.
+fn first_index_in(path: &Path) -> u64 {
+    let buf = std::fs::read(path).unwrap();
+    let (at, _, _) = records(path)
+        .into_iter()
+        .find(|&(_, _, kind)| kind & 0x7f == 5)
+        .expect("an entries record");
+    u64::from_le_bytes(buf[at + 9..at + 17].try_into().unwrap())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// The newest segment deleted, the newest two deleted (the log cut back
+/// to an earlier segment boundary), or the newest emptied: the segment
+/// before says the log went on, so the open refuses, naming the missing
+/// file and the first lost index. Put back, the store opens whole.
+#[tokio::test]
+async fn missing_newest_segments_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let segs = store_of_200(dir.path()).await;
+    let n = segs.len();
+    let (newest, second) = (&segs[n - 1], &segs[n - 2]);
+    let saved: Vec<Vec<u8>> = segs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let restore = || {
+        for (p, b) in segs.iter().zip(&saved) {
+            std::fs::write(p, b).unwrap();
+        }
+    };
+
+    let from = format!("from index {} on", first_index_in(newest));
+    std::fs::remove_file(newest).unwrap();
+    let msg = expect_corrupt(
+        FilePersistence::open_with(dir.path(), small()).await,
+        &[&file_name(newest), "is missing", &file_name(second), &from],
+    );
+    assert!(
+        msg.contains("offset"),
+        "names where the end record is: {msg}"
+    );
+    restore();
+
+    let from = format!("from index {} on", first_index_in(second));
+    std::fs::remove_file(newest).unwrap();
+    std::fs::remove_file(second).unwrap();
+    expect_corrupt(
+        FilePersistence::open_with(dir.path(), small()).await,
+        &[
+            &file_name(second),
+            "is missing",
+            &file_name(&segs[n - 3]),
+            &from,
+        ],
+    );
+    restore();
+
+    // Emptied, or cut back to its header: not a segment whose creation did
+    // not finish, since the one before names it.
+    for len in [0u64, 32] {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(newest)
+            .unwrap();
+        f.set_len(len).unwrap();
+        drop(f);
+        expect_corrupt(
+            FilePersistence::open_with(dir.path(), small()).await,
+            &[&file_name(newest), "is damaged", &file_name(second)],
+        );
+        restore();
+    }
+
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await.entries.len(), 200);
+    assert!(store.recovery().removed.is_empty());
+}
+
+/// A torn last record of the newest segment is still cut and accepted; an
+/// unfinished end record in an earlier segment (a crash while the writer
+/// closed it) is accepted too: the next segment's checkpoint vouches for
+/// what is before it.
+#[tokio::test]
+async fn torn_tails_are_still_accepted() {
+    let dir = TempDir::new().unwrap();
+    let segs = store_of_200(dir.path()).await;
+    let n = segs.len();
+    let newest = &segs[n - 1];
+    let (at, len, _) = *records(newest).last().unwrap();
+    let buf = std::fs::read(newest).unwrap();
+    std::fs::write(newest, &buf[..at + len / 2]).unwrap();
+    let store = open(dir.path(), &small()).await;
+    assert!(store.recovery().torn_tail.is_some());
+    assert_eq!(state(&store).await.entries.len(), 199);
+    drop(store);
+
+    let second = &segs[n - 2];
+    let (at, len, kind) = *records(second).last().unwrap();
+    assert_eq!(kind, 0x80 | 7, "segments end with an end record");
+    let buf = std::fs::read(second).unwrap();
+    assert_eq!(buf.len(), at + len, "the end record is the last");
+    for keep in [1, 9, len - 1] {
+        std::fs::write(second, &buf[..at + keep]).unwrap();
+        let store = open(dir.path(), &small()).await;
+        assert!(store.recovery().torn_tail.is_none(), "{keep} bytes");
+        assert_eq!(state(&store).await.entries.len(), 199, "{keep} bytes");
+    }
+    // Any other damage there is refused as before.
+    let mut other = buf[..at].to_vec();
+    other.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+    std::fs::write(second, &other).unwrap();
+    expect_corrupt(
+        FilePersistence::open_with(dir.path(), small()).await,
+        &[&file_name(second), &format!("offset {at}")],
+    );
+}
+
+/// A store written before segments had end records (format version 1)
+/// opens and loads as before, and goes on in the new format.
+#[tokio::test]
+async fn version_1_stores_are_read() {
+    let dir = TempDir::new().unwrap();
+    let segs = store_of_200(dir.path()).await;
+    for path in &segs {
+        let mut buf = std::fs::read(path).unwrap();
+        if let Some(&(at, _, kind)) = records(path).last() {
+            if kind == 0x80 | 7 {
+                buf.truncate(at);
+            }
+        }
+        buf[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[..28]);
+        buf[28..32].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(path, buf).unwrap();
+    }
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await.entries.len(), 200);
+    for i in 201..=260 {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let store = open(dir.path(), &small()).await;
+    assert_eq!(state(&store).await.entries.len(), 260);
+}
+
+/// A hard state whose commit index is beyond the log is refused at save
+/// (a node commits only entries it holds), so a store that finds one on
+/// open knows that entries are missing.
+#[tokio::test]
+async fn commit_index_beyond_the_log_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(5)).await.unwrap();
+    let err = store
+        .save(Change {
+            hard_state: Some(hs(1, 1, 6)),
+            ..Change::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PersistenceError::Invalid(m) if m.contains("commit index 6")),
+        "{err:?}"
+    );
+    store
+        .save(Change {
+            entries: sample_entries(6, 6, 1),
+            hard_state: Some(hs(1, 1, 6)),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
 }
 
 /// A failing fsync: that save fails with `Io`, and so does every later one
@@ -872,6 +1090,79 @@ async fn enospc_in_a_snapshot_fails_stop() {
     let store = open(dir.path(), &options).await;
     assert_eq!(state(&store).await.snapshot, None);
     assert!(snapshot_files(dir.path()).is_empty());
+}
+
+/// The bytes the files of `dir` hold.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// An idle store with the default 64 MiB segments holds about as much as
+/// its data: the next segment is preallocated only once the active one is
+/// half full (before, every store preallocated one at once and moved to
+/// it, then preallocated another: 128 MiB for a few bytes).
+#[tokio::test]
+async fn an_idle_store_preallocates_nothing() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &FileOptions::default()).await;
+    store.save(first_change(5)).await.unwrap();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        store.save(Change::default()).await.unwrap();
+    }
+    assert_eq!(store.stats().spares_prepared, 0);
+    let bytes = dir_bytes(dir.path());
+    assert!(bytes < 64 << 10, "an idle store holds {bytes} bytes");
+    drop(store);
+    let store = open(dir.path(), &FileOptions::default()).await;
+    store.save(Change::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bytes = dir_bytes(dir.path());
+    assert!(
+        bytes < 64 << 10,
+        "a reopened idle store holds {bytes} bytes"
+    );
+}
+
+/// Preallocation never takes the last free space: with less than two
+/// segments' worth free, the next segment is not preallocated (and the
+/// stats say so), and the log goes on in segments that grow as written.
+#[tokio::test]
+async fn preallocation_leaves_free_space() {
+    let dir = TempDir::new().unwrap();
+    let fault = FaultFs::new();
+    let options = small_prealloc().fs(Arc::new(fault.clone()));
+    let store = open(dir.path(), &options).await;
+    store.save(first_change(5)).await.unwrap();
+    // 64 KiB segments, 150 KiB free: once the active segment is half full,
+    // preallocating the next would leave less than 64 KiB free.
+    fault.set_space_left(Some(150 << 10));
+    for i in 6..=85 {
+        store
+            .save(Change {
+                entries: vec![Entry {
+                    term: 1,
+                    index: i,
+                    payload: EntryPayload::Command(Bytes::from(vec![i as u8; 1 << 10])),
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("save {i}: {e}"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stats = store.stats();
+    assert_eq!(stats.spares_prepared, 0, "{stats:?}");
+    assert!(stats.preallocations_skipped >= 1, "{stats:?}");
+    assert!(stats.segments_created >= 1, "{stats:?}");
+    assert_eq!(fault.counts().enospc, 0);
+    drop(store);
+    fault.set_space_left(None);
+    let store = open(dir.path(), &options).await;
+    assert_eq!(state(&store).await.entries.len(), 85);
 }
 
 /// A store of another node or cluster refuses to open when the caller says

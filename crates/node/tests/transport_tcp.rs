@@ -1668,3 +1668,48 @@ async fn a_handshake_frame_announcing_megabytes_is_refused_before_it_is_buffered
     assert_eq!(echo.calls.load(Ordering::SeqCst), 0);
     server.shutdown().await.unwrap();
 }
+
+/// At most `max_connections` peer connections are served at once: one more
+/// is refused after its handshake, saying why, and counted; once one
+/// closes, a new one is served again.
+#[tokio::test]
+async fn peer_connections_beyond_max_connections_are_refused() {
+    let mut server_options = options("server-node", "blue");
+    server_options.max_connections = 2;
+    let (server, address, _echo) = serve(server_options).await;
+    let first = transport(options("a", "blue"));
+    let second = transport(options("b", "blue"));
+    let third = transport(options("c", "blue"));
+    let c1 = first.connect(&address).await.expect("first");
+    expect_echo(&c1, "one").await;
+    let c2 = second.connect(&address).await.expect("second");
+    expect_echo(&c2, "two").await;
+    let refused = third.connect(&address).await.map(|_| ());
+    let Err(TransportError::Unreachable { reason, .. }) = &refused else {
+        panic!("expected Unreachable, got {refused:?}");
+    };
+    assert!(
+        reason.contains("too many connections") && reason.contains("at most 2"),
+        "{reason}"
+    );
+    assert_eq!(server.stats().connections_refused_full, 1);
+    // One closes: a new connection is served again.
+    let _ = c1.close().await;
+    first.shutdown().await.unwrap();
+    eventually(Duration::from_secs(3), "a slot frees", || {
+        server.stats().connections_refused_full == 1
+    })
+    .await;
+    let mut served = false;
+    for _ in 0..30 {
+        if let Ok(c3) = third.connect(&address).await {
+            if c3.invoke(read_envelope("three")).await.is_ok() {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "a connection is served once another closed");
+    server.shutdown().await.unwrap();
+}

@@ -228,6 +228,23 @@ impl Node {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its exit
+    /// status, or `None` if it is still running (or was not started).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -401,6 +418,13 @@ impl Cluster {
     /// for a single node) and the `extra` flags, and waits until each is
     /// ready. Does not wait for a leader: see [`Cluster::wait_leader`].
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, |_| {})
+    }
+
+    /// [`Cluster::start`], with `setup` called on each node (its data
+    /// directory made) before it starts: to put a node's data on another
+    /// file system, say.
+    pub fn start_with(n: usize, extra: &[&str], mut setup: impl FnMut(&mut Node)) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("raft-kv-test-")
             .tempdir()
@@ -450,7 +474,11 @@ impl Cluster {
                     child: None,
                 });
             }
-            if nodes.iter_mut().all(|node| node.try_start().is_ok()) {
+            if nodes.iter_mut().all(|node| {
+                std::fs::create_dir_all(&node.data_dir).expect("create the data directory");
+                setup(node);
+                node.try_start().is_ok()
+            }) {
                 return Cluster {
                     nodes,
                     name,

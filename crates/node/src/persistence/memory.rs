@@ -26,7 +26,8 @@
 //!    decrease (starting from the term of the entry, or snapshot, before
 //!    them);
 //! 5. hard state: the term never decreases, the vote does not change within a
-//!    term once cast, and the commit index never decreases.
+//!    term once cast, and the commit index never decreases nor goes past
+//!    the log's last index (after the change).
 //!
 //! A snapshot drops the log entries at or below its index, so the store
 //! holds only entries after the latest snapshot: [`Persistence::load`]

@@ -107,9 +107,18 @@ pub(crate) fn validate(view: &impl StoredView, change: &Change) -> Result<(), Pe
     };
     check_entries_follow(prev_index, prev_term, &change.entries)?;
 
-    // 5. Hard state.
+    // 5. Hard state. Its commit index is within the log: a node commits
+    //    only entries it holds (a store that finds it beyond the log on
+    //    open knows entries are missing).
     if let Some(hs) = &change.hard_state {
         check_hard_state(view.hard_state(), hs)?;
+        let last = change.entries.last().map_or(last, |e| e.index);
+        if hs.commit > last {
+            return Err(PersistenceError::Invalid(format!(
+                "hard state commit index {} is beyond the log's last index {last} (after this change): a node commits only entries it holds",
+                hs.commit
+            )));
+        }
     }
     Ok(())
 }

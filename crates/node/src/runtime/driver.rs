@@ -85,6 +85,10 @@ pub(crate) struct Driver {
     pub published_membership: Option<Membership>,
     /// An address learned from an envelope changed since the last publish.
     pub addresses_changed: bool,
+    /// After a storage failure while leading: the tick until which the node
+    /// still steps messages and sends what needs nothing durable, so that
+    /// it can hand leadership to an up-to-date voter.
+    pub handing_over: Option<u64>,
 }
 
 /// The members of `membership` as the status publishes them; `addresses`
@@ -107,6 +111,10 @@ pub(crate) fn members_view(
     }
     view
 }
+
+/// How long a leader whose storage failed tries to hand leadership over,
+/// in ticks.
+const HAND_OVER_TICKS: u64 = 20;
 
 impl Driver {
     /// Runs until shutdown (or until every handle on the node is dropped).
@@ -135,6 +143,9 @@ impl Driver {
                     ticked = true;
                     if self.stopped.is_none() {
                         self.raft.tick();
+                    } else if self.handing_over.is_some() {
+                        self.raft.tick();
+                        self.hand_over_ready();
                     }
                     self.ticks += 1;
                     self.flush_deferred();
@@ -212,6 +223,10 @@ impl Driver {
                     self.addresses_changed = true;
                 }
                 if self.stopped.is_some() {
+                    if self.handing_over.is_some() {
+                        let _ = self.raft.step(m);
+                        self.hand_over_ready();
+                    }
                     return;
                 }
                 if let Err(e) = self.raft.step(m) {
@@ -584,6 +599,58 @@ impl Driver {
             .send(apply::Job::FailPending(NodeError::Stopped(reason.clone())));
         self.peers.clear();
         self.stopped = Some(reason);
+        self.start_hand_over();
+    }
+
+    /// A leader whose storage failed hands leadership to its most
+    /// up-to-date voter if it can (best effort): the others then need not
+    /// wait for an election timeout.
+    fn start_hand_over(&mut self) {
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let me = self.me;
+        let best = self
+            .raft
+            .membership()
+            .voters()
+            .filter(|&n| n != me)
+            .filter_map(|n| self.raft.progress(n).map(|p| (p.match_index, n)))
+            .max();
+        let Some((_, to)) = best else { return };
+        if self.raft.transfer_leader(to).is_ok() {
+            let target = self
+                .context(to)
+                .map_or_else(|| format!("{to:016x}"), |c| c.id);
+            tracing::warn!(to = %target, "handing leadership over after the storage failure");
+            let _ = self.events.send(Event::Warning(format!(
+                "handing leadership to {target} after the storage failure"
+            )));
+            self.handing_over = Some(self.ticks + HAND_OVER_TICKS);
+            self.hand_over_ready();
+        }
+    }
+
+    /// While handing leadership over after a storage failure: sends what
+    /// the core allows before anything is durable (appends from memory,
+    /// heartbeats, the TimeoutNow), and drops the rest; nothing is saved,
+    /// applied or acknowledged. Ends once the node no longer leads, or
+    /// after [`HAND_OVER_TICKS`].
+    fn hand_over_ready(&mut self) {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            if let Some(ss) = rd.soft_state {
+                self.soft_state_changed(ss);
+            }
+            for m in rd.messages {
+                self.send(m);
+            }
+        }
+        if self.raft.role() != Role::Leader
+            || self.handing_over.is_some_and(|until| self.ticks >= until)
+        {
+            self.handing_over = None;
+        }
     }
 
     /// Reports role and leader changes; returns true if leadership was lost.

@@ -1366,6 +1366,11 @@ impl Model {
             {
                 return invalid(format!("hard state {hs:?} after {old:?}"));
             }
+            if hs.commit > prev.0 {
+                return invalid(format!(
+                    "hard state {hs:?} commits beyond the log's end {prev:?}"
+                ));
+            }
         }
         Ok(())
     }

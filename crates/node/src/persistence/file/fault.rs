@@ -193,6 +193,16 @@ impl FileSystem for FaultFs {
         sync_fault(&self.faults)?;
         self.inner.sync_dir(dir)
     }
+
+    /// The space left before `ENOSPC` if a budget is set, else the real
+    /// file system's.
+    fn available_space(&self, dir: &Path) -> io::Result<Option<u64>> {
+        let left = self.lock().space_left;
+        match left {
+            Some(left) => Ok(Some(left)),
+            None => self.inner.available_space(dir),
+        }
+    }
 }
 
 /// A file opened through a [`FaultFs`].

@@ -10,8 +10,12 @@ use crate::persistence::Identity;
 
 /// The first bytes of every segment.
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"RAFTWAL\0";
-/// The format version written in segment headers.
-pub(crate) const SEGMENT_VERSION: u32 = 1;
+/// The format version written in segment headers: 2 since segments end with
+/// a [`kind::SEGMENT_END`] record when the log moves on to the next one.
+pub(crate) const SEGMENT_VERSION: u32 = 2;
+/// The oldest format version read: version 1 segments (without end records)
+/// are read as before.
+pub(crate) const SEGMENT_VERSION_MIN: u32 = 1;
 /// Size of the segment header.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
 
@@ -36,6 +40,11 @@ pub(crate) mod kind {
     pub const ENTRIES: u8 = 5;
     /// Term, vote and commit index.
     pub const HARD_STATE: u8 = 6;
+    /// The last record of a segment the log moved on from: the log
+    /// continues in the next segment (format version 2).
+    pub const SEGMENT_END: u8 = 7;
+    /// The highest record type.
+    pub const LAST: u8 = SEGMENT_END;
 
     /// A name for messages.
     pub fn name(kind: u8) -> &'static str {
@@ -46,6 +55,7 @@ pub(crate) mod kind {
             TRUNCATE => "truncation",
             ENTRIES => "entries",
             HARD_STATE => "hard state",
+            SEGMENT_END => "segment end",
             _ => "unknown",
         }
     }
@@ -131,7 +141,7 @@ pub(crate) fn check_segment_header(buf: &[u8]) -> Result<u64, &'static str> {
         return Err("the segment header's checksum does not match");
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != SEGMENT_VERSION {
+    if !(SEGMENT_VERSION_MIN..=SEGMENT_VERSION).contains(&version) {
         return Err("the segment has an unknown format version");
     }
     Ok(u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()))
@@ -257,7 +267,7 @@ pub(crate) fn read_frame(buf: &[u8], at: usize) -> Frame<'_> {
         };
     }
     let kind = kind_byte & !END_OF_CHANGE;
-    if !(kind::CHECKPOINT..=kind::HARD_STATE).contains(&kind) {
+    if !(kind::CHECKPOINT..=kind::LAST).contains(&kind) {
         return Frame::Bad {
             reason: "a record of an unknown type",
             incomplete: false,
@@ -279,7 +289,7 @@ pub(crate) fn find_valid_record(buf: &[u8], after: usize) -> Option<usize> {
     while p + FRAME_OVERHEAD <= buf.len() {
         let kind_byte = buf[p + 8];
         let kind = kind_byte & !END_OF_CHANGE;
-        if (kind::CHECKPOINT..=kind::HARD_STATE).contains(&kind) {
+        if (kind::CHECKPOINT..=kind::LAST).contains(&kind) {
             let len = u32::from_le_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]) as usize;
             let end = p
                 .checked_add(len)
@@ -319,6 +329,27 @@ pub(crate) fn complete_with_damaged_length(buf: &[u8], at: usize) -> bool {
     let len = implied32.to_le_bytes();
     let head = [len[0], len[1], len[2], len[3], buf[at + 8]];
     crc32c::crc32c_append(crc32c::crc32c(&head), &buf[at + FRAME_HEADER_LEN..last]) == crc
+}
+
+/// The size of a whole segment end record.
+pub(crate) const SEGMENT_END_RECORD_LEN: usize = FRAME_OVERHEAD + 24;
+
+/// True if the damage at `at` is an unfinished segment end record and
+/// nothing else: the bytes written there (up to the last non-zero one) are a
+/// prefix of such a record (its length and type, as far as they were
+/// written), and only zeros or the end of the file follow. The writer
+/// appends that record to a segment after the next one exists, so a crash
+/// can leave it unfinished in a segment that is not the last one.
+pub(crate) fn torn_segment_end(buf: &[u8], at: usize) -> bool {
+    let rest = &buf[at.min(buf.len())..];
+    let written = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    if written == 0 || written >= SEGMENT_END_RECORD_LEN {
+        return false;
+    }
+    let len = (SEGMENT_END_RECORD_LEN as u32 - FRAME_OVERHEAD as u32).to_le_bytes();
+    let head_ok = rest[..written.min(4)] == len[..written.min(4)];
+    let type_ok = written <= 8 || rest[8] == kind::SEGMENT_END | END_OF_CHANGE;
+    head_ok && type_ok
 }
 
 /// True if every byte is zero.
@@ -480,6 +511,34 @@ pub(crate) fn get_hard_state_record(payload: &[u8]) -> Result<HardState, DecodeE
     let h = codec::get_hard_state(&mut r)?;
     r.finish()?;
     Ok(h)
+}
+
+/// A segment's end record: the log continues in segment `next_seq`, whose
+/// checkpoint follows on from the log's last entry `last` (index, term).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentEnd {
+    /// The segment the log continues in.
+    pub next_seq: u64,
+    /// The log's last index and term when the segment was left.
+    pub last: (LogIndex, Term),
+}
+
+/// Appends a segment end record (a change of its own).
+pub(crate) fn put_segment_end(buf: &mut BytesMut, e: &SegmentEnd) {
+    let start = begin_frame(buf);
+    buf.put_u64_le(e.next_seq);
+    buf.put_u64_le(e.last.0);
+    buf.put_u64_le(e.last.1);
+    end_frame(buf, start, kind::SEGMENT_END | END_OF_CHANGE);
+}
+
+/// Reads a segment end payload.
+pub(crate) fn get_segment_end(payload: &[u8]) -> Result<SegmentEnd, DecodeError> {
+    let mut r = Reader::new(payload, "segment end record");
+    let next_seq = r.u64()?;
+    let last = (r.u64()?, r.u64()?);
+    r.finish()?;
+    Ok(SegmentEnd { next_seq, last })
 }
 
 /// Appends entries records for `entries` (one, or several when they are
@@ -661,5 +720,54 @@ mod tests {
         bad[17] ^= 1;
         assert!(check_segment_header(&bad).is_err());
         assert!(check_segment_header(&h[..10]).is_err());
+        // A version 1 header (written before segment end records) is read.
+        let mut v1 = h;
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..28]);
+        v1[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(check_segment_header(&v1), Ok(5));
+        let mut v3 = h;
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v3[..28]);
+        v3[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(check_segment_header(&v3).is_err());
+    }
+
+    #[test]
+    fn segment_end_round_trips() {
+        let end = SegmentEnd {
+            next_seq: 8,
+            last: (1004, 3),
+        };
+        let mut buf = BytesMut::new();
+        put_segment_end(&mut buf, &end);
+        let Frame::Record {
+            kind,
+            end: last,
+            payload,
+            ..
+        } = read_frame(&buf, 0)
+        else {
+            panic!("a record")
+        };
+        assert_eq!((kind, last), (kind::SEGMENT_END, true));
+        assert_eq!(get_segment_end(payload), Ok(end));
+        assert_eq!(buf.len(), SEGMENT_END_RECORD_LEN);
+        // Every unfinished prefix is recognised, with zeros after it or not;
+        // other damage is not.
+        for cut in 1..buf.len() {
+            let mut torn = buf[..cut].to_vec();
+            assert!(torn_segment_end(&torn, 0), "cut at {cut}");
+            torn.resize(4096, 0);
+            assert!(torn_segment_end(&torn, 0), "cut at {cut}, zeros after");
+        }
+        assert!(!torn_segment_end(&buf, 0), "a whole record is not torn");
+        let mut other = BytesMut::new();
+        put_truncate_record(&mut other, 9);
+        assert!(!torn_segment_end(&other[..other.len() - 1], 0));
+        let mut more = buf[..20].to_vec();
+        more.extend_from_slice(&[0; 40]);
+        more.push(1);
+        assert!(!torn_segment_end(&more, 0), "non-zero bytes further on");
     }
 }

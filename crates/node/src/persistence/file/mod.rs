@@ -27,8 +27,12 @@
 //!
 //! # Segments and records
 //!
-//! A segment starts with a 32-byte header (magic `RAFTWAL\0`, version,
-//! its sequence number, a crc32c of the header) followed by records:
+//! A segment starts with a 32-byte header (magic `RAFTWAL\0`, format
+//! version, its sequence number, a crc32c of the header) followed by
+//! records. Version 2 segments may end with a segment end record; version 1
+//! segments (written before it existed) are read as before, and a store
+//! written by this version is refused by older ones (unknown format
+//! version). The records:
 //!
 //! ```text
 //! len u32 | crc u32 | type u8 | payload (len bytes) | 0xA5
@@ -49,6 +53,7 @@
 //! | 4 truncation | the first index dropped |
 //! | 5 entries | first index, count, then per entry its length and encoding |
 //! | 6 hard state | term, vote, commit |
+//! | 7 segment end | the next segment's number, last index and term of the log |
 //!
 //! A change (one [`Change`] given to `save`) is written as consecutive
 //! records in one segment, in the order it applies: identity, snapshot
@@ -67,14 +72,22 @@
 //! [`FileOptions::segment_size`] (a single change larger than that gets a
 //! segment of its own). The next segment is written under a temporary name
 //! with its header and checkpoint, synced, renamed, and the directory
-//! synced, before anything is written to it. With
+//! synced, before anything is written to it; then the segment left gets its
+//! end record (a change of its own, synced), which names the new segment
+//! and the log's last entry. So a log that stops at a segment with an end
+//! record was cut short: its newest segments were deleted or emptied. With
 //! [`FileOptions::preallocate`] a background thread fills the next segment
 //! with zeros in advance (a real allocation, not a sparse file), gently: in
 //! 256 KiB chunks, each synced, with a pause after each, so the log's syncs
 //! never queue behind a large write-back. Writes then overwrite allocated
-//! blocks and `fdatasync` needs no metadata update. A
-//! new store, or a reopened one whose last segment is not preallocated,
-//! moves to a preallocated segment as soon as one is ready.
+//! blocks and `fdatasync` needs no metadata update. The next segment is
+//! prepared only once the active one is half full, so an idle store takes
+//! about as much space as its data (not two whole segments), and only if
+//! the file system keeps at least a segment's size free after it
+//! (`statvfs`): preallocation never takes the last free space, and when it
+//! is skipped a warning says so and the log goes on in segments that grow
+//! as they are written. A store whose active segment is not preallocated
+//! moves to a preallocated one as soon as one is ready.
 //!
 //! # Group commit
 //!
@@ -122,11 +135,17 @@
 //! 1. Temporary files are removed.
 //! 2. The last segment's checkpoint says which segment replay starts from;
 //!    every segment from there to the last must be present: a gap in the
-//!    numbering is an error naming the missing file.
+//!    numbering is an error naming the missing file. So is a log whose
+//!    last segment ends with an end record: the segment it names (and any
+//!    later one) is missing or damaged, and the error names it and the
+//!    first index lost. A hard state whose commit index is beyond the log
+//!    is refused too (saves never write one).
 //! 3. Segments are replayed in order. Any damage (a bad checksum, a
 //!    malformed record, a change without its last record, a checkpoint that
 //!    does not match) in a segment that is not the last is an error naming
-//!    the file and offset.
+//!    the file and offset, but for an unfinished end record at its very end
+//!    (a crash while the writer closed it; the next segment's checkpoint
+//!    vouches for what is before it).
 //! 4. In the last segment, a bad record is a *torn tail* (the unfinished
 //!    last write of a crash) only if it is incomplete — the file ends inside
 //!    it, or its trailer is zero (unwritten space of a preallocated
@@ -143,7 +162,8 @@
 //!    offset: what follows it may have been acknowledged.
 //! 5. A last segment without a valid header and checkpoint, and nothing
 //!    valid after them, is one whose creation did not finish: it is
-//!    removed.
+//!    removed (unless the segment before names it in an end record: then
+//!    it was emptied, and the open refuses).
 //! 6. The latest snapshot marker's file must exist and match the marker.
 //! 7. With [`FileOptions::expect_node_id`] / [`FileOptions::expect_cluster`]
 //!    the stored identity must match, else the open fails with
@@ -302,6 +322,9 @@ pub struct FileStats {
     pub active_preallocated: bool,
     /// Preallocated segments made ready by the background thread.
     pub spares_prepared: u64,
+    /// Times the next segment was not preallocated because the file system
+    /// would have been left with less than a segment's size free.
+    pub preallocations_skipped: u64,
 }
 
 /// A torn tail cut off on open.

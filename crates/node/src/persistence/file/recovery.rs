@@ -42,6 +42,20 @@ pub(crate) struct Replay {
     pub identity_at: Option<(PathBuf, u64)>,
     /// The first segment replayed.
     pub first_seq: u64,
+    /// The end record of the segment replayed last, if it has one: the log
+    /// was recorded to continue in the next segment.
+    pub continues: Option<Continues>,
+}
+
+/// A segment end record read: the log continues in another segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Continues {
+    /// The segment the log continues in.
+    pub next_seq: u64,
+    /// The log's last index and term when the segment was left.
+    pub last: (raft_core::LogIndex, raft_core::Term),
+    /// Where the record was read.
+    pub at: (PathBuf, u64),
 }
 
 /// How one segment ended.
@@ -159,9 +173,14 @@ pub(crate) fn replay_segment(
                     .as_ref()
                     .map(|_| (path.to_owned(), at as u64)),
                 first_seq: seq,
+                continues: None,
             })
         }
-        Some(r) => check_checkpoint(r, &checkpoint, path, at as u64)?,
+        Some(r) => {
+            check_checkpoint(r, &checkpoint, path, at as u64)?;
+            // The previous segment's end record (if any) names this one.
+            r.continues = None;
+        }
     }
     let Some(r) = replay.as_mut() else {
         return Err(corrupt(path, at as u64, "internal: no replay state"));
@@ -182,6 +201,17 @@ pub(crate) fn replay_segment(
                         path,
                         offset as u64,
                         "a checkpoint record in the middle of a segment",
+                    ));
+                }
+                if let Some(c) = &r.continues {
+                    return Err(corrupt(
+                        path,
+                        offset as u64,
+                        format!(
+                            "a {} record after the segment's end record (at offset {})",
+                            kind::name(kind),
+                            c.at.1
+                        ),
                     ));
                 }
                 pending.push(Pending {
@@ -221,6 +251,19 @@ pub(crate) fn replay_segment(
                 });
             }
             Frame::Bad { reason, incomplete } => {
+                if !torn_ok
+                    && incomplete
+                    && pending.is_empty()
+                    && format::torn_segment_end(buf, offset)
+                {
+                    // A crash while the writer closed this segment (its end
+                    // record is written once the next segment exists): the
+                    // next segment's checkpoint vouches for what is before.
+                    return Ok(SegmentEnd::Data {
+                        end: offset as u64,
+                        torn: None,
+                    });
+                }
                 damaged(offset, reason, incomplete)?;
                 let cut = pending.first().map_or(offset, |p| p.offset);
                 return Ok(SegmentEnd::Data {
@@ -372,6 +415,28 @@ fn apply_record(
         kind::HARD_STATE => {
             r.store.hard_state = format::get_hard_state_record(p.payload).map_err(decode_err)?;
         }
+        kind::SEGMENT_END => {
+            let end = format::get_segment_end(p.payload).map_err(decode_err)?;
+            if end.next_seq != seq + 1 {
+                return Err(bad(format!(
+                    "a segment end record naming segment {} as the next one, in segment {seq}",
+                    end.next_seq
+                )));
+            }
+            let last = r.store.log.last_index();
+            let term = r.store.log.term_at(last);
+            if end.last.0 != last || term.is_some_and(|t| t != end.last.1) {
+                return Err(bad(format!(
+                    "a segment end record saying the log ends at index {} (term {}), but the records before it end at index {last} (term {term:?})",
+                    end.last.0, end.last.1
+                )));
+            }
+            r.continues = Some(Continues {
+                next_seq: end.next_seq,
+                last: end.last,
+                at: (path.to_owned(), p.offset as u64),
+            });
+        }
         other => {
             return Err(bad(format!(
                 "a {} record inside a change",
@@ -383,8 +448,17 @@ fn apply_record(
 }
 
 /// Checks, once every segment is replayed, that every entry after the
-/// snapshot was read from a segment (none is known only by a checkpoint).
+/// snapshot was read from a segment (none is known only by a checkpoint),
+/// and that the log holds every entry the hard state says is committed.
 pub(crate) fn check_complete(r: &Replay, dir: &Path) -> Result<(), PersistenceError> {
+    let (commit, last) = (r.store.hard_state.commit, r.store.log.last_index());
+    if commit > last {
+        return Err(PersistenceError::Corrupt(format!(
+            "{}: the hard state says the entries up to index {commit} are committed, but the log ends at index {last}: the entries from {} to {commit} are missing (a segment was lost or cut short)",
+            dir.display(),
+            last + 1
+        )));
+    }
     if let Some(run) = r.store.log.runs().iter().find(|run| run.segment == 0) {
         let first_path = dir.join(segment_name(r.first_seq));
         return Err(corrupt(
@@ -408,6 +482,47 @@ pub(crate) fn check_complete(r: &Replay, dir: &Path) -> Result<(), PersistenceEr
         }
     }
     Ok(())
+}
+
+/// A segment found on open without a valid header and checkpoint, and
+/// nothing valid after them: one whose creation did not finish, unless an
+/// end record names it.
+#[derive(Debug, Clone)]
+pub(crate) struct Unborn {
+    /// Its number.
+    pub seq: u64,
+    /// Its file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Checks, once every segment is replayed on open, that the log does not
+/// stop short of a segment the last one replayed says it continues in: the
+/// newest segments were deleted, or emptied. (Every segment is created, and
+/// synced, before the end record naming it is written.)
+pub(crate) fn check_continues(
+    r: &Replay,
+    dir: &Path,
+    unborn: &[Unborn],
+) -> Result<(), PersistenceError> {
+    let Some(c) = &r.continues else {
+        return Ok(());
+    };
+    let next = dir.join(segment_name(c.next_seq));
+    let what = match unborn.iter().find(|u| u.seq == c.next_seq) {
+        Some(u) => format!("{} is damaged ({})", next.display(), u.reason),
+        None => format!("{} is missing", next.display()),
+    };
+    Err(PersistenceError::Corrupt(format!(
+        "{what}: {} at offset {} records that the log continues in it after index {} (term {}), so the entries from index {} on (in segment {} and any later one) are lost; restore the segments, or remove this node from its cluster and add it back with an empty directory",
+        c.at.0.display(),
+        c.at.1,
+        c.last.0,
+        c.last.1,
+        c.last.0 + 1,
+        c.next_seq
+    )))
 }
 
 /// The files of a store's directory.

@@ -35,6 +35,12 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The bytes an unprivileged writer may still use on the file system
+    /// holding `dir`, if known (default: unknown).
+    fn available_space(&self, dir: &Path) -> io::Result<Option<u64>> {
+        let _ = dir;
+        Ok(None)
+    }
 }
 
 /// An open file.
@@ -98,6 +104,30 @@ impl FileSystem for StdFs {
         {
             let _ = dir;
             Ok(())
+        }
+    }
+
+    fn available_space(&self, dir: &Path) -> io::Result<Option<u64>> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `path` is a valid C string and `st` a valid statvfs
+            // buffer for the call to fill.
+            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            #[allow(clippy::unnecessary_cast)] // the field types vary by platform
+            Ok(Some(
+                (st.f_bavail as u64).saturating_mul(st.f_frsize as u64),
+            ))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            Ok(None)
         }
     }
 }

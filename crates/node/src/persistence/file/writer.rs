@@ -120,6 +120,9 @@ pub(crate) struct Writer {
     spare: Option<Spare>,
     /// Set by the first failed write or sync: every later save fails.
     failed: Option<String>,
+    /// When preallocation was last skipped for lack of free space (it is
+    /// tried again [`SPACE_RECHECK`] later), and whether that was logged.
+    low_space: Option<Instant>,
     /// Scratch space for one change's records.
     group: BytesMut,
 }
@@ -146,6 +149,7 @@ impl Writer {
 
         // Find the last segment that holds a checkpoint: it says where to
         // start replaying.
+        let mut unborn: Vec<recovery::Unborn> = Vec::new();
         let (last_seq, last_path, last_buf, checkpoint) = loop {
             let Some((&seq, path)) = listing.segments.last_key_value() else {
                 break (0, PathBuf::new(), Vec::new(), None);
@@ -156,7 +160,8 @@ impl Writer {
                 break (seq, path, buf, Some(cp));
             }
             // No valid header or checkpoint: a segment whose creation did
-            // not finish, or damage (refused by the replay).
+            // not finish, or damage (refused by the replay). It is removed
+            // once the replay shows that no end record names it.
             match recovery::replay_segment(&mut None, &buf, &path, seq, true, false)? {
                 SegmentEnd::Unborn(reason) => {
                     if listing.segments.len() == 1 && seq != 1 {
@@ -166,11 +171,8 @@ impl Writer {
                             format!("{reason}, and it is the only segment"),
                         ));
                     }
-                    tracing::warn!(file = %path.display(), %reason, "removing a segment whose creation did not finish");
-                    fsr.remove(&path)
-                        .map_err(|e| io_error(format_args!("removing {}", path.display()), e))?;
-                    report.removed.push(path);
                     listing.segments.remove(&seq);
+                    unborn.push(recovery::Unborn { seq, path, reason });
                 }
                 SegmentEnd::Data { .. } => {
                     return Err(corrupt(
@@ -191,6 +193,7 @@ impl Writer {
                     "a snapshot file in a directory without any log segment: the segments are missing",
                 ));
             }
+            remove_unborn(fsr, &unborn, &mut report)?;
             let store = Store::default();
             let (file, end, capacity) =
                 recovery::create_segment(fsr, &dir, 1, &store.checkpoint(1), None)
@@ -271,7 +274,9 @@ impl Writer {
         let (Some(replay), Some((end, torn))) = (replay, tail) else {
             return Err(corrupt(&last_path, 0, "internal: nothing replayed"));
         };
+        recovery::check_continues(&replay, &dir, &unborn)?;
         recovery::check_complete(&replay, &dir)?;
+        remove_unborn(fsr, &unborn, &mut report)?;
         let store = replay.store;
 
         // The identity the caller expects.
@@ -416,6 +421,7 @@ impl Writer {
             snapshot_changed: false,
             spare: None,
             failed: None,
+            low_space: None,
             group: BytesMut::with_capacity(4 << 10),
         };
         writer.start_spare();
@@ -645,6 +651,9 @@ impl Writer {
                 .and_then(|()| self.sync())
                 .map_err(|f| self.fail(f)),
         };
+        if result.is_ok() {
+            self.start_spare();
+        }
         if result.is_ok() && self.snapshot_changed {
             // The new marker is durable: the older files can go.
             self.snapshot_changed = false;
@@ -707,6 +716,9 @@ impl Writer {
         let spare = spare.map(|f| (f, self.dir.join(SPARE_NAME)));
         let (file, end, capacity) =
             recovery::create_segment(&*self.fs, &self.dir, seq, &checkpoint, spare)?;
+        // Now that the new segment is durable, the old one says so: a log
+        // that stops before it is then known to be cut short.
+        self.close_active(seq, checkpoint.last)?;
         self.active = Active {
             seq,
             path: self.dir.join(segment_name(seq)),
@@ -737,6 +749,32 @@ impl Writer {
         Ok(())
     }
 
+    /// Appends the end record to the active segment, naming `next_seq`
+    /// (already durable) and the log's last entry, and syncs it.
+    fn close_active(&mut self, next_seq: u64, last: (u64, u64)) -> Result<(), Failure> {
+        let mut record = BytesMut::with_capacity(format::SEGMENT_END_RECORD_LEN);
+        format::put_segment_end(&mut record, &format::SegmentEnd { next_seq, last });
+        let a = &mut self.active;
+        a.file.write_at(a.end, &record).map_err(|e| {
+            (
+                format!(
+                    "writing the end record of {} at offset {}",
+                    a.path.display(),
+                    a.end
+                ),
+                e,
+            )
+        })?;
+        a.file
+            .sync_data()
+            .map_err(|e| (format!("fdatasync of {}", a.path.display()), e))?;
+        a.end += record.len() as u64;
+        let mut stats = self.shared.stats();
+        stats.bytes_written += record.len() as u64;
+        stats.syncs += 1;
+        Ok(())
+    }
+
     /// Between batches: move to a preallocated segment as soon as one is
     /// ready, if the active one is not preallocated.
     fn idle_work(&mut self) {
@@ -750,13 +788,52 @@ impl Writer {
         }
     }
 
+    /// Starts preparing the next segment in the background, once the
+    /// active one is half full (so an idle store holds no more than its
+    /// data, and the spare is usually ready when the active segment fills),
+    /// and only if the file system keeps at least a segment's worth of free
+    /// space after it: preallocation never takes the last free space.
     fn start_spare(&mut self) {
         if !self.config.preallocate || self.spare.is_some() || self.failed.is_some() {
             return;
         }
+        let size = self.config.segment_size;
+        if self.active.end + self.buf.len() as u64 <= size / 2 {
+            return;
+        }
+        if self
+            .low_space
+            .is_some_and(|at| at.elapsed() < SPACE_RECHECK)
+        {
+            return;
+        }
+        let needed = size.saturating_mul(2);
+        match self.fs.available_space(&self.dir) {
+            Ok(Some(free)) if free < needed => {
+                if self.low_space.is_none() {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        free_bytes = free,
+                        segment_size = size,
+                        "not preallocating the next segment: it would leave less than a segment's size free on the file system (the log goes on appending to segments that grow as they are written)"
+                    );
+                }
+                self.low_space = Some(Instant::now());
+                self.shared.stats().preallocations_skipped += 1;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot tell the free space: not preallocating");
+                self.low_space = Some(Instant::now());
+                return;
+            }
+        }
+        if self.low_space.take().is_some() {
+            tracing::info!(dir = %self.dir.display(), "free space is back: preallocating the next segment again");
+        }
         let fs = self.fs.clone();
         let path = self.dir.join(SPARE_NAME);
-        let size = self.config.segment_size;
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
         let shared = self.shared.clone();
@@ -874,6 +951,21 @@ impl Writer {
     }
 }
 
+/// Removes the segments whose creation did not finish (found on open).
+fn remove_unborn(
+    fs: &dyn FileSystem,
+    unborn: &[recovery::Unborn],
+    report: &mut RecoveryReport,
+) -> Result<(), PersistenceError> {
+    for u in unborn {
+        tracing::warn!(file = %u.path.display(), reason = %u.reason, "removing a segment whose creation did not finish");
+        fs.remove(&u.path)
+            .map_err(|e| io_error(format_args!("removing {}", u.path.display()), e))?;
+        report.removed.push(u.path.clone());
+    }
+    Ok(())
+}
+
 /// The checkpoint at the start of a segment, if its header and checkpoint
 /// are valid.
 fn peek_checkpoint(buf: &[u8], seq: u64) -> Option<format::Checkpoint> {
@@ -897,6 +989,9 @@ fn peek_checkpoint(buf: &[u8], seq: u64) -> Option<format::Checkpoint> {
 const SPARE_CHUNK: usize = 256 << 10;
 /// The pause after each chunk.
 const SPARE_PAUSE: Duration = Duration::from_millis(1);
+/// After preallocation was skipped for lack of free space, the free space
+/// is looked at again after this long (not at every commit).
+const SPACE_RECHECK: Duration = Duration::from_secs(5);
 
 /// Writes a file of `size` zeros and syncs it: the next segment, whose
 /// blocks are then allocated (appends to it need no metadata update).

@@ -273,6 +273,12 @@ pub struct TcpOptions {
     /// lasts at most `connect_timeout`, so peers that never finish their
     /// handshake cost bounded memory. Default 64.
     pub max_pending_handshakes: usize,
+    /// The most connections peers have opened to this node (handshake
+    /// done) that it serves at once; a handshake beyond it is refused with
+    /// "too many connections" ([`TcpStats::connections_refused_full`]), so
+    /// a member that reconnects in a loop (or a leaked certificate) cannot
+    /// take every descriptor. Each member keeps one or two. Default 256.
+    pub max_connections: usize,
     /// Mutual TLS between nodes (see [`crate::tls`]): the certificate must
     /// name `node_id` of `cluster`. Default: none, which
     /// [`TcpTransport::new`] refuses unless `insecure` is set.
@@ -300,6 +306,7 @@ impl TcpOptions {
             reconnect_backoff_max: Duration::from_secs(2),
             advertise: None,
             max_pending_handshakes: 64,
+            max_connections: 256,
             tls: None,
             insecure: false,
         }
@@ -368,6 +375,9 @@ impl TcpOptions {
         }
         if self.max_pending_handshakes == 0 {
             return invalid("max_pending_handshakes", "must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1".into());
         }
         match &self.tls {
             None if !self.insecure => {
@@ -454,6 +464,9 @@ pub struct TcpStats {
     /// Accepted connections closed at once because
     /// [`TcpOptions::max_pending_handshakes`] handshakes were running.
     pub handshakes_shed: u64,
+    /// Handshakes refused because [`TcpOptions::max_connections`] peer
+    /// connections were open.
+    pub connections_refused_full: u64,
 }
 
 /// The counters behind [`TcpStats`].
@@ -481,6 +494,7 @@ struct Counters {
     tls_reloads: AtomicU64,
     closed_by_reload: AtomicU64,
     handshakes_shed: AtomicU64,
+    connections_refused_full: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -518,6 +532,7 @@ impl Counters {
             tls_reloads: get(&self.tls_reloads),
             closed_by_reload: get(&self.closed_by_reload),
             handshakes_shed: get(&self.handshakes_shed),
+            connections_refused_full: get(&self.connections_refused_full),
         }
     }
 }

@@ -14,6 +14,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::client::Refusal;
+
 use super::client::{check_hello, check_identity, our_hello, read_hello, tls_failure};
 use super::frame;
 use super::session::{Out, Session, Side};
@@ -155,6 +157,22 @@ async fn accept(
                 check_identity(options, &stream, &hello, None)
                     .inspect_err(|_| bump(&shared.counters.identity_mismatches))
             });
+            let open = lock(&shared.accepted).sessions.len();
+            let checked = match checked {
+                Ok(_) if open >= options.max_connections => {
+                    bump(&shared.counters.connections_refused_full);
+                    Err(Refusal {
+                        peer: format!(
+                            "too many connections: this node serves at most {} from its peers",
+                            options.max_connections
+                        ),
+                        log: format!(
+                            "{open} peer connections are open, the most this node serves (max_connections)"
+                        ),
+                    })
+                }
+                other => other,
+            };
             match checked {
                 Err(refusal) => {
                     bump(&shared.counters.handshakes_refused);
