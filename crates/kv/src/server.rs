@@ -25,7 +25,6 @@ use crate::frame::put_error;
 use crate::metrics::{AclDenial, OutputEvent};
 use crate::store::{
     encode_bounded_reads, encode_writes, encoded_write_len, split_bounded_answer, Read, ReplyRoom,
-    Write,
 };
 use crate::tls::ReloadableAcceptor;
 
@@ -340,6 +339,44 @@ struct Request {
     args: Vec<Bytes>,
 }
 
+/// Takes the next requests of `parsed` (the next one last) into a batch
+/// while `fits` accepts their command and the gate lets them run; their
+/// names go to `names`. A request the gate stops stays, with the gate's
+/// answer in `next_gate`.
+#[allow(clippy::too_many_arguments)]
+fn take_batch<T>(
+    parsed: &mut Vec<Request>,
+    names: &mut Vec<&'static str>,
+    next_gate: &mut Option<Gate>,
+    session: &mut Session,
+    ctx: &Context,
+    mut fits: impl FnMut(&Command) -> bool,
+    unwrap: impl Fn(Command) -> Option<T>,
+) -> Vec<T> {
+    let mut batch = Vec::new();
+    while let Some(next) = parsed.last() {
+        if !fits(&next.command) {
+            break;
+        }
+        match gate(next, session, ctx) {
+            Gate::Run => {}
+            other => {
+                *next_gate = Some(other);
+                break;
+            }
+        }
+        let Some(request) = parsed.pop() else {
+            break;
+        };
+        let Some(item) = unwrap(request.command) else {
+            unreachable!("`fits` accepted the command: it is of the batch's kind")
+        };
+        names.push(request.name);
+        batch.push(item);
+    }
+    batch
+}
+
 /// What the gate decided for a request.
 enum Gate {
     /// Run it.
@@ -458,65 +495,47 @@ async fn run_batch(
                 let mut bytes = 1 + encoded_write_len(&w);
                 let batch_max =
                     MAX_BATCH_BYTES.min(ctx.node.max_entry_bytes().unwrap_or(usize::MAX));
-                let mut writes: Vec<Write> = vec![w];
                 names.clear();
                 names.push(name);
-                while let Some(next) = parsed.last() {
-                    let Command::Write(next_write) = &next.command else {
-                        break;
-                    };
-                    bytes += encoded_write_len(next_write);
-                    if bytes > batch_max {
-                        break;
-                    }
-                    match gate(next, session, ctx) {
-                        Gate::Run => {}
-                        other => {
-                            next_gate = Some(other);
-                            break;
+                let mut writes = vec![w];
+                writes.extend(take_batch(
+                    &mut parsed,
+                    &mut names,
+                    &mut next_gate,
+                    session,
+                    ctx,
+                    |c| match c {
+                        Command::Write(next) => {
+                            bytes += encoded_write_len(next);
+                            bytes <= batch_max
                         }
-                    }
-                    let Some(Request {
-                        name: n,
-                        command: Command::Write(w),
-                        ..
-                    }) = parsed.pop()
-                    else {
-                        unreachable!("just looked")
-                    };
-                    names.push(n);
-                    writes.push(w);
-                }
+                        _ => false,
+                    },
+                    |c| match c {
+                        Command::Write(w) => Some(w),
+                        _ => None,
+                    },
+                ));
                 ctx.metrics.write_batch(writes.len());
                 let result = ctx.node.command(encode_writes(&writes)).await;
                 finish(result, &names, ctx, started, output);
             }
             Command::Read(r) => {
-                let mut reads: Vec<Read> = vec![r];
                 names.clear();
                 names.push(name);
-                while let Some(next) = parsed.last() {
-                    if !matches!(next.command, Command::Read(_)) {
-                        break;
-                    }
-                    match gate(next, session, ctx) {
-                        Gate::Run => {}
-                        other => {
-                            next_gate = Some(other);
-                            break;
-                        }
-                    }
-                    let Some(Request {
-                        name: n,
-                        command: Command::Read(r),
-                        ..
-                    }) = parsed.pop()
-                    else {
-                        unreachable!("just looked")
-                    };
-                    names.push(n);
-                    reads.push(r);
-                }
+                let mut reads = vec![r];
+                reads.extend(take_batch(
+                    &mut parsed,
+                    &mut names,
+                    &mut next_gate,
+                    session,
+                    ctx,
+                    |c| matches!(c, Command::Read(_)),
+                    |c| match c {
+                        Command::Read(r) => Some(r),
+                        _ => None,
+                    },
+                ));
                 run_reads(
                     &reads, &names, session, ctx, settings, started, conn, output,
                 )
