@@ -20,6 +20,7 @@ use crate::acl::{PasswordHash, SharedUsers};
 use crate::config::{Settings, Start};
 use crate::context::Context;
 use crate::datadir::{DataDir, FlagsVerdict, StoredState};
+use crate::local::Signals;
 use crate::metrics::Metrics;
 use crate::store::KvStore;
 use crate::tls::ReloadableAcceptor;
@@ -414,6 +415,12 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     } else {
         "http"
     };
+    // Listen for signals before anything starts: a SIGTERM that arrives
+    // between the ready line and the wait below must stop the node
+    // gracefully, not kill it with the default action (a SIGTERM during
+    // the start is held and stops it once started).
+    let mut signals = Signals::new();
+    let hangup = hangup_signal();
     let running = Arc::new(start(settings).await?);
     let node = &running.ctx.node;
     println!(
@@ -436,7 +443,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             .map(|a| format!(", admin on {admin_scheme}://{a}"))
             .unwrap_or_default()
     );
-    let reloader = tokio::spawn(reload_on_hangup(running.clone()));
+    let reloader = tokio::spawn(reload_on_hangup(running.clone(), hangup));
     let node = node.clone();
     info!(
         id = node.id(),
@@ -449,7 +456,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // non-zero: a node that answers every request with an error would keep
     // its clients, and a supervisor, from noticing.
     let failed = tokio::select! {
-        () = wait_for_signal() => None,
+        _ = signals.recv() => None,
         reason = node.stopped() => Some(reason),
     };
     match &failed {
@@ -521,12 +528,26 @@ async fn hand_over(node: &Node) {
     }
 }
 
-/// Reloads the TLS files on every SIGHUP.
-async fn reload_on_hangup(running: Arc<Running>) {
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Starts listening for SIGHUP (whose default action would end the
+/// process) before the node starts.
+fn hangup_signal() -> Hangup {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        signal(SignalKind::hangup()).ok()
+    }
+}
+
+/// Reloads the TLS files on every SIGHUP.
+async fn reload_on_hangup(running: Arc<Running>, hangup: Hangup) {
+    #[cfg(unix)]
+    {
+        let Some(mut hangup) = hangup else {
             return;
         };
         while hangup.recv().await.is_some() {
@@ -536,28 +557,6 @@ async fn reload_on_hangup(running: Arc<Running>) {
     }
     #[cfg(not(unix))]
     {
-        let _ = running;
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = (running, hangup);
     }
 }
