@@ -75,6 +75,9 @@ pub struct NodeStatus {
     pub last_index: u64,
     /// The index of its latest snapshot.
     pub snapshot_index: u64,
+    /// Committed entries waiting for the state machine, and how often apply
+    /// back-pressure acted.
+    pub apply_backlog: ApplyBacklogJson,
     /// Where clients connect (RESP).
     pub client_address: String,
     /// Where the admin endpoint listens, if anywhere.
@@ -91,6 +94,27 @@ pub struct NodeStatus {
     pub removed_index: Option<u64>,
     /// The other members of the configuration.
     pub peers: Vec<PeerStatusJson>,
+}
+
+/// Committed entries waiting for the state machine (apply back-pressure,
+/// `raft_node::Options::max_unapplied_bytes`).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApplyBacklogJson {
+    /// How many entries wait to be applied (or were admitted and are not
+    /// yet answered).
+    pub entries: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// The limit on entries.
+    pub max_entries: usize,
+    /// The limit on bytes.
+    pub max_bytes: usize,
+    /// Commands that waited, on this node as leader, for the state machine
+    /// to catch up.
+    pub proposals_waited: u64,
+    /// Appends from the leader this node left unanswered, as a follower,
+    /// while its state machine was behind.
+    pub appends_deferred: u64,
 }
 
 /// The leader a node knows.
@@ -177,6 +201,14 @@ pub async fn node_status(ctx: &Context) -> NodeStatus {
         applied_index: m.applied_index,
         last_index: m.last_index,
         snapshot_index: m.snapshot_index,
+        apply_backlog: ApplyBacklogJson {
+            entries: m.apply_backlog.entries + m.apply_backlog.admitted,
+            bytes: m.apply_backlog.bytes,
+            max_entries: m.apply_backlog.max_entries,
+            max_bytes: m.apply_backlog.max_bytes,
+            proposals_waited: m.apply_backlog.proposals_waited,
+            appends_deferred: m.apply_backlog.appends_deferred,
+        },
         client_address: ctx.client_address.clone(),
         admin_address: ctx.admin_address.clone(),
         uptime_seconds: ctx.started.elapsed().as_secs(),

@@ -762,6 +762,29 @@ pub async fn render_prometheus(ctx: &Context) -> String {
         m.messages_oversized,
     );
 
+    // Apply back-pressure.
+    let b = &m.apply_backlog;
+    e.gauge(
+        "apply_backlog_entries",
+        "Committed entries waiting for the state machine (with commands admitted on the leader and not yet answered).",
+        b.entries + b.admitted,
+    );
+    e.gauge(
+        "apply_backlog_bytes",
+        "Bytes of committed entries waiting for the state machine.",
+        b.bytes,
+    );
+    e.counter(
+        "apply_proposals_waited_total",
+        "Commands that waited, on this node as leader, for the state machine to catch up (apply back-pressure).",
+        b.proposals_waited,
+    );
+    e.counter(
+        "apply_appends_deferred_total",
+        "Appends this node left unanswered, as a follower, while its state machine was behind (apply back-pressure).",
+        b.appends_deferred,
+    );
+
     // The peers.
     e.family(
         "peer_connected",

@@ -40,6 +40,7 @@ pub use persistence::file::FilePersistence;
 pub use persistence::memory::MemoryPersistence;
 pub use persistence::{Change, Identity, Persistence, PersistenceError, State};
 pub use raft_core::{MemberRole, ReadMode, Role};
+pub use runtime::backlog::ApplyBacklogStats;
 pub use runtime::PeerStatus;
 pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, StateMachine};
 pub use transport::faulty::{FaultyStats, FaultyTransport};

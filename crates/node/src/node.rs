@@ -17,6 +17,7 @@ use crate::options::{Bootstrap, Options};
 use crate::persistence::memory::MemoryPersistence;
 use crate::persistence::{Change, Identity, Persistence, PersistenceError};
 use crate::runtime::apply::{self, Applier};
+use crate::runtime::backlog::{ApplyBacklog, ApplyBacklogStats};
 use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
 use crate::runtime::{persist, ClientAddresses, Input, PeerStatus, Removal, Status};
@@ -43,8 +44,9 @@ struct Inner {
     transport: Arc<dyn Transport>,
     connections: Mutex<HashMap<String, Arc<dyn Connection>>>,
     peer_stats: Arc<PeerStats>,
-    /// The index the state machine has applied (written by the apply task).
-    applied: Arc<std::sync::atomic::AtomicU64>,
+    /// The index the state machine has applied and what it has left to
+    /// apply (written by the driver and the apply task).
+    backlog: Arc<ApplyBacklog>,
     forward: bool,
     /// The largest command the transport carries ([`Transport::max_entry_bytes`]).
     max_entry_bytes: Option<usize>,
@@ -103,6 +105,9 @@ pub struct NodeMetrics {
     pub stopped: Option<String>,
     /// Set once the node knows it was removed from the cluster.
     pub removed: Option<Removed>,
+    /// Committed entries waiting for the state machine, and how often
+    /// back-pressure acted ([`Options::max_unapplied_bytes`]).
+    pub apply_backlog: ApplyBacklogStats,
 }
 
 /// A subscription to a node's [`Event`]s.
@@ -274,11 +279,15 @@ impl Node {
             leader: raft_core::NO_NODE,
             term: raft.term(),
         };
-        let applied = Arc::new(std::sync::atomic::AtomicU64::new(snapshot_index));
+        let backlog = Arc::new(ApplyBacklog::new(
+            snapshot_index,
+            options.max_unapplied_bytes,
+            options.max_unapplied_entries,
+        ));
         let applier = Applier {
             sm,
             applied: snapshot_index,
-            published: applied.clone(),
+            backlog: backlog.clone(),
             snapshot_index,
             snapshot_threshold: options.snapshot_threshold,
             membership,
@@ -300,6 +309,7 @@ impl Node {
             persistence: persistence.clone(),
             persisted_rx,
             apply_tx: apply_tx.clone(),
+            backlog: backlog.clone(),
             sender,
             peer_stats: peer_stats.clone(),
             status_tx,
@@ -341,7 +351,7 @@ impl Node {
             transport: transport.clone(),
             connections: Mutex::new(HashMap::new()),
             peer_stats,
-            applied,
+            backlog,
             forward: options.forward_to_leader,
             max_entry_bytes: transport.max_entry_bytes(),
             command_timeout: options.command_timeout,
@@ -408,10 +418,8 @@ impl Node {
                 l
             }),
             commit_index: s.commit_index,
-            applied_index: self
-                .inner
-                .applied
-                .load(std::sync::atomic::Ordering::Acquire),
+            applied_index: self.inner.backlog.applied(),
+            apply_backlog: self.inner.backlog.stats(),
             last_index: s.last_index,
             snapshot_index: s.snapshot_index,
             messages_sent: p.sent.load(Relaxed),
@@ -541,6 +549,23 @@ impl Node {
                 });
             }
         }
+        // Apply back-pressure: while this node leads and its state machine
+        // is too far behind (`Options::max_unapplied_bytes`), a command
+        // waits (within `command_timeout`) before it is proposed, and
+        // counts until it is answered.
+        let _admitted = if self.inner.status.borrow().role == Role::Leader {
+            let after = self.inner.command_timeout;
+            Some(
+                timeout(after, self.inner.backlog.admit(cmd.len()))
+                    .await
+                    .map_err(|_| NodeError::Timeout {
+                        what: "command (the state machine is behind)",
+                        after,
+                    })?,
+            )
+        } else {
+            None
+        };
         let mut deadline = None;
         loop {
             let (tx, rx) = oneshot::channel();

@@ -93,6 +93,17 @@ pub struct Options {
     /// The most append messages in flight to one follower (default 64).
     /// A smaller window makes a busy leader send fewer, larger appends.
     pub max_inflight_appends: usize,
+    /// Apply back-pressure: the most bytes of committed entries waiting for
+    /// the state machine (default 64 MiB). At the limit a leader holds new
+    /// commands until the state machine catches up (they wait, within
+    /// `command_timeout`), and a follower leaves the leader's appends
+    /// unanswered (the leader sends them again later). The backlog can
+    /// pass the limit by what was already appended and commits meanwhile
+    /// (at most `max_inflight_appends` appends of up to 1 MiB each).
+    pub max_unapplied_bytes: usize,
+    /// Apply back-pressure: the most committed entries waiting for the
+    /// state machine (default 16,384), as `max_unapplied_bytes`.
+    pub max_unapplied_entries: usize,
     /// Where this node's clients reach it (for raft-kv, its RESP address),
     /// if it serves clients. Told to every peer that connects (in the
     /// answer to [`crate::transport::Request::Hello`]), so that a follower
@@ -127,6 +138,8 @@ impl Default for Options {
             join_timeout: Duration::from_secs(30),
             seed: None,
             max_inflight_appends: 64,
+            max_unapplied_bytes: 64 << 20,
+            max_unapplied_entries: 16_384,
             client_address: None,
         }
     }
@@ -213,6 +226,12 @@ impl Options {
         }
         if self.max_inflight_appends == 0 {
             return Err(invalid("max_inflight_appends", "must be at least 1"));
+        }
+        if self.max_unapplied_bytes == 0 {
+            return Err(invalid("max_unapplied_bytes", "must be at least 1"));
+        }
+        if self.max_unapplied_entries == 0 {
+            return Err(invalid("max_unapplied_entries", "must be at least 1"));
         }
         if self.command_timeout.is_zero() {
             return Err(invalid("command_timeout", "must be positive"));

@@ -596,7 +596,7 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
     if want("raft") {
         let _ = write!(
             s,
-            "# Raft\r\nraft_id:{}\r\nraft_cluster:{}\r\nraft_role:{}\r\nraft_term:{}\r\nraft_leader_id:{}\r\nraft_leader_address:{}\r\nraft_leader_client_address:{}\r\nraft_commit_index:{}\r\nraft_applied_index:{}\r\nraft_last_index:{}\r\nraft_snapshot_index:{}\r\nraft_removed:{}\r\nraft_removed_index:{}\r\nraft_peers:{}\r\n",
+            "# Raft\r\nraft_id:{}\r\nraft_cluster:{}\r\nraft_role:{}\r\nraft_term:{}\r\nraft_leader_id:{}\r\nraft_leader_address:{}\r\nraft_leader_client_address:{}\r\nraft_commit_index:{}\r\nraft_applied_index:{}\r\nraft_last_index:{}\r\nraft_snapshot_index:{}\r\nraft_apply_backlog_entries:{}\r\nraft_apply_backlog_bytes:{}\r\nraft_apply_proposals_waited:{}\r\nraft_apply_appends_deferred:{}\r\nraft_removed:{}\r\nraft_removed_index:{}\r\nraft_peers:{}\r\n",
             status.id,
             status.cluster,
             status.role,
@@ -612,6 +612,10 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
             status.applied_index,
             status.last_index,
             status.snapshot_index,
+            status.apply_backlog.entries,
+            status.apply_backlog.bytes,
+            status.apply_backlog.proposals_waited,
+            status.apply_backlog.appends_deferred,
             u8::from(status.removed),
             status
                 .removed_index

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::error::NodeError;
 use crate::events::Event;
 use crate::ids::PeerContext;
+use crate::runtime::backlog::{batch_bytes, ApplyBacklog};
 use crate::runtime::{Input, Removal};
 use crate::state_machine::StateMachine;
 
@@ -63,8 +64,9 @@ pub(crate) enum Job {
 pub(crate) struct Applier {
     pub sm: Box<dyn StateMachine>,
     pub applied: LogIndex,
-    /// `applied`, for `Node::metrics` (stored once a batch is applied).
-    pub published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `applied`, published once a batch is applied (for `Node::metrics`),
+    /// and what is left to apply (for back-pressure).
+    pub backlog: Arc<ApplyBacklog>,
     pub snapshot_index: LogIndex,
     pub snapshot_threshold: u64,
     pub membership: Membership,
@@ -112,11 +114,11 @@ impl Applier {
                         }
                     }
                     let last = entries.last().map(|e| e.index);
+                    let (count, bytes) = (entries.len(), batch_bytes(&entries));
                     for e in entries {
                         self.apply(e);
                     }
-                    self.published
-                        .store(self.applied, std::sync::atomic::Ordering::Release);
+                    self.backlog.applied_batch(self.applied, count, bytes);
                     for (query, reply) in reads {
                         let _ = reply.send(Ok(self.sm.query(&query)));
                     }

@@ -21,6 +21,7 @@ use crate::events::Event;
 use crate::ids::PeerContext;
 use crate::persistence::Change;
 use crate::runtime::apply::{self, ReadReply, Waiter};
+use crate::runtime::backlog::ApplyBacklog;
 use crate::runtime::peers::{Peer, PeerStats, SenderContext};
 use crate::runtime::persist::{self, Done};
 use crate::runtime::{Input, Members, PeerStatus, Status};
@@ -43,6 +44,8 @@ pub(crate) struct Driver {
     pub persistence: Arc<dyn crate::persistence::Persistence>,
     pub persisted_rx: mpsc::UnboundedReceiver<Done>,
     pub apply_tx: mpsc::UnboundedSender<apply::Job>,
+    /// Committed entries handed to the apply task and not yet applied.
+    pub backlog: Arc<ApplyBacklog>,
     pub sender: SenderContext,
     pub peer_stats: Arc<PeerStats>,
     pub status_tx: watch::Sender<Status>,
@@ -222,6 +225,9 @@ impl Driver {
                     self.addresses.insert(m.from, from);
                     self.addresses_changed = true;
                 }
+                if self.defer_append(&m) {
+                    return;
+                }
                 if self.stopped.is_some() {
                     if self.handing_over.is_some() {
                         let _ = self.raft.step(m);
@@ -315,6 +321,22 @@ impl Driver {
                 self.closing = Some((Instant::now() + grace, done));
             }
         }
+    }
+
+    /// Whether to leave `m` unanswered: an append with entries while the
+    /// state machine is too far behind (its backlog full). The entries
+    /// would only wait in memory to be applied; the leader sends them again
+    /// (it probes a follower that acknowledged nothing for a heartbeat
+    /// interval), by when the backlog has drained. Heartbeats and the rest
+    /// are still handled: the follower keeps its leader and elects nobody.
+    fn defer_append(&self, m: &Message) -> bool {
+        let carries_entries =
+            matches!(&m.body, raft_core::Body::Append(a) if !a.entries.is_empty());
+        if carries_entries && self.raft.role() != Role::Leader && self.backlog.full() {
+            self.backlog.deferred_append();
+            return true;
+        }
+        false
     }
 
     /// `e` with the node it names as users know it; `given` is the id the
@@ -569,6 +591,7 @@ impl Driver {
             .filter_map(|r| self.pending_reads.remove(&r.id))
             .collect();
         if job.restore.is_some() || !job.committed.is_empty() || !reads.is_empty() {
+            self.backlog.handed(&job.committed);
             let _ = self.apply_tx.send(apply::Job::Batch {
                 restore: job.restore,
                 entries: job.committed,

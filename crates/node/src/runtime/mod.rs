@@ -4,6 +4,7 @@
 //! machine or the network; it decides nothing the core does not decide.
 
 pub(crate) mod apply;
+pub(crate) mod backlog;
 pub(crate) mod driver;
 pub(crate) mod peers;
 pub(crate) mod persist;
