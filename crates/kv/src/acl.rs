@@ -33,6 +33,11 @@ pub const DEFAULT_USER: &[u8] = b"default";
 /// The most users a cluster may have.
 pub const MAX_USERS: usize = 10_000;
 
+/// The most bytes the users may take in all ([`User::size_bytes`]): the
+/// table lives in every node's memory and snapshot, and a change that
+/// would make it larger is refused (the same way on every node).
+pub const MAX_USERS_BYTES: usize = 64 << 20;
+
 /// The serial of the default user of [`Users::local`], which no user of a
 /// cluster's table has.
 const LOCAL_SERIAL: u64 = u64::MAX;
@@ -57,6 +62,15 @@ pub enum AclError {
     /// One user more than [`MAX_USERS`].
     #[error("ERR too many users: a cluster has at most {MAX_USERS}")]
     TooManyUsers,
+    /// A change that would make the users take more than
+    /// [`MAX_USERS_BYTES`].
+    #[error(
+        "ERR the users would take {bytes} bytes, more than the limit of {MAX_USERS_BYTES} bytes"
+    )]
+    TooLarge {
+        /// What the table would take.
+        bytes: usize,
+    },
     /// A change before the init entry.
     #[error("LOADING the cluster's users are not initialized yet; retry in a moment")]
     NotInitialized,
@@ -168,6 +182,16 @@ impl Users {
             Rule::parse(text)
                 .and_then(|rule| user.apply(&rule))
                 .map_err(|e| AclError::modifier(text, e))?;
+        }
+        let others: usize = self
+            .users
+            .values()
+            .filter(|u| u.name().as_ref() != name)
+            .map(User::size_bytes)
+            .sum();
+        let bytes = others + user.size_bytes();
+        if bytes > MAX_USERS_BYTES {
+            return Err(AclError::TooLarge { bytes });
         }
         if existing.is_none() {
             self.take_serial();
@@ -382,6 +406,39 @@ mod tests {
         );
         assert_eq!(u.del_users([b("alice")]), Err(AclError::NotInitialized));
         assert!(u.is_empty());
+    }
+
+    #[test]
+    fn the_users_cannot_grow_past_their_byte_limit() {
+        let mut u = initialized(None);
+        // 1 MiB patterns, one per call: the 64th still fits, a few more
+        // do not, and what was refused is not kept.
+        let mut added = 0;
+        let mut refused = None;
+        for i in 0..80 {
+            let pattern = format!("~{i}:{}", "x".repeat(1 << 20));
+            match u.set_user(b"alice", [pattern.as_bytes()]) {
+                Ok(()) => added += 1,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refused.expect("the table grew past its limit");
+        assert!(
+            matches!(e, AclError::TooLarge { bytes } if bytes > MAX_USERS_BYTES),
+            "{e}"
+        );
+        assert!(e.to_string().contains("more than the limit"), "{e}");
+        assert_eq!(added, MAX_USERS_BYTES / ((1 << 20) + 20));
+        let total: usize = u.users.values().map(User::size_bytes).sum();
+        assert!(total <= MAX_USERS_BYTES);
+        // Another user cannot take the room either; removing some makes room.
+        let big = format!("~{}", "y".repeat(1 << 20));
+        assert!(u.set_user(b"bob", [big.as_bytes()]).is_err());
+        u.set_user(b"alice", [b("resetkeys")]).unwrap();
+        u.set_user(b"bob", [big.as_bytes()]).unwrap();
     }
 
     #[test]

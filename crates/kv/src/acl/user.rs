@@ -49,6 +49,21 @@ pub struct User {
 }
 
 impl User {
+    /// About what the user takes in memory and in a snapshot: its name,
+    /// patterns, password hashes and command rules.
+    pub fn size_bytes(&self) -> usize {
+        const ITEM: usize = 16;
+        self.name.len()
+            + self.passwords.len() * std::mem::size_of::<PasswordHash>()
+            + self
+                .key_patterns
+                .iter()
+                .chain(&self.channel_patterns)
+                .map(|p| p.len() + ITEM)
+                .sum::<usize>()
+            + self.command_rules.len() * ITEM
+    }
+
     /// A new user as Redis 7 makes one: off, no password, no key, no
     /// channel, no command.
     pub fn new(name: Bytes, serial: u64) -> User {
