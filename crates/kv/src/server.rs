@@ -518,7 +518,7 @@ async fn run_batch(
                 ));
                 ctx.metrics.write_batch(writes.len());
                 let result = ctx.node.command(encode_writes(&writes)).await;
-                finish(result, &names, ctx, started, output);
+                finish(result.map(|r| vec![r]), &names, ctx, started, output);
             }
             Command::Read(r) => {
                 names.clear();
@@ -566,7 +566,10 @@ async fn run_batch(
 /// room left under the soft limit (the first under the hard limit), sized
 /// by the store before it builds them; a read whose reply alone would
 /// exceed the hard limit gets an error naming it. Between queries the
-/// replies are written if they reached the soft limit ([`drain`]).
+/// replies are written if they reached the soft limit ([`drain`]). The
+/// store answers in parts ([`raft_node::Node::read_parts`]): the stored
+/// values a reply holds are queued as they are, shared, not copied; the
+/// limits count the bytes to send all the same.
 #[allow(clippy::too_many_arguments)]
 async fn run_reads(
     reads: &[Read],
@@ -592,9 +595,9 @@ async fn run_reads(
         };
         let query = encode_bounded_reads(&reads[from..], room);
         let result = if session.local_reads {
-            ctx.node.read_local(query).await
+            ctx.node.read_local_parts(query).await
         } else {
-            ctx.node.read(query).await
+            ctx.node.read_parts(query).await
         };
         let answer = match result {
             Ok(answer) => answer,
@@ -634,8 +637,10 @@ async fn run_reads(
     Ok(())
 }
 
+/// Queues the replies of the requests `names` (in parts, sent one after
+/// the other), or the error each gets, and counts them.
 fn finish(
-    result: Result<Bytes, NodeError>,
+    result: Result<Vec<Bytes>, NodeError>,
     names: &[&'static str],
     ctx: &Context,
     started: Instant,
@@ -644,7 +649,9 @@ fn finish(
     let latency = started.elapsed();
     match result {
         Ok(replies) => {
-            output.push(replies);
+            for part in replies {
+                output.push(part);
+            }
             for n in names {
                 ctx.metrics.record(n, true, latency);
             }

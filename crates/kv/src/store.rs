@@ -7,7 +7,10 @@
 //! ([`encode_bounded_reads`]: the replies are sized before they are built,
 //! and only those that fit are). Both are answered with the RESP2 replies
 //! of their commands, concatenated in order, so that the server can write
-//! the output straight to the client's socket.
+//! the output straight to the client's socket. Answered in parts
+//! ([`raft_node::StateMachine::query_parts`]), a reply holds the stored
+//! values it returns (of at least [`SHARED_VALUE_BYTES`]) rather than
+//! copies of them.
 //!
 //! Keys are kept ordered by a fixed 64-bit hash of the key (SipHash-1-3 with
 //! constant keys, the same on every node and platform), then by the key. That
@@ -465,20 +468,30 @@ pub struct BoundedAnswer {
     pub answered: usize,
     /// How many of those were refused for the client output buffer limit.
     pub refused: usize,
-    /// Their replies (a slice of the answer: no copy).
-    pub replies: Bytes,
+    /// Their replies, in parts to be sent one after the other (slices and
+    /// clones of the answer's parts: no copy).
+    pub replies: Vec<Bytes>,
 }
 
-/// Splits the answer to a bounded query; `None` if it is not one (an error
-/// reply).
-pub fn split_bounded_answer(answer: &Bytes) -> Option<BoundedAnswer> {
+/// Splits the answer to a bounded query, given in parts (one part for an
+/// answer from [`raft_node::StateMachine::query`]): the counts are the
+/// first 8 bytes of the first part (the store never splits them off);
+/// `None` if it is not one (an error reply).
+pub fn split_bounded_answer(answer: &[Bytes]) -> Option<BoundedAnswer> {
+    let (first, rest) = answer.split_first()?;
     let count = |at: usize| -> Option<usize> {
-        Some(u32::from_le_bytes(answer.get(at..at + 4)?.try_into().ok()?) as usize)
+        Some(u32::from_le_bytes(first.get(at..at + 4)?.try_into().ok()?) as usize)
     };
+    let (answered, refused) = (count(0)?, count(4)?);
+    let mut replies = Vec::with_capacity(answer.len());
+    if first.len() > 8 {
+        replies.push(first.slice(8..));
+    }
+    replies.extend(rest.iter().cloned());
     Some(BoundedAnswer {
-        answered: count(0)?,
-        refused: count(4)?,
-        replies: answer.slice(8..),
+        answered,
+        refused,
+        replies,
     })
 }
 
@@ -1122,6 +1135,108 @@ fn bulk(out: &mut BytesMut, v: &[u8]) {
     put_bulk(out, v);
 }
 
+/// A stored value (or key) of at least this many bytes is not copied into
+/// an answer built in parts ([`raft_node::StateMachine::query_parts`]): the
+/// answer holds a clone of the stored `Bytes` (a reference count) as a part
+/// of its own. A shorter one is copied with the RESP framing around it: a
+/// copy of a few KiB costs less than a part of its own (an entry in the
+/// list of parts, one more buffer in the vectored write that sends it), and
+/// a reply of many short values stays a few large parts.
+///
+/// A shared value is kept alive by the reply until it is written, even if
+/// the key is overwritten or deleted meanwhile: that memory was counted
+/// already when the key held it, and only one copy of it exists however
+/// many replies hold it. Values are stored in buffers of their own (copied
+/// out of the log entry that set them), except after a snapshot is
+/// restored: they are then slices of the snapshot's one buffer (a file
+/// mapped into memory, or the bytes received), which a reply holding one
+/// keeps alive until it is written. An APPEND to a value a reply holds
+/// copies it into a new buffer instead of growing it in place.
+pub const SHARED_VALUE_BYTES: usize = 4096;
+
+/// The most a chunk of framing of an answer in parts reserves at first.
+const FRAMING_CHUNK: usize = 16 * 1024;
+
+/// An answer being built: RESP framing and short values are copied into
+/// `chunk`; a value of at least `share_from` bytes ends the chunk (which
+/// becomes a part) and is added as a part of its own, a clone of the
+/// stored `Bytes`.
+struct Answer {
+    /// The parts before `chunk`.
+    parts: Vec<Bytes>,
+    /// Where framing and copied values go: the next part.
+    chunk: BytesMut,
+    /// The length from which a value is shared rather than copied
+    /// (`usize::MAX`: never).
+    share_from: usize,
+}
+
+impl Answer {
+    /// An answer in one buffer, every value copied into it
+    /// ([`raft_node::StateMachine::query`]).
+    fn whole() -> Answer {
+        Answer {
+            parts: Vec::new(),
+            chunk: BytesMut::new(),
+            share_from: usize::MAX,
+        }
+    }
+
+    /// An answer in parts, sharing values of [`SHARED_VALUE_BYTES`] or more
+    /// ([`raft_node::StateMachine::query_parts`]).
+    fn in_parts() -> Answer {
+        Answer {
+            parts: Vec::new(),
+            chunk: BytesMut::new(),
+            share_from: SHARED_VALUE_BYTES,
+        }
+    }
+
+    /// Makes room for an answer of `total` bytes: all of it in one buffer,
+    /// or, in parts, at most [`FRAMING_CHUNK`] (most of a large answer is
+    /// shared values).
+    fn reserve(&mut self, total: usize) {
+        let n = if self.share_from == usize::MAX {
+            total
+        } else {
+            total.min(FRAMING_CHUNK)
+        };
+        self.chunk.reserve(n);
+    }
+
+    /// Writes the bulk reply of a stored value or key.
+    fn bulk(&mut self, v: &Bytes) {
+        if v.len() < self.share_from {
+            bulk(&mut self.chunk, v);
+            return;
+        }
+        let mut digits = [0u8; 20];
+        self.chunk.reserve(1 + 20 + 2);
+        self.chunk.put_u8(b'$');
+        self.chunk
+            .put_slice(u64_digits(v.len() as u64, &mut digits));
+        self.chunk.put_slice(b"\r\n");
+        self.parts.push(self.chunk.split().freeze());
+        self.parts.push(v.clone());
+        self.chunk.extend_from_slice(b"\r\n");
+    }
+
+    /// The answer in one buffer (built by [`Answer::whole`], whose values
+    /// are all copied).
+    fn into_bytes(self) -> Bytes {
+        debug_assert!(self.parts.is_empty());
+        self.chunk.freeze()
+    }
+
+    /// The answer's parts, in order; none if it is empty.
+    fn into_parts(mut self) -> Vec<Bytes> {
+        if !self.chunk.is_empty() {
+            self.parts.push(self.chunk.freeze());
+        }
+        self.parts
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The store
 // ---------------------------------------------------------------------------
@@ -1369,12 +1484,38 @@ impl KvStore {
         }
     }
 
-    /// Answers a bounded query (its body after the format byte): see
-    /// [`encode_bounded_reads`].
-    fn bounded_query(&self, query: &[u8]) -> Bytes {
+    /// Answers a query, plain ([`encode_reads`]) or bounded
+    /// ([`encode_bounded_reads`]), into `out`.
+    fn answer(&self, query: &[u8], out: &mut Answer) {
+        if query.first() == Some(&BOUNDED_READS_FORMAT) {
+            self.bounded_query(&query[1..], out);
+            return;
+        }
+        let (body, _) = match check_batch(query, READS_FORMAT, parse_read) {
+            Ok(b) => b,
+            Err(why) => {
+                out.chunk.extend_from_slice(&batch_error("query", &why));
+                return;
+            }
+        };
+        let mut r = Reader { buf: body };
+        while !r.is_empty() {
+            match parse_read(&mut r) {
+                Ok(op) => self.read(op, out),
+                Err(_) => break, // checked above: cannot happen
+            }
+        }
+    }
+
+    /// Answers a bounded query (its body after the format byte) into `out`:
+    /// see [`encode_bounded_reads`]. The counts are written first, so that
+    /// they begin the first part.
+    fn bounded_query(&self, query: &[u8], out: &mut Answer) {
         let mut r = Reader { buf: query };
         let (Some(soft), Some(hard), Some(limit)) = (r.u64(), r.u64(), r.u64()) else {
-            return batch_error("query", "its room is cut off");
+            out.chunk
+                .extend_from_slice(&batch_error("query", "its room is cut off"));
+            return;
         };
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let (soft, hard, limit) = (size(soft), size(hard), size(limit));
@@ -1382,12 +1523,15 @@ impl KvStore {
         let mut n = 0;
         while !r.is_empty() {
             if let Err(e) = parse_read(&mut r) {
-                return batch_error("query", &format!("command {}: {e}", n + 1));
+                let e = batch_error("query", &format!("command {}: {e}", n + 1));
+                out.chunk.extend_from_slice(&e);
+                return;
             }
             n += 1;
         }
         // First the sizes: which reads are answered, which refused, and the
-        // answer's length; then the answer, allocated once.
+        // answer's length; then the answer, allocated once (in one buffer;
+        // in parts, its framing and short values).
         let mut r = Reader { buf: body };
         let mut refusals: Vec<Option<Bytes>> = Vec::new();
         let mut total = 0usize;
@@ -1418,20 +1562,19 @@ impl KvStore {
         let answered = len32(refusals.len());
         let refused = len32(refusals.iter().filter(|e| e.is_some()).count());
         // The slack keeps the replies' own reservations from growing it.
-        let mut out = BytesMut::with_capacity(8 + total + 64);
-        out.put_u32_le(answered);
-        out.put_u32_le(refused);
+        out.reserve(8 + total + 64);
+        out.chunk.put_u32_le(answered);
+        out.chunk.put_u32_le(refused);
         let mut r = Reader { buf: body };
         for refusal in refusals {
             let Ok(op) = parse_read(&mut r) else {
                 break; // checked above: cannot happen
             };
             match refusal {
-                Some(e) => out.extend_from_slice(&e),
-                None => self.read(op, &mut out),
+                Some(e) => out.chunk.extend_from_slice(&e),
+                None => self.read(op, out),
             }
         }
-        out.freeze()
     }
 
     /// The length of the reply [`KvStore::read`] would write for `op`, found
@@ -1491,40 +1634,49 @@ impl KvStore {
         (next, keys)
     }
 
-    fn read(&self, op: ReadOp<'_>, out: &mut BytesMut) {
+    /// Writes the reply to `op`: stored values and keys through
+    /// [`Answer::bulk`] (copied, or shared in an answer in parts), the rest
+    /// into its current chunk.
+    fn read(&self, op: ReadOp<'_>, answer: &mut Answer) {
         // Room for a short reply (a bulk reply reserves its own): the
         // output starts empty so that one GET allocates once.
         if !matches!(op, ReadOp::Get(_)) {
-            out.reserve(24);
+            answer.chunk.reserve(24);
         }
         match op {
             ReadOp::Get(key) => match self.get(key) {
-                Some(v) => bulk(out, v),
+                Some(v) => answer.bulk(v),
                 None => {
-                    out.reserve(5);
-                    put_null(out);
+                    answer.chunk.reserve(5);
+                    put_null(&mut answer.chunk);
                 }
             },
             ReadOp::MGet(keys) => {
-                put_array(out, keys.len());
+                put_array(&mut answer.chunk, keys.len());
                 for k in keys {
                     match self.get(k) {
-                        Some(v) => bulk(out, v),
-                        None => put_null(out),
+                        Some(v) => answer.bulk(v),
+                        None => {
+                            answer.chunk.reserve(5);
+                            put_null(&mut answer.chunk);
+                        }
                     }
                 }
             }
             ReadOp::Exists(keys) => {
                 let n = keys.filter(|k| self.get(k).is_some()).count();
-                put_int(out, n as i64);
+                put_int(&mut answer.chunk, n as i64);
             }
-            ReadOp::Strlen(key) => put_int(out, self.get(key).map_or(0, |v| v.len() as i64)),
-            ReadOp::DbSize => put_int(out, self.len as i64),
+            ReadOp::Strlen(key) => put_int(
+                &mut answer.chunk,
+                self.get(key).map_or(0, |v| v.len() as i64),
+            ),
+            ReadOp::DbSize => put_int(&mut answer.chunk, self.len as i64),
             ReadOp::Keys(pattern) => {
                 if pattern == b"*" {
-                    put_array(out, self.len);
+                    put_array(&mut answer.chunk, self.len);
                     for (k, _) in self.iter() {
-                        bulk(out, k);
+                        answer.bulk(k);
                     }
                 } else {
                     let keys: Vec<&Bytes> = self
@@ -1532,9 +1684,9 @@ impl KvStore {
                         .map(|(k, _)| k)
                         .filter(|k| glob_match(pattern, k))
                         .collect();
-                    put_array(out, keys.len());
+                    put_array(&mut answer.chunk, keys.len());
                     for k in keys {
-                        bulk(out, k);
+                        answer.bulk(k);
                     }
                 }
             }
@@ -1544,12 +1696,13 @@ impl KvStore {
                 count,
             } => {
                 let (next, keys) = self.scan(cursor, pattern, count);
+                let out = &mut answer.chunk;
                 put_array(out, 2);
                 let mut digits = [0u8; 20];
                 put_bulk(out, u64_digits(next, &mut digits));
                 put_array(out, keys.len());
                 for k in keys {
-                    bulk(out, k);
+                    answer.bulk(k);
                 }
             }
         }
@@ -1673,22 +1826,19 @@ impl raft_node::StateMachine for KvStore {
     }
 
     fn query(&self, query: &[u8]) -> Bytes {
-        if query.first() == Some(&BOUNDED_READS_FORMAT) {
-            return self.bounded_query(&query[1..]);
-        }
-        let (body, _) = match check_batch(query, READS_FORMAT, parse_read) {
-            Ok(b) => b,
-            Err(why) => return batch_error("query", &why),
-        };
-        let mut out = BytesMut::new();
-        let mut r = Reader { buf: body };
-        while !r.is_empty() {
-            match parse_read(&mut r) {
-                Ok(op) => self.read(op, &mut out),
-                Err(_) => break, // checked above: cannot happen
-            }
-        }
-        out.freeze()
+        let mut answer = Answer::whole();
+        self.answer(query, &mut answer);
+        answer.into_bytes()
+    }
+
+    /// The answer [`KvStore::query`] gives, in parts: RESP framing and
+    /// values shorter than [`SHARED_VALUE_BYTES`] copied into chunks, longer
+    /// values (and keys) as clones of the stored `Bytes`, not copies. The
+    /// counts of a bounded query begin the first part.
+    fn query_parts(&self, query: &[u8]) -> Vec<Bytes> {
+        let mut answer = Answer::in_parts();
+        self.answer(query, &mut answer);
+        answer.into_parts()
     }
 
     fn snapshot(&self) -> Bytes {
@@ -2980,12 +3130,13 @@ mod tests {
                 reads,
                 ReplyRoom { soft, hard, limit },
             ));
-            let a = split_bounded_answer(&a).unwrap();
+            let a = split_bounded_answer(std::slice::from_ref(&a)).unwrap();
+            let replies = a.replies.concat();
             assert_eq!(
                 a.refused,
-                frames(&a.replies).iter().filter(|f| is_error(f)).count()
+                frames(&replies).iter().filter(|f| is_error(f)).count()
             );
-            (a.answered, frames(&a.replies))
+            (a.answered, frames(&replies))
         };
         // Three of five fit the soft room.
         let (n, f) = answer(
@@ -3015,5 +3166,106 @@ mod tests {
         // Garbage is an error, not a panic.
         let e = s.query(&[BOUNDED_READS_FORMAT, 1, 2]);
         assert!(frames(&e).iter().all(is_error));
+    }
+
+    #[test]
+    fn an_answer_in_parts_is_the_whole_answer_with_long_values_shared() {
+        let mut s = KvStore::new();
+        let long_key = "K".repeat(SHARED_VALUE_BYTES + 10);
+        w(
+            &mut s,
+            &[
+                set("long", &"L".repeat(SHARED_VALUE_BYTES)),
+                set("short", &"s".repeat(SHARED_VALUE_BYTES - 1)),
+                set("big", &"x".repeat(100_000)),
+                set("empty", ""),
+                set(&long_key, "v"),
+            ],
+        );
+        for i in 0..20 {
+            w(&mut s, &[set(&format!("a{i}"), &i.to_string())]);
+        }
+        let mut reads = every_read();
+        reads.extend([
+            Read::Get { key: b("long") },
+            Read::Get { key: b("short") },
+            Read::Get { key: b("big") },
+            Read::Get { key: b("empty") },
+            Read::MGet {
+                keys: vec![
+                    b("long"),
+                    b("nope"),
+                    b("short"),
+                    b("big"),
+                    b("long"),
+                    b("empty"),
+                ],
+            },
+            Read::Keys { pattern: b("*") },
+            Read::Keys { pattern: b("K*") },
+            Read::Scan {
+                cursor: 0,
+                pattern: None,
+                count: 1000,
+            },
+            Read::Strlen { key: b("big") },
+            Read::Exists {
+                keys: vec![b("big"), b("nope")],
+            },
+        ]);
+        // Each read alone, then all of them in one query.
+        for read in &reads {
+            let q = encode_reads(std::slice::from_ref(read));
+            assert_eq!(s.query_parts(&q).concat(), s.query(&q), "{read:?}");
+        }
+        let q = encode_reads(&reads);
+        let parts = s.query_parts(&q);
+        assert_eq!(parts.concat(), s.query(&q));
+        // Values and keys of SHARED_VALUE_BYTES or more are the stored
+        // bytes themselves; shorter ones are copied.
+        let stored = |k: &str| s.iter().find(|(key, _)| key[..] == *k.as_bytes()).unwrap();
+        let is_part = |v: &Bytes| {
+            parts
+                .iter()
+                .any(|p| p.as_ptr() == v.as_ptr() && p.len() == v.len())
+        };
+        assert!(is_part(stored("long").1));
+        assert!(is_part(stored("big").1));
+        assert!(is_part(stored(&long_key).0));
+        assert!(!is_part(stored("short").1));
+        let stored_at: Vec<*const u8> = s
+            .iter()
+            .flat_map(|(k, v)| [k.as_ptr(), v.as_ptr()])
+            .collect();
+        let ours = encode_reads(&reads[every_read().len()..]);
+        let shared = s
+            .query_parts(&ours)
+            .iter()
+            .filter(|p| stored_at.contains(&p.as_ptr()))
+            .count();
+        // GET long, GET big, MGET's three, KEYS * and KEYS K*, SCAN.
+        assert_eq!(shared, 2 + 3 + 1 + 1 + 1);
+        // Bounded queries too: their counts begin the first part.
+        let rooms = [
+            (usize::MAX, usize::MAX, usize::MAX),
+            (150_000, 200_000, 150_000),
+            (0, 100_000, 100_000),
+            (0, 10, 10),
+        ];
+        for (soft, hard, limit) in rooms {
+            let q = encode_bounded_reads(&reads, ReplyRoom { soft, hard, limit });
+            let (parts, whole) = (s.query_parts(&q), s.query(&q));
+            assert_eq!(parts.concat(), whole);
+            let a = split_bounded_answer(&parts).unwrap();
+            let b_ = split_bounded_answer(std::slice::from_ref(&whole)).unwrap();
+            assert_eq!((a.answered, a.refused), (b_.answered, b_.refused));
+            assert_eq!(a.replies.concat(), b_.replies.concat());
+        }
+        // Errors, and an empty query.
+        for q in [&[READS_FORMAT, 99][..], &[BOUNDED_READS_FORMAT, 1, 2], &[7]] {
+            assert_eq!(s.query_parts(q).concat(), s.query(q));
+        }
+        assert!(s.query_parts(&encode_reads(&[])).is_empty());
+        assert!(s.query(&encode_reads(&[])).is_empty());
     }
 }

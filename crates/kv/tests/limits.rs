@@ -480,6 +480,115 @@ fn replies_amplified_from_one_value_stay_bounded_while_others_are_served() {
     drop(attackers);
 }
 
+/// A reply that repeats a stored value holds that value, not copies of it:
+/// `MGET` of one 8 MiB value 200 times (a 1.6 GB reply, allowed by a client
+/// output buffer limit raised to 2 GiB), asked by two clients that read
+/// nothing and by one that reads it all, leaves the node's memory far
+/// below the size of one such reply, while another client is served.
+#[test]
+fn replies_share_a_stored_value_instead_of_copying_it() {
+    const VALUE: usize = 8 << 20;
+    const TIMES: usize = 200;
+    let mut c = Cluster::single(&[
+        "--insecure",
+        "--max-request-bytes",
+        "12582912",
+        "--client-output-buffer-limit",
+        "2147483648 16777216 30",
+    ]);
+    c.wait_leader();
+    let pid = c.node(0).pid().unwrap();
+    let address = c.node(0).client_addr();
+    let value = "v".repeat(VALUE);
+    let mut con = c.conn(0);
+    assert_eq!(q(&mut con, &["SET", "k", &value]), redis::Value::Okay);
+    drop(value);
+    let mget: Vec<&str> = std::iter::once("MGET")
+        .chain(std::iter::repeat_n("k", TIMES))
+        .collect();
+    let mget = resp(&mget);
+    let header = format!("${VALUE}\r\n");
+    let reply = format!("*{TIMES}\r\n").len() + TIMES * (header.len() + VALUE + 2);
+    thread::sleep(Duration::from_millis(500));
+    let rss_before = vm(pid, "VmRSS");
+    let started = Instant::now();
+
+    // Two clients ask and read nothing: their replies stay queued.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = Raw::connect(&address);
+        s.send(&mget);
+        idle.push(s);
+    }
+    // One reads its reply whole, and checks it.
+    let reader = {
+        let (address, mget, header) = (address.clone(), mget.clone(), header.clone());
+        thread::spawn(move || {
+            let mut r = Raw::connect(&address);
+            r.stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            r.send(&mget);
+            let mut input = std::io::BufReader::with_capacity(1 << 20, r.stream);
+            let mut start = vec![0u8; format!("*{TIMES}\r\n").len()];
+            input.read_exact(&mut start).expect("the array header");
+            assert_eq!(start, format!("*{TIMES}\r\n").as_bytes());
+            let mut head = vec![0u8; header.len()];
+            let mut body = vec![0u8; VALUE + 2];
+            for i in 0..TIMES {
+                input.read_exact(&mut head).expect("a bulk header");
+                assert_eq!(head, header.as_bytes(), "value {i}");
+                input.read_exact(&mut body).expect("a value");
+                assert!(body.ends_with(b"\r\n"), "value {i}");
+                assert!(body[..VALUE].iter().all(|&b| b == b'v'), "value {i}");
+            }
+            started.elapsed()
+        })
+    };
+    // Meanwhile, another client is served, and the node's memory sampled.
+    let mut rss_peak = 0;
+    let mut i = 0;
+    while !reader.is_finished() || started.elapsed() < Duration::from_secs(3) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the reader is still reading"
+        );
+        assert_eq!(
+            q(&mut con, &["SET", "other", &i.to_string()]),
+            redis::Value::Okay
+        );
+        let v: String = cmd(&["GET", "other"]).query(&mut con).unwrap();
+        assert_eq!(v, i.to_string());
+        rss_peak = rss_peak.max(vm(pid, "VmRSS"));
+        i += 1;
+        thread::sleep(Duration::from_millis(50));
+    }
+    let read_in = reader.join().expect("the reader read the whole reply");
+    let hwm_after = vm(pid, "VmHWM");
+    let clients = text(&q(&mut con, &["INFO", "clients"]));
+    eprintln!(
+        "3 replies of {} MiB each (2 unread, 1 read in {read_in:?}): RSS before {} MiB, peak sampled {} MiB, high-water mark {} MiB; {i} SET+GET rounds meanwhile",
+        reply as u64 / MIB,
+        rss_before / MIB,
+        rss_peak / MIB,
+        hwm_after / MIB
+    );
+    assert!(
+        hwm_after < rss_before + 256 * MIB,
+        "the node grew from {} MiB to {} MiB",
+        rss_before / MIB,
+        hwm_after / MIB
+    );
+    // The clients that read nothing are still connected, their replies
+    // queued (they are closed 30 s past the soft limit).
+    let connected: u64 = field(&clients, "connected_clients")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(connected >= 3, "{clients}");
+    drop(idle);
+}
+
 /// The peer port under a flood of connections that never finish their
 /// handshake (each announcing a 16 KiB TLS record and sending half of it,
 /// or a raw-protocol frame of 16 MiB): the node buffers little (at most 64

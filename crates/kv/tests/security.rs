@@ -617,6 +617,14 @@ fn clients_speak_tls_on_the_tls_port() {
     // The plaintext port still serves (on loopback).
     let mut con = node.conn();
     assert_eq!(q(&mut con, &["GET", "tls"]), bulk("yes"));
+    // A reply holding stored values as parts of its own (shared, not
+    // copied) is written over TLS like any other.
+    let big = "b".repeat(100_000);
+    assert_eq!(q(&mut con, &["SET", "big", &big]), redis::Value::Okay);
+    let want = format!("*3\r\n$100000\r\n{big}\r\n$3\r\nyes\r\n$100000\r\n{big}\r\n");
+    let config = client_config(&ca_pem, Some((&alice.certificate_pem, &alice.key_pem)));
+    let back = tls_exchange(port, config, b"MGET big tls big\r\n", want.len()).unwrap();
+    assert!(back == want.as_bytes(), "{} bytes back", back.len());
 
     if !tools_present() {
         eprintln!("skipped the redis-cli part: redis-cli is not installed");

@@ -686,10 +686,23 @@ impl Node {
     /// (ReadIndex, or the leader lease when `read_mode` is `Lease`). On a
     /// follower the leader confirms the read index.
     pub async fn read(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
+        self.read_here(query.into()).await.map(concat)
+    }
+
+    /// A linearizable read like [`Node::read`], whose answer comes in the
+    /// parts the state machine gave ([`StateMachine::query_parts`]): their
+    /// concatenation is what `read` returns. Parts may be the machine's
+    /// stored values themselves (shared, not copied), so a caller that
+    /// sends them on (a vectored write) never copies a large answer. (A
+    /// read a peer sends over the transport, [`Request::Read`], is answered
+    /// with the parts concatenated: the wire carries one answer.)
+    ///
+    /// [`StateMachine::query_parts`]: crate::StateMachine::query_parts
+    pub async fn read_parts(&self, query: impl Into<Bytes>) -> Result<Vec<Bytes>, NodeError> {
         self.read_here(query.into()).await
     }
 
-    async fn read_here(&self, query: Bytes) -> Result<Bytes, NodeError> {
+    async fn read_here(&self, query: Bytes) -> Result<Vec<Bytes>, NodeError> {
         self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
         loop {
@@ -710,6 +723,12 @@ impl Node {
     /// A read of this node's state as it is: fast, but possibly stale (it
     /// may miss writes other nodes already acknowledged).
     pub async fn read_local(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
+        self.read_local_parts(query).await.map(concat)
+    }
+
+    /// A possibly stale read like [`Node::read_local`], whose answer comes
+    /// in the parts the state machine gave, as [`Node::read_parts`]'s.
+    pub async fn read_local_parts(&self, query: impl Into<Bytes>) -> Result<Vec<Bytes>, NodeError> {
         self.check_member()?;
         let (tx, rx) = oneshot::channel();
         let job = apply::Job::LocalRead {
@@ -1058,6 +1077,22 @@ impl Node {
     }
 }
 
+/// An answer's parts as one `Bytes`: the part itself when there is one (no
+/// copy), else the parts copied into one buffer.
+fn concat(mut parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for p in &parts {
+                all.extend_from_slice(p);
+            }
+            all.freeze()
+        }
+    }
+}
+
 fn new_identity(options: &Options, id: String, address: &str) -> Identity {
     let cluster = options.cluster.clone().unwrap_or_else(|| (options.uuid)());
     let bootstrap = match &options.bootstrap {
@@ -1173,7 +1208,8 @@ impl Handler for NodeHandler {
                 };
             }
             Request::Command(cmd) => node.command_here(cmd, false).await,
-            Request::Read(query) => node.read_here(query).await,
+            // The wire carries one answer: the parts are concatenated.
+            Request::Read(query) => node.read_here(query).await.map(concat),
             // A member that is not the leader passes a join or a leave on to
             // the leader it knows (one hop: two nodes cannot each believe
             // the other leads the same term).

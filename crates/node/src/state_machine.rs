@@ -18,6 +18,18 @@ pub trait StateMachine: Send + 'static {
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes;
     /// Answers a read-only query against the current state.
     fn query(&self, query: &[u8]) -> Bytes;
+    /// Answers a read-only query in parts: the answer is the parts
+    /// concatenated, the same bytes [`StateMachine::query`] returns. A
+    /// machine whose answers hold values it stores as `Bytes` returns
+    /// clones of them as parts of their own instead of copying them into
+    /// one buffer, so that an answer repeating a large value many times
+    /// costs a reference count per repetition, not a copy.
+    /// [`crate::Node::read_parts`] and [`crate::Node::read_local_parts`]
+    /// return these parts; `read` and `read_local` concatenate them. The
+    /// default is the one part `query` returns.
+    fn query_parts(&self, query: &[u8]) -> Vec<Bytes> {
+        vec![self.query(query)]
+    }
     /// Serializes the whole state (for a snapshot).
     fn snapshot(&self) -> Bytes;
     /// Replaces the state with a snapshot made by [`StateMachine::snapshot`].

@@ -113,3 +113,52 @@ async fn a_read_right_after_restart_is_served() {
     let node = Node::new(options()).await.unwrap();
     assert_eq!(get(&node, "k").await, Some("v".into()));
 }
+
+/// A state machine that keeps one value and answers every query with it
+/// three times, in parts that are the stored value itself.
+struct Repeater {
+    value: bytes::Bytes,
+}
+
+impl raft_node::StateMachine for Repeater {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> bytes::Bytes {
+        self.value = bytes::Bytes::copy_from_slice(command);
+        bytes::Bytes::new()
+    }
+    fn query(&self, query: &[u8]) -> bytes::Bytes {
+        self.query_parts(query).concat().into()
+    }
+    fn query_parts(&self, _query: &[u8]) -> Vec<bytes::Bytes> {
+        vec![self.value.clone(), self.value.clone(), self.value.clone()]
+    }
+    fn snapshot(&self) -> bytes::Bytes {
+        self.value.clone()
+    }
+    fn restore(&mut self, snapshot: bytes::Bytes) -> Result<(), String> {
+        self.value = snapshot;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_in_parts_return_the_machines_parts_and_reads_their_concatenation() {
+    let node = Node::new(Options {
+        state_machine: Some(Box::new(Repeater {
+            value: bytes::Bytes::new(),
+        })),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    wait_for_leader(std::slice::from_ref(&node)).await;
+    node.command(&b"abc"[..]).await.unwrap();
+    let parts = node.read_parts(&b"q"[..]).await.unwrap();
+    assert_eq!(parts, ["abc", "abc", "abc"]);
+    // The parts are the stored value itself, not copies of it.
+    assert!(parts.iter().all(|p| p.as_ptr() == parts[0].as_ptr()));
+    let local = node.read_local_parts(&b"q"[..]).await.unwrap();
+    assert_eq!(local, parts);
+    assert_eq!(node.read(&b"q"[..]).await.unwrap(), "abcabcabc");
+    assert_eq!(node.read_local(&b"q"[..]).await.unwrap(), "abcabcabc");
+    node.shutdown().await.unwrap();
+}

@@ -38,8 +38,9 @@ impl Waiter {
     }
 }
 
-/// A reply channel for reads.
-pub(crate) type ReadReply = oneshot::Sender<Result<Bytes, NodeError>>;
+/// A reply channel for reads: the answer in parts
+/// ([`StateMachine::query_parts`]).
+pub(crate) type ReadReply = oneshot::Sender<Result<Vec<Bytes>, NodeError>>;
 
 /// Work for the apply task, in the order it must happen.
 pub(crate) enum Job {
@@ -120,7 +121,7 @@ impl Applier {
                     }
                     self.backlog.applied_batch(self.applied, count, bytes);
                     for (query, reply) in reads {
-                        let _ = reply.send(Ok(self.sm.query(&query)));
+                        let _ = reply.send(Ok(self.sm.query_parts(&query)));
                     }
                     if let Some(index) = last {
                         let _ = self.events.send(Event::Applied { index });
@@ -128,7 +129,7 @@ impl Applier {
                     self.maybe_snapshot().await;
                 }
                 Job::LocalRead { query, reply } => {
-                    let _ = reply.send(Ok(self.sm.query(&query)));
+                    let _ = reply.send(Ok(self.sm.query_parts(&query)));
                 }
                 Job::FailPending(e) => {
                     for (_, _, w, _) in self.waiters.drain(..) {

@@ -30,10 +30,10 @@ pub(crate) enum Input {
         data: Bytes,
         reply: oneshot::Sender<Result<Bytes, NodeError>>,
     },
-    /// A linearizable read.
+    /// A linearizable read; answered with the answer's parts.
     Read {
         query: Bytes,
-        reply: oneshot::Sender<Result<Bytes, NodeError>>,
+        reply: apply::ReadReply,
     },
     /// A membership change; answered once committed. `id` is the
     /// member's id as the caller gave it (for errors).
