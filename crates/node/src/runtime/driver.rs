@@ -19,12 +19,15 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::error::{LeaderInfo, NodeError};
 use crate::events::Event;
 use crate::ids::PeerContext;
+use crate::persistence::PersistenceError;
 use crate::runtime::apply::{self, ReadReply, Waiter};
 use crate::runtime::backlog::ApplyBacklog;
 use crate::runtime::peers::{Peer, PeerStats, SenderContext};
-use crate::runtime::persist::{self, Done};
+use crate::runtime::persist;
+use crate::runtime::spool::Spool;
 use crate::runtime::{Input, Members, PeerStatus, Status};
 use raft_core::pipeline::{Batch, Pipeline, SaveJob};
+use raft_core::LogIndex;
 
 /// Inputs handled per round before the core's output is taken (batching).
 const MAX_INPUTS_PER_ROUND: usize = 4096;
@@ -43,12 +46,13 @@ pub(crate) struct Driver {
     pub address: String,
     pub tick: Duration,
     pub inbox: crate::runtime::InboxReceiver,
-    /// Writes for the persistence task (one at a time: what the core hands
-    /// out meanwhile waits in the pipeline and becomes the next write).
-    pub persist_tx: mpsc::UnboundedSender<SaveJob>,
+    /// The write under way, if any (one at a time: what the core hands out
+    /// meanwhile waits in the pipeline and becomes the next write).
+    pub saving: Option<persist::Saving>,
+    /// Where snapshot chunks from the leader are assembled.
+    pub spool: Spool,
     /// The store, for saves that need no waiting.
     pub persistence: Arc<dyn crate::persistence::Persistence>,
-    pub persisted_rx: mpsc::UnboundedReceiver<Done>,
     pub apply_tx: mpsc::UnboundedSender<apply::Job>,
     /// Committed entries handed to the apply task and not yet applied.
     pub backlog: Arc<ApplyBacklog>,
@@ -132,10 +136,10 @@ impl Driver {
             let mut ticked = false;
             tokio::select! {
                 biased;
-                done = self.persisted_rx.recv() => match done {
-                    Some(d) => self.persisted(d),
-                    None => break,
-                },
+                (job, result) = persist::wait(&mut self.saving), if self.saving.is_some() => {
+                    self.saving = None;
+                    self.persisted(job, result);
+                }
                 input = self.inbox.recv() => match input {
                     Some(i) => self.input(i),
                     None => break,
@@ -190,21 +194,33 @@ impl Driver {
                 break;
             }
         }
+        self.end_saves().await;
         self.finish();
         let _ = self.sender.transport.shutdown().await;
     }
 
-    fn finish(&mut self) {
-        // A held commit index is saved on the way out (best effort: the
-        // persistence task carries out what is queued before it ends), so
-        // that a restart need not learn it again.
-        if self.stopped.is_none() && self.pipeline.holds_commit() {
-            self.pipeline.flush_now();
-            let mut released = Vec::new();
-            if let Some(job) = self.pipeline.next_save(MAX_MERGED, &mut released) {
-                let _ = self.persist_tx.send(job);
-            }
+    /// Before the node reports itself stopped: lets the write under way
+    /// end, then saves a held commit index (so that a restart need not
+    /// learn it again), each for at most a second. Nothing is released any
+    /// more; a node restarted from the same store after `shutdown` returns
+    /// never races a write of this one.
+    async fn end_saves(&mut self) {
+        const AT_MOST: Duration = Duration::from_secs(1);
+        if let Some(saving) = self.saving.take() {
+            let _ = tokio::time::timeout(AT_MOST, saving).await;
         }
+        if self.stopped.is_some() || !self.pipeline.holds_commit() {
+            return;
+        }
+        self.pipeline.flush_now();
+        let mut released = Vec::new();
+        if let Some(job) = self.pipeline.next_save(MAX_MERGED, &mut released) {
+            let saving = persist::start(self.persistence.clone(), job);
+            let _ = tokio::time::timeout(AT_MOST, saving).await;
+        }
+    }
+
+    fn finish(&mut self) {
         self.status_tx.send_modify(|s| {
             s.role = Role::Follower;
             s.leader = None;
@@ -461,7 +477,7 @@ impl Driver {
     /// with no hop to the persistence task and back.
     fn start_saves(&mut self) {
         let mut released = Vec::new();
-        while self.stopped.is_none() && self.pipeline.in_flight() == 0 && self.pipeline.has_save() {
+        while self.stopped.is_none() && self.saving.is_none() && self.pipeline.has_save() {
             let job = self.pipeline.next_save(MAX_MERGED, &mut released);
             for batch in released.drain(..) {
                 self.complete(batch);
@@ -493,17 +509,22 @@ impl Driver {
                     Err(change) => job.save = persist::save_of(*change),
                 }
             }
-            if self.persist_tx.send(job).is_err() {
-                self.stop("the persistence task is gone".into());
+            if let Err(e) = persist::spool_chunks(&mut self.spool, &mut job) {
+                self.stop(e.to_string());
                 return;
             }
+            self.saving = Some(persist::start(self.persistence.clone(), job));
         }
     }
 
-    /// The persistence task reports.
-    fn persisted(&mut self, done: Done) {
-        match done {
-            Done::Saved { job, mapped } => {
+    /// The write under way ended.
+    fn persisted(
+        &mut self,
+        job: SaveJob,
+        result: Result<Option<(LogIndex, Bytes)>, PersistenceError>,
+    ) {
+        match result {
+            Ok(mapped) => {
                 if let Some((index, data)) = mapped {
                     // Send this snapshot on from where it is stored, not
                     // from memory.
@@ -515,7 +536,7 @@ impl Driver {
                     self.complete(batch);
                 }
             }
-            Done::Failed(e) => self.stop(e.to_string()),
+            Err(e) => self.stop(e.to_string()),
         }
     }
 

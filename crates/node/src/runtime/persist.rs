@@ -1,31 +1,26 @@
-//! The persistence task: carries out the writes the driver's pipeline
-//! hands it ([`raft_core::pipeline`] decides what each holds, merges what
-//! queued meanwhile and holds back a lone commit index), one at a time, and
-//! reports back when each is durable.
+//! Carrying out the writes of the driver's pipeline ([`raft_core::pipeline`]
+//! decides what each holds, merges what queued meanwhile and holds back a
+//! lone commit index): the driver spools a write's snapshot chunks, then
+//! polls the store's save as a future beside its other input, one write at
+//! a time. No task of its own: the only hop is the store's (the file
+//! store's writer thread).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use raft_core::pipeline::{Save, SaveJob};
 use raft_core::LogIndex;
-use tokio::sync::mpsc;
 
 use crate::persistence::{Change, Persistence, PersistenceError};
 use crate::runtime::spool::Spool;
 
-/// What the task reports back.
-pub(crate) enum Done {
-    /// The job is durable. `mapped`: the snapshot it saved, as the store
-    /// hands it out (mapped from its file), for sending it on.
-    Saved {
-        /// The job.
-        job: SaveJob,
-        /// The saved snapshot's index and data, if it saved one.
-        mapped: Option<(LogIndex, Bytes)>,
-    },
-    /// A save failed: the node must stop acknowledging (fail-stop).
-    Failed(PersistenceError),
-}
+/// What a write under way resolves to: the job, and the index and data of
+/// the snapshot it saved (as the store hands it out, mapped from its
+/// file, for sending it on), or why it failed.
+pub(crate) type Saved = (SaveJob, Result<Option<(LogIndex, Bytes)>, PersistenceError>);
+
+/// A write under way, polled by the driver.
+pub(crate) type Saving = std::pin::Pin<Box<dyn std::future::Future<Output = Saved> + Send>>;
 
 /// The store's change for a pipeline save.
 pub(crate) fn change_of(save: Save) -> Change {
@@ -49,39 +44,12 @@ pub(crate) fn save_of(change: Change) -> Save {
     }
 }
 
-/// Carries out jobs in order until the channel closes or a save fails.
-pub(crate) async fn run(
-    persistence: Arc<dyn Persistence>,
-    mut jobs: mpsc::UnboundedReceiver<SaveJob>,
-    done: mpsc::UnboundedSender<Done>,
-    mut spool: Spool,
-) {
-    while let Some(mut job) = jobs.recv().await {
-        match save_job(&*persistence, &mut spool, &mut job).await {
-            Ok(mapped) => {
-                if done.send(Done::Saved { job, mapped }).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = done.send(Done::Failed(e));
-                return;
-            }
-        }
-    }
-}
-
-/// Spools the chunks of `job`'s batches, finishes a streamed snapshot,
-/// saves the job's write, and says where a saved snapshot can be read from.
-async fn save_job(
-    p: &dyn Persistence,
-    spool: &mut Spool,
-    job: &mut SaveJob,
-) -> Result<Option<(LogIndex, Bytes)>, PersistenceError> {
-    // Written inline: each chunk is at most `snapshot_chunk_bytes` and goes
-    // to the page cache (the spool file needs no fsync: it is mapped, then
-    // saved by the store, which makes its own copy durable). A
-    // blocking-pool hop would also break tests that run on paused time.
+/// Spools the chunks of `job`'s batches and finishes a streamed snapshot
+/// (the data of its save and its restore is then the spooled file), before
+/// the write. Written inline: each chunk is at most `snapshot_chunk_bytes`
+/// and goes to the page cache (the spool file needs no fsync: it is
+/// mapped, then saved by the store, which makes its own copy durable).
+pub(crate) fn spool_chunks(spool: &mut Spool, job: &mut SaveJob) -> Result<(), PersistenceError> {
     for batch in &mut job.batches {
         for c in std::mem::take(&mut batch.chunks) {
             spool.write(&c)?;
@@ -93,6 +61,31 @@ async fn save_job(
             job.set_snapshot_data(data);
         }
     }
+    Ok(())
+}
+
+/// Starts `job`'s write on `p` (its chunks already spooled): a future the
+/// driver polls beside its other input.
+pub(crate) fn start(p: Arc<dyn Persistence>, mut job: SaveJob) -> Saving {
+    Box::pin(async move {
+        let result = save(&*p, &mut job).await;
+        (job, result)
+    })
+}
+
+/// Waits for the write under way (never resolves if there is none).
+pub(crate) async fn wait(saving: &mut Option<Saving>) -> Saved {
+    match saving {
+        Some(s) => s.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Saves `job`'s write, and says where a saved snapshot can be read from.
+async fn save(
+    p: &dyn Persistence,
+    job: &mut SaveJob,
+) -> Result<Option<(LogIndex, Bytes)>, PersistenceError> {
     let saved_snapshot = job
         .save
         .snapshot
@@ -141,11 +134,6 @@ mod tests {
     #[tokio::test]
     async fn a_job_is_saved_as_one_change_and_comes_back_whole() {
         let store = Arc::new(Recorder::default());
-        let (jobs_tx, jobs) = mpsc::unbounded_channel();
-        let (done, mut done_rx) = mpsc::unbounded_channel();
-        let dir = std::env::temp_dir().join(format!("persist-test-{}", std::process::id()));
-        let spool = Spool::open(dir, "n1");
-        tokio::spawn(run(store.clone(), jobs, done, spool));
         let mut pipeline = Pipeline::new(5, BugSet::default());
         let (mut send, mut released) = (Vec::new(), Vec::new());
         let entry = |index| Entry {
@@ -170,11 +158,8 @@ mod tests {
             );
         }
         let job = pipeline.next_save(usize::MAX, &mut released).unwrap();
-        jobs_tx.send(job).unwrap();
-        let Some(Done::Saved { job, mapped }) = done_rx.recv().await else {
-            panic!("the job was not saved");
-        };
-        assert!(mapped.is_none());
+        let (job, result) = start(store.clone(), job).await;
+        assert!(result.expect("saved").is_none());
         assert_eq!(job.batches.len(), 3);
         let saves = store.saves.lock().unwrap().clone();
         assert_eq!(saves.len(), 1, "one write for the three batches");
