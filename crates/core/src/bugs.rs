@@ -24,11 +24,18 @@ pub enum Bug {
     /// Install any snapshot by discarding the whole log, even one older than
     /// what the follower already acknowledged.
     SnapshotDropsUncommitted,
+    /// The pipeline sends a batch's `messages_after_persist` before the
+    /// save they depend on is durable.
+    PipelineSendsBeforeSave,
+    /// The pipeline holds back (does not wait for) a hard state whose term
+    /// or vote changed, as if only its commit index had: a crash then
+    /// loses the vote.
+    PipelineHoldsVote,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 10] = [
         Bug::VoteWithoutLogCheck,
         Bug::CommitOldTermByCount,
         Bug::SendBeforePersist,
@@ -37,6 +44,8 @@ impl Bug {
         Bug::ApplyBeforeCommit,
         Bug::AcceptMismatchedPrev,
         Bug::SnapshotDropsUncommitted,
+        Bug::PipelineSendsBeforeSave,
+        Bug::PipelineHoldsVote,
     ];
 
     /// The bug's command-line name.
@@ -50,6 +59,8 @@ impl Bug {
             Bug::ApplyBeforeCommit => "apply-before-commit",
             Bug::AcceptMismatchedPrev => "accept-mismatched-prev",
             Bug::SnapshotDropsUncommitted => "snapshot-drops-uncommitted",
+            Bug::PipelineSendsBeforeSave => "pipeline-sends-before-save",
+            Bug::PipelineHoldsVote => "pipeline-holds-vote",
         }
     }
 

@@ -12,7 +12,9 @@
 //! One module per concern: `quorum` (majority math), `progress` (a leader's
 //! view of each follower), `log` (the entries and the positions along them),
 //! `membership` (configurations and single-server changes), `election`,
-//! `replication`, `snapshot`, `read`. Each states the invariants it keeps
+//! `replication`, `snapshot`, `read`; and `pipeline`, the ordering rules
+//! between the core's output, the disk and the state machine that every
+//! driver (the runtime, the simulator) follows. Each states the invariants it keeps
 //! where its state is declared.
 #![warn(missing_docs)]
 
@@ -23,6 +25,7 @@ mod log;
 mod membership;
 mod message;
 mod metrics;
+pub mod pipeline;
 mod progress;
 pub mod quorum;
 mod raft;

@@ -20,7 +20,7 @@ use crate::runtime::apply::{self, Applier};
 use crate::runtime::backlog::{ApplyBacklog, ApplyBacklogStats};
 use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
-use crate::runtime::{persist, ClientAddresses, Input, PeerStatus, Removal, Status};
+use crate::runtime::{ClientAddresses, Input, PeerStatus, Removal, Status};
 use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, Handler, Reply, Request, Transport};
@@ -238,8 +238,6 @@ impl Node {
         })?;
 
         let (inbox_tx, inbox_rx) = crate::runtime::inbox();
-        let (persist_tx, persist_rx) = mpsc::unbounded_channel();
-        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         // The configuration is known before the driver runs its first round.
         let (status_tx, status_rx) = watch::channel(Status {
@@ -305,17 +303,19 @@ impl Node {
             address: address.clone(),
             tick: options.tick,
             inbox: inbox_rx,
-            persist_tx,
+            saving: None,
+            spool,
             persistence: persistence.clone(),
-            persisted_rx,
             apply_tx: apply_tx.clone(),
             backlog: backlog.clone(),
             sender,
             peer_stats: peer_stats.clone(),
             status_tx,
             events: events.clone(),
-            in_flight: 0,
-            persist_deferring: false,
+            pipeline: raft_core::pipeline::Pipeline::new(
+                crate::runtime::driver::FLUSH_AFTER_TICKS,
+                Default::default(),
+            ),
             peers: HashMap::new(),
             addresses: HashMap::new(),
             pending_reads: HashMap::new(),
@@ -328,14 +328,11 @@ impl Node {
             published_leader: raft_core::NO_NODE,
             ticks: 0,
             registrations: Vec::new(),
-            saved_vote: None,
-            deferred: None,
             published_membership: None,
             addresses_changed: false,
             handing_over: None,
         };
         let tasks = vec![
-            tokio::spawn(persist::run(persistence, persist_rx, persisted_tx, spool)),
             tokio::spawn(applier.run(apply_rx)),
             tokio::spawn(driver.run()),
         ];

@@ -7,6 +7,7 @@ use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 use raft_core::bugs::BugSet;
+use raft_core::pipeline::Pipeline;
 use raft_core::{Body, ConfChange, Config, Membership, Message, NodeId, Raft, Restored, Role};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -14,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use crate::checker::{Checker, Violation};
 use crate::kv::Kv;
 use crate::net::{Fate, NetConfig, Network};
-use crate::node::SimNode;
+use crate::node::{SimNode, FLUSH_AFTER_TICKS};
 use crate::trace::{Event, Summary, Trace};
 use crate::workload::Workload;
 
@@ -394,6 +395,8 @@ impl Sim {
         node.snapshot_index = kv.applied;
         node.kv = kv;
         node.raft = Some(raft);
+        node.pipeline = Pipeline::new(FLUSH_AFTER_TICKS, self.cfg.bugs);
+        node.flushing = None;
         let (life, tick) = (node.life, node.tick_us);
         let phase = self.rng.random_range(1..=tick);
         self.schedule(phase, Ev::Tick(n, life));
@@ -408,16 +411,18 @@ impl Sim {
         self.note(format!(
             "n{} crashes ({} writes lost)",
             id_of(n),
-            self.nodes[n].queue.len()
+            self.nodes[n]
+                .flushing
+                .as_ref()
+                .map_or(0, |j| j.batches.len())
         ));
         let node = &self.nodes[n];
         self.checker
             .crashed(id_of(n), node.disk.hard.term, node.max_term_sent);
         let node = &mut self.nodes[n];
         node.raft = None;
-        node.queue.clear();
-        node.flush_scheduled = false;
-        node.flushing = 0;
+        node.pipeline = Pipeline::new(FLUSH_AFTER_TICKS, self.cfg.bugs);
+        node.flushing = None;
         node.kv = Kv::default();
         node.proposals.clear();
         node.reads.clear();
@@ -445,6 +450,7 @@ impl Sim {
             return;
         };
         raft.tick();
+        node.pipeline.tick();
         let tick = node.tick_us;
         self.schedule(tick, Ev::Tick(n, life));
         self.drive(n);

@@ -1,7 +1,8 @@
-//! The driver loop: how each core's `Ready` batches are carried out, exactly
-//! as a real runtime must: send what may leave at once, queue the rest
-//! behind the disk, apply committed entries and serve reads only once the
-//! batch is durable. A crash loses whatever is still queued.
+//! The driver loop: each core's `Ready` goes through the same pipeline as
+//! in the runtime (`raft_core::pipeline`): what may leave at once is sent,
+//! the rest waits behind the disk, and committed entries are applied and
+//! reads served only once the pipeline releases their batch. A crash loses
+//! whatever is still in the pipeline.
 
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, ReadState, Role};
@@ -9,8 +10,8 @@ use rand::Rng;
 
 use crate::cluster::{id_of, Ev, Sim, MAX_READY_ROUNDS};
 use crate::kv::{payload_hash, Command, Kv};
-use crate::node::Write;
 use crate::trace::Event;
+use raft_core::pipeline::Batch;
 
 impl Sim {
     /// Runs node `n`'s output loop until it has nothing more to say.
@@ -75,22 +76,37 @@ impl Sim {
             let r = self.checker.appended(id, &rd.entries, prev);
             self.check(r);
         }
-        let (messages, write) = Write::from_ready(rd);
-        for m in messages {
+        let (mut send, mut released) = (Vec::new(), Vec::new());
+        self.nodes[n]
+            .pipeline
+            .push(rd, false, &mut send, &mut released);
+        for m in send {
             self.net_send(m);
         }
+        for batch in released {
+            self.complete(n, batch);
+        }
+        self.start_flush(n);
+    }
+
+    /// Starts writing what waits for node `n`'s disk, unless a write is
+    /// under way: everything waiting goes in one write (group commit, as
+    /// the runtime does).
+    fn start_flush(&mut self, n: usize) {
         let node = &mut self.nodes[n];
-        if !write.needs_disk() && node.queue.is_empty() {
-            self.complete(n, write);
-        } else {
-            node.queue.push_back(write);
-            if !node.flush_scheduled {
-                node.flush_scheduled = true;
-                node.flushing = node.queue.len();
-                let life = node.life;
-                let d = self.disk_delay();
-                self.schedule(d, Ev::DiskDone(n, life));
-            }
+        if !node.is_up() || node.flushing.is_some() || !node.pipeline.has_save() {
+            return;
+        }
+        let mut released = Vec::new();
+        let job = node.pipeline.next_save(usize::MAX, &mut released);
+        let life = node.life;
+        if let Some(job) = job {
+            node.flushing = Some(job);
+            let d = self.disk_delay();
+            self.schedule(d, Ev::DiskDone(n, life));
+        }
+        for batch in released {
+            self.complete(n, batch);
         }
     }
 
@@ -99,43 +115,23 @@ impl Sim {
         self.rng.random_range(a..=b)
     }
 
-    /// The disk finished a flush: every write queued when it started is
-    /// durable at once (group commit, as a real runtime does).
+    /// The disk finished the write under way: it is durable, and what
+    /// waited for it is released.
     pub(crate) fn disk_done(&mut self, n: usize, life: u32) {
-        let node = &self.nodes[n];
+        let node = &mut self.nodes[n];
         if node.life != life || !node.is_up() {
             return;
         }
-        for _ in 0..node.flushing {
-            if !self.flush_one(n, life) {
-                return;
-            }
-        }
-        let node = &mut self.nodes[n];
-        if node.life != life {
+        let Some(mut job) = node.flushing.take() else {
             return;
-        }
-        node.flush_scheduled = !node.queue.is_empty();
-        node.flushing = node.queue.len();
-        if node.flush_scheduled {
-            let d = self.disk_delay();
-            self.schedule(d, Ev::DiskDone(n, life));
-        }
-    }
-
-    /// Makes the first queued write durable and releases what waited for
-    /// it. Returns false if the run must stop.
-    fn flush_one(&mut self, n: usize, life: u32) -> bool {
-        let node = &mut self.nodes[n];
-        if node.life != life || !node.is_up() {
-            return false;
-        }
-        let Some(mut write) = node.queue.pop_front() else {
-            return false;
         };
         // Streamed snapshot chunks go to the temporary file first; a
         // streamed snapshot's data is that file, checked for completeness.
-        for c in std::mem::take(&mut write.chunks) {
+        for c in job
+            .batches
+            .iter_mut()
+            .flat_map(|b| std::mem::take(&mut b.chunks))
+        {
             if c.offset == 0 {
                 node.receiving = Some((c.meta.clone(), c.total_bytes, Vec::new()));
             }
@@ -155,18 +151,19 @@ impl Sim {
                         c.meta.index
                     );
                     self.fail("snapshot chunks in order", detail);
-                    return false;
+                    return;
                 }
             }
         }
-        if write.streamed {
-            let Some(s) = write.snapshot.as_mut() else {
+        let streamed = job.batches.iter().any(|b| b.streamed);
+        if streamed {
+            let Some(s) = job.save.snapshot.as_ref() else {
                 self.fail("snapshot", "streamed without a snapshot".into());
-                return false;
+                return;
             };
             match node.receiving.take() {
                 Some((meta, total, buf)) if meta == s.meta && buf.len() as u64 == total => {
-                    s.data = Bytes::from(buf);
+                    job.set_snapshot_data(Bytes::from(buf));
                 }
                 _ => {
                     let detail = format!(
@@ -175,14 +172,14 @@ impl Sim {
                         s.meta.index
                     );
                     self.fail("snapshot chunks complete", detail);
-                    return false;
+                    return;
                 }
             }
         }
         let durable_commit = node.disk.hard.commit;
-        if let Err(e) = node.disk.write(&write) {
+        if let Err(e) = node.disk.write(&job.save) {
             self.fail("storage", format!("n{}: {e}", id_of(n)));
-            return false;
+            return;
         }
         if node.disk.hard.commit < durable_commit {
             let detail = format!(
@@ -191,31 +188,41 @@ impl Sim {
                 node.disk.hard.commit
             );
             self.fail("commit never goes backwards", detail);
-            return false;
+            return;
         }
+        let w = &job.save;
         let event = Event::Persisted {
             node: id_of(n),
-            hard: write.hard_state.map(|h| (h.term, h.vote, h.commit)),
-            entries: write
+            hard: w.hard_state.map(|h| (h.term, h.vote, h.commit)),
+            entries: w
                 .entries
                 .first()
-                .map(|f| (f.index, write.entries.last().map_or(f.index, |l| l.index))),
-            truncate: write.truncate_from,
-            snapshot: write.snapshot.as_ref().map(|s| s.meta.index),
+                .map(|f| (f.index, w.entries.last().map_or(f.index, |l| l.index))),
+            truncate: w.truncate_from,
+            snapshot: w.snapshot.as_ref().map(|s| s.meta.index),
         };
         self.trace.record(self.now, event);
-        if write.streamed {
-            if let (Some(s), Some(raft)) = (&write.snapshot, self.nodes[n].raft.as_mut()) {
+        if streamed {
+            if let (Some(s), Some(raft)) = (&job.save.snapshot, self.nodes[n].raft.as_mut()) {
                 raft.set_snapshot_data(s.meta.index, s.data.clone());
             }
         }
-        self.complete(n, write);
+        let mut released = Vec::new();
+        self.nodes[n].pipeline.saved(job, &mut released);
+        for batch in released {
+            self.complete(n, batch);
+            if self.violation.is_some() || self.nodes[n].life != life {
+                return;
+            }
+        }
         self.drive(n);
-        self.violation.is_none()
+        if self.nodes[n].life == life {
+            self.start_flush(n);
+        }
     }
 
     /// A batch is durable (or needed no disk): release what waited for it.
-    fn complete(&mut self, n: usize, w: Write) {
+    fn complete(&mut self, n: usize, w: Batch) {
         for m in w.after {
             self.net_send(m);
         }
@@ -224,8 +231,7 @@ impl Sim {
                 raft.on_persisted(index, term);
             }
         }
-        if w.restore {
-            let snapshot = w.snapshot.as_ref().expect("restore comes with a snapshot");
+        if let Some(snapshot) = &w.restore {
             self.restore(n, snapshot.meta.index, &snapshot.data);
         }
         for e in &w.committed {

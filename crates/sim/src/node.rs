@@ -1,11 +1,10 @@
 //! One simulated node: the core, its disk (what survives a crash), the write
 //! queue in front of the disk (what a crash loses), and its state machine.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
-use raft_core::{
-    Entry, HardState, LogIndex, Membership, Message, Raft, ReadState, Ready, Snapshot, Term,
-};
+use raft_core::pipeline::{Pipeline, Save, SaveJob};
+use raft_core::{Entry, HardState, LogIndex, Membership, Raft, Snapshot, Term};
 
 use crate::kv::Kv;
 
@@ -21,9 +20,9 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Applies the persistent part of a batch in the order `Ready` requires.
-    /// Returns a description of an inconsistency the core handed out.
-    pub fn write(&mut self, w: &Write) -> Result<(), String> {
+    /// Writes a save in the order `Ready` requires. Returns a description
+    /// of an inconsistency the core handed out.
+    pub fn write(&mut self, w: &Save) -> Result<(), String> {
         if let Some(s) = &w.snapshot {
             self.entries.retain(|e| e.index > s.meta.index);
             self.snapshot = Some(s.clone());
@@ -51,66 +50,9 @@ impl Disk {
     }
 }
 
-/// One batch handed out by the core, waiting for the disk.
-#[derive(Debug, Default)]
-pub struct Write {
-    /// Term, vote, commit to persist.
-    pub hard_state: Option<HardState>,
-    /// Snapshot to persist.
-    pub snapshot: Option<Snapshot>,
-    /// Restore the state machine from `snapshot`.
-    pub restore: bool,
-    /// Truncation point.
-    pub truncate_from: Option<LogIndex>,
-    /// Entries to append.
-    pub entries: Vec<Entry>,
-    /// Messages released once durable.
-    pub after: Vec<Message>,
-    /// What to report to `on_persisted`.
-    pub marker: Option<(LogIndex, Term)>,
-    /// Committed entries to apply once durable.
-    pub committed: Vec<Entry>,
-    /// Reads to serve after applying.
-    pub reads: Vec<ReadState>,
-    /// Reads that failed.
-    pub aborted: Vec<u64>,
-    /// Chunks of a snapshot being received, to write to the temporary file.
-    pub chunks: Vec<raft_core::IncomingChunk>,
-    /// `snapshot` is the one received in chunks: its data is the file.
-    pub streamed: bool,
-}
-
-impl Write {
-    /// Splits a `Ready` into what waits for the disk (`messages` are sent by
-    /// the caller at once).
-    pub fn from_ready(rd: Ready) -> (Vec<Message>, Write) {
-        let marker = rd.persisted_marker();
-        let write = Write {
-            hard_state: rd.hard_state,
-            snapshot: rd.snapshot,
-            restore: rd.restore_snapshot,
-            truncate_from: rd.truncate_from,
-            entries: rd.entries,
-            after: rd.messages_after_persist,
-            marker,
-            committed: rd.committed_entries,
-            reads: rd.reads,
-            aborted: rd.aborted_reads,
-            chunks: rd.snapshot_chunks,
-            streamed: rd.snapshot_streamed,
-        };
-        (rd.messages, write)
-    }
-
-    /// True when the disk must be written.
-    pub fn needs_disk(&self) -> bool {
-        self.hard_state.is_some()
-            || self.snapshot.is_some()
-            || !self.chunks.is_empty()
-            || self.truncate_from.is_some()
-            || !self.entries.is_empty()
-    }
-}
+/// Ticks after which a held commit index is written alone (as the
+/// runtime).
+pub const FLUSH_AFTER_TICKS: u64 = 5;
 
 /// A simulated node.
 pub struct SimNode {
@@ -120,12 +62,11 @@ pub struct SimNode {
     pub life: u32,
     /// What survives a crash.
     pub disk: Disk,
-    /// Batches waiting for the disk, in order.
-    pub queue: VecDeque<Write>,
-    /// A flush is under way (a `DiskDone` is scheduled).
-    pub flush_scheduled: bool,
-    /// How many queued batches the flush under way covers.
-    pub flushing: usize,
+    /// The core's output on its way through the disk (what a crash loses),
+    /// as the runtime's pipeline handles it.
+    pub pipeline: Pipeline,
+    /// The write under way (a `DiskDone` is scheduled).
+    pub flushing: Option<SaveJob>,
     /// The state machine (lost on crash, rebuilt from the snapshot).
     pub kv: Kv,
     /// This node's tick period (clock skew).
@@ -160,9 +101,8 @@ impl SimNode {
             raft: None,
             life: 0,
             disk: Disk::default(),
-            queue: VecDeque::new(),
-            flush_scheduled: false,
-            flushing: 0,
+            pipeline: Pipeline::new(FLUSH_AFTER_TICKS, Default::default()),
+            flushing: None,
             kv: Kv::default(),
             tick_us,
             bootstrap,

@@ -116,7 +116,8 @@ impl Sim {
                         r.commit_index(),
                         node.kv.applied,
                         r.applied_index(),
-                        node.queue.len(),
+                        node.pipeline.waiting()
+                            + node.flushing.as_ref().map_or(0, |j| j.batches.len()),
                     ));
                 }
             }

@@ -19,15 +19,22 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::error::{LeaderInfo, NodeError};
 use crate::events::Event;
 use crate::ids::PeerContext;
-use crate::persistence::Change;
+use crate::persistence::PersistenceError;
 use crate::runtime::apply::{self, ReadReply, Waiter};
 use crate::runtime::backlog::ApplyBacklog;
 use crate::runtime::peers::{Peer, PeerStats, SenderContext};
-use crate::runtime::persist::{self, Done};
+use crate::runtime::persist;
+use crate::runtime::spool::Spool;
 use crate::runtime::{Input, Members, PeerStatus, Status};
+use raft_core::pipeline::{Batch, Pipeline, SaveJob};
+use raft_core::LogIndex;
 
 /// Inputs handled per round before the core's output is taken (batching).
 const MAX_INPUTS_PER_ROUND: usize = 4096;
+/// The most batches merged into one write.
+const MAX_MERGED: usize = 1024;
+/// Ticks after which a held commit index is written alone.
+pub(crate) const FLUSH_AFTER_TICKS: u64 = 5;
 /// How often commands that waited too long are failed, in ticks.
 const EXPIRE_EVERY_TICKS: u64 = 5;
 
@@ -39,10 +46,13 @@ pub(crate) struct Driver {
     pub address: String,
     pub tick: Duration,
     pub inbox: crate::runtime::InboxReceiver,
-    pub persist_tx: mpsc::UnboundedSender<persist::Job>,
+    /// The write under way, if any (one at a time: what the core hands out
+    /// meanwhile waits in the pipeline and becomes the next write).
+    pub saving: Option<persist::Saving>,
+    /// Where snapshot chunks from the leader are assembled.
+    pub spool: Spool,
     /// The store, for saves that need no waiting.
     pub persistence: Arc<dyn crate::persistence::Persistence>,
-    pub persisted_rx: mpsc::UnboundedReceiver<Done>,
     pub apply_tx: mpsc::UnboundedSender<apply::Job>,
     /// Committed entries handed to the apply task and not yet applied.
     pub backlog: Arc<ApplyBacklog>,
@@ -50,11 +60,9 @@ pub(crate) struct Driver {
     pub peer_stats: Arc<PeerStats>,
     pub status_tx: watch::Sender<Status>,
     pub events: broadcast::Sender<Event>,
-    /// Jobs handed to the persistence task and not yet back.
-    pub in_flight: usize,
-    /// The persistence task holds a commit index it has not saved yet:
-    /// every save goes through it, none beside it.
-    pub persist_deferring: bool,
+    /// The core's output on its way through the disk: the ordering,
+    /// merging and commit-index rules the simulator runs too.
+    pub pipeline: Pipeline,
     pub peers: HashMap<NodeId, Peer>,
     /// Addresses learned from envelopes, for nodes outside the membership.
     pub addresses: HashMap<NodeId, Arc<str>>,
@@ -77,12 +85,6 @@ pub(crate) struct Driver {
     /// Commands proposed this round, registered with the apply task at its
     /// end (one message per round, not per command).
     pub registrations: Vec<(u64, raft_core::Term, Waiter)>,
-    /// The term and vote of the last hard state handed to the store.
-    pub saved_vote: Option<(raft_core::Term, NodeId)>,
-    /// A hard state that changed only its commit index, held here while
-    /// nothing is in flight (see `persist`: the commit index need not be
-    /// durable), and the tick it was deferred at.
-    pub deferred: Option<(raft_core::HardState, u64)>,
     /// The configuration last published in the status and given sender
     /// tasks (`None`: not yet).
     pub published_membership: Option<Membership>,
@@ -134,10 +136,10 @@ impl Driver {
             let mut ticked = false;
             tokio::select! {
                 biased;
-                done = self.persisted_rx.recv() => match done {
-                    Some(d) => self.persisted(d),
-                    None => break,
-                },
+                (job, result) = persist::wait(&mut self.saving), if self.saving.is_some() => {
+                    self.saving = None;
+                    self.persisted(job, result);
+                }
                 input = self.inbox.recv() => match input {
                     Some(i) => self.input(i),
                     None => break,
@@ -151,7 +153,10 @@ impl Driver {
                         self.hand_over_ready();
                     }
                     self.ticks += 1;
-                    self.flush_deferred();
+                    self.pipeline.tick();
+                    if self.stopped.is_none() {
+                        self.start_saves();
+                    }
                     if self.ticks % EXPIRE_EVERY_TICKS == 0 {
                         let now = Instant::now();
                         let _ = self.apply_tx.send(apply::Job::Expire(now));
@@ -184,13 +189,35 @@ impl Driver {
             }
             if self.closing.as_ref().is_some_and(|(deadline, _)| {
                 Instant::now() >= *deadline
-                    || (self.in_flight == 0 && self.raft.applied_index() >= self.proposed)
+                    || (self.pipeline.idle() && self.raft.applied_index() >= self.proposed)
             }) {
                 break;
             }
         }
+        self.end_saves().await;
         self.finish();
         let _ = self.sender.transport.shutdown().await;
+    }
+
+    /// Before the node reports itself stopped: lets the write under way
+    /// end, then saves a held commit index (so that a restart need not
+    /// learn it again), each for at most a second. Nothing is released any
+    /// more; a node restarted from the same store after `shutdown` returns
+    /// never races a write of this one.
+    async fn end_saves(&mut self) {
+        const AT_MOST: Duration = Duration::from_secs(1);
+        if let Some(saving) = self.saving.take() {
+            let _ = tokio::time::timeout(AT_MOST, saving).await;
+        }
+        if self.stopped.is_some() || !self.pipeline.holds_commit() {
+            return;
+        }
+        self.pipeline.flush_now();
+        let mut released = Vec::new();
+        if let Some(job) = self.pipeline.next_save(MAX_MERGED, &mut released) {
+            let saving = persist::start(self.persistence.clone(), job);
+            let _ = tokio::time::timeout(AT_MOST, saving).await;
+        }
     }
 
     fn finish(&mut self) {
@@ -421,163 +448,105 @@ impl Driver {
         })
     }
 
-    /// Takes and carries out every batch the core has ready.
+    /// Takes and carries out every batch the core has ready: through the
+    /// pipeline, which says what may be sent at once, what must be saved
+    /// and which batches are released (durable, in order).
     fn process_ready(&mut self) {
+        let (mut send, mut released) = (Vec::new(), Vec::new());
         while self.raft.has_ready() {
             let rd = self.raft.ready();
             let leadership_lost = match rd.soft_state {
                 Some(ss) => self.soft_state_changed(ss),
                 None => false,
             };
-            let marker = rd.persisted_marker();
-            for m in rd.messages {
+            self.pipeline
+                .push(rd, leadership_lost, &mut send, &mut released);
+            for m in send.drain(..) {
                 self.send(m);
             }
-            let restore = if rd.restore_snapshot {
-                rd.snapshot.clone()
-            } else {
-                None
-            };
-            let job = persist::Job {
-                change: Change {
-                    identity: None,
-                    snapshot: rd.snapshot,
-                    truncate_from: rd.truncate_from,
-                    entries: rd.entries,
-                    hard_state: rd.hard_state,
-                },
-                after: rd.messages_after_persist,
-                marker,
-                restore,
-                committed: rd.committed_entries,
-                reads: rd.reads,
-                aborted: rd.aborted_reads,
-                leadership_lost,
-                chunks: rd.snapshot_chunks,
-                streamed: rd.snapshot_streamed,
-                mapped: None,
-            };
-            let mut job = job;
-            if self.in_flight == 0 && !self.persist_deferring && self.commit_only(&job) {
-                // Nothing waits for the commit index to be durable: release
-                // the batch now (no hop to the persistence task and back),
-                // save the hard state with the next change.
-                self.deferred = job.change.hard_state.take().map(|hs| (hs, self.ticks));
-                self.complete(job);
+            for batch in released.drain(..) {
+                self.complete(batch);
+            }
+        }
+        self.start_saves();
+    }
+
+    /// Hands the pipeline's next write to the store, unless one is under
+    /// way (batches that arrive meanwhile become the next write: group
+    /// commit). A store that saves without waiting (in memory) saves here,
+    /// with no hop to the persistence task and back.
+    fn start_saves(&mut self) {
+        let mut released = Vec::new();
+        while self.stopped.is_none() && self.saving.is_none() && self.pipeline.has_save() {
+            let job = self.pipeline.next_save(MAX_MERGED, &mut released);
+            for batch in released.drain(..) {
+                self.complete(batch);
+            }
+            let Some(mut job) = job else {
                 continue;
-            }
-            if !job.change.is_empty() {
-                self.carry_deferred(&mut job.change);
-            }
-            if job.change.is_empty() && job.chunks.is_empty() && self.in_flight == 0 {
-                self.complete(job);
-            } else if self.in_flight == 0
-                && !self.persist_deferring
-                && job.chunks.is_empty()
-                && job.change.snapshot.is_none()
-            {
-                // A store that saves without waiting (in memory) saves here:
-                // no hop to the persistence task and back.
-                let mut job = job;
+            };
+            let inline = job.save.snapshot.is_none()
+                && job
+                    .batches
+                    .iter()
+                    .all(|b| b.chunks.is_empty() && !b.streamed);
+            if inline {
                 match self
                     .persistence
-                    .try_save_now(std::mem::take(&mut job.change))
+                    .try_save_now(persist::change_of(std::mem::take(&mut job.save)))
                 {
-                    Ok(Ok(())) => self.complete(job),
+                    Ok(Ok(())) => {
+                        self.pipeline.saved(job, &mut released);
+                        for batch in released.drain(..) {
+                            self.complete(batch);
+                        }
+                        continue;
+                    }
                     Ok(Err(e)) => {
                         self.stop(e.to_string());
                         return;
                     }
-                    Err(change) => {
-                        job.change = *change;
-                        self.in_flight += 1;
-                        if self.persist_tx.send(job).is_err() {
-                            self.stop("the persistence task is gone".into());
-                            return;
-                        }
-                    }
-                }
-            } else {
-                self.in_flight += 1;
-                if self.persist_tx.send(job).is_err() {
-                    self.stop("the persistence task is gone".into());
-                    return;
+                    Err(change) => job.save = persist::save_of(*change),
                 }
             }
+            if let Err(e) = persist::spool_chunks(&mut self.spool, &mut job) {
+                self.stop(e.to_string());
+                return;
+            }
+            self.saving = Some(persist::start(self.persistence.clone(), job));
         }
     }
 
-    /// Whether `job` changes nothing but the commit index.
-    fn commit_only(&self, job: &persist::Job) -> bool {
-        let c = &job.change;
-        c.identity.is_none()
-            && c.snapshot.is_none()
-            && c.truncate_from.is_none()
-            && c.entries.is_empty()
-            && job.chunks.is_empty()
-            && !job.streamed
-            && c.hard_state
-                .as_ref()
-                .is_some_and(|hs| self.saved_vote == Some((hs.term, hs.vote)))
-    }
-
-    /// Gives `change` the held hard state if it has none (a newer one
-    /// replaces it), and notes the term and vote handed to the store.
-    fn carry_deferred(&mut self, change: &mut Change) {
-        let deferred = self.deferred.take().map(|(hs, _)| hs);
-        if change.hard_state.is_none() {
-            change.hard_state = deferred;
-        }
-        if let Some(hs) = &change.hard_state {
-            self.saved_vote = Some((hs.term, hs.vote));
-        }
-    }
-
-    /// A held commit index is handed to the store once nothing else has
-    /// carried it for a few ticks.
-    fn flush_deferred(&mut self) {
-        const FLUSH_AFTER_TICKS: u64 = 5;
-        match &self.deferred {
-            Some((_, at)) if self.ticks >= at + FLUSH_AFTER_TICKS && self.stopped.is_none() => {}
-            _ => return,
-        }
-        let mut change = Change::default();
-        self.carry_deferred(&mut change);
-        self.in_flight += 1;
-        let job = persist::Job {
-            change,
-            ..persist::Job::default()
-        };
-        if self.persist_tx.send(job).is_err() {
-            self.stop("the persistence task is gone".into());
-        }
-    }
-
-    /// The persistence task reports.
-    fn persisted(&mut self, done: Done) {
-        match done {
-            Done::Saved { jobs, deferring } => {
-                self.persist_deferring = deferring;
-                self.in_flight -= jobs.len();
-                for job in jobs {
-                    self.complete(job);
+    /// The write under way ended.
+    fn persisted(
+        &mut self,
+        job: SaveJob,
+        result: Result<Option<(LogIndex, Bytes)>, PersistenceError>,
+    ) {
+        match result {
+            Ok(mapped) => {
+                if let Some((index, data)) = mapped {
+                    // Send this snapshot on from where it is stored, not
+                    // from memory.
+                    self.raft.set_snapshot_data(index, data);
+                }
+                let mut released = Vec::new();
+                self.pipeline.saved(job, &mut released);
+                for batch in released {
+                    self.complete(batch);
                 }
             }
-            Done::Failed(e) => self.stop(e.to_string()),
+            Err(e) => self.stop(e.to_string()),
         }
     }
 
     /// A batch is durable: release what waited for it.
-    fn complete(&mut self, job: persist::Job) {
+    fn complete(&mut self, job: Batch) {
         for m in job.after {
             self.send(m);
         }
         if let Some((index, term)) = job.marker {
             self.raft.on_persisted(index, term);
-        }
-        if let Some((index, data)) = job.mapped {
-            // Send this snapshot on from where it is stored, not from memory.
-            self.raft.set_snapshot_data(index, data);
         }
         for id in job.aborted {
             if let Some((_, reply)) = self.pending_reads.remove(&id) {
