@@ -13,9 +13,10 @@
 //! ```
 //!
 //! The algorithm lives in `raft-core`, a deterministic state machine with no
-//! I/O; this crate drives it: one task feeds it and carries out its output,
-//! one saves to the [`Persistence`], one applies to the [`StateMachine`],
-//! one per peer sends through the [`Transport`].
+//! I/O; this crate drives it: one task feeds it and carries out its output
+//! (saving to the [`Persistence`] through the core's pipeline), one
+//! applies to the [`StateMachine`], one per peer sends through the
+//! [`Transport`].
 #![warn(missing_docs)]
 
 pub mod codec;

@@ -1,7 +1,9 @@
-//! The tokio runtime around the core: one task drives the core (`driver`),
-//! one saves its output (`persist`), one applies it (`apply`), one per peer
-//! sends to it (`peers`). The driver never waits for the disk, the state
-//! machine or the network; it decides nothing the core does not decide.
+//! The tokio runtime around the core: one task drives the core (`driver`)
+//! and carries out its output through `raft_core::pipeline`, polling the
+//! store's saves as futures (`persist`); one applies it (`apply`); one per
+//! peer sends to it (`peers`). The driver never waits for the disk, the
+//! state machine or the network; it decides nothing the core and the
+//! pipeline do not decide.
 
 pub(crate) mod apply;
 pub(crate) mod backlog;
