@@ -234,26 +234,40 @@ impl Pipeline {
         self.held.is_some()
     }
 
-    /// Takes the core's output: the messages that may leave at once go to
-    /// `send`; the batch is released into `released` if nothing is ahead of
+    /// Takes the core's output and returns the messages that may leave at
+    /// once; the batch is released into `released` if nothing is ahead of
     /// it and it needs no disk (or only a commit index, which is held),
     /// else it waits. `leadership_lost`: the node stopped leading in it.
     pub fn push(
         &mut self,
         rd: Ready,
         leadership_lost: bool,
-        send: &mut Vec<Message>,
         released: &mut Vec<Batch>,
-    ) {
-        let (messages, mut batch) = Batch::from_ready(rd, leadership_lost);
-        send.extend(messages);
+    ) -> Vec<Message> {
+        let (mut send, mut batch) = Batch::from_ready(rd, leadership_lost);
         if self.bugs.has(Bug::PipelineSendsBeforeSave) {
             send.append(&mut batch.after);
+        }
+        if self.idle() {
+            // Nothing ahead of it: released at once unless it needs the
+            // disk (without a detour through the queue).
+            if let Some(hs) = self.commit_only(&batch) {
+                batch.save.hard_state = None;
+                self.held = Some(hs);
+                self.held_at = self.ticks;
+                released.push(batch);
+            } else if !batch.needs_disk() {
+                released.push(batch);
+            } else {
+                self.waiting.push_back(batch);
+            }
+            return send;
         }
         self.waiting.push_back(batch);
         if self.in_flight.is_empty() {
             self.release_front(released);
         }
+        send
     }
 
     /// With nothing being written: releases the waiting batches at the
@@ -426,20 +440,14 @@ mod tests {
     fn batches_are_released_in_order_and_only_once_durable() {
         let mut p = Pipeline::new(5, BugSet::default());
         let (mut send, mut released) = (Vec::new(), Vec::new());
-        p.push(
+        send.extend(p.push(
             ready(hs(1, 1, 0), vec![e(1, 1)], vec![]),
             false,
-            &mut send,
             &mut released,
-        );
+        ));
         assert!(released.is_empty(), "released before its save");
         // Nothing to write, but behind a batch that has: waits.
-        p.push(
-            ready(None, vec![], vec![e(1, 1)]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(None, vec![], vec![e(1, 1)]), false, &mut released));
         assert!(released.is_empty());
         let job = p.next_save(usize::MAX, &mut released).expect("a save");
         assert_eq!(job.save.entries, vec![e(1, 1)]);
@@ -455,25 +463,14 @@ mod tests {
     fn batches_waiting_during_a_save_become_one_save_and_a_snapshot_is_saved_alone() {
         let mut p = Pipeline::new(5, BugSet::default());
         let (mut send, mut released) = (Vec::new(), Vec::new());
-        p.push(
+        send.extend(p.push(
             ready(hs(1, 1, 0), vec![e(1, 1)], vec![]),
             false,
-            &mut send,
             &mut released,
-        );
+        ));
         let first = p.next_save(usize::MAX, &mut released).unwrap();
-        p.push(
-            ready(None, vec![e(2, 1)], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
-        p.push(
-            ready(None, vec![e(3, 1)], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(None, vec![e(2, 1)], vec![]), false, &mut released));
+        send.extend(p.push(ready(None, vec![e(3, 1)], vec![]), false, &mut released));
         let snap = Snapshot {
             meta: crate::types::SnapshotMeta {
                 index: 3,
@@ -482,21 +479,15 @@ mod tests {
             },
             data: bytes::Bytes::new(),
         };
-        p.push(
+        send.extend(p.push(
             Ready {
                 snapshot: Some(snap),
                 ..Ready::default()
             },
             false,
-            &mut send,
             &mut released,
-        );
-        p.push(
-            ready(None, vec![e(4, 1)], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        ));
+        send.extend(p.push(ready(None, vec![e(4, 1)], vec![]), false, &mut released));
         let second = p.next_save(usize::MAX, &mut released).unwrap();
         assert_eq!(second.save.entries, vec![e(2, 1), e(3, 1)]);
         assert_eq!(second.batches.len(), 2);
@@ -516,19 +507,9 @@ mod tests {
     fn saves_completing_out_of_order_are_refused() {
         let mut p = Pipeline::new(5, BugSet::default());
         let (mut send, mut released) = (Vec::new(), Vec::new());
-        p.push(
-            ready(hs(1, 1, 0), vec![], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(hs(1, 1, 0), vec![], vec![]), false, &mut released));
         let a = p.next_save(1, &mut released).unwrap();
-        p.push(
-            ready(None, vec![e(1, 1)], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(None, vec![e(1, 1)], vec![]), false, &mut released));
         let b = p.next_save(1, &mut released).unwrap();
         p.saved(b, &mut released);
         p.saved(a, &mut released);
@@ -539,54 +520,33 @@ mod tests {
         let mut p = Pipeline::new(5, BugSet::default());
         let (mut send, mut released) = (Vec::new(), Vec::new());
         // A vote is written and waited for.
-        p.push(
-            ready(hs(1, 1, 0), vec![], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(hs(1, 1, 0), vec![], vec![]), false, &mut released));
         assert!(released.is_empty());
         let job = p.next_save(usize::MAX, &mut released).unwrap();
         p.saved(job, &mut released);
         assert_eq!(released.len(), 1);
         // The commit index alone: released at once, nothing to write.
-        p.push(
+        send.extend(p.push(
             ready(hs(1, 1, 4), vec![], vec![e(4, 1)]),
             false,
-            &mut send,
             &mut released,
-        );
+        ));
         assert_eq!(released.len(), 2);
         assert!(p.holds_commit());
         assert!(!p.has_save());
         // Entries carry it.
-        p.push(
-            ready(None, vec![e(5, 1)], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(None, vec![e(5, 1)], vec![]), false, &mut released));
         let job = p.next_save(usize::MAX, &mut released).unwrap();
         assert_eq!(job.save.hard_state, hs(1, 1, 4));
         p.saved(job, &mut released);
         assert!(!p.holds_commit());
         // A new term is never held.
-        p.push(
-            ready(hs(2, 2, 5), vec![], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(hs(2, 2, 5), vec![], vec![]), false, &mut released));
         assert!(p.has_save());
         let job = p.next_save(usize::MAX, &mut released).unwrap();
         p.saved(job, &mut released);
         // Held, then written alone once due.
-        p.push(
-            ready(hs(2, 2, 6), vec![], vec![]),
-            false,
-            &mut send,
-            &mut released,
-        );
+        send.extend(p.push(ready(hs(2, 2, 6), vec![], vec![]), false, &mut released));
         assert!(p.holds_commit());
         for _ in 0..4 {
             p.tick();
@@ -612,7 +572,7 @@ mod tests {
             term: 1,
             body: crate::message::Body::TimeoutNow,
         };
-        p.push(
+        send.extend(p.push(
             Ready {
                 hard_state: hs(1, 1, 0),
                 messages: vec![m.clone()],
@@ -620,9 +580,8 @@ mod tests {
                 ..Ready::default()
             },
             false,
-            &mut send,
             &mut released,
-        );
+        ));
         assert_eq!(
             send.len(),
             1,

@@ -164,6 +164,9 @@ impl Ord for Scheduled {
 pub struct Sim {
     /// The configuration.
     pub cfg: SimConfig,
+    /// Batches the pipeline released, being completed (kept to reuse its
+    /// allocation).
+    pub(crate) released: Vec<raft_core::pipeline::Batch>,
     /// The run's random source.
     pub rng: SmallRng,
     /// Virtual time, in microseconds.
@@ -224,6 +227,7 @@ impl Sim {
             rng,
             now: 0,
             queue: BinaryHeap::new(),
+            released: Vec::new(),
             seq: 0,
             nodes,
             checker: Checker::default(),

@@ -76,16 +76,15 @@ impl Sim {
             let r = self.checker.appended(id, &rd.entries, prev);
             self.check(r);
         }
-        let (mut send, mut released) = (Vec::new(), Vec::new());
-        self.nodes[n]
-            .pipeline
-            .push(rd, false, &mut send, &mut released);
+        let mut released = std::mem::take(&mut self.released);
+        let send = self.nodes[n].pipeline.push(rd, false, &mut released);
         for m in send {
             self.net_send(m);
         }
-        for batch in released {
+        for batch in released.drain(..) {
             self.complete(n, batch);
         }
+        self.released = released;
         self.start_flush(n);
     }
 
@@ -97,7 +96,7 @@ impl Sim {
         if !node.is_up() || node.flushing.is_some() || !node.pipeline.has_save() {
             return;
         }
-        let mut released = Vec::new();
+        let mut released = std::mem::take(&mut self.released);
         let job = node.pipeline.next_save(usize::MAX, &mut released);
         let life = node.life;
         if let Some(job) = job {
@@ -105,9 +104,10 @@ impl Sim {
             let d = self.disk_delay();
             self.schedule(d, Ev::DiskDone(n, life));
         }
-        for batch in released {
+        for batch in released.drain(..) {
             self.complete(n, batch);
         }
+        self.released = released;
     }
 
     fn disk_delay(&mut self) -> u64 {
@@ -207,14 +207,15 @@ impl Sim {
                 raft.set_snapshot_data(s.meta.index, s.data.clone());
             }
         }
-        let mut released = Vec::new();
+        let mut released = std::mem::take(&mut self.released);
         self.nodes[n].pipeline.saved(job, &mut released);
-        for batch in released {
+        for batch in released.drain(..) {
             self.complete(n, batch);
             if self.violation.is_some() || self.nodes[n].life != life {
                 return;
             }
         }
+        self.released = released;
         self.drive(n);
         if self.nodes[n].life == life {
             self.start_flush(n);

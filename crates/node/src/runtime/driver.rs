@@ -452,16 +452,14 @@ impl Driver {
     /// pipeline, which says what may be sent at once, what must be saved
     /// and which batches are released (durable, in order).
     fn process_ready(&mut self) {
-        let (mut send, mut released) = (Vec::new(), Vec::new());
+        let mut released = Vec::new();
         while self.raft.has_ready() {
             let rd = self.raft.ready();
             let leadership_lost = match rd.soft_state {
                 Some(ss) => self.soft_state_changed(ss),
                 None => false,
             };
-            self.pipeline
-                .push(rd, leadership_lost, &mut send, &mut released);
-            for m in send.drain(..) {
+            for m in self.pipeline.push(rd, leadership_lost, &mut released) {
                 self.send(m);
             }
             for batch in released.drain(..) {

@@ -135,7 +135,7 @@ mod tests {
     async fn a_job_is_saved_as_one_change_and_comes_back_whole() {
         let store = Arc::new(Recorder::default());
         let mut pipeline = Pipeline::new(5, BugSet::default());
-        let (mut send, mut released) = (Vec::new(), Vec::new());
+        let mut released = Vec::new();
         let entry = |index| Entry {
             index,
             term: 1,
@@ -153,7 +153,6 @@ mod tests {
                     ..Ready::default()
                 },
                 false,
-                &mut send,
                 &mut released,
             );
         }
