@@ -100,10 +100,11 @@ pub struct NodeStatus {
 /// `raft_node::Options::max_unapplied_bytes`).
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ApplyBacklogJson {
-    /// How many entries wait to be applied (or were admitted and are not
-    /// yet answered).
+    /// How many entries wait to be applied, with the commands admitted on
+    /// this node (as leader) and not yet answered.
     pub entries: usize,
-    /// Their bytes.
+    /// The bytes of the committed entries waiting to be applied (admitted
+    /// commands not counted).
     pub bytes: usize,
     /// The limit on entries.
     pub max_entries: usize,

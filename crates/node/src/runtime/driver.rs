@@ -214,7 +214,13 @@ impl Driver {
         }
         self.pipeline.flush_now();
         let mut released = Vec::new();
-        if let Some(job) = self.pipeline.next_save(MAX_MERGED, &mut released) {
+        if let Some(mut job) = self.pipeline.next_save(MAX_MERGED, &mut released) {
+            // The write may carry batches that waited behind the one under
+            // way: their snapshot chunks go to the spool first, as in
+            // `start_saves` (a streamed snapshot's data is the spooled file).
+            if persist::spool_chunks(&mut self.spool, &mut job).is_err() {
+                return;
+            }
             let saving = persist::start(self.persistence.clone(), job);
             let _ = tokio::time::timeout(AT_MOST, saving).await;
         }
