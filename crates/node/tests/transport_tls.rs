@@ -216,6 +216,12 @@ async fn a_stranger_speaking_the_plain_protocol_learns_nothing_and_reaches_nothi
         answer.len()
     );
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 0);
+    // The listener counts the failed handshake after closing the
+    // connection: the client may see the close first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.stats().tls_handshake_failures == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     assert_eq!(server.stats().tls_handshake_failures, 1);
     assert_eq!(server.stats().requests_received, 0);
 }
