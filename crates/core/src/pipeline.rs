@@ -336,7 +336,7 @@ impl Pipeline {
         if self.in_flight.is_empty() {
             self.release_front(released);
         }
-        let mut batches = Vec::new();
+        let mut batches = Vec::with_capacity(self.waiting.len().min(max.max(1)));
         while batches.len() < max.max(1) {
             let Some(next) = self.waiting.front() else {
                 break;
