@@ -31,11 +31,21 @@ pub enum Bug {
     /// or vote changed, as if only its commit index had: a crash then
     /// loses the vote.
     PipelineHoldsVote,
+    /// The pipeline hands out a batch's reads as soon as the core does,
+    /// ahead of the committed entries they wait for (the batch's own and
+    /// those of the batches waiting for the disk): a read is answered
+    /// before the writes it must see are applied.
+    PipelineAnswersBeforeApply,
+    /// The pipeline keeps a held commit index after a newer hard state was
+    /// written in its place, and writes it later: the durable commit index
+    /// goes back (and term and vote with it, if they changed meanwhile), so
+    /// a crash loses them.
+    PipelineKeepsStaleCommit,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::VoteWithoutLogCheck,
         Bug::CommitOldTermByCount,
         Bug::SendBeforePersist,
@@ -46,6 +56,8 @@ impl Bug {
         Bug::SnapshotDropsUncommitted,
         Bug::PipelineSendsBeforeSave,
         Bug::PipelineHoldsVote,
+        Bug::PipelineAnswersBeforeApply,
+        Bug::PipelineKeepsStaleCommit,
     ];
 
     /// The bug's command-line name.
@@ -61,6 +73,8 @@ impl Bug {
             Bug::SnapshotDropsUncommitted => "snapshot-drops-uncommitted",
             Bug::PipelineSendsBeforeSave => "pipeline-sends-before-save",
             Bug::PipelineHoldsVote => "pipeline-holds-vote",
+            Bug::PipelineAnswersBeforeApply => "pipeline-answers-before-apply",
+            Bug::PipelineKeepsStaleCommit => "pipeline-keeps-stale-commit",
         }
     }
 

@@ -22,6 +22,19 @@
 //!   saved) is released at once, its hard state held back and saved with
 //!   the next change, or alone once nothing carried it for a few ticks.
 //!   Term and vote are never held back.
+//!
+//! What a crash loses: everything in the pipeline, a held commit index
+//! included. That breaks nothing: the entries below a held commit index are
+//! committed, so a quorum holds them on disk; the node restarts with the
+//! commit index it last wrote (never beyond the log it wrote) and learns
+//! the rest from the leader, and the clients it answered were answered from
+//! committed entries. The deferral is wrong only if it writes a held commit
+//! index *after* a newer hard state took its place (the durable commit
+//! index, and term and vote with it, would go back), holds back a changed
+//! term or vote, or lets a batch it releases overtake the ones before it.
+//! Reads are released with their batch, after the committed entries ahead
+//! of them: a read answered before those are applied could miss a write
+//! that was already acknowledged.
 
 use std::collections::VecDeque;
 
@@ -248,6 +261,12 @@ impl Pipeline {
         if self.bugs.has(Bug::PipelineSendsBeforeSave) {
             send.append(&mut batch.after);
         }
+        if self.bugs.has(Bug::PipelineAnswersBeforeApply) && !batch.reads.is_empty() {
+            released.push(Batch {
+                reads: std::mem::take(&mut batch.reads),
+                ..Batch::default()
+            });
+        }
         if self.idle() {
             // Nothing ahead of it: released at once unless it needs the
             // disk (without a detour through the queue).
@@ -317,7 +336,7 @@ impl Pipeline {
         if self.in_flight.is_empty() {
             self.release_front(released);
         }
-        let mut batches = Vec::new();
+        let mut batches = Vec::with_capacity(self.waiting.len().min(max.max(1)));
         while batches.len() < max.max(1) {
             let Some(next) = self.waiting.front() else {
                 break;
@@ -338,7 +357,11 @@ impl Pipeline {
         for b in &mut batches {
             save.merge(std::mem::take(&mut b.save));
         }
-        let held = self.held.take();
+        let held = if self.bugs.has(Bug::PipelineKeepsStaleCommit) && save.hard_state.is_some() {
+            None
+        } else {
+            self.held.take()
+        };
         self.flush_due = false;
         if save.hard_state.is_none() {
             // A newer hard state has a commit index at least as high.
@@ -559,6 +582,57 @@ mod tests {
         assert!(job.batches.is_empty());
         p.saved(job, &mut released);
         assert!(p.idle() && !p.holds_commit());
+    }
+
+    #[test]
+    fn a_held_commit_index_is_dropped_once_a_newer_hard_state_is_written() {
+        let mut p = Pipeline::new(5, BugSet::default());
+        let (mut send, mut released) = (Vec::new(), Vec::new());
+        send.extend(p.push(ready(hs(1, 1, 0), vec![], vec![]), false, &mut released));
+        let job = p.next_save(usize::MAX, &mut released).unwrap();
+        p.saved(job, &mut released);
+        send.extend(p.push(ready(hs(1, 1, 3), vec![], vec![]), false, &mut released));
+        assert!(p.holds_commit());
+        // A new term with entries: its own hard state is written.
+        send.extend(p.push(
+            ready(hs(2, 2, 4), vec![e(5, 2)], vec![]),
+            false,
+            &mut released,
+        ));
+        let job = p.next_save(usize::MAX, &mut released).unwrap();
+        assert_eq!(job.save.hard_state, hs(2, 2, 4));
+        p.saved(job, &mut released);
+        assert!(!p.holds_commit(), "the older commit index must not follow");
+        for _ in 0..10 {
+            p.tick();
+        }
+        assert!(!p.has_save());
+    }
+
+    #[test]
+    fn reads_are_released_after_the_entries_ahead_of_them() {
+        let mut p = Pipeline::new(5, BugSet::default());
+        let (mut send, mut released) = (Vec::new(), Vec::new());
+        send.extend(p.push(
+            ready(hs(1, 1, 1), vec![e(2, 1)], vec![e(1, 1)]),
+            false,
+            &mut released,
+        ));
+        let read = ReadState { id: 7, index: 1 };
+        send.extend(p.push(
+            Ready {
+                reads: vec![read],
+                ..Ready::default()
+            },
+            false,
+            &mut released,
+        ));
+        assert!(released.is_empty(), "a read went ahead of entry 1");
+        let job = p.next_save(usize::MAX, &mut released).unwrap();
+        p.saved(job, &mut released);
+        assert_eq!(released.len(), 2);
+        assert_eq!(released[0].committed, vec![e(1, 1)]);
+        assert_eq!(released[1].reads, vec![read]);
     }
 
     #[test]

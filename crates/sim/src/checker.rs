@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use raft_core::{Entry, LogIndex, NodeId, Raft, Term};
 
+use crate::hash::BuildWordHasher;
 use crate::kv::payload_hash;
 
 /// A broken invariant.
@@ -29,12 +30,12 @@ fn fail(invariant: &'static str, detail: String) -> Check {
 #[derive(Debug, Default)]
 pub struct Checker {
     /// term -> the leader of that term.
-    leaders: HashMap<Term, NodeId>,
+    leaders: HashMap<Term, NodeId, BuildWordHasher>,
     /// (voter, term) -> the candidate it granted its vote to.
-    votes: HashMap<(NodeId, Term), NodeId>,
+    votes: HashMap<(NodeId, Term), NodeId, BuildWordHasher>,
     /// (index, term) -> (payload hash, term of the entry before it): with
     /// this, two logs that share an entry share the whole prefix.
-    entries: HashMap<(LogIndex, Term), (u64, Term)>,
+    entries: HashMap<(LogIndex, Term), (u64, Term), BuildWordHasher>,
     /// The committed log, as far as known: index -> (term, payload hash).
     committed: Vec<Option<(Term, u64)>>,
     /// The state machine's state hash after applying each index.

@@ -2,9 +2,6 @@
 //! network and the disks, and the driver loop that feeds each core and
 //! carries out its `Ready` batches exactly as a real runtime must.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use bytes::Bytes;
 use raft_core::bugs::BugSet;
 use raft_core::pipeline::Pipeline;
@@ -16,6 +13,7 @@ use crate::checker::{Checker, Violation};
 use crate::kv::Kv;
 use crate::net::{Fate, NetConfig, Network};
 use crate::node::{SimNode, FLUSH_AFTER_TICKS};
+use crate::queue::EventQueue;
 use crate::trace::{Event, Summary, Trace};
 use crate::workload::Workload;
 
@@ -126,38 +124,14 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) enum Ev {
     Tick(usize, u32),
-    Deliver(Box<Message>),
+    /// The message in this slot of [`Sim::wire`] arrives.
+    Deliver(u32),
     DiskDone(usize, u32),
     Client(usize),
     Submit(u64),
     Timeout(u64),
     Fault,
     Restart(usize),
-}
-
-#[derive(Debug)]
-struct Scheduled {
-    time: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: the earliest event must compare greatest.
-        (other.time, other.seq).cmp(&(self.time, self.seq))
-    }
 }
 
 /// A simulated cluster.
@@ -171,8 +145,14 @@ pub struct Sim {
     pub rng: SmallRng,
     /// Virtual time, in microseconds.
     pub now: u64,
-    queue: BinaryHeap<Scheduled>,
+    /// Events by (time, sequence number): events due at the same time
+    /// happen in the order they were scheduled.
+    queue: EventQueue<Ev>,
     seq: u64,
+    /// Messages on their way, each in a slot that its `Deliver` event
+    /// names (no allocation per message); free slots are reused.
+    wire: Vec<Option<Message>>,
+    free_slots: Vec<u32>,
     /// The nodes; node id `i + 1` is `nodes[i]`.
     pub nodes: Vec<SimNode>,
     /// The network.
@@ -226,7 +206,9 @@ impl Sim {
             net: Network::new(total, cfg.net),
             rng,
             now: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
+            wire: Vec::new(),
+            free_slots: Vec::new(),
             released: Vec::new(),
             seq: 0,
             nodes,
@@ -247,11 +229,12 @@ impl Sim {
 
     pub(crate) fn schedule(&mut self, delay_us: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Scheduled {
-            time: self.now + delay_us,
-            seq: self.seq,
-            ev,
-        });
+        let key = ((self.now + delay_us) as u128) << 64 | self.seq as u128;
+        match ev {
+            // A fixed time ahead: in order (see `queue`).
+            Ev::Timeout(_) => self.queue.push_in_order(key, ev),
+            _ => self.queue.push(key, ev),
+        }
     }
 
     /// Records a broken invariant (the first one wins) and stops the run.
@@ -294,15 +277,20 @@ impl Sim {
             self.fail("bounded work", detail);
             return false;
         }
-        let Some(s) = self.queue.pop() else {
+        let Some((key, ev)) = self.queue.pop() else {
             return false;
         };
-        debug_assert!(s.time >= self.now);
-        self.now = s.time;
+        let time = (key >> 64) as u64;
+        debug_assert!(time >= self.now);
+        self.now = time;
         self.stats.events += 1;
-        match s.ev {
+        match ev {
             Ev::Tick(n, life) => self.on_tick(n, life),
-            Ev::Deliver(m) => self.deliver(*m),
+            Ev::Deliver(slot) => {
+                let m = self.wire[slot as usize].take().expect("a message per slot");
+                self.free_slots.push(slot);
+                self.deliver(m);
+            }
             Ev::DiskDone(n, life) => self.disk_done(n, life),
             Ev::Client(c) => self.client_next(c),
             Ev::Submit(op) => self.submit(op),
@@ -316,8 +304,8 @@ impl Sim {
     /// Runs until virtual time `t` (or a violation).
     pub fn run_until(&mut self, t: u64) {
         while self.violation.is_none() {
-            match self.queue.peek() {
-                Some(s) if s.time <= t => {
+            match self.queue.peek_key() {
+                Some(key) if (key >> 64) as u64 <= t => {
                     self.step();
                 }
                 _ => break,
@@ -490,9 +478,25 @@ impl Sim {
             Fate::Dropped => {}
             Fate::Delivered(first, second) => {
                 if let Some(d) = second {
-                    self.schedule(d, Ev::Deliver(Box::new(m.clone())));
+                    let slot = self.on_wire(m.clone());
+                    self.schedule(d, Ev::Deliver(slot));
                 }
-                self.schedule(first, Ev::Deliver(Box::new(m)));
+                let slot = self.on_wire(m);
+                self.schedule(first, Ev::Deliver(slot));
+            }
+        }
+    }
+
+    /// Puts `m` in a free slot of the wire.
+    fn on_wire(&mut self, m: Message) -> u32 {
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.wire[slot as usize] = Some(m);
+                slot
+            }
+            None => {
+                self.wire.push(Some(m));
+                (self.wire.len() - 1) as u32
             }
         }
     }

@@ -176,8 +176,19 @@ impl Sim {
                 }
             }
         }
+        let w = &job.save;
+        let event = Event::Persisted {
+            node: id_of(n),
+            hard: w.hard_state.map(|h| (h.term, h.vote, h.commit)),
+            entries: w
+                .entries
+                .first()
+                .map(|f| (f.index, w.entries.last().map_or(f.index, |l| l.index))),
+            truncate: w.truncate_from,
+            snapshot: w.snapshot.as_ref().map(|s| s.meta.index),
+        };
         let durable_commit = node.disk.hard.commit;
-        if let Err(e) = node.disk.write(&job.save) {
+        if let Err(e) = node.disk.write(&mut job.save) {
             self.fail("storage", format!("n{}: {e}", id_of(n)));
             return;
         }
@@ -190,17 +201,6 @@ impl Sim {
             self.fail("commit never goes backwards", detail);
             return;
         }
-        let w = &job.save;
-        let event = Event::Persisted {
-            node: id_of(n),
-            hard: w.hard_state.map(|h| (h.term, h.vote, h.commit)),
-            entries: w
-                .entries
-                .first()
-                .map(|f| (f.index, w.entries.last().map_or(f.index, |l| l.index))),
-            truncate: w.truncate_from,
-            snapshot: w.snapshot.as_ref().map(|s| s.meta.index),
-        };
         self.trace.record(self.now, event);
         if streamed {
             if let (Some(s), Some(raft)) = (&job.save.snapshot, self.nodes[n].raft.as_mut()) {

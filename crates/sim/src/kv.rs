@@ -3,9 +3,11 @@
 //! snapshot format.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::hash::{mix, WordHasher};
 
 /// A client command, as carried in a log entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +92,17 @@ impl Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kv {
     map: BTreeMap<u64, u64>,
+    /// The sum of [`pair_hash`] over the map, kept up to date on every
+    /// change (hashing the whole map after every applied entry would cost
+    /// more than applying it).
+    digest: u64,
     /// The index of the last entry applied.
     pub applied: u64,
+}
+
+/// One key and its value's share of [`Kv::state_hash`].
+fn pair_hash(key: u64, value: u64) -> u64 {
+    mix(mix(key ^ 0x9e37_79b9_7f4a_7c15).wrapping_add(value))
 }
 
 impl Kv {
@@ -103,17 +114,24 @@ impl Kv {
         let c = command?;
         Some(match c.action {
             Action::Write(v) => {
-                self.map.insert(c.key, v);
+                self.set(c.key, v);
                 Outcome::Written
             }
             Action::Cas { expected, new } => {
                 let ok = self.map.get(&c.key).copied() == expected;
                 if ok {
-                    self.map.insert(c.key, new);
+                    self.set(c.key, new);
                 }
                 Outcome::Cas(ok)
             }
         })
+    }
+
+    fn set(&mut self, key: u64, value: u64) {
+        if let Some(old) = self.map.insert(key, value) {
+            self.digest = self.digest.wrapping_sub(pair_hash(key, old));
+        }
+        self.digest = self.digest.wrapping_add(pair_hash(key, value));
     }
 
     /// The value of `key`.
@@ -121,11 +139,10 @@ impl Kv {
         self.map.get(&key).copied()
     }
 
-    /// A hash of the contents (not of `applied`).
+    /// A hash of the contents (not of `applied`): equal maps hash alike,
+    /// whatever order their keys were written in.
     pub fn state_hash(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.map.hash(&mut h);
-        h.finish()
+        mix(self.digest ^ self.map.len() as u64)
     }
 
     /// Serializes the map and the applied index.
@@ -154,30 +171,33 @@ impl Kv {
         if b.len() != n * 16 {
             return None;
         }
-        let mut map = BTreeMap::new();
+        let mut kv = Kv {
+            applied,
+            ..Kv::default()
+        };
         for _ in 0..n {
             let k = b.get_u64_le();
             let v = b.get_u64_le();
-            map.insert(k, v);
+            kv.set(k, v);
         }
-        Some(Kv { map, applied })
+        Some(kv)
     }
 }
 
 /// A stable hash of an entry payload, for comparing logs across nodes.
 pub fn payload_hash(payload: &raft_core::EntryPayload) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = WordHasher::default();
     match payload {
-        raft_core::EntryPayload::Blank => 0u8.hash(&mut h),
+        raft_core::EntryPayload::Blank => h.word(0),
         raft_core::EntryPayload::Command(data) => {
-            1u8.hash(&mut h);
-            data.hash(&mut h);
+            h.word(1);
+            h.write(data);
         }
         raft_core::EntryPayload::Membership(m) => {
-            2u8.hash(&mut h);
+            h.word(2);
             for (id, member) in m.members() {
-                id.hash(&mut h);
-                (member.role as u8).hash(&mut h);
+                h.word(id);
+                h.word(member.role as u64);
             }
         }
     }
@@ -228,6 +248,25 @@ mod tests {
         assert_eq!(kv.get(5), Some(2));
         let restored = Kv::restore(&kv.snapshot()).unwrap();
         assert_eq!(restored, kv);
+        assert_eq!(restored.state_hash(), kv.state_hash());
         assert_eq!(Kv::restore(b"bad"), None);
+    }
+
+    #[test]
+    fn equal_maps_hash_alike_and_different_ones_apart() {
+        let write = |key, v| Command {
+            op: 1,
+            key,
+            action: Action::Write(v),
+        };
+        let (mut a, mut b) = (Kv::default(), Kv::default());
+        a.apply(1, Some(&write(1, 10)));
+        a.apply(2, Some(&write(2, 20)));
+        b.apply(1, Some(&write(2, 7)));
+        b.apply(2, Some(&write(1, 10)));
+        assert_ne!(a.state_hash(), b.state_hash());
+        b.apply(3, Some(&write(2, 20)));
+        assert_eq!(a.state_hash(), b.state_hash());
+        assert_ne!(a.state_hash(), Kv::default().state_hash());
     }
 }

@@ -20,9 +20,10 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Writes a save in the order `Ready` requires. Returns a description
-    /// of an inconsistency the core handed out.
-    pub fn write(&mut self, w: &Save) -> Result<(), String> {
+    /// Writes a save in the order `Ready` requires; its entries move to the
+    /// disk (`w.entries` is left empty). Returns a description of an
+    /// inconsistency the core handed out.
+    pub fn write(&mut self, w: &mut Save) -> Result<(), String> {
         if let Some(s) = &w.snapshot {
             self.entries.retain(|e| e.index > s.meta.index);
             self.snapshot = Some(s.clone());
@@ -30,19 +31,19 @@ impl Disk {
         if let Some(t) = w.truncate_from {
             self.entries.retain(|e| e.index < t);
         }
-        for e in &w.entries {
-            let expected = match self.entries.last() {
-                Some(last) => last.index + 1,
-                None => self.snapshot.as_ref().map_or(1, |s| s.meta.index + 1),
-            };
+        let next = match self.entries.last() {
+            Some(last) => last.index + 1,
+            None => self.snapshot.as_ref().map_or(1, |s| s.meta.index + 1),
+        };
+        for (e, expected) in w.entries.iter().zip(next..) {
             if e.index != expected {
                 return Err(format!(
                     "storage asked to append entry {} where {} comes next",
                     e.index, expected
                 ));
             }
-            self.entries.push(e.clone());
         }
+        self.entries.append(&mut w.entries);
         if let Some(hs) = w.hard_state {
             self.hard = hs;
         }

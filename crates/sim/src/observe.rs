@@ -41,21 +41,32 @@ impl Sim {
             self.fail("committed entries are held", detail);
             return;
         }
-        let mut results = Vec::new();
+        // Every check runs (the checker records what it sees); the first
+        // failure is the one reported.
+        let mut first: Option<(&'static str, String)> = None;
+        let mut keep = |r: Result<(), (&'static str, String)>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
         for index in node.commit_seen + 1..=commit {
             if let Some(e) = raft.entry(index) {
-                results.push(
+                keep(
                     self.checker
                         .committed(id, index, e.term, payload_hash(&e.payload)),
                 );
             }
         }
         if role == Role::Leader {
-            results.push(self.checker.leader(id, term));
+            if node.leading.is_none_or(|(t, _)| t != term) {
+                // Recorded once per term and life: later batches of the
+                // same leadership would record the same pair again.
+                keep(self.checker.leader(id, term));
+            }
             if commit > node.commit_seen && raft.entry_term(commit) != Some(term) {
                 // Paper Figure 8: a leader commits by counting replicas only
                 // an entry of its own term.
-                results.push(Err((
+                keep(Err((
                     "leader commits only its own term",
                     format!(
                         "leader n{id} of term {term} moved its commit index to {commit}, an entry of term {:?}",
@@ -64,11 +75,11 @@ impl Sim {
                 )));
             }
             if node.checked_leader_term < term {
-                results.push(self.checker.leader_complete(id, raft));
+                keep(self.checker.leader_complete(id, raft));
             }
             if let Some((t, last)) = node.leading {
                 if t == term && raft.last_index() < last {
-                    results.push(Err((
+                    keep(Err((
                         "leader append-only",
                         format!(
                             "leader n{id}'s log shrank from {last} to {}",
@@ -88,8 +99,8 @@ impl Sim {
         } else {
             node.leading = None;
         }
-        for r in results {
-            self.check(r);
+        if let Some((invariant, detail)) = first {
+            self.fail(invariant, detail);
         }
     }
 }

@@ -1,7 +1,6 @@
 //! A ring buffer of the last events, printed when an invariant fails. Events
 //! are stored as small values and only formatted when shown.
 
-use std::collections::VecDeque;
 use std::fmt;
 
 use raft_core::{Body, Message, Role};
@@ -182,17 +181,22 @@ impl fmt::Display for Event {
 /// The recent history of a run.
 #[derive(Debug)]
 pub struct Trace {
-    events: VecDeque<(u64, Event)>,
+    /// A ring: once full, the oldest event (at `head`) is overwritten in
+    /// place.
+    events: Vec<(u64, Event)>,
+    head: usize,
     capacity: usize,
     /// Print every event as it happens (replay with `--trace`).
     pub echo: bool,
 }
 
 impl Trace {
-    /// A trace keeping the last `capacity` events.
+    /// A trace keeping the last `capacity` events (at least one).
     pub fn new(capacity: usize) -> Trace {
+        let capacity = capacity.max(1);
         Trace {
-            events: VecDeque::with_capacity(capacity),
+            events: Vec::with_capacity(capacity),
+            head: 0,
             capacity,
             echo: false,
         }
@@ -205,18 +209,19 @@ impl Trace {
             // A closed pipe (`| head`) is not an error worth dying for.
             let _ = writeln!(std::io::stdout().lock(), "{}", Line(time_us, &event));
         }
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
+        if self.events.len() < self.capacity {
+            self.events.push((time_us, event));
+        } else {
+            self.events[self.head] = (time_us, event);
+            self.head = (self.head + 1) % self.capacity;
         }
-        self.events.push_back((time_us, event));
     }
 
     /// The last `n` events, one per line.
     pub fn render(&self, n: usize) -> String {
-        let skip = self.events.len().saturating_sub(n);
-        self.events
-            .iter()
-            .skip(skip)
+        let (newer, older) = self.events.split_at(self.head);
+        let all = older.iter().chain(newer);
+        all.skip(self.events.len().saturating_sub(n))
             .map(|(t, e)| format!("{}\n", Line(*t, e)))
             .collect()
     }
@@ -227,5 +232,26 @@ struct Line<'a>(u64, &'a Event);
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:>7}.{:03}ms  {}", self.0 / 1000, self.0 % 1000, self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_keeps_the_last_events_oldest_first() {
+        let mut t = Trace::new(3);
+        for i in 1..=7u64 {
+            t.record(i * 1000, Event::Note(format!("e{i}")));
+        }
+        let lines: Vec<String> = t
+            .render(10)
+            .lines()
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(lines, ["e5", "e6", "e7"]);
+        assert_eq!(t.render(2).lines().count(), 2);
+        assert!(t.render(2).ends_with("e7\n"));
     }
 }
