@@ -9,7 +9,7 @@ use std::time::Instant;
 use raft_node::persistence::file::FileOptions;
 use raft_node::tls::TlsConfig;
 use raft_node::{
-    Bootstrap, FilePersistence, Node, Options, ReadMode, Role, TcpOptions, TcpTransport,
+    ApplyMode, Bootstrap, FilePersistence, Node, Options, ReadMode, Role, TcpOptions, TcpTransport,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -189,6 +189,10 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
             ReadMode::ReadIndex
         },
         snapshot_threshold: settings.snapshot_threshold,
+        // The store is in memory: every command and query takes
+        // microseconds, so the driver applies them and answers at once
+        // (snapshots and restores run on a blocking task).
+        apply_mode: ApplyMode::Inline,
         snapshot_spool: Some(dir.join("spool")),
         command_timeout: settings.command_timeout,
         forward_to_leader: !settings.redirect,

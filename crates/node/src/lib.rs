@@ -36,7 +36,7 @@ pub use error::{LeaderInfo, NodeError, Removed};
 pub use events::Event;
 pub use ids::{cluster_number, node_number};
 pub use node::{Events, Node, NodeMetrics};
-pub use options::{Bootstrap, IdGenerator, Options};
+pub use options::{ApplyMode, Bootstrap, IdGenerator, Options};
 pub use persistence::file::FilePersistence;
 pub use persistence::memory::MemoryPersistence;
 pub use persistence::{Change, Identity, Persistence, PersistenceError, State};

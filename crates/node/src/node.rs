@@ -13,10 +13,11 @@ use tokio::time::timeout;
 use crate::error::{LeaderInfo, NodeError, Removed};
 use crate::events::Event;
 use crate::ids::{cluster_number, node_number, PeerContext};
+use crate::options::ApplyMode;
 use crate::options::{Bootstrap, Options};
 use crate::persistence::memory::MemoryPersistence;
 use crate::persistence::{Change, Identity, Persistence, PersistenceError};
-use crate::runtime::apply::{self, Applier};
+use crate::runtime::apply::{self, Applier, Applying};
 use crate::runtime::backlog::{ApplyBacklog, ApplyBacklogStats};
 use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
@@ -38,7 +39,9 @@ struct Inner {
     address: String,
     cluster_number: u64,
     inbox: crate::runtime::InboxSender,
-    apply_tx: mpsc::UnboundedSender<apply::Job>,
+    /// The apply task's queue ([`crate::ApplyMode::Task`]); `None` when the
+    /// driver applies (local reads then go through the driver).
+    apply_tx: Option<mpsc::UnboundedSender<apply::Job>>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<Event>,
     transport: Arc<dyn Transport>,
@@ -238,7 +241,6 @@ impl Node {
         })?;
 
         let (inbox_tx, inbox_rx) = crate::runtime::inbox();
-        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         // The configuration is known before the driver runs its first round.
         let (status_tx, status_rx) = watch::channel(Status {
             members: Arc::new(crate::runtime::driver::members_view(
@@ -296,6 +298,17 @@ impl Node {
             me,
             removal: removal.clone(),
         };
+        let (applying, apply_task, apply_tx) = match options.apply_mode {
+            ApplyMode::Task => {
+                let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+                (
+                    Applying::Task(apply_tx.clone()),
+                    Some((applier, apply_rx)),
+                    Some(apply_tx),
+                )
+            }
+            ApplyMode::Inline => (Applying::inline(applier), None, None),
+        };
         let driver = Driver {
             raft,
             me,
@@ -306,7 +319,7 @@ impl Node {
             saving: None,
             spool,
             persistence: persistence.clone(),
-            apply_tx: apply_tx.clone(),
+            applying,
             backlog: backlog.clone(),
             sender,
             peer_stats: peer_stats.clone(),
@@ -332,10 +345,10 @@ impl Node {
             addresses_changed: false,
             handing_over: None,
         };
-        let tasks = vec![
-            tokio::spawn(applier.run(apply_rx)),
-            tokio::spawn(driver.run()),
-        ];
+        let mut tasks = vec![tokio::spawn(driver.run())];
+        if let Some((applier, apply_rx)) = apply_task {
+            tasks.push(tokio::spawn(applier.run(apply_rx)));
+        }
         let inner = Arc::new(Inner {
             id: identity.id,
             cluster: identity.cluster,
@@ -728,14 +741,13 @@ impl Node {
     pub async fn read_local_parts(&self, query: impl Into<Bytes>) -> Result<Vec<Bytes>, NodeError> {
         self.check_member()?;
         let (tx, rx) = oneshot::channel();
-        let job = apply::Job::LocalRead {
-            query: query.into(),
-            reply: tx,
-        };
-        self.inner
-            .apply_tx
-            .send(job)
-            .map_err(|_| NodeError::ShuttingDown)?;
+        let query = query.into();
+        match &self.inner.apply_tx {
+            Some(apply_tx) => apply_tx
+                .send(apply::Job::LocalRead { query, reply: tx })
+                .map_err(|_| NodeError::ShuttingDown)?,
+            None => self.input(Input::LocalRead { query, reply: tx }).await?,
+        }
         self.wait("local read", self.inner.command_timeout, rx)
             .await
     }

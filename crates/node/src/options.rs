@@ -28,6 +28,26 @@ pub enum Bootstrap {
     Join,
 }
 
+/// Where committed commands are applied to the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApplyMode {
+    /// On a task of its own, fed through a queue (the default): a state
+    /// machine whose `apply` or `query` takes long (it writes to disk,
+    /// say) then never delays the node's Raft work, at the cost of one
+    /// hand-off per batch of committed entries.
+    #[default]
+    Task,
+    /// On the task that drives the core, right where a batch of entries is
+    /// known committed and durable: the callers are answered from there,
+    /// with no queue and no task switch in between. For a state machine
+    /// whose `apply` and `query` take microseconds (an in-memory map, as
+    /// [`crate::KvStateMachine`]); a slow one here delays heartbeats and
+    /// replication. Snapshots and restores still run elsewhere (on a
+    /// blocking task, the state machine lent to it): what commits
+    /// meanwhile waits, counted in the apply backlog.
+    Inline,
+}
+
 /// Generates ids for nodes and clusters.
 pub type IdGenerator = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -109,6 +129,10 @@ pub struct Options {
     /// answer to [`crate::transport::Request::Hello`]), so that a follower
     /// can name the leader's in [`crate::LeaderInfo::client_address`].
     pub client_address: Option<String>,
+    /// Where committed commands are applied (default
+    /// [`ApplyMode::Task`]; [`ApplyMode::Inline`] is faster for a cheap
+    /// state machine).
+    pub apply_mode: ApplyMode,
 }
 
 impl Default for Options {
@@ -141,6 +165,7 @@ impl Default for Options {
             max_unapplied_bytes: 64 << 20,
             max_unapplied_entries: 16_384,
             client_address: None,
+            apply_mode: ApplyMode::default(),
         }
     }
 }
@@ -160,6 +185,7 @@ impl fmt::Debug for Options {
             .field("pre_vote", &self.pre_vote)
             .field("check_quorum", &self.check_quorum)
             .field("read_mode", &self.read_mode)
+            .field("apply_mode", &self.apply_mode)
             .finish_non_exhaustive()
     }
 }

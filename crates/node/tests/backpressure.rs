@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_node::{
-    kv_get, node_number, Bootstrap, KvCommand, KvOutput, KvStateMachine, MemoryNetwork,
+    kv_get, node_number, ApplyMode, Bootstrap, KvCommand, KvOutput, KvStateMachine, MemoryNetwork,
     MemoryPersistence, Node, Options, Role, StateMachine,
 };
 use tokio::time::Instant;
@@ -63,6 +63,8 @@ async fn start(members: &[&str], tweak: impl Fn(&str, &mut Options)) -> (MemoryN
             bootstrap: Bootstrap::Static(list.clone()),
             seed: Some(node_number(id)),
             command_timeout: Duration::from_secs(60),
+            // Slow state machines: applied on a task of their own.
+            apply_mode: ApplyMode::Task,
             ..Options::default()
         };
         tweak(id, &mut o);

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use raft_lincheck::{Input, Operation, Output};
 use raft_node::{
-    kv_get, Bootstrap, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence, Node, NodeError,
-    Options, Role,
+    kv_get, ApplyMode, Bootstrap, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence, Node,
+    NodeError, Options, Role,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -65,6 +65,7 @@ impl Cluster {
             snapshot_threshold: 50,
             snapshot_trailing: 10,
             seed: Some(self.seed ^ (i as u64) << 20),
+            apply_mode: apply_mode(self.seed, i),
             ..Options::default()
         })
         .await
@@ -78,6 +79,17 @@ impl Cluster {
 
     fn live(&self) -> Vec<Node> {
         self.nodes.iter().flatten().cloned().collect()
+    }
+}
+
+/// Where node `i` of seed `seed`'s cluster applies: the two ways
+/// alternate between the nodes, starting with the other one every other
+/// pair of seeds, so that both lead, follow, snapshot and restart.
+fn apply_mode(seed: u64, i: usize) -> ApplyMode {
+    if (seed / 2 + i as u64) % 2 == 0 {
+        ApplyMode::Task
+    } else {
+        ApplyMode::Inline
     }
 }
 

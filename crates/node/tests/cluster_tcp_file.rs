@@ -5,6 +5,9 @@
 //! and restarted, while clients read, write and compare-and-set; the
 //! cluster keeps its data and the history stays linearizable.
 //!
+//! Members apply on the driver or on an apply task ([`ApplyMode`]),
+//! alternately.
+//!
 //! A second test writes 2,000 commands without faults, then stops all three
 //! nodes and starts them again from their directories at once.
 //!
@@ -24,8 +27,8 @@ use raft_lincheck::{Input, Operation, Output};
 use raft_node::persistence::file::FilePersistence;
 use raft_node::tls::{CertificateAuthority, TlsConfig, Validity};
 use raft_node::{
-    kv_get, Bootstrap, Change, FaultyTransport, KvCommand, KvOutput, Node, NodeError, Options,
-    Persistence, PersistenceError, Role, State, TcpOptions, TcpTransport, TransportError,
+    kv_get, ApplyMode, Bootstrap, Change, FaultyTransport, KvCommand, KvOutput, Node, NodeError,
+    Options, Persistence, PersistenceError, Role, State, TcpOptions, TcpTransport, TransportError,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -107,6 +110,16 @@ fn tls(id: &str) -> TlsConfig {
         issued.key_pem.as_bytes(),
     )
     .expect("valid TLS material")
+}
+
+/// Where member `i` applies: the first and the third on the driver, the
+/// second on an apply task, so that both ways lead, follow and restart.
+fn apply_mode(i: usize) -> ApplyMode {
+    if i % 2 == 0 {
+        ApplyMode::Inline
+    } else {
+        ApplyMode::Task
+    }
 }
 
 fn tcp_options(id: &str) -> TcpOptions {
@@ -281,6 +294,7 @@ impl Cluster {
             snapshot_threshold: 200,
             snapshot_trailing: 50,
             command_timeout: Duration::from_secs(1),
+            apply_mode: apply_mode(i),
             ..Options::default()
         })
         .await;
@@ -1262,6 +1276,7 @@ async fn full_restart() {
                     snapshot_threshold: 200,
                     snapshot_trailing: 50,
                     command_timeout: Duration::from_secs(1),
+                    apply_mode: apply_mode(i),
                     ..Options::default()
                 })
                 .await;

@@ -162,3 +162,106 @@ async fn reads_in_parts_return_the_machines_parts_and_reads_their_concatenation(
     assert_eq!(node.read_local(&b"q"[..]).await.unwrap(), "abcabcabc");
     node.shutdown().await.unwrap();
 }
+
+/// A key-value machine whose `snapshot` waits until the test opens its
+/// gate (for at most 10 s), saying when one started.
+struct GatedSnapshots {
+    kv: raft_node::KvStateMachine,
+    gate: std::sync::Arc<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    started: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl raft_node::StateMachine for GatedSnapshots {
+    fn apply(&mut self, index: u64, command: &[u8]) -> bytes::Bytes {
+        self.kv.apply(index, command)
+    }
+
+    fn query(&self, query: &[u8]) -> bytes::Bytes {
+        self.kv.query(query)
+    }
+
+    fn snapshot(&self) -> bytes::Bytes {
+        self.gate
+            .started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let open = self.gate.open.lock().unwrap();
+        let _open = self
+            .gate
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(10), |open| !*open)
+            .unwrap();
+        self.kv.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: bytes::Bytes) -> Result<(), String> {
+        self.kv.restore(snapshot)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_state_machine_snapshots_off_the_driver_and_answers_what_committed_meanwhile() {
+    let store = raft_node::MemoryPersistence::new();
+    let gate = std::sync::Arc::new(Gate::default());
+    let options = |gate: &std::sync::Arc<Gate>| Options {
+        id: Some("solo".into()),
+        cluster: Some("c".into()),
+        persistence: Some(std::sync::Arc::new(store.clone())),
+        state_machine: Some(Box::new(GatedSnapshots {
+            kv: Default::default(),
+            gate: gate.clone(),
+        })),
+        snapshot_threshold: 5,
+        apply_mode: raft_node::ApplyMode::Inline,
+        ..Options::default()
+    };
+    let node = Node::new(options(&gate)).await.unwrap();
+    wait_for_leader(std::slice::from_ref(&node)).await;
+    // Commands are answered until the snapshot they make due starts.
+    let mut written = 0;
+    while !gate.started.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(written < 20, "no snapshot started after {written} commands");
+        node.command(set(&format!("k{written}"), "1"))
+            .await
+            .unwrap();
+        written += 1;
+    }
+    let late = tokio::spawn({
+        let node = node.clone();
+        async move { node.command(set("late", "2")).await }
+    });
+    // The driver still runs: it answers calls, and the committed command
+    // waits in the apply backlog, unanswered, while the snapshot is made.
+    for _ in 0..500 {
+        if node.metrics().apply_backlog.entries > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(node.metrics().apply_backlog.entries > 0);
+    assert!(!late.is_finished(), "answered before it was applied");
+    let peers = tokio::time::timeout(Duration::from_secs(5), node.peers()).await;
+    assert!(matches!(peers, Ok(Ok(_))), "the driver was blocked");
+    *gate.open.lock().unwrap() = true;
+    gate.opened.notify_all();
+    let out = tokio::time::timeout(Duration::from_secs(10), late)
+        .await
+        .expect("answered once the snapshot was made")
+        .unwrap()
+        .unwrap();
+    assert_eq!(KvOutput::decode(&out), Some(KvOutput::Done));
+    assert_eq!(get(&node, "late").await, Some("2".into()));
+    assert_eq!(node.metrics().apply_backlog.entries, 0);
+    node.shutdown().await.unwrap();
+    // A restart restores the snapshot and replays the rest.
+    let node = Node::new(options(&gate)).await.unwrap();
+    wait_for_leader(std::slice::from_ref(&node)).await;
+    assert_eq!(get(&node, "k0").await, Some("1".into()));
+    assert_eq!(get(&node, "late").await, Some("2".into()));
+    node.shutdown().await.unwrap();
+}

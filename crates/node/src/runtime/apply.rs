@@ -1,6 +1,9 @@
-//! The apply task: owns the state machine, applies committed entries in
-//! order, answers the commands waiting for them, serves reads once their
-//! index is applied, and takes snapshots by policy.
+//! Applying: the state machine applies committed entries in order, answers
+//! the commands waiting for them, serves reads once their index is
+//! applied, and takes snapshots by policy; on a task of its own
+//! ([`crate::ApplyMode::Task`]) or on the driver ([`Applying::Inline`],
+//! which lends the state machine to a blocking task for snapshots and
+//! restores).
 
 use std::collections::VecDeque;
 
@@ -86,72 +89,113 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    /// Runs until the channel closes.
+    /// Runs until the channel closes (the apply task of
+    /// [`crate::ApplyMode::Task`]).
     pub(crate) async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
-            match job {
-                Job::Register(waiters) => {
-                    let now = tokio::time::Instant::now();
-                    for (index, term, waiter) in waiters {
-                        let in_order = self.waiters.back().is_none_or(|w| w.0 < index);
-                        if index <= self.applied || !in_order {
-                            // Cannot happen (registration precedes the
-                            // commit, and comes in index order), but never
-                            // leave a caller hanging.
-                            waiter.fail(NodeError::LeadershipLost);
-                        } else {
-                            self.waiters.push_back((index, term, waiter, now));
-                        }
+            if self.handle(job) {
+                let (index, data) = self.snapshot();
+                if let Some(to_raft) = self.to_raft.upgrade() {
+                    let _ = to_raft.send(Input::Compact { index, data }).await;
+                }
+                let _ = self.events.send(Event::SnapshotTaken { index });
+            }
+        }
+        self.fail_all(NodeError::ShuttingDown);
+    }
+
+    /// Carries out `job`; true when the snapshot policy asks for a
+    /// snapshot now ([`Applier::snapshot`]).
+    pub(crate) fn handle(&mut self, job: Job) -> bool {
+        match job {
+            Job::Register(waiters) => {
+                let now = tokio::time::Instant::now();
+                for (index, term, waiter) in waiters {
+                    let in_order = self.waiters.back().is_none_or(|w| w.0 < index);
+                    if index <= self.applied || !in_order {
+                        // Cannot happen (registration precedes the commit,
+                        // and comes in index order), but never leave a
+                        // caller hanging.
+                        waiter.fail(NodeError::LeadershipLost);
+                    } else {
+                        self.waiters.push_back((index, term, waiter, now));
                     }
                 }
-                Job::Batch {
-                    restore,
-                    entries,
-                    reads,
-                } => {
-                    if let Some(s) = restore {
-                        if let Err(e) = self.restore(s) {
-                            let _ = self.events.send(Event::Warning(e));
-                        }
+            }
+            Job::Batch {
+                restore,
+                entries,
+                reads,
+            } => {
+                if let Some(s) = restore {
+                    if let Err(e) = self.restore(s) {
+                        let _ = self.events.send(Event::Warning(e));
                     }
-                    let last = entries.last().map(|e| e.index);
-                    let (count, bytes) = (entries.len(), batch_bytes(&entries));
-                    for e in entries {
-                        self.apply(e);
-                    }
-                    self.backlog.applied_batch(self.applied, count, bytes);
-                    for (query, reply) in reads {
-                        let _ = reply.send(Ok(self.sm.query_parts(&query)));
-                    }
-                    if let Some(index) = last {
-                        let _ = self.events.send(Event::Applied { index });
-                    }
-                    self.maybe_snapshot().await;
                 }
-                Job::LocalRead { query, reply } => {
+                let last = entries.last().map(|e| e.index);
+                let (count, bytes) = (entries.len(), batch_bytes(&entries));
+                for e in entries {
+                    self.apply(e);
+                }
+                self.backlog.applied_batch(self.applied, count, bytes);
+                for (query, reply) in reads {
                     let _ = reply.send(Ok(self.sm.query_parts(&query)));
                 }
-                Job::FailPending(e) => {
-                    for (_, _, w, _) in self.waiters.drain(..) {
-                        w.fail(e.clone());
-                    }
+                if let Some(index) = last {
+                    let _ = self.events.send(Event::Applied { index });
                 }
-                Job::Expire(now) => {
-                    let after = self.command_timeout;
-                    while self.waiters.front().is_some_and(|w| w.3 + after <= now) {
-                        if let Some((_, _, w, _)) = self.waiters.pop_front() {
-                            w.fail(NodeError::Timeout {
-                                what: "command",
-                                after,
-                            });
-                        }
+                return self.snapshot_due();
+            }
+            Job::LocalRead { query, reply } => {
+                let _ = reply.send(Ok(self.sm.query_parts(&query)));
+            }
+            Job::FailPending(e) => self.fail_all(e),
+            Job::Expire(now) => {
+                let after = self.command_timeout;
+                while self.waiters.front().is_some_and(|w| w.3 + after <= now) {
+                    if let Some((_, _, w, _)) = self.waiters.pop_front() {
+                        w.fail(NodeError::Timeout {
+                            what: "command",
+                            after,
+                        });
                     }
                 }
             }
         }
+        false
+    }
+
+    /// Fails every command waiting for its entry.
+    pub(crate) fn fail_all(&mut self, e: NodeError) {
         for (_, _, w, _) in self.waiters.drain(..) {
-            w.fail(NodeError::ShuttingDown);
+            w.fail(e.clone());
         }
+    }
+
+    /// Whether the snapshot policy asks for a snapshot now.
+    fn snapshot_due(&self) -> bool {
+        let t = self.snapshot_threshold;
+        t != 0 && self.applied >= self.snapshot_index + t
+    }
+
+    /// Serializes the state machine: its applied index and the data, for
+    /// the core to compact its log up to.
+    pub(crate) fn snapshot(&mut self) -> (LogIndex, Bytes) {
+        let index = self.applied;
+        let data = self.sm.snapshot();
+        self.snapshot_index = index;
+        (index, data)
+    }
+
+    /// Whether `job` restores a snapshot (a long operation).
+    pub(crate) fn restores(job: &Job) -> bool {
+        matches!(
+            job,
+            Job::Batch {
+                restore: Some(_),
+                ..
+            }
+        )
     }
 
     fn restore(&mut self, s: Snapshot) -> Result<(), String> {
@@ -239,18 +283,147 @@ impl Applier {
         }
         self.membership = next;
     }
+}
 
-    async fn maybe_snapshot(&mut self) {
-        let t = self.snapshot_threshold;
-        if t == 0 || self.applied < self.snapshot_index + t {
+/// The state machine lent to a blocking task and given back, with the
+/// snapshot made meanwhile (index and data), if any.
+pub(crate) type Lent = (Box<Applier>, Option<(LogIndex, Bytes)>);
+
+/// Where the driver hands apply work: to the apply task
+/// ([`crate::ApplyMode::Task`]), or to the state machine it holds itself
+/// ([`crate::ApplyMode::Inline`]).
+pub(crate) enum Applying {
+    /// The apply task's queue.
+    Task(mpsc::UnboundedSender<Job>),
+    /// The state machine, on the driver.
+    Inline(Box<Inline>),
+}
+
+/// The state machine applied on the driver. Snapshots and restores, which
+/// take time in proportion to the state, run on a blocking task instead:
+/// the state machine is lent to it, and the jobs that arrive meanwhile
+/// queue (counted in the apply backlog) until it comes back.
+pub(crate) struct Inline {
+    /// The state, unless lent out.
+    applier: Option<Box<Applier>>,
+    /// Jobs that arrived while the state was lent out, in order.
+    queued: VecDeque<Job>,
+    /// The blocking task holding the state.
+    away: Option<tokio::task::JoinHandle<Lent>>,
+}
+
+impl Applying {
+    /// Applies inline with `applier`.
+    pub(crate) fn inline(applier: Applier) -> Applying {
+        Applying::Inline(Box::new(Inline {
+            applier: Some(Box::new(applier)),
+            queued: VecDeque::new(),
+            away: None,
+        }))
+    }
+
+    /// Hands `job` over: to the apply task, or carried out at once (queued
+    /// behind the jobs that wait while the state machine is lent out).
+    pub(crate) fn submit(&mut self, job: Job) {
+        match self {
+            Applying::Task(tx) => {
+                let _ = tx.send(job);
+            }
+            Applying::Inline(i) => {
+                if i.applier.is_none() || !i.queued.is_empty() {
+                    i.queued.push_back(job);
+                } else {
+                    i.run(job);
+                }
+            }
+        }
+    }
+
+    /// Whether the state machine is lent to a blocking task.
+    pub(crate) fn is_away(&self) -> bool {
+        matches!(self, Applying::Inline(i) if i.away.is_some())
+    }
+
+    /// Waits for the state machine lent out to come back (never resolves
+    /// if it is not lent out). A panic of the state machine is the
+    /// caller's, as it would be when applied inline.
+    pub(crate) async fn returned(&mut self) -> Lent {
+        let Applying::Inline(i) = self else {
+            return std::future::pending().await;
+        };
+        let Some(away) = i.away.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = away.await;
+        i.away = None;
+        match result {
+            Ok(lent) => lent,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The state machine came back: carries out the jobs that queued
+    /// meanwhile (until one lends it out again); returns the snapshot it
+    /// made, if any.
+    pub(crate) fn back(&mut self, (applier, snapshot): Lent) -> Option<(LogIndex, Bytes)> {
+        if let Applying::Inline(i) = self {
+            i.applier = Some(applier);
+            while i.applier.is_some() {
+                let Some(job) = i.queued.pop_front() else {
+                    break;
+                };
+                i.run(job);
+            }
+        }
+        snapshot
+    }
+
+    /// Before the driver stops: waits for the state machine lent out, then
+    /// carries out every queued job on the spot.
+    pub(crate) async fn recall(&mut self) {
+        if self.is_away() {
+            let lent = self.returned().await;
+            self.back(lent);
+        }
+        if let Applying::Inline(i) = self {
+            if let Some(a) = i.applier.as_mut() {
+                for job in i.queued.drain(..) {
+                    a.handle(job);
+                }
+            }
+        }
+    }
+}
+
+impl Inline {
+    /// Carries out `job` with the state machine at hand; a restore, or the
+    /// snapshot a batch makes due, goes to a blocking task with it.
+    fn run(&mut self, job: Job) {
+        let Some(a) = self.applier.as_mut() else {
+            self.queued.push_back(job);
             return;
+        };
+        if Applier::restores(&job) {
+            self.lend(Some(job));
+        } else if a.handle(job) {
+            self.lend(None);
         }
-        let index = self.applied;
-        let data = self.sm.snapshot();
-        self.snapshot_index = index;
-        if let Some(to_raft) = self.to_raft.upgrade() {
-            let _ = to_raft.send(Input::Compact { index, data }).await;
-        }
-        let _ = self.events.send(Event::SnapshotTaken { index });
+    }
+
+    /// Lends the state machine to a blocking task that carries out `job`
+    /// (if any) and then makes the snapshot the policy asks for.
+    fn lend(&mut self, job: Option<Job>) {
+        let Some(mut a) = self.applier.take() else {
+            return;
+        };
+        self.away = Some(tokio::task::spawn_blocking(move || {
+            let due = match job {
+                Some(job) => a.handle(job),
+                None => true,
+            };
+            let snapshot = due.then(|| a.snapshot());
+            (a, snapshot)
+        }));
     }
 }

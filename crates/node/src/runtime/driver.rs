@@ -1,7 +1,9 @@
 //! The driver task: feeds the core its input (peer messages, client calls,
 //! ticks), carries out each `Ready` in the order the core requires, and
-//! publishes the node's status. It never blocks on the disk, the state
-//! machine or the network: those are other tasks, reached through queues.
+//! publishes the node's status. It never blocks on the disk or the network:
+//! those are other tasks, reached through queues. It applies committed
+//! entries itself with [`crate::ApplyMode::Inline`] (snapshots and restores
+//! then run on a blocking task), else hands them to the apply task.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -13,7 +15,7 @@ use raft_core::{
     Membership, MembershipError, Message, NodeId, ProposeError, Raft, ReadError, Role, SoftState,
     TransferError, NO_NODE,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::error::{LeaderInfo, NodeError};
@@ -53,8 +55,10 @@ pub(crate) struct Driver {
     pub spool: Spool,
     /// The store, for saves that need no waiting.
     pub persistence: Arc<dyn crate::persistence::Persistence>,
-    pub apply_tx: mpsc::UnboundedSender<apply::Job>,
-    /// Committed entries handed to the apply task and not yet applied.
+    /// Where committed entries, reads and waiters go: the apply task, or
+    /// the state machine on this task.
+    pub applying: apply::Applying,
+    /// Committed entries handed over and not yet applied.
     pub backlog: Arc<ApplyBacklog>,
     pub sender: SenderContext,
     pub peer_stats: Arc<PeerStats>,
@@ -140,6 +144,11 @@ impl Driver {
                     self.saving = None;
                     self.persisted(job, result);
                 }
+                lent = self.applying.returned(), if self.applying.is_away() => {
+                    if let Some((index, data)) = self.applying.back(lent) {
+                        self.compacted(index, data);
+                    }
+                }
                 input = self.inbox.recv() => match input {
                     Some(i) => self.input(i),
                     None => break,
@@ -159,7 +168,7 @@ impl Driver {
                     }
                     if self.ticks % EXPIRE_EVERY_TICKS == 0 {
                         let now = Instant::now();
-                        let _ = self.apply_tx.send(apply::Job::Expire(now));
+                        self.applying.submit(apply::Job::Expire(now));
                     }
                 }
             }
@@ -173,7 +182,7 @@ impl Driver {
                 // Before the round's output: the entries cannot be applied
                 // before their waiters are registered.
                 let waiters = std::mem::take(&mut self.registrations);
-                let _ = self.apply_tx.send(apply::Job::Register(waiters));
+                self.applying.submit(apply::Job::Register(waiters));
             }
             if self.stopped.is_none() {
                 self.process_ready();
@@ -195,6 +204,7 @@ impl Driver {
             }
         }
         self.end_saves().await;
+        self.applying.recall().await;
         self.finish();
         let _ = self.sender.transport.shutdown().await;
     }
@@ -235,9 +245,8 @@ impl Driver {
         for (_, (_, reply)) in self.pending_reads.drain() {
             let _ = reply.send(Err(NodeError::ShuttingDown));
         }
-        let _ = self
-            .apply_tx
-            .send(apply::Job::FailPending(NodeError::ShuttingDown));
+        self.applying
+            .submit(apply::Job::FailPending(NodeError::ShuttingDown));
         self.peers.clear();
         if let Some((_, done)) = self.closing.take() {
             let _ = done.send(());
@@ -348,6 +357,9 @@ impl Driver {
             Input::Compact { index, data } => {
                 // Refused only when a newer snapshot already covers it.
                 let _ = self.raft.compact(index, data);
+            }
+            Input::LocalRead { query, reply } => {
+                self.applying.submit(apply::Job::LocalRead { query, reply });
             }
             Input::Shutdown(done) => {
                 let grace = Duration::from_secs(1);
@@ -565,7 +577,7 @@ impl Driver {
             .collect();
         if job.restore.is_some() || !job.committed.is_empty() || !reads.is_empty() {
             self.backlog.handed(&job.committed);
-            let _ = self.apply_tx.send(apply::Job::Batch {
+            self.applying.submit(apply::Job::Batch {
                 restore: job.restore,
                 entries: job.committed,
                 reads,
@@ -573,10 +585,17 @@ impl Driver {
         }
         if job.leadership_lost {
             // After the entries committed in the same step are applied.
-            let _ = self
-                .apply_tx
-                .send(apply::Job::FailPending(NodeError::LeadershipLost));
+            self.applying
+                .submit(apply::Job::FailPending(NodeError::LeadershipLost));
         }
+    }
+
+    /// The state machine, applied on this task, made a snapshot at `index`
+    /// (on a blocking task): the core compacts its log up to it.
+    fn compacted(&mut self, index: LogIndex, data: Bytes) {
+        // Refused only when a newer snapshot already covers it.
+        let _ = self.raft.compact(index, data);
+        let _ = self.events.send(Event::SnapshotTaken { index });
     }
 
     /// Storage failed: stop acknowledging anything (fail-stop), and say why.
@@ -590,9 +609,8 @@ impl Driver {
         for (_, (_, reply)) in self.pending_reads.drain() {
             let _ = reply.send(Err(NodeError::Stopped(reason.clone())));
         }
-        let _ = self
-            .apply_tx
-            .send(apply::Job::FailPending(NodeError::Stopped(reason.clone())));
+        self.applying
+            .submit(apply::Job::FailPending(NodeError::Stopped(reason.clone())));
         self.peers.clear();
         self.stopped = Some(reason);
         self.start_hand_over();

@@ -1,9 +1,10 @@
 //! The tokio runtime around the core: one task drives the core (`driver`)
 //! and carries out its output through `raft_core::pipeline`, polling the
-//! store's saves as futures (`persist`); one applies it (`apply`); one per
-//! peer sends to it (`peers`). The driver never waits for the disk, the
-//! state machine or the network; it decides nothing the core and the
-//! pipeline do not decide.
+//! store's saves as futures (`persist`); one applies it (`apply`), unless
+//! the driver applies itself ([`crate::ApplyMode::Inline`]); one per peer
+//! sends to it (`peers`). The driver never waits for the disk, a snapshot
+//! or the network; it decides nothing the core and the pipeline do not
+//! decide.
 
 pub(crate) mod apply;
 pub(crate) mod backlog;
@@ -55,6 +56,12 @@ pub(crate) enum Input {
     Weaken(Duration),
     /// The peers and their replication state.
     Peers(oneshot::Sender<Vec<PeerStatus>>),
+    /// A possibly stale read of the state machine held by the driver
+    /// ([`crate::ApplyMode::Inline`]).
+    LocalRead {
+        query: Bytes,
+        reply: apply::ReadReply,
+    },
     /// The state machine made a snapshot at `index`.
     Compact { index: LogIndex, data: Bytes },
     /// Stop after finishing what is in flight.
