@@ -465,4 +465,125 @@ mod tests {
         assert!(take_group(&mut queue, limits).is_empty());
         assert!(queue.is_empty());
     }
+
+    #[test]
+    fn a_waiter_that_goes_away_when_its_turn_comes_hands_it_on() {
+        let proposer = Proposer::new();
+        let limits = Limits {
+            bytes: 100,
+            writes: 1,
+        };
+        proposer.lock().in_flight = MAX_IN_FLIGHT;
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            let (w, told) = waiter(1, 10);
+            proposer.lock().queue.push_back(w);
+            waits.push(Wait {
+                told: Some(told),
+                proposer: &proposer,
+                limits,
+            });
+        }
+        // The entry under way is answered: the first waiter's turn.
+        proposer.hand_on(Vec::new(), limits);
+        let mut waits = waits.into_iter();
+        // It goes away before it proposes: the turn passes to the next.
+        drop(waits.next());
+        let mut second = waits.next().unwrap();
+        let told = second.told.as_mut().unwrap().try_recv();
+        assert!(matches!(told, Ok(Turn::Propose(ref group)) if group.len() == 1));
+        second.told = None;
+        // The third goes away while it waits: it is left out, and once the
+        // second's entry is answered nothing is under way.
+        drop(waits.next());
+        proposer.hand_on(Vec::new(), limits);
+        assert_eq!(proposer.lock().in_flight, MAX_IN_FLIGHT - 1);
+        assert!(proposer.lock().queue.is_empty());
+    }
+
+    /// A single-node leader in memory applying the raft-kv store.
+    async fn leader() -> Node {
+        let options = raft_node::Options {
+            state_machine: Some(Box::new(crate::store::KvStore::new())),
+            ..raft_node::Options::default()
+        };
+        let node = Node::new(options).await.expect("a single node starts");
+        for _ in 0..1000 {
+            if node.role() == raft_node::Role::Leader {
+                return node;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the single node never led");
+    }
+
+    fn incr(key: &str) -> Write {
+        Write::IncrBy {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            by: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_that_go_away_leave_the_others_answered() {
+        let node = leader().await;
+        let proposer = Arc::new(Proposer::new());
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits {
+            bytes: 1 << 20,
+            writes: 1024,
+        };
+        const CALLERS: usize = 40;
+        const ROUNDS: i64 = 20;
+        for round in 1..=ROUNDS {
+            let calls: Vec<_> = (0..CALLERS)
+                .map(|i| {
+                    let (proposer, node, metrics) =
+                        (proposer.clone(), node.clone(), metrics.clone());
+                    let key = format!("k{i}");
+                    tokio::spawn(async move {
+                        let w = incr(&key);
+                        let bytes = crate::store::encoded_write_len(&w);
+                        proposer
+                            .propose(&node, &metrics, vec![w], bytes, limits)
+                            .await
+                    })
+                })
+                .collect();
+            // Every third caller goes away at once, waiting or proposing.
+            for (i, call) in calls.iter().enumerate() {
+                if i % 3 == 0 {
+                    call.abort();
+                }
+            }
+            for (i, call) in calls.into_iter().enumerate() {
+                let answered = tokio::time::timeout(std::time::Duration::from_secs(10), call);
+                match answered
+                    .await
+                    .expect("every caller is answered within 10 s")
+                {
+                    Ok(answer) => {
+                        let got = answer.expect("a write of a cluster of one");
+                        assert!(got.starts_with(b":") && got.ends_with(b"\r\n"), "{got:?}");
+                    }
+                    Err(e) => assert!(e.is_cancelled() && i % 3 == 0, "caller {i}: {e}"),
+                }
+            }
+            // The callers that stayed have each of their writes applied.
+            let w = incr("k1");
+            let bytes = crate::store::encoded_write_len(&w);
+            let got = proposer.propose(&node, &metrics, vec![w], bytes, limits);
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), got).await;
+            assert_eq!(
+                got.expect("answered within 10 s").unwrap(),
+                Bytes::from(format!(":{}\r\n", 2 * round))
+            );
+        }
+        // Nothing is left under way: the next write proposes at once.
+        assert_eq!(proposer.lock().in_flight, 0);
+        assert!(proposer.lock().queue.is_empty());
+        let snapshot = metrics.snapshot();
+        assert!(snapshot.write_batches < snapshot.write_batch_commands);
+        let _ = node.shutdown().await;
+    }
 }
