@@ -811,6 +811,7 @@ mod tests {
         let context = |node: &Node| Context {
             node: node.clone(),
             metrics: Arc::new(Metrics::new()),
+            writes: Default::default(),
             acl: Arc::new(crate::acl::SharedUsers::new(None)),
             file: None,
             tcp: None,

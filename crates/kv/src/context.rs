@@ -1,6 +1,6 @@
 //! What every part of a running raft-kv server shares: the node, the
 //! back-ends it was built on (for their counters), the users its store has
-//! applied, and the metrics.
+//! applied, the metrics, and the proposer of the connections' writes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +9,7 @@ use raft_node::{FilePersistence, Node, TcpTransport};
 
 use crate::acl::SharedUsers;
 use crate::metrics::Metrics;
+use crate::proposer::Proposer;
 use crate::tls::ReloadableAcceptor;
 
 /// The shared state of one raft-kv server.
@@ -17,6 +18,8 @@ pub struct Context {
     pub node: Node,
     /// The client-facing counters and latencies.
     pub metrics: Arc<Metrics>,
+    /// Joins the writes of the connections into shared log entries.
+    pub writes: Arc<Proposer>,
     /// The ACL users the node's store has applied (or the node's own
     /// `--requirepass` until then).
     pub acl: Arc<SharedUsers>,

@@ -9,7 +9,8 @@
 //! (a batch of writes is one log entry, the ACL users included; [`acl`]
 //! checks them, [`users_init`] founds them), [`admin`] the HTTP status and
 //! metrics endpoint, [`serve`] puts one node together, [`demo`] and
-//! [`cluster`] start local clusters of processes.
+//! [`cluster`] start local clusters of processes; [`proposer`] joins the
+//! writes of concurrent connections into shared log entries.
 #![warn(missing_docs)]
 
 pub mod acl;
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod limits;
 pub mod local;
 pub mod metrics;
+pub mod proposer;
 pub mod serve;
 pub mod server;
 pub mod store;

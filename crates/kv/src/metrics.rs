@@ -477,7 +477,8 @@ impl Metrics {
         self.bytes_out.fetch_add(n, Relaxed);
     }
 
-    /// `commands` client writes went into one log entry (pipelining).
+    /// `commands` client writes went into one log entry (pipelined, or of
+    /// several connections).
     pub fn write_batch(&self, commands: usize) {
         self.write_batches.fetch_add(1, Relaxed);
         self.write_batched.fetch_add(commands as u64, Relaxed);
@@ -1111,7 +1112,7 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
     for (name, help, count, sum) in [
         (
             "write_batch_size",
-            "Client writes per log entry (pipelined writes share one).",
+            "Client writes per log entry (a connection's pipelined writes, and those of connections that arrive while one is under way, share one).",
             s.write_batches,
             s.write_batch_commands,
         ),
@@ -1152,6 +1153,7 @@ pub(crate) mod tests {
         Arc::new(Context {
             node,
             metrics: Arc::new(Metrics::new()),
+            writes: Default::default(),
             acl: Arc::new(crate::acl::SharedUsers::new(None)),
             file,
             tcp: None,

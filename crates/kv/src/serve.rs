@@ -232,6 +232,7 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     let ctx = Arc::new(Context {
         node: node.clone(),
         metrics: Arc::new(Metrics::new()),
+        writes: Default::default(),
         acl: users.clone(),
         file: Some(file),
         tcp: Some(tcp),

@@ -1,7 +1,9 @@
 //! The RESP server: an accept loop with a limit on connections, and per
 //! connection a loop that reads every request the client has sent so far,
-//! runs them in order (consecutive writes as one log entry, consecutive
-//! reads as one linearizable read) and writes the replies back together.
+//! runs them in order (consecutive writes as one log entry, shared with
+//! those of other connections that arrive meanwhile ([`crate::proposer`]);
+//! consecutive reads as one linearizable read) and writes the replies back
+//! together.
 //! Every request passes the gate first: who the connection is, under the
 //! users the node has applied, and whether that user may run it.
 
@@ -23,14 +25,17 @@ use crate::connection::{
 use crate::context::Context;
 use crate::frame::put_error;
 use crate::metrics::{AclDenial, OutputEvent};
+use crate::proposer::Limits;
 use crate::store::{
-    encode_bounded_reads, encode_writes, encoded_write_len, split_bounded_answer, Read, ReplyRoom,
+    encode_bounded_reads, encoded_write_len, split_bounded_answer, Read, ReplyRoom,
 };
 use crate::tls::ReloadableAcceptor;
 
 /// The most bytes of one log entry of several writes; a larger run of writes
 /// is split (a single larger command goes alone: it is at most
 /// `--max-request-bytes`, which fits the largest entry the peers carry).
+/// Writes of other connections join an entry within the same bound, and
+/// within `--max-pipeline` writes.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The reply to every command but PING and QUIT while the node does not
@@ -516,8 +521,15 @@ async fn run_batch(
                         _ => None,
                     },
                 ));
-                ctx.metrics.write_batch(writes.len());
-                let result = ctx.node.command(encode_writes(&writes)).await;
+                let limits = Limits {
+                    bytes: batch_max,
+                    writes: settings.max_pipeline,
+                };
+                let bytes = writes.iter().map(encoded_write_len).sum();
+                let result = ctx
+                    .writes
+                    .propose(&ctx.node, &ctx.metrics, writes, bytes, limits)
+                    .await;
                 finish(result.map(|r| vec![r]), &names, ctx, started, output);
             }
             Command::Read(r) => {
