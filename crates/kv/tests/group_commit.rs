@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration;
 
 use common::*;
 use redis::Value;
@@ -20,18 +17,6 @@ const CLIENTS: usize = 24;
 
 /// Writes of each connection, one at a time.
 const ROUNDS: usize = 30;
-
-/// `GET <path>` on an admin endpoint: the response body.
-fn http_get(address: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect to the admin endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
 
 /// The value of the metric line `name` (without labels).
 fn metric(metrics: &str, name: &str) -> u64 {

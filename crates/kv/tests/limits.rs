@@ -18,18 +18,6 @@ use raft_node::transport::tcp::DEFAULT_MAX_ENTRY_BYTES;
 /// The reply to a client over the connection limit.
 const FULL: &str = "-ERR max number of clients reached\r\n";
 
-/// `GET <path>` on an admin endpoint: the response body.
-fn http_get(address: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect to the admin endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
-
 /// Replaces the value of `flag` in `args` (or adds it).
 fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
     match args.iter().position(|a| a == flag) {

@@ -38,6 +38,18 @@ pub const TIMING: &[&str] = &[
     "200",
 ];
 
+/// `GET <path>` on an admin endpoint: the response body.
+pub fn http_get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect to the admin endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
 /// `n` distinct free TCP ports on 127.0.0.1: all are bound at once (so no
 /// two are the same), then released for the nodes to take.
 pub fn free_ports(n: usize) -> Vec<u16> {
