@@ -19,6 +19,7 @@
 //!
 //! For `perf`: `--only raft-node --clients 4096 --seconds 10`.
 
+mod alloc_count;
 mod openraft_cluster;
 mod raft_node_cluster;
 
@@ -150,11 +151,26 @@ struct Point {
     /// The share of the machine's CPU time that other processes took
     /// during the run (Linux only).
     others: Option<f64>,
+    /// Heap allocations made by the whole process during the window.
+    allocs: alloc_count::Counts,
 }
 
 impl Point {
     fn rate(&self) -> f64 {
         self.writes as f64 / self.window.as_secs_f64()
+    }
+
+    /// Allocations and allocated bytes per completed write, in the window.
+    fn allocs_per_write(&self) -> String {
+        if self.writes == 0 {
+            return "-".into();
+        }
+        let w = self.writes as f64;
+        format!(
+            "{:.1}/{:.0}B",
+            self.allocs.allocations as f64 / w,
+            self.allocs.bytes as f64 / w
+        )
     }
 
     fn latency(&self) -> String {
@@ -192,6 +208,13 @@ async fn load<C: Client>(client: C, clients: usize, warmup: Duration, window: Du
     let begin = Instant::now();
     let from = begin + warmup;
     let until = from + window;
+    // Reads the allocation counters at both ends of the window.
+    let counter = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let start = alloc_count::now();
+        tokio::time::sleep_until(until.into()).await;
+        alloc_count::now().since(start)
+    });
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
         let client = client.clone();
@@ -233,6 +256,7 @@ async fn load<C: Client>(client: C, clients: usize, warmup: Duration, window: Du
         elections: 0,
         diagnostics: None,
         others: None,
+        allocs: alloc_count::Counts::default(),
     };
     for task in tasks {
         let report = task.await.expect("a client task panicked");
@@ -246,6 +270,7 @@ async fn load<C: Client>(client: C, clients: usize, warmup: Duration, window: Du
         }
     }
     point.latency = latency;
+    point.allocs = counter.await.expect("the counter task panicked");
     point
 }
 
@@ -369,7 +394,12 @@ fn main() -> ExitCode {
 
 /// One run, on stderr.
 fn report(p: &Point) {
-    eprintln!("{:.0} writes/s, p50/p99 {}", p.rate(), p.latency());
+    eprintln!(
+        "{:.0} writes/s, p50/p99 {}, allocations/bytes per write {}",
+        p.rate(),
+        p.latency(),
+        p.allocs_per_write()
+    );
     if p.errors > 0 {
         eprintln!(
             "  {} errors, the first: {}",
@@ -453,6 +483,8 @@ fn print_table(rows: &[(usize, [Option<Summary>; 2])]) {
         "ratio (raft-node/openraft)",
         "openraft p50/p99",
         "raft-node p50/p99",
+        "openraft allocs/B per write",
+        "raft-node allocs/B per write",
         "errors (or/rn)",
     ];
     let mut lines = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
@@ -460,6 +492,10 @@ fn print_table(rows: &[(usize, [Option<Summary>; 2])]) {
         let rate = |s: &Option<Summary>| s.as_ref().map_or("-".into(), Summary::rate);
         let lat = |s: &Option<Summary>| s.as_ref().map_or("-".into(), |s| s.median.latency());
         let errors = |s: &Option<Summary>| s.as_ref().map_or("-".into(), |s| s.errors.to_string());
+        let allocs = |s: &Option<Summary>| {
+            s.as_ref()
+                .map_or("-".into(), |s| s.median.allocs_per_write())
+        };
         let ratio = match (o, r) {
             (Some(o), Some(r)) if o.median.rate() > 0.0 => {
                 format!("{:.2}x", r.median.rate() / o.median.rate())
@@ -473,6 +509,8 @@ fn print_table(rows: &[(usize, [Option<Summary>; 2])]) {
             ratio,
             lat(o),
             lat(r),
+            allocs(o),
+            allocs(r),
             format!("{}/{}", errors(o), errors(r)),
         ]);
     }

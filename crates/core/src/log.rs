@@ -146,7 +146,9 @@ impl RaftLog {
     pub fn slice(&self, from: LogIndex, to: LogIndex, max_bytes: usize) -> Vec<Entry> {
         debug_assert!(from > self.offset);
         let to = to.min(self.last_index());
-        let mut out = Vec::new();
+        // Room for the whole range (bounded: `max_bytes` may stop it early).
+        let mut out =
+            Vec::with_capacity(to.saturating_sub(from).saturating_add(1).min(1024) as usize);
         let mut bytes = 0;
         let mut index = from;
         while index <= to {

@@ -58,8 +58,9 @@ pub enum Body {
         /// Whether the vote was granted.
         granted: bool,
     },
-    /// Leader to follower: one chunk of a snapshot.
-    Snapshot(SnapshotChunk),
+    /// Leader to follower: one chunk of a snapshot (boxed: it is rare and
+    /// the largest body, and every message is as large as its largest body).
+    Snapshot(Box<SnapshotChunk>),
     /// Follower to leader: progress of a snapshot transfer.
     SnapshotResponse(SnapshotResponse),
     /// Leader to its chosen successor: start an election now (leader transfer).

@@ -527,6 +527,18 @@ impl Raft {
         ready
     }
 
+    /// Takes back a message buffer of an earlier [`Ready`] (emptied here)
+    /// once its messages are sent, so that later rounds queue their
+    /// messages in its memory instead of allocating anew.
+    pub fn recycle(&mut self, mut messages: Vec<Message>) {
+        messages.clear();
+        if self.out.messages.capacity() == 0 {
+            self.out.messages = messages;
+        } else if self.out.messages_after_persist.capacity() == 0 {
+            self.out.messages_after_persist = messages;
+        }
+    }
+
     /// The driver made this node's log durable up to (`index`, `term`) (the
     /// [`Ready::persisted_marker`] of a batch it persisted).
     pub fn on_persisted(&mut self, index: LogIndex, term: Term) {

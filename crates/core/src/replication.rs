@@ -130,10 +130,12 @@ impl Raft {
             return;
         }
         self.needs_flush = false;
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in peers {
+        // Walks the progress map by key, as sending borrows it mutably.
+        let mut next = self.progress.keys().next().copied();
+        while let Some(id) = next {
             self.send_append(id);
             self.send_commit(id);
+            next = self.progress.range(id + 1..).next().map(|(&id, _)| id);
         }
         let others = self.conf.current().len() - self.conf.current().contains(self.cfg.id) as usize;
         if self.progress.len() > others {

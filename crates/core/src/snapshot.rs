@@ -146,13 +146,13 @@ impl Raft {
             let meta = s.snapshot.meta.clone();
             // An empty snapshot still needs one (empty) chunk.
             s.sent_bytes = end.max(1);
-            let body = Body::Snapshot(SnapshotChunk {
+            let body = Body::Snapshot(Box::new(SnapshotChunk {
                 meta,
                 total_bytes: total,
                 offset: start,
                 data,
                 round,
-            });
+            }));
             self.send(to, body);
         }
     }

@@ -194,7 +194,7 @@ impl Raft {
                     return;
                 }
                 self.follow(m.term, from);
-                self.handle_snapshot_chunk(from, chunk);
+                self.handle_snapshot_chunk(from, *chunk);
             }
             Body::Commit { commit } => {
                 if self.role == Role::Leader {

@@ -96,7 +96,7 @@ fn random_message(rng: &mut SmallRng, to: u64, term_hint: u64, last_hint: u64) -
         },
         6 => {
             let total = small(rng, 40);
-            Body::Snapshot(SnapshotChunk {
+            Body::Snapshot(Box::new(SnapshotChunk {
                 meta: SnapshotMeta {
                     index: small(rng, last_hint),
                     term: small(rng, term_hint),
@@ -106,7 +106,7 @@ fn random_message(rng: &mut SmallRng, to: u64, term_hint: u64, last_hint: u64) -
                 offset: small(rng, 40),
                 data: Bytes::from(vec![0u8; rng.random_range(0..20)]),
                 round: 0,
-            })
+            }))
         }
         7 => Body::SnapshotResponse(SnapshotResponse {
             snapshot_index: small(rng, last_hint),
@@ -376,7 +376,7 @@ fn implausible_terms_inside_a_plausible_message_are_refused() {
         forged(
             to,
             1,
-            Body::Snapshot(SnapshotChunk {
+            Body::Snapshot(Box::new(SnapshotChunk {
                 meta: SnapshotMeta {
                     index: 100,
                     term: u64::MAX,
@@ -386,7 +386,7 @@ fn implausible_terms_inside_a_plausible_message_are_refused() {
                 offset: 0,
                 data: Bytes::from_static(b"x"),
                 round: 0,
-            }),
+            })),
         )
     });
     // A rejection whose conflict hint names an implausible term.
@@ -582,7 +582,7 @@ fn forged_indexes_near_u64_max_are_refused() {
             })
         }),
         Box::new(|_| {
-            Body::Snapshot(raft_core::SnapshotChunk {
+            Body::Snapshot(Box::new(raft_core::SnapshotChunk {
                 meta: raft_core::SnapshotMeta {
                     index: u64::MAX,
                     term: 1,
@@ -592,7 +592,7 @@ fn forged_indexes_near_u64_max_are_refused() {
                 offset: 0,
                 data: Bytes::from_static(b"x"),
                 round: 0,
-            })
+            }))
         }),
     ];
     for body in &bodies {

@@ -94,7 +94,7 @@ fn snapshot_chunk(term: u64, index: u64, snap_term: u64, data: &'static [u8]) ->
         from: 1,
         to: 2,
         term,
-        body: Body::Snapshot(SnapshotChunk {
+        body: Body::Snapshot(Box::new(SnapshotChunk {
             meta: SnapshotMeta {
                 index,
                 term: snap_term,
@@ -104,7 +104,7 @@ fn snapshot_chunk(term: u64, index: u64, snap_term: u64, data: &'static [u8]) ->
             offset: 0,
             data: Bytes::from_static(data),
             round: 0,
-        }),
+        })),
     }
 }
 

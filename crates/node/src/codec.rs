@@ -431,13 +431,13 @@ pub fn get_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             let offset = r.u64()?;
             let round = r.u64()?;
             let data = r.bytes()?;
-            Body::Snapshot(SnapshotChunk {
+            Body::Snapshot(Box::new(SnapshotChunk {
                 meta,
                 total_bytes,
                 offset,
                 data,
                 round,
-            })
+            }))
         }
         8 => Body::SnapshotResponse(SnapshotResponse {
             snapshot_index: r.u64()?,

@@ -344,6 +344,7 @@ impl Node {
             published_membership: None,
             addresses_changed: false,
             handing_over: None,
+            released: Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(driver.run())];
         if let Some((applier, apply_rx)) = apply_task {

@@ -336,7 +336,7 @@ impl Sim {
             ),
             4 => (
                 next,
-                Body::Snapshot(SnapshotChunk {
+                Body::Snapshot(Box::new(SnapshotChunk {
                     meta: SnapshotMeta {
                         index: last_index + 1,
                         term: implausible,
@@ -346,7 +346,7 @@ impl Sim {
                     offset: 0,
                     data: Default::default(),
                     round: 0,
-                }),
+                })),
             ),
             _ => (implausible, Body::TimeoutNow),
         };

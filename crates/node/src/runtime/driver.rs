@@ -98,6 +98,9 @@ pub(crate) struct Driver {
     /// still steps messages and sends what needs nothing durable, so that
     /// it can hand leadership to an up-to-date voter.
     pub handing_over: Option<u64>,
+    /// Batches released by the pipeline, to complete; kept between rounds
+    /// so that its memory is reused.
+    pub released: Vec<Batch>,
 }
 
 /// The members of `membership` as the status publishes them; `addresses`
@@ -181,7 +184,10 @@ impl Driver {
             if !self.registrations.is_empty() {
                 // Before the round's output: the entries cannot be applied
                 // before their waiters are registered.
-                let waiters = std::mem::take(&mut self.registrations);
+                // The next round's list starts as large as this one was,
+                // rather than growing by doubling again.
+                let room = self.registrations.len();
+                let waiters = std::mem::replace(&mut self.registrations, Vec::with_capacity(room));
                 self.applying.submit(apply::Job::Register(waiters));
             }
             if self.stopped.is_none() {
@@ -470,20 +476,23 @@ impl Driver {
     /// pipeline, which says what may be sent at once, what must be saved
     /// and which batches are released (durable, in order).
     fn process_ready(&mut self) {
-        let mut released = Vec::new();
+        let mut released = std::mem::take(&mut self.released);
         while self.raft.has_ready() {
             let rd = self.raft.ready();
             let leadership_lost = match rd.soft_state {
                 Some(ss) => self.soft_state_changed(ss),
                 None => false,
             };
-            for m in self.pipeline.push(rd, leadership_lost, &mut released) {
+            let mut send = self.pipeline.push(rd, leadership_lost, &mut released);
+            for m in send.drain(..) {
                 self.send(m);
             }
+            self.raft.recycle(send);
             for batch in released.drain(..) {
                 self.complete(batch);
             }
         }
+        self.released = released;
         self.start_saves();
     }
 
@@ -492,7 +501,7 @@ impl Driver {
     /// commit). A store that saves without waiting (in memory) saves here,
     /// with no hop to the persistence task and back.
     fn start_saves(&mut self) {
-        let mut released = Vec::new();
+        let mut released = std::mem::take(&mut self.released);
         while self.stopped.is_none() && self.saving.is_none() && self.pipeline.has_save() {
             let job = self.pipeline.next_save(MAX_MERGED, &mut released);
             for batch in released.drain(..) {
@@ -520,17 +529,18 @@ impl Driver {
                     }
                     Ok(Err(e)) => {
                         self.stop(e.to_string());
-                        return;
+                        break;
                     }
                     Err(change) => job.save = persist::save_of(*change),
                 }
             }
             if let Err(e) = persist::spool_chunks(&mut self.spool, &mut job) {
                 self.stop(e.to_string());
-                return;
+                break;
             }
             self.saving = Some(persist::start(self.persistence.clone(), job));
         }
+        self.released = released;
     }
 
     /// The write under way ended.
@@ -557,10 +567,12 @@ impl Driver {
     }
 
     /// A batch is durable: release what waited for it.
-    fn complete(&mut self, job: Batch) {
-        for m in job.after {
+    fn complete(&mut self, mut job: Batch) {
+        let mut after = std::mem::take(&mut job.after);
+        for m in after.drain(..) {
             self.send(m);
         }
+        self.raft.recycle(after);
         if let Some((index, term)) = job.marker {
             self.raft.on_persisted(index, term);
         }

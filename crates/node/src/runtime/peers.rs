@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -152,11 +153,7 @@ const WINDOW: usize = 64;
 
 /// A message in flight: whether it is a probe, the first log index it
 /// carries (for an append with entries), and the outcome.
-type InFlight = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (bool, Option<u64>, Result<Reply, TransportError>)> + Send,
-    >,
->;
+type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
 
 async fn run(
     ctx: SenderContext,
@@ -179,12 +176,14 @@ async fn run(
     // The first entry index of the last message found too large (`None`
     // inside for a message without entries): each is warned about once.
     let mut oversized_at: Option<Option<u64>> = None;
+    // A message the transport answered on its first poll, handled next.
+    let mut answered: Option<Done> = None;
     loop {
         let probing = link.probe.load(Ordering::Relaxed);
         let probe_at = last_sent.max(next_connect) + ctx.probe_interval;
         tokio::select! {
             biased;
-            Some((probe, first_index, result)) = inflight.next(), if !inflight.is_empty() => {
+            Some((probe, first_index, result)) = next_done(&mut answered, &mut inflight), if answered.is_some() || !inflight.is_empty() => {
                 match result {
                     Err(TransportError::TooLarge { bytes, max_bytes }) => {
                         // Not the connection's fault: it stays. Raft sends the
@@ -265,7 +264,14 @@ async fn run(
                     request: Request::Raft(m),
                 };
                 last_sent = tokio::time::Instant::now();
-                inflight.push(Box::pin(async move { (false, first_index, c.invoke(envelope).await) }));
+                let mut sending: InFlight = Box::pin(async move { (false, first_index, c.invoke(envelope).await) });
+                // Polled here first when nothing is ahead of it: a transport
+                // that answers at once (in memory) then costs no task node
+                // in `inflight`.
+                match inflight.is_empty().then(|| poll_once(sending.as_mut())) {
+                    Some(Poll::Ready(done)) => answered = Some(done),
+                    _ => inflight.push(sending),
+                }
             }
             _ = tokio::time::sleep_until(probe_at), if probing && inflight.is_empty() => {
                 last_sent = tokio::time::Instant::now();
@@ -277,6 +283,27 @@ async fn run(
             _ = link.probe_changed.notified(), if !probing => {}
         }
     }
+}
+
+/// What a message in flight came to.
+type Done = (bool, Option<u64>, Result<Reply, TransportError>);
+
+/// The message answered on its first poll, if any, else the next one of
+/// `inflight` to finish.
+async fn next_done(
+    answered: &mut Option<Done>,
+    inflight: &mut FuturesUnordered<InFlight>,
+) -> Option<Done> {
+    match answered.take() {
+        Some(done) => Some(done),
+        None => inflight.next().await,
+    }
+}
+
+/// Polls `future` once, without a waker: a transport that answers at once
+/// is done; any other is polled again (with a waker) in `inflight`.
+fn poll_once<F: std::future::Future + ?Sized>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
 
 /// A `Hello` to the peer on `c` (a probe: its answer says the peer is up,

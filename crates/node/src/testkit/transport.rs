@@ -1166,7 +1166,7 @@ pub fn sample_messages() -> Vec<Message> {
             1,
             4,
             4,
-            Body::Snapshot(SnapshotChunk {
+            Body::Snapshot(Box::new(SnapshotChunk {
                 meta: SnapshotMeta {
                     index: 11,
                     term: 4,
@@ -1176,7 +1176,7 @@ pub fn sample_messages() -> Vec<Message> {
                 offset: 256 * 1024,
                 data: chunk,
                 round: 13,
-            }),
+            })),
         ),
         message(
             4,
