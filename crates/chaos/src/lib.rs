@@ -225,6 +225,8 @@ pub struct Report {
     /// The longest time without an acknowledged write, from a fault to the
     /// first acknowledged write after its heal.
     pub longest_unavailability: Duration,
+    /// The fault it followed.
+    pub worst_fault: Option<String>,
     /// The time from the last heal to the first successful write, if
     /// one succeeded within the bound.
     pub liveness: Option<Duration>,
@@ -248,13 +250,14 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<17} {:>6} ok {:>5} failed {:>4} unknown  {:>2} faults  unavailable <= {:>5.2} s  ",
+            "{:<17} {:>6} ok {:>5} failed {:>4} unknown  {:>2} faults  unavailable <= {:>4.2} s ({})  ",
             self.nemesis.name(),
             self.ok,
             self.failed,
             self.unknown,
             self.faults.len(),
             self.longest_unavailability.as_secs_f64(),
+            self.worst_fault.as_deref().unwrap_or("no fault"),
         )?;
         match self.liveness {
             Some(d) => write!(f, "write {:.2} s after heal  ", d.as_secs_f64())?,
@@ -480,9 +483,14 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         .filter_map(|o| o.ret_time())
         .collect();
     acked.sort_unstable();
-    let longest_unavailability = faults
+    let (longest_unavailability, worst_fault) = faults
         .iter()
-        .map(|f| unavailability(&acked, f, shared.now()))
+        .map(|f| {
+            (
+                unavailability(&acked, f, shared.now()),
+                Some(f.what.clone()),
+            )
+        })
         .max()
         .unwrap_or_default();
     drop(cluster);
@@ -501,6 +509,7 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         unknown,
         faults,
         longest_unavailability,
+        worst_fault,
         liveness,
         verdict,
         problems,
