@@ -97,11 +97,17 @@ pub enum Nemesis {
     PartitionLeader,
     /// Split the others into two halves, with one node that sees both.
     PartitionBridge,
+    /// Nodes on a ring, each seeing only its two neighbours: overlapping
+    /// majorities, none of which sees all the others (on 3 nodes: a line).
+    PartitionRing,
+    /// Each fault one of the others, at random (partitions only in
+    /// network namespaces).
+    Mixed,
 }
 
 impl Nemesis {
     /// Every nemesis, in the order a full run goes through them.
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 11] = [
         Nemesis::KillRandom,
         Nemesis::KillLeader,
         Nemesis::KillMajority,
@@ -111,6 +117,8 @@ impl Nemesis {
         Nemesis::PartitionOne,
         Nemesis::PartitionLeader,
         Nemesis::PartitionBridge,
+        Nemesis::PartitionRing,
+        Nemesis::Mixed,
     ];
 
     /// Its name on the command line and in reports.
@@ -125,6 +133,8 @@ impl Nemesis {
             Nemesis::PartitionOne => "partition-one",
             Nemesis::PartitionLeader => "partition-leader",
             Nemesis::PartitionBridge => "partition-bridge",
+            Nemesis::PartitionRing => "partition-ring",
+            Nemesis::Mixed => "mixed",
         }
     }
 
@@ -141,6 +151,7 @@ impl Nemesis {
                 | Nemesis::PartitionOne
                 | Nemesis::PartitionLeader
                 | Nemesis::PartitionBridge
+                | Nemesis::PartitionRing
         )
     }
 
@@ -565,6 +576,14 @@ fn inject(
     net: &Net,
     rng: &mut Rng,
 ) -> Result<(String, Undo), String> {
+    if nemesis == Nemesis::Mixed {
+        let kinds: Vec<Nemesis> = Nemesis::ALL
+            .into_iter()
+            .filter(|k| *k != Nemesis::Mixed && (net.can_partition() || !k.needs_namespaces()))
+            .collect();
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        return inject(kind, cluster, net, rng);
+    }
     let n = cluster.len();
     let random = rng.below(n as u64) as usize;
     let leader = || cluster.leader(Duration::from_secs(2));
@@ -645,6 +664,26 @@ fn inject(
                 Undo::Heal,
             )
         }
+        Nemesis::PartitionRing => {
+            let order = rng.shuffled(n);
+            // Cut every pair that is not adjacent on the ring (on 3 nodes,
+            // every pair is: cut the ring open into a line).
+            let mut cuts: Vec<(usize, usize)> = (0..n)
+                .flat_map(|a| (a + 2..n).map(move |b| (a, b)))
+                .filter(|&(a, b)| !(a == 0 && b == n - 1))
+                .map(|(a, b)| (order[a], order[b]))
+                .collect();
+            if cuts.is_empty() {
+                cuts.push((order[0], order[n - 1]));
+            }
+            for (a, b) in &cuts {
+                cut(&[*a], &[*b])?;
+            }
+            let ring: Vec<String> = order.iter().map(|i| format!("n{}", i + 1)).collect();
+            let shape = if n > 3 { "ring" } else { "line" };
+            (format!("{shape} {}", ring.join("-")), Undo::Heal)
+        }
+        Nemesis::Mixed => unreachable!("a mixed fault is one of the others"),
     };
     Ok((what, undo))
 }

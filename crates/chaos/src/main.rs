@@ -38,7 +38,8 @@ struct Args {
     liveness_bound: f64,
     /// The nemeses, comma-separated, or `all`: kill-random, kill-leader,
     /// kill-majority, pause-random, pause-leader, partition-halves,
-    /// partition-one, partition-leader, partition-bridge
+    /// partition-one, partition-leader, partition-bridge, partition-ring,
+    /// mixed
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Where the nodes run: auto (namespaces if root and iproute2, else
