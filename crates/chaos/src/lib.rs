@@ -1,0 +1,889 @@
+//! Faults injected into real `raft-kv serve` processes under a client
+//! workload, in the manner of Jepsen: for each nemesis, a fresh cluster,
+//! clients doing GET, SET, SET NX and CAS on a few keys, a seeded schedule
+//! of faults and heals, then a check that
+//!
+//! - the history of every key is linearizable (raft-lincheck), including a
+//!   final linearizable read of every key, so a lost acknowledged write
+//!   shows as a violation;
+//! - every node converges on those final values (local reads);
+//! - after the last heal, a write succeeds within the liveness bound;
+//! - no node exited on its own.
+//!
+//! The report of each nemesis gives the operations that succeeded, failed
+//! for certain or have an unknown outcome, the verdict, and the longest
+//! unavailability after a fault (the longest time without an acknowledged
+//! write from the fault to the first one after its heal).
+
+#![warn(missing_docs)]
+
+pub mod cluster;
+pub mod net;
+pub mod resp;
+pub mod workload;
+
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use raft_lincheck::{Input, Operation, Output};
+
+use cluster::Cluster;
+use net::{Namespaces, Net};
+use resp::Reply;
+use workload::Shared;
+
+/// A small deterministic generator (SplitMix64).
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A duration in `[min, max)`.
+    pub fn between(&mut self, min: Duration, max: Duration) -> Duration {
+        let span = (max - min).as_millis() as u64;
+        min + Duration::from_millis(self.below(span))
+    }
+
+    /// The numbers `0..n` in a random order.
+    pub fn shuffled(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+        v
+    }
+}
+
+/// A kind of fault, injected and healed over and over during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nemesis {
+    /// SIGKILL a random node, then restart it.
+    KillRandom,
+    /// SIGKILL the leader, then restart it.
+    KillLeader,
+    /// SIGKILL a majority, then restart them.
+    KillMajority,
+    /// SIGSTOP a random node for longer than an election timeout, then
+    /// SIGCONT.
+    PauseRandom,
+    /// SIGSTOP the leader for longer than an election timeout, then SIGCONT.
+    PauseLeader,
+    /// Split the nodes into two halves that cannot reach each other.
+    PartitionHalves,
+    /// Cut one random node off from all others.
+    PartitionOne,
+    /// Cut the leader off from all others.
+    PartitionLeader,
+    /// Split the others into two halves, with one node that sees both.
+    PartitionBridge,
+    /// Nodes on a ring, each seeing only its two neighbours: overlapping
+    /// majorities, none of which sees all the others (on 3 nodes: a line).
+    PartitionRing,
+    /// Each fault one of the others, at random (partitions only in
+    /// network namespaces).
+    Mixed,
+}
+
+impl Nemesis {
+    /// Every nemesis, in the order a full run goes through them.
+    pub const ALL: [Nemesis; 11] = [
+        Nemesis::KillRandom,
+        Nemesis::KillLeader,
+        Nemesis::KillMajority,
+        Nemesis::PauseRandom,
+        Nemesis::PauseLeader,
+        Nemesis::PartitionHalves,
+        Nemesis::PartitionOne,
+        Nemesis::PartitionLeader,
+        Nemesis::PartitionBridge,
+        Nemesis::PartitionRing,
+        Nemesis::Mixed,
+    ];
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::KillRandom => "kill-random",
+            Nemesis::KillLeader => "kill-leader",
+            Nemesis::KillMajority => "kill-majority",
+            Nemesis::PauseRandom => "pause-random",
+            Nemesis::PauseLeader => "pause-leader",
+            Nemesis::PartitionHalves => "partition-halves",
+            Nemesis::PartitionOne => "partition-one",
+            Nemesis::PartitionLeader => "partition-leader",
+            Nemesis::PartitionBridge => "partition-bridge",
+            Nemesis::PartitionRing => "partition-ring",
+            Nemesis::Mixed => "mixed",
+        }
+    }
+
+    /// The nemesis of that name.
+    pub fn parse(name: &str) -> Option<Nemesis> {
+        Nemesis::ALL.into_iter().find(|n| n.name() == name)
+    }
+
+    /// Whether it needs network namespaces.
+    pub fn needs_namespaces(self) -> bool {
+        matches!(
+            self,
+            Nemesis::PartitionHalves
+                | Nemesis::PartitionOne
+                | Nemesis::PartitionLeader
+                | Nemesis::PartitionBridge
+                | Nemesis::PartitionRing
+        )
+    }
+
+    /// Its schedule's seed, from the run's: a nemesis run alone with the
+    /// same seed makes the same choices.
+    fn seed(self, seed: u64) -> u64 {
+        self.name()
+            .bytes()
+            .fold(seed ^ 0xCBF2_9CE4_8422_2325, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+            })
+    }
+}
+
+/// Where the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetChoice {
+    /// In network namespaces if possible, else on 127.0.0.1 (saying why).
+    Auto,
+    /// In network namespaces (an error if impossible).
+    Namespaces,
+    /// On 127.0.0.1: kills and pauses only.
+    Loopback,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `raft-kv` executable.
+    pub bin: PathBuf,
+    /// How many nodes (3 or 5).
+    pub nodes: usize,
+    /// How many clients.
+    pub clients: u64,
+    /// How many keys.
+    pub keys: u64,
+    /// The seed of the fault schedules and of the clients' choices.
+    pub seed: u64,
+    /// How long each nemesis runs (faults and heals).
+    pub duration: Duration,
+    /// The longest a write may take to succeed after the last heal.
+    pub liveness_bound: Duration,
+    /// Clients read with READONLY (local, possibly stale reads): the
+    /// check must then fail under partitions.
+    pub readonly_reads: bool,
+    /// Where the nodes run.
+    pub net: NetChoice,
+    /// The nemeses to run, one after the other.
+    pub nemeses: Vec<Nemesis>,
+    /// Where the nodes' data and logs go (a directory per nemesis, removed
+    /// if it passes).
+    pub dir: PathBuf,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// What was done, e.g. `kill n2 (leader)`.
+    pub what: String,
+    /// When it was injected (µs since the start of the run).
+    pub at: u64,
+    /// When it was healed.
+    pub healed: u64,
+}
+
+/// The outcome of one nemesis.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The nemesis.
+    pub nemesis: Nemesis,
+    /// The seed of its schedule (with `--nemesis` it replays).
+    pub seed: u64,
+    /// Operations acknowledged.
+    pub ok: u64,
+    /// Operations that certainly had no effect.
+    pub failed: u64,
+    /// Writes whose outcome is unknown (no reply, or an error that does
+    /// not rule out an effect).
+    pub unknown: u64,
+    /// The faults, in order.
+    pub faults: Vec<Fault>,
+    /// The longest time without an acknowledged write, from a fault to the
+    /// first acknowledged write after its heal.
+    pub longest_unavailability: Duration,
+    /// The fault it followed.
+    pub worst_fault: Option<String>,
+    /// The time from the last heal to the first successful write, if
+    /// one succeeded within the bound.
+    pub liveness: Option<Duration>,
+    /// The checker's verdict.
+    pub verdict: String,
+    /// Everything wrong: a violation, a liveness miss, a divergence, a
+    /// node that exited. Empty if the nemesis passed.
+    pub problems: Vec<String>,
+    /// Where its data and logs are, if kept (it failed).
+    pub kept: Option<PathBuf>,
+}
+
+impl Report {
+    /// Whether nothing went wrong.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<17} {:>6} ok {:>5} failed {:>4} unknown  {:>2} faults  unavailable <= {:>4.2} s ({})  ",
+            self.nemesis.name(),
+            self.ok,
+            self.failed,
+            self.unknown,
+            self.faults.len(),
+            self.longest_unavailability.as_secs_f64(),
+            self.worst_fault.as_deref().unwrap_or("no fault"),
+        )?;
+        match self.liveness {
+            Some(d) => write!(f, "write {:.2} s after heal  ", d.as_secs_f64())?,
+            None => write!(f, "no write after heal  ")?,
+        }
+        if self.passed() {
+            write!(f, "PASS")
+        } else {
+            let firsts: Vec<&str> = self
+                .problems
+                .iter()
+                .map(|p| p.lines().next().unwrap_or_default())
+                .collect();
+            write!(f, "FAIL: {}", firsts.join("; "))
+        }
+    }
+}
+
+/// Runs every nemesis of `config`, printing as it goes; the reports. An
+/// error if the run itself could not proceed (a node that does not start,
+/// namespaces asked for and unavailable).
+pub fn run(config: &Config) -> Result<Vec<Report>, String> {
+    let removed = net::remove_leftovers();
+    if !removed.is_empty() {
+        println!(
+            "removed the namespaces of an earlier run: {}",
+            removed.join(" ")
+        );
+    }
+    let namespaces = match (config.net, net::unavailable()) {
+        (NetChoice::Loopback, _) => None,
+        (NetChoice::Namespaces, Some(why)) => {
+            return Err(format!("network namespaces unavailable: {why}"))
+        }
+        (NetChoice::Namespaces, None) => Some(Namespaces::create(config.nodes)?),
+        (NetChoice::Auto, None) => {
+            match Namespaces::create(config.nodes) {
+                Ok(ns) => Some(ns),
+                Err(e) => {
+                    println!("network namespaces unavailable ({e}): nodes on 127.0.0.1, kill and pause only");
+                    None
+                }
+            }
+        }
+        (NetChoice::Auto, Some(why)) => {
+            println!(
+                "network namespaces unavailable ({why}): nodes on 127.0.0.1, kill and pause only"
+            );
+            None
+        }
+    };
+    let shared_net = namespaces.map(|ns| Arc::new(Net::Namespaces(ns)));
+    println!(
+        "raft-kv chaos: {} nodes {}, {} clients, {} keys, {:.1} s per nemesis, seed {}{}",
+        config.nodes,
+        if shared_net.is_some() {
+            "in network namespaces (10.77.0.0/24)"
+        } else {
+            "on 127.0.0.1"
+        },
+        config.clients,
+        config.keys,
+        config.duration.as_secs_f64(),
+        config.seed,
+        if config.readonly_reads {
+            ", READONLY reads (stale reads expected)"
+        } else {
+            ""
+        }
+    );
+    let mut reports = Vec::new();
+    for &nemesis in &config.nemeses {
+        let net = match &shared_net {
+            Some(n) => n.clone(),
+            None if nemesis.needs_namespaces() => {
+                println!("{:<17} skipped: needs network namespaces", nemesis.name());
+                continue;
+            }
+            None => Arc::new(Net::loopback(config.nodes).map_err(|e| e.to_string())?),
+        };
+        let report = run_one(config, nemesis, net)?;
+        println!("{report}");
+        if let Some(dir) = &report.kept {
+            println!("  data and logs kept in {}", dir.display());
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Prints a line prefixed with the time since `started`.
+fn note(started: Instant, text: &str) {
+    println!("  {:>6.2}s {text}", started.elapsed().as_secs_f64());
+}
+
+/// Runs one nemesis on a fresh cluster.
+fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, String> {
+    let seed = nemesis.seed(config.seed);
+    let dir = config.dir.join(nemesis.name());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    println!("{} (seed {})", nemesis.name(), config.seed);
+    let mut cluster = Cluster::start(&config.bin, &dir, net.clone(), config.nodes)?;
+    if cluster.leader(Duration::from_secs(20)).is_none() {
+        return Err(format!("{}: no leader within 20 s", nemesis.name()));
+    }
+    let shared = Arc::new(Shared {
+        net: net.clone(),
+        nodes: config.nodes,
+        keys: config.keys,
+        readonly: config.readonly_reads,
+        started: Instant::now(),
+        stop: AtomicBool::new(false),
+        history: Mutex::new(Vec::new()),
+        failed: Mutex::new(0),
+    });
+    let _stop = StopOnDrop(shared.clone());
+    let clients: Vec<_> = (0..config.clients)
+        .map(|id| {
+            let shared = shared.clone();
+            let seed = config.seed;
+            thread::spawn(move || workload::client(id, seed, shared))
+        })
+        .collect();
+
+    let mut problems = Vec::new();
+    let mut rng = Rng::new(seed);
+    let mut faults = Vec::new();
+    let end = shared.started + config.duration;
+    loop {
+        let quiet = rng.between(Duration::from_millis(400), Duration::from_millis(900));
+        let hold = rng.between(
+            cluster::ELECTION_TIMEOUT_MAX * 3,
+            cluster::ELECTION_TIMEOUT_MAX * 5,
+        );
+        if Instant::now() + quiet + hold > end {
+            break;
+        }
+        thread::sleep(quiet);
+        let at = shared.now();
+        let (what, undo) = inject(nemesis, &mut cluster, &net, &mut rng)?;
+        note(shared.started, &what);
+        thread::sleep(hold);
+        for i in cluster.exited() {
+            problems.push(format!("n{} exited on its own", i + 1));
+        }
+        undo.heal(&mut cluster, &net)?;
+        faults.push(Fault {
+            what,
+            at,
+            healed: shared.now(),
+        });
+        note(shared.started, "healed");
+    }
+    for i in cluster.exited() {
+        problems.push(format!("n{} exited on its own", i + 1));
+    }
+    cluster.restore()?;
+    let healed = Instant::now();
+    let healed_at = shared.now();
+    let probe = first_write(&shared, config.liveness_bound);
+    shared.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join()
+            .map_err(|_| "a client thread panicked".to_string())?;
+    }
+    let mut history = std::mem::take(&mut *shared.history.lock().expect("clients are done"));
+    // The first write acknowledged after the heal: a client's or the probe's.
+    let liveness = history
+        .iter()
+        .filter(|o| o.call >= healed_at && o.input != Input::Read)
+        .filter_map(|o| o.ret_time())
+        .min()
+        .map(|t| Duration::from_micros(t - healed_at))
+        .into_iter()
+        .chain(probe)
+        .min();
+    match liveness {
+        Some(d) => note(
+            shared.started,
+            &format!("a write succeeded {:.2} s after the heal", d.as_secs_f64()),
+        ),
+        None => problems.push(format!(
+            "no write succeeded within {:.1} s of the heal",
+            config.liveness_bound.as_secs_f64()
+        )),
+    }
+    let finals = final_reads(
+        &shared,
+        config.clients,
+        &mut history,
+        healed + config.liveness_bound * 2,
+    );
+    match &finals {
+        Some(values) => problems.extend(convergence(&shared, values)),
+        None => problems.push("the final reads did not succeed".into()),
+    }
+
+    let ok = history.iter().filter(|o| o.ret.is_some()).count() as u64;
+    let unknown = history.len() as u64 - ok;
+    let failed = *shared.failed.lock().expect("clients are done");
+    if ok < 10 {
+        problems.push(format!("only {ok} operations succeeded"));
+    }
+    let verdict = match raft_lincheck::check_with_limit(&history, 2_000_000) {
+        Ok(r) => format!(
+            "linearizable ({} operations, {} keys, {} states explored)",
+            r.operations, r.keys, r.states_explored
+        ),
+        Err(e) => {
+            let text = match e {
+                raft_lincheck::CheckError::Violation(_) => format!("not linearizable: {e}"),
+                _ => format!("inconclusive: {e}"),
+            };
+            problems.push(first_lines(&text, 30));
+            text
+        }
+    };
+    note(shared.started, &first_lines(&verdict, 30));
+    let mut acked: Vec<u64> = history
+        .iter()
+        .filter(|o| o.input != Input::Read)
+        .filter_map(|o| o.ret_time())
+        .collect();
+    acked.sort_unstable();
+    let (longest_unavailability, worst_fault) = faults
+        .iter()
+        .map(|f| {
+            (
+                unavailability(&acked, f, shared.now()),
+                Some(f.what.clone()),
+            )
+        })
+        .max()
+        .unwrap_or_default();
+    drop(cluster);
+    let kept = if problems.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
+        None
+    } else {
+        std::fs::write(dir.join("history.txt"), render(&history)).ok();
+        Some(dir)
+    };
+    Ok(Report {
+        nemesis,
+        seed: config.seed,
+        ok,
+        failed,
+        unknown,
+        faults,
+        longest_unavailability,
+        worst_fault,
+        liveness,
+        verdict,
+        problems,
+        kept,
+    })
+}
+
+/// Stops the clients when a run ends, early (an error) or not.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How to undo a fault.
+enum Undo {
+    /// Restart these nodes.
+    Restart(Vec<usize>),
+    /// SIGCONT this node.
+    Resume(usize),
+    /// Remove every network cut.
+    Heal,
+}
+
+impl Undo {
+    fn heal(self, cluster: &mut Cluster, net: &Net) -> Result<(), String> {
+        match self {
+            Undo::Restart(nodes) => nodes.into_iter().try_for_each(|i| cluster.start_node(i)),
+            Undo::Resume(i) => {
+                cluster.resume(i);
+                Ok(())
+            }
+            Undo::Heal => match net {
+                Net::Namespaces(ns) => ns.heal(),
+                Net::Loopback(_) => Ok(()),
+            },
+        }
+    }
+}
+
+/// Node ids as `{n1,n3}`.
+fn ids(nodes: &[usize]) -> String {
+    let names: Vec<String> = nodes.iter().map(|i| format!("n{}", i + 1)).collect();
+    format!("{{{}}}", names.join(","))
+}
+
+/// Injects one fault of `nemesis`: what was done and how to undo it.
+fn inject(
+    nemesis: Nemesis,
+    cluster: &mut Cluster,
+    net: &Net,
+    rng: &mut Rng,
+) -> Result<(String, Undo), String> {
+    if nemesis == Nemesis::Mixed {
+        let kinds: Vec<Nemesis> = Nemesis::ALL
+            .into_iter()
+            .filter(|k| *k != Nemesis::Mixed && (net.can_partition() || !k.needs_namespaces()))
+            .collect();
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        return inject(kind, cluster, net, rng);
+    }
+    let n = cluster.len();
+    let random = rng.below(n as u64) as usize;
+    let leader = || cluster.leader(Duration::from_secs(2));
+    let cut = |a: &[usize], b: &[usize]| -> Result<(), String> {
+        let Net::Namespaces(ns) = net else {
+            return Err("partitions need network namespaces".into());
+        };
+        for &x in a {
+            for &y in b {
+                ns.cut(x, y)?;
+            }
+        }
+        Ok(())
+    };
+    let others = |i: usize| -> Vec<usize> { (0..n).filter(|&j| j != i).collect() };
+    let (what, undo) = match nemesis {
+        Nemesis::KillRandom | Nemesis::KillLeader => {
+            let (i, why) = match (nemesis, leader()) {
+                (Nemesis::KillLeader, Some(l)) => (l, " (leader)"),
+                (Nemesis::KillLeader, None) => (random, " (no leader)"),
+                _ => (random, ""),
+            };
+            cluster.kill(i);
+            (format!("kill n{}{why}", i + 1), Undo::Restart(vec![i]))
+        }
+        Nemesis::KillMajority => {
+            let mut nodes = rng.shuffled(n)[..n / 2 + 1].to_vec();
+            nodes.sort();
+            for &i in &nodes {
+                cluster.kill(i);
+            }
+            (format!("kill {}", ids(&nodes)), Undo::Restart(nodes))
+        }
+        Nemesis::PauseRandom | Nemesis::PauseLeader => {
+            let (i, why) = match (nemesis, leader()) {
+                (Nemesis::PauseLeader, Some(l)) => (l, " (leader)"),
+                (Nemesis::PauseLeader, None) => (random, " (no leader)"),
+                _ => (random, ""),
+            };
+            cluster.pause(i);
+            (format!("pause n{}{why}", i + 1), Undo::Resume(i))
+        }
+        Nemesis::PartitionHalves => {
+            let order = rng.shuffled(n);
+            let (mut a, mut b) = (order[..n / 2].to_vec(), order[n / 2..].to_vec());
+            a.sort();
+            b.sort();
+            cut(&a, &b)?;
+            (format!("partition {} | {}", ids(&a), ids(&b)), Undo::Heal)
+        }
+        Nemesis::PartitionOne | Nemesis::PartitionLeader => {
+            let (i, why) = match (nemesis, leader()) {
+                (Nemesis::PartitionLeader, Some(l)) => (l, " (leader)"),
+                (Nemesis::PartitionLeader, None) => (random, " (no leader)"),
+                _ => (random, ""),
+            };
+            cut(&[i], &others(i))?;
+            (format!("isolate n{}{why}", i + 1), Undo::Heal)
+        }
+        Nemesis::PartitionBridge => {
+            let order = rng.shuffled(n);
+            let bridge = order[0];
+            let rest = &order[1..];
+            let (mut a, mut b) = (
+                rest[..rest.len() / 2].to_vec(),
+                rest[rest.len() / 2..].to_vec(),
+            );
+            a.sort();
+            b.sort();
+            cut(&a, &b)?;
+            (
+                format!(
+                    "partition {} | {} bridged by n{}",
+                    ids(&a),
+                    ids(&b),
+                    bridge + 1
+                ),
+                Undo::Heal,
+            )
+        }
+        Nemesis::PartitionRing => {
+            let order = rng.shuffled(n);
+            // Cut every pair that is not adjacent on the ring (on 3 nodes,
+            // every pair is: cut the ring open into a line).
+            let mut cuts: Vec<(usize, usize)> = (0..n)
+                .flat_map(|a| (a + 2..n).map(move |b| (a, b)))
+                .filter(|&(a, b)| !(a == 0 && b == n - 1))
+                .map(|(a, b)| (order[a], order[b]))
+                .collect();
+            if cuts.is_empty() {
+                cuts.push((order[0], order[n - 1]));
+            }
+            for (a, b) in &cuts {
+                cut(&[*a], &[*b])?;
+            }
+            let ring: Vec<String> = order.iter().map(|i| format!("n{}", i + 1)).collect();
+            let shape = if n > 3 { "ring" } else { "line" };
+            (format!("{shape} {}", ring.join("-")), Undo::Heal)
+        }
+        Nemesis::Mixed => unreachable!("a mixed fault is one of the others"),
+    };
+    Ok((what, undo))
+}
+
+/// Writes a probe key through every node in turn until one write succeeds
+/// (within `bound`); how long it took. Prints the first failure.
+fn first_write(shared: &Shared, bound: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut i = 0;
+    let mut told = false;
+    while start.elapsed() < bound {
+        let node = i % shared.nodes;
+        if let Some(mut con) = workload::connect(shared, node, false) {
+            let reply = con.call(&[b"SET", b"chaos:probe", b"1"]);
+            if matches!(&reply, Ok(Reply::Simple(s)) if s == "OK") {
+                return Some(start.elapsed());
+            }
+            if !told {
+                told = true;
+                note(
+                    shared.started,
+                    &format!(
+                        "a write through n{} failed {:.2} s after the heal: {reply:?}",
+                        node + 1,
+                        start.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+        }
+        i += 1;
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Reads every key linearizably (through any node that answers, until
+/// `deadline`), adding the reads to the history as client `client`'s; the
+/// values, or `None` if some key could not be read.
+fn final_reads(
+    shared: &Shared,
+    client: u64,
+    history: &mut Vec<Operation>,
+    deadline: Instant,
+) -> Option<Vec<Option<u64>>> {
+    let mut values = Vec::new();
+    let mut i = 0;
+    for k in 0..shared.keys {
+        let key = workload::key_name(k);
+        loop {
+            if Instant::now() > deadline {
+                return None;
+            }
+            i += 1;
+            let Some(mut con) = workload::connect(shared, i % shared.nodes, false) else {
+                continue;
+            };
+            let call = shared.now();
+            if let Ok(Reply::Bulk(v)) = con.call(&[b"GET", key.as_bytes()]) {
+                let v = v.as_deref().map(workload::parse_value);
+                history.push(Operation::completed(
+                    client,
+                    k,
+                    Input::Read,
+                    call,
+                    shared.now(),
+                    Output::Read(v),
+                ));
+                values.push(v);
+                break;
+            }
+        }
+    }
+    Some(values)
+}
+
+/// Reads every key locally (READONLY) on every node until each has the
+/// final values (for up to 10 s); a problem per node that does not.
+fn convergence(shared: &Shared, values: &[Option<u64>]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut problems = Vec::new();
+    for i in 0..shared.nodes {
+        let mut seen = Vec::new();
+        loop {
+            if let Some(mut con) = workload::connect(shared, i, true) {
+                seen = (0..shared.keys)
+                    .map(
+                        |k| match con.call(&[b"GET", workload::key_name(k).as_bytes()]) {
+                            Ok(Reply::Bulk(v)) => Some(v.as_deref().map(workload::parse_value)),
+                            _ => None,
+                        },
+                    )
+                    .collect();
+                if seen.iter().zip(values).all(|(s, v)| *s == Some(*v)) {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                problems.push(format!(
+                    "n{} diverged: local reads {seen:?}, the cluster's values {values:?}",
+                    i + 1
+                ));
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    problems
+}
+
+/// The longest time without an acknowledged write from the start of
+/// `fault` on, counting the gaps that begin before it is healed (so the
+/// recovery after the heal counts too); `acked` holds the completion times
+/// of the acknowledged writes and CASes, sorted; `end` closes a gap no
+/// write ends.
+fn unavailability(acked: &[u64], fault: &Fault, end: u64) -> Duration {
+    let mut previous = fault.at;
+    let mut longest = 0;
+    for &t in acked.iter().filter(|&&t| t > fault.at) {
+        longest = longest.max(t - previous);
+        if t > fault.healed {
+            return Duration::from_micros(longest);
+        }
+        previous = t;
+    }
+    Duration::from_micros(longest.max(end.saturating_sub(previous)))
+}
+
+/// The history, one operation a line, in invocation order.
+fn render(history: &[Operation]) -> String {
+    let mut ops: Vec<&Operation> = history.iter().collect();
+    ops.sort_by_key(|o| o.call);
+    let mut out = String::new();
+    for o in ops {
+        let _ = writeln!(out, "{o}");
+    }
+    out
+}
+
+/// The first `n` lines of `text`, saying how many were left out.
+fn first_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= n {
+        return text.to_string();
+    }
+    format!(
+        "{}\n... ({} more lines)",
+        lines[..n].join("\n"),
+        lines.len() - n
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nemesis_is_found_by_its_name() {
+        for n in Nemesis::ALL {
+            assert_eq!(Nemesis::parse(n.name()), Some(n));
+        }
+        assert_eq!(Nemesis::parse("nothing"), None);
+    }
+
+    #[test]
+    fn a_nemesis_schedule_depends_on_the_seed_and_the_nemesis() {
+        assert_eq!(Nemesis::KillLeader.seed(1), Nemesis::KillLeader.seed(1));
+        assert_ne!(Nemesis::KillLeader.seed(1), Nemesis::KillLeader.seed(2));
+        assert_ne!(Nemesis::KillLeader.seed(1), Nemesis::KillRandom.seed(1));
+    }
+
+    #[test]
+    fn a_shuffle_is_a_permutation() {
+        let mut rng = Rng::new(7);
+        let mut v = rng.shuffled(5);
+        v.sort();
+        assert_eq!(v, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn unavailability_is_the_longest_gap_between_acknowledged_writes_during_a_fault() {
+        let fault = |at, healed| Fault {
+            what: String::new(),
+            at,
+            healed,
+        };
+        let acked = [10, 120, 150, 400, 450, 900];
+        // From 100: gaps 20, 30, 250 (ends after the heal at 300).
+        assert_eq!(
+            unavailability(&acked, &fault(100, 300), 1000),
+            Duration::from_micros(250)
+        );
+        // From 460: 440 to the write at 900, after the heal at 500.
+        assert_eq!(
+            unavailability(&acked, &fault(460, 500), 1000),
+            Duration::from_micros(440)
+        );
+        // No write after the heal: the gap runs to the end.
+        assert_eq!(
+            unavailability(&acked, &fault(950, 960), 1000),
+            Duration::from_micros(50)
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! `raft-kv-chaos`: runs nemeses against real `raft-kv serve` processes and
+//! exits non-zero if any run finds an anomaly, a lost write, a divergence or
+//! a liveness miss.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use raft_kv_chaos::{Config, Nemesis, NetChoice};
+
+/// Faults (kills, pauses, partitions) injected into a raft-kv cluster of
+/// real processes under a client workload whose history is checked for
+/// linearizability.
+#[derive(Parser, Debug)]
+#[command(name = "raft-kv-chaos", version, about)]
+struct Args {
+    /// The raft-kv executable [default: `raft-kv` next to this one]
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// How many nodes
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// How many clients
+    #[arg(long, default_value_t = 5)]
+    clients: u64,
+    /// How many keys
+    #[arg(long, default_value_t = 3)]
+    keys: u64,
+    /// The seed of the fault schedules [default: from the clock]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seconds each nemesis runs
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds a write may take to succeed after the last heal
+    #[arg(long, default_value_t = 10.0)]
+    liveness_bound: f64,
+    /// The nemeses, comma-separated, or `all`: kill-random, kill-leader,
+    /// kill-majority, pause-random, pause-leader, partition-halves,
+    /// partition-one, partition-leader, partition-bridge, partition-ring,
+    /// mixed
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Where the nodes run: auto (namespaces if root and iproute2, else
+    /// 127.0.0.1), netns, loopback
+    #[arg(long, default_value = "auto")]
+    net: String,
+    /// Read with READONLY (local, possibly stale reads): a bug mode the
+    /// check must catch under partitions
+    #[arg(long)]
+    readonly_reads: bool,
+    /// The directory for the nodes' data and logs (kept for failed runs)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let nemeses = if args.nemesis == "all" {
+        Nemesis::ALL.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for name in args.nemesis.split(',') {
+            match Nemesis::parse(name) {
+                Some(n) => v.push(n),
+                None => {
+                    eprintln!("raft-kv-chaos: no nemesis {name:?}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        v
+    };
+    let net = match args.net.as_str() {
+        "auto" => NetChoice::Auto,
+        "netns" => NetChoice::Namespaces,
+        "loopback" => NetChoice::Loopback,
+        other => {
+            eprintln!("raft-kv-chaos: --net is auto, netns or loopback, not {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let bin = args.bin.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("raft-kv")))
+            .unwrap_or_else(|| PathBuf::from("raft-kv"))
+    });
+    if !bin.exists() {
+        eprintln!(
+            "raft-kv-chaos: no raft-kv at {} (build it with `cargo build --release -p raft-kv`, or give --bin)",
+            bin.display()
+        );
+        return ExitCode::from(2);
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(1)
+    });
+    let config = Config {
+        bin,
+        nodes: args.nodes,
+        clients: args.clients,
+        keys: args.keys,
+        seed,
+        duration: Duration::from_secs_f64(args.duration),
+        liveness_bound: Duration::from_secs_f64(args.liveness_bound),
+        readonly_reads: args.readonly_reads,
+        net,
+        nemeses,
+        dir: args.dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("raft-kv-chaos-{}", std::process::id()))
+        }),
+    };
+    match raft_kv_chaos::run(&config) {
+        Ok(reports) => {
+            let failed: Vec<&str> = reports
+                .iter()
+                .filter(|r| !r.passed())
+                .map(|r| r.nemesis.name())
+                .collect();
+            let _ = std::fs::remove_dir(&config.dir);
+            if failed.is_empty() {
+                println!("all {} nemeses passed (seed {seed})", reports.len());
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "FAILED: {} (replay: --seed {seed} --nemesis {})",
+                    failed.join(" "),
+                    failed.join(",")
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("raft-kv-chaos: {e} (seed {seed})");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The clients: each on its own thread, connected to a random node (a new
+//! one after any connection error), sending GET, SET, SET NX and CAS on a
+//! few keys with values no other client writes, and recording every
+//! operation with its invocation and completion times (microseconds since
+//! the run started) and its outcome.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use raft_lincheck::{Input, Operation, Output};
+
+use crate::net::Net;
+use crate::resp::{Conn, Reply};
+use crate::Rng;
+
+/// How long a client waits for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a client waits for a reply before the outcome is unknown
+/// (longer than the nodes' `--command-timeout-ms`).
+pub const REPLY_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// What the clients share.
+pub struct Shared {
+    /// The network the nodes are on.
+    pub net: Arc<Net>,
+    /// How many nodes.
+    pub nodes: usize,
+    /// How many keys.
+    pub keys: u64,
+    /// Whether reads are local (READONLY): possibly stale, the bug mode.
+    pub readonly: bool,
+    /// Time zero of the run.
+    pub started: Instant,
+    /// Set to stop the clients.
+    pub stop: AtomicBool,
+    /// Every operation that was sent, completed or not.
+    pub history: Mutex<Vec<Operation>>,
+    /// Operations that certainly had no effect.
+    pub failed: Mutex<u64>,
+}
+
+impl Shared {
+    /// Microseconds since the start of the run.
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+}
+
+/// The key name of key `k`.
+pub fn key_name(k: u64) -> String {
+    format!("chaos:{k}")
+}
+
+/// A value read back: the number a client wrote, or one no client writes
+/// (`u64::MAX`), which the checker then refutes.
+pub fn parse_value(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// A connection to node `i`, in READONLY mode if asked.
+pub fn connect(shared: &Shared, i: usize, readonly: bool) -> Option<Conn> {
+    let stream = shared.net.connect(i, CONNECT_TIMEOUT).ok()?;
+    let mut con = Conn::new(stream, REPLY_TIMEOUT).ok()?;
+    if readonly && con.call(&[b"READONLY"]).ok()? != Reply::Simple("OK".into()) {
+        return None;
+    }
+    Some(con)
+}
+
+/// Whether an error reply to a write says it certainly had no effect.
+fn certainly_failed(error: &str) -> bool {
+    error.starts_with("MOVED") || error.starts_with("LOADING")
+}
+
+/// Runs client `id` until `shared.stop` is set.
+pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
+    let mut rng = Rng::new(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut next = id * 1_000_000_000;
+    let mut last_seen = vec![None; shared.keys as usize];
+    let mut con: Option<Conn> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Some(c) = con.as_mut() else {
+            con = connect(
+                &shared,
+                rng.below(shared.nodes as u64) as usize,
+                shared.readonly,
+            );
+            if con.is_none() {
+                thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        };
+        let k = rng.below(shared.keys);
+        next += 1;
+        let (key, value) = (key_name(k).into_bytes(), next.to_string().into_bytes());
+        let set_nx = || vec![b"SET".to_vec(), key.clone(), value.clone(), b"NX".to_vec()];
+        let (input, args) = match (rng.below(10), last_seen[k as usize]) {
+            (0..=3, _) => (Input::Read, vec![b"GET".to_vec(), key.clone()]),
+            (4..=6, _) => (
+                Input::Write(next),
+                vec![b"SET".to_vec(), key.clone(), value.clone()],
+            ),
+            (8.., Some(expected)) => (
+                Input::Cas {
+                    expected: Some(expected),
+                    new: next,
+                },
+                vec![
+                    b"CAS".to_vec(),
+                    key.clone(),
+                    expected.to_string().into_bytes(),
+                    value.clone(),
+                ],
+            ),
+            // CAS from absent: SET NX.
+            _ => (
+                Input::Cas {
+                    expected: None,
+                    new: next,
+                },
+                set_nx(),
+            ),
+        };
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let call = shared.now();
+        let reply = c.call(&args);
+        let ret = shared.now();
+        let output = match (&input, &reply) {
+            (_, Err(_)) => {
+                con = None;
+                None
+            }
+            (_, Ok(Reply::Error(e))) if input == Input::Read || certainly_failed(e) => {
+                *shared.failed.lock().expect("no panics while held") += 1;
+                continue;
+            }
+            (_, Ok(Reply::Error(_))) => None,
+            (Input::Read, Ok(Reply::Bulk(v))) => Some(Output::Read(v.as_deref().map(parse_value))),
+            (Input::Write(_), Ok(Reply::Simple(s))) if s == "OK" => Some(Output::Write),
+            (Input::Cas { expected: None, .. }, Ok(Reply::Simple(s))) if s == "OK" => {
+                Some(Output::Cas(true))
+            }
+            (Input::Cas { expected: None, .. }, Ok(Reply::Bulk(None))) => Some(Output::Cas(false)),
+            (Input::Cas { .. }, Ok(Reply::Int(n))) => Some(Output::Cas(*n == 1)),
+            (_, Ok(other)) => {
+                // A reply of the wrong kind: recorded as a read of a value
+                // nobody wrote, so that the check fails and shows it.
+                eprintln!("client {id}: unexpected reply {other:?} to {input}");
+                Some(Output::Read(Some(u64::MAX)))
+            }
+        };
+        match (input, output) {
+            (Input::Read, None) => {
+                *shared.failed.lock().expect("no panics while held") += 1;
+                continue;
+            }
+            (_, Some(Output::Read(v))) => last_seen[k as usize] = v,
+            (Input::Write(v), Some(_)) | (Input::Cas { new: v, .. }, Some(Output::Cas(true))) => {
+                last_seen[k as usize] = Some(v)
+            }
+            _ => {}
+        }
+        shared
+            .history
+            .lock()
+            .expect("no panics while held")
+            .push(Operation {
+                client: id,
+                key: k,
+                input,
+                call,
+                ret: output.map(|o| (ret, o)),
+            });
+    }
+}
