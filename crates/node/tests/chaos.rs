@@ -172,13 +172,16 @@ async fn client(
                 };
                 Some((now_us(start), output))
             }
-            // A read that failed had no effect; a command that failed may
-            // or may not have taken effect: it stays open.
+            // A read that failed had no effect, nor had a command whose
+            // error says so: both are left out of the history (had such a
+            // command taken effect, a read would see a value no operation
+            // wrote, and the check fails). A command whose outcome is
+            // unknown may or may not have taken effect: it stays open.
             Err(e) => {
                 if std::env::var("CHAOS_DEBUG").is_ok() && !matches!(e, NodeError::Timeout { .. }) {
                     eprintln!("client {id} at {}: {e}", node.id());
                 }
-                if input == Input::Read {
+                if input == Input::Read || !e.is_outcome_unknown() {
                     continue;
                 }
                 None
