@@ -326,10 +326,6 @@ pub fn error_reply(e: &NodeError, leader: Option<&LeaderInfo>) -> String {
             ),
             None => format!("TRYAGAIN cannot reach the leader: {e}"),
         },
-        NodeError::Remote(m) if m.contains("no leader is known") => {
-            "CLUSTERDOWN no leader: the cluster is electing one or cannot reach a quorum; retry"
-                .into()
-        }
         NodeError::Remote(m) => format!("ERR the leader answered: {m}"),
         _ => format!("ERR {e}"),
     }

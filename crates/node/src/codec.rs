@@ -9,6 +9,7 @@
 //! input is a [`DecodeError`] that says what was being read and where.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_core::{
@@ -17,7 +18,7 @@ use raft_core::{
 };
 
 use crate::persistence::Identity;
-use crate::transport::{Envelope, Reply, Request};
+use crate::transport::{Envelope, ErrorCode, Reply, Request};
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -473,7 +474,7 @@ pub fn get_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
 /// (1); the message's cluster, sender, receiver, term and kind (33); the
 /// append's previous index and term, commit, round and entry count (36);
 /// the entry's index, term, kind and length (21). A forwarded command
-/// (`Request::Command`) adds less: 17 + `from_bytes`.
+/// (`Request::Within` a `Request::Command`) adds less: 26 + `from_bytes`.
 pub const fn one_entry_append_overhead(from_bytes: usize) -> usize {
     (8 + 4 + 1) + from_bytes + 33 + 36 + 21
 }
@@ -489,7 +490,11 @@ pub fn encode_envelope(e: &Envelope) -> Bytes {
 pub fn put_envelope(b: &mut BytesMut, e: &Envelope) {
     b.put_u64_le(e.cluster);
     put_bytes(b, e.from.as_bytes());
-    match &e.request {
+    put_request(b, &e.request);
+}
+
+fn put_request(b: &mut BytesMut, request: &Request) {
+    match request {
         Request::Raft(m) => {
             b.put_u8(0);
             put_message(b, m);
@@ -511,6 +516,11 @@ pub fn put_envelope(b: &mut BytesMut, e: &Envelope) {
             put_bytes(b, id.as_bytes());
         }
         Request::Hello => b.put_u8(5),
+        Request::Within { within, call } => {
+            b.put_u8(6);
+            b.put_u64_le(u64::try_from(within.as_millis()).unwrap_or(u64::MAX));
+            put_request(b, call);
+        }
     }
 }
 
@@ -519,8 +529,20 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let mut r = Reader::new(bytes, "envelope");
     let cluster = r.u64()?;
     let from: Arc<str> = Arc::from(r.string()?);
+    let request = get_request(&mut r, true)?;
+    r.finish()?;
+    Ok(Envelope {
+        cluster,
+        from,
+        request,
+    })
+}
+
+/// Decodes a request; a [`Request::Within`] only if `outer` (it carries one
+/// call, never another `Within`).
+fn get_request(r: &mut Reader<'_>, outer: bool) -> Result<Request, DecodeError> {
     let request = match r.u8()? {
-        0 => Request::Raft(get_message(&mut r)?),
+        0 => Request::Raft(get_message(r)?),
         1 => Request::Command(r.bytes()?),
         2 => Request::Read(r.bytes()?),
         3 => Request::Join {
@@ -528,14 +550,13 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         },
         4 => Request::Leave { id: r.string()? },
         5 => Request::Hello,
+        6 if outer => Request::Within {
+            within: Duration::from_millis(r.u64()?),
+            call: Box::new(get_request(r, false)?),
+        },
         _ => return Err(r.err("unknown request type")),
     };
-    r.finish()?;
-    Ok(Envelope {
-        cluster,
-        from,
-        request,
-    })
+    Ok(request)
 }
 
 /// Encodes a reply.
@@ -577,6 +598,11 @@ pub fn put_reply(b: &mut BytesMut, reply: &Reply) {
             b.put_u8(4);
             put_bytes(b, e.as_bytes());
         }
+        Reply::Failed { code, message } => {
+            b.put_u8(5);
+            b.put_u8(code.number());
+            put_bytes(b, message.as_bytes());
+        }
     }
 }
 
@@ -598,6 +624,10 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Reply, DecodeError> {
         },
         3 => Reply::Error(r.string()?),
         4 => Reply::NotMember(r.string()?),
+        5 => Reply::Failed {
+            code: ErrorCode::from_number(r.u8()?),
+            message: r.string()?,
+        },
         _ => return Err(r.err("unknown reply type")),
     };
     r.finish()?;
@@ -680,6 +710,10 @@ mod tests {
             },
             Reply::Error("no".into()),
             Reply::NotMember("not a member".into()),
+            Reply::Failed {
+                code: ErrorCode::OutcomeUnknown,
+                message: "lost".into(),
+            },
         ];
         for r in replies {
             assert_eq!(decode_reply(&encode_reply(&r)), Ok(r));

@@ -117,4 +117,25 @@ pub enum NodeError {
     /// The remote node refused the request.
     #[error("the remote node refused: {0}")]
     Remote(String),
+    /// The command reached the leader, or may have, but its answer was lost
+    /// (the leader crashed or stopped, the connection broke after the
+    /// request was sent): it may or may not take effect. Unlike the errors
+    /// after which the command certainly took no effect, retrying it may
+    /// apply it twice.
+    #[error("the outcome is unknown: {0}; the command may or may not take effect")]
+    OutcomeUnknown(String),
+}
+
+impl NodeError {
+    /// True if the call may have taken effect although it failed
+    /// ([`NodeError::OutcomeUnknown`], [`NodeError::Timeout`],
+    /// [`NodeError::LeadershipLost`]); false if it certainly took no effect
+    /// (it was refused, or never reached the leader), so that retrying it
+    /// cannot apply it twice.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            NodeError::OutcomeUnknown(_) | NodeError::Timeout { .. } | NodeError::LeadershipLost
+        )
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::{ConfChange, Membership, Raft, Restored, Role, Term};
+use raft_core::{ConfChange, MemberRole, Membership, Raft, Restored, Role, Term};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::timeout;
 
@@ -24,7 +24,7 @@ use crate::runtime::peers::{PeerStats, SenderContext};
 use crate::runtime::{ClientAddresses, Input, PeerStatus, Removal, Status};
 use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
-use crate::transport::{Connection, Envelope, Handler, Reply, Request, Transport};
+use crate::transport::{Connection, Envelope, ErrorCode, Handler, Reply, Request, Transport};
 
 /// A Raft node: create it with [`Node::new`], then `command`, `read`,
 /// `join`, `peers`... It is a cheap handle: clones share the node.
@@ -339,6 +339,7 @@ impl Node {
             proposed: 0,
             announced_leader: None,
             published_leader: raft_core::NO_NODE,
+            leader_placeholder: (false, false),
             ticks: 0,
             registrations: Vec::new(),
             published_membership: None,
@@ -539,8 +540,21 @@ impl Node {
     /// leader). A command larger than [`Node::max_entry_bytes`] is refused
     /// with [`NodeError::EntryTooLarge`], here and on the leader, before it
     /// reaches the log.
+    ///
+    /// Within `command_timeout` the call waits out elections and leader
+    /// changes: while no leader is known it waits for one, and a forward
+    /// that certainly never took effect (the leader could not be reached,
+    /// or the node reached no longer leads) is sent again to the leader
+    /// known then. A failed call says which of two it is:
+    /// [`NodeError::is_outcome_unknown`] is true when the command may
+    /// still have been applied (the leader crashed or the connection broke
+    /// with it in flight, a timeout, leadership lost before it committed):
+    /// retrying it may apply it twice. Otherwise it certainly took no
+    /// effect.
     pub async fn command(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
-        self.command_here(cmd.into(), self.inner.forward).await
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        self.command_here(cmd.into(), self.inner.forward, deadline)
+            .await
     }
 
     /// The largest command this node replicates: what its transport carries
@@ -550,7 +564,18 @@ impl Node {
         self.inner.max_entry_bytes
     }
 
-    async fn command_here(&self, cmd: Bytes, forward: bool) -> Result<Bytes, NodeError> {
+    /// Proposes `cmd` here, or forwards it to the leader (if `forward`),
+    /// until `deadline`: waits out elections, and sends again a forward
+    /// that certainly took no effect (it never reached the leader, or the
+    /// node it reached was not the leader). A forward that may have taken
+    /// effect is never sent again: its caller gets
+    /// [`NodeError::OutcomeUnknown`].
+    async fn command_here(
+        &self,
+        cmd: Bytes,
+        forward: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, NodeError> {
         self.check_member()?;
         if let Some(max_bytes) = self.inner.max_entry_bytes {
             if cmd.len() > max_bytes {
@@ -560,6 +585,35 @@ impl Node {
                 });
             }
         }
+        loop {
+            // Proposed here first: the driver knows best whether this node
+            // leads, or is stopping.
+            let result = self.propose(cmd.clone()).await;
+            let error = match result {
+                Err(NodeError::NotLeader { leader: Some(l) })
+                    if forward && l.id != self.inner.id =>
+                {
+                    let request = Request::Command(cmd.clone());
+                    match self.forward(&l.address, request, deadline).await {
+                        Forwarded::Done(r) => return r,
+                        Forwarded::Again(e) => e,
+                    }
+                }
+                // Forwarding is off: the caller is told the leader.
+                Err(NodeError::NotLeader { leader: Some(l) }) if !forward => {
+                    return Err(NodeError::NotLeader { leader: Some(l) })
+                }
+                Err(e @ NodeError::NotLeader { .. }) => e,
+                other => return other,
+            };
+            if !self.pause(deadline).await {
+                return Err(self.check_member().err().unwrap_or(error));
+            }
+        }
+    }
+
+    /// Proposes `cmd` on this node and waits for its output.
+    async fn propose(&self, cmd: Bytes) -> Result<Bytes, NodeError> {
         // Apply back-pressure: while this node leads and its state machine
         // is too far behind (`Options::max_unapplied_bytes`), a command
         // waits (within `command_timeout`) before it is proposed, and
@@ -577,30 +631,36 @@ impl Node {
         } else {
             None
         };
-        let mut deadline = None;
-        loop {
-            let (tx, rx) = oneshot::channel();
-            let data = cmd.clone();
-            self.input(Input::Propose { data, reply: tx }).await?;
-            // No timer per command: the apply task fails commands that
-            // waited longer than `command_timeout`.
-            let result = rx.await.unwrap_or(Err(NodeError::ShuttingDown));
-            match result {
-                Err(NodeError::NotLeader { leader: Some(l) }) if forward => {
-                    return self.forward(&l.address, Request::Command(cmd)).await;
-                }
-                // During an election: wait for a leader, then try again.
-                Err(NodeError::NotLeader { leader: None }) => {
-                    let d = *deadline.get_or_insert_with(|| {
-                        tokio::time::Instant::now() + self.inner.command_timeout
-                    });
-                    if !self.await_leader(d).await {
-                        return result;
-                    }
-                }
-                other => return other,
-            }
+        let (tx, rx) = oneshot::channel();
+        self.input(Input::Propose {
+            data: cmd,
+            reply: tx,
+        })
+        .await?;
+        // No timer per command: the apply task fails commands that waited
+        // longer than `command_timeout`. A reply dropped unanswered means
+        // the node stopped (a crash) with the command possibly in its log.
+        rx.await.unwrap_or_else(|_| {
+            Err(NodeError::OutcomeUnknown(
+                "the node stopped before the command was answered".into(),
+            ))
+        })
+    }
+
+    /// Before a call that needs the leader is tried again: waits for a
+    /// leader while none is known, else a heartbeat interval (the leader
+    /// this node knows may have crashed: an election follows). False if
+    /// `deadline` passed or the node can no longer serve the call.
+    async fn pause(&self, deadline: tokio::time::Instant) -> bool {
+        if self.check_member().is_err() || self.inner.status.borrow().stopped.is_some() {
+            return false;
         }
+        if self.leader().is_none() {
+            return self.await_leader(deadline).await;
+        }
+        let until = deadline.min(tokio::time::Instant::now() + self.inner.heartbeat);
+        tokio::time::sleep_until(until).await;
+        tokio::time::Instant::now() < deadline
     }
 
     /// Waits until some leader is known, or `deadline`; true if one is.
@@ -626,28 +686,70 @@ impl Node {
         found.unwrap_or(false)
     }
 
-    /// Sends a client call to the leader at `address` and returns its answer.
-    async fn forward(&self, address: &str, request: Request) -> Result<Bytes, NodeError> {
-        self.check_open()?;
-        let conn = self.connection(address).await?;
+    /// Sends a client call to the leader at `address`, with the time its
+    /// caller still waits (until `deadline`), and says what came of it.
+    async fn forward(
+        &self,
+        address: &str,
+        request: Request,
+        deadline: tokio::time::Instant,
+    ) -> Forwarded {
+        if let Err(e) = self.check_open() {
+            return Forwarded::Done(Err(e));
+        }
+        let is_command = matches!(request, Request::Command(_));
+        let conn = match self.connection(address).await {
+            Ok(c) => c,
+            // Connecting sent nothing.
+            Err(e) => return Forwarded::Again(e),
+        };
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
         let envelope = Envelope {
             cluster: self.inner.cluster_number,
             from: Arc::from(self.inner.address.as_str()),
-            request,
+            request: Request::Within {
+                within,
+                call: Box::new(request),
+            },
         };
-        let after = self.inner.command_timeout;
-        match timeout(after, conn.invoke(envelope)).await {
-            Err(_) => Err(NodeError::Timeout {
-                what: "forwarded call",
-                after,
-            }),
+        let reply = match timeout(within, conn.invoke(envelope)).await {
+            Err(_) => {
+                return Forwarded::Done(Err(NodeError::Timeout {
+                    what: "forwarded call",
+                    after: within,
+                }))
+            }
             Ok(Err(e)) => {
                 self.forget_connection(address);
-                Err(NodeError::Transport(e))
+                if e.not_delivered() {
+                    return Forwarded::Again(NodeError::Transport(e));
+                }
+                return Forwarded::Done(Err(NodeError::OutcomeUnknown(format!(
+                    "the call was sent to the leader at {address}, and then: {e}"
+                ))));
             }
-            Ok(Ok(Reply::Output(b))) => Ok(b),
-            Ok(Ok(Reply::Error(reason))) => Err(NodeError::Remote(reason)),
-            Ok(Ok(Reply::NotMember(reason))) => {
+            Ok(Ok(reply)) => reply,
+        };
+        let result = match reply {
+            Reply::Output(b) => Ok(b),
+            Reply::Failed { code, message } => match code {
+                ErrorCode::NoLeader => {
+                    return Forwarded::Again(NodeError::NotLeader { leader: None })
+                }
+                ErrorCode::NotLeader => {
+                    return Forwarded::Again(NodeError::NotLeader {
+                        leader: self.leader(),
+                    })
+                }
+                ErrorCode::Retry => return Forwarded::Again(NodeError::Retry(message)),
+                ErrorCode::Refused => Err(NodeError::Remote(message)),
+                ErrorCode::OutcomeUnknown => Err(NodeError::OutcomeUnknown(message)),
+            },
+            // A failure the transport reported for the peer (its handler
+            // did not answer in time, say): a command may have been applied.
+            Reply::Error(reason) if is_command => Err(NodeError::OutcomeUnknown(reason)),
+            Reply::Error(reason) => Err(NodeError::Remote(reason)),
+            Reply::NotMember(reason) => {
                 if self.inner.removal.told() {
                     tracing::warn!(
                         leader = %address,
@@ -660,8 +762,9 @@ impl Node {
                     self.inner.removal.get().unwrap_or(Removed { index: None }),
                 ))
             }
-            Ok(Ok(other)) => Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
-        }
+            other => Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
+        };
+        Forwarded::Done(result)
     }
 
     async fn connection(&self, address: &str) -> Result<Arc<dyn Connection>, NodeError> {
@@ -756,17 +859,18 @@ impl Node {
     /// Adds the node listening at `address` (in the transport's terms) to
     /// the cluster: as a learner first, then, once it has caught up, as a
     /// voter. On a follower the call goes to the leader. The joining node
-    /// must be empty (started with `Bootstrap::Join`) and of this cluster.
+    /// must be empty (started with `Bootstrap::Join`) and of this cluster:
+    /// the leader asks it. Waits out elections, within `join_timeout`. A
+    /// join that fails half way (the new node did not catch up in time) is
+    /// rolled back: the learner is removed again.
     pub async fn join(&self, address: &str) -> Result<(), NodeError> {
         self.check_member()?;
-        if self.role() != Role::Leader {
-            return self
-                .to_leader(Request::Join {
-                    address: address.to_string(),
-                })
-                .await;
-        }
-        self.join_here(address).await
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        let request = Request::Join {
+            address: address.to_string(),
+        };
+        self.membership_call(request, deadline, || self.join_here(address, deadline))
+            .await
     }
 
     /// Asks the member listening at `member` (in the transport's terms) to
@@ -788,61 +892,169 @@ impl Node {
             let request = Request::Join {
                 address: self.inner.address.clone(),
             };
-            let result = self.forward(member, request).await.map(|_| ());
-            let retry = match &result {
-                Ok(()) => return Ok(()),
-                Err(NodeError::Transport(_)) | Err(NodeError::Timeout { .. }) => true,
-                Err(NodeError::Remote(m)) => {
-                    m.contains("no leader is known")
-                        || m.contains("retry")
-                        || m.contains("starting")
-                        || m.contains("leadership lost")
-                }
-                Err(_) => false,
+            let error = match self.forward(member, request, deadline).await {
+                Forwarded::Done(Ok(_)) => return Ok(()),
+                Forwarded::Done(Err(e)) if e.is_outcome_unknown() => e,
+                Forwarded::Done(Err(e)) => return Err(e),
+                Forwarded::Again(e) => e,
             };
-            if !retry || tokio::time::Instant::now() >= deadline {
-                return result;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
             }
             tokio::time::sleep(self.inner.election_max).await;
         }
     }
 
-    async fn to_leader(&self, request: Request) -> Result<(), NodeError> {
-        match self.leader() {
-            Some(l) if self.inner.forward && l.id != self.inner.id => {
-                self.forward(&l.address, request).await.map(|_| ())
+    /// Runs a membership call until `deadline`: `here` while this node
+    /// leads, else `request` forwarded to the leader (if forwarding is on).
+    /// Waits out elections, and sends again a forward that certainly took
+    /// no effect.
+    async fn membership_call<F, Fut>(
+        &self,
+        request: Request,
+        deadline: tokio::time::Instant,
+        here: F,
+    ) -> Result<(), NodeError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), NodeError>>,
+    {
+        loop {
+            let error = match self.leader() {
+                _ if self.role() == Role::Leader => match here().await {
+                    Err(e @ NodeError::NotLeader { .. }) => e,
+                    other => return other,
+                },
+                Some(l) if self.inner.forward && l.id != self.inner.id => {
+                    match self.forward(&l.address, request.clone(), deadline).await {
+                        Forwarded::Done(r) => return r.map(|_| ()),
+                        Forwarded::Again(e) => e,
+                    }
+                }
+                Some(l) if l.id != self.inner.id => {
+                    return Err(NodeError::NotLeader { leader: Some(l) })
+                }
+                _ => NodeError::NotLeader { leader: None },
+            };
+            if !self.pause(deadline).await {
+                return Err(self.check_member().err().unwrap_or(error));
             }
-            leader => Err(NodeError::NotLeader { leader }),
         }
     }
 
-    async fn join_here(&self, address: &str) -> Result<(), NodeError> {
-        let (id, number) = self.add_learner_here(address).await?;
-        self.wait_caught_up(&id).await?;
-        let change = ConfChange::AddVoter {
-            id: number,
-            context: Bytes::new(),
+    /// Waits (until `deadline`) while no leader is known; then `Ok` if this
+    /// node leads, else [`NodeError::NotLeader`] naming the leader.
+    async fn lead_or_name_leader(&self, deadline: tokio::time::Instant) -> Result<(), NodeError> {
+        loop {
+            if self.role() == Role::Leader {
+                return Ok(());
+            }
+            let leader = self.leader();
+            if leader.as_ref().is_some_and(|l| l.id != self.inner.id) {
+                return Err(NodeError::NotLeader { leader });
+            }
+            if !self.pause(deadline).await {
+                return Err(NodeError::NotLeader { leader: None });
+            }
+        }
+    }
+
+    /// A call a member that is not the leader received from a peer: passed
+    /// on to the leader it knows, once (no loops).
+    async fn pass_on(
+        &self,
+        request: Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        match self.leader() {
+            Some(l) if !self.inner.forward => Err(NodeError::NotLeader { leader: Some(l) }),
+            Some(l) if l.id != self.inner.id => {
+                match self.forward(&l.address, request, deadline).await {
+                    Forwarded::Done(r) => r.map(|_| ()),
+                    Forwarded::Again(e @ NodeError::NotLeader { .. }) => Err(e),
+                    Forwarded::Again(e) => Err(NodeError::Retry(format!(
+                        "the leader {} could not take the call: {e}",
+                        l.id
+                    ))),
+                }
+            }
+            _ => Err(NodeError::NotLeader { leader: None }),
+        }
+    }
+
+    /// Adds the node at `address` and promotes it once caught up; rolls the
+    /// addition back if it fails half way. Runs on its own task: a caller
+    /// that gives up (or a forwarded call whose connection drops) does not
+    /// stop it half way.
+    async fn join_here(
+        &self,
+        address: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        let node = self.clone();
+        let address = address.to_string();
+        let task = tokio::spawn(async move { node.join_to_the_end(&address, deadline).await });
+        task.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    async fn join_to_the_end(
+        &self,
+        address: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        let (id, number) = self.add_learner_here(address, deadline).await?;
+        let promoted = async {
+            self.wait_caught_up(&id, deadline).await?;
+            let change = ConfChange::AddVoter {
+                id: number,
+                context: Bytes::new(),
+            };
+            self.change(change, &id, deadline).await
+        }
+        .await;
+        let role = match self.peers().await {
+            Ok(peers) => peers.into_iter().find(|p| p.id == id).map(|p| p.role),
+            Err(_) => None,
         };
-        match self.change(change, &id).await {
-            Err(NodeError::Membership(m)) if m.contains("already a member") => Ok(()),
-            other => other,
+        match (promoted, role) {
+            // Promoted meanwhile (by this call or an earlier one).
+            (_, Some(MemberRole::Voter)) => Ok(()),
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(MemberRole::Learner)) => {
+                // Roll back: a learner that was never promoted would stay
+                // one for good.
+                let undo = tokio::time::Instant::now() + self.inner.command_timeout;
+                if let Err(undone) = self
+                    .change(ConfChange::Remove { id: number }, &id, undo)
+                    .await
+                {
+                    tracing::warn!(node = %id, error = %undone, "a half-done join could not be rolled back: remove the learner with `leave`");
+                }
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
         }
     }
 
     /// Adds the node at `address` as a learner (a member that receives the
     /// log but does not vote); returns its id. Promote it with
     /// [`Node::promote`] once caught up, or use [`Node::join`] for both.
+    /// Waits out elections, within `join_timeout`; not forwarded: on a
+    /// follower it fails with [`NodeError::NotLeader`] naming the leader.
     pub async fn add_learner(&self, address: &str) -> Result<String, NodeError> {
         self.check_member()?;
-        if self.role() != Role::Leader {
-            return Err(NodeError::NotLeader {
-                leader: self.leader(),
-            });
-        }
-        self.add_learner_here(address).await.map(|(id, _)| id)
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        self.lead_or_name_leader(deadline).await?;
+        self.add_learner_here(address, deadline)
+            .await
+            .map(|(id, _)| id)
     }
 
-    async fn add_learner_here(&self, address: &str) -> Result<(String, u64), NodeError> {
+    async fn add_learner_here(
+        &self,
+        address: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(String, u64), NodeError> {
         if address == self.inner.address {
             return Err(NodeError::Membership("a node cannot join itself".into()));
         }
@@ -864,6 +1076,9 @@ impl Node {
                     self.inner.client_addresses.learn(&id, &client_address);
                 }
                 (id, cluster, empty)
+            }
+            Ok(Ok(Reply::Failed { message, .. })) | Ok(Ok(Reply::Error(message))) => {
+                return Err(NodeError::Remote(message))
             }
             Ok(Ok(other)) => return Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
             Ok(Err(e)) => {
@@ -888,8 +1103,7 @@ impl Node {
         }
         let number = node_number(&id);
         let peers = self.peers().await?;
-        if let Some(p) = peers.iter().find(|p| p.id == id) {
-            let _ = p.role;
+        if peers.iter().any(|p| p.id == id) {
             return Ok((id, number));
         }
         if let Some(p) = peers.iter().find(|p| node_number(&p.id) == number) {
@@ -900,7 +1114,7 @@ impl Node {
         }
         if !empty {
             return Err(NodeError::Membership(format!(
-                "the node at {address} already holds a log or a membership: start it empty (Bootstrap::Join) to add it"
+                "the node {id} at {address} already holds a log or a membership: start it empty (Bootstrap::Join) to add it"
             )));
         }
         let context = PeerContext {
@@ -914,13 +1128,18 @@ impl Node {
                 context,
             },
             &id,
+            deadline,
         )
         .await?;
         Ok((id, number))
     }
 
-    async fn wait_caught_up(&self, id: &str) -> Result<(), NodeError> {
-        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+    async fn wait_caught_up(
+        &self,
+        id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        let started = tokio::time::Instant::now();
         loop {
             let commit = self.metrics().commit_index;
             let matched = self
@@ -941,47 +1160,57 @@ impl Node {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NodeError::Timeout {
                     what: "catching up the new node",
-                    after: self.inner.join_timeout,
+                    after: started.elapsed(),
                 });
             }
             tokio::time::sleep(self.inner.heartbeat).await;
         }
     }
 
-    /// Promotes the learner `id` to voter.
+    /// Promotes the learner `id` to voter. Waits out elections, within
+    /// `join_timeout`.
     pub async fn promote(&self, id: &str) -> Result<(), NodeError> {
         self.check_member()?;
         let change = ConfChange::AddVoter {
             id: node_number(id),
             context: Bytes::new(),
         };
-        self.change(change, id).await
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        self.change(change, id, deadline).await
     }
 
     /// Removes the member `id` (voter or learner). Removing the leader makes
-    /// it hand over and step down once the change commits.
+    /// it hand over and step down once the change commits. On a follower
+    /// the call goes to the leader; waits out elections, within
+    /// `join_timeout`.
     pub async fn leave(&self, id: &str) -> Result<(), NodeError> {
         self.check_member()?;
-        if self.role() != Role::Leader {
-            return self.to_leader(Request::Leave { id: id.to_string() }).await;
-        }
-        self.leave_here(id).await
+        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+        let request = Request::Leave { id: id.to_string() };
+        self.membership_call(request, deadline, || self.leave_here(id, deadline))
+            .await
     }
 
-    async fn leave_here(&self, id: &str) -> Result<(), NodeError> {
+    async fn leave_here(&self, id: &str, deadline: tokio::time::Instant) -> Result<(), NodeError> {
         self.change(
             ConfChange::Remove {
                 id: node_number(id),
             },
             id,
+            deadline,
         )
         .await
     }
 
     /// Proposes a membership change of the member `id`, retrying while
-    /// another is in flight, until it commits or `join_timeout` passes.
-    async fn change(&self, change: ConfChange, id: &str) -> Result<(), NodeError> {
-        let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
+    /// another is in flight or no leader is known, until it commits or
+    /// `deadline` passes.
+    async fn change(
+        &self,
+        change: ConfChange,
+        id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
         loop {
             let (tx, rx) = oneshot::channel();
             let input = Input::Change {
@@ -994,8 +1223,14 @@ impl Node {
                 .wait("membership change", self.inner.command_timeout, rx)
                 .await
             {
-                Err(NodeError::Retry(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(self.inner.heartbeat).await;
+                Err(NodeError::Retry(_)) | Err(NodeError::NotLeader { leader: None })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    if self.leader().is_none() {
+                        self.await_leader(deadline).await;
+                    } else {
+                        tokio::time::sleep(self.inner.heartbeat).await;
+                    }
                 }
                 other => return other,
             }
@@ -1013,15 +1248,28 @@ impl Node {
     /// Hands leadership to the voter `to` and waits until it leads.
     pub async fn transfer_leadership(&self, to: &str) -> Result<(), NodeError> {
         self.check_member()?;
-        let (tx, rx) = oneshot::channel();
-        self.input(Input::Transfer {
-            to: node_number(to),
-            id: to.to_string(),
-            reply: tx,
-        })
-        .await?;
-        self.wait("leadership transfer", self.inner.command_timeout, rx)
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.input(Input::Transfer {
+                to: node_number(to),
+                id: to.to_string(),
+                reply: tx,
+            })
             .await?;
+            match self
+                .wait("leadership transfer", self.inner.command_timeout, rx)
+                .await
+            {
+                // During an election: wait for a leader, then try again.
+                Err(e @ NodeError::NotLeader { leader: None }) => {
+                    if !self.pause(deadline).await {
+                        return Err(e);
+                    }
+                }
+                other => break other?,
+            }
+        }
         let after = self.inner.election_max * 4;
         let mut status = self.inner.status.clone();
         let reached = timeout(after, async {
@@ -1167,29 +1415,31 @@ struct NodeHandler {
 impl Handler for NodeHandler {
     async fn handle(&self, envelope: Envelope) -> Reply {
         let Some(inner) = self.node.get().and_then(Weak::upgrade) else {
-            return Reply::Error("the node is starting or shut down".into());
+            return Reply::Failed {
+                code: ErrorCode::Retry,
+                message: "the node is starting or shut down".into(),
+            };
         };
         let node = Node { inner };
         if let Request::Hello = envelope.request {
-            let s = node.inner.status.borrow().clone();
-            return Reply::Hello {
-                id: node.inner.id.clone(),
-                cluster: node.inner.cluster.clone(),
-                empty: s.empty,
-                client_address: node.inner.client_address.clone().unwrap_or_default(),
-            };
+            return node.hello().await;
         }
         if envelope.cluster != node.inner.cluster_number {
             // The peer's cluster is not ours: it learns nothing of ours.
             return Reply::Error("refused: this node is of another cluster".into());
         }
+        // A client call carries the time its caller still waits.
+        let (request, within) = match envelope.request {
+            Request::Within { within, call } => (*call, Some(within)),
+            request => (request, None),
+        };
         // A leader serves forwarded commands, reads and leaves only for
         // members: a node that was removed is told so, and stops serving.
         // The sender is known by the address it listens at (a removed node
         // is no longer in the configuration, nor are the addresses it was
         // heard from); a join comes from a node that is not a member yet.
         if matches!(
-            envelope.request,
+            request,
             Request::Command(_) | Request::Read(_) | Request::Leave { .. }
         ) && node.role() == Role::Leader
             && !node
@@ -1204,8 +1454,14 @@ impl Handler for NodeHandler {
                 envelope.from
             ));
         }
+        let now = tokio::time::Instant::now();
+        let deadline = |default: Duration| now + within.unwrap_or(default);
+        let (command_deadline, join_deadline) = (
+            deadline(node.inner.command_timeout),
+            deadline(node.inner.join_timeout),
+        );
         // Forwarded calls are handled here, never forwarded again (no loops).
-        let result = match envelope.request {
+        let result = match request {
             Request::Raft(m) => {
                 return match node
                     .inner
@@ -1217,27 +1473,88 @@ impl Handler for NodeHandler {
                     Err(_) => Reply::Error("the node is shutting down".into()),
                 };
             }
-            Request::Command(cmd) => node.command_here(cmd, false).await,
+            Request::Command(cmd) => node.command_here(cmd, false, command_deadline).await,
             // The wire carries one answer: the parts are concatenated.
             Request::Read(query) => node.read_here(query).await.map(concat),
             // A member that is not the leader passes a join or a leave on to
             // the leader it knows (one hop: two nodes cannot each believe
             // the other leads the same term).
             Request::Join { address } if node.role() != Role::Leader => node
-                .to_leader(Request::Join { address })
+                .pass_on(Request::Join { address }, join_deadline)
                 .await
                 .map(|_| Bytes::new()),
-            Request::Join { address } => node.join_here(&address).await.map(|_| Bytes::new()),
+            Request::Join { address } => node
+                .join_here(&address, join_deadline)
+                .await
+                .map(|_| Bytes::new()),
             Request::Leave { id } if node.role() != Role::Leader => node
-                .to_leader(Request::Leave { id })
+                .pass_on(Request::Leave { id }, join_deadline)
                 .await
                 .map(|_| Bytes::new()),
-            Request::Leave { id } => node.leave_here(&id).await.map(|_| Bytes::new()),
-            Request::Hello => unreachable!("answered above"),
+            Request::Leave { id } => node
+                .leave_here(&id, join_deadline)
+                .await
+                .map(|_| Bytes::new()),
+            Request::Hello | Request::Within { .. } => Err(NodeError::Remote(
+                "a hello or a call within a call is not a client call".into(),
+            )),
         };
         match result {
             Ok(b) => Reply::Output(b),
-            Err(e) => Reply::Error(e.to_string()),
+            Err(e) => Reply::Failed {
+                code: error_code(&e),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What became of a call forwarded to the leader.
+enum Forwarded {
+    /// The leader's answer, or a failure after which the call may have
+    /// taken effect or would fail again.
+    Done(Result<Bytes, NodeError>),
+    /// The call certainly took no effect (it never reached the leader, or
+    /// the node it reached was not the leader, or could not take it now):
+    /// it may be sent again.
+    Again(NodeError),
+}
+
+/// The wire code of a failed client call: whether the caller may try it
+/// again, and whether it may have taken effect.
+fn error_code(e: &NodeError) -> ErrorCode {
+    match e {
+        NodeError::NotLeader { leader: None } => ErrorCode::NoLeader,
+        NodeError::NotLeader { leader: Some(_) } => ErrorCode::NotLeader,
+        NodeError::Retry(_) | NodeError::Busy | NodeError::ShuttingDown => ErrorCode::Retry,
+        e if e.is_outcome_unknown() => ErrorCode::OutcomeUnknown,
+        _ => ErrorCode::Refused,
+    }
+}
+
+impl Node {
+    /// The answer to [`Request::Hello`]: who this node is, and whether it
+    /// is empty, as its driver says now (never a status published earlier:
+    /// a node that has just founded its own cluster is not empty).
+    async fn hello(&self) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if self.input(Input::Empty(tx)).await.is_err() {
+            return Reply::Failed {
+                code: ErrorCode::Retry,
+                message: "the node is shutting down".into(),
+            };
+        }
+        let Ok(empty) = rx.await else {
+            return Reply::Failed {
+                code: ErrorCode::Retry,
+                message: "the node is shutting down".into(),
+            };
+        };
+        Reply::Hello {
+            id: self.inner.id.clone(),
+            cluster: self.inner.cluster.clone(),
+            empty,
+            client_address: self.inner.client_address.clone().unwrap_or_default(),
         }
     }
 }

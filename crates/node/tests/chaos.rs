@@ -119,6 +119,7 @@ async fn client(
     id: u64,
     cluster: Rc<RefCell<Cluster>>,
     history: History,
+    left_out: Rc<std::cell::Cell<usize>>,
     start: Instant,
     until: Instant,
     seed: u64,
@@ -172,13 +173,20 @@ async fn client(
                 };
                 Some((now_us(start), output))
             }
-            // A read that failed had no effect; a command that failed may
-            // or may not have taken effect: it stays open.
+            // A read that failed had no effect, nor had a command whose
+            // error says so: both are left out of the history (had such a
+            // command taken effect, a read would see a value no operation
+            // wrote, and the check fails). A command whose outcome is
+            // unknown may or may not have taken effect: it stays open.
             Err(e) => {
                 if std::env::var("CHAOS_DEBUG").is_ok() && !matches!(e, NodeError::Timeout { .. }) {
                     eprintln!("client {id} at {}: {e}", node.id());
                 }
                 if input == Input::Read {
+                    continue;
+                }
+                if !e.is_outcome_unknown() {
+                    left_out.set(left_out.get() + 1);
                     continue;
                 }
                 None
@@ -285,6 +293,9 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
     let size = if seed % 2 == 0 { 3 } else { 5 };
     let cluster = Rc::new(RefCell::new(Cluster::start(seed, size).await));
     let history: History = Rc::new(RefCell::new(Vec::new()));
+    // Commands that failed saying they took no effect: they ran, but are
+    // not in the history.
+    let left_out = Rc::new(std::cell::Cell::new(0));
     let start = Instant::now();
     let until = start + Duration::from_secs(8);
     let mut tasks = Vec::new();
@@ -294,6 +305,7 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
             c,
             cluster.clone(),
             history.clone(),
+            left_out.clone(),
             start,
             until,
             seed * 100 + c,
@@ -360,7 +372,7 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
     for n in live {
         n.shutdown().await.expect("clean shutdown");
     }
-    (ops.len(), recovery)
+    (ops.len() + left_out.get(), recovery)
 }
 
 fn seeds() -> Vec<u64> {

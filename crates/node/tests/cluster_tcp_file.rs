@@ -516,6 +516,7 @@ fn error_kind(e: &NodeError) -> &'static str {
         NodeError::Remote(_) => "remote",
         NodeError::Busy | NodeError::Retry(_) => "busy",
         NodeError::Stopped(_) => "stopped",
+        NodeError::OutcomeUnknown(_) => "outcome unknown",
         _ => "other",
     }
 }

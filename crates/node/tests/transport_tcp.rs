@@ -585,7 +585,7 @@ async fn a_peer_sending_a_bad_reply_fails_the_waiting_request() {
     let connection = client.connect(&address).await.unwrap();
     let result = connection.invoke(read_envelope("x")).await;
     assert!(
-        matches!(&result, Err(TransportError::Unreachable { reason, .. }) if reason.contains("bad reply")),
+        matches!(&result, Err(TransportError::Lost { reason, .. }) if reason.contains("bad reply")),
         "{result:?}"
     );
     assert_eq!(client.stats().malformed_frames, 1);
@@ -645,7 +645,10 @@ async fn a_connection_reconnects_after_the_listener_restarts_on_the_same_port() 
     for _ in 0..3 {
         let result = connection.invoke(read_envelope("while down")).await;
         assert!(
-            matches!(result, Err(TransportError::Unreachable { .. })),
+            matches!(
+                result,
+                Err(TransportError::Unreachable { .. } | TransportError::Lost { .. })
+            ),
             "{result:?}"
         );
     }
@@ -712,7 +715,7 @@ async fn requests_in_flight_when_the_connection_breaks_fail_and_the_next_one_rec
     server.shutdown().await.unwrap();
     let result = stuck.await.unwrap();
     assert!(
-        matches!(&result, Err(TransportError::Unreachable { reason, .. }) if reason.contains("shutting down")),
+        matches!(&result, Err(TransportError::Lost { reason, .. }) if reason.contains("shutting down")),
         "{result:?}"
     );
     server.listen(&address, echo.clone()).await.unwrap();
@@ -756,7 +759,7 @@ async fn a_peer_that_dies_mid_request_fails_the_request_at_once_and_comes_back()
     let start = Instant::now();
     let result = connection.invoke(read_envelope("doomed")).await;
     assert!(
-        matches!(&result, Err(TransportError::Unreachable { reason, .. }) if reason.contains("connection lost")),
+        matches!(&result, Err(TransportError::Lost { reason, .. }) if reason.contains("connection lost")),
         "{result:?}"
     );
     assert!(

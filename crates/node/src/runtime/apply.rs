@@ -29,7 +29,16 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
+    /// Fails the call waiting for an entry that is in the log: whatever
+    /// ended the wait (a shutdown, a storage failure), the entry may still
+    /// be committed and applied, so the caller is told the outcome is
+    /// unknown.
     fn fail(self, e: NodeError) {
+        let e = if e.is_outcome_unknown() {
+            e
+        } else {
+            NodeError::OutcomeUnknown(e.to_string())
+        };
         match self {
             Waiter::Command(tx) => {
                 let _ = tx.send(Err(e));

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{
-    Membership, MembershipError, Message, NodeId, ProposeError, Raft, ReadError, Role, SoftState,
-    TransferError, NO_NODE,
+    ConfChange, Membership, MembershipError, Message, NodeId, ProposeError, Raft, ReadError, Role,
+    SoftState, TransferError, NO_NODE,
 };
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -84,6 +84,9 @@ pub(crate) struct Driver {
     pub announced_leader: Option<String>,
     /// The leader last published in the status.
     pub published_leader: NodeId,
+    /// Whether the leader last announced, or last published, was named by
+    /// a placeholder (its id not known yet: see [`Driver::id_known`]).
+    pub leader_placeholder: (bool, bool),
     /// Ticks so far.
     pub ticks: u64,
     /// Commands proposed this round, registered with the apply task at its
@@ -195,10 +198,7 @@ impl Driver {
             }
             self.publish(ticked);
             if self.soft.leader != NO_NODE && self.announced_leader.is_none()
-                || self
-                    .announced_leader
-                    .as_deref()
-                    .is_some_and(|id| id.starts_with("node-"))
+                || self.leader_placeholder.0
             {
                 self.announce_leader();
             }
@@ -325,6 +325,18 @@ impl Driver {
                     let _ = reply.send(Err(e));
                     return;
                 }
+                // A promotion (no context) of a node that is not a member
+                // would add a voter nobody can reach.
+                if let ConfChange::AddVoter { id: n, context } = &change {
+                    if context.is_empty() && !self.raft.membership().contains(*n) {
+                        let e = NodeError::Membership(format!(
+                            "node {} is not a member: add it first (join or add_learner)",
+                            self.name_of(*n, &id)
+                        ));
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
                 match self.raft.propose_conf_change(change) {
                     Ok(index) => {
                         self.proposed = index;
@@ -359,6 +371,10 @@ impl Driver {
             }
             Input::Peers(reply) => {
                 let _ = reply.send(self.peer_statuses());
+            }
+            Input::Empty(reply) => {
+                let r = &self.raft;
+                let _ = reply.send(r.last_index() == 0 && r.membership().is_empty());
             }
             Input::Compact { index, data } => {
                 // Refused only when a newer snapshot already covers it.
@@ -442,6 +458,12 @@ impl Driver {
             return given.to_string();
         }
         format!("node-{n:016x}")
+    }
+
+    /// Whether node `n`'s id is known (it is this node, or in the
+    /// configuration), rather than a placeholder made from its number.
+    fn id_known(&self, n: NodeId) -> bool {
+        n == self.me || PeerContext::of(self.raft.membership(), n).is_some()
     }
 
     /// The id and address of node `n`, from the membership or from what it
@@ -697,9 +719,9 @@ impl Driver {
     /// changed (a joining node learns its leader's id only with the
     /// configuration).
     fn announce_leader(&mut self) {
-        let leader = self
-            .leader_info(self.raft.leader().unwrap_or(NO_NODE))
-            .map(|l| l.id);
+        let n = self.raft.leader().unwrap_or(NO_NODE);
+        let leader = self.leader_info(n).map(|l| l.id);
+        self.leader_placeholder.0 = leader.is_some() && !self.id_known(n);
         if leader != self.announced_leader {
             self.announced_leader = leader.clone();
             let _ = self.events.send(Event::LeaderChanged {
@@ -788,15 +810,11 @@ impl Driver {
         let (role, term, leader) = (r.role(), r.term(), r.leader().unwrap_or(NO_NODE));
         // A joining node knows its leader's id only once the configuration
         // arrives: until then the id is a placeholder, refreshed each round.
-        let placeholder = self
-            .status_tx
-            .borrow()
-            .leader
-            .as_ref()
-            .is_some_and(|l| l.id.starts_with("node-"));
-        let leader_info = if leader != self.published_leader || placeholder {
+        let leader_info = if leader != self.published_leader || self.leader_placeholder.1 {
             self.published_leader = leader;
-            Some(self.leader_info(leader))
+            let info = self.leader_info(leader);
+            self.leader_placeholder.1 = info.is_some() && !self.id_known(leader);
+            Some(info)
         } else {
             None
         };

@@ -56,6 +56,9 @@ pub(crate) enum Input {
     Weaken(Duration),
     /// The peers and their replication state.
     Peers(oneshot::Sender<Vec<PeerStatus>>),
+    /// Whether the node holds no log and no membership (the answer to a
+    /// peer's hello), as the core says now.
+    Empty(oneshot::Sender<bool>),
     /// A possibly stale read of the state machine held by the driver
     /// ([`crate::ApplyMode::Inline`]).
     LocalRead {

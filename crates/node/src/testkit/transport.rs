@@ -895,6 +895,13 @@ pub(crate) fn reply_to(name: &str, request: &Request) -> Option<Reply> {
             empty: true,
             client_address: String::new(),
         },
+        Request::Within { call, .. } => match reply_to(name, call)? {
+            Reply::Output(out) => Reply::Failed {
+                code: crate::transport::ErrorCode::Refused,
+                message: String::from_utf8_lossy(&out).into_owned(),
+            },
+            other => other,
+        },
     };
     Some(reply)
 }
@@ -965,6 +972,9 @@ pub(crate) fn describe(envelope: &Envelope) -> String {
             let _ = write!(out, ", id {id:?}");
         }
         Request::Hello => {}
+        Request::Within { within, .. } => {
+            let _ = write!(out, ", within {within:?}");
+        }
     }
     out
 }
@@ -1277,6 +1287,16 @@ pub fn sample_envelopes() -> Vec<Envelope> {
             from: Arc::from("127.0.0.1:7002"),
             request: Request::Leave {
                 id: "node-☃".to_owned(),
+            },
+        },
+        Envelope {
+            cluster: 7,
+            from: Arc::from("127.0.0.1:7002"),
+            request: Request::Within {
+                within: std::time::Duration::from_millis(30_000),
+                call: Box::new(Request::Join {
+                    address: "127.0.0.1:7005".to_owned(),
+                }),
             },
         },
     ]);

@@ -164,6 +164,7 @@ fn kind_index(request: &Request) -> usize {
         Request::Join { .. } => 16,
         Request::Leave { .. } => 17,
         Request::Hello => 18,
+        Request::Within { call, .. } => kind_index(call),
     }
 }
 
@@ -894,7 +895,7 @@ impl Connection for MemoryConnection {
         }
         let route = self.route();
         let kind = kind_index(&envelope.request);
-        let timeout = route.timeout;
+        let timeout = envelope.request.reply_timeout(route.timeout);
         if route.cut || route.faulty || self.queued.load(Ordering::Acquire) > 0 {
             let delivery = self.deliver_in_turn(envelope, route, kind);
             return match tokio::time::timeout(timeout, delivery).await {

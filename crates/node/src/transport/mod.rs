@@ -13,6 +13,7 @@ pub mod memory;
 pub mod tcp;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -56,6 +57,16 @@ pub enum Request {
     },
     /// Who are you? Answered with [`Reply::Hello`].
     Hello,
+    /// A client call (a command, read, join or leave forwarded to the
+    /// leader) with the time its caller still waits for it: the node that
+    /// handles it takes at most that long, and a transport waits for its
+    /// reply at least that long (beyond its own request timeout).
+    Within {
+        /// How long the caller still waits.
+        within: Duration,
+        /// The call.
+        call: Box<Request>,
+    },
 }
 
 impl Request {
@@ -68,6 +79,71 @@ impl Request {
             Request::Join { .. } => "join",
             Request::Leave { .. } => "leave",
             Request::Hello => "hello",
+            Request::Within { call, .. } => call.kind(),
+        }
+    }
+
+    /// How long the caller of a [`Request::Within`] still waits; `None`
+    /// for other requests (they take the transport's request timeout).
+    pub fn within(&self) -> Option<Duration> {
+        match self {
+            Request::Within { within, .. } => Some(*within),
+            _ => None,
+        }
+    }
+
+    /// The time a transport waits for the reply to this request: its own
+    /// request `timeout`, or longer for a call that carries its own
+    /// deadline ([`Request::Within`]), which a transport never cuts short.
+    pub fn reply_timeout(&self, timeout: Duration) -> Duration {
+        self.within().map_or(timeout, |w| w.max(timeout))
+    }
+}
+
+/// Why a node failed a client call it handled for a peer
+/// ([`Reply::Failed`]): what the caller may do next. The wire carries the
+/// code; the message that goes with it is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The node knows no leader (an election is under way): the call took
+    /// no effect; retry once a leader is known.
+    NoLeader,
+    /// The node is not the leader: the call took no effect; retry on the
+    /// leader.
+    NotLeader,
+    /// The call cannot be done right now (a membership change is in flight,
+    /// too much is waiting to commit, the node is starting or stopping): it
+    /// took no effect; retry shortly.
+    Retry,
+    /// The call was refused and retrying it fails the same way; it took no
+    /// effect.
+    Refused,
+    /// The call may or may not have taken effect (it timed out, or
+    /// leadership was lost before it committed).
+    OutcomeUnknown,
+}
+
+impl ErrorCode {
+    /// The code's number on the wire.
+    pub fn number(self) -> u8 {
+        match self {
+            ErrorCode::NoLeader => 1,
+            ErrorCode::NotLeader => 2,
+            ErrorCode::Retry => 3,
+            ErrorCode::Refused => 4,
+            ErrorCode::OutcomeUnknown => 5,
+        }
+    }
+
+    /// The code of a wire number; a number this version does not know is
+    /// taken as [`ErrorCode::OutcomeUnknown`] (the cautious reading).
+    pub fn from_number(number: u8) -> ErrorCode {
+        match number {
+            1 => ErrorCode::NoLeader,
+            2 => ErrorCode::NotLeader,
+            3 => ErrorCode::Retry,
+            4 => ErrorCode::Refused,
+            _ => ErrorCode::OutcomeUnknown,
         }
     }
 }
@@ -95,6 +171,15 @@ pub enum Reply {
     },
     /// The request failed on the remote node; the message says why.
     Error(String),
+    /// A client call failed on the node that handled it: the code says
+    /// whether it may have taken effect and what to do next, the message
+    /// says why for people.
+    Failed {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
     /// Refused: the sender is not a member of the configuration of the
     /// leader it asked (a forwarded command, read or leave from a node that
     /// was removed). The message says so for people.
@@ -104,9 +189,19 @@ pub enum Reply {
 /// Why a transport operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// No node listens at that address.
+    /// No node listens at that address, or the connection to it could not
+    /// be made: the request was not delivered.
     #[error("cannot reach {address}: {reason}")]
     Unreachable {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection broke after the request was sent: the peer may have
+    /// handled it.
+    #[error("lost the connection to {address} with the request in flight: {reason}")]
+    Lost {
         /// The address.
         address: String,
         /// Why.
@@ -142,6 +237,22 @@ pub enum TransportError {
     /// Something else went wrong.
     #[error("transport error: {0}")]
     Other(String),
+}
+
+impl TransportError {
+    /// True if the request certainly never reached the peer's handler
+    /// (nothing listened there, the connection could not be made, the
+    /// request was too large to send): sending it again cannot make the
+    /// peer handle it twice. A timeout, a closed or a lost connection may
+    /// come after the peer handled the request.
+    pub fn not_delivered(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unreachable { .. }
+                | TransportError::AddressInUse(_)
+                | TransportError::TooLarge { .. }
+        )
+    }
 }
 
 /// Handles requests arriving from peers.
@@ -189,6 +300,14 @@ pub trait Connection: Send + Sync + 'static {
     /// order in which their `invoke` futures were first polled: to pipeline,
     /// poll them in the order created (`FuturesUnordered` does); spawning a
     /// task per request does not keep the order.
+    ///
+    /// A request that carries its caller's deadline ([`Request::Within`])
+    /// waits for its reply that long if it is longer than the transport's
+    /// own request timeout ([`Request::reply_timeout`]). An error after
+    /// which the peer cannot have handled the request is
+    /// [`TransportError::Unreachable`] (or `TooLarge`); one after which it
+    /// may have is another ([`TransportError::not_delivered`]): a node
+    /// retries a forwarded command only after the former.
     async fn invoke(&self, envelope: Envelope) -> Result<Reply, TransportError>;
 
     /// Listens for requests the peer sends back over this connection (the

@@ -186,7 +186,7 @@ impl Connection for TcpConnection {
             return Err(shared.closed_error());
         }
         let options = &shared.transport.options;
-        let timeout = options.request_timeout;
+        let timeout = envelope.request.reply_timeout(options.request_timeout);
         let deadline = super::after(timeout);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (frame, length) = frame::request_frame(id, &envelope);

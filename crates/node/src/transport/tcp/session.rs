@@ -219,7 +219,11 @@ impl Session {
             return Err((waiter, None));
         }
         if let Some(reason) = &pending.closed {
-            let error = self.lost(reason);
+            // Not written: the request never reached the peer.
+            let error = TransportError::Unreachable {
+                address: self.peer.clone(),
+                reason: format!("connection lost: {reason}"),
+            };
             return Err((waiter, Some(error)));
         }
         pending.waiters.insert(id, waiter);
@@ -236,8 +240,10 @@ impl Session {
         }
     }
 
+    /// The error of a request written to a connection that broke before
+    /// its reply came: the peer may have handled it.
     fn lost(&self, reason: &str) -> TransportError {
-        TransportError::Unreachable {
+        TransportError::Lost {
             address: self.peer.clone(),
             reason: format!("connection lost: {reason}"),
         }
@@ -475,7 +481,9 @@ fn dispatch(
             // A peer reusing an id cancels the older request.
             cancels.insert(frame.id, cancel);
             let id = frame.id;
-            let limit = session.shared.options.handler_timeout;
+            let limit = envelope
+                .request
+                .reply_timeout(session.shared.options.handler_timeout);
             // Pushed in arrival order: FuturesUnordered first polls new
             // futures in the order pushed, so `handle` futures start in
             // the order the requests arrived.
