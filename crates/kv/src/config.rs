@@ -122,7 +122,8 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(default)]
     pub redirect: bool,
-    /// Threads that run the node and its clients (0: one per core)
+    /// Threads that run the node and its clients (0: one per core; 1:
+    /// everything on the main thread, a current-thread runtime)
     /// [default: 0]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -240,7 +241,7 @@ pub struct Settings {
     /// A follower redirects writes to the leader (`-MOVED`) instead of
     /// forwarding them.
     pub redirect: bool,
-    /// Runtime threads (0: one per core).
+    /// Runtime threads (0: one per core; 1: a current-thread runtime).
     pub threads: usize,
     /// The certificates directory for mutual TLS between nodes; `None`
     /// only with `insecure`.

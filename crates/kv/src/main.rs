@@ -30,11 +30,20 @@ enum Commands {
     Cert(raft_kv::cert::CertArgs),
 }
 
+/// The runtime that runs a node: `threads` worker threads (0: one per
+/// core), or with 1, every task on the main thread (a current-thread
+/// runtime: no work stealing, no wake-ups of other workers, which a single
+/// worker thread would still pay against the main thread).
 fn runtime(threads: usize) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
+    let mut b = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 0 {
+            b.worker_threads(threads);
+        }
+        b
+    };
     b.enable_all().build().expect("the tokio runtime starts")
 }
 

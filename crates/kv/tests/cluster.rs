@@ -153,6 +153,33 @@ fn writes_on_followers_are_forwarded_and_reads_on_followers_are_linearizable() {
 }
 
 #[test]
+fn nodes_on_one_thread_each_forward_replicate_and_restart() {
+    // `--threads 1` runs each node on a current-thread runtime: every task
+    // on the main thread, the WAL writer and snapshots on their own.
+    let (mut c, leader) = three(&["--threads", "1", "--snapshot-threshold", "20"]);
+    let follower = c.followers(leader)[0];
+    let mut con = c.conn(follower);
+    set_many(&mut con, "one", 300);
+    for n in 1..=60 {
+        assert_eq!(q(&mut con, &["INCR", "counter"]), Value::Int(n));
+    }
+    drop(con);
+    for i in 0..3 {
+        assert_all_there(&mut c.conn(i), "one", 300, &c.node(i).id);
+    }
+    for i in 0..3 {
+        c.node_mut(i).terminate();
+    }
+    for i in 0..3 {
+        c.node_mut(i).start();
+    }
+    let leader = c.wait_leader();
+    let mut con = c.conn(leader);
+    assert_all_there(&mut con, "one", 300, "the leader after a restart");
+    assert_eq!(q(&mut con, &["GET", "counter"]), bulk("60"));
+}
+
+#[test]
 fn mset_is_atomic_for_readers_on_other_nodes() {
     let (mut c, leader) = three(&[]);
     let followers = c.followers(leader);

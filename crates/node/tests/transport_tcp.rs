@@ -18,7 +18,7 @@ use raft_node::transport::tcp::frame::{
 };
 use raft_node::transport::tcp::{TcpOptions, TcpTransport};
 use raft_node::transport::{
-    Connection, Envelope, Handler, Reply, Request, Transport, TransportError,
+    Connection, Envelope, Handler, Posted, Reply, Request, Transport, TransportError,
 };
 use raft_node::{
     kv_get, Bootstrap, KvCommand, KvOutput, MemoryPersistence, Node, NodeError, Options, Role,
@@ -1715,4 +1715,144 @@ async fn peer_connections_beyond_max_connections_are_refused() {
     }
     assert!(served, "a connection is served once another closed");
     server.shutdown().await.unwrap();
+}
+
+// --- posts ---
+
+#[tokio::test]
+async fn a_posted_raft_message_reaches_the_handler_and_gets_no_reply() {
+    let (server, address, echo) = serve(options("server", "c")).await;
+    let mut raw = Raw::connect(&address, "c").await;
+    let post = append_of("raw", 10);
+    raw.stream
+        .write_all(&frame::post_frame(&post).0)
+        .await
+        .unwrap();
+    raw.stream
+        .write_all(&frame::request_frame(5, &read_envelope("after")).0)
+        .await
+        .unwrap();
+    // The only frame back is the reply to the request, after the post
+    // was handled.
+    let frame = raw.next_frame().await.expect("a reply");
+    assert_eq!((frame.kind, frame.id), (FrameKind::Reply, 5));
+    assert_eq!(
+        decode_reply(&frame.payload).unwrap(),
+        Reply::Output(Bytes::from_static(b"echo after"))
+    );
+    assert_eq!(echo.seen.lock().unwrap().first(), Some(&post));
+    assert_eq!(server.stats().requests_received, 2);
+}
+
+/// A raw listener that answers the handshake with protocol `version`, then
+/// returns the first frame it reads after it.
+async fn listener_of_version(
+    version: u32,
+) -> (String, tokio::task::JoinHandle<Option<frame::Frame>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let fake = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let theirs = raw.next_frame().await.expect("a hello");
+        assert_eq!(theirs.kind, FrameKind::Hello);
+        let hello = Hello {
+            version,
+            max_frame: 1 << 20,
+            max_in_flight: 64,
+            cluster: "c".into(),
+            node: "fake".into(),
+            address: String::new(),
+        };
+        raw.stream.write_all(&hello.frame()).await.unwrap();
+        raw.next_frame().await
+    });
+    (address, fake)
+}
+
+#[tokio::test]
+async fn raft_messages_are_posted_only_to_peers_that_take_posts() {
+    let client = transport(options("client", "c"));
+    // Version 2: posted.
+    let (address, fake) = listener_of_version(VERSION).await;
+    let connection = client.connect(&address).await.expect("connect");
+    let message = append_of("client", 10);
+    assert!(matches!(connection.post(message.clone()), Posted::Sent));
+    let frame = fake.await.unwrap().expect("a frame");
+    assert_eq!(frame.kind, FrameKind::Post);
+    assert_eq!(decode_envelope(&frame.payload).unwrap(), message);
+    // Anything but a Raft message is given back, to be invoked.
+    assert!(matches!(
+        connection.post(read_envelope("x")),
+        Posted::Unsupported(e) if e == read_envelope("x")
+    ));
+    // Version 1 is accepted, and given requests only.
+    let (address, fake) = listener_of_version(1).await;
+    let connection = client
+        .connect(&address)
+        .await
+        .expect("a version 1 peer is accepted");
+    let Posted::Unsupported(back) = connection.post(message.clone()) else {
+        panic!("posted to a version 1 peer");
+    };
+    assert_eq!(back, message);
+    let invoked = tokio::spawn(async move { connection.invoke(back).await });
+    let frame = fake.await.unwrap().expect("a frame");
+    assert_eq!(frame.kind, FrameKind::Request);
+    assert_eq!(decode_envelope(&frame.payload).unwrap(), message);
+    invoked.abort();
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_gets_at_most_a_window_of_unwritten_posts() {
+    // A raw listener that takes 4 requests in flight and never reads past
+    // the handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (done, until_done) = tokio::sync::oneshot::channel::<()>();
+    let fake = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: BytesMut::new(),
+        };
+        raw.next_frame().await.expect("a hello");
+        let hello = Hello {
+            version: VERSION,
+            max_frame: 1 << 20,
+            max_in_flight: 4,
+            cluster: "c".into(),
+            node: "fake".into(),
+            address: String::new(),
+        };
+        raw.stream.write_all(&hello.frame()).await.unwrap();
+        let _ = until_done.await;
+    });
+    let client = transport(options("client", "c"));
+    let connection = client.connect(&address).await.expect("connect");
+    let message = append_of("client", 512 << 10);
+    let mut sent = 0;
+    let mut given_back = false;
+    // Far more than the socket buffers hold.
+    for _ in 0..400 {
+        match connection.post(message.clone()) {
+            Posted::Sent => sent += 1,
+            Posted::Unsupported(_) => {
+                given_back = true;
+                break;
+            }
+            Posted::Failed(e) => panic!("post failed: {e}"),
+        }
+        // Let the writer run.
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        given_back,
+        "all {sent} posts taken while the peer read nothing"
+    );
+    let _ = done.send(());
+    fake.await.unwrap();
 }

@@ -1,9 +1,12 @@
 //! One sender task per peer: it connects through the transport (again,
 //! with backoff, after a failure), sends the Raft messages queued for that
 //! peer in order, and drops them when the queue is full (Raft recovers lost
-//! messages; a slow peer must not grow memory without bound). A member's
-//! task also probes it (a `Hello`) when it sent nothing for a heartbeat
-//! interval, so that a peer counts as connected only while it answers.
+//! messages; a slow peer must not grow memory without bound). Messages go
+//! as one-way posts when the transport takes them, else as requests whose
+//! replies are awaited. A member's task also probes it (a `Hello`) when it
+//! invoked nothing for a heartbeat interval (posts do not count: they are
+//! not answered), so that a peer counts as connected only while it
+//! answers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::events::Event;
-use crate::transport::{Connection, Envelope, Reply, Request, Transport, TransportError};
+use crate::transport::{Connection, Envelope, Posted, Reply, Request, Transport, TransportError};
 
 /// Messages queued for one peer before new ones are dropped.
 pub(crate) const PEER_QUEUE: usize = 4096;
@@ -263,14 +266,27 @@ async fn run(
                     from: ctx.from.clone(),
                     request: Request::Raft(m),
                 };
-                last_sent = tokio::time::Instant::now();
-                let mut sending: InFlight = Box::pin(async move { (false, first_index, c.invoke(envelope).await) });
-                // Polled here first when nothing is ahead of it: a transport
-                // that answers at once (in memory) then costs no task node
-                // in `inflight`.
-                match inflight.is_empty().then(|| poll_once(sending.as_mut())) {
-                    Some(Poll::Ready(done)) => answered = Some(done),
-                    _ => inflight.push(sending),
+                // Posted when the transport can (no reply to wait for; the
+                // probes, which do not wait for idleness then, tell whether
+                // the peer answers), else invoked.
+                match c.post(envelope) {
+                    Posted::Sent => {
+                        ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Posted::Failed(e) => {
+                        inflight.push(Box::pin(async move { (false, first_index, Err(e)) }));
+                    }
+                    Posted::Unsupported(envelope) => {
+                        last_sent = tokio::time::Instant::now();
+                        let mut sending: InFlight = Box::pin(async move { (false, first_index, c.invoke(envelope).await) });
+                        // Polled here first when nothing is ahead of it: a
+                        // transport that answers at once (in memory) then
+                        // costs no task node in `inflight`.
+                        match inflight.is_empty().then(|| poll_once(sending.as_mut())) {
+                            Some(Poll::Ready(done)) => answered = Some(done),
+                            _ => inflight.push(sending),
+                        }
+                    }
                 }
             }
             _ = tokio::time::sleep_until(probe_at), if probing && inflight.is_empty() => {

@@ -37,8 +37,10 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// A Raft message (append entries, vote, pre-vote, install snapshot
-    /// chunk, timeout-now, read index, and their replies). One-way: the
-    /// reply is [`Reply::Ack`]; Raft's own replies travel as requests too.
+    /// chunk, timeout-now, read index, and their replies). One-way: posted
+    /// where the connection can ([`Connection::post`]), else invoked and
+    /// answered with [`Reply::Ack`]; Raft's own replies travel as requests
+    /// too.
     Raft(raft_core::Message),
     /// A command forwarded to the leader; the reply carries its output.
     Command(Bytes),
@@ -292,6 +294,18 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
+/// What became of a [`Connection::post`].
+#[derive(Debug)]
+pub enum Posted {
+    /// Handed to the connection: the peer gets it unless the connection
+    /// breaks (a one-way message is neither answered nor retried).
+    Sent,
+    /// Not sent, for this reason.
+    Failed(TransportError),
+    /// Not sent: the connection cannot post it now; send it with `invoke`.
+    Unsupported(Envelope),
+}
+
 /// A connection to one peer.
 #[async_trait]
 pub trait Connection: Send + Sync + 'static {
@@ -309,6 +323,15 @@ pub trait Connection: Send + Sync + 'static {
     /// may have is another ([`TransportError::not_delivered`]): a node
     /// retries a forwarded command only after the former.
     async fn invoke(&self, envelope: Envelope) -> Result<Reply, TransportError>;
+
+    /// Sends a one-way [`Request::Raft`] without waiting for, or getting,
+    /// a reply, if the transport can at once: after the requests already
+    /// under way on this connection, and before later ones. A transport
+    /// that cannot (the default) gives the envelope back
+    /// ([`Posted::Unsupported`]), to be sent with [`Connection::invoke`].
+    fn post(&self, envelope: Envelope) -> Posted {
+        Posted::Unsupported(envelope)
+    }
 
     /// Listens for requests the peer sends back over this connection (the
     /// seed's `listen`). A transport defines which requests those are; the

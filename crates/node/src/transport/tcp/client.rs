@@ -13,12 +13,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::frame::{self, FrameDecoder, FrameKind, Hello, VERSION};
+use super::frame::{self, FrameDecoder, FrameKind, Hello, MIN_VERSION, POST_VERSION, VERSION};
 use super::session::{Ending, Out, Session, Side, Waiter};
 use super::stream::{PeerAuth, PeerStream};
 use super::{add_bytes, bump, lock, millis, Shared, TcpOptions};
 use crate::tls::{describe_rustls_error, server_name, CertificateInfo, TlsConfig};
-use crate::transport::{Connection, Envelope, Handler, Reply, TransportError};
+use crate::transport::{Connection, Envelope, Handler, Posted, Reply, Request, TransportError};
 
 /// A request queued on a connection, waiting to be written.
 struct Queued {
@@ -262,6 +262,48 @@ impl Connection for TcpConnection {
         }
     }
 
+    /// Writes a `Post` frame on the TCP connection in use, if there is one,
+    /// its peer takes posts, no request waits in the queue (it would be
+    /// overtaken) and fewer than a window's worth of posts wait to be
+    /// written; otherwise gives the envelope back. Only Raft messages are
+    /// posted.
+    fn post(&self, envelope: Envelope) -> Posted {
+        let shared = &*self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Posted::Failed(shared.closed_error());
+        }
+        if !matches!(envelope.request, Request::Raft(_))
+            || shared.queued.load(Ordering::Acquire) > 0
+        {
+            return Posted::Unsupported(envelope);
+        }
+        let Some(session) = shared.current() else {
+            return Posted::Unsupported(envelope);
+        };
+        if session.hello.version < POST_VERSION || session.dead_reason().is_some() {
+            return Posted::Unsupported(envelope);
+        }
+        let (frame, length) = frame::post_frame(&envelope);
+        let max_bytes = shared
+            .transport
+            .options
+            .max_frame_size
+            .min(session.peer_max_frame());
+        if length > max_bytes {
+            return Posted::Failed(TransportError::TooLarge {
+                bytes: length,
+                max_bytes,
+            });
+        }
+        // A window's worth of posts not yet written (the peer does not
+        // read): a request then, which waits its turn in the bounded queue.
+        if !session.post(frame) {
+            return Posted::Unsupported(envelope);
+        }
+        bump(&shared.transport.counters.requests_sent);
+        Posted::Sent
+    }
+
     /// Closes the TCP connection and stops reconnecting: requests in flight
     /// and later ones fail with [`TransportError::Closed`]. Idempotent.
     async fn close(&self) -> Result<(), TransportError> {
@@ -354,8 +396,9 @@ async fn drive(
                 _ = current.freed.notified(), if full => {}
                 queued = rx.recv(), if !full => {
                     let Some(queued) = queued else { break };
-                    shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    // Counted until written: a post does not overtake it.
                     send(&shared, &current, queued);
+                    shared.queued.fetch_sub(1, Ordering::AcqRel);
                 }
             }
             continue;
@@ -411,8 +454,10 @@ async fn drive(
                     fail(queued, shared.closed_error());
                     break;
                 }
-                shared.adopt(&fresh);
+                // Written before the session is in use: a post does not
+                // overtake it.
                 send(&shared, &fresh, queued);
+                shared.adopt(&fresh);
                 session = Some((fresh, Instant::now()));
             }
             Err(error) => {
@@ -468,14 +513,14 @@ impl Refusal {
 
 /// Checks a peer's handshake against this side's options.
 pub(crate) fn check_hello(options: &TcpOptions, hello: &Hello) -> Result<(), Refusal> {
-    if hello.version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&hello.version) {
         return Err(Refusal {
             log: format!(
-                "protocol version mismatch: {VERSION} (node {:?}) vs {} (node {:?})",
+                "protocol version mismatch: {MIN_VERSION} to {VERSION} (node {:?}) vs {} (node {:?})",
                 options.node_id, hello.version, hello.node
             ),
             peer: format!(
-                "protocol version mismatch: this node speaks version {VERSION}, not {}",
+                "protocol version mismatch: this node speaks versions {MIN_VERSION} to {VERSION}, not {}",
                 hello.version
             ),
         });

@@ -19,6 +19,7 @@
 //! | 4 `Cancel` | id of the request given up | empty |
 //! | 5 `Close` | 0 | the reason, UTF-8 |
 //! | 6 `Listen` | 0 | empty: the sender serves requests over this connection |
+//! | 7 `Post` | 0 | [`codec::put_envelope`](crate::codec::put_envelope) of a Raft message: a request that is not answered (version 2) |
 //!
 //! Integers are little-endian, like the rest of [`crate::codec`]. Request ids
 //! are chosen by the side that sends the request; both sides may send
@@ -44,9 +45,16 @@ pub const FRAME_HEAD: usize = 9;
 /// The first bytes of every [`Hello`] payload (`"RAFT"`).
 pub const MAGIC: [u8; 4] = *b"RAFT";
 
-/// The protocol version this implementation speaks; a peer with another
-/// version is refused at the handshake.
-pub const VERSION: u32 = 1;
+/// The protocol version this implementation speaks: 2 adds `Post` frames,
+/// sent only to a peer whose handshake says version 2 or later.
+pub const VERSION: u32 = 2;
+
+/// The oldest version accepted at the handshake; a peer with a version
+/// outside `MIN_VERSION..=VERSION` is refused.
+pub const MIN_VERSION: u32 = 1;
+
+/// The first version that takes `Post` frames.
+pub const POST_VERSION: u32 = 2;
 
 /// The largest handshake frame read (a `Hello`, or the `Close` refusing
 /// one): before a peer is accepted, at most this much is buffered for it,
@@ -69,6 +77,9 @@ pub enum FrameKind {
     Close = 5,
     /// The sender takes requests over this connection (a back channel).
     Listen = 6,
+    /// A one-way request: an encoded [`Envelope`] of a Raft message, not
+    /// answered.
+    Post = 7,
 }
 
 impl FrameKind {
@@ -81,6 +92,7 @@ impl FrameKind {
             4 => FrameKind::Cancel,
             5 => FrameKind::Close,
             6 => FrameKind::Listen,
+            7 => FrameKind::Post,
             _ => return None,
         })
     }
@@ -234,6 +246,16 @@ pub fn encode_frame(kind: FrameKind, id: u64, payload: &[u8]) -> Bytes {
 pub fn request_frame(id: u64, envelope: &Envelope) -> (Bytes, usize) {
     let mut b = BytesMut::with_capacity(LENGTH_BYTES + FRAME_HEAD + 64);
     let start = start_frame(&mut b, FrameKind::Request, id);
+    put_envelope(&mut b, envelope);
+    let length = finish_frame(&mut b, start).unwrap_or(usize::MAX);
+    (b.freeze(), length)
+}
+
+/// A `Post` frame carrying `envelope`, and its length (without the
+/// prefix; `usize::MAX` if it does not fit a `u32`).
+pub fn post_frame(envelope: &Envelope) -> (Bytes, usize) {
+    let mut b = BytesMut::with_capacity(LENGTH_BYTES + FRAME_HEAD + 64);
+    let start = start_frame(&mut b, FrameKind::Post, 0);
     put_envelope(&mut b, envelope);
     let length = finish_frame(&mut b, start).unwrap_or(usize::MAX);
     (b.freeze(), length)

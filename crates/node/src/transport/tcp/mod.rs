@@ -96,6 +96,16 @@
 //! `handle` and polls each future once in arrival order), then lets them run
 //! concurrently: a slow or stuck request does not hold up later ones.
 //!
+//! A Raft message can also be posted ([`Connection::post`]): written as a
+//! `Post` frame that the listener hands to its handler like a request but
+//! does not answer, which saves a reply frame, a wake-up of each side and
+//! the bookkeeping of a waiting request per message. It is posted only on
+//! an established connection whose peer speaks protocol version 2 or later
+//! (a version 1 peer is still accepted, and gets requests), and only when
+//! no request waits in the queue (so it overtakes none); otherwise the
+//! envelope is given back to be invoked. A posted message lost with its
+//! connection is not retried: Raft sends again.
+//!
 //! Every `invoke` fails with [`TransportError::Timeout`] if no reply came
 //! within [`TcpOptions::request_timeout`] of its first poll (time spent
 //! queued or reconnecting included); the connecting side then sends a

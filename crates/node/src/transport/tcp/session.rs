@@ -41,6 +41,9 @@ pub(crate) enum Out {
     Frame(Bytes),
     /// A reply frame: counted until written (the reader's window).
     Reply(Bytes),
+    /// A post frame: counted until written (bounds what a peer that does
+    /// not read makes this side hold).
+    Post(Bytes),
     /// Write what came before, then shut the socket down and stop.
     Shutdown,
 }
@@ -96,6 +99,8 @@ pub(crate) struct Session {
     unwritten: Arc<AtomicUsize>,
     /// Signalled when reply frames were written.
     written: Arc<Notify>,
+    /// Post frames queued and not yet written.
+    unposted: Arc<AtomicUsize>,
     /// Ids for requests sent over a back channel.
     next_id: AtomicU64,
 }
@@ -131,6 +136,7 @@ impl Session {
             freed: Notify::new(),
             unwritten: Arc::new(AtomicUsize::new(0)),
             written: Arc::new(Notify::new()),
+            unposted: Arc::new(AtomicUsize::new(0)),
             next_id: AtomicU64::new(1),
         });
         tokio::spawn(write_loop(
@@ -141,6 +147,7 @@ impl Session {
             session.dead.subscribe(),
             session.unwritten.clone(),
             session.written.clone(),
+            session.unposted.clone(),
             session.shared.options.connect_timeout,
         ));
         tokio::spawn(read_loop(session.clone(), read, buffered));
@@ -172,6 +179,19 @@ impl Session {
     /// Queues `out` for the writer; false if the writer is gone.
     pub(crate) fn send(&self, out: Out) -> bool {
         self.out.send(out).is_ok()
+    }
+
+    /// Queues a post frame for the writer, unless the window's worth of
+    /// posts wait to be written already (the peer does not read) or the
+    /// writer is gone; false then.
+    pub(crate) fn post(&self, frame: Bytes) -> bool {
+        if self.unposted.fetch_add(1, Ordering::AcqRel) >= self.window()
+            || !self.send(Out::Post(frame))
+        {
+            self.unposted.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Why the session died, if it did.
@@ -323,8 +343,9 @@ impl Session {
     }
 }
 
-/// A handler future with its request id; `None` if it was cancelled.
-type Running = Pin<Box<dyn Future<Output = (u64, Option<Reply>)> + Send>>;
+/// A handler future: the request id with the reply (`None` if it was
+/// cancelled), or `None` for a post (not answered).
+type Running = Pin<Box<dyn Future<Output = Option<(u64, Option<Reply>)>> + Send>>;
 
 /// Why reading stopped.
 enum ReadError {
@@ -406,10 +427,12 @@ async fn serve(session: &Arc<Session>, read: &mut ReadHalf, buf: &mut BytesMut) 
         tokio::select! {
             biased;
             _ = dead.changed() => {}
-            Some((id, reply)) = running.next(), if !running.is_empty() => {
-                cancels.remove(&id);
-                if let Some(reply) = reply {
-                    session.reply(id, reply);
+            Some(done) = running.next(), if !running.is_empty() => {
+                if let Some((id, reply)) = done {
+                    cancels.remove(&id);
+                    if let Some(reply) = reply {
+                        session.reply(id, reply);
+                    }
                 }
             }
             _ = session.written.notified(), if busy => {}
@@ -423,7 +446,7 @@ async fn serve(session: &Arc<Session>, read: &mut ReadHalf, buf: &mut BytesMut) 
                     Err(ReadError::Io(e)) => return format!("read error: {e}"),
                     Err(ReadError::Frame(e)) => return frame_violation(session, &e),
                 };
-                if busy && frame.kind == FrameKind::Request {
+                if busy && matches!(frame.kind, FrameKind::Request | FrameKind::Post) {
                     stalled = Some(frame);
                 } else if let Err(reason) = dispatch(session, frame, &mut running, &mut cancels) {
                     return reason;
@@ -491,15 +514,49 @@ fn dispatch(
                 let handle = handler.handle(envelope);
                 tokio::select! {
                     biased;
-                    _ = cancelled => (id, None),
+                    _ = cancelled => Some((id, None)),
                     reply = tokio::time::timeout(limit, handle) => {
                         let reply = reply.unwrap_or_else(|_| Reply::Error(format!(
                             "the handler did not answer within {} ms",
                             super::millis(limit)
                         )));
-                        (id, Some(reply))
+                        Some((id, Some(reply)))
                     }
                 }
+            }));
+        }
+        FrameKind::Post => {
+            let envelope = decode_envelope(&frame.payload).map_err(|e| {
+                session.violation(&counters.malformed_frames, &format!("bad post: {e}"))
+            })?;
+            let Request::Raft(message) = &envelope.request else {
+                return Err(session.violation(
+                    &counters.malformed_frames,
+                    "a post that is not a Raft message",
+                ));
+            };
+            bump(&counters.requests_received);
+            if let Some(auth) = &session.auth {
+                if message.from != auth.node {
+                    return Err(session.violation(
+                        &counters.sender_mismatches,
+                        &format!(
+                            "a Raft message from node number {} on the connection of node {:?}: a node speaks only for itself",
+                            message.from, session.hello.node
+                        ),
+                    ));
+                }
+            }
+            // Nobody to tell when no handler takes it: it is dropped, as
+            // Raft messages may be.
+            let Some(handler) = lock(&session.handler).clone() else {
+                return Ok(());
+            };
+            let limit = session.shared.options.handler_timeout;
+            // Polled first in arrival order, like requests.
+            running.push(Box::pin(async move {
+                let _ = tokio::time::timeout(limit, handler.handle(envelope)).await;
+                None
             }));
         }
         FrameKind::Reply => {
@@ -584,6 +641,7 @@ async fn write_loop(
     dead: watch::Receiver<Option<Arc<str>>>,
     unwritten: Arc<AtomicUsize>,
     written: Arc<Notify>,
+    unposted: Arc<AtomicUsize>,
     linger: Duration,
 ) {
     let mut frames: VecDeque<Bytes> = VecDeque::new();
@@ -594,6 +652,7 @@ async fn write_loop(
         };
         let mut bytes = 0;
         let mut replies = 0;
+        let mut posts = 0;
         let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
@@ -604,6 +663,11 @@ async fn write_loop(
                 Out::Reply(f) => {
                     bytes += f.len();
                     replies += 1;
+                    frames.push_back(f);
+                }
+                Out::Post(f) => {
+                    bytes += f.len();
+                    posts += 1;
                     frames.push_back(f);
                 }
                 Out::Shutdown => {
@@ -625,6 +689,9 @@ async fn write_loop(
         if replies > 0 {
             unwritten.fetch_sub(replies, Ordering::AcqRel);
             written.notify_one();
+        }
+        if posts > 0 {
+            unposted.fetch_sub(posts, Ordering::AcqRel);
         }
         if let Err(e) = result {
             if let Some(session) = session.upgrade() {
