@@ -19,6 +19,7 @@
 
 pub mod cluster;
 pub mod net;
+pub mod plot;
 pub mod resp;
 pub mod workload;
 
@@ -204,6 +205,9 @@ pub struct Config {
     /// Where the nodes' data and logs go (a directory per nemesis, removed
     /// if it passes).
     pub dir: PathBuf,
+    /// Where to draw each nemesis's latency and throughput pictures, if
+    /// anywhere.
+    pub plots: Option<PathBuf>,
 }
 
 /// One injected fault.
@@ -248,6 +252,8 @@ pub struct Report {
     pub problems: Vec<String>,
     /// Where its data and logs are, if kept (it failed).
     pub kept: Option<PathBuf>,
+    /// Its latency and throughput pictures, if drawn.
+    pub plots: Vec<PathBuf>,
 }
 
 impl Report {
@@ -354,6 +360,9 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
         if let Some(dir) = &report.kept {
             println!("  data and logs kept in {}", dir.display());
         }
+        for plot in &report.plots {
+            println!("  plot: {}", plot.display());
+        }
         reports.push(report);
     }
     Ok(reports)
@@ -383,7 +392,7 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         started: Instant::now(),
         stop: AtomicBool::new(false),
         history: Mutex::new(Vec::new()),
-        failed: Mutex::new(0),
+        timings: Mutex::new(Vec::new()),
     });
     let _stop = StopOnDrop(shared.clone());
     let clients: Vec<_> = (0..config.clients)
@@ -469,7 +478,7 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
 
     let ok = history.iter().filter(|o| o.ret.is_some()).count() as u64;
     let unknown = history.len() as u64 - ok;
-    let failed = *shared.failed.lock().expect("clients are done");
+    let failed = shared.failed();
     if ok < 10 {
         problems.push(format!("only {ok} operations succeeded"));
     }
@@ -505,6 +514,15 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         .max()
         .unwrap_or_default();
     drop(cluster);
+    let timings = shared.timings.lock().expect("clients are done");
+    let plots = config.plots.as_ref().map_or(Ok(Vec::new()), |d| {
+        plot::draw(d, nemesis.name(), &timings, &faults)
+    });
+    let plots = plots.unwrap_or_else(|e| {
+        note(shared.started, &format!("no plots: {e}"));
+        Vec::new()
+    });
+    drop(timings);
     let kept = if problems.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
         None
@@ -525,6 +543,7 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         verdict,
         problems,
         kept,
+        plots,
     })
 }
 

@@ -53,6 +53,10 @@ struct Args {
     /// The directory for the nodes' data and logs (kept for failed runs)
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Draw each nemesis's latency and throughput over time into this
+    /// directory (`<nemesis>-latency.png`, `<nemesis>-throughput.png`)
+    #[arg(long)]
+    plots: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         dir: args.dir.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("raft-kv-chaos-{}", std::process::id()))
         }),
+        plots: args.plots,
     };
     match raft_kv_chaos::run(&config) {
         Ok(reports) => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use raft_lincheck::{Input, Operation, Output};
 
 use crate::net::Net;
+use crate::plot::{Outcome, Timing};
 use crate::resp::{Conn, Reply};
 use crate::Rng;
 
@@ -37,14 +38,33 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Every operation that was sent, completed or not.
     pub history: Mutex<Vec<Operation>>,
-    /// Operations that certainly had no effect.
-    pub failed: Mutex<u64>,
+    /// Every client operation's times and outcome, including those the
+    /// history leaves out (they certainly had no effect).
+    pub timings: Mutex<Vec<Timing>>,
 }
 
 impl Shared {
     /// Microseconds since the start of the run.
     pub fn now(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
+    }
+
+    /// Records an operation's times and outcome.
+    fn record(&self, call: u64, ret: u64, outcome: Outcome) {
+        let timing = Timing { call, ret, outcome };
+        self.timings
+            .lock()
+            .expect("no panics while held")
+            .push(timing);
+    }
+
+    /// How many operations certainly had no effect.
+    pub fn failed(&self) -> u64 {
+        let timings = self.timings.lock().expect("no panics while held");
+        timings
+            .iter()
+            .filter(|t| t.outcome == Outcome::Failed)
+            .count() as u64
     }
 }
 
@@ -136,7 +156,7 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
                 None
             }
             (_, Ok(Reply::Error(e))) if input == Input::Read || certainly_failed(e) => {
-                *shared.failed.lock().expect("no panics while held") += 1;
+                shared.record(call, ret, Outcome::Failed);
                 continue;
             }
             (_, Ok(Reply::Error(_))) => None,
@@ -156,7 +176,7 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
         };
         match (input, output) {
             (Input::Read, None) => {
-                *shared.failed.lock().expect("no panics while held") += 1;
+                shared.record(call, ret, Outcome::Failed);
                 continue;
             }
             (_, Some(Output::Read(v))) => last_seen[k as usize] = v,
@@ -165,6 +185,12 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
             }
             _ => {}
         }
+        let outcome = if output.is_some() {
+            Outcome::Ok
+        } else {
+            Outcome::Unknown
+        };
+        shared.record(call, ret, outcome);
         shared
             .history
             .lock()

@@ -53,6 +53,7 @@ fn run(nemeses: Vec<Nemesis>, readonly_reads: bool, net: NetChoice) -> Vec<Repor
         net,
         nemeses,
         dir: dir.path().to_path_buf(),
+        plots: None,
     };
     raft_kv_chaos::run(&config).unwrap_or_else(|e| panic!("the run could not proceed: {e}"))
 }
