@@ -8,12 +8,15 @@
 use bytes::Bytes;
 
 use crate::store::{Read, Write};
+use table::Family;
 
 pub mod acl;
+pub mod expiry;
 pub mod keys;
 pub mod raft;
 pub mod server;
 pub mod strings;
+pub mod table;
 
 pub use server::Session;
 
@@ -124,29 +127,32 @@ fn unknown(args: &[Bytes]) -> String {
     s
 }
 
-/// Parses a request's arguments (the command name first).
+/// Parses a request's arguments (the command name first): the command
+/// table ([`table::COMMANDS`]) names the family that parses it and checks
+/// its number of arguments; the family checks the rest.
 pub fn parse(args: &[Bytes]) -> Command {
     let Some(first) = args.first() else {
         return Command::Refused("ERR empty command".into());
     };
-    if first.len() > 32 {
+    let Some(spec) = table::index_of(first).map(|i| &table::COMMANDS[i]) else {
+        return Command::Refused(unknown(args));
+    };
+    if spec.is_subcommand() {
+        // `acl|whoami` is a name in the table, not a command.
         return Command::Refused(unknown(args));
     }
-    // Lower-cased on the stack: no allocation per command.
-    let mut lower = [0u8; 32];
-    let name = &mut lower[..first.len()];
-    name.copy_from_slice(first);
-    name.make_ascii_lowercase();
-    let name = &*name;
+    if !spec.arity_ok(args.len()) {
+        return Command::Refused(arity_error(spec.name));
+    }
+    let name = spec.name.as_bytes();
     let rest = &args[1..];
-    let parsed = match name {
-        b"get" | b"set" | b"incr" | b"incrby" | b"decr" | b"decrby" | b"append" | b"strlen"
-        | b"mget" | b"mset" | b"getset" | b"cas" => strings::parse(name, rest),
-        b"del" | b"unlink" | b"exists" | b"keys" | b"scan" | b"dbsize" | b"flushdb"
-        | b"flushall" => keys::parse(name, rest),
-        b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer" => raft::parse(name, rest),
-        b"acl" => Some(acl::parse(rest)),
-        _ => server::parse(name, rest),
+    let parsed = match spec.family {
+        Family::Strings => strings::parse(name, rest),
+        Family::Keys => keys::parse(name, rest),
+        Family::Expiry => expiry::parse(name, rest),
+        Family::Raft => raft::parse(name, rest),
+        Family::Acl => Some(acl::parse(rest)),
+        Family::Server => server::parse(name, rest),
     };
     match parsed {
         Some(c) => c,

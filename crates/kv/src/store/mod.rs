@@ -34,6 +34,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::acl::{self, PasswordHash, SharedUsers, Users};
 
+mod glob;
+mod snapshot;
+
+pub use glob::glob_match;
+use snapshot::{decode_snapshot, SNAP_HEADER, SNAP_MAGIC, SNAP_VERSION};
+
 use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple};
 
 /// The condition of a `SET`.
@@ -849,119 +855,6 @@ fn key_hash(key: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Redis's glob-style matching (`stringmatchlen` of Redis 7, case
-/// sensitive): `*` any run of bytes, `?` any one byte, `[abc]` a set,
-/// `[^abc]` its complement, `[a-z]` a range (either way round), `\x` the
-/// byte `x` literally (also inside a set).
-///
-/// It keeps Redis's corners: an unclosed `[` runs to the end of the
-/// pattern, and the empty string matches no pattern but the empty one (not
-/// even `*`: Redis's `KEYS *` and `SCAN` take a lone `*` as "all keys"
-/// without calling the matcher, and so do [`Read::Keys`] and
-/// [`Read::Scan`]). Bytes compare as unsigned (Redis compares C `char`s,
-/// which are signed on x86: ranges with bytes above 0x7f may differ there).
-pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
-    let mut skip_longer = false;
-    glob(pattern, s, &mut skip_longer, 0)
-}
-
-fn glob(p: &[u8], s: &[u8], skip_longer: &mut bool, nesting: u32) -> bool {
-    // Protection against abusive patterns, as in Redis.
-    if nesting > 1000 {
-        return false;
-    }
-    // Redis's patterns are NUL-terminated: reading past the end gives 0.
-    let at = |i: usize| p.get(i).copied().unwrap_or(0);
-    let (mut pi, mut si) = (0, 0);
-    while pi < p.len() && si < s.len() {
-        match p[pi] {
-            b'*' => {
-                while pi < p.len() && at(pi + 1) == b'*' {
-                    pi += 1;
-                }
-                if p.len() - pi == 1 {
-                    return true;
-                }
-                while si < s.len() {
-                    if glob(&p[pi + 1..], &s[si..], skip_longer, nesting + 1) {
-                        return true;
-                    }
-                    if *skip_longer {
-                        return false;
-                    }
-                    si += 1;
-                }
-                // No match for the rest of the pattern from anywhere in the
-                // string: earlier stars cannot help by matching more.
-                *skip_longer = true;
-                return false;
-            }
-            b'?' => si += 1,
-            b'[' => {
-                pi += 1;
-                let not = at(pi) == b'^';
-                if not {
-                    pi += 1;
-                }
-                let c = s[si];
-                let mut matched = false;
-                loop {
-                    let left = p.len() - pi;
-                    if at(pi) == b'\\' && left >= 2 {
-                        pi += 1;
-                        if p[pi] == c {
-                            matched = true;
-                        }
-                    } else if at(pi) == b']' {
-                        break;
-                    } else if left == 0 {
-                        // Unclosed: step back so that the step below ends
-                        // the pattern.
-                        pi -= 1;
-                        break;
-                    } else if left >= 3 && p[pi + 1] == b'-' {
-                        let (mut lo, mut hi) = (p[pi], p[pi + 2]);
-                        if lo > hi {
-                            std::mem::swap(&mut lo, &mut hi);
-                        }
-                        pi += 2;
-                        if (lo..=hi).contains(&c) {
-                            matched = true;
-                        }
-                    } else if p[pi] == c {
-                        matched = true;
-                    }
-                    pi += 1;
-                }
-                if matched == not {
-                    return false;
-                }
-                si += 1;
-            }
-            b => {
-                let b = if b == b'\\' && p.len() - pi >= 2 {
-                    pi += 1;
-                    p[pi]
-                } else {
-                    b
-                };
-                if b != s[si] {
-                    return false;
-                }
-                si += 1;
-            }
-        }
-        pi += 1;
-        if si == s.len() {
-            while at(pi) == b'*' {
-                pi += 1;
-            }
-            break;
-        }
-    }
-    pi == p.len() && si == s.len()
-}
-
 /// CRC-32C (Castagnoli), the checksum of the file store too.
 fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
@@ -1707,105 +1600,6 @@ impl KvStore {
             }
         }
     }
-}
-
-// The snapshot: "RKVS", version 2, the number of keys (u64 LE), then each
-// key and value as a u32-LE length and the bytes, then the user table
-// (acl::codec) as a u32-LE length and the bytes, then the CRC-32C of all
-// that (u32 LE). Version 1 (no user table) reads as "no users yet".
-const SNAP_MAGIC: &[u8; 4] = b"RKVS";
-const SNAP_VERSION: u8 = 2;
-const SNAP_VERSION_WITHOUT_USERS: u8 = 1;
-const SNAP_HEADER: usize = 4 + 1 + 8;
-
-/// Decodes a snapshot; keys and values are slices of `s` (no copy).
-fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> {
-    if s.len() < SNAP_HEADER + 4 {
-        return Err(format!(
-            "a raft-kv snapshot has at least {} bytes, this one has {}",
-            SNAP_HEADER + 4,
-            s.len()
-        ));
-    }
-    if &s[..4] != SNAP_MAGIC {
-        return Err(format!(
-            "not a raft-kv snapshot (it starts with {:02x?}, not \"RKVS\")",
-            &s[..4]
-        ));
-    }
-    if s[4] != SNAP_VERSION && s[4] != SNAP_VERSION_WITHOUT_USERS {
-        return Err(format!(
-            "raft-kv snapshot version {} is not supported (only {SNAP_VERSION_WITHOUT_USERS} and {SNAP_VERSION})",
-            s[4]
-        ));
-    }
-    let end = s.len() - 4;
-    let stored = u32::from_le_bytes([s[end], s[end + 1], s[end + 2], s[end + 3]]);
-    let computed = crc32c(&s[..end]);
-    if stored != computed {
-        return Err(format!(
-            "the snapshot is corrupt: its checksum is {stored:#010x} but its \
-             bytes give {computed:#010x}"
-        ));
-    }
-    let mut rd = Reader {
-        buf: &s[SNAP_HEADER - 8..end],
-    };
-    let count = rd.u64().unwrap_or(0);
-    // Every pair takes at least its two 4-byte lengths.
-    if count > (rd.buf.len() / 8) as u64 {
-        return Err(format!(
-            "the snapshot claims {count} keys but has only {} bytes of data",
-            rd.buf.len()
-        ));
-    }
-    let base = s.as_ptr() as usize;
-    let slice = |rd: &mut Reader<'_>| {
-        rd.str().map(|b| {
-            let at = b.as_ptr() as usize - base;
-            s.slice(at..at + b.len())
-        })
-    };
-    let mut pairs = Vec::with_capacity(count as usize);
-    for i in 1..=count {
-        let k = slice(&mut rd)
-            .ok_or_else(|| format!("the snapshot is cut off in key {i} of {count}"))?;
-        let v = slice(&mut rd)
-            .ok_or_else(|| format!("the snapshot is cut off in the value of key {i} of {count}"))?;
-        pairs.push((key_hash(&k), k, v));
-    }
-    let users = if s[4] == SNAP_VERSION_WITHOUT_USERS {
-        Users::default()
-    } else {
-        let blob = rd
-            .str()
-            .ok_or("the snapshot is cut off in its user table")?;
-        match acl::codec::decode(blob)? {
-            (users, []) => users,
-            (_, rest) => return Err(format!("{} stray bytes after the user table", rest.len())),
-        }
-    };
-    if !rd.is_empty() {
-        return Err(format!(
-            "{} stray bytes after the {count} keys of the snapshot",
-            rd.buf.len()
-        ));
-    }
-    // Snapshots are written in this order: sorting is then a linear check.
-    pairs.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let mut slots: Vec<(u64, Slot)> = Vec::with_capacity(pairs.len());
-    for (h, k, v) in pairs {
-        match slots.last_mut() {
-            Some((last, slot)) if *last == h => {
-                let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
-                if !slot.add(k, v) {
-                    return Err(format!("the snapshot holds the key {shown:?} twice"));
-                }
-            }
-            _ => slots.push((h, Slot::One(k, v))),
-        }
-    }
-    Ok((slots.into_iter().collect(), count as usize, users))
 }
 
 impl raft_node::StateMachine for KvStore {
