@@ -113,18 +113,25 @@ pub fn not_integer() -> String {
 
 pub use crate::store::parse_i64;
 
+/// The error for an unknown command, as Redis 7 words it: the name and
+/// the first arguments quoted, each cut at a NUL byte (Redis formats them
+/// as C strings), the arguments to about 128 bytes in all.
 fn unknown(args: &[Bytes]) -> String {
-    let mut s = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        String::from_utf8_lossy(&args[0])
-    );
-    for a in args.iter().skip(1).take(8) {
-        s.push_str(&format!(
-            "'{}' ",
-            String::from_utf8_lossy(&a[..a.len().min(64)])
-        ));
+    let c_str = |a: &[u8], max: usize| {
+        let a = &a[..a.iter().position(|&b| b == 0).unwrap_or(a.len())];
+        String::from_utf8_lossy(&a[..a.len().min(max)]).into_owned()
+    };
+    let mut shown = String::new();
+    for a in args.iter().skip(1) {
+        if shown.len() >= 128 {
+            break;
+        }
+        shown.push_str(&format!("'{}' ", c_str(a, 128 - shown.len())));
     }
-    s
+    format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        c_str(&args[0], 128)
+    )
 }
 
 /// Parses a request's arguments (the command name first): the command
@@ -218,6 +225,11 @@ mod tests {
             Command::Refused(
                 "ERR unknown command 'FROB', with args beginning with: 'a' 'b' ".into()
             )
+        );
+        // Arguments are C strings to Redis: cut at a NUL byte.
+        assert_eq!(
+            parse(&[Bytes::from_static(b"FROB"), Bytes::from_static(b"a\0b")]),
+            Command::Refused("ERR unknown command 'FROB', with args beginning with: 'a' ".into())
         );
         assert_eq!(p("SET k v NX XX"), Command::Invalid(syntax_error()));
         assert!(matches!(p("SET k v NX NX GET GET"), Command::Write(_)));
