@@ -11,7 +11,6 @@ use crate::store::{Read, Write};
 use table::Family;
 
 pub mod acl;
-pub mod expiry;
 pub mod keys;
 pub mod raft;
 pub mod server;
@@ -156,7 +155,6 @@ pub fn parse(args: &[Bytes]) -> Command {
     let parsed = match spec.family {
         Family::Strings => strings::parse(name, rest),
         Family::Keys => keys::parse(name, rest),
-        Family::Expiry => expiry::parse(name, rest),
         Family::Raft => raft::parse(name, rest),
         Family::Acl => Some(acl::parse(rest)),
         Family::Server => server::parse(name, rest),

@@ -90,8 +90,6 @@ pub enum Family {
     Strings,
     /// `cmd/keys.rs`: DEL, EXISTS, KEYS, SCAN...
     Keys,
-    /// `cmd/expiry.rs`: EXPIRE, TTL, PERSIST...
-    Expiry,
     /// `cmd/server.rs`: PING, AUTH, INFO, CONFIG...
     Server,
     /// `cmd/raft.rs`: RAFT.*.
@@ -106,7 +104,6 @@ impl Family {
         match self {
             Family::Strings => "Strings",
             Family::Keys => "Keys",
-            Family::Expiry => "Expiry",
             Family::Server => "Connection and server",
             Family::Raft => "Cluster (raft-kv's own)",
             Family::Acl => "Users (ACL)",
@@ -114,10 +111,9 @@ impl Family {
     }
 
     /// Every family, in the README's order.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 5] = [
         Family::Strings,
         Family::Keys,
-        Family::Expiry,
         Family::Server,
         Family::Acl,
         Family::Raft,
