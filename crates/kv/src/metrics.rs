@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use raft_node::Role;
 
+use crate::cmd::table::{index_of, COMMANDS};
 use crate::context::Context;
 
 /// How a command counts in the latency histograms.
@@ -27,111 +28,36 @@ pub enum CommandKind {
     Other,
 }
 
-/// The commands counted by name, and how each is timed. Any other name
-/// counts under [`OTHER`] (the last index).
-pub const COMMANDS: [(&str, CommandKind); 36] = [
-    ("ping", CommandKind::Other),
-    ("echo", CommandKind::Other),
-    ("get", CommandKind::Read),
-    ("set", CommandKind::Write),
-    ("del", CommandKind::Write),
-    ("exists", CommandKind::Read),
-    ("incr", CommandKind::Write),
-    ("incrby", CommandKind::Write),
-    ("decr", CommandKind::Write),
-    ("decrby", CommandKind::Write),
-    ("append", CommandKind::Write),
-    ("strlen", CommandKind::Read),
-    ("mget", CommandKind::Read),
-    ("mset", CommandKind::Write),
-    ("getset", CommandKind::Write),
-    ("dbsize", CommandKind::Read),
-    ("keys", CommandKind::Read),
-    ("scan", CommandKind::Read),
-    ("flushdb", CommandKind::Write),
-    ("auth", CommandKind::Other),
-    ("hello", CommandKind::Other),
-    ("info", CommandKind::Other),
-    ("command", CommandKind::Other),
-    ("config", CommandKind::Other),
-    ("select", CommandKind::Other),
-    ("client", CommandKind::Other),
-    ("quit", CommandKind::Other),
-    ("readonly", CommandKind::Other),
-    ("readwrite", CommandKind::Other),
-    ("cas", CommandKind::Write),
-    ("raft.status", CommandKind::Other),
-    ("raft.join", CommandKind::Other),
-    ("raft.leave", CommandKind::Other),
-    ("raft.transfer", CommandKind::Other),
-    ("acl", CommandKind::Other),
-    ("other", CommandKind::Other),
-];
+/// The index under which commands outside the command table count: one
+/// past its last entry. Every other index is the command's in
+/// [`crate::cmd::table::COMMANDS`] (subcommands count under their
+/// container, and have no counter of their own).
+pub const OTHER: usize = COMMANDS.len();
 
-/// The index in [`COMMANDS`] under which unknown commands count.
-pub const OTHER: usize = 35;
+/// The number of counters: one per entry of the table, and "other".
+const COUNTED: usize = COMMANDS.len() + 1;
 
-/// The number of counted command names.
-const COUNTED: usize = COMMANDS.len();
-
-/// The index of `name` in [`COMMANDS`] ([`OTHER`] if it is not there).
-/// `name` is expected in lower case; upper-case ASCII is tolerated.
+/// The index of `name` (a top-level command name, any case) in the command
+/// table ([`OTHER`] if it is not there).
 pub fn command_index(name: &str) -> usize {
-    match exact_index(name) {
-        Some(i) => i,
-        None if name.len() <= 16 && name.bytes().any(|b| b.is_ascii_uppercase()) => {
-            let mut lower = [0u8; 16];
-            let lower = &mut lower[..name.len()];
-            lower.copy_from_slice(name.as_bytes());
-            lower.make_ascii_lowercase();
-            std::str::from_utf8(lower)
-                .ok()
-                .and_then(exact_index)
-                .unwrap_or(OTHER)
-        }
-        None => OTHER,
+    match index_of(name.as_bytes()) {
+        Some(i) if !COMMANDS[i].is_subcommand() => i,
+        _ => OTHER,
     }
 }
 
-fn exact_index(name: &str) -> Option<usize> {
-    Some(match name {
-        "ping" => 0,
-        "echo" => 1,
-        "get" => 2,
-        "set" => 3,
-        "del" => 4,
-        "exists" => 5,
-        "incr" => 6,
-        "incrby" => 7,
-        "decr" => 8,
-        "decrby" => 9,
-        "append" => 10,
-        "strlen" => 11,
-        "mget" => 12,
-        "mset" => 13,
-        "getset" => 14,
-        "dbsize" => 15,
-        "keys" => 16,
-        "scan" => 17,
-        "flushdb" => 18,
-        "auth" => 19,
-        "hello" => 20,
-        "info" => 21,
-        "command" => 22,
-        "config" => 23,
-        "select" => 24,
-        "client" => 25,
-        "quit" => 26,
-        "readonly" => 27,
-        "readwrite" => 28,
-        "cas" => 29,
-        "raft.status" => 30,
-        "raft.join" => 31,
-        "raft.leave" => 32,
-        "raft.transfer" => 33,
-        "acl" => 34,
-        _ => return None,
-    })
+/// The name a counter is shown under.
+fn counted_name(i: usize) -> &'static str {
+    COMMANDS.get(i).map_or("other", |c| c.name)
+}
+
+/// How the command at `index` is timed: by its ACL categories.
+pub fn command_kind(index: usize) -> CommandKind {
+    match COMMANDS.get(index) {
+        Some(c) if c.is_write() => CommandKind::Write,
+        Some(c) if c.is_read() => CommandKind::Read,
+        _ => CommandKind::Other,
+    }
 }
 
 /// The upper bounds of the latency buckets, in nanoseconds (a last,
@@ -268,7 +194,8 @@ pub enum AclDenial {
 /// The client-facing counters of one raft-kv server. Every method takes
 /// `&self` and only does relaxed atomic operations: share it in an `Arc`.
 pub struct Metrics {
-    commands: [CommandCounters; COUNTED],
+    /// By index in the command table, then "other" ([`OTHER`]).
+    commands: Box<[CommandCounters]>,
     writes: Histogram,
     reads: Histogram,
     connections_opened: AtomicU64,
@@ -374,7 +301,7 @@ impl Metrics {
     /// All counters at zero.
     pub fn new() -> Metrics {
         Metrics {
-            commands: std::array::from_fn(|_| CommandCounters::default()),
+            commands: (0..COUNTED).map(|_| CommandCounters::default()).collect(),
             writes: Histogram::default(),
             reads: Histogram::default(),
             connections_opened: AtomicU64::new(0),
@@ -428,7 +355,7 @@ impl Metrics {
         } else {
             counters.failed.fetch_add(1, Relaxed);
         }
-        match COMMANDS[index].1 {
+        match command_kind(index) {
             CommandKind::Write => self.writes.observe(latency),
             CommandKind::Read => self.reads.observe(latency),
             CommandKind::Other => {}
@@ -1004,7 +931,10 @@ fn render_client(e: &mut Exposition, metrics: &Metrics) {
         "Client commands run, by command and result.",
     );
     for (i, c) in metrics.commands.iter().enumerate() {
-        let name = COMMANDS[i].0;
+        if COMMANDS.get(i).is_some_and(|c| c.is_subcommand()) {
+            continue;
+        }
+        let name = counted_name(i);
         e.sample(
             "commands_total",
             &format!("command=\"{name}\",result=\"ok\""),
@@ -1184,32 +1114,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_table_and_the_match_agree() {
-        for (i, (name, _)) in COMMANDS.iter().enumerate().take(OTHER) {
-            assert_eq!(command_index(name), i, "{name}");
+    fn commands_count_under_their_entry_in_the_command_table() {
+        for (i, c) in COMMANDS.iter().enumerate() {
+            if !c.is_subcommand() {
+                assert_eq!(command_index(c.name), i, "{}", c.name);
+                assert_eq!(counted_name(i), c.name);
+            }
         }
-        assert_eq!(COMMANDS[OTHER].0, "other");
-        assert_eq!(command_index("other"), OTHER);
+        assert_eq!(counted_name(OTHER), "other");
         assert_eq!(command_index("hgetall"), OTHER);
+        assert_eq!(command_index("acl|whoami"), OTHER);
         assert_eq!(command_index(""), OTHER);
-        assert_eq!(command_index("GET"), 2);
-        assert_eq!(command_index("Raft.Status"), 30);
+        assert_eq!(command_index("GET"), command_index("get"));
+        assert_eq!(command_index("Raft.Status"), command_index("raft.status"));
         assert_eq!(command_index("a-very-long-UNKNOWN-command-name"), OTHER);
         assert_eq!(command_index("GÉT"), OTHER);
-        let writes = [
-            "set", "del", "incr", "incrby", "decr", "decrby", "append", "mset", "getset",
-            "flushdb", "cas",
-        ];
-        let reads = ["get", "mget", "exists", "strlen", "dbsize", "keys", "scan"];
-        for (name, kind) in COMMANDS.iter().take(COUNTED) {
-            let expected = if writes.contains(name) {
-                CommandKind::Write
-            } else if reads.contains(name) {
-                CommandKind::Read
-            } else {
-                CommandKind::Other
-            };
-            assert_eq!(*kind, expected, "{name}");
+        // Timed by category: the writes and reads of the data.
+        let kind = |name: &str| command_kind(command_index(name));
+        for name in ["set", "del", "incrby", "mset", "flushdb", "cas"] {
+            assert_eq!(kind(name), CommandKind::Write, "{name}");
+        }
+        for name in ["get", "mget", "exists", "strlen", "dbsize", "keys", "scan"] {
+            assert_eq!(kind(name), CommandKind::Read, "{name}");
+        }
+        for name in ["ping", "auth", "acl", "config", "raft.status", "other"] {
+            assert_eq!(kind(name), CommandKind::Other, "{name}");
         }
         assert_eq!(LATENCY_LABELS.len(), BUCKETS);
         for (bound, label) in LATENCY_BOUNDS_NANOS.iter().zip(LATENCY_LABELS) {

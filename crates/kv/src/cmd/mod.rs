@@ -8,12 +8,14 @@
 use bytes::Bytes;
 
 use crate::store::{Read, Write};
+use table::Family;
 
 pub mod acl;
 pub mod keys;
 pub mod raft;
 pub mod server;
 pub mod strings;
+pub mod table;
 
 pub use server::Session;
 
@@ -110,43 +112,52 @@ pub fn not_integer() -> String {
 
 pub use crate::store::parse_i64;
 
+/// The error for an unknown command, as Redis 7 words it: the name and
+/// the first arguments quoted, each cut at a NUL byte (Redis formats them
+/// as C strings), the arguments to about 128 bytes in all.
 fn unknown(args: &[Bytes]) -> String {
-    let mut s = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        String::from_utf8_lossy(&args[0])
-    );
-    for a in args.iter().skip(1).take(8) {
-        s.push_str(&format!(
-            "'{}' ",
-            String::from_utf8_lossy(&a[..a.len().min(64)])
-        ));
+    let c_str = |a: &[u8], max: usize| {
+        let a = &a[..a.iter().position(|&b| b == 0).unwrap_or(a.len())];
+        String::from_utf8_lossy(&a[..a.len().min(max)]).into_owned()
+    };
+    let mut shown = String::new();
+    for a in args.iter().skip(1) {
+        if shown.len() >= 128 {
+            break;
+        }
+        shown.push_str(&format!("'{}' ", c_str(a, 128 - shown.len())));
     }
-    s
+    format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        c_str(&args[0], 128)
+    )
 }
 
-/// Parses a request's arguments (the command name first).
+/// Parses a request's arguments (the command name first): the command
+/// table ([`table::COMMANDS`]) names the family that parses it and checks
+/// its number of arguments; the family checks the rest.
 pub fn parse(args: &[Bytes]) -> Command {
     let Some(first) = args.first() else {
         return Command::Refused("ERR empty command".into());
     };
-    if first.len() > 32 {
+    let Some(spec) = table::index_of(first).map(|i| &table::COMMANDS[i]) else {
+        return Command::Refused(unknown(args));
+    };
+    if spec.is_subcommand() {
+        // `acl|whoami` is a name in the table, not a command.
         return Command::Refused(unknown(args));
     }
-    // Lower-cased on the stack: no allocation per command.
-    let mut lower = [0u8; 32];
-    let name = &mut lower[..first.len()];
-    name.copy_from_slice(first);
-    name.make_ascii_lowercase();
-    let name = &*name;
+    if !spec.arity_ok(args.len()) {
+        return Command::Refused(arity_error(spec.name));
+    }
+    let name = spec.name.as_bytes();
     let rest = &args[1..];
-    let parsed = match name {
-        b"get" | b"set" | b"incr" | b"incrby" | b"decr" | b"decrby" | b"append" | b"strlen"
-        | b"mget" | b"mset" | b"getset" | b"cas" => strings::parse(name, rest),
-        b"del" | b"unlink" | b"exists" | b"keys" | b"scan" | b"dbsize" | b"flushdb"
-        | b"flushall" => keys::parse(name, rest),
-        b"raft.status" | b"raft.join" | b"raft.leave" | b"raft.transfer" => raft::parse(name, rest),
-        b"acl" => Some(acl::parse(rest)),
-        _ => server::parse(name, rest),
+    let parsed = match spec.family {
+        Family::Strings => strings::parse(name, rest),
+        Family::Keys => keys::parse(name, rest),
+        Family::Raft => raft::parse(name, rest),
+        Family::Acl => Some(acl::parse(rest)),
+        Family::Server => server::parse(name, rest),
     };
     match parsed {
         Some(c) => c,
@@ -212,6 +223,11 @@ mod tests {
             Command::Refused(
                 "ERR unknown command 'FROB', with args beginning with: 'a' 'b' ".into()
             )
+        );
+        // Arguments are C strings to Redis: cut at a NUL byte.
+        assert_eq!(
+            parse(&[Bytes::from_static(b"FROB"), Bytes::from_static(b"a\0b")]),
+            Command::Refused("ERR unknown command 'FROB', with args beginning with: 'a' ".into())
         );
         assert_eq!(p("SET k v NX XX"), Command::Invalid(syntax_error()));
         assert!(matches!(p("SET k v NX NX GET GET"), Command::Write(_)));

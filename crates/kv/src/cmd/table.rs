@@ -1,0 +1,1029 @@
+//! The command table: every command raft-kv knows, with what `COMMAND INFO`
+//! shows of it (arity, flags, key positions), its ACL categories as Redis 7
+//! assigns them, the family that parses and runs it ([`Family`]) and a
+//! one-line summary. It is the one list of command names: dispatch and the
+//! arity check ([`crate::cmd::parse`]), the permission check, `ACL CAT`,
+//! `COMMAND`, the metrics (one counter per command) and the README's list
+//! of commands ([`readme_list`]) all read it. Adding a command is one row
+//! here and its parse and run in its family's file.
+//!
+//! Containers (ACL, CONFIG, CLIENT) have an entry of their own and one per
+//! subcommand, named `container|sub` as in Redis 7, so that a rule may
+//! allow `+acl|whoami` without the rest of ACL. A container belongs to no
+//! category (a category rule reaches its subcommands one by one), so that
+//! `+@slow` cannot grant `ACL SETUSER` through the container.
+
+use bytes::Bytes;
+
+/// The ACL categories, in Redis 7's order (`ACL CAT`). A category's bit in
+/// [`CommandSpec::categories`] is `1 << its index`.
+pub const CATEGORIES: [&str; 21] = [
+    "keyspace",
+    "read",
+    "write",
+    "set",
+    "sortedset",
+    "list",
+    "hash",
+    "string",
+    "bitmap",
+    "hyperloglog",
+    "geo",
+    "stream",
+    "pubsub",
+    "admin",
+    "fast",
+    "slow",
+    "blocking",
+    "dangerous",
+    "connection",
+    "transaction",
+    "scripting",
+];
+
+const KEYSPACE: u32 = 1 << 0;
+const READ: u32 = 1 << 1;
+const WRITE: u32 = 1 << 2;
+const STRING: u32 = 1 << 7;
+const ADMIN: u32 = 1 << 13;
+const FAST: u32 = 1 << 14;
+const SLOW: u32 = 1 << 15;
+const DANGEROUS: u32 = 1 << 17;
+const CONNECTION: u32 = 1 << 18;
+
+/// A category by its name (case-insensitive, without the `@`); its index
+/// in [`CATEGORIES`].
+pub fn category(name: &[u8]) -> Option<usize> {
+    CATEGORIES
+        .iter()
+        .position(|c| c.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// One command (or subcommand) of the table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The lower-case name; `container|sub` for a subcommand.
+    pub name: &'static str,
+    /// Redis's arity: the number of arguments with the name, negative for
+    /// "at least".
+    pub arity: i64,
+    /// The flags `COMMAND INFO` shows.
+    pub flags: &'static [&'static str],
+    /// The position of the first key argument (0: none).
+    pub first_key: i64,
+    /// The position of the last key argument (-1: the last argument).
+    pub last_key: i64,
+    /// The step between key arguments.
+    pub key_step: i64,
+    /// The ACL categories, one bit per index in [`CATEGORIES`].
+    pub categories: u32,
+    /// The family that parses it (a subcommand's is its container's).
+    pub family: Family,
+    /// What it does, in a few words (the README's list).
+    pub summary: &'static str,
+}
+
+/// The families of commands, one file each in `crate::cmd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `cmd/strings.rs`: GET, SET, INCR...
+    Strings,
+    /// `cmd/keys.rs`: DEL, EXISTS, KEYS, SCAN...
+    Keys,
+    /// `cmd/server.rs`: PING, AUTH, INFO, CONFIG...
+    Server,
+    /// `cmd/raft.rs`: RAFT.*.
+    Raft,
+    /// `cmd/acl.rs`: ACL and its subcommands.
+    Acl,
+}
+
+impl Family {
+    /// The family's heading in the README's list.
+    pub fn title(self) -> &'static str {
+        match self {
+            Family::Strings => "Strings",
+            Family::Keys => "Keys",
+            Family::Server => "Connection and server",
+            Family::Raft => "Cluster (raft-kv's own)",
+            Family::Acl => "Users (ACL)",
+        }
+    }
+
+    /// Every family, in the README's order.
+    pub const ALL: [Family; 5] = [
+        Family::Strings,
+        Family::Keys,
+        Family::Server,
+        Family::Acl,
+        Family::Raft,
+    ];
+}
+
+impl CommandSpec {
+    /// True for commands any client may run, authenticated or not, whatever
+    /// its user's command rules (Redis's `no_auth` flag).
+    pub fn is_no_auth(&self) -> bool {
+        self.flags.contains(&"no_auth")
+    }
+
+    /// How the metrics time it: writes (the `write` category), reads (the
+    /// `read` category) or neither.
+    pub fn is_write(&self) -> bool {
+        self.categories & WRITE != 0
+    }
+
+    /// True for a command in the `read` category.
+    pub fn is_read(&self) -> bool {
+        self.categories & READ != 0
+    }
+
+    /// True for a subcommand (`container|sub`).
+    pub fn is_subcommand(&self) -> bool {
+        self.name.contains('|')
+    }
+
+    /// Whether `args` (the command name first) has an acceptable number of
+    /// arguments.
+    pub fn arity_ok(&self, args: usize) -> bool {
+        let n = args as i64;
+        if self.arity >= 0 {
+            n == self.arity
+        } else {
+            n >= -self.arity
+        }
+    }
+
+    /// The indexes in `args` (the command name first) of the key
+    /// arguments, from the first, last and step positions.
+    pub fn key_indexes(&self, args: usize) -> impl Iterator<Item = usize> {
+        let first = usize::try_from(self.first_key).unwrap_or(0);
+        let last = if self.last_key < 0 {
+            args.saturating_sub(self.last_key.unsigned_abs() as usize)
+        } else {
+            usize::try_from(self.last_key).unwrap_or(0)
+        };
+        let step = usize::try_from(self.key_step).unwrap_or(1).max(1);
+        let (first, last) = if first == 0 {
+            (1, 0)
+        } else {
+            (first, last.min(args.saturating_sub(1)))
+        };
+        (first..=last).step_by(step)
+    }
+}
+
+macro_rules! spec {
+    ($name:expr, $arity:expr, [$($flag:expr),*], $first:expr, $last:expr, $step:expr, $cats:expr, $family:ident, $summary:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: &[$($flag),*],
+            first_key: $first,
+            last_key: $last,
+            key_step: $step,
+            categories: $cats,
+            family: Family::$family,
+            summary: $summary,
+        }
+    };
+}
+
+/// Every command raft-kv knows, subcommands after their container. At
+/// most 128 entries (a user's allowed commands are a 128-bit set).
+pub static COMMANDS: &[CommandSpec] = &[
+    spec!(
+        "get",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | STRING | FAST,
+        Strings,
+        "the value of a key"
+    ),
+    spec!(
+        "set",
+        -3,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | STRING | SLOW,
+        Strings,
+        "sets a key (NX, XX, GET, KEEPTTL)"
+    ),
+    spec!(
+        "del",
+        -2,
+        ["write"],
+        1,
+        -1,
+        1,
+        KEYSPACE | WRITE | SLOW,
+        Keys,
+        "removes keys"
+    ),
+    spec!(
+        "unlink",
+        -2,
+        ["write", "fast"],
+        1,
+        -1,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Keys,
+        "removes keys (as DEL)"
+    ),
+    spec!(
+        "exists",
+        -2,
+        ["readonly", "fast"],
+        1,
+        -1,
+        1,
+        KEYSPACE | READ | FAST,
+        Keys,
+        "how many of the keys exist"
+    ),
+    spec!(
+        "incr",
+        2,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "adds 1 to an integer"
+    ),
+    spec!(
+        "incrby",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "adds to an integer"
+    ),
+    spec!(
+        "decr",
+        2,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "subtracts 1 from an integer"
+    ),
+    spec!(
+        "decrby",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "subtracts from an integer"
+    ),
+    spec!(
+        "append",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "appends to a value"
+    ),
+    spec!(
+        "strlen",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | STRING | FAST,
+        Strings,
+        "the length of a value"
+    ),
+    spec!(
+        "mget",
+        -2,
+        ["readonly", "fast"],
+        1,
+        -1,
+        1,
+        READ | STRING | FAST,
+        Strings,
+        "the values of keys"
+    ),
+    spec!(
+        "mset",
+        -3,
+        ["write", "denyoom"],
+        1,
+        -1,
+        2,
+        WRITE | STRING | SLOW,
+        Strings,
+        "sets keys atomically (one log entry)"
+    ),
+    spec!(
+        "getset",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "sets a key, replies with the old value"
+    ),
+    spec!(
+        "cas",
+        4,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | STRING | SLOW,
+        Strings,
+        "compare-and-set (raft-kv's own): 1 if it set, 0 if not"
+    ),
+    spec!(
+        "dbsize",
+        1,
+        ["readonly", "fast"],
+        0,
+        0,
+        0,
+        KEYSPACE | READ | FAST,
+        Keys,
+        "the number of keys"
+    ),
+    spec!(
+        "keys",
+        2,
+        ["readonly"],
+        0,
+        0,
+        0,
+        KEYSPACE | READ | SLOW | DANGEROUS,
+        Keys,
+        "the keys matching a glob pattern"
+    ),
+    spec!(
+        "scan",
+        -2,
+        ["readonly"],
+        0,
+        0,
+        0,
+        KEYSPACE | READ | SLOW,
+        Keys,
+        "iterates the keys (MATCH, COUNT, TYPE); stable cursors"
+    ),
+    spec!(
+        "flushdb",
+        -1,
+        ["write"],
+        0,
+        0,
+        0,
+        KEYSPACE | WRITE | SLOW | DANGEROUS,
+        Keys,
+        "removes every key"
+    ),
+    spec!(
+        "flushall",
+        -1,
+        ["write"],
+        0,
+        0,
+        0,
+        KEYSPACE | WRITE | SLOW | DANGEROUS,
+        Keys,
+        "removes every key (one database)"
+    ),
+    spec!(
+        "ping",
+        -1,
+        ["fast", "stale"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "PONG, or the message"
+    ),
+    spec!(
+        "echo",
+        2,
+        ["fast", "stale"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "the message"
+    ),
+    spec!(
+        "auth",
+        -2,
+        ["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "authenticates the connection"
+    ),
+    spec!(
+        "hello",
+        -1,
+        ["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "protocol 2 only, with AUTH and SETNAME"
+    ),
+    spec!(
+        "info",
+        -1,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | DANGEROUS,
+        Server,
+        "server, clients, stats, replication, raft, keyspace"
+    ),
+    spec!(
+        "command",
+        -1,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | CONNECTION,
+        Server,
+        "this table: COUNT, INFO, LIST, DOCS"
+    ),
+    spec!("config", -2, [], 0, 0, 0, 0, Server, "CONFIG subcommands"),
+    spec!(
+        "config|get",
+        -3,
+        ["admin", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Server,
+        "settings by glob pattern"
+    ),
+    spec!(
+        "config|set",
+        -4,
+        ["admin", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Server,
+        "changes a setting"
+    ),
+    spec!(
+        "config|resetstat",
+        2,
+        ["admin", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Server,
+        "resets the statistics"
+    ),
+    spec!(
+        "config|rewrite",
+        2,
+        ["admin", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Server,
+        "refused: settings come from flags"
+    ),
+    spec!(
+        "select",
+        2,
+        ["loading", "stale", "fast"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "database 0 only"
+    ),
+    spec!("client", -2, [], 0, 0, 0, 0, Server, "CLIENT subcommands"),
+    spec!(
+        "client|id",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | CONNECTION,
+        Server,
+        "the connection id"
+    ),
+    spec!(
+        "client|setname",
+        3,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | CONNECTION,
+        Server,
+        "names the connection"
+    ),
+    spec!(
+        "client|getname",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | CONNECTION,
+        Server,
+        "the connection name"
+    ),
+    spec!(
+        "client|setinfo",
+        4,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | CONNECTION,
+        Server,
+        "library name and version"
+    ),
+    spec!(
+        "client|info",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW | CONNECTION,
+        Server,
+        "this connection"
+    ),
+    spec!(
+        "client|list",
+        -2,
+        ["admin", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS | CONNECTION,
+        Server,
+        "the connections"
+    ),
+    spec!(
+        "quit",
+        -1,
+        ["loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "closes the connection"
+    ),
+    spec!(
+        "readonly",
+        1,
+        ["loading", "stale", "fast"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "this connection reads locally (fast, possibly stale)"
+    ),
+    spec!(
+        "readwrite",
+        1,
+        ["loading", "stale", "fast"],
+        0,
+        0,
+        0,
+        FAST | CONNECTION,
+        Server,
+        "this connection reads linearizably again"
+    ),
+    spec!("acl", -2, [], 0, 0, 0, 0, Acl, "ACL subcommands"),
+    spec!(
+        "acl|cat",
+        -2,
+        ["noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW,
+        Acl,
+        "the categories, or a category's commands"
+    ),
+    spec!(
+        "acl|deluser",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Acl,
+        "removes users (through the log)"
+    ),
+    spec!(
+        "acl|dryrun",
+        -4,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Acl,
+        "whether a user may run a command"
+    ),
+    spec!(
+        "acl|getuser",
+        3,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Acl,
+        "a user's rules"
+    ),
+    spec!(
+        "acl|help",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW,
+        Acl,
+        "the ACL subcommands"
+    ),
+    spec!(
+        "acl|list",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Acl,
+        "every user as rules"
+    ),
+    spec!(
+        "acl|setuser",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Acl,
+        "creates or changes a user (through the log)"
+    ),
+    spec!(
+        "acl|users",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Acl,
+        "the user names"
+    ),
+    spec!(
+        "acl|whoami",
+        2,
+        ["noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        SLOW,
+        Acl,
+        "the connection's user"
+    ),
+    spec!(
+        "raft.status",
+        1,
+        ["admin", "stale"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW,
+        Raft,
+        "the node's Raft state (JSON)"
+    ),
+    spec!(
+        "raft.join",
+        3,
+        ["admin"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Raft,
+        "adds a node (id, peer address; on the leader)"
+    ),
+    spec!(
+        "raft.leave",
+        2,
+        ["admin"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Raft,
+        "removes a node (on the leader)"
+    ),
+    spec!(
+        "raft.transfer",
+        2,
+        ["admin"],
+        0,
+        0,
+        0,
+        ADMIN | SLOW | DANGEROUS,
+        Raft,
+        "hands leadership to a node (on the leader)"
+    ),
+];
+
+/// The longest name in [`COMMANDS`] that [`index_of`] looks up through its
+/// map (longer names are in no table).
+const MAX_NAME: usize = 64;
+
+/// The table's names (lower case) to their indexes, and whether each entry
+/// is a container with subcommands: built once, looked up for every request.
+struct Index {
+    by_name: std::collections::HashMap<&'static [u8], usize>,
+    containers: Vec<bool>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| Index {
+        by_name: COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect(),
+        containers: (0..COMMANDS.len())
+            .map(|i| {
+                let name = COMMANDS[i].name;
+                COMMANDS.iter().any(|c| {
+                    c.name
+                        .split_once('|')
+                        .is_some_and(|(parent, _)| parent == name)
+                })
+            })
+            .collect(),
+    })
+}
+
+/// The index in [`COMMANDS`] of the command or subcommand named `name`
+/// (case-insensitive; `container|sub` for a subcommand).
+pub fn index_of(name: &[u8]) -> Option<usize> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    // Lower-cased on the stack: no allocation per request.
+    let mut lower = [0u8; MAX_NAME];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index().by_name.get(&*lower).copied()
+}
+
+/// Whether entry `i` is a container with subcommands (`ACL`, `CONFIG`...).
+fn is_container(i: usize) -> bool {
+    index().containers.get(i).copied().unwrap_or(false)
+}
+
+/// The indexes of a container's subcommands (none for other commands).
+pub fn subcommands(container: usize) -> impl Iterator<Item = usize> {
+    let name = COMMANDS[container].name;
+    COMMANDS.iter().enumerate().filter_map(move |(i, c)| {
+        let (parent, _) = c.name.split_once('|')?;
+        (parent == name).then_some(i)
+    })
+}
+
+/// The entry a request runs as: its command, or for a container with a
+/// known subcommand that subcommand. `None` for an unknown command.
+pub fn lookup(args: &[Bytes]) -> Option<usize> {
+    let name = args.first()?;
+    let top = index_of(name)?;
+    let Some(sub) = args.get(1) else {
+        return Some(top);
+    };
+    if !is_container(top) || name.len() + 1 + sub.len() > MAX_NAME {
+        return Some(top);
+    }
+    let mut full = [0u8; MAX_NAME];
+    let n = name.len();
+    full[..n].copy_from_slice(name);
+    full[n] = b'|';
+    full[n + 1..n + 1 + sub.len()].copy_from_slice(sub);
+    Some(index_of(&full[..n + 1 + sub.len()]).unwrap_or(top))
+}
+
+/// The README's list of commands, made from the table: one line per
+/// family, each command (a container by its subcommands) with its summary.
+/// A test keeps the README's copy, between [`README_BEGIN`] and
+/// [`README_END`], equal to it.
+pub fn readme_list() -> String {
+    let mut out = String::new();
+    for family in Family::ALL {
+        let entries: Vec<String> = COMMANDS
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| c.family == family && !is_container(*i))
+            .map(|(_, c)| {
+                let name = c.name.replace('|', " ").to_ascii_uppercase();
+                format!("`{name}` {}", c.summary)
+            })
+            .collect();
+        if !entries.is_empty() {
+            out.push_str(&format!(
+                "- **{}**: {}.\n",
+                family.title(),
+                entries.join("; ")
+            ));
+        }
+    }
+    out
+}
+
+/// The line before the README's list of commands.
+pub const README_BEGIN: &str = "<!-- commands: made from crates/kv/src/cmd/table.rs; RAFT_KV_UPDATE_README=1 cargo test -p raft-kv --lib readme rewrites it -->";
+
+/// The line after it.
+pub const README_END: &str = "<!-- end of commands -->";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    fn cats(name: &str) -> Vec<&'static str> {
+        let spec = &COMMANDS[index_of(name.as_bytes()).unwrap()];
+        CATEGORIES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| spec.categories & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
+    #[test]
+    fn the_table_fits_a_128_bit_set_and_names_are_unique() {
+        assert!(COMMANDS.len() <= 128);
+        for (i, c) in COMMANDS.iter().enumerate() {
+            assert_eq!(index_of(c.name.as_bytes()), Some(i), "{}", c.name);
+            assert_eq!(c.name, c.name.to_ascii_lowercase());
+            assert!(c.name.len() <= MAX_NAME, "{}", c.name);
+            assert_eq!(is_container(i), subcommands(i).next().is_some());
+            assert_eq!(index_of(c.name.to_ascii_uppercase().as_bytes()), Some(i));
+            if subcommands(i).next().is_some() {
+                assert_eq!(c.categories, 0, "the container {} has a category", c.name);
+                continue;
+            }
+            // Every command is @fast or @slow, as in Redis.
+            assert_ne!(c.categories & (FAST | SLOW), 0, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn categories_follow_redis_7() {
+        assert_eq!(cats("get"), ["read", "string", "fast"]);
+        assert_eq!(cats("set"), ["write", "string", "slow"]);
+        assert_eq!(cats("keys"), ["keyspace", "read", "slow", "dangerous"]);
+        assert_eq!(cats("flushall"), ["keyspace", "write", "slow", "dangerous"]);
+        assert_eq!(cats("config|get"), ["admin", "slow", "dangerous"]);
+        assert_eq!(cats("info"), ["slow", "dangerous"]);
+        assert_eq!(cats("acl|whoami"), ["slow"]);
+        assert_eq!(cats("acl|setuser"), ["admin", "slow", "dangerous"]);
+        assert_eq!(cats("raft.status"), ["admin", "slow"]);
+        assert_eq!(cats("raft.leave"), ["admin", "slow", "dangerous"]);
+        assert_eq!(cats("cas"), ["write", "string", "slow"]);
+        assert_eq!(cats("readonly"), ["fast", "connection"]);
+        assert_eq!(category(b"Admin"), Some(13));
+        assert_eq!(category(b"all"), None);
+    }
+
+    #[test]
+    fn containers_resolve_to_their_subcommands() {
+        let name = |a: &str| lookup(&args(a)).map(|i| COMMANDS[i].name);
+        assert_eq!(name("GET k"), Some("get"));
+        assert_eq!(name("acl WhoAmI"), Some("acl|whoami"));
+        assert_eq!(name("config get maxmemory"), Some("config|get"));
+        assert_eq!(name("acl frob"), Some("acl"));
+        assert_eq!(name("acl"), Some("acl"));
+        assert_eq!(name("get get"), Some("get"));
+        assert_eq!(name("hgetall h"), None);
+        let acl = index_of(b"acl").unwrap();
+        assert_eq!(subcommands(acl).count(), 9);
+        assert_eq!(subcommands(index_of(b"get").unwrap()).count(), 0);
+    }
+
+    #[test]
+    fn key_positions_like_command_info() {
+        let keys = |name: &str, a: &str| -> Vec<usize> {
+            COMMANDS[index_of(name.as_bytes()).unwrap()]
+                .key_indexes(args(a).len())
+                .collect()
+        };
+        assert_eq!(keys("get", "get k"), [1]);
+        assert_eq!(keys("set", "set k v nx"), [1]);
+        assert_eq!(keys("mset", "mset a 1 b 2 c 3"), [1, 3, 5]);
+        assert_eq!(keys("del", "del a b c"), [1, 2, 3]);
+        assert_eq!(keys("cas", "cas k a b"), [1]);
+        assert!(keys("keys", "keys *").is_empty());
+        assert!(keys("ping", "ping").is_empty());
+        // Too few arguments: no index past the end.
+        assert!(keys("get", "get").is_empty());
+        assert!(COMMANDS[index_of(b"mset").unwrap()].arity_ok(5));
+        assert!(!COMMANDS[index_of(b"get").unwrap()].arity_ok(3));
+    }
+
+    #[test]
+    fn the_readme_lists_the_commands_of_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let begin = readme
+            .find(README_BEGIN)
+            .expect("the README has the begin marker");
+        let start = begin + README_BEGIN.len() + 1;
+        let end = readme[start..]
+            .find(README_END)
+            .expect("the README has the end marker")
+            + start;
+        let expected = readme_list();
+        if readme[start..end] == expected {
+            return;
+        }
+        if std::env::var_os("RAFT_KV_UPDATE_README").is_some() {
+            let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+            std::fs::write(path, updated).unwrap();
+            return;
+        }
+        panic!(
+            "the README's list of commands differs from the command table: \
+             run RAFT_KV_UPDATE_README=1 cargo test -p raft-kv --lib readme"
+        );
+    }
+
+    #[test]
+    fn every_command_has_a_summary_and_a_parser() {
+        for c in COMMANDS {
+            assert!(!c.summary.is_empty(), "{}", c.name);
+            if c.is_subcommand() {
+                continue;
+            }
+            let args = vec![Bytes::from(c.name); c.arity.unsigned_abs() as usize];
+            let parsed = crate::cmd::parse(&args);
+            assert!(
+                !matches!(&parsed, crate::cmd::Command::Refused(e) if e.contains("unknown command")),
+                "{}: {parsed:?}",
+                c.name
+            );
+        }
+    }
+}
