@@ -11,14 +11,17 @@
 //! the bridge exist only inside them. A node's client port is on the
 //! loopback of its own namespace; clients enter that namespace to connect
 //! (`setns` on the connecting thread), so partitions cut only the traffic
-//! between nodes, as if every node had clients next to it.
+//! between nodes, as if every node had clients next to it. Flaky links are
+//! nftables rules in the nodes' namespaces that drop a share of the
+//! packets to the other nodes at random (`numgen random`), plus netem delay
+//! and jitter where the kernel has `sch_netem`.
 
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The first characters of every namespace a runner makes.
@@ -105,6 +108,8 @@ pub struct Namespaces {
     nodes: usize,
     node_fds: Vec<File>,
     home: File,
+    /// Some link is flaky (nftables rules or netem to remove).
+    flaky: AtomicBool,
 }
 
 /// Runs `ip` with `args`; its error output if it fails.
@@ -211,6 +216,7 @@ impl Namespaces {
             nodes,
             node_fds: Vec::new(),
             home,
+            flaky: AtomicBool::new(false),
         };
         let br = ns.bridge();
         ip(&["netns", "add", &br])?;
@@ -264,10 +270,77 @@ impl Namespaces {
         Ok(())
     }
 
-    /// Removes every cut.
+    /// Runs `program` with `args` in node `i`'s namespace.
+    fn exec(&self, i: usize, program: &str, args: &[&str]) -> Result<(), String> {
+        let node = self.node(i);
+        let mut all = vec!["netns", "exec", &node, program];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Whether nftables rules can be set in the namespaces (tried).
+    pub fn try_nft(&self) -> bool {
+        let ok = self.exec(0, "nft", &["add", "table", "inet", "chaosprobe"]);
+        let _ = self.exec(0, "nft", &["delete", "table", "inet", "chaosprobe"]);
+        ok.is_ok()
+    }
+
+    /// Whether netem works in the namespaces (tried).
+    pub fn try_netem(&self) -> bool {
+        let ok = self.exec(
+            0,
+            "tc",
+            &[
+                "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms",
+            ],
+        );
+        let _ = self.exec(0, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+        ok.is_ok()
+    }
+
+    /// Makes node `i`'s outgoing packets to the other nodes flaky: `loss`
+    /// percent dropped at random (nftables), and, if `delay` is given,
+    /// delayed by that many milliseconds with half as much jitter (netem).
+    pub fn flaky(&self, i: usize, loss: u64, delay: Option<u64>) -> Result<(), String> {
+        self.flaky.store(true, Ordering::Relaxed);
+        if let Some(d) = delay {
+            let (d, j) = (format!("{d}ms"), format!("{}ms", d / 2));
+            self.exec(
+                i,
+                "tc",
+                &[
+                    "qdisc", "add", "dev", "eth0", "root", "netem", "delay", &d, &j,
+                ],
+            )?;
+        }
+        self.exec(i, "nft", &["add", "table", "inet", "chaos"])?;
+        self.exec(
+            i,
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "chaos",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        )?;
+        let rule = format!("ip daddr 10.77.0.0/24 numgen random mod 100 < {loss} drop");
+        let mut args = vec!["add", "rule", "inet", "chaos", "out"];
+        args.extend(rule.split(' '));
+        self.exec(i, "nft", &args)
+    }
+
+    /// Removes every cut and every flaky link.
     pub fn heal(&self) -> Result<(), String> {
+        let flaky = self.flaky.swap(false, Ordering::Relaxed);
         for i in 0..self.node_fds.len() {
             ip(&["-n", &self.node(i), "route", "flush", "type", "blackhole"])?;
+            if flaky {
+                let _ = self.exec(i, "nft", &["delete", "table", "inet", "chaos"]);
+                let _ = self.exec(i, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+            }
         }
         Ok(())
     }
