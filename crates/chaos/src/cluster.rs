@@ -47,7 +47,8 @@ pub struct Setup {
     /// Every node's data directory on a tmpfs of its own, which can fill.
     pub tmpfs: bool,
     /// Every node under libfaketime, its clock's offset and rate read
-    /// from a file of its own ([`Cluster::set_clock`]).
+    /// from a file of its own ([`Cluster::jump_clock`],
+    /// [`Cluster::restart_with_clock_rate`]).
     pub fake_clock: bool,
 }
 
@@ -62,6 +63,8 @@ struct Node {
     paused: bool,
     /// Its tmpfs is mounted on `data`.
     mounted: bool,
+    /// Seconds its faked clock is ahead.
+    clock_ahead: u64,
 }
 
 /// The nodes of one run.
@@ -208,6 +211,7 @@ impl Cluster {
             child: None,
             paused: false,
             mounted,
+            clock_ahead: 0,
         })
     }
 
@@ -255,13 +259,35 @@ impl Cluster {
         self.dir.join(format!("clock-n{}", i + 1))
     }
 
-    /// Sets node `i`'s faked clock (libfaketime syntax: `+0`, `+2.5`
-    /// seconds ahead, `-1` behind, `+0 x2` running twice as fast); a
-    /// running node reads it within a second (`FAKETIME_CACHE_DURATION`).
-    pub fn set_clock(&self, i: usize, spec: &str) -> Result<(), String> {
+    /// Writes node `i`'s faked clock (libfaketime syntax: `+2.5` seconds
+    /// ahead, `+2.5 x2` ahead and running twice as fast); a running node
+    /// reads it within a second (`FAKETIME_CACHE_DURATION`).
+    fn set_clock(&self, i: usize, spec: &str) -> Result<(), String> {
         let path = self.clock_file(i);
         std::fs::write(&path, format!("{spec}\n"))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Moves node `i`'s clock (monotonic and wall alike) `seconds` ahead,
+    /// for good: a monotonic clock never goes back (the kernel's does
+    /// not), so the offsets only add up.
+    pub fn jump_clock(&mut self, i: usize, seconds: u64) -> Result<(), String> {
+        self.nodes[i].clock_ahead += seconds;
+        self.set_clock(i, &format!("+{}", self.nodes[i].clock_ahead))
+    }
+
+    /// Restarts node `i` with its clock running at `rate` times the real
+    /// one (a rate change in a running process would move its clock back).
+    pub fn restart_with_clock_rate(&mut self, i: usize, rate: &str) -> Result<(), String> {
+        let ahead = self.nodes[i].clock_ahead;
+        let spec = if rate == "1" {
+            format!("+{ahead}")
+        } else {
+            format!("+{ahead} x{rate}")
+        };
+        self.set_clock(i, &spec)?;
+        self.kill(i);
+        self.start_node(i)
     }
 
     /// Sets a variable in node `i`'s environment for its next starts
@@ -305,8 +331,11 @@ impl Cluster {
         let id = format!("n{}r{}", i + 1, self.replaced);
         let join = format!("--join={}", self.net.peer_addr(via));
         let env = std::mem::take(&mut self.nodes[i].env);
+        let ahead = self.nodes[i].clock_ahead;
         self.nodes[i] = self.node(i, &id, &join)?;
         self.nodes[i].env = env;
+        // The slot's clock file stays: so does how far ahead it is.
+        self.nodes[i].clock_ahead = ahead;
         self.start_node(i)?;
         Ok(id)
     }

@@ -100,11 +100,15 @@ pub enum Nemesis {
     /// Nodes on a ring, each seeing only its two neighbours: overlapping
     /// majorities, none of which sees all the others (on 3 nodes: a line).
     PartitionRing,
-    /// Packets between nodes dropped at random (nftables), and delayed
-    /// with jitter where the kernel has netem.
+    /// Slow links between nodes: netem delay with jitter where the kernel
+    /// has it, else a token-bucket bandwidth limit (tbf) that queues
+    /// packets.
+    SlowPackets,
+    /// Packets between nodes dropped and duplicated at random (nftables).
     FlakyPackets,
-    /// A node's clock jumps (forward or back) or runs fast or slow
-    /// (libfaketime: its monotonic and wall clocks alike).
+    /// A node's clock jumps ahead, or the node restarts with a clock that
+    /// runs fast or slow (libfaketime: its monotonic and wall clocks
+    /// alike).
     ClockSkew,
     /// A node's data directory (a tmpfs) filled up: it must exit, and
     /// restart once space is freed.
@@ -124,7 +128,7 @@ pub enum Nemesis {
 
 impl Nemesis {
     /// Every nemesis, in the order a full run goes through them.
-    pub const ALL: [Nemesis; 17] = [
+    pub const ALL: [Nemesis; 18] = [
         Nemesis::KillRandom,
         Nemesis::KillLeader,
         Nemesis::KillMajority,
@@ -135,6 +139,7 @@ impl Nemesis {
         Nemesis::PartitionLeader,
         Nemesis::PartitionBridge,
         Nemesis::PartitionRing,
+        Nemesis::SlowPackets,
         Nemesis::FlakyPackets,
         Nemesis::ClockSkew,
         Nemesis::DiskFull,
@@ -157,6 +162,7 @@ impl Nemesis {
             Nemesis::PartitionLeader => "partition-leader",
             Nemesis::PartitionBridge => "partition-bridge",
             Nemesis::PartitionRing => "partition-ring",
+            Nemesis::SlowPackets => "slow-packets",
             Nemesis::FlakyPackets => "flaky-packets",
             Nemesis::ClockSkew => "clock-skew",
             Nemesis::DiskFull => "disk-full",
@@ -181,6 +187,7 @@ impl Nemesis {
                 | Nemesis::PartitionLeader
                 | Nemesis::PartitionBridge
                 | Nemesis::PartitionRing
+                | Nemesis::SlowPackets
                 | Nemesis::FlakyPackets
         )
     }
@@ -193,6 +200,7 @@ impl Nemesis {
                 Some("needs libfaketime (Debian package libfaketime)")
             }
             Nemesis::FlakyPackets if !caps.nft => Some("needs nftables (Debian package nftables)"),
+            Nemesis::SlowPackets if !caps.tbf => Some("needs tc (iproute2) with netem or tbf"),
             Nemesis::DiskFull if !caps.tmpfs => Some("needs to mount a tmpfs (root)"),
             _ => None,
         }
@@ -233,15 +241,18 @@ pub struct Capabilities {
     pub nft: bool,
     /// tc netem in the namespaces: delay, jitter.
     pub netem: bool,
+    /// tc tbf in the namespaces: a bandwidth limit (slow links without
+    /// netem).
+    pub tbf: bool,
 }
 
 impl Capabilities {
     /// What the machine offers, `namespaces` given (they were made or
     /// not); checks tmpfs, libfaketime, nftables and netem by trying them.
     pub fn probe(namespaces: Option<&Namespaces>) -> Capabilities {
-        let (nft, netem) = match namespaces {
-            Some(ns) => (ns.try_nft(), ns.try_netem()),
-            None => (false, false),
+        let (nft, netem, tbf) = match namespaces {
+            Some(ns) => (ns.try_nft(), ns.try_netem(), ns.try_tbf()),
+            None => (false, false, false),
         };
         Capabilities {
             namespaces: namespaces.is_some(),
@@ -249,6 +260,7 @@ impl Capabilities {
             faketime: std::path::Path::new(cluster::LIBFAKETIME).exists(),
             nft,
             netem,
+            tbf: tbf || netem,
         }
     }
 }
@@ -453,7 +465,7 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
         yes_no(caps.nft),
         yes_no(caps.netem),
         if caps.namespaces && !caps.netem {
-            " (no sch_netem in this kernel: flaky-packets drops packets with nftables, no delay)"
+            " (no sch_netem in this kernel: slow-packets limits bandwidth with tbf instead of delaying, flaky-packets drops and duplicates with nftables, nothing reorders)"
         } else {
             ""
         }
@@ -757,8 +769,10 @@ enum Undo {
     Resume(usize),
     /// Remove every network cut and packet loss.
     Heal,
-    /// Set this node's clock right again.
-    Clock(usize),
+    /// Restart this node with its clock at the real rate.
+    ClockRate(usize),
+    /// Nothing to undo (a clock that jumped ahead stays ahead).
+    Nothing,
     /// Remove the filler from this node's disk and restart it.
     FreeSpace(usize, PathBuf),
     /// Restart this node without the failing fsyncs.
@@ -790,7 +804,8 @@ impl Undo {
                 Net::Namespaces(ns) => ns.heal(),
                 Net::Loopback(_) => Ok(()),
             },
-            Undo::Clock(i) => cluster.set_clock(i, "+0"),
+            Undo::ClockRate(i) => cluster.restart_with_clock_rate(i, "1"),
+            Undo::Nothing => Ok(()),
             Undo::FreeSpace(i, filler) => {
                 std::fs::remove_file(&filler)
                     .map_err(|e| format!("cannot remove {}: {e}", filler.display()))?;
@@ -879,9 +894,30 @@ fn pick(cluster: &Cluster, rng: &mut Rng, leader: bool) -> (usize, &'static str)
     }
 }
 
-/// The clock faults: a jump forward or back, or a clock that runs fast or
-/// slow (libfaketime's syntax).
-const CLOCK_FAULTS: [&str; 6] = ["+3", "+30", "-1", "-10", "+0 x2", "+0 x0.5"];
+/// Injects a clock fault into node `i` under libfaketime: a jump ahead
+/// (1 to 30 s, as after a suspended VM), or a restart with a clock that
+/// runs twice or half as fast; what was done and how to undo it.
+fn clock_fault(cluster: &mut Cluster, i: usize, rng: &mut Rng) -> Result<(String, Undo), String> {
+    let id = cluster.id(i).to_string();
+    match rng.below(4) {
+        0 | 1 => {
+            let seconds = 1 + rng.below(30);
+            cluster.jump_clock(i, seconds)?;
+            Ok((
+                format!("clock of {id} jumps {seconds} s ahead"),
+                Undo::Nothing,
+            ))
+        }
+        r => {
+            let rate = if r == 2 { "2" } else { "0.5" };
+            cluster.restart_with_clock_rate(i, rate)?;
+            Ok((
+                format!("restart {id} with its clock at x{rate}"),
+                Undo::ClockRate(i),
+            ))
+        }
+    }
+}
 
 /// How long a node whose disk failed may take to exit.
 const FAIL_STOP_BOUND: Duration = Duration::from_secs(15);
@@ -994,30 +1030,46 @@ fn inject(
             let shape = if n > 3 { "ring" } else { "line" };
             Injected::new(format!("{shape} {}", ring.join("-")), Undo::Heal)
         }
+        Nemesis::SlowPackets => {
+            let Net::Namespaces(ns) = net else {
+                return Err("slow packets need network namespaces".into());
+            };
+            let slow = if caps.netem {
+                let delay = 5 + rng.below(46);
+                net::Slow::Delay {
+                    delay,
+                    jitter: delay / 2,
+                }
+            } else {
+                net::Slow::Bandwidth {
+                    kbit: 1000 + 500 * rng.below(7),
+                    queue_ms: 50 + 50 * rng.below(4),
+                }
+            };
+            for i in 0..n {
+                ns.slow(i, slow)?;
+            }
+            Injected::new(format!("every link: {slow}"), Undo::Heal)
+        }
         Nemesis::FlakyPackets => {
             let Net::Namespaces(ns) = net else {
                 return Err("flaky packets need network namespaces".into());
             };
             let loss = 5 + rng.below(26);
-            let delay = caps.netem.then(|| 5 + rng.below(46));
+            let dup = rng.below(11);
             for i in 0..n {
-                ns.flaky(i, loss, delay)?;
+                ns.flaky(i, n, loss, dup)?;
             }
-            let what = match delay {
-                Some(d) => format!("every link: {loss}% loss, {d} ms delay +- {} ms", d / 2),
-                None => format!("every link: {loss}% of packets dropped"),
-            };
-            Injected::new(what, Undo::Heal)
+            Injected::new(
+                format!("every link: {loss}% of packets dropped, {dup}% duplicated"),
+                Undo::Heal,
+            )
         }
         Nemesis::ClockSkew => {
             let leader = rng.below(2) == 0;
             let (i, why) = pick(cluster, rng, leader);
-            let fault = CLOCK_FAULTS[rng.below(CLOCK_FAULTS.len() as u64) as usize];
-            cluster.set_clock(i, fault)?;
-            Injected::new(
-                format!("clock of {}{why}: {fault}", cluster.id(i)),
-                Undo::Clock(i),
-            )
+            let (what, undo) = clock_fault(cluster, i, rng)?;
+            Injected::new(format!("{what}{why}"), undo)
         }
         Nemesis::DiskFull => disk_full(cluster, rng)?,
         Nemesis::FsyncFail => fsync_fail(cluster, rng)?,
@@ -1064,10 +1116,9 @@ fn combined(cluster: &mut Cluster, net: &Net, rng: &mut Rng) -> Result<Injected,
                 undos.push(Undo::Heal);
             }
             _ => {
-                let fault = CLOCK_FAULTS[rng.below(CLOCK_FAULTS.len() as u64) as usize];
-                cluster.set_clock(i, fault)?;
-                whats.push(format!("clock of {id}: {fault}"));
-                undos.push(Undo::Clock(i));
+                let (what, undo) = clock_fault(cluster, i, rng)?;
+                whats.push(what);
+                undos.push(undo);
             }
         }
     }
@@ -1093,6 +1144,12 @@ fn disk_full(cluster: &mut Cluster, rng: &mut Rng) -> Result<Injected, String> {
     while started.elapsed() < FAIL_STOP_BOUND {
         if let Some(s) = cluster.wait_exit(i, Duration::ZERO) {
             status = Some(s);
+            break;
+        }
+        // Once it stopped acknowledging, no more: every write lands on
+        // every node's disk.
+        if cluster.log_text(i).contains("stopped acknowledging") {
+            status = cluster.wait_exit(i, FAIL_STOP_BOUND.saturating_sub(started.elapsed()));
             break;
         }
         // Through another node: the full one may be the one to stop.
