@@ -1438,6 +1438,28 @@ mod tests {
     }
 
     #[test]
+    fn a_nemesis_is_skipped_only_for_what_this_machine_lacks() {
+        let none = Capabilities::default();
+        assert_eq!(Nemesis::KillLeader.missing(&none), None);
+        assert_eq!(Nemesis::FsyncFail.missing(&none), None);
+        assert_eq!(Nemesis::Membership.missing(&none), None);
+        assert!(Nemesis::PartitionRing.missing(&none).is_some());
+        assert!(Nemesis::ClockSkew.missing(&none).is_some());
+        assert!(Nemesis::DiskFull.missing(&none).is_some());
+        let all = Capabilities {
+            namespaces: true,
+            tmpfs: true,
+            faketime: true,
+            nft: true,
+            netem: false,
+            tbf: true,
+        };
+        for n in Nemesis::ALL {
+            assert_eq!(n.missing(&all), None, "{}", n.name());
+        }
+    }
+
+    #[test]
     fn a_nemesis_schedule_depends_on_the_seed_and_the_nemesis() {
         assert_eq!(Nemesis::KillLeader.seed(1), Nemesis::KillLeader.seed(1));
         assert_ne!(Nemesis::KillLeader.seed(1), Nemesis::KillLeader.seed(2));
