@@ -1,13 +1,16 @@
 //! The `raft-kv serve` processes of one run: started, SIGKILLed and
 //! restarted with the same flags and data, paused (SIGSTOP) and resumed
-//! (SIGCONT). Every process dies with the runner (`PR_SET_PDEATHSIG`) and
-//! is killed when the [`Cluster`] is dropped.
+//! (SIGCONT), started with test-only faults in their environment, under a
+//! faked clock (libfaketime), with their data on a tmpfs that can fill, and
+//! replaced by fresh nodes that join. Every process dies with the runner
+//! (`PR_SET_PDEATHSIG`) and is killed when the [`Cluster`] is dropped;
+//! every tmpfs is unmounted then.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,11 +34,37 @@ pub const TIMING: &[&str] = &[
 /// The longest election timeout in [`TIMING`]: pauses last longer.
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(300);
 
+/// Where libfaketime's library is on Debian (`libfaketime`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// How every node of a cluster is started.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Environment variables of every node (test-only faults).
+    pub env: Vec<(String, String)>,
+    /// Mutual TLS between the nodes, with certificates made for the run.
+    pub tls: bool,
+    /// Every node's data directory on a tmpfs of its own, which can fill.
+    pub tmpfs: bool,
+    /// Every node under libfaketime, its clock's offset and rate read
+    /// from a file of its own ([`Cluster::jump_clock`],
+    /// [`Cluster::restart_with_clock_rate`]).
+    pub fake_clock: bool,
+}
+
 /// One node: its flags and its process, if running.
 struct Node {
+    id: String,
     args: Vec<String>,
+    /// Variables set for this node alone (a fault), on top of the setup's.
+    env: Vec<(String, String)>,
+    data: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Its tmpfs is mounted on `data`.
+    mounted: bool,
+    /// Seconds its faked clock is ahead.
+    clock_ahead: u64,
 }
 
 /// The nodes of one run.
@@ -43,61 +72,147 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     net: Arc<Net>,
+    setup: Setup,
     nodes: Vec<Node>,
+    /// How many nodes were replaced so far (fresh ids are numbered).
+    replaced: usize,
 }
+
+/// Runs a command; its error output if it fails.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The size of each node's tmpfs.
+pub const TMPFS_SIZE: &str = "48m";
 
 impl Cluster {
     /// Starts `n` nodes of a new cluster, data in `dir/n<i>`, and waits
     /// until every one is ready.
-    pub fn start(bin: &Path, dir: &Path, net: Arc<Net>, n: usize) -> Result<Cluster, String> {
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        net: Arc<Net>,
+        n: usize,
+        setup: &Setup,
+    ) -> Result<Cluster, String> {
         let members: Vec<String> = (0..n)
             .map(|i| format!("n{}={}", i + 1, net.peer_addr(i)))
-            .collect();
-        let nodes = (0..n)
-            .map(|i| {
-                let mut args: Vec<String> = [
-                    "serve",
-                    "--id",
-                    &format!("n{}", i + 1),
-                    "--cluster",
-                    "chaos",
-                    "--peer-addr",
-                    &net.peer_addr(i).to_string(),
-                    "--client-addr",
-                    &net.client_addr(i).to_string(),
-                    "--data-dir",
-                    &dir.join(format!("n{}", i + 1)).display().to_string(),
-                    "--members",
-                    &members.join(","),
-                    "--insecure",
-                    "--log-level",
-                    "warn",
-                    "--command-timeout-ms",
-                    "1000",
-                    "--snapshot-threshold",
-                    "500",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                args.extend(TIMING.iter().map(|s| s.to_string()));
-                Node {
-                    args,
-                    child: None,
-                    paused: false,
-                }
-            })
             .collect();
         let mut cluster = Cluster {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             net,
-            nodes,
+            setup: setup.clone(),
+            nodes: Vec::new(),
+            replaced: 0,
         };
+        if setup.tls {
+            let ca = dir.join("ca");
+            cluster.cert(&["create-ca", "--certs-dir", &ca.display().to_string()])?;
+        }
+        for i in 0..n {
+            let id = format!("n{}", i + 1);
+            let node = cluster.node(i, &id, &format!("--members={}", members.join(",")))?;
+            cluster.nodes.push(node);
+        }
         for i in 0..n {
             cluster.start_node(i)?;
         }
         Ok(cluster)
+    }
+
+    /// Runs `raft-kv cert` with `args`.
+    fn cert(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["cert"];
+        all.extend_from_slice(args);
+        run(&self.bin.display().to_string(), &all)
+    }
+
+    /// The flags and data directory of a node `id` in slot `i` (its
+    /// addresses), founding the cluster or joining it (`start`: the
+    /// `--members=...` or `--join=...` flag); makes its certificates and
+    /// mounts its tmpfs if the setup asks.
+    fn node(&self, i: usize, id: &str, start: &str) -> Result<Node, String> {
+        let data = self.dir.join(id);
+        std::fs::create_dir_all(&data)
+            .map_err(|e| format!("cannot make {}: {e}", data.display()))?;
+        let mut mounted = false;
+        if self.setup.tmpfs {
+            let size = format!("size={TMPFS_SIZE}");
+            let path = data.display().to_string();
+            run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", &path])?;
+            mounted = true;
+        }
+        let peer = self.net.peer_addr(i);
+        let mut args: Vec<String> = [
+            "serve",
+            "--id",
+            id,
+            "--cluster",
+            "chaos",
+            "--peer-addr",
+            &peer.to_string(),
+            "--client-addr",
+            &self.net.client_addr(i).to_string(),
+            "--data-dir",
+            &data.display().to_string(),
+            start,
+            "--log-level",
+            "warn",
+            "--command-timeout-ms",
+            "1000",
+            "--snapshot-threshold",
+            "500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(TIMING.iter().map(|s| s.to_string()));
+        if self.setup.tls {
+            let certs = self.dir.join(format!("certs-{id}"));
+            let ca = self.dir.join("ca");
+            self.cert(&[
+                "create-node",
+                "--certs-dir",
+                &certs.display().to_string(),
+                "--id",
+                id,
+                "--cluster",
+                "chaos",
+                "--host",
+                &peer.ip().to_string(),
+                "--ca-cert",
+                &ca.join("ca.crt").display().to_string(),
+                "--ca-key",
+                &ca.join("ca.key").display().to_string(),
+            ])?;
+            args.extend(["--certs-dir".to_string(), certs.display().to_string()]);
+        } else {
+            args.push("--insecure".into());
+        }
+        Ok(Node {
+            id: id.to_string(),
+            args,
+            env: Vec::new(),
+            data,
+            child: None,
+            paused: false,
+            mounted,
+            clock_ahead: 0,
+        })
     }
 
     /// How many nodes.
@@ -111,7 +226,131 @@ impl Cluster {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("n{}.log", i + 1))
+        self.dir.join(format!("{}.log", self.nodes[i].id))
+    }
+
+    /// Node `i`'s id (`n<i+1>`, or a fresh one once it was replaced).
+    pub fn id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    /// Whether every node's data is on a tmpfs of its own.
+    pub fn on_tmpfs(&self) -> bool {
+        self.setup.tmpfs
+    }
+
+    /// Whether every node runs under libfaketime.
+    pub fn fake_clock(&self) -> bool {
+        self.setup.fake_clock
+    }
+
+    /// Node `i`'s peer address.
+    pub fn peer_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.net.peer_addr(i)
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data
+    }
+
+    /// The file node `i`'s faked clock reads its offset and rate from.
+    fn clock_file(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("clock-n{}", i + 1))
+    }
+
+    /// Writes node `i`'s faked clock (libfaketime syntax: `+2.5` seconds
+    /// ahead, `+2.5 x2` ahead and running twice as fast); a running node
+    /// reads it within a second (`FAKETIME_CACHE_DURATION`).
+    fn set_clock(&self, i: usize, spec: &str) -> Result<(), String> {
+        let path = self.clock_file(i);
+        std::fs::write(&path, format!("{spec}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Moves node `i`'s clock (monotonic and wall alike) `seconds` ahead,
+    /// for good: a monotonic clock never goes back (the kernel's does
+    /// not), so the offsets only add up.
+    pub fn jump_clock(&mut self, i: usize, seconds: u64) -> Result<(), String> {
+        self.nodes[i].clock_ahead += seconds;
+        self.set_clock(i, &format!("+{}", self.nodes[i].clock_ahead))
+    }
+
+    /// Restarts node `i` with its clock running at `rate` times the real
+    /// one (a rate change in a running process would move its clock back).
+    pub fn restart_with_clock_rate(&mut self, i: usize, rate: &str) -> Result<(), String> {
+        let ahead = self.nodes[i].clock_ahead;
+        let spec = if rate == "1" {
+            format!("+{ahead}")
+        } else {
+            format!("+{ahead} x{rate}")
+        };
+        self.set_clock(i, &spec)?;
+        self.kill(i);
+        self.start_node(i)
+    }
+
+    /// Sets a variable in node `i`'s environment for its next starts
+    /// (`None` removes it).
+    pub fn set_env(&mut self, i: usize, name: &str, value: Option<&str>) {
+        let env = &mut self.nodes[i].env;
+        env.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            env.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    /// The whole log of node `i`.
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for node `i` to exit on its own; its status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.nodes[i].child.as_mut()?.try_wait().ok()?;
+            if let Some(status) = status {
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces node `i` by a fresh, empty node with a new id at the same
+    /// addresses, which joins through node `via` (the runner removes the
+    /// old one from the configuration first); the new id.
+    pub fn replace(&mut self, i: usize, via: usize) -> Result<String, String> {
+        self.kill(i);
+        self.unmount(i);
+        self.replaced += 1;
+        let id = format!("n{}r{}", i + 1, self.replaced);
+        let join = format!("--join={}", self.net.peer_addr(via));
+        let env = std::mem::take(&mut self.nodes[i].env);
+        let ahead = self.nodes[i].clock_ahead;
+        self.nodes[i] = self.node(i, &id, &join)?;
+        self.nodes[i].env = env;
+        // The slot's clock file stays: so does how far ahead it is.
+        self.nodes[i].clock_ahead = ahead;
+        self.start_node(i)?;
+        Ok(id)
+    }
+
+    /// Unmounts node `i`'s tmpfs, if mounted.
+    fn unmount(&mut self, i: usize) {
+        if !self.nodes[i].mounted {
+            return;
+        }
+        let path = self.nodes[i].data.display().to_string();
+        if run("umount", &[&path]).is_err() {
+            // Still busy (a process not reaped yet): detach it now.
+            let _ = run("umount", &["-l", &path]);
+        }
+        self.nodes[i].mounted = false;
     }
 
     /// Starts node `i` (again) and waits for its ready line.
@@ -122,8 +361,20 @@ impl Cluster {
             .open(self.log_path(i))
             .map_err(|e| format!("cannot open the log of n{}: {e}", i + 1))?;
         let mut command = Command::new(&self.bin);
+        command.args(&self.nodes[i].args);
+        command.envs(self.setup.env.iter().map(|(k, v)| (k, v)));
+        command.envs(self.nodes[i].env.iter().map(|(k, v)| (k, v)));
+        if self.setup.fake_clock {
+            let clock = self.clock_file(i);
+            if !clock.exists() {
+                self.set_clock(i, "+0")?;
+            }
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock)
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         command
-            .args(&self.nodes[i].args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -167,8 +418,8 @@ impl Cluster {
         }
         self.kill(i);
         Err(format!(
-            "n{} did not start; its log ({}):\n{}",
-            i + 1,
+            "{} did not start; its log ({}):\n{}",
+            self.nodes[i].id,
             self.log_path(i).display(),
             self.log_tail(i)
         ))
@@ -258,8 +509,8 @@ impl Cluster {
                 named.push(field(&info, "raft_leader_id").unwrap_or_default());
             }
             if let Some(l) = leader {
-                let id = format!("n{}", l + 1);
-                if named.iter().all(|n| *n == id) {
+                let id = &self.nodes[l].id;
+                if named.iter().all(|n| n == id) {
                     return Some(l);
                 }
             }
@@ -271,19 +522,27 @@ impl Cluster {
     }
 
     /// `INFO raft` of node `i`, if it answers within half a second.
-    fn raft_info(&self, i: usize) -> Option<String> {
-        let timeout = Duration::from_millis(500);
-        let stream = self.net.connect(i, timeout).ok()?;
-        let mut con = Conn::new(stream, timeout).ok()?;
-        match con.call(&[b"INFO", b"raft"]).ok()? {
+    pub fn raft_info(&self, i: usize) -> Option<String> {
+        match self.call(i, &[b"INFO", b"raft"]).ok()? {
             Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
             _ => None,
         }
     }
+
+    /// Sends one command to node `i`; its reply (within two seconds).
+    pub fn call(&self, i: usize, args: &[&[u8]]) -> Result<Reply, String> {
+        let timeout = Duration::from_millis(500);
+        let stream = self
+            .net
+            .connect(i, timeout)
+            .map_err(|e| format!("cannot reach {}: {e}", self.nodes[i].id))?;
+        let mut con = Conn::new(stream, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        con.call(args).map_err(|e| e.to_string())
+    }
 }
 
 /// The value of `name:` in an INFO text.
-fn field(info: &str, name: &str) -> Option<String> {
+pub fn field(info: &str, name: &str) -> Option<String> {
     info.lines().find_map(|l| {
         l.trim_end()
             .strip_prefix(name)
@@ -297,6 +556,7 @@ impl Drop for Cluster {
         for i in 0..self.nodes.len() {
             self.resume(i);
             self.kill(i);
+            self.unmount(i);
         }
     }
 }

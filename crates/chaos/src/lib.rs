@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use raft_lincheck::{Input, Operation, Output};
 
-use cluster::Cluster;
+use cluster::{Cluster, Setup};
 use net::{Namespaces, Net};
 use resp::Reply;
 use workload::Shared;
@@ -101,14 +101,35 @@ pub enum Nemesis {
     /// Nodes on a ring, each seeing only its two neighbours: overlapping
     /// majorities, none of which sees all the others (on 3 nodes: a line).
     PartitionRing,
-    /// Each fault one of the others, at random (partitions only in
-    /// network namespaces).
+    /// Slow links between nodes: netem delay with jitter where the kernel
+    /// has it, else a token-bucket bandwidth limit (tbf) that queues
+    /// packets.
+    SlowPackets,
+    /// Packets between nodes dropped and duplicated at random (nftables).
+    FlakyPackets,
+    /// A node's clock jumps ahead, or the node restarts with a clock that
+    /// runs fast or slow (libfaketime: its monotonic and wall clocks
+    /// alike).
+    ClockSkew,
+    /// A node's data directory (a tmpfs) filled up: it must exit, and
+    /// restart once space is freed.
+    DiskFull,
+    /// A node restarted with every fsync after the first few failing: it
+    /// must exit, and restart on a working disk.
+    FsyncFail,
+    /// A voter (the leader half the time) removed and replaced by a fresh,
+    /// empty node that joins (`--join`).
+    Membership,
+    /// Several faults at once on different nodes: a kill, a pause, a node
+    /// cut off and a clock jump (those that can run here).
+    Combined,
+    /// Each fault one of the others, at random (those that can run here).
     Mixed,
 }
 
 impl Nemesis {
     /// Every nemesis, in the order a full run goes through them.
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 18] = [
         Nemesis::KillRandom,
         Nemesis::KillLeader,
         Nemesis::KillMajority,
@@ -119,6 +140,13 @@ impl Nemesis {
         Nemesis::PartitionLeader,
         Nemesis::PartitionBridge,
         Nemesis::PartitionRing,
+        Nemesis::SlowPackets,
+        Nemesis::FlakyPackets,
+        Nemesis::ClockSkew,
+        Nemesis::DiskFull,
+        Nemesis::FsyncFail,
+        Nemesis::Membership,
+        Nemesis::Combined,
         Nemesis::Mixed,
     ];
 
@@ -135,6 +163,13 @@ impl Nemesis {
             Nemesis::PartitionLeader => "partition-leader",
             Nemesis::PartitionBridge => "partition-bridge",
             Nemesis::PartitionRing => "partition-ring",
+            Nemesis::SlowPackets => "slow-packets",
+            Nemesis::FlakyPackets => "flaky-packets",
+            Nemesis::ClockSkew => "clock-skew",
+            Nemesis::DiskFull => "disk-full",
+            Nemesis::FsyncFail => "fsync-fail",
+            Nemesis::Membership => "membership",
+            Nemesis::Combined => "combined",
             Nemesis::Mixed => "mixed",
         }
     }
@@ -153,7 +188,23 @@ impl Nemesis {
                 | Nemesis::PartitionLeader
                 | Nemesis::PartitionBridge
                 | Nemesis::PartitionRing
+                | Nemesis::SlowPackets
+                | Nemesis::FlakyPackets
         )
+    }
+
+    /// Why it cannot run with `caps`, if it cannot.
+    pub fn missing(self, caps: &Capabilities) -> Option<&'static str> {
+        match self {
+            n if n.needs_namespaces() && !caps.namespaces => Some("needs network namespaces"),
+            Nemesis::ClockSkew if !caps.faketime => {
+                Some("needs libfaketime (Debian package libfaketime)")
+            }
+            Nemesis::FlakyPackets if !caps.nft => Some("needs nftables (Debian package nftables)"),
+            Nemesis::SlowPackets if !caps.tbf => Some("needs tc (iproute2) with netem or tbf"),
+            Nemesis::DiskFull if !caps.tmpfs => Some("needs to mount a tmpfs (root)"),
+            _ => None,
+        }
     }
 
     /// Its schedule's seed, from the run's: a nemesis run alone with the
@@ -178,6 +229,65 @@ pub enum NetChoice {
     Loopback,
 }
 
+/// What this machine lets a run do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capabilities {
+    /// Network namespaces: partitions and flaky packets.
+    pub namespaces: bool,
+    /// Mounting a tmpfs (root): a disk that fills.
+    pub tmpfs: bool,
+    /// libfaketime: clocks of their own per node.
+    pub faketime: bool,
+    /// nftables in the namespaces: packet loss.
+    pub nft: bool,
+    /// tc netem in the namespaces: delay, jitter.
+    pub netem: bool,
+    /// tc tbf in the namespaces: a bandwidth limit (slow links without
+    /// netem).
+    pub tbf: bool,
+}
+
+impl Capabilities {
+    /// What the machine offers, `namespaces` given (they were made or
+    /// not); checks tmpfs, libfaketime, nftables and netem by trying them.
+    pub fn probe(namespaces: Option<&Namespaces>) -> Capabilities {
+        let (nft, netem, tbf) = match namespaces {
+            Some(ns) => (ns.try_nft(), ns.try_netem(), ns.try_tbf()),
+            None => (false, false, false),
+        };
+        Capabilities {
+            namespaces: namespaces.is_some(),
+            tmpfs: tmpfs_works(),
+            faketime: std::path::Path::new(cluster::LIBFAKETIME).exists(),
+            nft,
+            netem,
+            tbf: tbf || netem,
+        }
+    }
+}
+
+/// Whether a tmpfs can be mounted here (tried on a directory of its own).
+fn tmpfs_works() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    let dir = std::env::temp_dir().join(format!("raft-kv-chaos-probe-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let path = dir.display().to_string();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", &path])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&path).output();
+    }
+    let _ = std::fs::remove_dir(&dir);
+    mounted
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -198,6 +308,11 @@ pub struct Config {
     /// Clients read with READONLY (local, possibly stale reads): the
     /// check must then fail under partitions.
     pub readonly_reads: bool,
+    /// The nodes answer plain SETs before committing them (a test-only
+    /// server fault): the check must then fail under kills.
+    pub early_ack: bool,
+    /// Mutual TLS between the nodes.
+    pub tls: bool,
     /// Where the nodes run.
     pub net: NetChoice,
     /// The nemeses to run, one after the other.
@@ -297,6 +412,9 @@ impl fmt::Display for Report {
 /// error if the run itself could not proceed (a node that does not start,
 /// namespaces asked for and unavailable).
 pub fn run(config: &Config) -> Result<Vec<Report>, String> {
+    for dir in remove_leftover_dirs() {
+        println!("removed the data of an earlier run: {}", dir.display());
+    }
     let removed = net::remove_leftovers();
     if !removed.is_empty() {
         println!(
@@ -326,6 +444,7 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
             None
         }
     };
+    let caps = Capabilities::probe(namespaces.as_ref());
     let shared_net = namespaces.map(|ns| Arc::new(Net::Namespaces(ns)));
     println!(
         "raft-kv chaos: {} nodes {}, {} clients, {} keys, {:.1} s per nemesis, seed {}{}",
@@ -345,20 +464,33 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
             ""
         }
     );
+    println!(
+        "faults available: tmpfs {}, libfaketime {}, nftables loss {}, netem delay {}{}",
+        yes_no(caps.tmpfs),
+        yes_no(caps.faketime),
+        yes_no(caps.nft),
+        yes_no(caps.netem),
+        if caps.namespaces && !caps.netem {
+            " (no sch_netem in this kernel: slow-packets limits bandwidth with tbf instead of delaying, flaky-packets drops and duplicates with nftables, nothing reorders)"
+        } else {
+            ""
+        }
+    );
     let mut reports = Vec::new();
     for &nemesis in &config.nemeses {
+        if let Some(why) = nemesis.missing(&caps) {
+            println!("{:<17} skipped: {why}", nemesis.name());
+            continue;
+        }
         let net = match &shared_net {
             Some(n) => n.clone(),
-            None if nemesis.needs_namespaces() => {
-                println!("{:<17} skipped: needs network namespaces", nemesis.name());
-                continue;
-            }
             None => Arc::new(Net::loopback(config.nodes).map_err(|e| e.to_string())?),
         };
-        let report = run_one(config, nemesis, net)?;
+        let report = run_one(config, nemesis, net, &caps)?;
         println!("{report}");
         if let Some(dir) = &report.kept {
             println!("  data and logs kept in {}", dir.display());
+            let _ = std::fs::write(config.dir.join(KEPT), "");
         }
         for plot in &report.plots {
             println!("  plot: {}", plot.display());
@@ -368,19 +500,96 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
     Ok(reports)
 }
 
+/// The file in a run's directory that says a failure kept its data: the
+/// next run leaves it.
+const KEPT: &str = "kept";
+
+/// The start of the name of a run's default directory (followed by the
+/// runner's process id).
+pub const DIR_PREFIX: &str = "raft-kv-chaos-";
+
+/// Removes the default directories (`raft-kv-chaos-<pid>` in the temporary
+/// directory) of runners that are no longer running, unmounting the tmpfs
+/// they left, except those a failure kept; returns them.
+pub fn remove_leftover_dirs() -> Vec<PathBuf> {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return Vec::new();
+    };
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if pid == std::process::id()
+            || std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || dir.join(KEPT).exists()
+        {
+            continue;
+        }
+        let prefix = format!("{}/", dir.display());
+        for point in mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with(&prefix))
+        {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", point])
+                .output();
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed.push(dir);
+        }
+    }
+    removed
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
 /// Prints a line prefixed with the time since `started`.
 fn note(started: Instant, text: &str) {
     println!("  {:>6.2}s {text}", started.elapsed().as_secs_f64());
 }
 
 /// Runs one nemesis on a fresh cluster.
-fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, String> {
+fn run_one(
+    config: &Config,
+    nemesis: Nemesis,
+    net: Arc<Net>,
+    caps: &Capabilities,
+) -> Result<Report, String> {
     let seed = nemesis.seed(config.seed);
     let dir = config.dir.join(nemesis.name());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
     println!("{} (seed {})", nemesis.name(), config.seed);
-    let mut cluster = Cluster::start(&config.bin, &dir, net.clone(), config.nodes)?;
+    let setup = Setup {
+        env: if config.early_ack {
+            vec![(raft_kv_fault::EARLY_ACK.to_string(), "1".to_string())]
+        } else {
+            Vec::new()
+        },
+        tls: config.tls,
+        tmpfs: caps.tmpfs && matches!(nemesis, Nemesis::DiskFull | Nemesis::Mixed),
+        fake_clock: caps.faketime
+            && matches!(
+                nemesis,
+                Nemesis::ClockSkew | Nemesis::Combined | Nemesis::Mixed
+            ),
+    };
+    let mut cluster = Cluster::start(&config.bin, &dir, net.clone(), config.nodes, &setup)?;
     if cluster.leader(Duration::from_secs(20)).is_none() {
         return Err(format!("{}: no leader within 20 s", nemesis.name()));
     }
@@ -418,11 +627,22 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         }
         thread::sleep(quiet);
         let at = shared.now();
-        let (what, undo) = inject(nemesis, &mut cluster, &net, &mut rng)?;
+        let Injected {
+            what,
+            undo,
+            problems: injecting,
+        } = inject(nemesis, &mut cluster, &net, &mut rng, caps)?;
         note(shared.started, &what);
+        problems.extend(injecting);
         thread::sleep(hold);
         for i in cluster.exited() {
-            problems.push(format!("n{} exited on its own", i + 1));
+            if !undo.may_exit(i) {
+                problems.push(format!(
+                    "{} exited on its own:\n{}",
+                    cluster.id(i),
+                    cluster.log_tail(i)
+                ));
+            }
         }
         undo.heal(&mut cluster, &net)?;
         faults.push(Fault {
@@ -433,7 +653,11 @@ fn run_one(config: &Config, nemesis: Nemesis, net: Arc<Net>) -> Result<Report, S
         note(shared.started, "healed");
     }
     for i in cluster.exited() {
-        problems.push(format!("n{} exited on its own", i + 1));
+        problems.push(format!(
+            "{} exited on its own:\n{}",
+            cluster.id(i),
+            cluster.log_tail(i)
+        ));
     }
     cluster.restore()?;
     let healed = Instant::now();
@@ -562,11 +786,32 @@ enum Undo {
     Restart(Vec<usize>),
     /// SIGCONT this node.
     Resume(usize),
-    /// Remove every network cut.
+    /// Remove every network cut and packet loss.
     Heal,
+    /// Restart this node with its clock at the real rate.
+    ClockRate(usize),
+    /// Nothing to undo (a clock that jumped ahead stays ahead).
+    Nothing,
+    /// Remove the filler from this node's disk and restart it.
+    FreeSpace(usize, PathBuf),
+    /// Restart this node without the failing fsyncs.
+    FixDisk(usize),
+    /// Wait until this (fresh) node is a voter.
+    Joined(usize),
+    /// Undo each, in reverse order.
+    All(Vec<Undo>),
 }
 
 impl Undo {
+    /// Whether node `i` may exit on its own while the fault lasts.
+    fn may_exit(&self, i: usize) -> bool {
+        match self {
+            Undo::FreeSpace(j, _) | Undo::FixDisk(j) => *j == i,
+            Undo::All(all) => all.iter().any(|u| u.may_exit(i)),
+            _ => false,
+        }
+    }
+
     fn heal(self, cluster: &mut Cluster, net: &Net) -> Result<(), String> {
         match self {
             Undo::Restart(nodes) => nodes.into_iter().try_for_each(|i| cluster.start_node(i)),
@@ -578,15 +823,123 @@ impl Undo {
                 Net::Namespaces(ns) => ns.heal(),
                 Net::Loopback(_) => Ok(()),
             },
+            Undo::ClockRate(i) => cluster.restart_with_clock_rate(i, "1"),
+            Undo::Nothing => Ok(()),
+            Undo::FreeSpace(i, filler) => {
+                std::fs::remove_file(&filler)
+                    .map_err(|e| format!("cannot remove {}: {e}", filler.display()))?;
+                cluster.kill(i);
+                cluster.start_node(i)
+            }
+            Undo::FixDisk(i) => {
+                cluster.set_env(i, raft_kv_fault::FAIL_SYNC_AFTER, None);
+                cluster.kill(i);
+                cluster.start_node(i)
+            }
+            Undo::Joined(i) => wait_voter(cluster, i),
+            Undo::All(all) => all.into_iter().rev().try_for_each(|u| u.heal(cluster, net)),
         }
     }
 }
 
+/// The names of the test-only faults of `raft-kv serve` (environment
+/// variables).
+mod raft_kv_fault {
+    /// Every fsync after the first N fails.
+    pub const FAIL_SYNC_AFTER: &str = "RAFT_KV_TEST_FAULT_FAIL_SYNC_AFTER";
+    /// Plain SETs answered before they are committed.
+    pub const EARLY_ACK: &str = "RAFT_KV_TEST_FAULT_EARLY_ACK";
+}
+
+/// Waits (up to 15 s) until node `i` is a voter in the leader's
+/// configuration; asks the cluster to add it (RAFT.JOIN) if its own
+/// request gave up.
+fn wait_voter(cluster: &Cluster, i: usize) -> Result<(), String> {
+    let id = cluster.id(i).to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut asked = false;
+    while Instant::now() < deadline {
+        if let Some(l) = cluster.leader(Duration::from_secs(1)) {
+            let info = cluster.raft_info(l).unwrap_or_default();
+            let member = info.lines().find(|p| p.contains(&format!("id={id},")));
+            if member.is_some_and(|p| p.contains("role=voter")) {
+                return Ok(());
+            }
+            if member.is_none() && !asked && l != i {
+                asked = true;
+                let addr = cluster.peer_addr(i).to_string();
+                let _ = cluster.call(l, &[b"RAFT.JOIN", id.as_bytes(), addr.as_bytes()]);
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("{id} is not a voter 15 s after it joined"))
+}
+
 /// Node ids as `{n1,n3}`.
-fn ids(nodes: &[usize]) -> String {
-    let names: Vec<String> = nodes.iter().map(|i| format!("n{}", i + 1)).collect();
+fn ids(cluster: &Cluster, nodes: &[usize]) -> String {
+    let names: Vec<&str> = nodes.iter().map(|&i| cluster.id(i)).collect();
     format!("{{{}}}", names.join(","))
 }
+
+/// One injected fault: what was done, how to undo it, and what went
+/// wrong while injecting it (a node that did not fail-stop).
+struct Injected {
+    what: String,
+    undo: Undo,
+    problems: Vec<String>,
+}
+
+impl Injected {
+    fn new(what: String, undo: Undo) -> Injected {
+        Injected {
+            what,
+            undo,
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// The node a fault hits: the leader for the `leader` variants (or a
+/// random node if there is none), else a random one; and how to name it.
+fn pick(cluster: &Cluster, rng: &mut Rng, leader: bool) -> (usize, &'static str) {
+    let random = rng.below(cluster.len() as u64) as usize;
+    if !leader {
+        return (random, "");
+    }
+    match cluster.leader(Duration::from_secs(2)) {
+        Some(l) => (l, " (leader)"),
+        None => (random, " (no leader)"),
+    }
+}
+
+/// Injects a clock fault into node `i` under libfaketime: a jump ahead
+/// (1 to 30 s, as after a suspended VM), or a restart with a clock that
+/// runs twice or half as fast; what was done and how to undo it.
+fn clock_fault(cluster: &mut Cluster, i: usize, rng: &mut Rng) -> Result<(String, Undo), String> {
+    let id = cluster.id(i).to_string();
+    match rng.below(4) {
+        0 | 1 => {
+            let seconds = 1 + rng.below(30);
+            cluster.jump_clock(i, seconds)?;
+            Ok((
+                format!("clock of {id} jumps {seconds} s ahead"),
+                Undo::Nothing,
+            ))
+        }
+        r => {
+            let rate = if r == 2 { "2" } else { "0.5" };
+            cluster.restart_with_clock_rate(i, rate)?;
+            Ok((
+                format!("restart {id} with its clock at x{rate}"),
+                Undo::ClockRate(i),
+            ))
+        }
+    }
+}
+
+/// How long a node whose disk failed may take to exit.
+const FAIL_STOP_BOUND: Duration = Duration::from_secs(15);
 
 /// Injects one fault of `nemesis`: what was done and how to undo it.
 fn inject(
@@ -594,18 +947,19 @@ fn inject(
     cluster: &mut Cluster,
     net: &Net,
     rng: &mut Rng,
-) -> Result<(String, Undo), String> {
+    caps: &Capabilities,
+) -> Result<Injected, String> {
     if nemesis == Nemesis::Mixed {
         let kinds: Vec<Nemesis> = Nemesis::ALL
             .into_iter()
-            .filter(|k| *k != Nemesis::Mixed && (net.can_partition() || !k.needs_namespaces()))
+            .filter(|k| *k != Nemesis::Mixed && k.missing(caps).is_none())
+            .filter(|k| *k != Nemesis::DiskFull || cluster.on_tmpfs())
+            .filter(|k| *k != Nemesis::ClockSkew || cluster.fake_clock())
             .collect();
         let kind = kinds[rng.below(kinds.len() as u64) as usize];
-        return inject(kind, cluster, net, rng);
+        return inject(kind, cluster, net, rng, caps);
     }
     let n = cluster.len();
-    let random = rng.below(n as u64) as usize;
-    let leader = || cluster.leader(Duration::from_secs(2));
     let cut = |a: &[usize], b: &[usize]| -> Result<(), String> {
         let Net::Namespaces(ns) = net else {
             return Err("partitions need network namespaces".into());
@@ -618,32 +972,26 @@ fn inject(
         Ok(())
     };
     let others = |i: usize| -> Vec<usize> { (0..n).filter(|&j| j != i).collect() };
-    let (what, undo) = match nemesis {
+    let injected = match nemesis {
         Nemesis::KillRandom | Nemesis::KillLeader => {
-            let (i, why) = match (nemesis, leader()) {
-                (Nemesis::KillLeader, Some(l)) => (l, " (leader)"),
-                (Nemesis::KillLeader, None) => (random, " (no leader)"),
-                _ => (random, ""),
-            };
+            let (i, why) = pick(cluster, rng, nemesis == Nemesis::KillLeader);
+            let what = format!("kill {}{why}", cluster.id(i));
             cluster.kill(i);
-            (format!("kill n{}{why}", i + 1), Undo::Restart(vec![i]))
+            Injected::new(what, Undo::Restart(vec![i]))
         }
         Nemesis::KillMajority => {
             let mut nodes = rng.shuffled(n)[..n / 2 + 1].to_vec();
             nodes.sort();
+            let what = format!("kill {}", ids(cluster, &nodes));
             for &i in &nodes {
                 cluster.kill(i);
             }
-            (format!("kill {}", ids(&nodes)), Undo::Restart(nodes))
+            Injected::new(what, Undo::Restart(nodes))
         }
         Nemesis::PauseRandom | Nemesis::PauseLeader => {
-            let (i, why) = match (nemesis, leader()) {
-                (Nemesis::PauseLeader, Some(l)) => (l, " (leader)"),
-                (Nemesis::PauseLeader, None) => (random, " (no leader)"),
-                _ => (random, ""),
-            };
+            let (i, why) = pick(cluster, rng, nemesis == Nemesis::PauseLeader);
             cluster.pause(i);
-            (format!("pause n{}{why}", i + 1), Undo::Resume(i))
+            Injected::new(format!("pause {}{why}", cluster.id(i)), Undo::Resume(i))
         }
         Nemesis::PartitionHalves => {
             let order = rng.shuffled(n);
@@ -651,16 +999,15 @@ fn inject(
             a.sort();
             b.sort();
             cut(&a, &b)?;
-            (format!("partition {} | {}", ids(&a), ids(&b)), Undo::Heal)
+            Injected::new(
+                format!("partition {} | {}", ids(cluster, &a), ids(cluster, &b)),
+                Undo::Heal,
+            )
         }
         Nemesis::PartitionOne | Nemesis::PartitionLeader => {
-            let (i, why) = match (nemesis, leader()) {
-                (Nemesis::PartitionLeader, Some(l)) => (l, " (leader)"),
-                (Nemesis::PartitionLeader, None) => (random, " (no leader)"),
-                _ => (random, ""),
-            };
+            let (i, why) = pick(cluster, rng, nemesis == Nemesis::PartitionLeader);
             cut(&[i], &others(i))?;
-            (format!("isolate n{}{why}", i + 1), Undo::Heal)
+            Injected::new(format!("isolate {}{why}", cluster.id(i)), Undo::Heal)
         }
         Nemesis::PartitionBridge => {
             let order = rng.shuffled(n);
@@ -673,12 +1020,12 @@ fn inject(
             a.sort();
             b.sort();
             cut(&a, &b)?;
-            (
+            Injected::new(
                 format!(
-                    "partition {} | {} bridged by n{}",
-                    ids(&a),
-                    ids(&b),
-                    bridge + 1
+                    "partition {} | {} bridged by {}",
+                    ids(cluster, &a),
+                    ids(cluster, &b),
+                    cluster.id(bridge)
                 ),
                 Undo::Heal,
             )
@@ -698,13 +1045,256 @@ fn inject(
             for (a, b) in &cuts {
                 cut(&[*a], &[*b])?;
             }
-            let ring: Vec<String> = order.iter().map(|i| format!("n{}", i + 1)).collect();
+            let ring: Vec<&str> = order.iter().map(|&i| cluster.id(i)).collect();
             let shape = if n > 3 { "ring" } else { "line" };
-            (format!("{shape} {}", ring.join("-")), Undo::Heal)
+            Injected::new(format!("{shape} {}", ring.join("-")), Undo::Heal)
         }
+        Nemesis::SlowPackets => {
+            let Net::Namespaces(ns) = net else {
+                return Err("slow packets need network namespaces".into());
+            };
+            let slow = if caps.netem {
+                let delay = 5 + rng.below(46);
+                net::Slow::Delay {
+                    delay,
+                    jitter: delay / 2,
+                }
+            } else {
+                net::Slow::Bandwidth {
+                    kbit: 1000 + 500 * rng.below(7),
+                    queue_ms: 50 + 50 * rng.below(4),
+                }
+            };
+            for i in 0..n {
+                ns.slow(i, slow)?;
+            }
+            Injected::new(format!("every link: {slow}"), Undo::Heal)
+        }
+        Nemesis::FlakyPackets => {
+            let Net::Namespaces(ns) = net else {
+                return Err("flaky packets need network namespaces".into());
+            };
+            let loss = 5 + rng.below(26);
+            let dup = rng.below(11);
+            for i in 0..n {
+                ns.flaky(i, n, loss, dup)?;
+            }
+            Injected::new(
+                format!("every link: {loss}% of packets dropped, {dup}% duplicated"),
+                Undo::Heal,
+            )
+        }
+        Nemesis::ClockSkew => {
+            let leader = rng.below(2) == 0;
+            let (i, why) = pick(cluster, rng, leader);
+            let (what, undo) = clock_fault(cluster, i, rng)?;
+            Injected::new(format!("{what}{why}"), undo)
+        }
+        Nemesis::DiskFull => disk_full(cluster, rng)?,
+        Nemesis::FsyncFail => fsync_fail(cluster, rng)?,
+        Nemesis::Membership => replace_node(cluster, rng)?,
+        Nemesis::Combined => combined(cluster, net, rng)?,
         Nemesis::Mixed => unreachable!("a mixed fault is one of the others"),
     };
-    Ok((what, undo))
+    Ok(injected)
+}
+
+/// Several faults at once, each on a node of its own: a kill, a pause, a
+/// node cut off (in namespaces) and a clock jump (under libfaketime), as
+/// many as there are nodes.
+fn combined(cluster: &mut Cluster, net: &Net, rng: &mut Rng) -> Result<Injected, String> {
+    let mut kinds = vec![Nemesis::KillRandom, Nemesis::PauseRandom];
+    if net.can_partition() {
+        kinds.push(Nemesis::PartitionOne);
+    }
+    if cluster.fake_clock() {
+        kinds.push(Nemesis::ClockSkew);
+    }
+    let order = rng.shuffled(cluster.len());
+    let mut whats = Vec::new();
+    let mut undos = Vec::new();
+    for (kind, &i) in kinds.into_iter().zip(&order) {
+        let id = cluster.id(i).to_string();
+        match kind {
+            Nemesis::KillRandom => {
+                cluster.kill(i);
+                whats.push(format!("kill {id}"));
+                undos.push(Undo::Restart(vec![i]));
+            }
+            Nemesis::PauseRandom => {
+                cluster.pause(i);
+                whats.push(format!("pause {id}"));
+                undos.push(Undo::Resume(i));
+            }
+            Nemesis::PartitionOne => {
+                let Net::Namespaces(ns) = net else { continue };
+                for j in (0..cluster.len()).filter(|&j| j != i) {
+                    ns.cut(i, j)?;
+                }
+                whats.push(format!("isolate {id}"));
+                undos.push(Undo::Heal);
+            }
+            _ => {
+                let (what, undo) = clock_fault(cluster, i, rng)?;
+                whats.push(what);
+                undos.push(undo);
+            }
+        }
+    }
+    Ok(Injected::new(whats.join(" + "), Undo::All(undos)))
+}
+
+/// Fills a node's tmpfs but for a little space, then writes large values
+/// (to a key of their own) until the node exits: it must, with an error
+/// that says why, within [`FAIL_STOP_BOUND`].
+fn disk_full(cluster: &mut Cluster, rng: &mut Rng) -> Result<Injected, String> {
+    let leader = rng.below(2) == 0;
+    let (i, why) = pick(cluster, rng, leader);
+    let id = cluster.id(i).to_string();
+    let dir = cluster.data_dir(i).to_path_buf();
+    let free = free_bytes(&dir)?;
+    let filler = dir.join("chaos-filler");
+    let leave = 256 << 10;
+    write_filler(&filler, free.saturating_sub(leave))?;
+    let value = vec![b'x'; 64 << 10];
+    let started = Instant::now();
+    let mut status = None;
+    let mut writes = 0;
+    while started.elapsed() < FAIL_STOP_BOUND {
+        if let Some(s) = cluster.wait_exit(i, Duration::ZERO) {
+            status = Some(s);
+            break;
+        }
+        // Once it stopped acknowledging, no more: every write lands on
+        // every node's disk.
+        if cluster.log_text(i).contains("stopped acknowledging") {
+            status = cluster.wait_exit(i, FAIL_STOP_BOUND.saturating_sub(started.elapsed()));
+            break;
+        }
+        // Through another node: the full one may be the one to stop.
+        let via = (i + 1 + writes % (cluster.len() - 1)) % cluster.len();
+        let _ = cluster.call(via, &[b"SET", b"chaos:ballast", &value]);
+        writes += 1;
+    }
+    let mut injected = Injected::new(
+        format!(
+            "fill the disk of {id}{why} ({} KiB left, {writes} writes of 64 KiB)",
+            leave >> 10
+        ),
+        Undo::FreeSpace(i, filler),
+    );
+    injected
+        .problems
+        .extend(fail_stopped(cluster, i, status, "No space left"));
+    Ok(injected)
+}
+
+/// Restarts a node whose fsyncs fail after the first few (a test-only
+/// fault of `raft-kv serve`); it must exit, saying why, within
+/// [`FAIL_STOP_BOUND`].
+fn fsync_fail(cluster: &mut Cluster, rng: &mut Rng) -> Result<Injected, String> {
+    let leader = rng.below(2) == 0;
+    let (i, why) = pick(cluster, rng, leader);
+    let id = cluster.id(i).to_string();
+    let after = rng.below(40);
+    cluster.kill(i);
+    cluster.set_env(i, raft_kv_fault::FAIL_SYNC_AFTER, Some(&after.to_string()));
+    // It may fail before it is ready: that is a fail-stop too.
+    let started = cluster.start_node(i);
+    let status = cluster.wait_exit(i, FAIL_STOP_BOUND);
+    let mut injected = Injected::new(
+        format!("restart {id}{why} with every fsync after the first {after} failing"),
+        Undo::FixDisk(i),
+    );
+    if started.is_err() && status.is_none() {
+        injected.problems.push(format!(
+            "{id} neither started nor exited with failing fsyncs"
+        ));
+    }
+    injected
+        .problems
+        .extend(fail_stopped(cluster, i, status, "fsync"));
+    Ok(injected)
+}
+
+/// Whether node `i` fail-stopped: exited with an error whose log says
+/// `cause` and that it stopped; a problem if not.
+fn fail_stopped(
+    cluster: &Cluster,
+    i: usize,
+    status: Option<std::process::ExitStatus>,
+    cause: &str,
+) -> Option<String> {
+    let id = cluster.id(i);
+    let log = cluster.log_text(i);
+    match status {
+        None => Some(format!(
+            "{id} kept running {} s after its disk failed (no fail-stop)",
+            FAIL_STOP_BOUND.as_secs()
+        )),
+        Some(s) if s.success() => Some(format!("{id} exited with {s} after its disk failed")),
+        Some(_) if !log.contains(cause) || !log.contains("stopped") => Some(format!(
+            "{id} exited without saying why ({cause:?}) in its log:\n{}",
+            cluster.log_tail(i)
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Removes a voter (the leader half the time) with RAFT.LEAVE and starts a
+/// fresh, empty node in its place that joins through another member.
+fn replace_node(cluster: &mut Cluster, rng: &mut Rng) -> Result<Injected, String> {
+    let leader = rng.below(2) == 0;
+    let (i, why) = pick(cluster, rng, leader);
+    let old = cluster.id(i).to_string();
+    let via = (i + 1) % cluster.len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cluster.call(via, &[b"RAFT.LEAVE", old.as_bytes()]) {
+            Ok(Reply::Simple(s)) if s == "OK" => break,
+            reply if Instant::now() > deadline => {
+                return Err(format!("RAFT.LEAVE {old} did not succeed: {reply:?}"))
+            }
+            _ => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let new = cluster.replace(i, via)?;
+    Ok(Injected::new(
+        format!("remove {old}{why}, add {new} (--join)"),
+        Undo::Joined(i),
+    ))
+}
+
+/// The bytes free on the file system of `dir`.
+fn free_bytes(dir: &std::path::Path) -> Result<u64, String> {
+    let path = std::ffi::CString::new(dir.display().to_string()).map_err(|e| e.to_string())?;
+    // SAFETY: statvfs(2) fills the struct it is given; the path is a valid
+    // C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(format!(
+            "statvfs {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Writes a file of `len` bytes at `path` (written, not sparse).
+fn write_filler(path: &std::path::Path, len: u64) -> Result<(), String> {
+    use std::io::Write;
+    let mut f =
+        std::fs::File::create(path).map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])
+            .map_err(|e| format!("cannot fill {}: {e}", path.display()))?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Writes a probe key through every node in turn until one write succeeds
@@ -864,6 +1454,28 @@ mod tests {
             assert_eq!(Nemesis::parse(n.name()), Some(n));
         }
         assert_eq!(Nemesis::parse("nothing"), None);
+    }
+
+    #[test]
+    fn a_nemesis_is_skipped_only_for_what_this_machine_lacks() {
+        let none = Capabilities::default();
+        assert_eq!(Nemesis::KillLeader.missing(&none), None);
+        assert_eq!(Nemesis::FsyncFail.missing(&none), None);
+        assert_eq!(Nemesis::Membership.missing(&none), None);
+        assert!(Nemesis::PartitionRing.missing(&none).is_some());
+        assert!(Nemesis::ClockSkew.missing(&none).is_some());
+        assert!(Nemesis::DiskFull.missing(&none).is_some());
+        let all = Capabilities {
+            namespaces: true,
+            tmpfs: true,
+            faketime: true,
+            nft: true,
+            netem: false,
+            tbf: true,
+        };
+        for n in Nemesis::ALL {
+            assert_eq!(n.missing(&all), None, "{}", n.name());
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use raft_kv_chaos::{Config, Nemesis, NetChoice};
 
-/// Faults (kills, pauses, partitions) injected into a raft-kv cluster of
+/// Faults (kills, pauses, partitions, flaky packets, clock skew, disk
+/// faults, membership changes) injected into a raft-kv cluster of
 /// real processes under a client workload whose history is checked for
 /// linearizability.
 #[derive(Parser, Debug)]
@@ -39,7 +40,8 @@ struct Args {
     /// The nemeses, comma-separated, or `all`: kill-random, kill-leader,
     /// kill-majority, pause-random, pause-leader, partition-halves,
     /// partition-one, partition-leader, partition-bridge, partition-ring,
-    /// mixed
+    /// flaky-packets, clock-skew, disk-full, fsync-fail, membership,
+    /// combined, mixed
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Where the nodes run: auto (namespaces if root and iproute2, else
@@ -50,6 +52,13 @@ struct Args {
     /// check must catch under partitions
     #[arg(long)]
     readonly_reads: bool,
+    /// The nodes answer plain SETs before committing them (a test-only
+    /// server fault): a bug mode the check must catch under kills
+    #[arg(long)]
+    early_ack: bool,
+    /// Mutual TLS between the nodes (certificates made for the run)
+    #[arg(long)]
+    tls: bool,
     /// The directory for the nodes' data and logs (kept for failed runs)
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -113,10 +122,16 @@ fn main() -> ExitCode {
         duration: Duration::from_secs_f64(args.duration),
         liveness_bound: Duration::from_secs_f64(args.liveness_bound),
         readonly_reads: args.readonly_reads,
+        early_ack: args.early_ack,
+        tls: args.tls,
         net,
         nemeses,
         dir: args.dir.unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("raft-kv-chaos-{}", std::process::id()))
+            std::env::temp_dir().join(format!(
+                "{}{}",
+                raft_kv_chaos::DIR_PREFIX,
+                std::process::id()
+            ))
         }),
         plots: args.plots,
     };

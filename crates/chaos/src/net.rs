@@ -11,14 +11,17 @@
 //! the bridge exist only inside them. A node's client port is on the
 //! loopback of its own namespace; clients enter that namespace to connect
 //! (`setns` on the connecting thread), so partitions cut only the traffic
-//! between nodes, as if every node had clients next to it.
+//! between nodes, as if every node had clients next to it. Flaky links are
+//! nftables rules in the nodes' namespaces that drop a share of the
+//! packets to the other nodes at random (`numgen random`), plus netem delay
+//! and jitter where the kernel has `sch_netem`.
 
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The first characters of every namespace a runner makes.
@@ -97,6 +100,39 @@ impl Net {
 /// Numbers the namespace sets of one runner.
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
+/// How a slow link is slow.
+#[derive(Debug, Clone, Copy)]
+pub enum Slow {
+    /// Every packet delayed (netem), with normally distributed jitter.
+    Delay {
+        /// Milliseconds.
+        delay: u64,
+        /// Milliseconds.
+        jitter: u64,
+    },
+    /// A bandwidth limit (tbf): bursts queue, and packets that would wait
+    /// longer than the queue allows are dropped.
+    Bandwidth {
+        /// Kilobits per second.
+        kbit: u64,
+        /// The longest a packet waits, in milliseconds.
+        queue_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Slow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Slow::Delay { delay, jitter } => write!(f, "{delay} ms delay +- {jitter} ms (netem)"),
+            Slow::Bandwidth { kbit, queue_ms } => write!(
+                f,
+                "{:.1} Mbit/s, queued up to {queue_ms} ms (tbf; no netem here)",
+                *kbit as f64 / 1000.0
+            ),
+        }
+    }
+}
+
 /// A bridge namespace and one namespace per node, removed on drop.
 pub struct Namespaces {
     /// `rkvc<pid>r<count>`: the start of every name.
@@ -105,6 +141,8 @@ pub struct Namespaces {
     nodes: usize,
     node_fds: Vec<File>,
     home: File,
+    /// Some link is flaky (nftables rules or netem to remove).
+    flaky: AtomicBool,
 }
 
 /// Runs `ip` with `args`; its error output if it fails.
@@ -211,6 +249,7 @@ impl Namespaces {
             nodes,
             node_fds: Vec::new(),
             home,
+            flaky: AtomicBool::new(false),
         };
         let br = ns.bridge();
         ip(&["netns", "add", &br])?;
@@ -264,10 +303,102 @@ impl Namespaces {
         Ok(())
     }
 
-    /// Removes every cut.
+    /// Runs `program` with `args` in node `i`'s namespace.
+    fn exec(&self, i: usize, program: &str, args: &[&str]) -> Result<(), String> {
+        let node = self.node(i);
+        let mut all = vec!["netns", "exec", &node, program];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Whether nftables rules can be set in the namespaces (tried).
+    pub fn try_nft(&self) -> bool {
+        let ok = self.exec(0, "nft", &["add", "table", "ip", "chaosprobe"]);
+        let _ = self.exec(0, "nft", &["delete", "table", "ip", "chaosprobe"]);
+        ok.is_ok()
+    }
+
+    /// Whether a qdisc works in the namespaces (tried).
+    fn try_qdisc(&self, qdisc: &[&str]) -> bool {
+        let mut args = vec!["qdisc", "add", "dev", "eth0", "root"];
+        args.extend_from_slice(qdisc);
+        let ok = self.exec(0, "tc", &args);
+        let _ = self.exec(0, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+        ok.is_ok()
+    }
+
+    /// Whether netem works in the namespaces (tried).
+    pub fn try_netem(&self) -> bool {
+        self.try_qdisc(&["netem", "delay", "1ms"])
+    }
+
+    /// Whether tbf works in the namespaces (tried).
+    pub fn try_tbf(&self) -> bool {
+        self.try_qdisc(&["tbf", "rate", "1mbit", "burst", "32kbit", "latency", "50ms"])
+    }
+
+    /// Slows node `i`'s outgoing packets (a qdisc on its link).
+    pub fn slow(&self, i: usize, slow: Slow) -> Result<(), String> {
+        self.flaky.store(true, Ordering::Relaxed);
+        let spec = match slow {
+            Slow::Delay { delay, jitter } => {
+                format!("netem delay {delay}ms {jitter}ms distribution normal")
+            }
+            Slow::Bandwidth { kbit, queue_ms } => {
+                format!("tbf rate {kbit}kbit burst 16kbit latency {queue_ms}ms")
+            }
+        };
+        let mut args = vec!["qdisc", "add", "dev", "eth0", "root"];
+        args.extend(spec.split(' '));
+        self.exec(i, "tc", &args)
+    }
+
+    /// Makes node `i`'s outgoing packets to the other nodes (of `n`) flaky:
+    /// `loss` percent dropped and `dup` percent sent twice, at random
+    /// (nftables `numgen random`).
+    pub fn flaky(&self, i: usize, n: usize, loss: u64, dup: u64) -> Result<(), String> {
+        self.flaky.store(true, Ordering::Relaxed);
+        self.exec(i, "nft", &["add", "table", "ip", "chaos"])?;
+        self.exec(
+            i,
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "chaos",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        )?;
+        let mut rules = vec![format!(
+            "ip daddr 10.77.0.0/24 numgen random mod 100 < {loss} drop"
+        )];
+        if dup > 0 {
+            for j in (0..n).filter(|&j| j != i) {
+                let to = Namespaces::addr(j);
+                rules.push(format!(
+                    "ip daddr {to} numgen random mod 100 < {dup} dup to {to}"
+                ));
+            }
+        }
+        for rule in rules {
+            let mut args = vec!["add", "rule", "ip", "chaos", "out"];
+            args.extend(rule.split(' '));
+            self.exec(i, "nft", &args)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every cut and every flaky link.
     pub fn heal(&self) -> Result<(), String> {
+        let flaky = self.flaky.swap(false, Ordering::Relaxed);
         for i in 0..self.node_fds.len() {
             ip(&["-n", &self.node(i), "route", "flush", "type", "blackhole"])?;
+            if flaky {
+                let _ = self.exec(i, "nft", &["delete", "table", "ip", "chaos"]);
+                let _ = self.exec(i, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+            }
         }
         Ok(())
     }

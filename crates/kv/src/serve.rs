@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use raft_node::persistence::file::FileOptions;
+use raft_node::persistence::file::{FaultFs, FileOptions};
 use raft_node::tls::TlsConfig;
 use raft_node::{
     ApplyMode, Bootstrap, FilePersistence, Node, Options, ReadMode, Role, TcpOptions, TcpTransport,
@@ -77,6 +77,28 @@ fn node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
     Ok(id)
 }
 
+/// The environment variable of a fault for tests of the chaos suite:
+/// `RAFT_KV_TEST_FAULT_FAIL_SYNC_AFTER=N` lets the store's first `N`
+/// fsyncs succeed and fails every later one with `EIO`, as a dying disk
+/// does. Never set it outside such tests.
+pub const FAULT_FAIL_SYNC_AFTER: &str = "RAFT_KV_TEST_FAULT_FAIL_SYNC_AFTER";
+
+/// The faulty file layer [`FAULT_FAIL_SYNC_AFTER`] asks for, if it does.
+fn fault_fs() -> Result<Option<Arc<FaultFs>>, StartError> {
+    let Ok(value) = std::env::var(FAULT_FAIL_SYNC_AFTER) else {
+        return Ok(None);
+    };
+    let n: u64 = value.parse().map_err(|_| {
+        StartError(format!(
+            "{FAULT_FAIL_SYNC_AFTER}={value:?}: expected a number of fsyncs"
+        ))
+    })?;
+    warn!("{FAULT_FAIL_SYNC_AFTER}={n}: every fsync after the first {n} fails (a fault for tests)");
+    let fs = FaultFs::new();
+    fs.fail_syncs_after(n);
+    Ok(Some(Arc::new(fs)))
+}
+
 /// Starts a server: opens the store, starts the node, listens for clients
 /// (and the admin endpoint), and for a joining node asks to be added.
 pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
@@ -90,9 +112,12 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     // No spinning for the next save: raft-kv shares its cores with its
     // clients (and, on one machine, with other nodes); a sleeping writer
     // costs a wake-up, a spinning one a core.
-    let file_options = FileOptions::default()
+    let mut file_options = FileOptions::default()
         .spin(std::time::Duration::ZERO)
         .expect_identity(&id, &cluster);
+    if let Some(fs) = fault_fs()? {
+        file_options = file_options.fs(fs);
+    }
     let file = Arc::new(
         FilePersistence::open_with(dir.join("raft"), file_options)
             .await

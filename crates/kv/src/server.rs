@@ -439,6 +439,38 @@ fn gate(request: &Request, session: &mut Session, ctx: &Context) -> Gate {
     }
 }
 
+/// The environment variable that turns on [`fault_early_ack`].
+pub const FAULT_EARLY_ACK: &str = "RAFT_KV_TEST_FAULT_EARLY_ACK";
+
+/// A fault for tests of the chaos suite, on when [`FAULT_EARLY_ACK`] is
+/// `1`: a plain `SET` is answered `+OK` as soon as it is handed to the
+/// proposer, before its entry is committed (or even written), so a write
+/// acknowledged just before a crash or a lost leadership is lost. Never set
+/// it outside such tests.
+fn fault_early_ack() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(FAULT_EARLY_ACK).as_deref() == Ok("1");
+        if on {
+            warn!("{FAULT_EARLY_ACK}=1: acknowledging writes before they are committed (a fault for tests: acknowledged writes can be lost)");
+        }
+        on
+    })
+}
+
+/// Whether `w` is `SET key value` without a condition or `GET`, whose
+/// reply is `+OK` whatever the store holds.
+fn is_plain_set(w: &crate::store::Write) -> bool {
+    matches!(
+        w,
+        crate::store::Write::Set {
+            condition: crate::store::SetCondition::Always,
+            get: false,
+            ..
+        }
+    )
+}
+
 /// Runs the requests in order and adds their replies to `out`; whenever
 /// the unsent replies reach the soft output limit, they are written before
 /// the next request runs ([`drain`]). Fails only if the client is closed
@@ -522,6 +554,18 @@ async fn run_batch(
                     writes: settings.max_pipeline,
                 };
                 let bytes = writes.iter().map(encoded_write_len).sum();
+                if fault_early_ack() && writes.iter().all(is_plain_set) {
+                    let ok = Bytes::from("+OK\r\n".repeat(writes.len()));
+                    let (proposer, node, metrics) =
+                        (ctx.writes.clone(), ctx.node.clone(), ctx.metrics.clone());
+                    tokio::spawn(async move {
+                        let _ = proposer
+                            .propose(&node, &metrics, writes, bytes, limits)
+                            .await;
+                    });
+                    finish(Ok(vec![ok]), &names, ctx, started, output);
+                    continue;
+                }
                 let result = ctx
                     .writes
                     .propose(&ctx.node, &ctx.metrics, writes, bytes, limits)

@@ -1,17 +1,22 @@
-//! raft-kv-chaos on real raft-kv processes: every nemesis (kills, pauses
-//! and, with network namespaces, partitions) for a few seconds on 3 nodes
-//! must pass (linearizable histories, every node converged, a write soon
-//! after the last heal); and clients reading with READONLY while the leader
-//! is cut off must be caught (stale reads are not linearizable).
+//! raft-kv-chaos on real raft-kv processes: every nemesis (kills, pauses,
+//! partitions, flaky packets, clock skew, disk faults, membership changes,
+//! several faults at once) for a few seconds on 3 nodes must pass
+//! (linearizable histories, every node converged, a write soon after the
+//! last heal, nodes whose disk failed stopped); the same with TLS between
+//! the nodes; and the bug modes must be caught: clients reading with
+//! READONLY while the leader is cut off (stale reads), and nodes that
+//! acknowledge writes before committing them while leaders are killed.
 //!
-//! Partitions need root and iproute2: without them those nemeses are
-//! skipped, saying why, unless `RAFT_KV_REQUIRE_ROOT_TESTS` is set.
-//! `RAFT_KV_CHAOS_SEED` picks the seed (printed either way).
+//! Partitions and flaky packets need root, iproute2 and nftables, the full
+//! disk root (a tmpfs), clock skew libfaketime: without them those
+//! nemeses are skipped, saying why, unless `RAFT_KV_REQUIRE_ROOT_TESTS` is
+//! set. `RAFT_KV_CHAOS_SEED` picks the seed (printed either way).
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use raft_kv_chaos::{net, Config, Nemesis, NetChoice, Report};
+use raft_kv_chaos::{cluster, net, Config, Nemesis, NetChoice, Report};
 
 /// One run at a time: they share two cores and the namespace prefix.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -23,25 +28,56 @@ fn seed() -> u64 {
         .unwrap_or(1)
 }
 
+fn required() -> bool {
+    std::env::var_os("RAFT_KV_REQUIRE_ROOT_TESTS").is_some()
+}
+
 /// Whether partitions can run here; panics if they must and cannot.
 fn namespaces_usable() -> bool {
     let Some(why) = net::unavailable() else {
         return true;
     };
-    if std::env::var_os("RAFT_KV_REQUIRE_ROOT_TESTS").is_some() {
+    if required() {
         panic!("partitions need network namespaces, unavailable: {why}");
     }
     eprintln!("partition nemeses skipped: network namespaces unavailable ({why})");
     false
 }
 
-fn run(nemeses: Vec<Nemesis>, readonly_reads: bool, net: NetChoice) -> Vec<Report> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::Builder::new()
-        .prefix("raft-kv-chaos-")
-        .tempdir()
-        .expect("make a temporary directory");
-    let config = Config {
+/// Whether a program is on the PATH.
+fn on_path(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// The nemeses this machine can run; panics if `RAFT_KV_REQUIRE_ROOT_TESTS`
+/// is set and one cannot.
+fn runnable() -> (Vec<Nemesis>, NetChoice) {
+    let namespaces = namespaces_usable();
+    let faketime = Path::new(cluster::LIBFAKETIME).exists();
+    let nft = on_path("nft");
+    if required() {
+        assert!(faketime, "clock skew needs {}", cluster::LIBFAKETIME);
+        assert!(nft, "flaky packets need nft (nftables)");
+    }
+    let nemeses = Nemesis::ALL
+        .into_iter()
+        .filter(|n| namespaces || !(n.needs_namespaces() || *n == Nemesis::DiskFull))
+        .filter(|n| faketime || *n != Nemesis::ClockSkew)
+        .filter(|n| nft || *n != Nemesis::FlakyPackets)
+        .collect();
+    let net = if namespaces {
+        NetChoice::Namespaces
+    } else {
+        NetChoice::Loopback
+    };
+    (nemeses, net)
+}
+
+fn config(nemeses: Vec<Nemesis>, net: NetChoice, dir: &Path) -> Config {
+    Config {
         bin: env!("CARGO_BIN_EXE_raft-kv").into(),
         nodes: 3,
         clients: 4,
@@ -49,24 +85,28 @@ fn run(nemeses: Vec<Nemesis>, readonly_reads: bool, net: NetChoice) -> Vec<Repor
         seed: seed(),
         duration: Duration::from_secs(4),
         liveness_bound: Duration::from_secs(10),
-        readonly_reads,
+        readonly_reads: false,
+        early_ack: false,
+        tls: false,
         net,
         nemeses,
-        dir: dir.path().to_path_buf(),
+        dir: dir.to_path_buf(),
         plots: None,
-    };
+    }
+}
+
+fn run(change: impl FnOnce(&mut Config), nemeses: Vec<Nemesis>, net: NetChoice) -> Vec<Report> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::Builder::new()
+        .prefix("raft-kv-chaos-test-")
+        .tempdir()
+        .expect("make a temporary directory");
+    let mut config = config(nemeses, net, dir.path());
+    change(&mut config);
     raft_kv_chaos::run(&config).unwrap_or_else(|e| panic!("the run could not proceed: {e}"))
 }
 
-#[test]
-fn every_nemesis_leaves_histories_linearizable_and_nodes_converged() {
-    let (nemeses, net): (Vec<Nemesis>, _) = if namespaces_usable() {
-        (Nemesis::ALL.to_vec(), NetChoice::Namespaces)
-    } else {
-        let kills_and_pauses = Nemesis::ALL.into_iter().filter(|n| !n.needs_namespaces());
-        (kills_and_pauses.collect(), NetChoice::Loopback)
-    };
-    let reports = run(nemeses.clone(), false, net);
+fn assert_all_passed(nemeses: &[Nemesis], reports: &[Report]) {
     assert_eq!(reports.len(), nemeses.len(), "every nemesis ran");
     let failed: Vec<String> = reports
         .iter()
@@ -80,7 +120,7 @@ fn every_nemesis_leaves_histories_linearizable_and_nodes_converged() {
         failed.len(),
         failed.join("\n")
     );
-    for r in &reports {
+    for r in reports {
         assert!(
             !r.faults.is_empty(),
             "{} injected no fault",
@@ -90,14 +130,44 @@ fn every_nemesis_leaves_histories_linearizable_and_nodes_converged() {
 }
 
 #[test]
+fn every_nemesis_leaves_histories_linearizable_and_nodes_converged() {
+    let (nemeses, net) = runnable();
+    let reports = run(|_| {}, nemeses.clone(), net);
+    assert_all_passed(&nemeses, &reports);
+}
+
+#[test]
+fn kills_and_membership_changes_pass_with_tls_between_the_nodes() {
+    let (_, net) = runnable();
+    let nemeses = vec![Nemesis::KillLeader, Nemesis::Membership];
+    let reports = run(|c| c.tls = true, nemeses.clone(), net);
+    assert_all_passed(&nemeses, &reports);
+}
+
+#[test]
 fn readonly_reads_with_the_leader_cut_off_are_reported_not_linearizable() {
     if !namespaces_usable() {
         return;
     }
-    let reports = run(vec![Nemesis::PartitionLeader], true, NetChoice::Namespaces);
+    let reports = run(
+        |c| c.readonly_reads = true,
+        vec![Nemesis::PartitionLeader],
+        NetChoice::Namespaces,
+    );
     let report = &reports[0];
     assert!(
         !report.passed() && report.verdict.starts_with("not linearizable"),
         "stale reads went unnoticed: {report}"
+    );
+}
+
+#[test]
+fn writes_acknowledged_before_they_commit_are_reported_not_linearizable() {
+    let (_, net) = runnable();
+    let reports = run(|c| c.early_ack = true, vec![Nemesis::KillLeader], net);
+    let report = &reports[0];
+    assert!(
+        !report.passed() && report.verdict.starts_with("not linearizable"),
+        "writes acknowledged before their commit went unnoticed: {report}"
     );
 }

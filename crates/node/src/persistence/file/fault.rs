@@ -13,6 +13,9 @@ use super::vfs::{FileHandle, FileSystem, OpenMode, StdFs};
 struct Faults {
     /// Every `sync_data` / `sync_all` / `sync_dir` fails with `EIO`.
     fail_syncs: bool,
+    /// Syncs that may still succeed before every later one fails with
+    /// `EIO`.
+    syncs_left: Option<u64>,
     /// Bytes that may still be written before writes fail with `ENOSPC`.
     space_left: Option<u64>,
     /// The next write to a file whose name ends with `.0` lands only its
@@ -86,6 +89,12 @@ impl FaultFs {
         self.lock().fail_syncs = fail;
     }
 
+    /// After `n` more successful syncs, every sync fails with `EIO` (the
+    /// `n + 1`-th from now is the first to fail).
+    pub fn fail_syncs_after(&self, n: u64) {
+        self.lock().syncs_left = Some(n);
+    }
+
     /// Writes fail with `ENOSPC` once `bytes` more bytes have been written
     /// (`None`: no limit).
     pub fn set_space_left(&self, bytes: Option<u64>) {
@@ -103,6 +112,7 @@ impl FaultFs {
     pub fn heal(&self) {
         let mut f = self.lock();
         f.fail_syncs = false;
+        f.syncs_left = None;
         f.space_left = None;
         f.tear = None;
         f.dead = false;
@@ -136,6 +146,11 @@ fn sync_fault(faults: &Mutex<Faults>) -> io::Result<()> {
     let mut f = lock(faults);
     check_alive(&f)?;
     f.counts.syncs += 1;
+    match f.syncs_left {
+        Some(0) => f.fail_syncs = true,
+        Some(n) => f.syncs_left = Some(n - 1),
+        None => {}
+    }
     if f.fail_syncs {
         f.counts.failed_syncs += 1;
         return Err(io::Error::other("injected fsync failure (EIO)"));
@@ -273,5 +288,27 @@ impl FileHandle for FaultFile {
     fn sync_all(&mut self) -> io::Result<()> {
         sync_fault(&self.faults)?;
         self.inner.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_fail_from_the_one_after_the_allowed_count_on() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let fs = FaultFs::new();
+        let mut file = fs
+            .open(&dir.path().join("f"), OpenMode::Create)
+            .expect("open");
+        fs.fail_syncs_after(2);
+        assert!(file.sync_data().is_ok());
+        assert!(fs.sync_dir(dir.path()).is_ok());
+        assert!(file.sync_data().is_err());
+        assert!(file.sync_all().is_err());
+        assert_eq!(fs.counts().failed_syncs, 2);
+        fs.heal();
+        assert!(file.sync_data().is_ok());
     }
 }
