@@ -397,7 +397,11 @@ impl Raft {
         }
         self.check_read_quorum();
         if self.role == Role::Leader {
-            self.send_append(from);
+            // What the follower is missing now goes at the next flush, in
+            // one append with whatever else this round proposed and the
+            // commit index this round reached: one message per follower
+            // per round, however many replies the round took in.
+            self.needs_flush = true;
         }
     }
 

@@ -1413,6 +1413,36 @@ struct NodeHandler {
 
 #[async_trait]
 impl Handler for NodeHandler {
+    /// A Raft message of this cluster goes straight into the driver's
+    /// queue when it has room; anything else goes to `handle`.
+    fn post(&self, envelope: Envelope) -> Result<(), Envelope> {
+        let Some(inner) = self.node.get().and_then(Weak::upgrade) else {
+            return Err(envelope);
+        };
+        let Envelope {
+            cluster,
+            from,
+            request,
+        } = envelope;
+        let back = |request, from| Envelope {
+            cluster,
+            from,
+            request,
+        };
+        let Request::Raft(m) = request else {
+            return Err(back(request, from));
+        };
+        if cluster != inner.cluster_number {
+            return Err(back(Request::Raft(m), from));
+        }
+        match inner.inbox.try_send(Input::Message(m, from)) {
+            Ok(()) => Ok(()),
+            Err(Input::Message(m, from)) => Err(back(Request::Raft(m), from)),
+            // `try_send` gives back what it was given.
+            Err(_) => Ok(()),
+        }
+    }
+
     async fn handle(&self, envelope: Envelope) -> Reply {
         let Some(inner) = self.node.get().and_then(Weak::upgrade) else {
             return Reply::Failed {

@@ -265,6 +265,20 @@ impl InboxSender {
         self.tx.send(input).map_err(|_| ())
     }
 
+    /// Queues `input` at once if the queue has room and the driver runs;
+    /// gives it back otherwise (the caller then waits with
+    /// [`InboxSender::send`], or drops it).
+    pub(crate) fn try_send(&self, input: Input) -> Result<(), Input> {
+        if self.queued.load(Ordering::Relaxed) >= INBOX {
+            return Err(input);
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(input).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            e.0
+        })
+    }
+
     /// A sender that does not keep the driver alive.
     pub(crate) fn downgrade(&self) -> WeakInboxSender {
         WeakInboxSender {

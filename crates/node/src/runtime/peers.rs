@@ -255,7 +255,7 @@ async fn run(
                     continue;
                 };
                 if fresh {
-                    inflight.push(hello(&ctx, c.clone()));
+                    start(hello(&ctx, c.clone()), &mut inflight, &mut answered);
                 }
                 let first_index = match &m.body {
                     raft_core::Body::Append(a) => a.entries.first().map(|e| e.index),
@@ -278,14 +278,8 @@ async fn run(
                     }
                     Posted::Unsupported(envelope) => {
                         last_sent = tokio::time::Instant::now();
-                        let mut sending: InFlight = Box::pin(async move { (false, first_index, c.invoke(envelope).await) });
-                        // Polled here first when nothing is ahead of it: a
-                        // transport that answers at once (in memory) then
-                        // costs no task node in `inflight`.
-                        match inflight.is_empty().then(|| poll_once(sending.as_mut())) {
-                            Some(Poll::Ready(done)) => answered = Some(done),
-                            _ => inflight.push(sending),
-                        }
+                        let sending: InFlight = Box::pin(async move { (false, first_index, c.invoke(envelope).await) });
+                        start(sending, &mut inflight, &mut answered);
                     }
                 }
             }
@@ -294,7 +288,7 @@ async fn run(
                 let Some((c, _)) = connection(&ctx, &id, &address, &link, &mut conn, &mut backoff, next_connect).await else {
                     continue;
                 };
-                inflight.push(hello(&ctx, c));
+                start(hello(&ctx, c), &mut inflight, &mut answered);
             }
             _ = link.probe_changed.notified(), if !probing => {}
         }
@@ -313,6 +307,22 @@ async fn next_done(
     match answered.take() {
         Some(done) => Some(done),
         None => inflight.next().await,
+    }
+}
+
+/// Polls `sending` once, so that it is under way before anything sent
+/// after it (a later post must not overtake it), and keeps it until it is
+/// done: in `inflight`, or in `answered` if the transport answered at once
+/// (in memory), which then costs no task node.
+fn start(
+    mut sending: InFlight,
+    inflight: &mut FuturesUnordered<InFlight>,
+    answered: &mut Option<Done>,
+) {
+    match poll_once(sending.as_mut()) {
+        Poll::Ready(done) if answered.is_none() => *answered = Some(done),
+        Poll::Ready(done) => inflight.push(Box::pin(std::future::ready(done))),
+        Poll::Pending => inflight.push(sending),
     }
 }
 

@@ -51,6 +51,9 @@
 //!   order in which those futures start running. To pipeline in order,
 //!   create the futures in order and poll them in that order (as
 //!   `join_all` does); spawning each on its own task does not keep order.
+//! - Raft messages posted on one connection ([`Connection::post`]) arrive
+//!   unchanged and in order, whether the handler takes them at once
+//!   ([`Handler::post`]) or through `handle` ([`Kit::posts`]).
 //! - Concurrent requests over many connections each get their own reply
 //!   ([`Kit::concurrent`]), and a request that is never answered does not
 //!   hold up later ones on the same connection
@@ -77,7 +80,9 @@ use raft_core::{
 };
 use tokio::time::Instant;
 
-use crate::transport::{Connection, Envelope, Handler, Reply, Request, Transport, TransportError};
+use crate::transport::{
+    Connection, Envelope, Handler, Posted, Reply, Request, Transport, TransportError,
+};
 
 /// The request timeout the kit asks transports for unless told otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
@@ -186,6 +191,7 @@ where
     pub async fn run_all(&self) {
         self.request_reply().await;
         self.ordering().await;
+        self.posts().await;
         self.concurrent().await;
         self.no_head_of_line_blocking().await;
         self.close().await;
@@ -291,6 +297,70 @@ where
             panic!(
                 "transport kit, {CHECK}: requests on one connection were delivered out of order: \
                  delivery {i} was request {position:?}"
+            );
+        }
+        self.finish(CHECK, &[&server, &client], &[&connection])
+            .await;
+    }
+
+    /// Every Raft message of [`sample_envelopes`], posted on one connection
+    /// ([`Connection::post`]; one the connection gives back is invoked in
+    /// its place), reaches the listener unchanged and in order, whether the
+    /// listener takes it at once ([`Handler::post`], which the kit's
+    /// handler does for every other one) or through
+    /// [`Handler::handle`].
+    pub async fn posts(&self) {
+        const CHECK: &str = "posts";
+        let (server, address, recorder) = self.serve(CHECK, "server").await;
+        let (client, _, client_id) = self.make_node().await;
+        let connection = self.connect(CHECK, &client, &address).await;
+        let from = crate::ids::node_number(&client_id);
+        let samples: Vec<Envelope> = sample_envelopes()
+            .into_iter()
+            .filter_map(|mut envelope| match &mut envelope.request {
+                Request::Raft(message) => {
+                    message.from = from;
+                    Some(envelope)
+                }
+                _ => None,
+            })
+            .collect();
+        for (i, envelope) in samples.iter().enumerate() {
+            match connection.post(envelope.clone()) {
+                Posted::Sent => {}
+                Posted::Unsupported(envelope) => {
+                    let reply = self.call(CHECK, &connection, envelope).await;
+                    assert!(
+                        matches!(reply, Ok(Reply::Ack)),
+                        "transport kit, {CHECK}: message {i} ({}), invoked, got {reply:?}",
+                        describe(&samples[i])
+                    );
+                }
+                Posted::Failed(e) => panic!(
+                    "transport kit, {CHECK}: posting message {i} ({}) failed: {e}",
+                    describe(&samples[i])
+                ),
+            }
+        }
+        // Posts are not answered: wait (bounded) until all have arrived.
+        let deadline = Instant::now() + self.limit();
+        while recorder.seen().len() < samples.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let seen = recorder.seen();
+        assert!(
+            seen.len() == samples.len(),
+            "transport kit, {CHECK}: the listener received {} messages, {} were posted",
+            seen.len(),
+            samples.len()
+        );
+        for (i, (got, sent)) in seen.iter().zip(&samples).enumerate() {
+            assert!(
+                got == sent,
+                "transport kit, {CHECK}: message {i} arrived changed or out of order: sent {}, \
+                 received {}",
+                describe(sent),
+                describe(got)
             );
         }
         self.finish(CHECK, &[&server, &client], &[&connection])
@@ -844,6 +914,8 @@ where
 pub(crate) struct Recorder {
     name: String,
     seen: Mutex<Vec<Envelope>>,
+    /// Posts offered to [`Handler::post`]: every other one is taken there.
+    offered: AtomicUsize,
 }
 
 impl Recorder {
@@ -851,6 +923,7 @@ impl Recorder {
         Arc::new(Recorder {
             name: name.to_owned(),
             seen: Mutex::new(Vec::new()),
+            offered: AtomicUsize::new(0),
         })
     }
 
@@ -874,6 +947,19 @@ impl Handler for Recorder {
             Some(reply) => reply,
             None => std::future::pending().await,
         }
+    }
+
+    /// Takes every other post at once, and gives the rest back (to be
+    /// handled by `handle`): both ways get checked.
+    fn post(&self, envelope: Envelope) -> Result<(), Envelope> {
+        if self.offered.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
+            return Err(envelope);
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(envelope);
+        Ok(())
     }
 }
 

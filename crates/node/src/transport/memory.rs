@@ -11,7 +11,9 @@
 //! Envelopes are handed over as they are: nothing is encoded.
 //!
 //! A request is *delivered* when the target handler's `handle` future is
-//! first polled; its reply is the handler's output.
+//! first polled; its reply is the handler's output. A Raft message posted
+//! on a healthy link ([`Connection::post`]) is delivered when the handler
+//! takes it ([`Handler::post`]); one it does not take is invoked instead.
 //!
 //! # Time and determinism
 //!
@@ -54,7 +56,8 @@
 //! network changed), bumps one counter and calls the handler in place: it
 //! allocates nothing itself (the boxed futures of `async-trait` excepted)
 //! and spawns nothing. The timeout timer is only armed if the handler does
-//! not answer on its first poll.
+//! not answer on its first poll. A `post` the handler takes costs the same
+//! lock and counter, and no future at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -72,7 +75,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Connection, Envelope, Handler, Reply, Request, Transport, TransportError};
+use super::{Connection, Envelope, Handler, Posted, Reply, Request, Transport, TransportError};
 
 /// The per-request timeout a new [`MemoryNetwork`] starts with.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -921,6 +924,31 @@ impl Connection for MemoryConnection {
         // delivery, so that it cannot reorder deliveries.
         tokio::task::consume_budget().await;
         result
+    }
+
+    /// Hands a Raft message to the handler at once ([`Handler::post`]) on
+    /// a healthy link with nothing queued; anything else (a fault rule on
+    /// the link, requests waiting their turn, a handler that cannot take
+    /// it now) goes back to be invoked, which keeps the order.
+    fn post(&self, envelope: Envelope) -> Posted {
+        if !matches!(envelope.request, Request::Raft(_)) || self.closed.load(Ordering::Acquire) {
+            return Posted::Unsupported(envelope);
+        }
+        let route = self.route();
+        if route.cut || route.faulty || self.queued.load(Ordering::Acquire) > 0 {
+            return Posted::Unsupported(envelope);
+        }
+        let Some(handler) = route.handler else {
+            return Posted::Unsupported(envelope);
+        };
+        let kind = kind_index(&envelope.request);
+        match handler.post(envelope) {
+            Ok(()) => {
+                self.hub.counters.delivered[kind].bump();
+                Posted::Sent
+            }
+            Err(envelope) => Posted::Unsupported(envelope),
+        }
     }
 
     fn listen(&self, handler: Arc<dyn Handler>) {

@@ -262,6 +262,17 @@ impl TransportError {
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     async fn handle(&self, envelope: Envelope) -> Reply;
+
+    /// Takes a one-way request (a [`Request::Raft`] the peer posted, see
+    /// [`Connection::post`]) at once, without a future, if the handler can:
+    /// `Ok` if it took it, else the envelope back, for the transport to
+    /// hand to [`Handler::handle`] (whose reply it drops). A transport may
+    /// call it for a posted request instead of `handle`; the default takes
+    /// nothing. It must not block: a handler that would wait (its queue is
+    /// full) gives the envelope back.
+    fn post(&self, envelope: Envelope) -> Result<(), Envelope> {
+        Err(envelope)
+    }
 }
 
 /// A way to reach peers and be reached by them.

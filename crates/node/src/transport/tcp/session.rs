@@ -552,8 +552,14 @@ fn dispatch(
             let Some(handler) = lock(&session.handler).clone() else {
                 return Ok(());
             };
+            // Taken at once when the handler can (no future); else polled
+            // first in arrival order, like requests. Either way it starts
+            // after the frames before it: the reader polls every handler
+            // future it pushed before it reads the next frame.
+            let Err(envelope) = handler.post(envelope) else {
+                return Ok(());
+            };
             let limit = session.shared.options.handler_timeout;
-            // Polled first in arrival order, like requests.
             running.push(Box::pin(async move {
                 let _ = tokio::time::timeout(limit, handler.handle(envelope)).await;
                 None
