@@ -66,6 +66,11 @@
 //! stored one; and with [`PersistenceError::Identity`] when it carries an
 //! identity different from the stored one.
 //!
+//! These checks reopen the store within one process, where the page cache
+//! stands in for the disk: whether acknowledged saves survive a crash of
+//! the process and a power loss is checked by
+//! [`durability`](super::durability), with a child process.
+//!
 //! Every check panics with a message saying what went wrong. Each is also a
 //! `pub async fn` of its own, to run one at a time.
 
