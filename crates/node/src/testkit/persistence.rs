@@ -20,7 +20,7 @@
 //! store that locks its directory can be reopened.
 //!
 //! ```ignore
-//! // Memory:
+//! // Memory (runnable: see the guide):
 //! run_all(fresh_memory).await;
 //! // A directory-backed store (`tempdir` standing for any temporary
 //! // directory helper):
