@@ -21,6 +21,7 @@ use crate::types::{LogIndex, NodeId, NO_NODE};
 
 /// Whether a member votes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MemberRole {
     /// Counts towards elections and commit quorums.
     Voter,
@@ -30,6 +31,7 @@ pub enum MemberRole {
 
 /// One member of a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Member {
     /// Voter or learner.
     pub role: MemberRole,
@@ -42,12 +44,14 @@ pub struct Member {
 ///
 /// Invariant: [`NO_NODE`] is never a member.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Membership {
     members: BTreeMap<NodeId, Member>,
 }
 
 /// A requested change to the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ConfChange {
     /// Add a voter, or promote an existing learner to voter.
     AddVoter {

@@ -7,6 +7,7 @@ use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// One message between two nodes of the same cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Message {
     /// The cluster the sender belongs to; a node refuses (and counts) messages
     /// whose cluster differs from its own.
@@ -24,6 +25,7 @@ pub struct Message {
 
 /// The RPCs and their replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Body {
     /// Leader to follower: entries to append after `prev_index`.
     Append(Append),
@@ -82,6 +84,7 @@ pub enum Body {
 
 /// An AppendEntries request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Append {
     /// The index of the entry just before `entries`.
     pub prev_index: LogIndex,
@@ -97,6 +100,7 @@ pub struct Append {
 
 /// The reply to an [`Append`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AppendResponse {
     /// Echo of the request's round.
     pub round: u64,
@@ -106,6 +110,7 @@ pub struct AppendResponse {
 
 /// Whether an append was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AppendOutcome {
     /// The follower's log matches the leader's up to `match_index`, durably.
     Accepted {
@@ -126,6 +131,7 @@ pub enum AppendOutcome {
 
 /// A RequestVote (or PreVote) request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VoteRequest {
     /// A pre-vote: the voter's state does not change.
     pub pre: bool,
@@ -140,6 +146,7 @@ pub struct VoteRequest {
 
 /// One chunk of a snapshot being installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SnapshotChunk {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
@@ -155,6 +162,7 @@ pub struct SnapshotChunk {
 
 /// The reply to a [`SnapshotChunk`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SnapshotResponse {
     /// The index of the snapshot being transferred.
     pub snapshot_index: LogIndex,

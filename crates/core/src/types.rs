@@ -46,6 +46,7 @@ pub const MAX_INDEX: LogIndex = 1 << 62;
 
 /// What a log entry carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EntryPayload {
     /// The empty entry a new leader appends so that it can commit (and learn
     /// the commit index of) its own term, Raft paper section 8.
@@ -58,6 +59,7 @@ pub enum EntryPayload {
 
 /// One entry of the replicated log.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Entry {
     /// The term of the leader that created the entry.
     pub term: Term,
@@ -84,6 +86,7 @@ impl Entry {
 /// sent: the current term, the vote cast in it, and the commit index (kept so
 /// that the commit index never goes backwards across a restart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HardState {
     /// The latest term this node has seen.
     pub term: Term,
@@ -95,6 +98,7 @@ pub struct HardState {
 
 /// What a snapshot covers: everything up to and including `index`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SnapshotMeta {
     /// The last log index the snapshot includes.
     pub index: LogIndex,
@@ -106,6 +110,7 @@ pub struct SnapshotMeta {
 
 /// A state-machine snapshot with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
@@ -115,6 +120,7 @@ pub struct Snapshot {
 
 /// The role a node plays at the moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Role {
     /// Follows a leader (or waits for one).
     Follower,

@@ -7,6 +7,33 @@
 //! first. Decoding never panics and never allocates more than the input
 //! holds: every length is checked against what is left, and a malformed
 //! input is a [`DecodeError`] that says what was being read and where.
+//!
+//! # For transports and stores of your own
+//!
+//! A transport that moves bytes sends [`encode_envelope`] and answers with
+//! [`encode_reply`]; the receiving side calls [`decode_envelope`] and
+//! [`decode_reply`]. A store writes entries, hard state, snapshots and
+//! identities with the `put_*` functions and reads them back with a
+//! [`Reader`] and the `get_*` ones. (With the `serde` feature the same
+//! types also derive `Serialize` and `Deserialize`, for a format of your
+//! choice.)
+//!
+//! # Versions
+//!
+//! This is the wire format of version [`WIRE_VERSION`] of the node's
+//! protocol, the version the TCP transport's handshake carries. The rules
+//! that keep nodes of neighbouring versions talking:
+//!
+//! - the encoding of an existing message, request or reply never changes
+//!   within a version; a new kind gets a new type number, and a decoder
+//!   refuses a type number it does not know with a [`DecodeError`] (the
+//!   request fails, the connection stays usable);
+//! - a node sends a peer only what the peer's version can decode: the TCP
+//!   transport learns the peer's version in the handshake and falls back
+//!   to what both understand (one-way post frames need version 2);
+//! - what a store writes with these functions is versioned by the store
+//!   itself (the file store's segments and snapshots carry their own
+//!   format version and are read by later versions).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +46,10 @@ use raft_core::{
 
 use crate::persistence::Identity;
 use crate::transport::{Envelope, ErrorCode, Reply, Request};
+
+/// The version of the wire format this module writes and reads (the
+/// protocol version of the TCP transport's handshake).
+pub const WIRE_VERSION: u32 = crate::transport::tcp::frame::VERSION;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

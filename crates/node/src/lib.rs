@@ -17,17 +17,34 @@
 //! (saving to the [`Persistence`] through the core's pipeline), one
 //! applies to the [`StateMachine`], one per peer sends through the
 //! [`Transport`].
+//!
+//! The [`guide`] shows a cluster, and how to write a state machine, a
+//! transport and a store of your own.
+//!
+//! # Features
+//!
+//! - `testkit`: the conformance kits ([`testkit`]: transport,
+//!   authentication, persistence, crash durability) and the
+//!   fault-injecting `FaultyTransport`, for the tests of transports, stores
+//!   and applications.
+//! - `serde`: `Serialize` and `Deserialize` on what a custom transport or
+//!   store carries ([`Envelope`], [`Request`], [`Reply`], [`Change`],
+//!   [`State`], [`Identity`] and the Raft types inside them). The compact
+//!   binary encoding the TCP transport and the file store use is
+//!   [`codec`], versioned by [`codec::WIRE_VERSION`].
 #![warn(missing_docs)]
 
 pub mod codec;
 mod error;
 mod events;
+pub mod guide;
 mod ids;
 mod node;
 mod options;
 pub mod persistence;
 mod runtime;
 mod state_machine;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tls;
 pub mod transport;
@@ -44,6 +61,7 @@ pub use raft_core::{MemberRole, ReadMode, Role};
 pub use runtime::backlog::ApplyBacklogStats;
 pub use runtime::PeerStatus;
 pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, StateMachine};
+#[cfg(any(test, feature = "testkit"))]
 pub use transport::faulty::{FaultyStats, FaultyTransport};
 pub use transport::memory::{MemoryNetwork, MemoryTransport};
 pub use transport::tcp::{TcpOptions, TcpStats, TcpTransport};

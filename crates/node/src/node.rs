@@ -135,6 +135,18 @@ impl Events {
 impl Node {
     /// Creates and starts a node. Errors say which option is wrong, or what
     /// the stored state or the transport refused.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// use raft_node::{Node, Options};
+    ///
+    /// // A single-node key-value store in memory; see `Options` for a
+    /// // cluster, a transport and a store of your own.
+    /// let node = Node::new(Options::default()).await?;
+    /// assert!(!node.id().is_empty()); // self-assigned (cuid2)
+    /// # node.shutdown().await?; Ok(()) }
+    /// ```
     pub async fn new(mut options: Options) -> Result<Node, NodeError> {
         options.validate()?;
         let persistence: Arc<dyn Persistence> = match options.persistence.take() {
@@ -149,11 +161,18 @@ impl Node {
             Some(state) => state.identity.id.clone(),
             None => options.id.clone().unwrap_or_else(|| (options.uuid)()),
         };
+        let cluster = match &stored {
+            Some(state) => state.identity.cluster.clone(),
+            None => options.cluster.clone().unwrap_or_else(|| (options.uuid)()),
+        };
+        // A new identity takes this cluster id too.
+        options.cluster = Some(cluster.clone());
         let wanted = options.address.clone().unwrap_or_else(|| id.clone());
         let transport: Arc<dyn Transport> = match options.transport.take() {
             Some(t) => t,
             None => Arc::new(MemoryNetwork::new().transport(&wanted)),
         };
+        transport.bind_node(&id, &cluster)?;
         // Listen first: the address actually bound (a TCP port 0 becomes a
         // real port) is the one peers must be told.
         let handler = Arc::new(NodeHandler {
@@ -489,6 +508,34 @@ impl Node {
     }
 
     /// Subscribes to the node's events.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// # use std::sync::Arc;
+    /// # use raft_node::{Bootstrap, MemoryNetwork, Node, Options};
+    /// # let net = MemoryNetwork::new();
+    /// # let options = |id: &str, bootstrap| Options {
+    /// #     id: Some(id.into()), cluster: Some("doc".into()),
+    /// #     transport: Some(Arc::new(net.transport(id))), bootstrap, ..Options::default()
+    /// # };
+    /// use raft_node::Event;
+    ///
+    /// let node = Node::new(options("a", Bootstrap::Single)).await?;
+    /// let b = Node::new(options("b", Bootstrap::Join)).await?;
+    /// let mut events = b.subscribe(); // what b sees from now on
+    /// node.join("b").await?;
+    /// let leader = loop {
+    ///     match events.next().await {
+    ///         Some(Event::LeaderChanged { leader: Some(leader), .. }) => break leader,
+    ///         Some(_) => continue,
+    ///         None => panic!("b stopped"),
+    ///     }
+    /// };
+    /// assert_eq!(leader, "a");
+    /// # b.shutdown().await?;
+    /// # node.shutdown().await?; Ok(()) }
+    /// ```
     pub fn subscribe(&self) -> Events {
         Events {
             rx: self.inner.events.subscribe(),
@@ -551,6 +598,21 @@ impl Node {
     /// with it in flight, a timeout, leadership lost before it committed):
     /// retrying it may apply it twice. Otherwise it certainly took no
     /// effect.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// use raft_node::{KvCommand, KvOutput, Node, Options};
+    ///
+    /// let node = Node::new(Options::default()).await?;
+    /// let set = KvCommand::Set { key: "k".into(), value: "v".into() };
+    /// match node.command(set.encode()).await {
+    ///     Ok(output) => assert_eq!(KvOutput::decode(&output), Some(KvOutput::Done)),
+    ///     Err(e) if e.is_outcome_unknown() => { /* may have been applied */ }
+    ///     Err(e) => return Err(e), // certainly not applied
+    /// }
+    /// # node.shutdown().await?; Ok(()) }
+    /// ```
     pub async fn command(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
         let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
         self.command_here(cmd.into(), self.inner.forward, deadline)
@@ -799,6 +861,18 @@ impl Node {
     /// this node has applied everything committed before the read began
     /// (ReadIndex, or the leader lease when `read_mode` is `Lease`). On a
     /// follower the leader confirms the read index.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+    ///
+    /// let node = Node::new(Options::default()).await?;
+    /// node.command(KvCommand::Set { key: "k".into(), value: "v".into() }.encode()).await?;
+    /// let answer = node.read(kv_get(b"k")).await?;
+    /// assert_eq!(KvOutput::decode(&answer), Some(KvOutput::Value(Some("v".into()))));
+    /// # node.shutdown().await?; Ok(()) }
+    /// ```
     pub async fn read(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
         self.read_here(query.into()).await.map(concat)
     }
@@ -863,6 +937,27 @@ impl Node {
     /// the leader asks it. Waits out elections, within `join_timeout`. A
     /// join that fails half way (the new node did not catch up in time) is
     /// rolled back: the learner is removed again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// use std::sync::Arc;
+    /// use raft_node::{Bootstrap, MemoryNetwork, Node, Options};
+    ///
+    /// let net = MemoryNetwork::new();
+    /// let options = |id: &str, bootstrap| Options {
+    ///     id: Some(id.into()),
+    ///     cluster: Some("doc".into()),
+    ///     transport: Some(Arc::new(net.transport(id))),
+    ///     bootstrap,
+    ///     ..Options::default()
+    /// };
+    /// let node = Node::new(options("a", Bootstrap::Single)).await?;
+    /// let b = Node::new(options("b", Bootstrap::Join)).await?;
+    /// node.join("b").await?; // b's address on this network
+    /// assert_eq!(node.members().len(), 2);
+    /// # b.shutdown().await?; node.shutdown().await?; Ok(()) }
+    /// ```
     pub async fn join(&self, address: &str) -> Result<(), NodeError> {
         self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
@@ -1183,6 +1278,27 @@ impl Node {
     /// it hand over and step down once the change commits. On a follower
     /// the call goes to the leader; waits out elections, within
     /// `join_timeout`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// # use std::sync::Arc;
+    /// # use raft_node::{Bootstrap, MemoryNetwork, Node, Options};
+    /// # let net = MemoryNetwork::new();
+    /// # let options = |id: &str, bootstrap| Options {
+    /// #     id: Some(id.into()), cluster: Some("doc".into()),
+    /// #     transport: Some(Arc::new(net.transport(id))), bootstrap, ..Options::default()
+    /// # };
+    /// # let node = Node::new(options("a", Bootstrap::Single)).await?;
+    /// # let b = Node::new(options("b", Bootstrap::Join)).await?;
+    /// node.join("b").await?;
+    /// node.leave("b").await?;
+    /// assert_eq!(node.members().len(), 1);
+    /// // An id that is not a member is refused, named as given.
+    /// let refused = node.leave("nobody").await.unwrap_err();
+    /// assert!(refused.to_string().contains("nobody"));
+    /// # b.shutdown().await.ok(); node.shutdown().await?; Ok(()) }
+    /// ```
     pub async fn leave(&self, id: &str) -> Result<(), NodeError> {
         self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
@@ -1239,6 +1355,17 @@ impl Node {
 
     /// Every member other than this node, with its role and, on the leader,
     /// its replication state.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), raft_node::NodeError> {
+    /// use raft_node::{Node, Options};
+    ///
+    /// let node = Node::new(Options::default()).await?;
+    /// // A single node has no peers; see `join` for a cluster.
+    /// assert!(node.peers().await?.is_empty());
+    /// # node.shutdown().await?; Ok(()) }
+    /// ```
     pub async fn peers(&self) -> Result<Vec<PeerStatus>, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.input(Input::Peers(tx)).await?;

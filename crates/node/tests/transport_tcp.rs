@@ -1856,3 +1856,84 @@ async fn a_peer_that_does_not_read_gets_at_most_a_window_of_unwritten_posts() {
     let _ = done.send(());
     fake.await.unwrap();
 }
+
+// --- the node tells the transport who it is ---
+
+async fn node_on_default_tcp(
+    id: Option<&str>,
+    cluster: Option<&str>,
+    bootstrap: raft_node::Bootstrap,
+    tcp: TcpOptions,
+) -> Result<raft_node::Node, raft_node::NodeError> {
+    let transport = TcpTransport::new(tcp).expect("valid options");
+    raft_node::Node::new(raft_node::Options {
+        id: id.map(Into::into),
+        cluster: cluster.map(Into::into),
+        address: Some("127.0.0.1:0".into()),
+        transport: Some(Arc::new(transport)),
+        bootstrap,
+        ..raft_node::Options::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_self_assigned_ids_give_default_tcp_options_their_id_and_cluster() {
+    let default = || TcpOptions::default().insecure();
+    // Both ids self-assigned; the joining node must name the cluster.
+    let a = node_on_default_tcp(None, None, raft_node::Bootstrap::Single, default())
+        .await
+        .expect("a starts");
+    let b = node_on_default_tcp(
+        None,
+        Some(a.cluster()),
+        raft_node::Bootstrap::Join,
+        default(),
+    )
+    .await
+    .expect("b starts");
+    a.join(b.address()).await.expect("b joins over TCP");
+    let set = raft_node::KvCommand::Set {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    // Through b: forwarded to a over TCP, whose handshake carried b's
+    // generated id and a's cluster.
+    b.command(set.encode()).await.expect("a command through b");
+    let members = a.members();
+    assert!(members.iter().any(|(id, _)| id == b.id()), "{members:?}");
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_transport_made_for_another_node_is_refused_by_name() {
+    let made_for_b = TcpOptions::new("b", "c1").insecure();
+    let started = node_on_default_tcp(
+        Some("a"),
+        Some("c1"),
+        raft_node::Bootstrap::Single,
+        made_for_b,
+    )
+    .await;
+    let Err(refused) = started else {
+        panic!("a node must not use a transport made for another");
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains("made for node \"b\"") && message.contains("\"a\""),
+        "{message}"
+    );
+    let other_cluster = TcpOptions::new("a", "c2").insecure();
+    let started = node_on_default_tcp(
+        Some("a"),
+        Some("c1"),
+        raft_node::Bootstrap::Single,
+        other_cluster,
+    )
+    .await;
+    let Err(refused) = started else {
+        panic!("a node must not use a transport made for another cluster");
+    };
+    assert!(refused.to_string().contains("cluster \"c2\""), "{refused}");
+}

@@ -15,6 +15,7 @@ use raft_core::{Entry, HardState, LogIndex, Membership, Snapshot};
 
 /// Who a node is: written once, when the node is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Identity {
     /// The node's id.
     pub id: String,
@@ -30,6 +31,7 @@ pub struct Identity {
 /// truncation (drop entries at and above `truncate_from`), entries
 /// (append), hard state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Change {
     /// The node's identity (in the first save only).
     pub identity: Option<Identity>,
@@ -56,6 +58,7 @@ impl Change {
 
 /// Everything needed to restart a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct State {
     /// Who the node is.
     pub identity: Identity,
@@ -87,6 +90,37 @@ pub enum PersistenceError {
 }
 
 /// Where a node keeps its durable state.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), raft_node::PersistenceError> {
+/// use raft_core::{Entry, EntryPayload, HardState, Membership};
+/// use raft_node::persistence::{Change, Identity, Persistence};
+/// use raft_node::MemoryPersistence;
+///
+/// let store = MemoryPersistence::new();
+/// assert!(store.load().await?.is_none()); // never written
+/// let identity = Identity {
+///     id: "n1".into(),
+///     cluster: "c".into(),
+///     bootstrap: Membership::with_voters([1]),
+/// };
+/// store
+///     .save(Change {
+///         identity: Some(identity),
+///         entries: vec![Entry { term: 1, index: 1, payload: EntryPayload::Command("x".into()) }],
+///         hard_state: Some(HardState { term: 1, vote: 1, commit: 1 }),
+///         ..Change::default()
+///     })
+///     .await?;
+/// let state = store.load().await?.expect("saved");
+/// assert_eq!(state.entries.len(), 1);
+/// assert_eq!(state.hard_state.commit, 1);
+/// # Ok(()) }
+/// ```
+///
+/// [`FilePersistence`](crate::FilePersistence) keeps it on a disk; the
+/// [guide](crate::guide) says how to write and check a store of your own.
 #[async_trait]
 pub trait Persistence: Send + Sync + 'static {
     /// Makes `change` durable; returns only once it is.

@@ -715,13 +715,20 @@ impl Driver {
         old.role == Role::Leader && ss.role != Role::Leader
     }
 
-    /// Sends `LeaderChanged` when the leader, or what we know of its id,
-    /// changed (a joining node learns its leader's id only with the
-    /// configuration).
+    /// Sends `LeaderChanged` when the leader changed. A joining node learns
+    /// its leader's id only with the configuration: until then no leader is
+    /// announced, so that events name nodes by their ids, never by a
+    /// placeholder.
     fn announce_leader(&mut self) {
         let n = self.raft.leader().unwrap_or(NO_NODE);
         let leader = self.leader_info(n).map(|l| l.id);
         self.leader_placeholder.0 = leader.is_some() && !self.id_known(n);
+        // A leader not yet known by id counts as none known, for now.
+        let leader = if self.leader_placeholder.0 {
+            None
+        } else {
+            leader
+        };
         if leader != self.announced_leader {
             self.announced_leader = leader.clone();
             let _ = self.events.send(Event::LeaderChanged {

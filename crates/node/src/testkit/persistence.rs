@@ -20,7 +20,7 @@
 //! store that locks its directory can be reopened.
 //!
 //! ```ignore
-//! // Memory:
+//! // Memory (runnable: see the guide):
 //! run_all(fresh_memory).await;
 //! // A directory-backed store (`tempdir` standing for any temporary
 //! // directory helper):
@@ -65,6 +65,11 @@
 //! or below the snapshot's index, or when its snapshot is older than the
 //! stored one; and with [`PersistenceError::Identity`] when it carries an
 //! identity different from the stored one.
+//!
+//! These checks reopen the store within one process, where the page cache
+//! stands in for the disk: whether acknowledged saves survive a crash of
+//! the process and a power loss is checked by
+//! [`durability`](super::durability), with a child process.
 //!
 //! Every check panics with a message saying what went wrong. Each is also a
 //! `pub async fn` of its own, to run one at a time.

@@ -709,7 +709,8 @@ where
     /// reaches peers' back channels some other way leaves this check out
     /// with [`Kit::without_back_channel`].
     pub async fn back_channel(&self) {
-        const CHECK: &str = "back_channel";
+        const CHECK: &str = "back_channel (optional: a transport without a back \
+                             channel leaves this check out with Kit::without_back_channel())";
         let (b, b_address, _) = self.serve(CHECK, "server").await;
         let (a, a_address) = self.make().await;
         let forth = self.connect(CHECK, &a, &b_address).await;

@@ -8,6 +8,7 @@
 //! transport has a compact binary encoding); the in-memory transport hands
 //! them over as they are.
 
+#[cfg(any(test, feature = "testkit"))]
 pub mod faulty;
 pub mod memory;
 pub mod tcp;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 /// One request between nodes, with the sender's cluster and address.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Envelope {
     /// The sender's cluster (the hash of its cluster id string, as carried by
     /// every Raft message): a node refuses envelopes of another cluster.
@@ -35,6 +37,7 @@ pub struct Envelope {
 /// The message types: the Raft RPCs and the client calls forwarded to the
 /// leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Request {
     /// A Raft message (append entries, vote, pre-vote, install snapshot
     /// chunk, timeout-now, read index, and their replies). One-way: posted
@@ -106,6 +109,7 @@ impl Request {
 /// ([`Reply::Failed`]): what the caller may do next. The wire carries the
 /// code; the message that goes with it is for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ErrorCode {
     /// The node knows no leader (an election is under way): the call took
     /// no effect; retry once a leader is known.
@@ -152,6 +156,7 @@ impl ErrorCode {
 
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Reply {
     /// Received (one-way requests).
     Ack,
@@ -276,6 +281,42 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// A way to reach peers and be reached by them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), raft_node::TransportError> {
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use raft_node::transport::{Envelope, Handler, Reply, Request, Transport};
+/// use raft_node::MemoryNetwork;
+///
+/// struct Echo;
+/// #[async_trait]
+/// impl Handler for Echo {
+///     async fn handle(&self, envelope: Envelope) -> Reply {
+///         match envelope.request {
+///             Request::Command(bytes) => Reply::Output(bytes),
+///             _ => Reply::Error("only commands".into()),
+///         }
+///     }
+/// }
+///
+/// let net = MemoryNetwork::new();
+/// let server = net.transport("server");
+/// server.listen("server", Arc::new(Echo)).await?;
+/// let connection = net.transport("client").connect("server").await?;
+/// let envelope = Envelope {
+///     cluster: 1,
+///     from: "client".into(),
+///     request: Request::Command("hi".into()),
+/// };
+/// assert_eq!(connection.invoke(envelope).await?, Reply::Output("hi".into()));
+/// connection.close().await?;
+/// # Ok(()) }
+/// ```
+///
+/// The [guide](crate::guide) writes a transport of its own and checks it
+/// with the conformance kit.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Connects to the peer at `address` (in this transport's terms).
@@ -294,6 +335,17 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops accepting connections (the node is shutting down).
     async fn shutdown(&self) -> Result<(), TransportError>;
+
+    /// Tells the transport which node it serves, before the node listens
+    /// or connects: [`crate::Node::new`] calls it once the node's id (given,
+    /// stored or generated) and cluster id are known, so that a transport
+    /// that needs them (the TCP transport's handshake and certificate
+    /// checks) need not be told them again when it is made. A transport
+    /// made for another node or cluster refuses. The default accepts.
+    fn bind_node(&self, node_id: &str, cluster: &str) -> Result<(), TransportError> {
+        let _ = (node_id, cluster);
+        Ok(())
+    }
 
     /// The largest command, in bytes, whose log entry this transport can
     /// carry to a peer (alone in an append, with every header), or `None`
@@ -345,12 +397,24 @@ pub trait Connection: Send + Sync + 'static {
     }
 
     /// Listens for requests the peer sends back over this connection (the
-    /// seed's `listen`). A transport defines which requests those are; the
-    /// in-memory one delivers here what the peer sends to this connection's
-    /// own address while nothing else listens there. The node itself does
-    /// not need it: every node listens, and envelopes carry the sender's
-    /// address.
-    fn listen(&self, handler: Arc<dyn Handler>);
+    /// seed's `listen`): an optional capability for applications built on
+    /// a transport, which the node itself never uses. Every node listens at
+    /// its own address and every envelope carries its sender's address, so
+    /// replies and requests in the other direction travel over the peer's
+    /// own connections; a back channel would add a second way for messages
+    /// to arrive, with its own ordering and its own authentication, for no
+    /// gain in a cluster whose nodes all reach each other.
+    ///
+    /// A transport defines which requests arrive here; the in-memory one
+    /// delivers what the peer sends to this connection's own address while
+    /// nothing else listens there. The default drops `handler`: nothing
+    /// arrives. The transport kit checks it only for transports that
+    /// implement it ([`Kit::without_back_channel`] leaves it out).
+    ///
+    /// [`Kit::without_back_channel`]: crate::testkit::transport::Kit::without_back_channel
+    fn listen(&self, handler: Arc<dyn Handler>) {
+        drop(handler);
+    }
 
     /// Closes the connection; later `invoke`s fail with
     /// [`TransportError::Closed`].

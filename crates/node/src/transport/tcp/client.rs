@@ -512,12 +512,12 @@ impl Refusal {
 }
 
 /// Checks a peer's handshake against this side's options.
-pub(crate) fn check_hello(options: &TcpOptions, hello: &Hello) -> Result<(), Refusal> {
+pub(crate) fn check_hello(transport: &Shared, hello: &Hello) -> Result<(), Refusal> {
     if !(MIN_VERSION..=VERSION).contains(&hello.version) {
         return Err(Refusal {
             log: format!(
                 "protocol version mismatch: {MIN_VERSION} to {VERSION} (node {:?}) vs {} (node {:?})",
-                options.node_id, hello.version, hello.node
+                transport.node_id(), hello.version, hello.node
             ),
             peer: format!(
                 "protocol version mismatch: this node speaks versions {MIN_VERSION} to {VERSION}, not {}",
@@ -525,11 +525,14 @@ pub(crate) fn check_hello(options: &TcpOptions, hello: &Hello) -> Result<(), Ref
             ),
         });
     }
-    if hello.cluster != options.cluster {
+    if hello.cluster != transport.cluster() {
         return Err(Refusal {
             log: format!(
                 "cluster mismatch: {:?} (node {:?}) vs {:?} (node {:?})",
-                options.cluster, options.node_id, hello.cluster, hello.node
+                transport.cluster(),
+                transport.node_id(),
+                hello.cluster,
+                hello.node
             ),
             peer: format!(
                 "cluster mismatch: this node is not of cluster {:?}",
@@ -556,7 +559,7 @@ pub(crate) fn check_hello(options: &TcpOptions, hello: &Hello) -> Result<(), Ref
 /// handshake claims (in this cluster): who it is for the rest of the
 /// session.
 pub(crate) fn check_identity(
-    options: &TcpOptions,
+    transport: &Shared,
     stream: &PeerStream,
     hello: &Hello,
     server_name: Option<rustls::pki_types::ServerName<'static>>,
@@ -569,7 +572,7 @@ pub(crate) fn check_identity(
         return Err(Refusal::same("the peer showed no certificate".into()));
     };
     let named = CertificateInfo::from_der(end_entity, "the peer's certificate")
-        .map(|info| info.is_for_node(&options.cluster, &hello.node))
+        .map(|info| info.is_for_node(transport.cluster(), &hello.node))
         .unwrap_or(false);
     if !named {
         return Err(Refusal {
@@ -597,8 +600,8 @@ pub(crate) fn our_hello(transport: &Shared) -> Hello {
         version: VERSION,
         max_frame: u32::try_from(options.max_frame_size).unwrap_or(u32::MAX),
         max_in_flight: u32::try_from(options.max_in_flight).unwrap_or(u32::MAX),
-        cluster: options.cluster.clone(),
-        node: options.node_id.clone(),
+        cluster: transport.cluster().to_owned(),
+        node: transport.node_id().to_owned(),
         address: transport.advertised(),
     }
 }
@@ -701,8 +704,8 @@ pub(crate) async fn dial(
                 return Err(reason);
             }
         };
-        let checked = check_hello(options, &hello).and_then(|()| {
-            check_identity(options, &stream, &hello, name).inspect_err(|_| {
+        let checked = check_hello(transport, &hello).and_then(|()| {
+            check_identity(transport, &stream, &hello, name).inspect_err(|_| {
                 bump(&transport.counters.identity_mismatches);
             })
         });

@@ -11,7 +11,8 @@
 //! // ca.crt: the cluster's CA; node.crt, node.key: this node's certificate
 //! // (CertificateAuthority::issue_node, or `raft-kv cert create-node`).
 //! let tls = TlsConfig::from_pem_files("certs/ca.crt", "certs/node.crt", "certs/node.key")?;
-//! let transport = TcpTransport::new(TcpOptions::new("n1", "my-cluster").with_tls(tls))?;
+//! // The node tells the transport its id and cluster id when it starts.
+//! let transport = TcpTransport::new(TcpOptions::default().with_tls(tls))?;
 //! let node = Node::new(Options {
 //!     id: Some("n1".into()),
 //!     cluster: Some("my-cluster".into()),
@@ -234,10 +235,13 @@ pub const MIN_FRAME_SIZE: usize = 1024;
 /// defaults; change fields as needed.
 #[derive(Debug, Clone)]
 pub struct TcpOptions {
-    /// This node's id, sent in the handshake (for the peer's logs).
+    /// This node's id, sent in the handshake (for the peer's logs) and
+    /// named by its certificate. Empty (as in `TcpOptions::default()`):
+    /// the node's, which the node tells the transport when it starts
+    /// ([`Transport::bind_node`]); a given one must be the node's.
     pub node_id: String,
     /// The cluster id string: a peer whose handshake carries another one is
-    /// refused. Use the node's cluster id.
+    /// refused. Empty: the node's, as for `node_id`.
     pub cluster: String,
     /// The largest frame accepted, in bytes (after the 4-byte length; the
     /// default is [`DEFAULT_MAX_FRAME_SIZE`], at least [`MIN_FRAME_SIZE`],
@@ -300,8 +304,18 @@ pub struct TcpOptions {
     pub insecure: bool,
 }
 
+impl Default for TcpOptions {
+    /// The defaults, for the node that uses the transport: its id and
+    /// cluster id come from the node when it starts (from
+    /// [`crate::Options`], its store, or generated).
+    fn default() -> TcpOptions {
+        TcpOptions::new("", "")
+    }
+}
+
 impl TcpOptions {
-    /// The defaults for the node `node_id` of the cluster `cluster`.
+    /// The defaults for the node `node_id` of the cluster `cluster`
+    /// (`TcpOptions::default()` takes both from the node instead).
     pub fn new(node_id: impl Into<String>, cluster: impl Into<String>) -> TcpOptions {
         TcpOptions {
             node_id: node_id.into(),
@@ -397,6 +411,9 @@ impl TcpOptions {
                 )
             }
             None => {}
+            // Without the node's id (given later by the node) the
+            // certificate is checked then.
+            Some(_) if self.node_id.is_empty() || self.cluster.is_empty() => {}
             Some(tls) => {
                 if let Err(e) = tls.check_node(&self.cluster, &self.node_id) {
                     return invalid("tls", e.to_string());
@@ -587,6 +604,9 @@ struct Accepted {
 /// What a transport's tasks share.
 struct Shared {
     options: TcpOptions,
+    /// The node's id and cluster id, once the node has told them
+    /// ([`Transport::bind_node`]); before, the options' (if given).
+    identity: std::sync::OnceLock<(String, String)>,
     /// The TLS configuration in force (replaced by a reload); `None` for an
     /// insecure transport.
     tls: RwLock<Option<TlsConfig>>,
@@ -600,6 +620,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// The node's id: as the node told it, else as the options gave it.
+    fn node_id(&self) -> &str {
+        self.identity
+            .get()
+            .map_or(self.options.node_id.as_str(), |(id, _)| id.as_str())
+    }
+
+    /// The cluster id: as the node told it, else as the options gave it.
+    fn cluster(&self) -> &str {
+        self.identity
+            .get()
+            .map_or(self.options.cluster.as_str(), |(_, c)| c.as_str())
+    }
+
     /// The TLS configuration in force.
     fn tls(&self) -> Option<TlsConfig> {
         self.tls
@@ -663,8 +697,8 @@ impl fmt::Debug for TcpTransport {
             .map(|l| l.address.clone())
             .collect();
         f.debug_struct("TcpTransport")
-            .field("node_id", &self.shared.options.node_id)
-            .field("cluster", &self.shared.options.cluster)
+            .field("node_id", &self.shared.node_id())
+            .field("cluster", &self.shared.cluster())
             .field("listening", &listening)
             .finish_non_exhaustive()
     }
@@ -694,6 +728,7 @@ impl TcpTransport {
         Ok(TcpTransport {
             shared: Arc::new(Shared {
                 tls: RwLock::new(options.tls.clone()),
+                identity: std::sync::OnceLock::new(),
                 options,
                 counters: Counters::default(),
                 listening: Mutex::new(Vec::new()),
@@ -723,13 +758,12 @@ impl TcpTransport {
     /// many were closed. Fails, changing nothing, if the transport is
     /// insecure or the certificate does not name this node.
     pub fn reload_tls(&self, tls: TlsConfig) -> Result<usize, TransportError> {
-        let options = &self.shared.options;
         if self.shared.tls().is_none() {
             return Err(TransportError::Other(
                 "this transport runs without TLS: TLS cannot be turned on by a reload".into(),
             ));
         }
-        tls.check_node(&options.cluster, &options.node_id)
+        tls.check_node(self.shared.cluster(), self.shared.node_id())
             .map_err(|e| TransportError::Other(format!("TLS reload refused: {e}")))?;
         *self
             .shared
@@ -806,6 +840,37 @@ impl Transport for TcpTransport {
     /// mismatch: ...`), or if it takes too long. If nothing accepts there
     /// but a peer announcing `address` opened a back channel to this
     /// transport, the connection goes over it.
+    /// Takes the node's id and cluster id; refuses another node's or
+    /// cluster's than the options named, a second node, and a certificate
+    /// that does not name this node.
+    fn bind_node(&self, node_id: &str, cluster: &str) -> Result<(), TransportError> {
+        let options = &self.shared.options;
+        let refuse = |what: &str, given: &str, node: &str| {
+            Err(TransportError::Other(format!(
+                "the TCP transport was made for {what} {given:?}, but the node using it is of {what} {node:?}: give the node's, or leave it empty in TcpOptions to take the node's"
+            )))
+        };
+        if !options.node_id.is_empty() && options.node_id != node_id {
+            return refuse("node", &options.node_id, node_id);
+        }
+        if !options.cluster.is_empty() && options.cluster != cluster {
+            return refuse("cluster", &options.cluster, cluster);
+        }
+        if let Some(tls) = self.shared.tls() {
+            tls.check_node(cluster, node_id)
+                .map_err(|e| TransportError::Other(format!("TLS: {e}")))?;
+        }
+        let wanted = (node_id.to_owned(), cluster.to_owned());
+        let bound = self.shared.identity.get_or_init(|| wanted.clone());
+        if *bound != wanted {
+            return Err(TransportError::Other(format!(
+                "the TCP transport already serves node {:?} of cluster {:?}: one transport per node",
+                bound.0, bound.1
+            )));
+        }
+        Ok(())
+    }
+
     async fn connect(&self, address: &str) -> Result<Arc<dyn Connection>, TransportError> {
         match client::TcpConnection::open(self.shared.clone(), address).await {
             Ok(connection) => Ok(Arc::new(connection)),

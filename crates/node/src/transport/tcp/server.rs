@@ -153,8 +153,8 @@ async fn accept(
             Some(reason)
         }
         Ok(Ok(hello)) => {
-            let checked = check_hello(options, &hello).and_then(|()| {
-                check_identity(options, &stream, &hello, None)
+            let checked = check_hello(&shared, &hello).and_then(|()| {
+                check_identity(&shared, &stream, &hello, None)
                     .inspect_err(|_| bump(&shared.counters.identity_mismatches))
             });
             let open = lock(&shared.accepted).sessions.len();
