@@ -212,7 +212,6 @@ async fn client(
     id: u64,
     cluster: Rc<RefCell<Cluster>>,
     history: History,
-    left_out: Rc<std::cell::Cell<usize>>,
     told: Rc<RefCell<Told>>,
     start: Instant,
     until: Instant,
@@ -229,7 +228,7 @@ async fn client(
         let node = live[rng.random_range(0..live.len())].clone();
         let k = rng.random_range(0..KEYS);
         let call = now_us(start);
-        let command_id = (id << 32) | (next_value & 0xFFFF_FFFF) + 1;
+        let command_id = (id << 32) | ((next_value & 0xFFFF_FFFF) + 1);
         let command = |cmd: KvCommand| with_id(command_id, cmd.encode());
         let (input, result) = match rng.random_range(0..10) {
             0..4 => {
@@ -290,7 +289,6 @@ async fn client(
                     continue;
                 }
                 if !e.is_outcome_unknown() {
-                    left_out.set(left_out.get() + 1);
                     continue;
                 }
                 None
@@ -397,9 +395,8 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
     let size = if seed % 2 == 0 { 3 } else { 5 };
     let cluster = Rc::new(RefCell::new(Cluster::start(seed, size).await));
     let history: History = Rc::new(RefCell::new(Vec::new()));
-    // Commands that failed saying they took no effect: they ran, but are
-    // not in the history.
-    let left_out = Rc::new(std::cell::Cell::new(0));
+    // What each command's caller was told (the commands that failed
+    // saying they took no effect ran, but are not in the history).
     let told = Rc::new(RefCell::new(Told::default()));
     let start = Instant::now();
     let until = start + Duration::from_secs(8);
@@ -410,7 +407,6 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
             c,
             cluster.clone(),
             history.clone(),
-            left_out.clone(),
             told.clone(),
             start,
             until,
@@ -475,7 +471,7 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
         );
     }
     let live = cluster.borrow().live();
-    let told = told.borrow();
+    let told = std::mem::take(&mut *told.borrow_mut());
     for n in &live {
         let mut counts = None;
         for _ in 0..50 {
@@ -522,7 +518,7 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
     for n in live {
         n.shutdown().await.expect("clean shutdown");
     }
-    (ops.len() + left_out.get(), recovery)
+    (ops.len() + told.not_applied.len(), recovery)
 }
 
 fn seeds() -> Vec<u64> {
