@@ -66,7 +66,8 @@ struct Args {
 }
 
 const USAGE: &str = "usage: raft-bench [--seconds S] [--warmup S] [--clients 1,64,256,4096] [--only openraft|raft-node] [--runs N]
-    [--raft-node-snapshot-threshold N] [--raft-node-snapshot-trailing N]  (raft-node options; default: Options::default())";
+    [--raft-node-snapshot-threshold N] [--raft-node-snapshot-trailing N]  (raft-node options; default: Options::default())
+    [--raft-node-without-sessions]  (raft-node writes with command_without_session: no exactly-once deduplication)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -116,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
             "--raft-node-snapshot-trailing" => {
                 args.tuning.snapshot_trailing = Some(parse_count(&value()?)?);
             }
+            "--raft-node-without-sessions" => args.tuning.without_sessions = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }

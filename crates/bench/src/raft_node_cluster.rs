@@ -25,7 +25,7 @@ impl StateMachine for Nothing {
         Bytes::new()
     }
 
-    fn restore(&mut self, _snapshot: bytes::Bytes) -> Result<(), String> {
+    fn restore(&mut self, _snapshot: bytes::Bytes) -> Result<(), raft_node::RestoreError> {
         Ok(())
     }
 }
@@ -37,12 +37,16 @@ pub struct Tuning {
     pub snapshot_threshold: Option<u64>,
     /// `Options::snapshot_trailing`.
     pub snapshot_trailing: Option<u64>,
+    /// Write with `Node::command_without_session` instead of
+    /// `Node::command` (no client session: no deduplication).
+    pub without_sessions: bool,
 }
 
 /// A running three-node cluster with a leader.
 pub struct Cluster {
     nodes: Vec<Node>,
     leader: usize,
+    without_sessions: bool,
 }
 
 impl Cluster {
@@ -83,7 +87,11 @@ impl Cluster {
                     .command(Bytes::new())
                     .await
                     .map_err(|e| e.to_string())?;
-                return Ok(Cluster { nodes, leader });
+                return Ok(Cluster {
+                    nodes,
+                    leader,
+                    without_sessions: tuning.without_sessions,
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -92,7 +100,7 @@ impl Cluster {
 
     /// A client of the leader.
     pub fn client(&self) -> NodeClient {
-        NodeClient(self.nodes[self.leader].clone())
+        NodeClient(self.nodes[self.leader].clone(), self.without_sessions)
     }
 
     /// The leader's current term (to notice elections during a run).
@@ -123,16 +131,18 @@ impl Cluster {
     }
 }
 
-/// Writes to the leader through `Node::command`.
+/// Writes to the leader through `Node::command` (or, if the flag is set,
+/// `Node::command_without_session`).
 #[derive(Clone)]
-pub struct NodeClient(Node);
+pub struct NodeClient(Node, bool);
 
 impl Client for NodeClient {
     async fn write(&self) -> Result<(), String> {
-        self.0
-            .command(Bytes::new())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let written = if self.1 {
+            self.0.command_without_session(Bytes::new()).await
+        } else {
+            self.0.command(Bytes::new()).await
+        };
+        written.map(|_| ()).map_err(|e| e.to_string())
     }
 }

@@ -169,7 +169,9 @@ impl Proposer {
         };
         let (proposer, node) = (self.clone(), node.clone());
         let proposal = async move {
-            let result = node.command(entry).await;
+            // Without a client session: an entry fills up to the largest
+            // the peers carry, with no room for a session's header.
+            let result = node.command_without_session(entry).await;
             proposer.hand_on(Vec::new(), limits);
             share(result, &counts, others)
         };

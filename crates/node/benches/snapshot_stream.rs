@@ -67,7 +67,7 @@ impl StateMachine for Blob {
         self.data.clone()
     }
 
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), raft_node::RestoreError> {
         self.data = snapshot;
         Ok(())
     }

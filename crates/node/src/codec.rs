@@ -547,6 +547,19 @@ fn put_request(b: &mut BytesMut, request: &Request) {
             put_bytes(b, id.as_bytes());
         }
         Request::Hello => b.put_u8(5),
+        Request::SessionCommand {
+            session,
+            seq,
+            floor,
+            command,
+        } => {
+            b.put_u8(7);
+            b.put_u64_le(*session);
+            b.put_u64_le(*seq);
+            b.put_u64_le(*floor);
+            put_bytes(b, command);
+        }
+        Request::OpenSession => b.put_u8(8),
         Request::Within { within, call } => {
             b.put_u8(6);
             b.put_u64_le(u64::try_from(within.as_millis()).unwrap_or(u64::MAX));
@@ -585,6 +598,13 @@ fn get_request(r: &mut Reader<'_>, outer: bool) -> Result<Request, DecodeError> 
             within: Duration::from_millis(r.u64()?),
             call: Box::new(get_request(r, false)?),
         },
+        7 => Request::SessionCommand {
+            session: r.u64()?,
+            seq: r.u64()?,
+            floor: r.u64()?,
+            command: r.bytes()?,
+        },
+        8 => Request::OpenSession,
         _ => return Err(r.err("unknown request type")),
     };
     Ok(request)

@@ -1,5 +1,5 @@
-//! A short guide: a cluster, a state machine, a transport and a store of
-//! your own. Every example here runs as a test.
+//! A short guide: a cluster, exactly-once commands, a state machine, a
+//! transport and a store of your own. Every example here runs as a test.
 //!
 //! # A cluster
 //!
@@ -52,6 +52,43 @@
 //! # a.shutdown().await?; b.shutdown().await.ok(); Ok(()) }
 //! ```
 //!
+//! # Exactly-once commands
+//!
+//! Every [`Node::command`](crate::Node::command) is numbered in the node's
+//! client session (registered through the log; clones of a `Node` share
+//! it). Within `command_timeout` the node sends it again, with the same
+//! number, across leader changes and lost answers, and the layer that
+//! applies entries applies each number once, answering a repeat with the
+//! first reply. An error says whether the command certainly took no
+//! effect or may have ([`NodeError::is_outcome_unknown`](crate::NodeError::is_outcome_unknown)).
+//! To go on retrying past the timeout without ever applying twice, keep
+//! the [`NumberedCommand`](crate::NumberedCommand) and send it again:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), raft_node::NodeError> {
+//! use raft_node::{KvCommand, Node, Options};
+//!
+//! let node = Node::new(Options::default()).await?;
+//! let set = KvCommand::Set { key: "k".into(), value: "v".into() };
+//! let numbered = node.numbered_command(set.encode());
+//! let first = loop {
+//!     match numbered.send().await {
+//!         Ok(reply) => break reply,
+//!         Err(e) if e.is_outcome_unknown() => continue, // same number: at most once
+//!         Err(e) => return Err(e),                       // certainly not applied
+//!     }
+//! };
+//! // Sent again after a success (an answer that was lost, say): the first
+//! // reply again, not a second application.
+//! assert_eq!(numbered.send().await?, first);
+//! # node.shutdown().await?; Ok(()) }
+//! ```
+//!
+//! A command that is harmless to apply twice can skip the session
+//! ([`Node::command_without_session`](crate::Node::command_without_session)):
+//! it goes to the log as given.
+//!
 //! # A state machine
 //!
 //! A [`StateMachine`](crate::StateMachine) applies committed commands in
@@ -63,7 +100,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), raft_node::NodeError> {
 //! use bytes::Bytes;
-//! use raft_node::{Node, Options, StateMachine};
+//! use raft_node::{Node, Options, RestoreError, StateMachine};
 //!
 //! #[derive(Default)]
 //! struct Counter(u64);
@@ -79,8 +116,10 @@
 //!     fn snapshot(&self) -> Bytes {
 //!         Bytes::copy_from_slice(&self.0.to_le_bytes())
 //!     }
-//!     fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
-//!         let bytes: [u8; 8] = snapshot[..].try_into().map_err(|_| "not 8 bytes")?;
+//!     fn restore(&mut self, snapshot: Bytes) -> Result<(), RestoreError> {
+//!         let bytes: [u8; 8] = snapshot[..].try_into().map_err(|_| RestoreError::Malformed {
+//!             reason: format!("{} bytes, not 8", snapshot.len()),
+//!         })?;
 //!         self.0 = u64::from_le_bytes(bytes);
 //!         Ok(())
 //!     }

@@ -43,16 +43,19 @@ mod node;
 mod options;
 pub mod persistence;
 mod runtime;
+mod session;
 mod state_machine;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tls;
 pub mod transport;
 
-pub use error::{LeaderInfo, NodeError, Removed};
+pub use error::{
+    LeaderInfo, MembershipError, NodeError, RemoteError, Removed, RetryReason, TransferRefused,
+};
 pub use events::Event;
 pub use ids::{cluster_number, node_number};
-pub use node::{Events, Node, NodeMetrics};
+pub use node::{Events, Node, NodeMetrics, NumberedCommand};
 pub use options::{ApplyMode, Bootstrap, IdGenerator, Options};
 pub use persistence::file::FilePersistence;
 pub use persistence::memory::MemoryPersistence;
@@ -60,7 +63,7 @@ pub use persistence::{Change, Identity, Persistence, PersistenceError, State};
 pub use raft_core::{MemberRole, ReadMode, Role};
 pub use runtime::backlog::ApplyBacklogStats;
 pub use runtime::PeerStatus;
-pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, StateMachine};
+pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, RestoreError, StateMachine};
 #[cfg(any(test, feature = "testkit"))]
 pub use transport::faulty::{FaultyStats, FaultyTransport};
 pub use transport::memory::{MemoryNetwork, MemoryTransport};

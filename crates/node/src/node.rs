@@ -10,7 +10,7 @@ use raft_core::{ConfChange, MemberRole, Membership, Raft, Restored, Role, Term};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::timeout;
 
-use crate::error::{LeaderInfo, NodeError, Removed};
+use crate::error::{LeaderInfo, MembershipError, NodeError, RemoteError, Removed, RetryReason};
 use crate::events::Event;
 use crate::ids::{cluster_number, node_number, PeerContext};
 use crate::options::ApplyMode;
@@ -22,6 +22,7 @@ use crate::runtime::backlog::{ApplyBacklog, ApplyBacklogStats};
 use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
 use crate::runtime::{ClientAddresses, Input, PeerStatus, Removal, Status};
+use crate::session::{Call, Limits, Numbered, Sessions};
 use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, ErrorCode, Handler, Reply, Request, Transport};
@@ -69,6 +70,157 @@ struct Inner {
     client_address: Option<String>,
     /// Where the clients of each node reach it, as the nodes said.
     client_addresses: ClientAddresses,
+    /// The client session of [`Node::command`].
+    session: ClientSession,
+}
+
+/// The client session a node's handles share: its id once registered, the
+/// next command number, and the numbers whose callers still wait.
+struct ClientSession {
+    /// The session's id; `None` until registered, and after it expired.
+    id: tokio::sync::Mutex<Option<u64>>,
+    /// The number of the next command.
+    next_seq: std::sync::atomic::AtomicU64,
+    /// The numbers of the commands whose callers may still send them.
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+}
+
+impl ClientSession {
+    fn new() -> ClientSession {
+        ClientSession {
+            id: tokio::sync::Mutex::new(None),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
+            in_flight: Mutex::new(Default::default()),
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.in_flight
+            .lock()
+            .expect("the lock is never held across a panic")
+    }
+
+    /// A new command number, counted in flight until released.
+    fn take(&self) -> u64 {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.in_flight().insert(seq);
+        seq
+    }
+
+    /// The lowest number whose caller may still send it: the session may
+    /// forget the replies below it.
+    fn floor(&self) -> u64 {
+        let lowest = self.in_flight().first().copied();
+        lowest.unwrap_or_else(|| self.next_seq.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// A command of the node's client session, with its number: sending it
+/// again (after an error whose outcome is unknown) never applies it twice,
+/// the leader answers a duplicate with the first reply. Made by
+/// [`Node::numbered_command`]; [`Node::command`] is one `send`.
+///
+/// The session remembers the reply until this value is dropped (or the
+/// session expires, after an hour without commands, or the node's session
+/// holds more than 65536 replies): keep it only while it may be sent again.
+pub struct NumberedCommand {
+    node: Node,
+    seq: u64,
+    command: Bytes,
+    /// The session it was first sent in (0: not sent yet).
+    session: std::sync::atomic::AtomicU64,
+    /// Set once an attempt's outcome was unknown.
+    uncertain: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for NumberedCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NumberedCommand")
+            .field("seq", &self.seq)
+            .field("session", &self.session())
+            .field("bytes", &self.command.len())
+            .finish()
+    }
+}
+
+impl NumberedCommand {
+    /// The command's number in its session.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The session it was sent in, once sent.
+    pub fn session(&self) -> Option<u64> {
+        match self.session.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Replicates the command and returns the state machine's output, as
+    /// [`Node::command`] does; may be called again after any error: a
+    /// command already applied is not applied again, the first reply comes
+    /// back instead.
+    pub async fn send(&self) -> Result<Bytes, NodeError> {
+        use std::sync::atomic::Ordering;
+        let node = &self.node;
+        let deadline = tokio::time::Instant::now() + node.inner.command_timeout;
+        // Refused before a session is registered for it.
+        if let Some(max_bytes) = node.inner.max_entry_bytes {
+            let bytes = crate::session::NUMBERED_HEADER + self.command.len();
+            if bytes > max_bytes {
+                return Err(NodeError::EntryTooLarge { bytes, max_bytes });
+            }
+        }
+        let result = loop {
+            let session = match self.session() {
+                Some(s) => s,
+                None => {
+                    let s = node.session_id(deadline).await?;
+                    self.session.store(s, Ordering::Release);
+                    s
+                }
+            };
+            let call = Call::Numbered(Numbered {
+                session,
+                seq: self.seq,
+                floor: node.inner.session.floor(),
+                command: self.command.clone(),
+            });
+            match node
+                .command_here(call, node.inner.forward, deadline, true)
+                .await
+            {
+                // No attempt of it was applied: again, in a new session.
+                Err(NodeError::SessionExpired { session })
+                    if !self.uncertain.load(Ordering::Acquire)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    node.session_expired(session).await;
+                    self.session.store(0, Ordering::Release);
+                }
+                Err(NodeError::SessionExpired { session }) if self.uncertain.load(Ordering::Acquire) => {
+                    break Err(NodeError::OutcomeUnknown(format!(
+                        "session {session} expired, and an earlier attempt of command {} may have been applied",
+                        self.seq
+                    )))
+                }
+                other => break other,
+            }
+        };
+        if result.as_ref().is_err_and(NodeError::is_outcome_unknown) {
+            self.uncertain.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+impl Drop for NumberedCommand {
+    fn drop(&mut self) {
+        self.node.inner.session.in_flight().remove(&self.seq);
+    }
 }
 
 /// Counters and positions of a node. Role, term, leader and `stopped` are
@@ -244,10 +396,17 @@ impl Node {
             Some(s) => s.meta.membership.clone(),
             None => identity.bootstrap.clone(),
         };
+        let mut sessions = Sessions::new(Limits::default());
         if let Some(s) = &snapshot {
-            sm.restore(s.data.clone()).map_err(|e| {
-                PersistenceError::Corrupt(format!("the stored snapshot at {}: {e}", s.meta.index))
-            })?;
+            sessions
+                .unwrap_snapshot(s.data.clone())
+                .and_then(|data| sm.restore(data))
+                .map_err(|e| {
+                    PersistenceError::Corrupt(format!(
+                        "the stored snapshot at {}: {e}",
+                        s.meta.index
+                    ))
+                })?;
         }
         let restored = Restored {
             hard_state,
@@ -305,6 +464,7 @@ impl Node {
         ));
         let applier = Applier {
             sm,
+            sessions,
             applied: snapshot_index,
             backlog: backlog.clone(),
             snapshot_index,
@@ -395,6 +555,7 @@ impl Node {
             founding,
             client_address: options.client_address.clone(),
             client_addresses,
+            session: ClientSession::new(),
         });
         Ok(Node { inner })
     }
@@ -582,22 +743,24 @@ impl Node {
     }
 
     /// Replicates `cmd` and returns the state machine's output once it is
-    /// applied. On a follower it is forwarded to the leader (unless
-    /// `forward_to_leader` is off: then [`NodeError::NotLeader`] names the
-    /// leader). A command larger than [`Node::max_entry_bytes`] is refused
-    /// with [`NodeError::EntryTooLarge`], here and on the leader, before it
-    /// reaches the log.
+    /// applied, exactly once. On a follower it is forwarded to the leader
+    /// (unless `forward_to_leader` is off: then [`NodeError::NotLeader`]
+    /// names the leader). A command larger than [`Node::max_entry_bytes`]
+    /// is refused with [`NodeError::EntryTooLarge`], here and on the
+    /// leader, before it reaches the log.
     ///
-    /// Within `command_timeout` the call waits out elections and leader
-    /// changes: while no leader is known it waits for one, and a forward
-    /// that certainly never took effect (the leader could not be reached,
-    /// or the node reached no longer leads) is sent again to the leader
-    /// known then. A failed call says which of two it is:
+    /// The command is numbered in the node's client session (registered
+    /// through the log at the first command; clones of a `Node` share it,
+    /// and commands may run concurrently). Within `command_timeout` the
+    /// call waits out elections and leader changes and sends the command
+    /// again, with the same number, whenever an attempt failed: the layer
+    /// that applies entries applies a number once and answers a duplicate
+    /// with the first reply. A failed call says which of two it is:
     /// [`NodeError::is_outcome_unknown`] is true when the command may
-    /// still have been applied (the leader crashed or the connection broke
-    /// with it in flight, a timeout, leadership lost before it committed):
-    /// retrying it may apply it twice. Otherwise it certainly took no
-    /// effect.
+    /// still have been applied (the last attempt's answer was lost);
+    /// otherwise it certainly took no effect. To retry after an unknown
+    /// outcome without applying twice, use [`Node::numbered_command`] and
+    /// send the same [`NumberedCommand`] again.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -608,15 +771,76 @@ impl Node {
     /// let set = KvCommand::Set { key: "k".into(), value: "v".into() };
     /// match node.command(set.encode()).await {
     ///     Ok(output) => assert_eq!(KvOutput::decode(&output), Some(KvOutput::Done)),
+    ///     // Sent again with the same number until `command_timeout`; an
+    ///     // unknown outcome is retried without applying twice with
+    ///     // `numbered_command`.
     ///     Err(e) if e.is_outcome_unknown() => { /* may have been applied */ }
     ///     Err(e) => return Err(e), // certainly not applied
     /// }
     /// # node.shutdown().await?; Ok(()) }
     /// ```
     pub async fn command(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
+        self.numbered_command(cmd).send().await
+    }
+
+    /// A command of the node's client session, numbered but not sent yet:
+    /// [`NumberedCommand::send`] it, and send it again after an error
+    /// whose outcome is unknown; it is applied at most once.
+    pub fn numbered_command(&self, cmd: impl Into<Bytes>) -> NumberedCommand {
+        NumberedCommand {
+            node: self.clone(),
+            seq: self.inner.session.take(),
+            command: cmd.into(),
+            session: std::sync::atomic::AtomicU64::new(0),
+            uncertain: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Replicates `cmd` without a session, as [`Node::command`] but with no
+    /// protection against applying it twice: the call waits out elections
+    /// and sends again only an attempt that certainly never reached the
+    /// log; after an unknown outcome it fails with
+    /// [`NodeError::OutcomeUnknown`] (or `Timeout`, `LeadershipLost`), and
+    /// retrying it may apply it twice. It costs less: the command goes to
+    /// the log as given (a numbered command is copied behind a 33-byte
+    /// header) and leaves nothing in the session table. For commands that
+    /// are idempotent by themselves (a `set`), or that carry their own
+    /// deduplication.
+    pub async fn command_without_session(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
         let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
-        self.command_here(cmd.into(), self.inner.forward, deadline)
+        self.command_here(Call::Plain(cmd.into()), self.inner.forward, deadline, false)
             .await
+    }
+
+    /// The node's client session, registered through the log (on the
+    /// leader) if it has none yet.
+    async fn session_id(&self, deadline: tokio::time::Instant) -> Result<u64, NodeError> {
+        let mut id = self.inner.session.id.lock().await;
+        if let Some(id) = *id {
+            return Ok(id);
+        }
+        // A registration whose outcome is unknown is sent again: at worst
+        // it registers a session nobody uses, which expires.
+        let reply = self
+            .command_here(Call::Register, self.inner.forward, deadline, true)
+            .await?;
+        let bytes: [u8; 8] = reply[..].try_into().map_err(|_| {
+            NodeError::Remote(RemoteError::Unexpected {
+                reply: format!("a session id of {} bytes", reply.len()),
+            })
+        })?;
+        let registered = u64::from_le_bytes(bytes);
+        *id = Some(registered);
+        Ok(registered)
+    }
+
+    /// The node's client session `session` expired: the next command
+    /// registers a new one.
+    async fn session_expired(&self, session: u64) {
+        let mut id = self.inner.session.id.lock().await;
+        if *id == Some(session) {
+            *id = None;
+        }
     }
 
     /// The largest command this node replicates: what its transport carries
@@ -626,56 +850,72 @@ impl Node {
         self.inner.max_entry_bytes
     }
 
-    /// Proposes `cmd` here, or forwards it to the leader (if `forward`),
-    /// until `deadline`: waits out elections, and sends again a forward
+    /// Proposes `call` here, or forwards it to the leader (if `forward`),
+    /// until `deadline`: waits out elections, and sends again an attempt
     /// that certainly took no effect (it never reached the leader, or the
-    /// node it reached was not the leader). A forward that may have taken
-    /// effect is never sent again: its caller gets
-    /// [`NodeError::OutcomeUnknown`].
+    /// node it reached was not the leader). An attempt that may have taken
+    /// effect is sent again only if `again_if_unknown` (a numbered command,
+    /// which the leader applies once); else its caller gets
+    /// [`NodeError::OutcomeUnknown`]. A call that gives up after any
+    /// attempt of unknown outcome fails with an error of unknown outcome.
     async fn command_here(
         &self,
-        cmd: Bytes,
+        call: Call,
         forward: bool,
         deadline: tokio::time::Instant,
+        again_if_unknown: bool,
     ) -> Result<Bytes, NodeError> {
         self.check_member()?;
         if let Some(max_bytes) = self.inner.max_entry_bytes {
-            if cmd.len() > max_bytes {
-                return Err(NodeError::EntryTooLarge {
-                    bytes: cmd.len(),
-                    max_bytes,
-                });
+            let bytes = call.entry_len();
+            if bytes > max_bytes {
+                return Err(NodeError::EntryTooLarge { bytes, max_bytes });
             }
         }
+        let mut uncertain = false;
         loop {
             // Proposed here first: the driver knows best whether this node
             // leads, or is stopping.
-            let result = self.propose(cmd.clone()).await;
-            let error = match result {
+            let attempt = match self.propose(&call).await {
                 Err(NodeError::NotLeader { leader: Some(l) })
                     if forward && l.id != self.inner.id =>
                 {
-                    let request = Request::Command(cmd.clone());
-                    match self.forward(&l.address, request, deadline).await {
-                        Forwarded::Done(r) => return r,
-                        Forwarded::Again(e) => e,
-                    }
+                    self.forward(&l.address, call.request(), deadline).await
                 }
+                other => Forwarded::Done(other),
+            };
+            let error = match attempt {
+                Forwarded::Again(e) => e,
                 // Forwarding is off: the caller is told the leader.
-                Err(NodeError::NotLeader { leader: Some(l) }) if !forward => {
+                Forwarded::Done(Err(NodeError::NotLeader { leader: Some(l) })) if !forward => {
                     return Err(NodeError::NotLeader { leader: Some(l) })
                 }
-                Err(e @ NodeError::NotLeader { .. }) => e,
-                other => return other,
+                Forwarded::Done(Err(e @ NodeError::NotLeader { .. })) => e,
+                Forwarded::Done(Err(e)) if again_if_unknown && e.is_outcome_unknown() => {
+                    uncertain = true;
+                    e
+                }
+                Forwarded::Done(Err(e @ NodeError::SessionExpired { .. })) if uncertain => {
+                    return Err(NodeError::OutcomeUnknown(format!(
+                        "an earlier attempt may have been applied, and then: {e}"
+                    )))
+                }
+                Forwarded::Done(other) => return other,
             };
             if !self.pause(deadline).await {
-                return Err(self.check_member().err().unwrap_or(error));
+                let error = self.check_member().err().unwrap_or(error);
+                if uncertain && !error.is_outcome_unknown() {
+                    return Err(NodeError::OutcomeUnknown(format!(
+                        "an earlier attempt may have been applied, and the last failed: {error}"
+                    )));
+                }
+                return Err(error);
             }
         }
     }
 
-    /// Proposes `cmd` on this node and waits for its output.
-    async fn propose(&self, cmd: Bytes) -> Result<Bytes, NodeError> {
+    /// Proposes `call` on this node and waits for its output.
+    async fn propose(&self, call: &Call) -> Result<Bytes, NodeError> {
         // Apply back-pressure: while this node leads and its state machine
         // is too far behind (`Options::max_unapplied_bytes`), a command
         // waits (within `command_timeout`) before it is proposed, and
@@ -683,7 +923,7 @@ impl Node {
         let _admitted = if self.inner.status.borrow().role == Role::Leader {
             let after = self.inner.command_timeout;
             Some(
-                timeout(after, self.inner.backlog.admit(cmd.len()))
+                timeout(after, self.inner.backlog.admit(call.entry_len()))
                     .await
                     .map_err(|_| NodeError::Timeout {
                         what: "command (the state machine is behind)",
@@ -694,8 +934,15 @@ impl Node {
             None
         };
         let (tx, rx) = oneshot::channel();
+        // A session entry carries this node's clock: it only enters the
+        // log if this node leads (the session table's time is the
+        // leader's).
+        let time = match call {
+            Call::Plain(_) => 0,
+            _ => wall_clock_ms(),
+        };
         self.input(Input::Propose {
-            data: cmd,
+            data: call.entry(time),
             reply: tx,
         })
         .await?;
@@ -759,7 +1006,14 @@ impl Node {
         if let Err(e) = self.check_open() {
             return Forwarded::Done(Err(e));
         }
-        let is_command = matches!(request, Request::Command(_));
+        let is_command = matches!(
+            request,
+            Request::Command(_) | Request::SessionCommand { .. } | Request::OpenSession
+        );
+        let session = match &request {
+            Request::SessionCommand { session, .. } => *session,
+            _ => 0,
+        };
         let conn = match self.connection(address).await {
             Ok(c) => c,
             // Connecting sent nothing.
@@ -803,14 +1057,20 @@ impl Node {
                         leader: self.leader(),
                     })
                 }
-                ErrorCode::Retry => return Forwarded::Again(NodeError::Retry(message)),
-                ErrorCode::Refused => Err(NodeError::Remote(message)),
+                ErrorCode::Retry => {
+                    return Forwarded::Again(NodeError::Retry(RetryReason::Remote {
+                        node: address.to_string(),
+                        message,
+                    }))
+                }
+                ErrorCode::Refused => Err(NodeError::Remote(RemoteError::Refused { message })),
                 ErrorCode::OutcomeUnknown => Err(NodeError::OutcomeUnknown(message)),
+                ErrorCode::SessionExpired => Err(NodeError::SessionExpired { session }),
             },
             // A failure the transport reported for the peer (its handler
             // did not answer in time, say): a command may have been applied.
             Reply::Error(reason) if is_command => Err(NodeError::OutcomeUnknown(reason)),
-            Reply::Error(reason) => Err(NodeError::Remote(reason)),
+            Reply::Error(message) => Err(NodeError::Remote(RemoteError::Failed { message })),
             Reply::NotMember(reason) => {
                 if self.inner.removal.told() {
                     tracing::warn!(
@@ -824,7 +1084,9 @@ impl Node {
                     self.inner.removal.get().unwrap_or(Removed { index: None }),
                 ))
             }
-            other => Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
+            other => Err(NodeError::Remote(RemoteError::Unexpected {
+                reply: format!("{other:?}"),
+            })),
         };
         Forwarded::Done(result)
     }
@@ -977,7 +1239,7 @@ impl Node {
     pub async fn join_cluster(&self, member: &str) -> Result<(), NodeError> {
         self.check_open()?;
         if member == self.inner.address {
-            return Err(NodeError::Membership("a node cannot join itself".into()));
+            return Err(NodeError::Membership(MembershipError::JoinSelf));
         }
         if !self.inner.status.borrow().empty {
             return Ok(());
@@ -1067,10 +1329,10 @@ impl Node {
                 match self.forward(&l.address, request, deadline).await {
                     Forwarded::Done(r) => r.map(|_| ()),
                     Forwarded::Again(e @ NodeError::NotLeader { .. }) => Err(e),
-                    Forwarded::Again(e) => Err(NodeError::Retry(format!(
-                        "the leader {} could not take the call: {e}",
-                        l.id
-                    ))),
+                    Forwarded::Again(e) => Err(NodeError::Retry(RetryReason::Remote {
+                        node: l.id.clone(),
+                        message: e.to_string(),
+                    })),
                 }
             }
             _ => Err(NodeError::NotLeader { leader: None }),
@@ -1151,7 +1413,7 @@ impl Node {
         deadline: tokio::time::Instant,
     ) -> Result<(String, u64), NodeError> {
         if address == self.inner.address {
-            return Err(NodeError::Membership("a node cannot join itself".into()));
+            return Err(NodeError::Membership(MembershipError::JoinSelf));
         }
         let conn = self.connection(address).await?;
         let hello = Envelope {
@@ -1172,10 +1434,17 @@ impl Node {
                 }
                 (id, cluster, empty)
             }
-            Ok(Ok(Reply::Failed { message, .. })) | Ok(Ok(Reply::Error(message))) => {
-                return Err(NodeError::Remote(message))
+            Ok(Ok(Reply::Failed { message, .. })) => {
+                return Err(NodeError::Remote(RemoteError::Refused { message }))
             }
-            Ok(Ok(other)) => return Err(NodeError::Remote(format!("unexpected reply {other:?}"))),
+            Ok(Ok(Reply::Error(message))) => {
+                return Err(NodeError::Remote(RemoteError::Failed { message }))
+            }
+            Ok(Ok(other)) => {
+                return Err(NodeError::Remote(RemoteError::Unexpected {
+                    reply: format!("{other:?}"),
+                }))
+            }
             Ok(Err(e)) => {
                 self.forget_connection(address);
                 return Err(e.into());
@@ -1188,13 +1457,14 @@ impl Node {
             }
         };
         if cluster != self.inner.cluster {
-            return Err(NodeError::Membership(format!(
-                "the node at {address} belongs to cluster {cluster}, not {}",
-                self.inner.cluster
-            )));
+            return Err(NodeError::Membership(MembershipError::OtherCluster {
+                address: address.to_string(),
+                cluster,
+                expected: self.inner.cluster.clone(),
+            }));
         }
         if id == self.inner.id {
-            return Err(NodeError::Membership("a node cannot join itself".into()));
+            return Err(NodeError::Membership(MembershipError::JoinSelf));
         }
         let number = node_number(&id);
         let peers = self.peers().await?;
@@ -1202,15 +1472,16 @@ impl Node {
             return Ok((id, number));
         }
         if let Some(p) = peers.iter().find(|p| node_number(&p.id) == number) {
-            return Err(NodeError::Membership(format!(
-                "the id {id} collides with member {}: give the new node another id",
-                p.id
-            )));
+            return Err(NodeError::Membership(MembershipError::IdCollision {
+                id,
+                member: p.id.clone(),
+            }));
         }
         if !empty {
-            return Err(NodeError::Membership(format!(
-                "the node {id} at {address} already holds a log or a membership: start it empty (Bootstrap::Join) to add it"
-            )));
+            return Err(NodeError::Membership(MembershipError::NotEmpty {
+                id,
+                address: address.to_string(),
+            }));
         }
         let context = PeerContext {
             id: id.clone(),
@@ -1462,6 +1733,30 @@ impl Node {
     }
 }
 
+/// This node's wall clock, in milliseconds since the Unix epoch: the time
+/// a leader stamps into the entries of client sessions.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Call {
+    /// The request that forwards this call to the leader.
+    fn request(&self) -> Request {
+        match self {
+            Call::Plain(c) => Request::Command(c.clone()),
+            Call::Register => Request::OpenSession,
+            Call::Numbered(n) => Request::SessionCommand {
+                session: n.session,
+                seq: n.seq,
+                floor: n.floor,
+                command: n.command.clone(),
+            },
+        }
+    }
+}
+
 /// An answer's parts as one `Bytes`: the part itself when there is one (no
 /// copy), else the parts copied into one buffer.
 fn concat(mut parts: Vec<Bytes>) -> Bytes {
@@ -1597,7 +1892,11 @@ impl Handler for NodeHandler {
         // heard from); a join comes from a node that is not a member yet.
         if matches!(
             request,
-            Request::Command(_) | Request::Read(_) | Request::Leave { .. }
+            Request::Command(_)
+                | Request::SessionCommand { .. }
+                | Request::OpenSession
+                | Request::Read(_)
+                | Request::Leave { .. }
         ) && node.role() == Role::Leader
             && !node
                 .inner
@@ -1630,7 +1929,29 @@ impl Handler for NodeHandler {
                     Err(_) => Reply::Error("the node is shutting down".into()),
                 };
             }
-            Request::Command(cmd) => node.command_here(cmd, false, command_deadline).await,
+            Request::Command(cmd) => {
+                node.command_here(Call::Plain(cmd), false, command_deadline, false)
+                    .await
+            }
+            Request::SessionCommand {
+                session,
+                seq,
+                floor,
+                command,
+            } => {
+                let call = Call::Numbered(Numbered {
+                    session,
+                    seq,
+                    floor,
+                    command,
+                });
+                node.command_here(call, false, command_deadline, false)
+                    .await
+            }
+            Request::OpenSession => {
+                node.command_here(Call::Register, false, command_deadline, false)
+                    .await
+            }
             // The wire carries one answer: the parts are concatenated.
             Request::Read(query) => node.read_here(query).await.map(concat),
             // A member that is not the leader passes a join or a leave on to
@@ -1652,9 +1973,9 @@ impl Handler for NodeHandler {
                 .leave_here(&id, join_deadline)
                 .await
                 .map(|_| Bytes::new()),
-            Request::Hello | Request::Within { .. } => Err(NodeError::Remote(
-                "a hello or a call within a call is not a client call".into(),
-            )),
+            Request::Hello | Request::Within { .. } => {
+                Err(NodeError::Remote(RemoteError::NotAClientCall))
+            }
         };
         match result {
             Ok(b) => Reply::Output(b),
@@ -1684,6 +2005,7 @@ fn error_code(e: &NodeError) -> ErrorCode {
         NodeError::NotLeader { leader: None } => ErrorCode::NoLeader,
         NodeError::NotLeader { leader: Some(_) } => ErrorCode::NotLeader,
         NodeError::Retry(_) | NodeError::Busy | NodeError::ShuttingDown => ErrorCode::Retry,
+        NodeError::SessionExpired { .. } => ErrorCode::SessionExpired,
         e if e.is_outcome_unknown() => ErrorCode::OutcomeUnknown,
         _ => ErrorCode::Refused,
     }

@@ -35,7 +35,33 @@ pub trait StateMachine: Send + 'static {
     /// Replaces the state with a snapshot made by [`StateMachine::snapshot`].
     /// The bytes may be a file mapped into memory: a machine that keeps them
     /// (rather than decoding them into its own structures) costs no heap.
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), String>;
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), RestoreError>;
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot ends before `what` does.
+    #[error("the snapshot is cut off in {what}")]
+    Truncated {
+        /// What is cut off.
+        what: String,
+    },
+    /// Bytes remain after `what`, which should end the snapshot.
+    #[error("{bytes} stray bytes after {what}")]
+    TrailingBytes {
+        /// What should have ended the snapshot.
+        what: String,
+        /// How many bytes remain.
+        bytes: usize,
+    },
+    /// The snapshot is not one this state machine made (another format,
+    /// another version).
+    #[error("the snapshot is not one this state machine can read: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A command of the default key-value state machine.
@@ -260,24 +286,33 @@ impl StateMachine for KvStateMachine {
         b.freeze()
     }
 
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), RestoreError> {
         let mut b = &snapshot[..];
         if b.is_empty() {
             self.map.clear();
             return Ok(());
         }
         if b.remaining() < 8 {
-            return Err("snapshot shorter than its header".into());
+            return Err(RestoreError::Truncated {
+                what: "the header".into(),
+            });
         }
         let n = b.get_u64_le();
         let mut map = BTreeMap::new();
         for i in 0..n {
-            let k = get_bytes(&mut b).ok_or(format!("snapshot cut off at key {i} of {n}"))?;
-            let v = get_bytes(&mut b).ok_or(format!("snapshot cut off at value {i} of {n}"))?;
+            let k = get_bytes(&mut b).ok_or_else(|| RestoreError::Truncated {
+                what: format!("key {i} of {n}"),
+            })?;
+            let v = get_bytes(&mut b).ok_or_else(|| RestoreError::Truncated {
+                what: format!("value {i} of {n}"),
+            })?;
             map.insert(k, v);
         }
         if !b.is_empty() {
-            return Err(format!("{} stray bytes after the snapshot", b.len()));
+            return Err(RestoreError::TrailingBytes {
+                what: "the last value".into(),
+                bytes: b.len(),
+            });
         }
         self.map = map;
         Ok(())

@@ -32,7 +32,7 @@ impl StateMachine for SlowMachine {
     fn snapshot(&self) -> Bytes {
         self.inner.snapshot()
     }
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), raft_node::RestoreError> {
         self.inner.restore(snapshot)
     }
 }

@@ -3,6 +3,10 @@
 //! crashes (a crash loses whatever was not saved) and restarts, while
 //! clients read, write and compare-and-set; every history must be
 //! linearizable, and after healing the cluster must take writes again.
+//! Every command carries an id, and the state machine counts how often
+//! each id was applied: every command is applied at most once, every
+//! acknowledged one exactly once, and every one that failed saying it took
+//! no effect not at all.
 //!
 //! `CHAOS_SEEDS=N cargo test --release -p raft-node --test chaos` runs more
 //! seeds; `CHAOS_SEED=S` one seed.
@@ -13,16 +17,104 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use bytes::{Buf, BufMut, BytesMut};
 use raft_lincheck::{Input, Operation, Output};
 use raft_node::{
-    kv_get, ApplyMode, Bootstrap, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence, Node,
-    NodeError, Options, Role,
+    kv_get, ApplyMode, Bootstrap, KvCommand, KvOutput, KvStateMachine, MemoryNetwork,
+    MemoryPersistence, Node, NodeError, Options, RestoreError, Role, StateMachine,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 use tokio::time::{sleep, timeout, Instant};
 
 const KEYS: u64 = 3;
+
+/// The query of [`Counted`] that answers the counts of applications.
+const COUNTS: &[u8] = b"\xFFcounts";
+
+/// The key-value machine, with commands prefixed by an id (8 bytes): it
+/// counts how often each id was applied (in its state and snapshots).
+#[derive(Default)]
+struct Counted {
+    kv: KvStateMachine,
+    counts: BTreeMap<u64, u32>,
+}
+
+fn with_id(id: u64, command: Bytes) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 + command.len());
+    b.put_u64_le(id);
+    b.put_slice(&command);
+    b.freeze()
+}
+
+fn decode_counts(mut b: &[u8]) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    while b.remaining() >= 12 {
+        counts.insert(b.get_u64_le(), b.get_u32_le());
+    }
+    counts
+}
+
+impl StateMachine for Counted {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Bytes {
+        let (id, command) = command.split_at(8);
+        *self
+            .counts
+            .entry(u64::from_le_bytes(id.try_into().expect("8 bytes")))
+            .or_default() += 1;
+        self.kv.apply(index, command)
+    }
+
+    fn query(&self, query: &[u8]) -> Bytes {
+        if query != COUNTS {
+            return self.kv.query(query);
+        }
+        let mut b = BytesMut::new();
+        for (id, count) in &self.counts {
+            b.put_u64_le(*id);
+            b.put_u32_le(*count);
+        }
+        b.freeze()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let kv = self.kv.snapshot();
+        let mut b = BytesMut::new();
+        b.put_u64_le(kv.len() as u64);
+        b.put_slice(&kv);
+        b.put_slice(&self.query(COUNTS));
+        b.freeze()
+    }
+
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), RestoreError> {
+        if snapshot.is_empty() {
+            *self = Counted::default();
+            return Ok(());
+        }
+        let cut = || RestoreError::Truncated {
+            what: "the key-value state".into(),
+        };
+        let len = (&snapshot[..]).try_get_u64_le().map_err(|_| cut())? as usize;
+        if snapshot.len() < 8 + len {
+            return Err(cut());
+        }
+        self.kv.restore(snapshot.slice(8..8 + len))?;
+        self.counts = decode_counts(&snapshot[8 + len..]);
+        Ok(())
+    }
+}
+
+/// The ids of the commands sent, by what their callers were told.
+#[derive(Default)]
+struct Told {
+    /// Acknowledged: applied exactly once.
+    acknowledged: Vec<u64>,
+    /// Failed, certainly not applied.
+    not_applied: Vec<u64>,
+    /// Failed with an unknown outcome: applied at most once.
+    unknown: Vec<u64>,
+}
 
 struct Cluster {
     net: MemoryNetwork,
@@ -66,6 +158,7 @@ impl Cluster {
             snapshot_trailing: 10,
             seed: Some(self.seed ^ (i as u64) << 20),
             apply_mode: apply_mode(self.seed, i),
+            state_machine: Some(Box::new(Counted::default())),
             ..Options::default()
         })
         .await
@@ -119,7 +212,7 @@ async fn client(
     id: u64,
     cluster: Rc<RefCell<Cluster>>,
     history: History,
-    left_out: Rc<std::cell::Cell<usize>>,
+    told: Rc<RefCell<Told>>,
     start: Instant,
     until: Instant,
     seed: u64,
@@ -135,6 +228,8 @@ async fn client(
         let node = live[rng.random_range(0..live.len())].clone();
         let k = rng.random_range(0..KEYS);
         let call = now_us(start);
+        let command_id = (id << 32) | ((next_value & 0xFFFF_FFFF) + 1);
+        let command = |cmd: KvCommand| with_id(command_id, cmd.encode());
         let (input, result) = match rng.random_range(0..10) {
             0..4 => {
                 let r = node.read(kv_get(&key(k))).await;
@@ -146,7 +241,7 @@ async fn client(
                     key: key(k),
                     value: value(next_value),
                 };
-                (Input::Write(next_value), node.command(cmd.encode()).await)
+                (Input::Write(next_value), node.command(command(cmd)).await)
             }
             _ => {
                 next_value += 1;
@@ -160,9 +255,17 @@ async fn client(
                     expected,
                     new: next_value,
                 };
-                (input, node.command(cmd.encode()).await)
+                (input, node.command(command(cmd)).await)
             }
         };
+        if input != Input::Read {
+            let mut told = told.borrow_mut();
+            match &result {
+                Ok(_) => told.acknowledged.push(command_id),
+                Err(e) if e.is_outcome_unknown() => told.unknown.push(command_id),
+                Err(_) => told.not_applied.push(command_id),
+            }
+        }
         let ret = match result {
             Ok(out) => {
                 let output = match (KvOutput::decode(&out), input) {
@@ -186,7 +289,6 @@ async fn client(
                     continue;
                 }
                 if !e.is_outcome_unknown() {
-                    left_out.set(left_out.get() + 1);
                     continue;
                 }
                 None
@@ -293,9 +395,9 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
     let size = if seed % 2 == 0 { 3 } else { 5 };
     let cluster = Rc::new(RefCell::new(Cluster::start(seed, size).await));
     let history: History = Rc::new(RefCell::new(Vec::new()));
-    // Commands that failed saying they took no effect: they ran, but are
-    // not in the history.
-    let left_out = Rc::new(std::cell::Cell::new(0));
+    // What each command's caller was told (the commands that failed
+    // saying they took no effect ran, but are not in the history).
+    let told = Rc::new(RefCell::new(Told::default()));
     let start = Instant::now();
     let until = start + Duration::from_secs(8);
     let mut tasks = Vec::new();
@@ -305,7 +407,7 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
             c,
             cluster.clone(),
             history.clone(),
-            left_out.clone(),
+            told.clone(),
             start,
             until,
             seed * 100 + c,
@@ -339,7 +441,7 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
     };
     let recovered = timeout(Duration::from_secs(10), async {
         loop {
-            match node.command(cmd.encode()).await {
+            match node.command(with_id(u64::MAX, cmd.encode())).await {
                 Ok(_) => return,
                 Err(NodeError::Timeout { .. }) | Err(_) => sleep(Duration::from_millis(50)).await,
             }
@@ -369,10 +471,54 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
         );
     }
     let live = cluster.borrow().live();
+    let told = std::mem::take(&mut *told.borrow_mut());
+    for n in &live {
+        let mut counts = None;
+        for _ in 0..50 {
+            match n.read(COUNTS).await {
+                Ok(c) => {
+                    counts = Some(decode_counts(&c));
+                    break;
+                }
+                Err(_) => sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let counts =
+            counts.unwrap_or_else(|| panic!("seed {seed}: no read of the counts on {}", n.id()));
+        if let Some((id, count)) = counts.iter().find(|(_, c)| **c > 1) {
+            panic!("seed {seed}: command {id:#x} was applied {count} times");
+        }
+        for id in &told.acknowledged {
+            assert_eq!(
+                counts.get(id),
+                Some(&1),
+                "seed {seed}: acknowledged command {id:#x} is not applied on {}",
+                n.id()
+            );
+        }
+        for id in &told.not_applied {
+            assert_eq!(
+                counts.get(id),
+                None,
+                "seed {seed}: command {id:#x} failed saying it took no effect, but it did"
+            );
+        }
+        if std::env::var("CHAOS_DEBUG").is_ok() {
+            let applied = told.unknown.iter().filter(|id| counts.contains_key(id));
+            eprintln!(
+                "seed {seed} on {}: {} acknowledged, {} not applied, {} unknown of which {} applied",
+                n.id(),
+                told.acknowledged.len(),
+                told.not_applied.len(),
+                told.unknown.len(),
+                applied.count()
+            );
+        }
+    }
     for n in live {
         n.shutdown().await.expect("clean shutdown");
     }
-    (ops.len() + left_out.get(), recovery)
+    (ops.len() + told.not_applied.len(), recovery)
 }
 
 fn seeds() -> Vec<u64> {

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raft_node::{
-    kv_get, node_number, Bootstrap, Change, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence,
-    Node, NodeError, Options, Persistence, PersistenceError, Role, State, TcpOptions, TcpTransport,
+    kv_get, node_number, Bootstrap, Change, KvCommand, KvOutput, MembershipError, MemoryNetwork,
+    MemoryPersistence, Node, NodeError, Options, Persistence, PersistenceError, Role, State,
+    TcpOptions, TcpTransport,
 };
 use tokio::time::{sleep, Instant};
 
@@ -363,6 +364,10 @@ async fn errors_name_nodes_by_the_ids_they_were_given() {
     }
     let err = leader.promote("nobody").await.expect_err("not a member");
     assert!(err.to_string().contains("nobody"), "{err}");
+    assert!(
+        matches!(&err, NodeError::Membership(MembershipError::NotMember { id, add_first: true }) if id == "nobody"),
+        "{err:?}"
+    );
     let err = leader
         .transfer_leadership("nobody")
         .await

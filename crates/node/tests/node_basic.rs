@@ -134,7 +134,7 @@ impl raft_node::StateMachine for Repeater {
     fn snapshot(&self) -> bytes::Bytes {
         self.value.clone()
     }
-    fn restore(&mut self, snapshot: bytes::Bytes) -> Result<(), String> {
+    fn restore(&mut self, snapshot: bytes::Bytes) -> Result<(), raft_node::RestoreError> {
         self.value = snapshot;
         Ok(())
     }
@@ -199,7 +199,7 @@ impl raft_node::StateMachine for GatedSnapshots {
         self.kv.snapshot()
     }
 
-    fn restore(&mut self, snapshot: bytes::Bytes) -> Result<(), String> {
+    fn restore(&mut self, snapshot: bytes::Bytes) -> Result<(), raft_node::RestoreError> {
         self.kv.restore(snapshot)
     }
 }

@@ -309,7 +309,14 @@ fn stored_sets(store: &MemoryPersistence) -> Vec<(u64, u64, String, String)> {
         .entries
         .iter()
         .filter_map(|e| match &e.payload {
-            EntryPayload::Command(data) => match KvCommand::decode(data) {
+            // `Node::command` registers a client session (an entry of 9
+            // bytes, tag 0xE1), and stores each command behind a 33-byte
+            // header (tag 0xE2).
+            EntryPayload::Command(data) if data.first() == Some(&0xE1) => None,
+            EntryPayload::Command(data) => match KvCommand::decode(match data.first() {
+                Some(0xE2) => &data[33..],
+                _ => data,
+            }) {
                 Some(KvCommand::Set { key, value }) => Some((
                     e.index,
                     e.term,

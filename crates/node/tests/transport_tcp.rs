@@ -1257,7 +1257,9 @@ async fn a_command_its_peers_cannot_carry_is_refused_before_the_log_and_the_larg
     // Refused on the leader and on a follower (before forwarding), naming
     // both sizes; nothing reaches the log.
     for at in [leader, follower] {
-        let refused = nodes[at].command(set_of_size("big", max + 1)).await;
+        let refused = nodes[at]
+            .command_without_session(set_of_size("big", max + 1))
+            .await;
         assert_eq!(
             refused,
             Err(NodeError::EntryTooLarge {
@@ -1276,7 +1278,7 @@ async fn a_command_its_peers_cannot_carry_is_refused_before_the_log_and_the_larg
     // The largest command goes through a follower (forwarded in a frame)
     // and reaches every node; writes go on.
     nodes[follower]
-        .command(set_of_size("big", max))
+        .command_without_session(set_of_size("big", max))
         .await
         .expect("the largest command commits");
     nodes[leader]

@@ -912,8 +912,9 @@ impl raft_node::StateMachine for KvStore {
     /// Replaces the store with a snapshot; on error the store is unchanged.
     /// Keys and values are slices of `snapshot` (a mapped file stays mapped
     /// while any of them lives) rather than copies.
-    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
-        let (map, len, users) = decode_snapshot(&snapshot)?;
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), raft_node::RestoreError> {
+        let (map, len, users) = decode_snapshot(&snapshot)
+            .map_err(|reason| raft_node::RestoreError::Malformed { reason })?;
         discard(std::mem::replace(&mut self.map, map));
         self.len = len;
         self.users = users;
@@ -1718,7 +1719,7 @@ mod tests {
         let before = t.clone();
         let mut check = |bytes: Vec<u8>, says: &str| {
             let e = t.restore(Bytes::from(bytes)).unwrap_err();
-            assert!(e.contains(says), "{e:?} should say {says:?}");
+            assert!(e.to_string().contains(says), "{e:?} should say {says:?}");
             assert_eq!(t, before);
         };
         // Every truncation.

@@ -18,6 +18,7 @@ use crate::events::Event;
 use crate::ids::PeerContext;
 use crate::runtime::backlog::{batch_bytes, ApplyBacklog};
 use crate::runtime::{Input, Removal};
+use crate::session::{self, SessionRefusal, Sessions};
 use crate::state_machine::StateMachine;
 
 /// Who waits for an entry to be applied.
@@ -76,6 +77,9 @@ pub(crate) enum Job {
 /// The state of the apply task.
 pub(crate) struct Applier {
     pub sm: Box<dyn StateMachine>,
+    /// The client sessions: which numbered commands were applied, and
+    /// their replies (saved in snapshots with the state machine's state).
+    pub sessions: Sessions,
     pub applied: LogIndex,
     /// `applied`, published once a batch is applied (for `Node::metrics`),
     /// and what is left to apply (for back-pressure).
@@ -191,7 +195,7 @@ impl Applier {
     /// the core to compact its log up to.
     pub(crate) fn snapshot(&mut self) -> (LogIndex, Bytes) {
         let index = self.applied;
-        let data = self.sm.snapshot();
+        let data = self.sessions.wrap_snapshot(self.sm.snapshot());
         self.snapshot_index = index;
         (index, data)
     }
@@ -209,8 +213,9 @@ impl Applier {
 
     fn restore(&mut self, s: Snapshot) -> Result<(), String> {
         let index = s.meta.index;
-        self.sm
-            .restore(s.data.clone())
+        self.sessions
+            .unwrap_snapshot(s.data.clone())
+            .and_then(|data| self.sm.restore(data))
             .map_err(|e| format!("cannot restore the snapshot at {index}: {e}"))?;
         self.applied = index;
         self.snapshot_index = index;
@@ -230,7 +235,7 @@ impl Applier {
         debug_assert!(e.index > self.applied);
         self.applied = e.index;
         let output = match e.payload {
-            EntryPayload::Command(data) => Some(self.sm.apply(e.index, &data)),
+            EntryPayload::Command(data) => Some(self.apply_command(e.index, &data)),
             EntryPayload::Membership(m) => {
                 self.membership_changed(m, e.index);
                 None
@@ -248,11 +253,39 @@ impl Applier {
             }
             match waiter {
                 Waiter::Command(tx) => {
-                    let _ = tx.send(Ok(output.clone().unwrap_or_default()));
+                    let _ = tx.send(output.clone().unwrap_or(Ok(Bytes::new())));
                 }
                 Waiter::Change(tx) => {
                     let _ = tx.send(Ok(()));
                 }
+            }
+        }
+    }
+
+    /// Applies the command entry `data` at `index`: a command without a
+    /// session goes to the state machine; a numbered command goes to it
+    /// unless the session table knows it (then its first reply) or refuses
+    /// it; a registration goes to the session table only.
+    fn apply_command(&mut self, index: LogIndex, data: &[u8]) -> Result<Bytes, NodeError> {
+        match session::Entry::decode(data) {
+            session::Entry::Plain(command) => Ok(self.sm.apply(index, command)),
+            session::Entry::Register { time } => Ok(self.sessions.register(index, time)),
+            session::Entry::Numbered {
+                time,
+                session,
+                seq,
+                floor,
+                command,
+            } => {
+                let sm = &mut self.sm;
+                self.sessions
+                    .command(time, session, seq, floor, || sm.apply(index, command))
+                    .map_err(|refusal| match refusal {
+                        SessionRefusal::Expired => NodeError::SessionExpired { session },
+                        SessionRefusal::Forgotten => NodeError::OutcomeUnknown(format!(
+                            "command {seq} of session {session} reached the log again after its session forgot its reply; it was not applied again"
+                        )),
+                    })
             }
         }
     }

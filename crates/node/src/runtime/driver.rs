@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{
-    ConfChange, Membership, MembershipError, Message, NodeId, ProposeError, Raft, ReadError, Role,
-    SoftState, TransferError, NO_NODE,
+    ConfChange, Membership, MembershipError as CoreMembershipError, Message, NodeId, ProposeError,
+    Raft, ReadError, Role, SoftState, TransferError, NO_NODE,
 };
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::error::{LeaderInfo, NodeError};
+use crate::error::{LeaderInfo, MembershipError, NodeError, RetryReason, TransferRefused};
 use crate::events::Event;
 use crate::ids::PeerContext;
 use crate::persistence::PersistenceError;
@@ -74,7 +74,7 @@ pub(crate) struct Driver {
     pub next_read: u64,
     pub soft: SoftState,
     /// Set after a storage failure: the node acknowledges nothing more.
-    pub stopped: Option<String>,
+    pub stopped: Option<PersistenceError>,
     /// Set by `shutdown`: when to give up on what is in flight, and whom to
     /// tell once stopped.
     pub closing: Option<(Instant, oneshot::Sender<()>)>,
@@ -329,10 +329,10 @@ impl Driver {
                 // would add a voter nobody can reach.
                 if let ConfChange::AddVoter { id: n, context } = &change {
                     if context.is_empty() && !self.raft.membership().contains(*n) {
-                        let e = NodeError::Membership(format!(
-                            "node {} is not a member: add it first (join or add_learner)",
-                            self.name_of(*n, &id)
-                        ));
+                        let e = NodeError::Membership(MembershipError::NotMember {
+                            id: self.name_of(*n, &id),
+                            add_first: true,
+                        });
                         let _ = reply.send(Err(e));
                         return;
                     }
@@ -354,14 +354,14 @@ impl Driver {
                     TransferError::NotLeader { leader } => NodeError::NotLeader {
                         leader: self.leader_info(leader.unwrap_or(NO_NODE)),
                     },
-                    TransferError::NotVoter(n) => NodeError::Transfer(format!(
-                        "{} is not a voter of the current configuration",
-                        self.name_of(n, &id)
-                    )),
-                    TransferError::AlreadyLeader(n) => NodeError::Transfer(format!(
-                        "{} is already the leader",
-                        self.name_of(n, &id)
-                    )),
+                    TransferError::NotVoter(n) => NodeError::Transfer(TransferRefused::NotVoter {
+                        id: self.name_of(n, &id),
+                    }),
+                    TransferError::AlreadyLeader(n) => {
+                        NodeError::Transfer(TransferRefused::AlreadyLeader {
+                            id: self.name_of(n, &id),
+                        })
+                    }
                 });
                 let _ = reply.send(r);
             }
@@ -415,32 +415,29 @@ impl Driver {
             },
             ProposeError::TransferInProgress => NodeError::NotLeader { leader: None },
             ProposeError::Backpressure { .. } => NodeError::Busy,
-            ProposeError::ChangeInProgress(i) => NodeError::Retry(format!(
-                "the membership change at index {i} is not committed yet"
-            )),
-            ProposeError::NotReady => {
-                NodeError::Retry("the new leader has not committed an entry of its term yet".into())
+            ProposeError::ChangeInProgress(index) => {
+                NodeError::Retry(RetryReason::ChangeInProgress { index })
             }
+            ProposeError::NotReady => NodeError::Retry(RetryReason::LeaderNotReady),
             ProposeError::Membership(e) => NodeError::Membership(self.membership_error(&e, given)),
         }
     }
 
     /// A refused configuration change, naming the node by its id (the core
     /// knows only its number).
-    fn membership_error(&self, e: &MembershipError, given: &str) -> String {
+    fn membership_error(&self, e: &CoreMembershipError, given: &str) -> MembershipError {
         match *e {
-            MembershipError::ReservedId => e.to_string(),
-            MembershipError::AlreadyMember(n) => format!(
-                "node {} is already a member in that role",
-                self.name_of(n, given)
-            ),
-            MembershipError::NotMember(n) => {
-                format!("node {} is not a member", self.name_of(n, given))
-            }
-            MembershipError::LastVoter(n) => format!(
-                "removing node {} would leave the cluster without voters",
-                self.name_of(n, given)
-            ),
+            CoreMembershipError::ReservedId => MembershipError::ReservedId(e.to_string()),
+            CoreMembershipError::AlreadyMember(n) => MembershipError::AlreadyMember {
+                id: self.name_of(n, given),
+            },
+            CoreMembershipError::NotMember(n) => MembershipError::NotMember {
+                id: self.name_of(n, given),
+                add_first: false,
+            },
+            CoreMembershipError::LastVoter(n) => MembershipError::LastVoter {
+                id: self.name_of(n, given),
+            },
         }
     }
 
@@ -550,14 +547,14 @@ impl Driver {
                         continue;
                     }
                     Ok(Err(e)) => {
-                        self.stop(e.to_string());
+                        self.stop(e);
                         break;
                     }
                     Err(change) => job.save = persist::save_of(*change),
                 }
             }
             if let Err(e) = persist::spool_chunks(&mut self.spool, &mut job) {
-                self.stop(e.to_string());
+                self.stop(e);
                 break;
             }
             self.saving = Some(persist::start(self.persistence.clone(), job));
@@ -584,7 +581,7 @@ impl Driver {
                     self.complete(batch);
                 }
             }
-            Err(e) => self.stop(e.to_string()),
+            Err(e) => self.stop(e),
         }
     }
 
@@ -633,7 +630,7 @@ impl Driver {
     }
 
     /// Storage failed: stop acknowledging anything (fail-stop), and say why.
-    fn stop(&mut self, reason: String) {
+    fn stop(&mut self, reason: PersistenceError) {
         if self.stopped.is_some() {
             return;
         }
@@ -846,8 +843,8 @@ impl Driver {
                 s.leader = l;
                 changed = true;
             }
-            if s.stopped.as_ref() != stopped.as_ref() {
-                s.stopped = stopped.clone();
+            if s.stopped.is_some() != stopped.is_some() {
+                s.stopped = stopped.as_ref().map(ToString::to_string);
                 changed = true;
             }
             if let Some(m) = members {

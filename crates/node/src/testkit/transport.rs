@@ -971,6 +971,8 @@ pub(crate) fn reply_to(name: &str, request: &Request) -> Option<Reply> {
         Request::Raft(_) => Reply::Ack,
         Request::Command(payload) if payload.as_ref() == HANG => return None,
         Request::Command(payload) => Reply::Output(payload.clone()),
+        Request::SessionCommand { command, .. } => Reply::Output(command.clone()),
+        Request::OpenSession => Reply::Output(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0])),
         Request::Read(payload) => {
             Reply::Output(Bytes::from([name.as_bytes(), b" read ", payload].concat()))
         }
@@ -1058,7 +1060,19 @@ pub(crate) fn describe(envelope: &Envelope) -> String {
         Request::Leave { id } => {
             let _ = write!(out, ", id {id:?}");
         }
-        Request::Hello => {}
+        Request::SessionCommand {
+            session,
+            seq,
+            command,
+            ..
+        } => {
+            let _ = write!(
+                out,
+                ", session {session}, seq {seq}, {} bytes",
+                command.len()
+            );
+        }
+        Request::Hello | Request::OpenSession => {}
         Request::Within { within, .. } => {
             let _ = write!(out, ", within {within:?}");
         }

@@ -162,7 +162,7 @@ fn kind_index(request: &Request) -> usize {
             Body::ReadIndex { .. } => 12,
             Body::ReadIndexResponse { .. } => 13,
         },
-        Request::Command(_) => 14,
+        Request::Command(_) | Request::SessionCommand { .. } | Request::OpenSession => 14,
         Request::Read(_) => 15,
         Request::Join { .. } => 16,
         Request::Leave { .. } => 17,

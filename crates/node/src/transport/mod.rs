@@ -62,6 +62,24 @@ pub enum Request {
     },
     /// Who are you? Answered with [`Reply::Hello`].
     Hello,
+    /// A command of a client session forwarded to the leader: applied
+    /// once however often it reaches the log (a retry is answered with the
+    /// first reply); the reply carries its output.
+    SessionCommand {
+        /// The session (the index of the entry that registered it).
+        session: u64,
+        /// The command's number in its session.
+        seq: u64,
+        /// Every command of the session numbered below `floor` was
+        /// answered or given up by its caller: the session may forget
+        /// their replies.
+        floor: u64,
+        /// The command for the state machine.
+        command: Bytes,
+    },
+    /// Register a client session, forwarded to the leader; the reply
+    /// carries its id (8 bytes, little-endian).
+    OpenSession,
     /// A client call (a command, read, join or leave forwarded to the
     /// leader) with the time its caller still waits for it: the node that
     /// handles it takes at most that long, and a transport waits for its
@@ -79,7 +97,9 @@ impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Raft(m) => m.body.kind(),
-            Request::Command(_) => "command",
+            Request::Command(_) | Request::SessionCommand { .. } | Request::OpenSession => {
+                "command"
+            }
             Request::Read(_) => "read",
             Request::Join { .. } => "join",
             Request::Leave { .. } => "leave",
@@ -127,6 +147,9 @@ pub enum ErrorCode {
     /// The call may or may not have taken effect (it timed out, or
     /// leadership was lost before it committed).
     OutcomeUnknown,
+    /// The session of a [`Request::SessionCommand`] expired: the command
+    /// was not applied; register a new session and send it again.
+    SessionExpired,
 }
 
 impl ErrorCode {
@@ -138,6 +161,7 @@ impl ErrorCode {
             ErrorCode::Retry => 3,
             ErrorCode::Refused => 4,
             ErrorCode::OutcomeUnknown => 5,
+            ErrorCode::SessionExpired => 6,
         }
     }
 
@@ -149,6 +173,7 @@ impl ErrorCode {
             2 => ErrorCode::NotLeader,
             3 => ErrorCode::Retry,
             4 => ErrorCode::Refused,
+            6 => ErrorCode::SessionExpired,
             _ => ErrorCode::OutcomeUnknown,
         }
     }
