@@ -222,19 +222,32 @@ async fn an_inline_state_machine_snapshots_off_the_driver_and_answers_what_commi
     };
     let node = Node::new(options(&gate)).await.unwrap();
     wait_for_leader(std::slice::from_ref(&node)).await;
-    // Commands are answered until the snapshot they make due starts.
-    let mut written = 0;
-    while !gate.started.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(written < 20, "no snapshot started after {written} commands");
-        node.command(set(&format!("k{written}"), "1"))
-            .await
-            .unwrap();
-        written += 1;
-    }
-    let late = tokio::spawn({
+    // Commands are answered until the snapshot they make due starts. The
+    // snapshot starts on another thread after the command that made it due
+    // was answered, so the next command may already be under way: then it
+    // is the late one, which waits behind the snapshot.
+    let started = || gate.started.load(std::sync::atomic::Ordering::SeqCst);
+    let send = |key: String| {
         let node = node.clone();
-        async move { node.command(set("late", "2")).await }
-    });
+        tokio::spawn(async move { node.command(set(&key, "2")).await })
+    };
+    let mut written = 0;
+    let (late, late_key) = loop {
+        assert!(written < 20, "no snapshot started after {written} commands");
+        let key = format!("k{written}");
+        written += 1;
+        let pending = send(key.clone());
+        while !pending.is_finished() && !started() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if !pending.is_finished() {
+            break (pending, key);
+        }
+        pending.await.unwrap().unwrap();
+        if started() {
+            break (send("late".into()), "late".to_string());
+        }
+    };
     // The driver still runs: it answers calls, and the committed command
     // waits in the apply backlog, unanswered, while the snapshot is made.
     for _ in 0..500 {
@@ -255,13 +268,13 @@ async fn an_inline_state_machine_snapshots_off_the_driver_and_answers_what_commi
         .unwrap()
         .unwrap();
     assert_eq!(KvOutput::decode(&out), Some(KvOutput::Done));
-    assert_eq!(get(&node, "late").await, Some("2".into()));
+    assert_eq!(get(&node, &late_key).await, Some("2".into()));
     assert_eq!(node.metrics().apply_backlog.entries, 0);
     node.shutdown().await.unwrap();
     // A restart restores the snapshot and replays the rest.
     let node = Node::new(options(&gate)).await.unwrap();
     wait_for_leader(std::slice::from_ref(&node)).await;
-    assert_eq!(get(&node, "k0").await, Some("1".into()));
-    assert_eq!(get(&node, "late").await, Some("2".into()));
+    assert_eq!(get(&node, "k0").await, Some("2".into()));
+    assert_eq!(get(&node, &late_key).await, Some("2".into()));
     node.shutdown().await.unwrap();
 }
