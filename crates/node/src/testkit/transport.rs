@@ -243,21 +243,13 @@ where
                 describe(envelope)
             );
         }
-        let seen = recorder.seen();
-        assert!(
-            seen.len() == samples.len(),
-            "transport kit, {CHECK}: the listener received {} requests, {} were sent",
-            seen.len(),
-            samples.len()
+        expect_arrived(
+            CHECK,
+            &recorder.seen(),
+            &samples,
+            ("requests", "sent"),
+            "arrived changed",
         );
-        for (i, (got, sent)) in seen.iter().zip(&samples).enumerate() {
-            assert!(
-                got == sent,
-                "transport kit, {CHECK}: request {i} arrived changed: sent {}, received {}",
-                describe(sent),
-                describe(got)
-            );
-        }
         self.finish(CHECK, &[&server, &client], &[&connection])
             .await;
     }
@@ -347,22 +339,13 @@ where
         while recorder.seen().len() < samples.len() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let seen = recorder.seen();
-        assert!(
-            seen.len() == samples.len(),
-            "transport kit, {CHECK}: the listener received {} messages, {} were posted",
-            seen.len(),
-            samples.len()
+        expect_arrived(
+            CHECK,
+            &recorder.seen(),
+            &samples,
+            ("messages", "posted"),
+            "arrived changed or out of order",
         );
-        for (i, (got, sent)) in seen.iter().zip(&samples).enumerate() {
-            assert!(
-                got == sent,
-                "transport kit, {CHECK}: message {i} arrived changed or out of order: sent {}, \
-                 received {}",
-                describe(sent),
-                describe(got)
-            );
-        }
         self.finish(CHECK, &[&server, &client], &[&connection])
             .await;
     }
@@ -1402,4 +1385,30 @@ pub fn sample_envelopes() -> Vec<Envelope> {
         },
     ]);
     envelopes
+}
+
+/// Asserts that `seen` is `sent`, one for one: `noun` names what travelled
+/// and how it was sent, `how` what is wrong with one that differs.
+fn expect_arrived(
+    check: &str,
+    seen: &[Envelope],
+    sent: &[Envelope],
+    (noun, verb): (&str, &str),
+    how: &str,
+) {
+    assert!(
+        seen.len() == sent.len(),
+        "transport kit, {check}: the listener received {} {noun}, {} were {verb}",
+        seen.len(),
+        sent.len()
+    );
+    let one = noun.trim_end_matches('s');
+    for (i, (got, sent)) in seen.iter().zip(sent).enumerate() {
+        assert!(
+            got == sent,
+            "transport kit, {check}: {one} {i} {how}: sent {}, received {}",
+            describe(sent),
+            describe(got)
+        );
+    }
 }
