@@ -521,17 +521,15 @@ impl Node {
             options.max_unapplied_bytes,
             options.max_unapplied_entries,
         ));
-        // The log's clock: the state machine's next deadline, published by
-        // the applier for the driver (which proposes time entries).
+        // The log's clock: the log's time and the state machine's next
+        // deadline, published by the applier for the driver (which
+        // proposes time entries).
         let log_clock = sm.uses_log_time().then(|| {
-            crate::runtime::driver::LogClock::new(
-                options.wall_clock.clone(),
-                sm.next_deadline_ms().unwrap_or(u64::MAX),
-            )
+            crate::runtime::driver::LogClock::new(options.wall_clock.clone(), sm.next_deadline_ms())
         });
-        let deadline = log_clock.as_ref().map_or_else(
-            || Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
-            |c| c.deadline.clone(),
+        let published = log_clock.as_ref().map_or_else(
+            || Arc::new(apply::PublishedClock::new(None)),
+            |c| c.published.clone(),
         );
         let applier = Applier {
             sm,
@@ -548,7 +546,7 @@ impl Node {
             me,
             removal: removal.clone(),
             log_time: 0,
-            deadline,
+            clock: published,
         };
         let (applying, apply_task, apply_tx) = match options.apply_mode {
             ApplyMode::Task => {

@@ -319,8 +319,8 @@ impl Replies {
             self.raise_floor(seq + 1 - max);
         }
         let i = (seq - self.floor) as usize;
-        if i >= self.slots.len() {
-            self.slots.resize(i + 1, None);
+        while self.slots.len() <= i {
+            self.slots.push_back(None);
         }
         if self.slots[i].replace(reply).is_none() {
             self.count += 1;

@@ -102,9 +102,28 @@ pub(crate) struct Applier {
     /// The log's time: the largest time entry applied since the node
     /// started or last restored a snapshot (0: none).
     pub log_time: u64,
-    /// The state machine's next deadline ([`StateMachine::next_deadline_ms`],
-    /// `u64::MAX` for none), published after each batch for the driver.
-    pub deadline: Arc<std::sync::atomic::AtomicU64>,
+    /// The log's time and the state machine's next deadline, published
+    /// after each batch for the driver.
+    pub clock: Arc<PublishedClock>,
+}
+
+/// What the applier tells the driver of the log's clock.
+#[derive(Debug)]
+pub(crate) struct PublishedClock {
+    /// The state machine's next deadline
+    /// ([`StateMachine::next_deadline_ms`]; `u64::MAX`: none).
+    pub deadline: std::sync::atomic::AtomicU64,
+    /// The log's time applied so far (0: none since start or restore).
+    pub time: std::sync::atomic::AtomicU64,
+}
+
+impl PublishedClock {
+    pub(crate) fn new(deadline: Option<u64>) -> PublishedClock {
+        PublishedClock {
+            deadline: std::sync::atomic::AtomicU64::new(deadline.unwrap_or(u64::MAX)),
+            time: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 impl Applier {
@@ -156,10 +175,10 @@ impl Applier {
                 for e in entries {
                     self.apply(e);
                 }
-                self.deadline.store(
-                    self.sm.next_deadline_ms().unwrap_or(u64::MAX),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                let relaxed = std::sync::atomic::Ordering::Relaxed;
+                let deadline = self.sm.next_deadline_ms().unwrap_or(u64::MAX);
+                self.clock.deadline.store(deadline, relaxed);
+                self.clock.time.store(self.log_time, relaxed);
                 self.backlog.applied_batch(self.applied, count, bytes);
                 for (query, reply) in reads {
                     let _ = reply.send(Ok(self.sm.query_parts(&query)));

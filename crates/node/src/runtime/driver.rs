@@ -112,9 +112,9 @@ pub(crate) struct Driver {
 
 /// The leader's side of the log's clock.
 pub(crate) struct LogClock {
-    /// The state machine's next deadline (milliseconds since the Unix
-    /// epoch; `u64::MAX`: none), published by the applier.
-    pub deadline: Arc<std::sync::atomic::AtomicU64>,
+    /// The log's time and the state machine's next deadline, published
+    /// by the applier.
+    pub published: Arc<apply::PublishedClock>,
     /// The time of the last time entry this node proposed, and in which
     /// term: a leader proposes at most one per millisecond of its clock.
     last: (u64, raft_core::Term),
@@ -123,9 +123,9 @@ pub(crate) struct LogClock {
 }
 
 impl LogClock {
-    pub(crate) fn new(wall_clock: crate::options::WallClock, deadline: u64) -> LogClock {
+    pub(crate) fn new(wall_clock: crate::options::WallClock, deadline: Option<u64>) -> LogClock {
         LogClock {
-            deadline: Arc::new(std::sync::atomic::AtomicU64::new(deadline)),
+            published: Arc::new(apply::PublishedClock::new(deadline)),
             last: (0, 0),
             wall_clock,
         }
@@ -456,7 +456,13 @@ impl Driver {
         if last_term == term && now <= last {
             return;
         }
-        if due && clock.deadline.load(std::sync::atomic::Ordering::Relaxed) > now {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        // A leader whose clock is behind the log's time cannot move it:
+        // no entry until its clock catches up.
+        if now <= clock.published.time.load(relaxed) {
+            return;
+        }
+        if due && clock.published.deadline.load(relaxed) > now {
             return;
         }
         if self.raft.propose(crate::session::time_entry(now)).is_ok() {
@@ -465,9 +471,7 @@ impl Driver {
             // entry is on its way: the applier publishes the next one once
             // this entry is applied.
             if due {
-                clock
-                    .deadline
-                    .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+                clock.published.deadline.store(u64::MAX, relaxed);
             }
         }
     }
