@@ -67,7 +67,8 @@ struct Args {
 
 const USAGE: &str = "usage: raft-bench [--seconds S] [--warmup S] [--clients 1,64,256,4096] [--only openraft|raft-node] [--runs N]
     [--raft-node-snapshot-threshold N] [--raft-node-snapshot-trailing N]  (raft-node options; default: Options::default())
-    [--raft-node-without-sessions]  (raft-node writes with command_without_session: no exactly-once deduplication)";
+    [--raft-node-without-sessions]  (raft-node writes with command_without_session: no exactly-once deduplication)
+    [--raft-node-apply-inline]  (raft-node applies on the task that drives the core: ApplyMode::Inline)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -118,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
                 args.tuning.snapshot_trailing = Some(parse_count(&value()?)?);
             }
             "--raft-node-without-sessions" => args.tuning.without_sessions = true,
+            "--raft-node-apply-inline" => args.tuning.apply_inline = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_node::{Bootstrap, MemoryNetwork, MemoryPersistence, Node, Options, Role, StateMachine};
+use raft_node::{
+    ApplyMode, Bootstrap, MemoryNetwork, MemoryPersistence, Node, Options, Role, StateMachine,
+};
 
 use crate::Client;
 
@@ -40,6 +42,8 @@ pub struct Tuning {
     /// Write with `Node::command_without_session` instead of
     /// `Node::command` (no client session: no deduplication).
     pub without_sessions: bool,
+    /// `ApplyMode::Inline` instead of the default `ApplyMode::Task`.
+    pub apply_inline: bool,
 }
 
 /// A running three-node cluster with a leader.
@@ -73,6 +77,11 @@ impl Cluster {
                 snapshot_trailing: tuning
                     .snapshot_trailing
                     .unwrap_or(defaults.snapshot_trailing),
+                apply_mode: if tuning.apply_inline {
+                    ApplyMode::Inline
+                } else {
+                    defaults.apply_mode
+                },
                 ..Options::default()
             })
             .await
