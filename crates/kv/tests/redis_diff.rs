@@ -6,6 +6,17 @@
 //! order). A difference fails the test with the seed, the command and both
 //! replies.
 //!
+//! Expiry is compared too: SET's time options, SETEX, PSETEX, GETEX, the
+//! EXPIRE family, PERSIST and the TTL family. Relative times in the streams
+//! are either long (at least 100 s, so that no key expires during the test
+//! on one server and not yet on the other: raft-kv removes a key when the
+//! leader's time entry reaches its deadline, Redis when it finds it
+//! expired) or already passed (0 or negative, or an absolute time in the
+//! past: the key goes at once on both). The replies of TTL, PTTL,
+//! EXPIRETIME and PEXPIRETIME are counts of time read from two clocks at
+//! slightly different moments: two non-negative ones match within
+//! [`TIME_TOLERANCE_MS`] (in their unit); -1 and -2 must match exactly.
+//!
 //! Skipped (with a note on stderr) when `redis-server` is not installed,
 //! unless `RAFT_KV_REDIS_TOOLS=required`, which makes its absence a
 //! failure. `RAFT_KV_DIFF_SEED=n` replays one stream.
@@ -217,6 +228,143 @@ const PATTERNS: &[&[u8]] = &[
 
 const SET_OPTIONS: &[&[u8]] = &[b"NX", b"XX", b"GET", b"KEEPTTL", b"nx", b"get", b"BOGUS"];
 
+/// How far apart two time replies (TTL, PTTL...) may be, in milliseconds.
+const TIME_TOLERANCE_MS: i64 = 1500;
+
+/// The time options of SET and GETEX (the value follows, but for KEEPTTL
+/// and PERSIST, which stand alone).
+const TIME_OPTIONS: &[&[u8]] = &[
+    b"EX", b"PX", b"EXAT", b"PXAT", b"ex", b"KEEPTTL", b"PERSIST",
+];
+
+/// A time argument for `option` (EX, PX, EXAT, PXAT, or an EXPIRE-like
+/// command's name): long, already passed, or not a valid time.
+fn time_arg(rng: &mut Rng, option: &[u8]) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let upper = option.to_ascii_uppercase();
+    let seconds = matches!(&upper[..], b"EX" | b"EXAT" | b"EXPIRE" | b"EXPIREAT");
+    let absolute = upper.ends_with(b"AT");
+    let unit = if seconds { 1000 } else { 1 };
+    let t: i64 = match rng.below(10) {
+        // Long: 100 s to a day.
+        0..=4 => {
+            let ms = 100_000 + rng.below(86_400_000) as i64;
+            (if absolute { now_ms + ms } else { ms }) / unit
+        }
+        // Already passed (or not positive).
+        5 => {
+            if absolute {
+                (now_ms - 5_000) / unit
+            } else {
+                0
+            }
+        }
+        6 => 1,
+        7 => -(rng.below(100) as i64) - 1,
+        // Out of range, or not a number.
+        8 => {
+            return rng
+                .pick(&[
+                    b"9223372036854775807",
+                    b"9223372036854775",
+                    b"9223372036854776",
+                    b"-9223372036854775808",
+                    b"x",
+                    b"1.5",
+                    b"",
+                ])
+                .to_vec()
+        }
+        _ => i64::MAX / unit / 2,
+    };
+    // `1` as a relative time would expire within the test: keep it only
+    // for absolute times (long passed).
+    let t = if t == 1 && !absolute { 100_000 } else { t };
+    t.to_string().into_bytes()
+}
+
+/// One random expiry command (the name first).
+fn expiry_command(rng: &mut Rng, key: Vec<u8>, value: Vec<u8>) -> Vec<Vec<u8>> {
+    match rng.below(9) {
+        0 | 1 => {
+            let mut c = vec![b"SET".to_vec(), key, value];
+            for _ in 0..=rng.below(3) {
+                if rng.chance(40) {
+                    c.push(rng.pick(SET_OPTIONS).to_vec());
+                    continue;
+                }
+                let opt = rng.pick(TIME_OPTIONS);
+                c.push(opt.to_vec());
+                if !matches!(opt, b"KEEPTTL" | b"PERSIST") && rng.chance(95) {
+                    c.push(time_arg(rng, opt));
+                }
+            }
+            c
+        }
+        2 => {
+            let name: &[u8] = rng.pick(&[b"SETEX", b"PSETEX"]);
+            let unit: &[u8] = if name == b"SETEX" { b"EX" } else { b"PX" };
+            vec![name.to_vec(), key, time_arg(rng, unit), value]
+        }
+        3 => {
+            let mut c = vec![b"GETEX".to_vec(), key];
+            for _ in 0..rng.below(3) {
+                let opt = rng.pick(&[b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST", b"NX"]);
+                c.push(opt.to_vec());
+                if !matches!(opt, b"PERSIST" | b"NX") {
+                    c.push(time_arg(rng, opt));
+                }
+            }
+            c
+        }
+        4 | 5 => {
+            let name = rng.pick(&[b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT"]);
+            let mut c = vec![name.to_vec(), key, time_arg(rng, name)];
+            for _ in 0..rng.below(3) {
+                c.push(
+                    rng.pick(&[b"NX", b"XX", b"GT", b"LT", b"gt", b"BOGUS"])
+                        .to_vec(),
+                );
+            }
+            c
+        }
+        6 => vec![b"PERSIST".to_vec(), key],
+        _ => {
+            let name = rng.pick(&[b"TTL", b"PTTL", b"EXPIRETIME", b"PEXPIRETIME"]);
+            vec![name.to_vec(), key]
+        }
+    }
+}
+
+/// Whether two replies match: the same bytes, or for TTL-like commands
+/// two non-negative integers within [`TIME_TOLERANCE_MS`].
+fn same_reply(args: &[Vec<u8>], ours: &[u8], theirs: &[u8]) -> bool {
+    if ours == theirs {
+        return true;
+    }
+    let name = args[0].to_ascii_uppercase();
+    let per_ms = match &name[..] {
+        b"TTL" | b"EXPIRETIME" => 1000,
+        b"PTTL" | b"PEXPIRETIME" => 1,
+        _ => return false,
+    };
+    let int = |r: &[u8]| -> Option<i64> {
+        std::str::from_utf8(r.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
+            .ok()?
+            .parse()
+            .ok()
+    };
+    match (int(ours), int(theirs)) {
+        (Some(a), Some(b)) if a >= 0 && b >= 0 => {
+            (a - b).abs() <= TIME_TOLERANCE_MS / per_ms + i64::from(per_ms > 1)
+        }
+        _ => false,
+    }
+}
+
 /// One random command (the name first).
 fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
     let key = |rng: &mut Rng| rng.pick(KEYS).to_vec();
@@ -227,7 +375,7 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             rng.pick(VALUES).to_vec()
         }
     };
-    let mut c: Vec<Vec<u8>> = match rng.below(22) {
+    let mut c: Vec<Vec<u8>> = match rng.below(28) {
         0 => vec![b"GET".to_vec(), key(rng)],
         1 | 2 => {
             let mut c = vec![b"SET".to_vec(), key(rng), value(rng)];
@@ -285,6 +433,10 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             }
         }
         20 => vec![b"NOSUCHCOMMAND".to_vec(), key(rng)],
+        22..=27 => {
+            let (k, v) = (key(rng), value(rng));
+            expiry_command(rng, k, v)
+        }
         _ => vec![b"SELECT".to_vec(), rng.pick(&[b"0", b"x"]).to_vec()],
     };
     // Wrong arity: one argument too few or too many, now and then.
@@ -359,7 +511,7 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
             let ours = normalize(&args, kv.send(&args));
             let theirs = normalize(&args, reference.send(&args));
             assert!(
-                ours == theirs,
+                same_reply(&args, &ours, &theirs),
                 "seed {seed}, command {i}: {}\n raft-kv: {:?}\n   redis: {:?}\n\
                  (replay with RAFT_KV_DIFF_SEED={seed})",
                 shown(&args),

@@ -569,7 +569,9 @@ impl KvStore {
             match kind {
                 TtlKind::Ttl => (left + 500) / 1000,
                 TtlKind::PTtl => left,
-                TtlKind::ExpireTime => at.saturating_add(500) / 1000,
+                // Rounded without overflow, as Redis answers for the
+                // largest deadline too.
+                TtlKind::ExpireTime => ((i128::from(at) + 500) / 1000) as i64,
                 TtlKind::PExpireTime => at,
             },
         );
@@ -818,7 +820,7 @@ mod tests {
                 ("PTTL k", int(1)),
                 ("SET k v PXAT 9223372036854775807", ok()),
                 ("PEXPIRETIME k", int(i64::MAX)),
-                ("EXPIRETIME k", int(i64::MAX / 1000)),
+                ("EXPIRETIME k", int(i64::MAX / 1000 + 1)),
             ],
         );
     }
