@@ -663,7 +663,10 @@ fn info_sections() {
     assert!(ks.contains("db0:keys=1,"), "{ks}");
     assert_eq!(q(&mut con, &["MSET", "b", "2", "c", "3"]), Value::Okay);
     let ks = info(&mut con, &["INFO", "keyspace"]);
-    assert!(ks.contains("db0:keys=3,"), "{ks}");
+    assert!(ks.contains("db0:keys=3,expires=0,"), "{ks}");
+    assert_eq!(q(&mut con, &["EXPIRE", "c", "100"]), int(1));
+    let ks = info(&mut con, &["INFO", "keyspace"]);
+    assert!(ks.contains("db0:keys=3,expires=1,"), "{ks}");
     assert_eq!(q(&mut con, &["FLUSHDB"]), Value::Okay);
     let ks = info(&mut con, &["INFO", "keyspace"]);
     assert!(

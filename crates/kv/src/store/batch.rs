@@ -33,6 +33,7 @@ use crate::frame::put_error;
 // read   = 1 GET key | 2 MGET list | 3 EXISTS list | 4 STRLEN key | 5 DBSIZE
 //        | 6 KEYS pattern | 7 SCAN cursor:u64-LE count:u64-LE has:u8 [pattern]
 //        | 8 TTL kind:u8 key  (kind 0 TTL/1 PTTL/2 EXPIRETIME/3 PEXPIRETIME)
+//        | 9 VOLATILE-LEN
 
 pub(super) const WRITES_FORMAT: u8 = 0xD7;
 pub(super) const READS_FORMAT: u8 = 0xD2;
@@ -62,6 +63,7 @@ pub(super) const R_DBSIZE: u8 = 5;
 pub(super) const R_KEYS: u8 = 6;
 pub(super) const R_SCAN: u8 = 7;
 pub(super) const R_TTL: u8 = 8;
+pub(super) const R_VOLATILE_LEN: u8 = 9;
 
 pub(super) const SET_NX: u8 = 1;
 pub(super) const SET_XX: u8 = 2;
@@ -122,7 +124,7 @@ pub(super) fn read_size(r: &Read) -> usize {
         Read::MGet { keys } | Read::Exists { keys } => {
             4 + keys.iter().map(|k| 4 + k.len()).sum::<usize>()
         }
-        Read::DbSize => 0,
+        Read::DbSize | Read::VolatileLen => 0,
         Read::Keys { pattern } => 4 + pattern.len(),
         Read::Scan { pattern, .. } => 17 + pattern.as_ref().map_or(0, |p| 4 + p.len()),
     }
@@ -298,6 +300,7 @@ pub fn encode_reads(reads: &[Read]) -> Bytes {
                 put_str(&mut b, key);
             }
             Read::DbSize => b.put_u8(R_DBSIZE),
+            Read::VolatileLen => b.put_u8(R_VOLATILE_LEN),
             Read::Keys { pattern } => {
                 b.put_u8(R_KEYS);
                 put_str(&mut b, pattern);
@@ -562,6 +565,7 @@ pub(super) enum ReadOp<'a> {
     Strlen(&'a [u8]),
     Ttl(&'a [u8], TtlKind),
     DbSize,
+    VolatileLen,
     Keys(&'a [u8]),
     Scan {
         cursor: u64,
@@ -675,6 +679,7 @@ pub(super) fn parse_read<'a>(r: &mut Reader<'a>) -> Result<ReadOp<'a>, &'static 
             ReadOp::Ttl(r.str().ok_or(CUT)?, kind)
         }
         R_DBSIZE => ReadOp::DbSize,
+        R_VOLATILE_LEN => ReadOp::VolatileLen,
         R_KEYS => ReadOp::Keys(r.str().ok_or(CUT)?),
         R_SCAN => {
             let cursor = r.u64().ok_or(CUT)?;

@@ -225,6 +225,8 @@ pub enum Read {
     },
     /// `DBSIZE`: the number of keys.
     DbSize,
+    /// The number of keys with a time to live (INFO keyspace's `expires`).
+    VolatileLen,
     /// `KEYS pattern`: the keys matching a glob pattern ([`glob_match`]),
     /// in no particular order.
     Keys {
@@ -837,7 +839,11 @@ impl KvStore {
                 array_len(keys.len()) + keys.map(value).fold(0, usize::saturating_add)
             }
             // An integer: at most ":-9223372036854775808\r\n".
-            ReadOp::Exists(_) | ReadOp::Strlen(_) | ReadOp::Ttl(..) | ReadOp::DbSize => 24,
+            ReadOp::Exists(_)
+            | ReadOp::Strlen(_)
+            | ReadOp::Ttl(..)
+            | ReadOp::DbSize
+            | ReadOp::VolatileLen => 24,
             ReadOp::Keys(pattern) => {
                 let pattern = *pattern;
                 let (n, bytes) = self
@@ -929,6 +935,7 @@ impl KvStore {
                 self.read_ttl(key, kind, wall_ms, &mut answer.chunk)
             }
             ReadOp::DbSize => put_int(&mut answer.chunk, self.len as i64),
+            ReadOp::VolatileLen => put_int(&mut answer.chunk, self.deadlines.len() as i64),
             ReadOp::Keys(pattern) => {
                 if pattern == b"*" {
                     put_array(&mut answer.chunk, self.len);
@@ -1617,6 +1624,7 @@ mod tests {
                 kind: TtlKind::PExpireTime,
             },
             Read::DbSize,
+            Read::VolatileLen,
             Read::Keys { pattern: b("*") },
             Read::Scan {
                 cursor: u64::MAX,
@@ -1723,6 +1731,7 @@ mod tests {
             ReadOp::Strlen(key) => Read::Strlen { key: c(key) },
             ReadOp::Ttl(key, kind) => Read::Ttl { key: c(key), kind },
             ReadOp::DbSize => Read::DbSize,
+            ReadOp::VolatileLen => Read::VolatileLen,
             ReadOp::Keys(p) => Read::Keys { pattern: c(p) },
             ReadOp::Scan {
                 cursor,
@@ -2380,7 +2389,11 @@ mod tests {
             let size = s.reply_size(&op);
             let built = s.query(&q).len();
             match read {
-                Read::Exists { .. } | Read::Strlen { .. } | Read::Ttl { .. } | Read::DbSize => {
+                Read::Exists { .. }
+                | Read::Strlen { .. }
+                | Read::Ttl { .. }
+                | Read::DbSize
+                | Read::VolatileLen => {
                     assert!(built <= size, "{read:?}: {built} > {size}")
                 }
                 _ => assert_eq!(built, size, "{read:?}"),
