@@ -79,22 +79,51 @@ struct Inner {
 struct ClientSession {
     /// The session's id; `None` until registered, and after it expired.
     id: tokio::sync::Mutex<Option<u64>>,
-    /// The number of the next command.
-    next_seq: std::sync::atomic::AtomicU64,
-    /// The numbers of the commands whose callers may still send them.
-    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    /// The commands numbered and not yet released.
+    in_flight: Mutex<InFlight>,
+    /// [`InFlight::floor`], read without the lock.
+    floor: std::sync::atomic::AtomicU64,
 }
+
+/// The numbers handed out, and which of them are still held: numbers are
+/// handed out in order, so a window from the lowest held one up is all it
+/// takes (no allocation per command once the window has grown).
+struct InFlight {
+    /// The number of `held[0]`.
+    base: u64,
+    /// From `base` up: whether the command of that number is still held.
+    held: std::collections::VecDeque<bool>,
+}
+
+impl InFlight {
+    /// The lowest number still held, or the next one if none is.
+    fn floor(&self) -> u64 {
+        self.base
+    }
+
+    fn next(&self) -> u64 {
+        self.base + self.held.len() as u64
+    }
+}
+
+/// The most numbers the window spans: a command held longer than this
+/// many later ones counts as released (the session table keeps no more
+/// replies than this per session anyway, see `session::Limits`).
+const MAX_IN_FLIGHT: usize = 64 * 1024;
 
 impl ClientSession {
     fn new() -> ClientSession {
         ClientSession {
             id: tokio::sync::Mutex::new(None),
-            next_seq: std::sync::atomic::AtomicU64::new(1),
-            in_flight: Mutex::new(Default::default()),
+            in_flight: Mutex::new(InFlight {
+                base: 1,
+                held: Default::default(),
+            }),
+            floor: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
         self.in_flight
             .lock()
             .expect("the lock is never held across a panic")
@@ -102,18 +131,46 @@ impl ClientSession {
 
     /// A new command number, counted in flight until released.
     fn take(&self) -> u64 {
-        let seq = self
-            .next_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.in_flight().insert(seq);
+        let mut w = self.in_flight();
+        let seq = w.next();
+        w.held.push_back(true);
+        if w.held.len() > MAX_IN_FLIGHT {
+            w.held.pop_front();
+            w.base += 1;
+            self.slide(&mut w);
+        }
         seq
+    }
+
+    /// The command numbered `seq` will not be sent again.
+    fn release(&self, seq: u64) {
+        let mut w = self.in_flight();
+        let Some(i) = seq.checked_sub(w.base) else {
+            return;
+        };
+        if let Some(h) = w.held.get_mut(i as usize) {
+            *h = false;
+        }
+        if i == 0 {
+            self.slide(&mut w);
+        }
+    }
+
+    /// Drops the released numbers at the window's front, and publishes
+    /// the floor.
+    fn slide(&self, w: &mut InFlight) {
+        while w.held.front() == Some(&false) {
+            w.held.pop_front();
+            w.base += 1;
+        }
+        self.floor
+            .store(w.floor(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The lowest number whose caller may still send it: the session may
     /// forget the replies below it.
     fn floor(&self) -> u64 {
-        let lowest = self.in_flight().first().copied();
-        lowest.unwrap_or_else(|| self.next_seq.load(std::sync::atomic::Ordering::Relaxed))
+        self.floor.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -219,7 +276,7 @@ impl NumberedCommand {
 
 impl Drop for NumberedCommand {
     fn drop(&mut self) {
-        self.node.inner.session.in_flight().remove(&self.seq);
+        self.node.inner.session.release(self.seq);
     }
 }
 
@@ -462,6 +519,15 @@ impl Node {
             options.max_unapplied_bytes,
             options.max_unapplied_entries,
         ));
+        // The log's clock: the state machine's next deadline, published by
+        // the applier for the driver (which proposes time entries).
+        let log_clock = sm.uses_log_time().then(|| {
+            crate::runtime::driver::LogClock::new(sm.next_deadline_ms().unwrap_or(u64::MAX))
+        });
+        let deadline = log_clock.as_ref().map_or_else(
+            || Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            |c| c.deadline.clone(),
+        );
         let applier = Applier {
             sm,
             sessions,
@@ -476,6 +542,8 @@ impl Node {
             to_raft: inbox_tx.downgrade(),
             me,
             removal: removal.clone(),
+            log_time: 0,
+            deadline,
         };
         let (applying, apply_task, apply_tx) = match options.apply_mode {
             ApplyMode::Task => {
@@ -525,6 +593,7 @@ impl Node {
             addresses_changed: false,
             handing_over: None,
             released: Vec::new(),
+            log_clock,
         };
         let mut tasks = vec![tokio::spawn(driver.run())];
         if let Some((applier, apply_rx)) = apply_task {
@@ -1734,8 +1803,8 @@ impl Node {
 }
 
 /// This node's wall clock, in milliseconds since the Unix epoch: the time
-/// a leader stamps into the entries of client sessions.
-fn wall_clock_ms() -> u64 {
+/// a leader stamps into the entries of client sessions and time entries.
+pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -2035,5 +2104,37 @@ impl Node {
             empty,
             client_address: self.inner.client_address.clone().unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_floor_is_the_lowest_number_still_held() {
+        let s = ClientSession::new();
+        assert_eq!(s.floor(), 1);
+        let (a, b, c) = (s.take(), s.take(), s.take());
+        assert_eq!((a, b, c), (1, 2, 3));
+        assert_eq!(s.floor(), 1);
+        s.release(b);
+        assert_eq!(s.floor(), 1, "1 is still held");
+        s.release(a);
+        assert_eq!(s.floor(), 3, "2 was released before");
+        s.release(c);
+        assert_eq!(s.floor(), 4, "none held: the next number");
+        s.release(c);
+        s.release(1);
+        assert_eq!(s.floor(), 4, "releasing twice changes nothing");
+        // A number held longer than the window spans counts as released.
+        let held = s.take();
+        for _ in 0..MAX_IN_FLIGHT {
+            let n = s.take();
+            s.release(n);
+        }
+        assert!(s.floor() > held);
+        s.release(held);
+        assert_eq!(s.floor(), s.in_flight().next());
     }
 }

@@ -20,10 +20,12 @@
 //! clock until it catches up (the table's clock never goes back).
 //!
 //! Entries of the log: a command sent without a session is stored as
-//! given, unless it starts with one of the three tag bytes below (then it
+//! given, unless it starts with one of the four tag bytes below (then it
 //! is stored behind [`PLAIN`], one byte longer), so that commands without a
 //! session cost nothing and logs written before sessions existed read the
-//! same.
+//! same. The fourth tag, [`TIME`], marks the log's clock: entries a leader
+//! proposes for a state machine that reads the log's time
+//! ([`crate::StateMachine::uses_log_time`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +43,57 @@ pub(crate) const REGISTER: u8 = 0xE1;
 pub(crate) const NUMBERED: u8 = 0xE2;
 /// The length of a numbered command's header.
 pub(crate) const NUMBERED_HEADER: usize = 1 + 4 * 8;
+/// Tag of a time entry: `[TIME][time u64]`, the leader's wall clock (in
+/// milliseconds since the Unix epoch) when it proposed the entry.
+pub(crate) const TIME: u8 = 0xE3;
+
+/// Whether a command without a session must be stored behind [`PLAIN`]
+/// (it starts with a tag byte).
+fn needs_prefix(command: &[u8]) -> bool {
+    command.first().is_some_and(|b| (PLAIN..=TIME).contains(b))
+}
+
+/// The log entry that moves the log's time to `time`.
+pub(crate) fn time_entry(time: u64) -> Bytes {
+    in_arena(9, |b| {
+        b.put_u8(TIME);
+        b.put_u64_le(time);
+    })
+}
+
+/// Entries of at most this many bytes are built in a block shared with
+/// others ([`in_arena`]).
+const ARENA_MAX_ENTRY: usize = 1024;
+/// The size of one such block.
+const ARENA_BLOCK: usize = 16 * 1024;
+
+thread_local! {
+    /// The free part of this thread's current block.
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// A small entry of `len` bytes written by `fill`, carved from a block
+/// shared with the entries made before it on this thread: one allocation
+/// per block instead of one per entry, and the copies the log, the store
+/// and the messages make of the entry cost a reference count each (an
+/// entry frozen from a buffer of its own allocates again the first time
+/// it is shared). A block is freed once every entry in it is.
+fn in_arena(len: usize, fill: impl FnOnce(&mut BytesMut)) -> Bytes {
+    if len > ARENA_MAX_ENTRY {
+        let mut b = BytesMut::with_capacity(len);
+        fill(&mut b);
+        return b.freeze();
+    }
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() - arena.len() < len {
+            *arena = BytesMut::with_capacity(ARENA_BLOCK);
+        }
+        fill(&mut arena);
+        debug_assert_eq!(arena.len(), len);
+        arena.split().freeze()
+    })
+}
 
 /// What a client asks the leader to put in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,38 +125,35 @@ impl Call {
     /// milliseconds since the Unix epoch).
     pub(crate) fn entry(&self, time: u64) -> Bytes {
         match self {
-            Call::Plain(c) if c.first().is_some_and(|b| (PLAIN..=NUMBERED).contains(b)) => {
-                let mut b = BytesMut::with_capacity(1 + c.len());
+            Call::Plain(c) if needs_prefix(c) => in_arena(1 + c.len(), |b| {
                 b.put_u8(PLAIN);
                 b.put_slice(c);
-                b.freeze()
+            }),
+            // A small command is copied next to others (see `in_arena`);
+            // a large one goes to the log as given.
+            Call::Plain(c) if !c.is_empty() && c.len() <= ARENA_MAX_ENTRY => {
+                in_arena(c.len(), |b| b.put_slice(c))
             }
             Call::Plain(c) => c.clone(),
-            Call::Register => {
-                let mut b = BytesMut::with_capacity(9);
+            Call::Register => in_arena(9, |b| {
                 b.put_u8(REGISTER);
                 b.put_u64_le(time);
-                b.freeze()
-            }
-            Call::Numbered(n) => {
-                let mut b = BytesMut::with_capacity(NUMBERED_HEADER + n.command.len());
+            }),
+            Call::Numbered(n) => in_arena(NUMBERED_HEADER + n.command.len(), |b| {
                 b.put_u8(NUMBERED);
                 b.put_u64_le(time);
                 b.put_u64_le(n.session);
                 b.put_u64_le(n.seq);
                 b.put_u64_le(n.floor);
                 b.put_slice(&n.command);
-                b.freeze()
-            }
+            }),
         }
     }
 
     /// The size of the entry this call makes.
     pub(crate) fn entry_len(&self) -> usize {
         match self {
-            Call::Plain(c) if c.first().is_some_and(|b| (PLAIN..=NUMBERED).contains(b)) => {
-                1 + c.len()
-            }
+            Call::Plain(c) if needs_prefix(c) => 1 + c.len(),
             Call::Plain(c) => c.len(),
             Call::Register => 9,
             Call::Numbered(n) => NUMBERED_HEADER + n.command.len(),
@@ -118,6 +168,11 @@ pub(crate) enum Entry<'a> {
     Plain(&'a [u8]),
     /// The registration of a session, at `time`.
     Register {
+        /// The leader's time.
+        time: u64,
+    },
+    /// The log's time moves to `time` (if later than it is).
+    Time {
         /// The leader's time.
         time: u64,
     },
@@ -143,6 +198,9 @@ impl<'a> Entry<'a> {
         match data.first() {
             Some(&PLAIN) => Entry::Plain(&data[1..]),
             Some(&REGISTER) if data.len() == 9 => Entry::Register {
+                time: u64::from_le_bytes(data[1..9].try_into().expect("8 bytes")),
+            },
+            Some(&TIME) if data.len() == 9 => Entry::Time {
                 time: u64::from_le_bytes(data[1..9].try_into().expect("8 bytes")),
             },
             Some(&NUMBERED) if data.len() >= NUMBERED_HEADER => {
@@ -204,10 +262,79 @@ impl Default for Limits {
 struct Session {
     /// Log time of its latest registration or command.
     last_active: u64,
+    /// Replies of the commands applied at or above its floor.
+    replies: Replies,
+}
+
+/// The replies of a session's commands from its floor up: a window of
+/// numbers, since a node numbers its commands in order (no allocation per
+/// command once the window has grown, unlike a tree).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Replies {
     /// Commands numbered below it are forgotten.
     floor: u64,
-    /// Replies of the commands applied at or above `floor`, by number.
-    replies: BTreeMap<u64, Bytes>,
+    /// The reply of command `floor + i`, if it was applied.
+    slots: std::collections::VecDeque<Option<Bytes>>,
+    /// How many slots hold a reply.
+    count: usize,
+}
+
+impl Replies {
+    /// The number of replies kept.
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn get(&self, seq: u64) -> Option<&Bytes> {
+        let i = usize::try_from(seq.checked_sub(self.floor)?).ok()?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    /// Forgets every reply numbered below `floor` (if above today's).
+    fn raise_floor(&mut self, floor: u64) {
+        if floor <= self.floor {
+            return;
+        }
+        let drop = usize::try_from(floor - self.floor).unwrap_or(usize::MAX);
+        if drop >= self.slots.len() {
+            self.count = 0;
+            self.slots.clear();
+        } else {
+            for _ in 0..drop {
+                if let Some(Some(_)) = self.slots.pop_front() {
+                    self.count -= 1;
+                }
+            }
+        }
+        self.floor = floor;
+    }
+
+    /// Keeps the reply of `seq` (at or above the floor): the window spans
+    /// at most `max` numbers, so a number `max` or more above the floor
+    /// forgets the lowest ones.
+    fn insert(&mut self, seq: u64, reply: Bytes, max: usize) {
+        debug_assert!(seq >= self.floor);
+        let max = max.max(1) as u64;
+        if seq - self.floor >= max {
+            self.raise_floor(seq + 1 - max);
+        }
+        let i = (seq - self.floor) as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        if self.slots[i].replace(reply).is_none() {
+            self.count += 1;
+        }
+    }
+
+    /// The replies kept, by ascending number.
+    fn iter(&self) -> impl Iterator<Item = (u64, &Bytes)> {
+        let floor = self.floor;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, r)| r.as_ref().map(|r| (floor + i as u64, r)))
+    }
 }
 
 /// The session table of the layer that applies entries.
@@ -301,23 +428,15 @@ impl Sessions {
             .sessions
             .get_mut(&session)
             .ok_or(SessionRefusal::Expired)?;
-        if floor > s.floor {
-            s.floor = floor;
-            s.replies = s.replies.split_off(&floor);
-        }
-        if seq < s.floor {
+        s.replies.raise_floor(floor);
+        if seq < s.replies.floor {
             return Err(SessionRefusal::Forgotten);
         }
-        if let Some(reply) = s.replies.get(&seq) {
+        if let Some(reply) = s.replies.get(seq) {
             return Ok(reply.clone());
         }
         let reply = apply();
-        s.replies.insert(seq, reply.clone());
-        while s.replies.len() > max_replies {
-            if let Some((lowest, _)) = s.replies.pop_first() {
-                s.floor = lowest + 1;
-            }
-        }
+        s.replies.insert(seq, reply.clone(), max_replies);
         Ok(reply)
     }
 
@@ -334,10 +453,10 @@ impl Sessions {
         for (id, s) in &self.sessions {
             t.put_u64_le(*id);
             t.put_u64_le(s.last_active);
-            t.put_u64_le(s.floor);
+            t.put_u64_le(s.replies.floor);
             t.put_u64_le(s.replies.len() as u64);
-            for (seq, reply) in &s.replies {
-                t.put_u64_le(*seq);
+            for (seq, reply) in s.replies.iter() {
+                t.put_u64_le(seq);
                 t.put_u64_le(reply.len() as u64);
                 t.put_slice(reply);
             }
@@ -383,15 +502,27 @@ impl Sessions {
             let last_active = word(&mut b)?;
             let floor = word(&mut b)?;
             let n = word(&mut b)?;
-            let mut replies = BTreeMap::new();
+            let mut replies = Replies {
+                floor,
+                ..Replies::default()
+            };
+            let mut last = None;
             for _ in 0..n {
                 let seq = word(&mut b)?;
                 let len = usize::try_from(word(&mut b)?).map_err(|_| cut())?;
                 if b.remaining() < len {
                     return Err(cut());
                 }
+                if seq < replies.floor || last.is_some_and(|l| seq <= l) {
+                    return Err(RestoreError::Malformed {
+                        reason: format!(
+                            "in the session table, reply {seq} of session {id} is out of order or below its floor {floor}"
+                        ),
+                    });
+                }
+                last = Some(seq);
                 let at = end - b.remaining();
-                replies.insert(seq, snapshot.slice(at..at + len));
+                replies.insert(seq, snapshot.slice(at..at + len), self.limits.max_replies);
                 b.advance(len);
             }
             self.by_activity.insert((last_active, id));
@@ -399,7 +530,6 @@ impl Sessions {
                 id,
                 Session {
                     last_active,
-                    floor,
                     replies,
                 },
             );
@@ -486,6 +616,35 @@ mod tests {
             Err(SessionRefusal::Forgotten)
         );
         assert_eq!(applied, 6);
+    }
+
+    #[test]
+    fn replies_of_numbers_out_of_order_and_with_gaps_are_kept_and_travel_in_snapshots() {
+        let mut t = Sessions::new(Limits::default());
+        t.register(1, 0);
+        let mut applied = 0;
+        for seq in [5, 2, 9, 3] {
+            run(&mut t, &mut applied, 0, 1, seq, 1).unwrap();
+        }
+        assert_eq!(t.sessions[&1].replies.len(), 4);
+        // Duplicates are answered, not applied again.
+        for seq in [2, 3, 5, 9] {
+            run(&mut t, &mut applied, 0, 1, seq, 1).unwrap();
+        }
+        assert_eq!(applied, 4);
+        let mut restored = Sessions::new(Limits::default());
+        let data = restored
+            .unwrap_snapshot(t.wrap_snapshot(Bytes::from_static(b"sm")))
+            .unwrap();
+        assert_eq!(&data[..], b"sm");
+        assert_eq!(restored, t);
+        // The floor passes 2 and 3: they are forgotten, 5 and 9 kept.
+        run(&mut restored, &mut applied, 0, 1, 10, 4).unwrap();
+        assert_eq!(restored.sessions[&1].replies.len(), 3);
+        assert_eq!(
+            run(&mut restored, &mut applied, 0, 1, 3, 4),
+            Err(SessionRefusal::Forgotten)
+        );
     }
 
     #[test]
@@ -593,6 +752,12 @@ mod tests {
         let entry = Call::Plain(tagged.clone()).entry(9);
         assert_eq!(entry.len(), Call::Plain(tagged.clone()).entry_len());
         assert_eq!(Entry::decode(&entry), Entry::Plain(&tagged[..]));
+        // A command that looks like a time entry is stored behind a prefix.
+        let timelike = time_entry(5);
+        let entry = Call::Plain(timelike.clone()).entry(9);
+        assert_eq!(entry.len(), timelike.len() + 1);
+        assert_eq!(Entry::decode(&entry), Entry::Plain(&timelike[..]));
+        assert_eq!(Entry::decode(&time_entry(123)), Entry::Time { time: 123 });
         assert_eq!(
             Entry::decode(&Call::Register.entry(77)),
             Entry::Register { time: 77 }

@@ -36,6 +36,49 @@ pub trait StateMachine: Send + 'static {
     /// The bytes may be a file mapped into memory: a machine that keeps them
     /// (rather than decoding them into its own structures) costs no heap.
     fn restore(&mut self, snapshot: Bytes) -> Result<(), RestoreError>;
+
+    /// Whether this machine reads the log's time (for expiring keys,
+    /// leases, rate limits). No node may read its own clock while it
+    /// applies an entry (the nodes would disagree); instead, when this is
+    /// true, the leader proposes *time entries* stamped with its wall
+    /// clock: one ahead of the commands of every round in which its clock
+    /// moved on (so a command is applied at a log time at most about a
+    /// round older than its proposal), and one once its clock passes
+    /// [`StateMachine::next_deadline_ms`]. Each time entry reaches the
+    /// machine as [`StateMachine::advance_time`], at the same log position
+    /// on every node. Read once, when the node starts. Default: false (no
+    /// time entries).
+    fn uses_log_time(&self) -> bool {
+        false
+    }
+
+    /// The log's time moved forward to `time_ms` (milliseconds since the
+    /// Unix epoch: the wall clock of the leader that proposed the time
+    /// entry at `index`). Called at the same log position on every node,
+    /// before the commands that follow it in the log; never with a time
+    /// smaller than an earlier call's since the node started or last
+    /// restored a snapshot (a leader whose clock is behind does not move
+    /// the log's time back). The machine keeps the time it was last given,
+    /// in its snapshots too, treats it as "now" when it applies commands,
+    /// and keeps the larger of its own and a call's time after a restore.
+    ///
+    /// Clock assumptions: the log's time is the largest leader clock
+    /// stamped so far. A leader whose clock runs ahead moves it ahead for
+    /// everyone (keys expire early); a new leader whose clock is behind
+    /// stops it until its clock catches up (keys live longer, never
+    /// shorter).
+    fn advance_time(&mut self, index: LogIndex, time_ms: u64) {
+        let _ = (index, time_ms);
+    }
+
+    /// The earliest log time at which this machine has work to do (the
+    /// next key due to expire), if any. The node reads it after each
+    /// applied batch; the leader proposes a time entry once its wall clock
+    /// passes it (checked every tick), so that due work happens through
+    /// the log without waiting for a client's command. Default: none.
+    fn next_deadline_ms(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a snapshot could not be restored.

@@ -162,7 +162,11 @@ async fn a_follower_whose_state_machine_is_ten_times_slower_holds_a_bounded_back
         w.await.expect("a writer");
     }
     let write_time = started.elapsed();
-    let target = leader.metrics().commit_index;
+    // The leader's applied index, not its commit index: the commit index
+    // in the metrics is refreshed once per tick and may not yet cover the
+    // last acknowledged writes; the applied index is current, and every
+    // acknowledged write is applied on the leader.
+    let target = leader.metrics().applied_index;
     let deadline = Instant::now() + Duration::from_secs(90);
     while n3.metrics().applied_index < target {
         assert!(

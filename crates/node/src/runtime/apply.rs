@@ -99,6 +99,12 @@ pub(crate) struct Applier {
     pub me: NodeId,
     /// Set when an applied configuration removes this node.
     pub removal: Arc<Removal>,
+    /// The log's time: the largest time entry applied since the node
+    /// started or last restored a snapshot (0: none).
+    pub log_time: u64,
+    /// The state machine's next deadline ([`StateMachine::next_deadline_ms`],
+    /// `u64::MAX` for none), published after each batch for the driver.
+    pub deadline: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Applier {
@@ -150,6 +156,10 @@ impl Applier {
                 for e in entries {
                     self.apply(e);
                 }
+                self.deadline.store(
+                    self.sm.next_deadline_ms().unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.backlog.applied_batch(self.applied, count, bytes);
                 for (query, reply) in reads {
                     let _ = reply.send(Ok(self.sm.query_parts(&query)));
@@ -219,6 +229,7 @@ impl Applier {
             .map_err(|e| format!("cannot restore the snapshot at {index}: {e}"))?;
         self.applied = index;
         self.snapshot_index = index;
+        self.log_time = 0;
         self.membership_changed(s.meta.membership, index);
         // Commands at or below the snapshot were decided elsewhere; their
         // outcome is unknown here.
@@ -270,6 +281,13 @@ impl Applier {
         match session::Entry::decode(data) {
             session::Entry::Plain(command) => Ok(self.sm.apply(index, command)),
             session::Entry::Register { time } => Ok(self.sessions.register(index, time)),
+            session::Entry::Time { time } => {
+                if time > self.log_time {
+                    self.log_time = time;
+                    self.sm.advance_time(index, time);
+                }
+                Ok(Bytes::new())
+            }
             session::Entry::Numbered {
                 time,
                 session,

@@ -104,6 +104,29 @@ pub(crate) struct Driver {
     /// Batches released by the pipeline, to complete; kept between rounds
     /// so that its memory is reused.
     pub released: Vec<Batch>,
+    /// For a state machine that reads the log's time
+    /// ([`crate::StateMachine::uses_log_time`]): what the leader needs to
+    /// propose time entries.
+    pub log_clock: Option<LogClock>,
+}
+
+/// The leader's side of the log's clock.
+pub(crate) struct LogClock {
+    /// The state machine's next deadline (milliseconds since the Unix
+    /// epoch; `u64::MAX`: none), published by the applier.
+    pub deadline: Arc<std::sync::atomic::AtomicU64>,
+    /// The time of the last time entry this node proposed, and in which
+    /// term: a leader proposes at most one per millisecond of its clock.
+    last: (u64, raft_core::Term),
+}
+
+impl LogClock {
+    pub(crate) fn new(deadline: u64) -> LogClock {
+        LogClock {
+            deadline: Arc::new(std::sync::atomic::AtomicU64::new(deadline)),
+            last: (0, 0),
+        }
+    }
 }
 
 /// The members of `membership` as the status publishes them; `addresses`
@@ -168,6 +191,9 @@ impl Driver {
                         self.hand_over_ready();
                     }
                     self.ticks += 1;
+                    if self.stopped.is_none() {
+                        self.propose_time(true);
+                    }
                     self.pipeline.tick();
                     if self.stopped.is_none() {
                         self.start_saves();
@@ -292,6 +318,7 @@ impl Driver {
                     let _ = reply.send(Err(e));
                     return;
                 }
+                self.propose_time(false);
                 match self.raft.propose(data) {
                     Ok(index) => {
                         self.proposed = index;
@@ -408,6 +435,40 @@ impl Driver {
 
     /// `e` with the node it names as users know it; `given` is the id the
     /// caller gave (empty if none).
+    /// Proposes a time entry stamped with this node's clock, if the state
+    /// machine reads the log's time, this node leads, and its clock moved
+    /// on since its last time entry of this term: ahead of a command
+    /// (`due` false), or when the state machine's next deadline has come
+    /// (`due` true: on a tick).
+    fn propose_time(&mut self, due: bool) {
+        let Some(clock) = &mut self.log_clock else {
+            return;
+        };
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let now = crate::node::wall_clock_ms();
+        let term = self.raft.term();
+        let (last, last_term) = clock.last;
+        if last_term == term && now <= last {
+            return;
+        }
+        if due && clock.deadline.load(std::sync::atomic::Ordering::Relaxed) > now {
+            return;
+        }
+        if self.raft.propose(crate::session::time_entry(now)).is_ok() {
+            clock.last = (now, term);
+            // A due deadline is not proposed again on every tick while the
+            // entry is on its way: the applier publishes the next one once
+            // this entry is applied.
+            if due {
+                clock
+                    .deadline
+                    .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     fn propose_error(&self, e: ProposeError, given: &str) -> NodeError {
         match e {
             ProposeError::NotLeader { leader } => NodeError::NotLeader {
