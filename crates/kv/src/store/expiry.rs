@@ -735,6 +735,15 @@ mod tests {
         // The log's time never goes back.
         assert_eq!(s.advance_log_time(T0), 0);
         assert_eq!(s.now_ms(), T0 + 3000);
+        // The node's calls: the same.
+        assert!(s.uses_log_time());
+        assert_eq!(StateMachine::next_deadline_ms(&s), Some(T0 + 4000));
+        StateMachine::advance_time(&mut s, 9, T0 + 3999);
+        assert_eq!(s.len(), 2);
+        StateMachine::advance_time(&mut s, 10, T0 + 4000);
+        assert_eq!(s.len(), 1);
+        assert_eq!(StateMachine::next_deadline_ms(&s), None);
+        run(&mut s, "SET d v PX 10");
         assert_eq!(s.advance_log_time(u64::MAX), 1);
         assert_eq!(s.next_deadline_ms(), None);
         assert_eq!(run(&mut s, "GET e"), bulk("forever"));

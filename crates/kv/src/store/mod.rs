@@ -990,6 +990,22 @@ impl raft_node::StateMachine for KvStore {
         out.freeze()
     }
 
+    /// Keys expire by the log's time (see `expiry`).
+    fn uses_log_time(&self) -> bool {
+        true
+    }
+
+    /// Moves the log's time forward and removes the keys due by then, at
+    /// the same log position on every node.
+    fn advance_time(&mut self, _index: u64, time_ms: u64) {
+        self.advance_log_time(time_ms);
+    }
+
+    /// The deadline of the key that expires first.
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.next_ms()
+    }
+
     fn query(&self, query: &[u8]) -> Bytes {
         let mut answer = Answer::whole();
         self.answer(query, &mut answer);
