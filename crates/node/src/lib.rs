@@ -56,7 +56,7 @@ pub use error::{
 pub use events::Event;
 pub use ids::{cluster_number, node_number};
 pub use node::{Events, Node, NodeMetrics, NumberedCommand};
-pub use options::{ApplyMode, Bootstrap, IdGenerator, Options};
+pub use options::{system_clock_ms, ApplyMode, Bootstrap, IdGenerator, Options, WallClock};
 pub use persistence::file::FilePersistence;
 pub use persistence::memory::MemoryPersistence;
 pub use persistence::{Change, Identity, Persistence, PersistenceError, State};

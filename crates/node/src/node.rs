@@ -72,6 +72,8 @@ struct Inner {
     client_addresses: ClientAddresses,
     /// The client session of [`Node::command`].
     session: ClientSession,
+    /// The clock stamped into the log while this node leads.
+    wall_clock: crate::options::WallClock,
 }
 
 /// The client session a node's handles share: its id once registered, the
@@ -522,7 +524,10 @@ impl Node {
         // The log's clock: the state machine's next deadline, published by
         // the applier for the driver (which proposes time entries).
         let log_clock = sm.uses_log_time().then(|| {
-            crate::runtime::driver::LogClock::new(sm.next_deadline_ms().unwrap_or(u64::MAX))
+            crate::runtime::driver::LogClock::new(
+                options.wall_clock.clone(),
+                sm.next_deadline_ms().unwrap_or(u64::MAX),
+            )
         });
         let deadline = log_clock.as_ref().map_or_else(
             || Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
@@ -625,6 +630,7 @@ impl Node {
             client_address: options.client_address.clone(),
             client_addresses,
             session: ClientSession::new(),
+            wall_clock: options.wall_clock.clone(),
         });
         Ok(Node { inner })
     }
@@ -1008,7 +1014,7 @@ impl Node {
         // leader's).
         let time = match call {
             Call::Plain(_) => 0,
-            _ => wall_clock_ms(),
+            _ => (self.inner.wall_clock)(),
         };
         self.input(Input::Propose {
             data: call.entry(time),
@@ -1800,14 +1806,6 @@ impl Node {
         self.inner.transport.shutdown().await?;
         Ok(())
     }
-}
-
-/// This node's wall clock, in milliseconds since the Unix epoch: the time
-/// a leader stamps into the entries of client sessions and time entries.
-pub(crate) fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Call {

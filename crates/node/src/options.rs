@@ -51,6 +51,17 @@ pub enum ApplyMode {
 /// Generates ids for nodes and clusters.
 pub type IdGenerator = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A wall clock: milliseconds since the Unix epoch.
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system's wall clock, in milliseconds since the Unix epoch (0 before
+/// 1970).
+pub fn system_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The options of [`crate::Node::new`]. `Options::default()` gives a
 /// working single-node key-value store in memory.
 pub struct Options {
@@ -71,6 +82,12 @@ pub struct Options {
     pub persistence: Option<Arc<dyn Persistence>>,
     /// Generates ids. Default: cuid2.
     pub uuid: IdGenerator,
+    /// The wall clock this node stamps into the log while it leads (the
+    /// time of client sessions and of the log's clock, see
+    /// [`crate::StateMachine::uses_log_time`]). Default: the system's
+    /// ([`system_clock_ms`]). Nothing else reads it; tests give nodes
+    /// skewed clocks through it.
+    pub wall_clock: WallClock,
     /// The state machine. Default: [`crate::KvStateMachine`].
     pub state_machine: Option<Box<dyn StateMachine>>,
     /// How a fresh node starts.
@@ -144,6 +161,7 @@ impl Default for Options {
             transport: None,
             persistence: None,
             uuid: Arc::new(cuid2::create_id),
+            wall_clock: Arc::new(system_clock_ms),
             state_machine: None,
             bootstrap: Bootstrap::Single,
             tick: Duration::from_millis(10),

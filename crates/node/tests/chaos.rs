@@ -8,12 +8,18 @@
 //! acknowledged one exactly once, and every one that failed saying it took
 //! no effect not at all.
 //!
+//! The machine reads the log's time (`StateMachine::uses_log_time`) and
+//! sets itself deadlines, while every node's wall clock is skewed and
+//! jumps forward: every node must see the same log time and deadline at
+//! every log position, and the log's time must never go back.
+//!
 //! `CHAOS_SEEDS=N cargo test --release -p raft-node --test chaos` runs more
 //! seeds; `CHAOS_SEED=S` one seed.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,11 +40,50 @@ const KEYS: u64 = 3;
 const COUNTS: &[u8] = b"\xFFcounts";
 
 /// The key-value machine, with commands prefixed by an id (8 bytes): it
-/// counts how often each id was applied (in its state and snapshots).
+/// counts how often each id was applied (in its state and snapshots). It
+/// reads the log's time: each command sets a deadline a little after the
+/// log's time, reached through the time entries the leader proposes.
 #[derive(Default)]
 struct Counted {
     kv: KvStateMachine,
     counts: BTreeMap<u64, u32>,
+    /// The log's time, and the pending deadline (in its snapshots too).
+    now_ms: u64,
+    deadline_ms: Option<u64>,
+    /// The last time the node passed since it started or restored.
+    passed_ms: u64,
+    clock: ClockJournal,
+}
+
+/// The log time and deadline a log position left behind.
+type LeftBehind = (u64, Option<u64>);
+
+/// Which log time and deadline each log position left behind, as the
+/// first node to apply it saw them; and every disagreement since.
+#[derive(Default, Clone)]
+struct ClockJournal {
+    node: String,
+    at: Arc<Mutex<BTreeMap<u64, LeftBehind>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+}
+
+impl Counted {
+    fn record(&self, index: u64) {
+        let seen = (self.now_ms, self.deadline_ms);
+        let mut at = self.clock.at.lock().unwrap();
+        match at.get(&index) {
+            Some(first) if *first != seen => {
+                self.clock.violations.lock().unwrap().push(format!(
+                    "{} left log time and deadline {seen:?} at index {index}, another node {first:?}",
+                    self.clock.node
+                ));
+            }
+            Some(_) => {}
+            None => {
+                at.insert(index, seen);
+            }
+        }
+    }
 }
 
 fn with_id(id: u64, command: Bytes) -> Bytes {
@@ -59,11 +104,35 @@ fn decode_counts(mut b: &[u8]) -> BTreeMap<u64, u32> {
 impl StateMachine for Counted {
     fn apply(&mut self, index: u64, command: &[u8]) -> Bytes {
         let (id, command) = command.split_at(8);
-        *self
-            .counts
-            .entry(u64::from_le_bytes(id.try_into().expect("8 bytes")))
-            .or_default() += 1;
-        self.kv.apply(index, command)
+        let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        *self.counts.entry(id).or_default() += 1;
+        self.deadline_ms = Some(self.now_ms + 20 + id % 64);
+        let out = self.kv.apply(index, command);
+        self.record(index);
+        out
+    }
+
+    fn uses_log_time(&self) -> bool {
+        true
+    }
+
+    fn advance_time(&mut self, index: u64, time_ms: u64) {
+        if time_ms <= self.passed_ms {
+            self.clock.violations.lock().unwrap().push(format!(
+                "{} was given log time {time_ms} at index {index} after {}",
+                self.clock.node, self.passed_ms
+            ));
+        }
+        self.passed_ms = time_ms;
+        self.now_ms = self.now_ms.max(time_ms);
+        if self.deadline_ms.is_some_and(|d| d <= self.now_ms) {
+            self.deadline_ms = None;
+        }
+        self.record(index);
+    }
+
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadline_ms
     }
 
     fn query(&self, query: &[u8]) -> Bytes {
@@ -81,6 +150,8 @@ impl StateMachine for Counted {
     fn snapshot(&self) -> Bytes {
         let kv = self.kv.snapshot();
         let mut b = BytesMut::new();
+        b.put_u64_le(self.now_ms);
+        b.put_u64_le(self.deadline_ms.unwrap_or(0));
         b.put_u64_le(kv.len() as u64);
         b.put_slice(&kv);
         b.put_slice(&self.query(COUNTS));
@@ -88,19 +159,25 @@ impl StateMachine for Counted {
     }
 
     fn restore(&mut self, snapshot: Bytes) -> Result<(), RestoreError> {
+        self.passed_ms = 0;
         if snapshot.is_empty() {
-            *self = Counted::default();
+            self.kv = KvStateMachine::default();
+            self.counts.clear();
+            (self.now_ms, self.deadline_ms) = (0, None);
             return Ok(());
         }
         let cut = || RestoreError::Truncated {
             what: "the key-value state".into(),
         };
-        let len = (&snapshot[..]).try_get_u64_le().map_err(|_| cut())? as usize;
-        if snapshot.len() < 8 + len {
+        let mut b = &snapshot[..];
+        self.now_ms = b.try_get_u64_le().map_err(|_| cut())?;
+        self.deadline_ms = Some(b.try_get_u64_le().map_err(|_| cut())?).filter(|d| *d != 0);
+        let len = b.try_get_u64_le().map_err(|_| cut())? as usize;
+        if snapshot.len() < 24 + len {
             return Err(cut());
         }
-        self.kv.restore(snapshot.slice(8..8 + len))?;
-        self.counts = decode_counts(&snapshot[8 + len..]);
+        self.kv.restore(snapshot.slice(24..24 + len))?;
+        self.counts = decode_counts(&snapshot[24 + len..]);
         Ok(())
     }
 }
@@ -122,6 +199,20 @@ struct Cluster {
     stores: Vec<MemoryPersistence>,
     nodes: Vec<Option<Node>>,
     seed: u64,
+    /// Each node's wall clock: how far ahead of (or behind) the run's
+    /// clock, in milliseconds (it survives restarts, and jumps forward).
+    skews: Vec<Arc<AtomicI64>>,
+    /// What the nodes' machines saw of the log's time.
+    clock: ClockJournal,
+}
+
+/// The wall clock of the runs (any fixed start will do): the simulated
+/// time since the runtime started, from a fixed date.
+fn run_clock_ms(skew: &AtomicI64) -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    let ms = 1_700_000_000_000i64 + Instant::now().duration_since(start).as_millis() as i64;
+    (ms + skew.load(Ordering::Relaxed)).max(0) as u64
 }
 
 impl Cluster {
@@ -131,12 +222,17 @@ impl Cluster {
         let members: Vec<(String, String)> = (1..=size)
             .map(|i| (format!("n{i}"), format!("n{i}")))
             .collect();
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0xC10C);
         let mut c = Cluster {
             net,
             members,
             stores: (0..size).map(|_| MemoryPersistence::new()).collect(),
             nodes: (0..size).map(|_| None).collect(),
             seed,
+            skews: (0..size)
+                .map(|_| Arc::new(AtomicI64::new(rng.random_range(-3_000..3_000))))
+                .collect(),
+            clock: ClockJournal::default(),
         };
         for i in 0..size {
             c.boot(i).await;
@@ -158,7 +254,17 @@ impl Cluster {
             snapshot_trailing: 10,
             seed: Some(self.seed ^ (i as u64) << 20),
             apply_mode: apply_mode(self.seed, i),
-            state_machine: Some(Box::new(Counted::default())),
+            state_machine: Some(Box::new(Counted {
+                clock: ClockJournal {
+                    node: format!("n{}", i + 1),
+                    ..self.clock.clone()
+                },
+                ..Counted::default()
+            })),
+            wall_clock: {
+                let skew = self.skews[i].clone();
+                Arc::new(move || run_clock_ms(&skew))
+            },
             ..Options::default()
         })
         .await
@@ -313,7 +419,7 @@ async fn faults(cluster: Rc<RefCell<Cluster>>, until: Instant, seed: u64) {
         sleep(Duration::from_millis(rng.random_range(50..400))).await;
         let net = cluster.borrow().net.clone();
         let name = |i: usize| format!("n{}", i + 1);
-        let kind = rng.random_range(0..8);
+        let kind = rng.random_range(0..9);
         if std::env::var("CHAOS_DEBUG").is_ok() {
             let states: Vec<String> = cluster
                 .borrow()
@@ -348,6 +454,12 @@ async fn faults(cluster: Rc<RefCell<Cluster>>, until: Instant, seed: u64) {
                 let _ = net.set_drop_rate(rng.random_range(0.0..0.3));
             }
             3 | 4 => net.heal(),
+            8 => {
+                // A node's clock jumps forward.
+                let i = rng.random_range(0..size);
+                let jump = rng.random_range(1..5_000);
+                cluster.borrow().skews[i].fetch_add(jump, Ordering::Relaxed);
+            }
             5 => {
                 let i = rng.random_range(0..size);
                 let node = cluster.borrow_mut().take(i);
@@ -388,6 +500,8 @@ fn placeholder() -> Cluster {
         stores: Vec::new(),
         nodes: Vec::new(),
         seed: 0,
+        skews: Vec::new(),
+        clock: ClockJournal::default(),
     }
 }
 
@@ -468,6 +582,32 @@ async fn run_seed(seed: u64) -> (usize, Duration) {
         panic!(
             "seed {seed}: history of {} operations is not linearizable:\n{e}",
             ops.len()
+        );
+    }
+    let clock = cluster.borrow().clock.clone();
+    let violations = clock.violations.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: the nodes disagree on the log's time:\n{}",
+        violations.join("\n")
+    );
+    let times: Vec<u64> = clock.at.lock().unwrap().values().map(|t| t.0).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "seed {seed}: the log's time went back"
+    );
+    let moves = times.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(
+        moves > 10,
+        "seed {seed}: the log's time moved only {moves} times in {} log positions",
+        times.len()
+    );
+    if std::env::var("CHAOS_DEBUG").is_ok() {
+        eprintln!(
+            "seed {seed}: the log's time moved {moves} times over {} log positions, from {:?} to {:?}",
+            times.len(),
+            times.first(),
+            times.last()
         );
     }
     let live = cluster.borrow().live();

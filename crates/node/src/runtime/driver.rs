@@ -118,13 +118,16 @@ pub(crate) struct LogClock {
     /// The time of the last time entry this node proposed, and in which
     /// term: a leader proposes at most one per millisecond of its clock.
     last: (u64, raft_core::Term),
+    /// The clock it stamps ([`crate::Options::wall_clock`]).
+    wall_clock: crate::options::WallClock,
 }
 
 impl LogClock {
-    pub(crate) fn new(deadline: u64) -> LogClock {
+    pub(crate) fn new(wall_clock: crate::options::WallClock, deadline: u64) -> LogClock {
         LogClock {
             deadline: Arc::new(std::sync::atomic::AtomicU64::new(deadline)),
             last: (0, 0),
+            wall_clock,
         }
     }
 }
@@ -447,7 +450,7 @@ impl Driver {
         if self.raft.role() != Role::Leader {
             return;
         }
-        let now = crate::node::wall_clock_ms();
+        let now = (clock.wall_clock)();
         let term = self.raft.term();
         let (last, last_term) = clock.last;
         if last_term == term && now <= last {
