@@ -431,6 +431,7 @@ mod tests {
             value: Bytes::new(),
             condition: Default::default(),
             get: false,
+            ttl: Default::default(),
         };
         let w = Waiter {
             writes: vec![set; writes],

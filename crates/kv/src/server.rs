@@ -458,14 +458,18 @@ fn fault_early_ack() -> bool {
     })
 }
 
-/// Whether `w` is `SET key value` without a condition or `GET`, whose
-/// reply is `+OK` whatever the store holds.
+/// Whether `w` is `SET key value` without a condition, `GET` or a
+/// relative time (which may be out of range once added to the log's time),
+/// whose reply is `+OK` whatever the store holds.
 fn is_plain_set(w: &crate::store::Write) -> bool {
     matches!(
         w,
         crate::store::Write::Set {
             condition: crate::store::SetCondition::Always,
             get: false,
+            ttl: crate::store::SetTtl::Clear
+                | crate::store::SetTtl::Keep
+                | crate::store::SetTtl::At(_),
             ..
         }
     )

@@ -106,8 +106,12 @@ fn get_and_set_with_their_options() {
     assert_eq!(q(&mut con, &["SET", "g3", "v", "XX", "GET"]), Value::Nil);
     assert_eq!(q(&mut con, &["EXISTS", "g3"]), int(0));
 
-    // KEEPTTL is accepted (there are no expiry times to keep).
+    // KEEPTTL keeps a time to live, a plain SET clears it.
+    assert_eq!(q(&mut con, &["SET", "k", "kt", "EX", "100"]), Value::Okay);
     assert_eq!(q(&mut con, &["SET", "k", "kt", "KEEPTTL"]), Value::Okay);
+    assert!(matches!(q(&mut con, &["TTL", "k"]), Value::Int(99..=100)));
+    assert_eq!(q(&mut con, &["SET", "k", "kt"]), Value::Okay);
+    assert_eq!(q(&mut con, &["TTL", "k"]), int(-1));
     assert_eq!(q(&mut con, &["GET", "k"]), bulk("kt"));
 
     // Bad combinations and options.
@@ -125,23 +129,36 @@ fn get_and_set_with_their_options() {
     assert_eq!(e(&mut con, &["GET"]), arity("get"));
     assert_eq!(e(&mut con, &["GET", "a", "b"]), arity("get"));
 
-    // Expiry is refused, saying so, and the key is untouched.
+    // Times to live: set, read, refused when out of range (the key
+    // untouched), and a time already passed removes the key.
     for opt in [
         &["EX", "10"][..],
-        &["PX", "100"],
+        &["PX", "10000"],
         &["EXAT", "99999999999"],
         &["PXAT", "99999999999999"],
     ] {
-        let mut args = vec!["SET", "k", "expiring"];
+        let mut args = vec!["SET", "t", "expiring"];
         args.extend_from_slice(opt);
-        let err = e(&mut con, &args);
-        let lower = err.to_lowercase();
+        assert_eq!(q(&mut con, &args), Value::Okay, "SET ... {opt:?}");
         assert!(
-            err.starts_with("ERR") && lower.contains("expir") && lower.contains("not supported"),
-            "SET ... {opt:?} should say expiry is not supported, got {err:?}"
+            matches!(q(&mut con, &["PTTL", "t"]), Value::Int(1..)),
+            "SET ... {opt:?}"
         );
     }
+    for (opt, time) in [("EX", "0"), ("PX", "-1"), ("EXAT", "9223372036854776")] {
+        assert_eq!(
+            e(&mut con, &["SET", "k", "v", opt, time]),
+            "ERR invalid expire time in 'set' command"
+        );
+    }
+    assert_eq!(
+        e(&mut con, &["SET", "k", "v", "EX", "1", "KEEPTTL"]),
+        "ERR syntax error"
+    );
     assert_eq!(q(&mut con, &["GET", "k"]), bulk("kt"));
+    assert_eq!(q(&mut con, &["PEXPIREAT", "t", "1"]), int(1));
+    assert_eq!(q(&mut con, &["EXISTS", "t"]), int(0));
+    assert_eq!(q(&mut con, &["TTL", "t"]), int(-2));
 
     // Values are binary safe; the empty value is a value.
     let binary: Vec<u8> = vec![0, 255, b'\r', b'\n', b'$', 1, 2, 3];
@@ -646,7 +663,10 @@ fn info_sections() {
     assert!(ks.contains("db0:keys=1,"), "{ks}");
     assert_eq!(q(&mut con, &["MSET", "b", "2", "c", "3"]), Value::Okay);
     let ks = info(&mut con, &["INFO", "keyspace"]);
-    assert!(ks.contains("db0:keys=3,"), "{ks}");
+    assert!(ks.contains("db0:keys=3,expires=0,"), "{ks}");
+    assert_eq!(q(&mut con, &["EXPIRE", "c", "100"]), int(1));
+    let ks = info(&mut con, &["INFO", "keyspace"]);
+    assert!(ks.contains("db0:keys=3,expires=1,"), "{ks}");
     assert_eq!(q(&mut con, &["FLUSHDB"]), Value::Okay);
     let ks = info(&mut con, &["INFO", "keyspace"]);
     assert!(

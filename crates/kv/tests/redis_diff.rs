@@ -6,6 +6,22 @@
 //! order). A difference fails the test with the seed, the command and both
 //! replies.
 //!
+//! Expiry is compared too: SET's time options, SETEX, PSETEX, GETEX, the
+//! EXPIRE family, PERSIST and the TTL family. Relative times in the streams
+//! are either long (at least 100 s, so that no key expires during the test
+//! on one server and not yet on the other: raft-kv removes a key when the
+//! leader's time entry reaches its deadline, Redis when it finds it
+//! expired) or already passed (0 or negative, or an absolute time in the
+//! past: the key goes at once on both). The replies of TTL, PTTL,
+//! EXPIRETIME and PEXPIRETIME are counts of time read from two clocks at
+//! slightly different moments: two non-negative ones match within
+//! [`TIME_TOLERANCE_MS`] (in their unit); -1 and -2 must match exactly.
+//! Redis keeps a key whose time has passed until something touches it (or
+//! its background cycle finds it), and DBSIZE counts it meanwhile; raft-kv
+//! removes it at once. So before each DBSIZE both servers get an EXISTS of
+//! every key of the streams (replies compared too), which makes Redis drop
+//! such keys.
+//!
 //! Skipped (with a note on stderr) when `redis-server` is not installed,
 //! unless `RAFT_KV_REDIS_TOOLS=required`, which makes its absence a
 //! failure. `RAFT_KV_DIFF_SEED=n` replays one stream.
@@ -217,6 +233,165 @@ const PATTERNS: &[&[u8]] = &[
 
 const SET_OPTIONS: &[&[u8]] = &[b"NX", b"XX", b"GET", b"KEEPTTL", b"nx", b"get", b"BOGUS"];
 
+/// How far apart two time replies (TTL, PTTL...) may be, in milliseconds.
+const TIME_TOLERANCE_MS: i64 = 1500;
+
+/// The time options of SET and GETEX (the value follows, but for KEEPTTL
+/// and PERSIST, which stand alone).
+const TIME_OPTIONS: &[&[u8]] = &[
+    b"EX", b"PX", b"EXAT", b"PXAT", b"ex", b"KEEPTTL", b"PERSIST",
+];
+
+/// A time argument for `option` (EX, PX, EXAT, PXAT, or an EXPIRE-like
+/// command's name): long, already passed, or not a valid time.
+fn time_arg(rng: &mut Rng, option: &[u8]) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let upper = option.to_ascii_uppercase();
+    let seconds = matches!(&upper[..], b"EX" | b"EXAT" | b"EXPIRE" | b"EXPIREAT");
+    let absolute = upper.ends_with(b"AT");
+    let unit = if seconds { 1000 } else { 1 };
+    let t: i64 = match rng.below(10) {
+        // Long: 100 s to a day.
+        0..=4 => {
+            let ms = 100_000 + rng.below(86_400_000) as i64;
+            (if absolute { now_ms + ms } else { ms }) / unit
+        }
+        // Already passed (or not positive).
+        5 => {
+            if absolute {
+                (now_ms - 5_000) / unit
+            } else {
+                0
+            }
+        }
+        6 => 1,
+        7 => -(rng.below(100) as i64) - 1,
+        // Out of range, or not a number.
+        8 => {
+            return rng
+                .pick(&[
+                    b"9223372036854775807",
+                    b"9223372036854775",
+                    b"9223372036854776",
+                    b"-9223372036854775808",
+                    b"x",
+                    b"1.5",
+                    b"",
+                ])
+                .to_vec()
+        }
+        _ => i64::MAX / unit / 2 - rng.below(1_000_000) as i64,
+    };
+    // `1` as a relative time would expire within the test: keep it only
+    // for absolute times (long passed). Relative times are random, so that
+    // GT and LT never compare two equal ones (which of two equal relative
+    // times is later depends on when each server read its clock).
+    let t = if t == 1 && !absolute {
+        100_000 + rng.below(1_000_000) as i64
+    } else {
+        t
+    };
+    t.to_string().into_bytes()
+}
+
+/// The expiry commands (and SET, when it has a time option).
+const EXPIRY_COMMANDS: &[&[u8]] = &[
+    b"SETEX",
+    b"PSETEX",
+    b"GETEX",
+    b"EXPIRE",
+    b"PEXPIRE",
+    b"EXPIREAT",
+    b"PEXPIREAT",
+    b"PERSIST",
+    b"TTL",
+    b"PTTL",
+    b"EXPIRETIME",
+    b"PEXPIRETIME",
+];
+
+/// One random expiry command (the name first).
+fn expiry_command(rng: &mut Rng, key: Vec<u8>, value: Vec<u8>) -> Vec<Vec<u8>> {
+    match rng.below(13) {
+        0..=2 => {
+            let mut c = vec![b"SET".to_vec(), key, value];
+            for i in 0..=rng.below(3) {
+                if i > 0 && rng.chance(40) {
+                    c.push(rng.pick(SET_OPTIONS).to_vec());
+                    continue;
+                }
+                let opt = rng.pick(TIME_OPTIONS);
+                c.push(opt.to_vec());
+                if !matches!(opt, b"KEEPTTL" | b"PERSIST") && rng.chance(95) {
+                    c.push(time_arg(rng, opt));
+                }
+            }
+            c
+        }
+        3 => {
+            let name: &[u8] = rng.pick(&[b"SETEX", b"PSETEX"]);
+            let unit: &[u8] = if name == b"SETEX" { b"EX" } else { b"PX" };
+            vec![name.to_vec(), key, time_arg(rng, unit), value]
+        }
+        4 => {
+            let mut c = vec![b"GETEX".to_vec(), key];
+            for _ in 0..rng.below(3) {
+                let opt = rng.pick(&[b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST", b"NX"]);
+                c.push(opt.to_vec());
+                if !matches!(opt, b"PERSIST" | b"NX") {
+                    c.push(time_arg(rng, opt));
+                }
+            }
+            c
+        }
+        5 | 6 => {
+            let name = rng.pick(&[b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT"]);
+            let mut c = vec![name.to_vec(), key, time_arg(rng, name)];
+            for _ in 0..rng.below(3) {
+                c.push(
+                    rng.pick(&[b"NX", b"XX", b"GT", b"LT", b"gt", b"BOGUS"])
+                        .to_vec(),
+                );
+            }
+            c
+        }
+        7 => vec![b"PERSIST".to_vec(), key],
+        _ => {
+            let name = rng.pick(&[b"TTL", b"PTTL", b"PTTL", b"EXPIRETIME", b"PEXPIRETIME"]);
+            vec![name.to_vec(), key]
+        }
+    }
+}
+
+/// Whether two replies match: the same bytes, or for TTL-like commands
+/// two non-negative integers within [`TIME_TOLERANCE_MS`].
+fn same_reply(args: &[Vec<u8>], ours: &[u8], theirs: &[u8]) -> bool {
+    if ours == theirs {
+        return true;
+    }
+    let name = args[0].to_ascii_uppercase();
+    let per_ms = match &name[..] {
+        b"TTL" | b"EXPIRETIME" => 1000,
+        b"PTTL" | b"PEXPIRETIME" => 1,
+        _ => return false,
+    };
+    let int = |r: &[u8]| -> Option<i64> {
+        std::str::from_utf8(r.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
+            .ok()?
+            .parse()
+            .ok()
+    };
+    match (int(ours), int(theirs)) {
+        (Some(a), Some(b)) if a >= 0 && b >= 0 => {
+            (a - b).abs() <= TIME_TOLERANCE_MS / per_ms + i64::from(per_ms > 1)
+        }
+        _ => false,
+    }
+}
+
 /// One random command (the name first).
 fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
     let key = |rng: &mut Rng| rng.pick(KEYS).to_vec();
@@ -227,7 +402,7 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             rng.pick(VALUES).to_vec()
         }
     };
-    let mut c: Vec<Vec<u8>> = match rng.below(22) {
+    let mut c: Vec<Vec<u8>> = match rng.below(28) {
         0 => vec![b"GET".to_vec(), key(rng)],
         1 | 2 => {
             let mut c = vec![b"SET".to_vec(), key(rng), value(rng)];
@@ -285,6 +460,10 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             }
         }
         20 => vec![b"NOSUCHCOMMAND".to_vec(), key(rng)],
+        22..=27 => {
+            let (k, v) = (key(rng), value(rng));
+            expiry_command(rng, k, v)
+        }
         _ => vec![b"SELECT".to_vec(), rng.pick(&[b"0", b"x"]).to_vec()],
     };
     // Wrong arity: one argument too few or too many, now and then.
@@ -349,6 +528,8 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
         Err(_) => (1..=STREAMS).collect(),
     };
     let mut compared = 0;
+    // Replies of the expiry commands: errors, and times to live found.
+    let (mut expiry_errors, mut ttls_found) = (0, 0);
     for seed in seeds {
         for r in [&mut kv, &mut reference] {
             assert_eq!(r.send(&[b"FLUSHDB".to_vec()]), b"+OK\r\n");
@@ -356,10 +537,15 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         for i in 0..COMMANDS_PER_STREAM {
             let args = command(&mut rng);
+            if args[0].eq_ignore_ascii_case(b"DBSIZE") {
+                let mut exists = vec![b"EXISTS".to_vec()];
+                exists.extend(KEYS.iter().map(|k| k.to_vec()));
+                assert_eq!(kv.send(&exists), reference.send(&exists), "seed {seed}");
+            }
             let ours = normalize(&args, kv.send(&args));
             let theirs = normalize(&args, reference.send(&args));
             assert!(
-                ours == theirs,
+                same_reply(&args, &ours, &theirs),
                 "seed {seed}, command {i}: {}\n raft-kv: {:?}\n   redis: {:?}\n\
                  (replay with RAFT_KV_DIFF_SEED={seed})",
                 shown(&args),
@@ -367,8 +553,27 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
                 String::from_utf8_lossy(&theirs),
             );
             compared += 1;
+            let name = args[0].to_ascii_uppercase();
+            let is_expiry = EXPIRY_COMMANDS.contains(&&name[..])
+                || (name == b"SET" && args.iter().any(|a| TIME_OPTIONS.contains(&&a[..])));
+            if is_expiry && theirs.starts_with(b"-") {
+                expiry_errors += 1;
+            }
+            if matches!(&name[..], b"TTL" | b"PTTL" | b"EXPIRETIME" | b"PEXPIRETIME")
+                && theirs.starts_with(b":")
+                && theirs[1] != b'-'
+            {
+                ttls_found += 1;
+            }
         }
     }
-    eprintln!("{compared} replies compared with redis-server's");
+    eprintln!(
+        "{compared} replies compared with redis-server's ({expiry_errors} errors of expiry \
+         commands, {ttls_found} times found by the TTL family)"
+    );
     assert!(compared >= COMMANDS_PER_STREAM);
+    assert!(
+        expiry_errors > 0 && ttls_found > 0,
+        "the streams reach expiry"
+    );
 }

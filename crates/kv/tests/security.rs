@@ -133,6 +133,7 @@ fn stranger_bytes(cluster: &str) -> Vec<u8> {
         value: Bytes::from_static(b"stranger"),
         condition: raft_kv::store::SetCondition::Always,
         get: false,
+        ttl: Default::default(),
     }]);
     let mut bytes = hello.frame().to_vec();
     for (id, request) in [

@@ -2,7 +2,7 @@
 //! replicates ([`Write`]), what it answers from one state ([`Read`]), or
 //! what this server answers itself ([`Local`]). One file per family, as in
 //! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
-//! SCAN...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*),
+//! SCAN...), `expiry` (EXPIRE, TTL, PERSIST...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*),
 //! `acl` (ACL SETUSER, LIST...).
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use crate::store::{Read, Write};
 use table::Family;
 
 pub mod acl;
+pub mod expiry;
 pub mod keys;
 pub mod raft;
 pub mod server;
@@ -155,6 +156,7 @@ pub fn parse(args: &[Bytes]) -> Command {
     let parsed = match spec.family {
         Family::Strings => strings::parse(name, rest),
         Family::Keys => keys::parse(name, rest),
+        Family::Expiry => expiry::parse(name, rest),
         Family::Raft => raft::parse(name, rest),
         Family::Acl => Some(acl::parse(rest)),
         Family::Server => server::parse(name, rest),
@@ -205,7 +207,8 @@ mod tests {
                 key: "k".into(),
                 value: "v".into(),
                 condition: SetCondition::IfAbsent,
-                get: true
+                get: true,
+                ttl: Default::default(),
             })
         );
         assert_eq!(p("GET k"), Command::Read(Read::Get { key: "k".into() }));

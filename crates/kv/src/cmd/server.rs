@@ -641,20 +641,24 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
         info_tls(&mut s, ctx);
     }
     if want("keyspace") {
-        let keys = ctx
+        let counts = ctx
             .node
-            .read_local(encode_reads(&[Read::DbSize]))
+            .read_local(encode_reads(&[Read::DbSize, Read::VolatileLen]))
             .await
             .ok()
-            .and_then(
-                |b: bytes::Bytes| match Frame::parse(&b[..], &Default::default()) {
-                    Ok((Frame::Integer(n), _)) => Some(n),
+            .and_then(|b: bytes::Bytes| {
+                let limits = Default::default();
+                let (keys, used) = Frame::parse(&b[..], &limits).ok()?;
+                let (volatile, _) = Frame::parse(&b[used..], &limits).ok()?;
+                match (keys, volatile) {
+                    (Frame::Integer(n), Frame::Integer(v)) => Some((n, v)),
                     _ => None,
-                },
-            );
+                }
+            });
         s.push_str("# Keyspace\r\n");
-        if let Some(n) = keys.filter(|n| *n > 0) {
-            let _ = write!(s, "db0:keys={n},expires=0,avg_ttl=0\r\n");
+        if let Some((n, v)) = counts.filter(|(n, _)| *n > 0) {
+            // avg_ttl is Redis's sampled estimate; raft-kv does not keep one.
+            let _ = write!(s, "db0:keys={n},expires={v},avg_ttl=0\r\n");
         }
     }
     s

@@ -1,10 +1,11 @@
 //! String commands: GET SET INCR INCRBY DECR DECRBY APPEND STRLEN MGET MSET
-//! GETSET, and CAS (compare-and-set, raft-kv's own).
+//! GETSET, and CAS (compare-and-set, raft-kv's own). SET's time options
+//! are parsed with GETEX's, in `expiry`.
 
 use bytes::Bytes;
 
-use super::{arity_error, not_integer, parse_i64, syntax_error, Command};
-use crate::store::{Read, SetCondition, Write};
+use super::{arity_error, not_integer, parse_i64, Command};
+use crate::store::{Read, SetName, Write};
 
 fn invalid(e: String) -> Option<Command> {
     Some(Command::Invalid(e))
@@ -65,31 +66,16 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
 }
 
 fn parse_set(args: &[Bytes]) -> Command {
-    let mut condition = SetCondition::Always;
-    let mut get = false;
-    let mut i = 2;
-    while i < args.len() {
-        let opt = args[i].to_ascii_uppercase();
-        match opt.as_slice() {
-            // As in Redis 7, an option may be repeated; NX and XX exclude
-            // each other.
-            b"NX" if condition != SetCondition::IfPresent => condition = SetCondition::IfAbsent,
-            b"XX" if condition != SetCondition::IfAbsent => condition = SetCondition::IfPresent,
-            b"GET" => get = true,
-            // No expiry is kept, so there is no time to live to keep.
-            b"KEEPTTL" => {}
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" => return Command::Invalid(
-                "ERR raft-kv keeps no expiry times: SET's EX, PX, EXAT and PXAT are not supported"
-                    .into(),
-            ),
-            _ => return Command::Invalid(syntax_error()),
-        }
-        i += 1;
+    let parsed = super::expiry::parse_options(&args[2..], true)
+        .and_then(|o| Ok((super::expiry::set_ttl(&o, SetName::Set)?, o)));
+    match parsed {
+        Ok((ttl, o)) => Command::Write(Write::Set {
+            key: args[0].clone(),
+            value: args[1].clone(),
+            condition: o.condition,
+            get: o.get,
+            ttl,
+        }),
+        Err(e) => Command::Invalid(e),
     }
-    Command::Write(Write::Set {
-        key: args[0].clone(),
-        value: args[1].clone(),
-        condition,
-        get,
-    })
 }

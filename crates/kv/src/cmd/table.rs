@@ -90,6 +90,8 @@ pub enum Family {
     Strings,
     /// `cmd/keys.rs`: DEL, EXISTS, KEYS, SCAN...
     Keys,
+    /// `cmd/expiry.rs`: EXPIRE, TTL, PERSIST, SETEX...
+    Expiry,
     /// `cmd/server.rs`: PING, AUTH, INFO, CONFIG...
     Server,
     /// `cmd/raft.rs`: RAFT.*.
@@ -104,6 +106,7 @@ impl Family {
         match self {
             Family::Strings => "Strings",
             Family::Keys => "Keys",
+            Family::Expiry => "Expiry (by the log's time)",
             Family::Server => "Connection and server",
             Family::Raft => "Cluster (raft-kv's own)",
             Family::Acl => "Users (ACL)",
@@ -111,9 +114,10 @@ impl Family {
     }
 
     /// Every family, in the README's order.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Strings,
         Family::Keys,
+        Family::Expiry,
         Family::Server,
         Family::Acl,
         Family::Raft,
@@ -212,7 +216,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | SLOW,
         Strings,
-        "sets a key (NX, XX, GET, KEEPTTL)"
+        "sets a key (NX, XX, GET; EX, PX, EXAT, PXAT, KEEPTTL)"
     ),
     spec!(
         "del",
@@ -411,6 +415,138 @@ pub static COMMANDS: &[CommandSpec] = &[
         KEYSPACE | WRITE | SLOW | DANGEROUS,
         Keys,
         "removes every key (one database)"
+    ),
+    spec!(
+        "setex",
+        4,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | STRING | SLOW,
+        Expiry,
+        "sets a key that lives this many seconds"
+    ),
+    spec!(
+        "psetex",
+        4,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | STRING | SLOW,
+        Expiry,
+        "sets a key that lives this many milliseconds"
+    ),
+    spec!(
+        "getex",
+        -2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Expiry,
+        "the value, and sets or removes its time to live (EX, PX, EXAT, PXAT, PERSIST)"
+    ),
+    spec!(
+        "expire",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Expiry,
+        "sets a time to live in seconds (NX, XX, GT, LT)"
+    ),
+    spec!(
+        "pexpire",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Expiry,
+        "sets a time to live in milliseconds (NX, XX, GT, LT)"
+    ),
+    spec!(
+        "expireat",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Expiry,
+        "sets a deadline in Unix seconds (NX, XX, GT, LT)"
+    ),
+    spec!(
+        "pexpireat",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Expiry,
+        "sets a deadline in Unix milliseconds (NX, XX, GT, LT)"
+    ),
+    spec!(
+        "ttl",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | READ | FAST,
+        Expiry,
+        "the seconds left to live (-1 none, -2 no key)"
+    ),
+    spec!(
+        "pttl",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | READ | FAST,
+        Expiry,
+        "the milliseconds left to live (-1 none, -2 no key)"
+    ),
+    spec!(
+        "expiretime",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | READ | FAST,
+        Expiry,
+        "the deadline in Unix seconds (-1 none, -2 no key)"
+    ),
+    spec!(
+        "pexpiretime",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | READ | FAST,
+        Expiry,
+        "the deadline in Unix milliseconds (-1 none, -2 no key)"
+    ),
+    spec!(
+        "persist",
+        2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Expiry,
+        "removes a time to live"
     ),
     spec!(
         "ping",
@@ -944,6 +1080,10 @@ mod tests {
         assert_eq!(cats("raft.leave"), ["admin", "slow", "dangerous"]);
         assert_eq!(cats("cas"), ["write", "string", "slow"]);
         assert_eq!(cats("readonly"), ["fast", "connection"]);
+        assert_eq!(cats("expire"), ["keyspace", "write", "fast"]);
+        assert_eq!(cats("ttl"), ["keyspace", "read", "fast"]);
+        assert_eq!(cats("setex"), ["write", "string", "slow"]);
+        assert_eq!(cats("getex"), ["write", "string", "fast"]);
         assert_eq!(category(b"Admin"), Some(13));
         assert_eq!(category(b"all"), None);
     }

@@ -4,6 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::expiry::{getex_code, ExpireCommand, ExpireCondition, GetExOp, SetTtl, TtlKind};
 use super::{Read, SetCondition, Write};
 use crate::acl::PasswordHash;
 use crate::frame::put_error;
@@ -15,14 +16,24 @@ use crate::frame::put_error;
 // entry  = 0xD7 write*          query = 0xD2 read*
 //                               | 0xD3 soft:u64-LE hard:u64-LE limit:u64-LE read*
 // string = u32-LE length, bytes list = u32-LE count, string*
-// write  = 1 SET flags:u8 key value   (flags: bits 0-1 condition 0/1/2, bit 2 GET)
+// write  = 1 SET flags:u8 key value [time:u64-LE]
+//          (flags: bits 0-1 condition 0/1/2, bit 2 GET, bits 3-4 the time
+//          to live 0 clear/1 keep/2 in ms/3 at ms (with the time), bits 5-6
+//          the command named in an error 0 SET/1 SETEX/2 PSETEX)
 //        | 2 DEL list | 3 INCRBY key i64-LE | 4 APPEND key value
 //        | 5 MSET u32-LE pairs, (key value)* | 6 GETSET key value | 7 FLUSHDB
 //        | 8 CAS key has:u8 [expected] new
 //        | 9 ACL-SETUSER name list(rule text) | 10 ACL-DELUSER list
 //        | 11 ACL-INIT has:u8 [sha256:32 bytes]
+//        | 12 EXPIRE command:u8 condition:u8 key when-ms:i64-LE
+//          (command 0 EXPIRE/1 PEXPIRE/2 EXPIREAT/3 PEXPIREAT; condition
+//          0 none/1 NX/2 XX/3 GT/4 LT/5 XX LT)
+//        | 13 PERSIST key | 14 GETEX mode:u8 key [time as sent]
+//          (mode 1 PERSIST/2 EX/3 PX/4 EXAT/5 PXAT)
 // read   = 1 GET key | 2 MGET list | 3 EXISTS list | 4 STRLEN key | 5 DBSIZE
 //        | 6 KEYS pattern | 7 SCAN cursor:u64-LE count:u64-LE has:u8 [pattern]
+//        | 8 TTL kind:u8 key  (kind 0 TTL/1 PTTL/2 EXPIRETIME/3 PEXPIRETIME)
+//        | 9 VOLATILE-LEN
 
 pub(super) const WRITES_FORMAT: u8 = 0xD7;
 pub(super) const READS_FORMAT: u8 = 0xD2;
@@ -40,6 +51,9 @@ pub(super) const W_CAS: u8 = 8;
 pub(super) const W_ACL_SETUSER: u8 = 9;
 pub(super) const W_ACL_DELUSER: u8 = 10;
 pub(super) const W_ACL_INIT: u8 = 11;
+pub(super) const W_EXPIRE: u8 = 12;
+pub(super) const W_PERSIST: u8 = 13;
+pub(super) const W_GETEX: u8 = 14;
 
 pub(super) const R_GET: u8 = 1;
 pub(super) const R_MGET: u8 = 2;
@@ -48,6 +62,8 @@ pub(super) const R_STRLEN: u8 = 4;
 pub(super) const R_DBSIZE: u8 = 5;
 pub(super) const R_KEYS: u8 = 6;
 pub(super) const R_SCAN: u8 = 7;
+pub(super) const R_TTL: u8 = 8;
+pub(super) const R_VOLATILE_LEN: u8 = 9;
 
 pub(super) const SET_NX: u8 = 1;
 pub(super) const SET_XX: u8 = 2;
@@ -67,7 +83,9 @@ pub(super) fn put_str(b: &mut BytesMut, s: &[u8]) {
 
 pub(super) fn write_size(w: &Write) -> usize {
     1 + match w {
-        Write::Set { key, value, .. } => 1 + 8 + key.len() + value.len(),
+        Write::Set {
+            key, value, ttl, ..
+        } => 1 + 8 + key.len() + value.len() + ttl.time().map_or(0, |_| 8),
         Write::Del { keys } => 4 + keys.iter().map(|k| 4 + k.len()).sum::<usize>(),
         Write::IncrBy { key, .. } => 4 + key.len() + 8,
         Write::Append { key, value } | Write::GetSet { key, value } => 8 + key.len() + value.len(),
@@ -86,16 +104,27 @@ pub(super) fn write_size(w: &Write) -> usize {
         }
         Write::AclDelUser { names } => 4 + names.iter().map(|n| 4 + n.len()).sum::<usize>(),
         Write::AclInit { password } => 1 + password.map_or(0, |_| 32),
+        Write::Expire { key, .. } => 2 + 4 + key.len() + 8,
+        Write::Persist { key } => 4 + key.len(),
+        Write::GetEx { key, ttl } => {
+            1 + 4
+                + key.len()
+                + match ttl {
+                    super::GetExTtl::Persist => 0,
+                    super::GetExTtl::Set(t) => 4 + t.time.len(),
+                }
+        }
     }
 }
 
 pub(super) fn read_size(r: &Read) -> usize {
     1 + match r {
         Read::Get { key } | Read::Strlen { key } => 4 + key.len(),
+        Read::Ttl { key, .. } => 1 + 4 + key.len(),
         Read::MGet { keys } | Read::Exists { keys } => {
             4 + keys.iter().map(|k| 4 + k.len()).sum::<usize>()
         }
-        Read::DbSize => 0,
+        Read::DbSize | Read::VolatileLen => 0,
         Read::Keys { pattern } => 4 + pattern.len(),
         Read::Scan { pattern, .. } => 17 + pattern.as_ref().map_or(0, |p| 4 + p.len()),
     }
@@ -123,6 +152,7 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                 value,
                 condition,
                 get,
+                ttl,
             } => {
                 b.put_u8(W_SET);
                 let cond = match condition {
@@ -130,9 +160,12 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                     SetCondition::IfAbsent => SET_NX,
                     SetCondition::IfPresent => SET_XX,
                 };
-                b.put_u8(cond | if *get { SET_GET } else { 0 });
+                b.put_u8(cond | if *get { SET_GET } else { 0 } | ttl.flags());
                 put_str(&mut b, key);
                 put_str(&mut b, value);
+                if let Some(t) = ttl.time() {
+                    b.put_u64_le(t);
+                }
             }
             Write::Del { keys } => {
                 b.put_u8(W_DEL);
@@ -202,6 +235,30 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                     None => b.put_u8(0),
                 }
             }
+            Write::Expire {
+                key,
+                when_ms,
+                command,
+                condition,
+            } => {
+                b.put_u8(W_EXPIRE);
+                b.put_u8(command.code());
+                b.put_u8(condition.code());
+                put_str(&mut b, key);
+                b.put_i64_le(*when_ms);
+            }
+            Write::Persist { key } => {
+                b.put_u8(W_PERSIST);
+                put_str(&mut b, key);
+            }
+            Write::GetEx { key, ttl } => {
+                b.put_u8(W_GETEX);
+                b.put_u8(getex_code(ttl));
+                put_str(&mut b, key);
+                if let super::GetExTtl::Set(t) = ttl {
+                    put_str(&mut b, &t.time);
+                }
+            }
         }
     }
     b.freeze()
@@ -237,7 +294,13 @@ pub fn encode_reads(reads: &[Read]) -> Bytes {
                 b.put_u8(R_STRLEN);
                 put_str(&mut b, key);
             }
+            Read::Ttl { key, kind } => {
+                b.put_u8(R_TTL);
+                b.put_u8(kind.code());
+                put_str(&mut b, key);
+            }
             Read::DbSize => b.put_u8(R_DBSIZE),
+            Read::VolatileLen => b.put_u8(R_VOLATILE_LEN),
             Read::Keys { pattern } => {
                 b.put_u8(R_KEYS);
                 put_str(&mut b, pattern);
@@ -452,6 +515,7 @@ pub(super) enum WriteOp<'a> {
         value: &'a [u8],
         condition: SetCondition,
         get: bool,
+        ttl: SetTtl,
     },
     Del(Items<'a>),
     IncrBy {
@@ -480,6 +544,17 @@ pub(super) enum WriteOp<'a> {
     },
     AclDelUser(Items<'a>),
     AclInit(Option<PasswordHash>),
+    Expire {
+        key: &'a [u8],
+        when_ms: i64,
+        command: ExpireCommand,
+        condition: ExpireCondition,
+    },
+    Persist(&'a [u8]),
+    GetEx {
+        key: &'a [u8],
+        op: GetExOp<'a>,
+    },
 }
 
 /// A read borrowed from a query.
@@ -488,7 +563,9 @@ pub(super) enum ReadOp<'a> {
     MGet(Items<'a>),
     Exists(Items<'a>),
     Strlen(&'a [u8]),
+    Ttl(&'a [u8], TtlKind),
     DbSize,
+    VolatileLen,
     Keys(&'a [u8]),
     Scan {
         cursor: u64,
@@ -510,14 +587,17 @@ pub(super) fn parse_write<'a>(r: &mut Reader<'a>) -> Result<WriteOp<'a>, &'stati
                 SET_XX => SetCondition::IfPresent,
                 _ => return Err("invalid SET flags"),
             };
-            if flags & !(3 | SET_GET) != 0 {
+            if flags & 0x80 != 0 {
                 return Err("invalid SET flags");
             }
+            let key = r.str().ok_or(CUT)?;
+            let value = r.str().ok_or(CUT)?;
             WriteOp::Set {
-                key: r.str().ok_or(CUT)?,
-                value: r.str().ok_or(CUT)?,
+                key,
+                value,
                 condition,
                 get: flags & SET_GET != 0,
+                ttl: SetTtl::decode(flags, || r.u64())?,
             }
         }
         W_DEL => WriteOp::Del(r.list(1).ok_or(CUT)?),
@@ -554,6 +634,34 @@ pub(super) fn parse_write<'a>(r: &mut Reader<'a>) -> Result<WriteOp<'a>, &'stati
             }
             _ => return Err("invalid ACL init"),
         }),
+        W_EXPIRE => {
+            let command = ExpireCommand::from_code(r.u8().ok_or(CUT)?).ok_or("invalid EXPIRE")?;
+            let condition =
+                ExpireCondition::from_code(r.u8().ok_or(CUT)?).ok_or("invalid EXPIRE")?;
+            WriteOp::Expire {
+                key: r.str().ok_or(CUT)?,
+                when_ms: r.u64().ok_or(CUT)? as i64,
+                command,
+                condition,
+            }
+        }
+        W_PERSIST => WriteOp::Persist(r.str().ok_or(CUT)?),
+        W_GETEX => {
+            let mode = r.u8().ok_or(CUT)?;
+            if !(1..=5).contains(&mode) {
+                return Err("invalid GETEX");
+            }
+            let key = r.str().ok_or(CUT)?;
+            let time = if mode == 1 {
+                &[][..]
+            } else {
+                r.str().ok_or(CUT)?
+            };
+            WriteOp::GetEx {
+                key,
+                op: GetExOp { mode, time },
+            }
+        }
         _ => return Err("unknown command"),
     };
     Ok(op)
@@ -566,7 +674,12 @@ pub(super) fn parse_read<'a>(r: &mut Reader<'a>) -> Result<ReadOp<'a>, &'static 
         R_MGET => ReadOp::MGet(r.list(1).ok_or(CUT)?),
         R_EXISTS => ReadOp::Exists(r.list(1).ok_or(CUT)?),
         R_STRLEN => ReadOp::Strlen(r.str().ok_or(CUT)?),
+        R_TTL => {
+            let kind = TtlKind::from_code(r.u8().ok_or(CUT)?).ok_or("invalid TTL")?;
+            ReadOp::Ttl(r.str().ok_or(CUT)?, kind)
+        }
         R_DBSIZE => ReadOp::DbSize,
+        R_VOLATILE_LEN => ReadOp::VolatileLen,
         R_KEYS => ReadOp::Keys(r.str().ok_or(CUT)?),
         R_SCAN => {
             let cursor = r.u64().ok_or(CUT)?;

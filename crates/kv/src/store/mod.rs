@@ -27,10 +27,13 @@
 //! log order on every node and kept in snapshots. After each of them the
 //! table is published to the node's connections ([`KvStore::publishing_users_to`]).
 //!
+//! Keys may have a time to live, kept by the log's time, never by a node's
+//! clock: see `expiry` for how and for the clock rules.
+//!
 //! By concern: `batch` (the binary format of entries and queries),
-//! `keyspace` (the map ordered by key hash), `glob` (patterns), `snapshot`
-//! (the snapshot decoder); this file applies writes, answers reads and
-//! writes snapshots.
+//! `keyspace` (the map ordered by key hash), `expiry` (times to live and
+//! the log's time), `glob` (patterns), `snapshot` (the snapshot decoder);
+//! this file applies writes, answers reads and writes snapshots.
 
 use std::sync::Arc;
 
@@ -39,6 +42,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::acl::{self, PasswordHash, SharedUsers, Users};
 
 mod batch;
+mod expiry;
 mod glob;
 mod keyspace;
 mod snapshot;
@@ -47,6 +51,11 @@ use batch::*;
 pub use batch::{
     encode_bounded_reads, encode_reads, encode_writes, encoded_write_len, split_bounded_answer,
     BoundedAnswer, ReplyRoom,
+};
+use expiry::Deadlines;
+pub use expiry::{
+    invalid_expire_time, ExpireCommand, ExpireCondition, GetExTime, GetExTtl, SetName, SetTtl,
+    TtlKind,
 };
 use keyspace::*;
 
@@ -70,7 +79,8 @@ pub enum SetCondition {
 /// A command that changes the store; a log entry holds one or more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// `SET key value [NX|XX] [GET]`.
+    /// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT time | KEEPTTL]`,
+    /// `SETEX`, `PSETEX`.
     Set {
         /// The key.
         key: Bytes,
@@ -80,32 +90,39 @@ pub enum Write {
         condition: SetCondition,
         /// `GET`: reply with the old value (or null) instead of `+OK`.
         get: bool,
+        /// What happens to the key's time to live when it is set.
+        ttl: SetTtl,
     },
-    /// `DEL key...`: replies with the number of keys removed.
+    /// `DEL key...`: replies with the number of keys removed (their times
+    /// to live go with them).
     Del {
         /// The keys (a key named twice is removed, and counted, once).
         keys: Vec<Bytes>,
     },
-    /// `INCR`, `INCRBY`, `DECR`, `DECRBY`: replies with the new value.
+    /// `INCR`, `INCRBY`, `DECR`, `DECRBY`: replies with the new value; the
+    /// key keeps its time to live.
     IncrBy {
         /// The key (absent counts as 0).
         key: Bytes,
         /// The amount to add (negative for DECR and DECRBY).
         by: i64,
     },
-    /// `APPEND key value`: replies with the new length.
+    /// `APPEND key value`: replies with the new length; the key keeps its
+    /// time to live.
     Append {
         /// The key (absent counts as empty).
         key: Bytes,
         /// The bytes to append.
         value: Bytes,
     },
-    /// `MSET key value [key value...]`, atomically.
+    /// `MSET key value [key value...]`, atomically; clears the keys' times
+    /// to live.
     MSet {
         /// The keys and their new values, set in order.
         pairs: Vec<(Bytes, Bytes)>,
     },
-    /// `GETSET key value`: replies with the old value (or null).
+    /// `GETSET key value`: replies with the old value (or null); clears the
+    /// key's time to live.
     GetSet {
         /// The key.
         key: Bytes,
@@ -114,7 +131,8 @@ pub enum Write {
     },
     /// `FLUSHDB`: removes every key.
     FlushDb,
-    /// Compare-and-set: replies `:1` if it set `key`, `:0` if not.
+    /// Compare-and-set: replies `:1` if it set `key`, `:0` if not. Setting
+    /// clears the key's time to live, as SET does.
     Cas {
         /// The key.
         key: Bytes,
@@ -143,6 +161,34 @@ pub enum Write {
         /// The hash of the founding leader's `--requirepass`.
         password: Option<PasswordHash>,
     },
+    /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`: `:1` if it set the
+    /// time (a time already passed removes the key), `:0` if the key is
+    /// absent or the condition refused.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The time argument in milliseconds (seconds already converted):
+        /// from the log's time at apply for EXPIRE and PEXPIRE, from the
+        /// epoch for the others. May be negative.
+        when_ms: i64,
+        /// Which of the four (the base of the time, the name in errors).
+        command: ExpireCommand,
+        /// NX, XX, GT or LT.
+        condition: ExpireCondition,
+    },
+    /// `PERSIST key`: `:1` if it removed a time to live, else `:0`.
+    Persist {
+        /// The key.
+        key: Bytes,
+    },
+    /// `GETEX key EX|PX|EXAT|PXAT time | PERSIST`: the value (null if
+    /// absent), and the key's time to live changed.
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// The change.
+        ttl: GetExTtl,
+    },
 }
 
 /// A read-only command; a query holds one or more.
@@ -169,8 +215,18 @@ pub enum Read {
         /// The key.
         key: Bytes,
     },
+    /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`: -2 if absent, -1 if it
+    /// has no time to live, else the time left or the deadline.
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// Which time.
+        kind: TtlKind,
+    },
     /// `DBSIZE`: the number of keys.
     DbSize,
+    /// The number of keys with a time to live (INFO keyspace's `expires`).
+    VolatileLen,
     /// `KEYS pattern`: the keys matching a glob pattern ([`glob_match`]),
     /// in no particular order.
     Keys {
@@ -384,12 +440,20 @@ impl Answer {
 // ---------------------------------------------------------------------------
 
 /// The state machine of raft-kv: byte-string keys and values, ordered by
-/// the keys' hashes (see the module documentation), and the ACL users.
+/// the keys' hashes (see the module documentation), their deadlines, and
+/// the ACL users.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     map: Map,
     /// The number of keys (the map counts hashes).
     len: usize,
+    /// The log's time (ms since the Unix epoch): the last time entry
+    /// applied, never going back; 0 before the first.
+    now_ms: u64,
+    /// The keys' deadlines, all later than `now_ms`, all of existing keys.
+    deadlines: Deadlines,
+    /// This node's clock, read only to answer TTL and PTTL.
+    wall_clock: WallClock,
     /// The ACL users.
     users: Users,
     /// Where the users go after each change.
@@ -400,6 +464,29 @@ pub struct KvStore {
 /// compares equal whatever it publishes to).
 #[derive(Debug, Clone, Default)]
 struct Publisher(Option<Arc<SharedUsers>>);
+
+/// The clock TTL and PTTL read (ms since the Unix epoch): the system's, or
+/// a fixed time in tests. No part of the state.
+#[derive(Debug, Clone, Copy, Default)]
+struct WallClock(Option<u64>);
+
+impl WallClock {
+    fn now_ms(self) -> u64 {
+        self.0.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        })
+    }
+}
+
+impl PartialEq for WallClock {
+    fn eq(&self, _: &WallClock) -> bool {
+        true
+    }
+}
+
+impl Eq for WallClock {}
 
 impl PartialEq for Publisher {
     fn eq(&self, _: &Publisher) -> bool {
@@ -474,40 +561,47 @@ impl KvStore {
                 value,
                 condition,
                 get,
-            } => match spot(&mut self.map, key_hash(key), key) {
-                Spot::Present(v) => {
-                    if get {
-                        bulk(out, v);
+                ttl,
+            } => {
+                // The time is checked first, as Redis does.
+                let deadline = match self.set_deadline(ttl) {
+                    Ok(d) => d,
+                    Err(e) => return put_error(out, &e),
+                };
+                match spot(&mut self.map, key_hash(key), key) {
+                    Spot::Present(v) => {
+                        if get {
+                            bulk(out, v);
+                        }
+                        if condition == SetCondition::IfAbsent {
+                            if !get {
+                                put_null(out);
+                            }
+                            return;
+                        }
+                        *v = Bytes::copy_from_slice(value);
                     }
-                    if condition == SetCondition::IfAbsent {
-                        if !get {
+                    Spot::Absent(a) => {
+                        if get || condition == SetCondition::IfPresent {
                             put_null(out);
                         }
-                        return;
-                    }
-                    *v = Bytes::copy_from_slice(value);
-                    if !get {
-                        put_simple(out, "OK");
-                    }
-                }
-                Spot::Absent(a) => {
-                    if get || condition == SetCondition::IfPresent {
-                        put_null(out);
-                    }
-                    if condition == SetCondition::IfPresent {
-                        return;
-                    }
-                    a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
-                    self.len += 1;
-                    if !get {
-                        put_simple(out, "OK");
+                        if condition == SetCondition::IfPresent {
+                            return;
+                        }
+                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                        self.len += 1;
                     }
                 }
-            },
+                if !get {
+                    put_simple(out, "OK");
+                }
+                self.settle_ttl(key, ttl, deadline);
+            }
             WriteOp::Del(keys) => {
                 let mut n: i64 = 0;
                 for k in keys {
                     if remove(&mut self.map, key_hash(k), k).is_some() {
+                        self.deadlines.clear(k);
                         n += 1;
                     }
                 }
@@ -571,22 +665,27 @@ impl KvStore {
             WriteOp::MSet(mut items) => {
                 while let (Some(k), Some(v)) = (items.next(), items.next()) {
                     self.put(k, v);
+                    self.deadlines.clear(k);
                 }
                 put_simple(out, "OK");
             }
-            WriteOp::GetSet { key, value } => match spot(&mut self.map, key_hash(key), key) {
-                Spot::Present(v) => {
-                    bulk(out, v);
-                    *v = Bytes::copy_from_slice(value);
+            WriteOp::GetSet { key, value } => {
+                match spot(&mut self.map, key_hash(key), key) {
+                    Spot::Present(v) => {
+                        bulk(out, v);
+                        *v = Bytes::copy_from_slice(value);
+                    }
+                    Spot::Absent(a) => {
+                        put_null(out);
+                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                        self.len += 1;
+                    }
                 }
-                Spot::Absent(a) => {
-                    put_null(out);
-                    a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
-                    self.len += 1;
-                }
-            },
+                self.deadlines.clear(key);
+            }
             WriteOp::FlushDb => {
                 discard(std::mem::take(&mut self.map));
+                self.deadlines.clear_all();
                 self.len = 0;
                 put_simple(out, "OK");
             }
@@ -603,6 +702,9 @@ impl KvStore {
                     }
                     _ => false,
                 };
+                if done {
+                    self.deadlines.clear(key);
+                }
                 put_int(out, i64::from(done));
             }
             WriteOp::AclSetUser { name, rules } => {
@@ -623,6 +725,14 @@ impl KvStore {
                 put_int(out, i64::from(self.users.init(password)));
                 self.publish_users();
             }
+            WriteOp::Expire {
+                key,
+                when_ms,
+                command,
+                condition,
+            } => self.write_expire(key, when_ms, command, condition, out),
+            WriteOp::Persist(key) => self.write_persist(key, out),
+            WriteOp::GetEx { key, op } => self.write_getex(key, op, out),
         }
     }
 
@@ -729,7 +839,11 @@ impl KvStore {
                 array_len(keys.len()) + keys.map(value).fold(0, usize::saturating_add)
             }
             // An integer: at most ":-9223372036854775808\r\n".
-            ReadOp::Exists(_) | ReadOp::Strlen(_) | ReadOp::DbSize => 24,
+            ReadOp::Exists(_)
+            | ReadOp::Strlen(_)
+            | ReadOp::Ttl(..)
+            | ReadOp::DbSize
+            | ReadOp::VolatileLen => 24,
             ReadOp::Keys(pattern) => {
                 let pattern = *pattern;
                 let (n, bytes) = self
@@ -813,7 +927,15 @@ impl KvStore {
                 &mut answer.chunk,
                 self.get(key).map_or(0, |v| v.len() as i64),
             ),
+            ReadOp::Ttl(key, kind) => {
+                let wall_ms = match kind {
+                    TtlKind::Ttl | TtlKind::PTtl => self.wall_clock.now_ms(),
+                    TtlKind::ExpireTime | TtlKind::PExpireTime => 0,
+                };
+                self.read_ttl(key, kind, wall_ms, &mut answer.chunk)
+            }
             ReadOp::DbSize => put_int(&mut answer.chunk, self.len as i64),
+            ReadOp::VolatileLen => put_int(&mut answer.chunk, self.deadlines.len() as i64),
             ReadOp::Keys(pattern) => {
                 if pattern == b"*" {
                     put_array(&mut answer.chunk, self.len);
@@ -868,6 +990,22 @@ impl raft_node::StateMachine for KvStore {
         out.freeze()
     }
 
+    /// Keys expire by the log's time (see `expiry`).
+    fn uses_log_time(&self) -> bool {
+        true
+    }
+
+    /// Moves the log's time forward and removes the keys due by then, at
+    /// the same log position on every node.
+    fn advance_time(&mut self, _index: u64, time_ms: u64) {
+        self.advance_log_time(time_ms);
+    }
+
+    /// The deadline of the key that expires first.
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.next_ms()
+    }
+
     fn query(&self, query: &[u8]) -> Bytes {
         let mut answer = Answer::whole();
         self.answer(query, &mut answer);
@@ -891,6 +1029,7 @@ impl raft_node::StateMachine for KvStore {
             + 4
             + 4
             + users.len()
+            + expiry::snapshot_part_len(&self.deadlines)
             + self
                 .iter()
                 .map(|(k, v)| 8 + k.len() + v.len())
@@ -904,6 +1043,7 @@ impl raft_node::StateMachine for KvStore {
             put_str(&mut b, v);
         }
         put_str(&mut b, &users);
+        expiry::put_snapshot_part(&mut b, self.now_ms, &self.deadlines);
         let crc = crc32c(&b);
         b.put_u32_le(crc);
         b.freeze()
@@ -913,11 +1053,13 @@ impl raft_node::StateMachine for KvStore {
     /// Keys and values are slices of `snapshot` (a mapped file stays mapped
     /// while any of them lives) rather than copies.
     fn restore(&mut self, snapshot: Bytes) -> Result<(), raft_node::RestoreError> {
-        let (map, len, users) = decode_snapshot(&snapshot)
+        let restored = decode_snapshot(&snapshot)
             .map_err(|reason| raft_node::RestoreError::Malformed { reason })?;
-        discard(std::mem::replace(&mut self.map, map));
-        self.len = len;
-        self.users = users;
+        discard(std::mem::replace(&mut self.map, restored.map));
+        self.len = restored.len;
+        self.users = restored.users;
+        self.now_ms = restored.now_ms;
+        self.deadlines = restored.deadlines;
         self.publish_users();
         Ok(())
     }
@@ -988,6 +1130,7 @@ mod tests {
             value: b(v),
             condition,
             get,
+            ttl: SetTtl::Clear,
         }
     }
 
@@ -1055,6 +1198,7 @@ mod tests {
                 value: value.clone(),
                 condition: SetCondition::Always,
                 get: false,
+                ttl: SetTtl::Clear,
             },
         );
         assert_eq!(reply, ok());
@@ -1366,6 +1510,63 @@ mod tests {
             set_with("k", "v", SetCondition::Always, false),
             set_with("k", "v", SetCondition::IfAbsent, true),
             set_with("", "", SetCondition::IfPresent, false),
+            Write::Set {
+                key: b("t"),
+                value: b("v"),
+                condition: SetCondition::IfPresent,
+                get: true,
+                ttl: SetTtl::In {
+                    ms: 1500,
+                    name: SetName::PSetEx,
+                },
+            },
+            Write::Set {
+                key: b("t"),
+                value: b("v"),
+                condition: SetCondition::Always,
+                get: false,
+                ttl: SetTtl::At(u64::MAX),
+            },
+            Write::Set {
+                key: b("t"),
+                value: b(""),
+                condition: SetCondition::IfAbsent,
+                get: false,
+                ttl: SetTtl::Keep,
+            },
+            Write::Expire {
+                key: b("t"),
+                when_ms: i64::MIN,
+                command: ExpireCommand::PExpireAt,
+                condition: ExpireCondition::IfSomeEarlier,
+            },
+            Write::Expire {
+                key: b(""),
+                when_ms: 5,
+                command: ExpireCommand::Expire,
+                condition: ExpireCondition::Always,
+            },
+            Write::Persist { key: b("t") },
+            Write::GetEx {
+                key: b("t"),
+                ttl: GetExTtl::Persist,
+            },
+            Write::GetEx {
+                key: b("t"),
+                ttl: GetExTtl::Set(GetExTime {
+                    seconds: false,
+                    absolute: true,
+                    time: b("123"),
+                }),
+            },
+            Write::GetEx {
+                key: b("t"),
+                ttl: GetExTtl::Set(GetExTime {
+                    seconds: true,
+                    absolute: false,
+                    time: b(""),
+                }),
+            },
             Write::Del {
                 keys: vec![b("a"), b(""), b("c")],
             },
@@ -1430,7 +1631,16 @@ mod tests {
             },
             Read::Exists { keys: vec![b("")] },
             Read::Strlen { key: b("k") },
+            Read::Ttl {
+                key: b("k"),
+                kind: TtlKind::Ttl,
+            },
+            Read::Ttl {
+                key: b(""),
+                kind: TtlKind::PExpireTime,
+            },
             Read::DbSize,
+            Read::VolatileLen,
             Read::Keys { pattern: b("*") },
             Read::Scan {
                 cursor: u64::MAX,
@@ -1453,11 +1663,13 @@ mod tests {
                 value,
                 condition,
                 get,
+                ttl,
             } => Write::Set {
                 key: c(key),
                 value: c(value),
                 condition,
                 get,
+                ttl,
             },
             WriteOp::Del(keys) => Write::Del {
                 keys: keys.map(c).collect(),
@@ -1496,6 +1708,29 @@ mod tests {
                 names: names.map(c).collect(),
             },
             WriteOp::AclInit(password) => Write::AclInit { password },
+            WriteOp::Expire {
+                key,
+                when_ms,
+                command,
+                condition,
+            } => Write::Expire {
+                key: c(key),
+                when_ms,
+                command,
+                condition,
+            },
+            WriteOp::Persist(key) => Write::Persist { key: c(key) },
+            WriteOp::GetEx { key, op } => Write::GetEx {
+                key: c(key),
+                ttl: match op.mode {
+                    1 => GetExTtl::Persist,
+                    m => GetExTtl::Set(GetExTime {
+                        seconds: m % 2 == 0,
+                        absolute: m >= 4,
+                        time: c(op.time),
+                    }),
+                },
+            },
         }
     }
 
@@ -1510,7 +1745,9 @@ mod tests {
                 keys: keys.map(c).collect(),
             },
             ReadOp::Strlen(key) => Read::Strlen { key: c(key) },
+            ReadOp::Ttl(key, kind) => Read::Ttl { key: c(key), kind },
             ReadOp::DbSize => Read::DbSize,
+            ReadOp::VolatileLen => Read::VolatileLen,
             ReadOp::Keys(p) => Read::Keys { pattern: c(p) },
             ReadOp::Scan {
                 cursor,
@@ -1566,9 +1803,16 @@ mod tests {
             vec![],
             b"SET k v".to_vec(),
             vec![0xD7, 99],
-            vec![0xD7, W_SET, 8, 0, 0, 0, 0, 0, 0, 0, 0], // unknown flag
-            vec![0xD7, W_SET, 3, 0, 0, 0, 0, 0, 0, 0, 0], // NX and XX
-            vec![0xD7, W_DEL, 0xff, 0xff, 0xff, 0xff],    // a huge count
+            vec![0xD7, W_SET, 0x80, 0, 0, 0, 0, 0, 0, 0, 0], // unknown flag
+            vec![0xD7, W_SET, 0x60, 0, 0, 0, 0, 0, 0, 0, 0], // unknown command
+            vec![0xD7, W_SET, 0x28, 0, 0, 0, 0, 0, 0, 0, 0], // SETEX without a time
+            vec![0xD7, W_SET, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2], // a time cut off
+            vec![0xD7, W_EXPIRE, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // bad command
+            vec![0xD7, W_EXPIRE, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // bad condition
+            vec![0xD7, W_GETEX, 6, 0, 0, 0, 0],              // bad mode
+            vec![0xD7, W_GETEX, 0, 0, 0, 0, 0],              // bad mode
+            vec![0xD7, W_SET, 3, 0, 0, 0, 0, 0, 0, 0, 0],    // NX and XX
+            vec![0xD7, W_DEL, 0xff, 0xff, 0xff, 0xff],       // a huge count
             vec![0xD7, W_MSET, 0xff, 0xff, 0xff, 0x7f],
             vec![0xD7, W_CAS, 0, 0, 0, 0, 2, 0, 0, 0, 0], // bad flag
             reads.to_vec(),                               // a query is no entry
@@ -1601,6 +1845,7 @@ mod tests {
             vec![],
             vec![0xD2, 0],
             vec![0xD2, R_SCAN, 0, 0],
+            vec![0xD2, R_TTL, 4, 0, 0, 0, 0],
             vec![
                 0xD2, R_SCAN, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9,
             ],
@@ -1731,8 +1976,8 @@ mod tests {
         v[0] = b'X';
         check(v, "not a raft-kv snapshot");
         let mut v = snap.to_vec();
-        v[4] = 3;
-        check(v, "version 3");
+        v[4] = 4;
+        check(v, "version 4");
         // Any flipped bit breaks the checksum.
         for at in 5..snap.len() {
             let mut v = snap.to_vec();
@@ -1751,7 +1996,12 @@ mod tests {
             acl::codec::encode(&s.users, &mut u);
             4 + u.len()
         };
-        let mut v2_body = snap[..snap.len() - 4].to_vec();
+        // Version 2: the same without the times (16 bytes: no deadlines).
+        let mut v2_body = snap[..snap.len() - 4 - 16].to_vec();
+        v2_body[4] = 2;
+        let mut v2 = s.clone();
+        v2.restore(Bytes::from(reseal(v2_body.clone()))).unwrap();
+        assert_eq!(v2, s, "a version 2 snapshot reads with no deadlines");
         let mut body = v2_body[..v2_body.len() - users_len].to_vec();
         body[4] = 1;
         let mut v1 = s.clone();
@@ -2155,7 +2405,11 @@ mod tests {
             let size = s.reply_size(&op);
             let built = s.query(&q).len();
             match read {
-                Read::Exists { .. } | Read::Strlen { .. } | Read::DbSize => {
+                Read::Exists { .. }
+                | Read::Strlen { .. }
+                | Read::Ttl { .. }
+                | Read::DbSize
+                | Read::VolatileLen => {
                     assert!(built <= size, "{read:?}: {built} > {size}")
                 }
                 _ => assert_eq!(built, size, "{read:?}"),

@@ -3,20 +3,34 @@
 
 use bytes::Bytes;
 
-use super::{crc32c, key_hash, Map, Reader, Slot};
+use super::{crc32c, key_hash, lookup, Deadlines, Map, Reader, Slot};
 use crate::acl::{self, Users};
 
-// The snapshot: "RKVS", version 2, the number of keys (u64 LE), then each
+// The snapshot: "RKVS", version 3, the number of keys (u64 LE), then each
 // key and value as a u32-LE length and the bytes, then the user table
-// (acl::codec) as a u32-LE length and the bytes, then the CRC-32C of all
-// that (u32 LE). Version 1 (no user table) reads as "no users yet".
+// (acl::codec) as a u32-LE length and the bytes, then the log's time (u64
+// LE, ms since the epoch), the number of keys with a deadline (u64 LE) and
+// each such key (u32-LE length, bytes) with its deadline (u64 LE), earliest
+// first; then the CRC-32C of all that (u32 LE). Version 2 (no times) reads
+// as "time 0, no deadlines"; version 1 (no user table either) as "no users
+// yet" too.
 pub(super) const SNAP_MAGIC: &[u8; 4] = b"RKVS";
-pub(super) const SNAP_VERSION: u8 = 2;
+pub(super) const SNAP_VERSION: u8 = 3;
+pub(super) const SNAP_VERSION_WITHOUT_TIMES: u8 = 2;
 pub(super) const SNAP_VERSION_WITHOUT_USERS: u8 = 1;
 pub(super) const SNAP_HEADER: usize = 4 + 1 + 8;
 
+/// What a snapshot holds.
+pub(super) struct Restored {
+    pub(super) map: Map,
+    pub(super) len: usize,
+    pub(super) users: Users,
+    pub(super) now_ms: u64,
+    pub(super) deadlines: Deadlines,
+}
+
 /// Decodes a snapshot; keys and values are slices of `s` (no copy).
-pub(super) fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> {
+pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
     if s.len() < SNAP_HEADER + 4 {
         return Err(format!(
             "a raft-kv snapshot has at least {} bytes, this one has {}",
@@ -30,10 +44,10 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> 
             &s[..4]
         ));
     }
-    if s[4] != SNAP_VERSION && s[4] != SNAP_VERSION_WITHOUT_USERS {
+    let version = s[4];
+    if !(SNAP_VERSION_WITHOUT_USERS..=SNAP_VERSION).contains(&version) {
         return Err(format!(
-            "raft-kv snapshot version {} is not supported (only {SNAP_VERSION_WITHOUT_USERS} and {SNAP_VERSION})",
-            s[4]
+            "raft-kv snapshot version {version} is not supported (only {SNAP_VERSION_WITHOUT_USERS} to {SNAP_VERSION})"
         ));
     }
     let end = s.len() - 4;
@@ -71,7 +85,7 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> 
             .ok_or_else(|| format!("the snapshot is cut off in the value of key {i} of {count}"))?;
         pairs.push((key_hash(&k), k, v));
     }
-    let users = if s[4] == SNAP_VERSION_WITHOUT_USERS {
+    let users = if version == SNAP_VERSION_WITHOUT_USERS {
         Users::default()
     } else {
         let blob = rd
@@ -82,6 +96,32 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> 
             (_, rest) => return Err(format!("{} stray bytes after the user table", rest.len())),
         }
     };
+    let mut timed = Vec::new();
+    let mut now_ms = 0;
+    if version > SNAP_VERSION_WITHOUT_TIMES {
+        let (Some(now), Some(n)) = (rd.u64(), rd.u64()) else {
+            return Err("the snapshot is cut off in its time".into());
+        };
+        now_ms = now;
+        // Every deadline takes at least 12 bytes.
+        if n > (rd.buf.len() / 12) as u64 {
+            return Err(format!(
+                "the snapshot claims {n} deadlines but has only {} bytes left",
+                rd.buf.len()
+            ));
+        }
+        for i in 1..=n {
+            let (Some(k), Some(at)) = (rd.str(), rd.u64()) else {
+                return Err(format!("the snapshot is cut off in deadline {i} of {n}"));
+            };
+            if at <= now_ms {
+                return Err(format!(
+                    "the snapshot's deadline {i} ({at} ms) is not after its time ({now_ms} ms)"
+                ));
+            }
+            timed.push((k, at));
+        }
+    }
     if !rd.is_empty() {
         return Err(format!(
             "{} stray bytes after the {count} keys of the snapshot",
@@ -102,5 +142,25 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<(Map, usize, Users), String> 
             _ => slots.push((h, Slot::One(k, v))),
         }
     }
-    Ok((slots.into_iter().collect(), count as usize, users))
+    let map: Map = slots.into_iter().collect();
+    let mut deadlines = Deadlines::default();
+    for (k, at) in timed {
+        let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
+        if lookup(&map, key_hash(k), k).is_none() {
+            return Err(format!(
+                "the snapshot has a deadline for {shown:?}, which it does not hold"
+            ));
+        }
+        if deadlines.get(k).is_some() {
+            return Err(format!("the snapshot has two deadlines for {shown:?}"));
+        }
+        deadlines.set(k, at);
+    }
+    Ok(Restored {
+        map,
+        len: count as usize,
+        users,
+        now_ms,
+        deadlines,
+    })
 }
