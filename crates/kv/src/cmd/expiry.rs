@@ -237,15 +237,7 @@ fn parse_expire(command: ExpireCommand, args: &[Bytes]) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::parse as parse_command;
-
-    fn p(s: &str) -> Command {
-        let args: Vec<Bytes> = s
-            .split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        parse_command(&args)
-    }
+    use crate::cmd::tests::p;
 
     fn set(ttl: SetTtl) -> Command {
         Command::Write(Write::Set {

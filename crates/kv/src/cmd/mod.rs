@@ -168,11 +168,12 @@ pub fn parse(args: &[Bytes]) -> Command {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::SetCondition;
 
-    fn p(s: &str) -> Command {
+    /// The command a line of space-separated words parses to.
+    pub(crate) fn p(s: &str) -> Command {
         let args: Vec<Bytes> = s
             .split(' ')
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
