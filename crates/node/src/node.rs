@@ -16,7 +16,7 @@ use crate::ids::{cluster_number, node_number, PeerContext};
 use crate::options::ApplyMode;
 use crate::options::{Bootstrap, Options};
 use crate::persistence::memory::MemoryPersistence;
-use crate::persistence::{Change, Identity, Persistence, PersistenceError};
+use crate::persistence::{Change, Corruption, Identity, Persistence, PersistenceError};
 use crate::runtime::apply::{self, Applier, Applying};
 use crate::runtime::backlog::{ApplyBacklog, ApplyBacklogStats};
 use crate::runtime::driver::Driver;
@@ -402,10 +402,12 @@ impl Node {
                 .unwrap_snapshot(s.data.clone())
                 .and_then(|data| sm.restore(data))
                 .map_err(|e| {
-                    PersistenceError::Corrupt(format!(
-                        "the stored snapshot at {}: {e}",
-                        s.meta.index
-                    ))
+                    PersistenceError::Corrupt(
+                        Corruption::new(format!(
+                            "the state machine cannot restore the stored snapshot: {e}"
+                        ))
+                        .at_index(s.meta.index),
+                    )
                 })?;
         }
         let restored = Restored {
@@ -415,7 +417,7 @@ impl Node {
             entries,
         };
         let raft = Raft::new(config, restored).map_err(|e| {
-            PersistenceError::Corrupt(format!("cannot restart from the stored state: {e}"))
+            PersistenceError::corrupt(format!("cannot restart from the stored state: {e}"))
         })?;
 
         let (inbox_tx, inbox_rx) = crate::runtime::inbox();
@@ -619,7 +621,10 @@ impl Node {
             messages_failed: p.failed.load(Relaxed),
             messages_oversized: p.oversized.load(Relaxed),
             core: s.core,
-            stopped: s.stopped,
+            stopped: s.stopped.map(|e| match e {
+                NodeError::Stopped(reason) => reason.to_string(),
+                _ => "shut down".to_owned(),
+            }),
             removed: self.inner.removal.get(),
         }
     }
@@ -652,18 +657,20 @@ impl Node {
             .collect()
     }
 
-    /// Waits until the node stops acknowledging, and returns why: its
-    /// storage failed (a failed fsync, a full disk: the node is then of no
-    /// further use, and a process should exit so that clients and a
-    /// supervisor notice), or it was shut down.
-    pub async fn stopped(&self) -> String {
+    /// Waits until the node stops acknowledging, and returns why:
+    /// [`NodeError::Stopped`] when its storage failed (a failed fsync, a
+    /// full disk: [`NodeError::storage_error`] gives the typed
+    /// [`PersistenceError`]; the node is then of no further use, and a
+    /// process should exit so that clients and a supervisor notice), or
+    /// [`NodeError::ShuttingDown`] when it was shut down.
+    pub async fn stopped(&self) -> NodeError {
         let mut status = self.inner.status.clone();
         loop {
             if let Some(reason) = status.borrow_and_update().stopped.clone() {
                 return reason;
             }
             if status.changed().await.is_err() {
-                return "shut down".into();
+                return NodeError::ShuttingDown;
             }
         }
     }
