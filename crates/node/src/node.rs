@@ -883,7 +883,7 @@ impl Node {
         loop {
             // Proposed here first: the driver knows best whether this node
             // leads, or is stopping.
-            let attempt = match self.propose(&call).await {
+            let attempt = match self.propose(&call, deadline).await {
                 Err(NodeError::NotLeader { leader: Some(l) })
                     if forward && l.id != self.inner.id =>
                 {
@@ -921,14 +921,20 @@ impl Node {
         }
     }
 
-    /// Proposes `call` on this node and waits for its output.
-    async fn propose(&self, call: &Call) -> Result<Bytes, NodeError> {
+    /// Proposes `call` on this node and waits for its output, until
+    /// `deadline` at the latest (a call forwarded by a peer carries its
+    /// caller's), and never longer than `command_timeout`.
+    async fn propose(
+        &self,
+        call: &Call,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, NodeError> {
         // Apply back-pressure: while this node leads and its state machine
         // is too far behind (`Options::max_unapplied_bytes`), a command
         // waits (within `command_timeout`) before it is proposed, and
         // counts until it is answered.
         let _admitted = if self.inner.status.borrow().role == Role::Leader {
-            let after = self.inner.command_timeout;
+            let after = self.bounded(deadline);
             Some(
                 timeout(after, self.inner.backlog.admit(call.entry_len()))
                     .await
@@ -953,14 +959,36 @@ impl Node {
             reply: tx,
         })
         .await?;
-        // No timer per command: the apply task fails commands that waited
-        // longer than `command_timeout`. A reply dropped unanswered means
-        // the node stopped (a crash) with the command possibly in its log.
-        rx.await.unwrap_or_else(|_| {
-            Err(NodeError::OutcomeUnknown(
-                "the node stopped before the command was answered".into(),
-            ))
-        })
+        // The apply task fails commands that waited longer than
+        // `command_timeout`; a timer of its own only for a call whose
+        // caller waits less (one forwarded with little time left). A reply
+        // dropped unanswered means the node stopped (a crash) with the
+        // command possibly in its log.
+        let reply = async {
+            rx.await.unwrap_or_else(|_| {
+                Err(NodeError::OutcomeUnknown(
+                    "the node stopped before the command was answered".into(),
+                ))
+            })
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left >= self.inner.command_timeout {
+            return reply.await;
+        }
+        tokio::time::timeout_at(deadline, reply)
+            .await
+            .unwrap_or(Err(NodeError::Timeout {
+                what: "command",
+                after: left,
+            }))
+    }
+
+    /// How long a wait may take that ends at `deadline` (a caller's, or a
+    /// forwarded call's) and never lasts longer than `command_timeout`.
+    fn bounded(&self, deadline: tokio::time::Instant) -> Duration {
+        deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(self.inner.command_timeout)
     }
 
     /// Before a call that needs the leader is tried again: waits for a
@@ -1143,7 +1171,8 @@ impl Node {
     /// # node.shutdown().await?; Ok(()) }
     /// ```
     pub async fn read(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
-        self.read_here(query.into()).await.map(concat)
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        self.read_here(query.into(), deadline).await.map(concat)
     }
 
     /// A linearizable read like [`Node::read`], whose answer comes in the
@@ -1156,12 +1185,17 @@ impl Node {
     ///
     /// [`StateMachine::query_parts`]: crate::StateMachine::query_parts
     pub async fn read_parts(&self, query: impl Into<Bytes>) -> Result<Vec<Bytes>, NodeError> {
-        self.read_here(query.into()).await
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        self.read_here(query.into(), deadline).await
     }
 
-    async fn read_here(&self, query: Bytes) -> Result<Vec<Bytes>, NodeError> {
+    /// A linearizable read, answered by `deadline` at the latest.
+    async fn read_here(
+        &self,
+        query: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Bytes>, NodeError> {
         self.check_member()?;
-        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
         loop {
             let (tx, rx) = oneshot::channel();
             let input = Input::Read {
@@ -1169,7 +1203,7 @@ impl Node {
                 reply: tx,
             };
             self.input(input).await?;
-            match self.wait("read", self.inner.command_timeout, rx).await {
+            match self.wait("read", self.bounded(deadline), rx).await {
                 Err(NodeError::NotLeader { leader: None }) if self.await_leader(deadline).await => {
                 }
                 other => return other,
@@ -1614,7 +1648,7 @@ impl Node {
             };
             self.input(input).await?;
             match self
-                .wait("membership change", self.inner.command_timeout, rx)
+                .wait("membership change", self.bounded(deadline), rx)
                 .await
             {
                 Err(NodeError::Retry(_)) | Err(NodeError::NotLeader { leader: None })
@@ -1960,7 +1994,7 @@ impl Handler for NodeHandler {
                     .await
             }
             // The wire carries one answer: the parts are concatenated.
-            Request::Read(query) => node.read_here(query).await.map(concat),
+            Request::Read(query) => node.read_here(query, command_deadline).await.map(concat),
             // A member that is not the leader passes a join or a leave on to
             // the leader it knows (one hop: two nodes cannot each believe
             // the other leads the same term).

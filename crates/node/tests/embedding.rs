@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raft_node::{
-    kv_get, node_number, Bootstrap, Change, KvCommand, KvOutput, MembershipError, MemoryNetwork,
-    MemoryPersistence, Node, NodeError, Options, Persistence, PersistenceError, Role, State,
-    TcpOptions, TcpTransport,
+    cluster_number, kv_get, node_number, Bootstrap, Change, Connection, Envelope, KvCommand,
+    KvOutput, MembershipError, MemoryNetwork, MemoryPersistence, Node, NodeError, Options,
+    Persistence, PersistenceError, Reply, Request, Role, State, TcpOptions, TcpTransport,
 };
 use tokio::time::{sleep, Instant};
 
@@ -303,6 +303,74 @@ async fn a_join_through_a_follower_outlasts_the_transport_timeout() {
     let j1 = peers.iter().find(|p| p.id == "j1").expect("j1 is a member");
     assert_eq!(j1.role, raft_node::MemberRole::Voter, "{peers:?}");
     eventually("j1 has the data", || joining.metrics().applied_index >= 20).await;
+}
+
+/// A call forwarded with 200 ms left: the leader answers it by then (a
+/// timeout: the command may still take effect), not after its own
+/// `command_timeout`. The leader is cut off from its followers, with an
+/// election timeout long enough for it to keep leading meanwhile, so that
+/// nothing commits.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_call_ends_when_its_caller_stops_waiting() {
+    let mut cluster = Cluster {
+        net: MemoryNetwork::new(),
+        members: (1..=3)
+            .map(|i| (format!("n{i}"), format!("n{i}")))
+            .collect(),
+        stores: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+    };
+    let command_timeout = Duration::from_secs(2);
+    for i in 1..=3 {
+        let id = format!("n{i}");
+        let mut options = cluster.options(&id, Bootstrap::Static(cluster.members.clone()));
+        options.heartbeat_interval = Duration::from_millis(200);
+        options.election_timeout_min = Duration::from_secs(4);
+        options.election_timeout_max = Duration::from_secs(6);
+        options.command_timeout = command_timeout;
+        cluster.spawn_with(&id, options).await;
+    }
+    let leader = cluster.leader().await;
+    leader.command(set("k", "v")).await.unwrap();
+    let followers: Vec<String> = cluster
+        .live()
+        .iter()
+        .filter(|n| n.id() != leader.id())
+        .map(|n| n.id().to_string())
+        .collect();
+    for f in &followers {
+        cluster.net.partition(leader.id(), f);
+    }
+    // A peer's connection, as a follower forwards through it.
+    let probe = cluster.net.transport("probe").connect_to(leader.address());
+    let within = Duration::from_millis(200);
+    for (what, call) in [
+        ("command", Request::Command(set("k", "w"))),
+        ("read", Request::Read(kv_get(b"k"))),
+    ] {
+        let started = Instant::now();
+        let reply = probe
+            .invoke(Envelope {
+                cluster: cluster_number(CLUSTER),
+                from: Arc::from(followers[0].as_str()),
+                request: Request::Within {
+                    within,
+                    call: Box::new(call),
+                },
+            })
+            .await
+            .expect("the leader answers");
+        let took = started.elapsed();
+        assert_eq!(leader.role(), Role::Leader, "the leader kept leading");
+        assert!(
+            matches!(&reply, Reply::Failed { message, .. } if message.contains("did not finish")),
+            "{what}: a timeout, got {reply:?}"
+        );
+        assert!(
+            took >= within && took < within + Duration::from_millis(100),
+            "{what}: answered after {took:?}, not when its caller stopped waiting ({within:?}; the leader's command_timeout is {command_timeout:?})"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
