@@ -1237,9 +1237,30 @@ impl Node {
     /// the cluster: as a learner first, then, once it has caught up, as a
     /// voter. On a follower the call goes to the leader. The joining node
     /// must be empty (started with `Bootstrap::Join`) and of this cluster:
-    /// the leader asks it. Waits out elections, within `join_timeout`. A
-    /// join that fails half way (the new node did not catch up in time) is
-    /// rolled back: the learner is removed again.
+    /// the leader asks it. Waits out elections, within `join_timeout`.
+    ///
+    /// A join is finished or rolled back, never left half done (a learner
+    /// for good):
+    ///
+    /// - the node that calls `join` drives it until the new node is a voter
+    ///   or `join_timeout` passes. If the leader crashes or loses
+    ///   leadership while it catches the new node up, the call is sent
+    ///   again to the next leader, which takes "already a learner" as
+    ///   progress: it goes on catching up and promotes it;
+    /// - the leader that catches the new node up removes the learner again
+    ///   if it does not catch up before the caller's deadline;
+    /// - if the call fails for good while the new node is still a learner
+    ///   (its leader crashed, and no later leader could finish in time),
+    ///   the caller removes the learner (waiting, within
+    ///   `command_timeout`, for a leader to do it), and returns the error.
+    ///   If the new node was promoted after all, the join succeeded.
+    ///
+    /// A learner is left only if the caller stops too (it crashed, or it
+    /// was a forwarded call whose member and leader both crashed): it
+    /// shows in [`Node::peers`] as a [`MemberRole::Learner`]; [`Node::leave`]
+    /// removes it, and a new `join` of it finishes the join.
+    /// [`Node::join_cluster`] (the new node asking to be added) retries
+    /// the same way until its own `join_timeout`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1267,8 +1288,47 @@ impl Node {
         let request = Request::Join {
             address: address.to_string(),
         };
-        self.membership_call(request, deadline, || self.join_here(address, deadline))
-            .await
+        let joined = self
+            .membership_call(request, deadline, true, || {
+                self.join_here(address, deadline)
+            })
+            .await;
+        match joined {
+            Ok(()) => Ok(()),
+            Err(e) => self.after_failed_join(address, e).await,
+        }
+    }
+
+    /// A join driven from this node failed for good (its `join_timeout`
+    /// passed, or it was refused): if the new node was promoted after all,
+    /// the join succeeded; if it was left a learner (the leader that caught
+    /// it up crashed, and no later attempt finished), it is removed again,
+    /// so that a failed join leaves the configuration as it was.
+    async fn after_failed_join(&self, address: &str, error: NodeError) -> Result<(), NodeError> {
+        let Ok(peers) = self.peers().await else {
+            return Err(error);
+        };
+        let Some(joined) = peers.into_iter().find(|p| p.address == address) else {
+            return Err(error);
+        };
+        if joined.role == MemberRole::Voter {
+            return Ok(());
+        }
+        let undo = tokio::time::Instant::now() + self.inner.command_timeout;
+        let id = joined.id;
+        let request = Request::Leave { id: id.clone() };
+        let removed = self
+            .membership_call(request, undo, false, || self.leave_here(&id, undo))
+            .await;
+        match removed {
+            Ok(()) => {
+                tracing::info!(node = %id, error = %error, "a failed join was rolled back: the learner was removed")
+            }
+            Err(undone) => {
+                tracing::warn!(node = %id, error = %error, %undone, "a failed join could not be rolled back: remove the learner with `leave`")
+            }
+        }
+        Err(error)
     }
 
     /// Asks the member listening at `member` (in the transport's terms) to
@@ -1306,11 +1366,14 @@ impl Node {
     /// Runs a membership call until `deadline`: `here` while this node
     /// leads, else `request` forwarded to the leader (if forwarding is on).
     /// Waits out elections, and sends again a forward that certainly took
-    /// no effect.
+    /// no effect, or, with `again_if_unknown` (a call that may be repeated:
+    /// a join, which goes on from where an earlier attempt stopped), one
+    /// whose outcome is unknown (the leader crashed with it in hand).
     async fn membership_call<F, Fut>(
         &self,
         request: Request,
         deadline: tokio::time::Instant,
+        again_if_unknown: bool,
         here: F,
     ) -> Result<(), NodeError>
     where
@@ -1325,6 +1388,7 @@ impl Node {
                 },
                 Some(l) if self.inner.forward && l.id != self.inner.id => {
                     match self.forward(&l.address, request.clone(), deadline).await {
+                        Forwarded::Done(Err(e)) if again_if_unknown && e.is_outcome_unknown() => e,
                         Forwarded::Done(r) => return r.map(|_| ()),
                         Forwarded::Again(e) => e,
                     }
@@ -1615,7 +1679,7 @@ impl Node {
         self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
         let request = Request::Leave { id: id.to_string() };
-        self.membership_call(request, deadline, || self.leave_here(id, deadline))
+        self.membership_call(request, deadline, false, || self.leave_here(id, deadline))
             .await
     }
 
