@@ -12,6 +12,7 @@ use tokio::time::timeout;
 
 use crate::error::{LeaderInfo, MembershipError, NodeError, RemoteError, Removed, RetryReason};
 use crate::events::Event;
+use crate::example::KvStateMachine;
 use crate::ids::{cluster_number, node_number, PeerContext};
 use crate::options::ApplyMode;
 use crate::options::{Bootstrap, Options};
@@ -23,7 +24,6 @@ use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
 use crate::runtime::{ClientAddresses, Input, PeerStatus, Removal, Status};
 use crate::session::{Call, Limits, Numbered, Sessions};
-use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, ErrorCode, Handler, Reply, Request, Transport};
 
@@ -772,7 +772,8 @@ impl Node {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), raft_node::NodeError> {
-    /// use raft_node::{KvCommand, KvOutput, Node, Options};
+    /// use raft_node::example::{KvCommand, KvOutput};
+    /// use raft_node::{Node, Options};
     ///
     /// let node = Node::new(Options::default()).await?;
     /// let set = KvCommand::Set { key: "k".into(), value: "v".into() };
@@ -1162,7 +1163,8 @@ impl Node {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), raft_node::NodeError> {
-    /// use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+    /// use raft_node::example::{kv_get, KvCommand, KvOutput};
+    /// use raft_node::{Node, Options};
     ///
     /// let node = Node::new(Options::default()).await?;
     /// node.command(KvCommand::Set { key: "k".into(), value: "v".into() }.encode()).await?;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use raft_node::example::{kv_get, KvCommand, KvOutput};
 use raft_node::{
-    cluster_number, kv_get, node_number, Bootstrap, Change, Connection, Envelope, KvCommand,
-    KvOutput, MembershipError, MemoryNetwork, MemoryPersistence, Node, NodeError, Options,
-    Persistence, PersistenceError, Reply, Request, Role, State, TcpOptions, TcpTransport,
+    cluster_number, node_number, Bootstrap, Change, Connection, Envelope, MembershipError,
+    MemoryNetwork, MemoryPersistence, Node, NodeError, Options, Persistence, PersistenceError,
+    Reply, Request, Role, State, TcpOptions, TcpTransport,
 };
 use tokio::time::{sleep, Instant};
 

@@ -1276,7 +1276,8 @@ fn works_on_a_current_thread_runtime() {
 /// taken by the node) and restarts from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarts_from_its_directory() {
-    use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+    use raft_node::example::{kv_get, KvCommand, KvOutput};
+    use raft_node::{Node, Options};
     let dir = TempDir::new().unwrap();
     let set = |k: &str, v: &str| {
         KvCommand::Set {
@@ -1354,7 +1355,7 @@ async fn a_node_syncs_once_per_write_not_twice() {
     .await
     .unwrap();
     // One write first: the election's saves are done.
-    let set = |i: u64| raft_node::KvCommand::Set {
+    let set = |i: u64| raft_node::example::KvCommand::Set {
         key: Bytes::from(format!("k{i}")),
         value: Bytes::from_static(b"v"),
     };

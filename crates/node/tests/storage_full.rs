@@ -14,9 +14,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use raft_node::example::KvCommand;
 use raft_node::persistence::file::{FaultFs, FileOptions, FilePersistence};
 use raft_node::persistence::PersistenceError;
-use raft_node::{KvCommand, Node, NodeError, Options};
+use raft_node::{Node, NodeError, Options};
 
 /// Commands written at most before the node must have stopped.
 const MAX_WRITES: usize = 400;
