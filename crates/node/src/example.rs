@@ -5,16 +5,23 @@
 //! single-node store; an application brings its own [`StateMachine`] (the
 //! [guide](crate::guide) shows how).
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), raft_node::NodeError> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), raft_node::NodeError> {
 //! use raft_node::example::{kv_get, KvCommand, KvOutput};
 //! use raft_node::{Node, Options};
 //!
-//! let node = Node::new(Options::default()).await?;
+//! let node = Node::new(Options::default()).await?; // runs a KvStateMachine
 //! node.command(KvCommand::Set { key: "k".into(), value: "v".into() }.encode()).await?;
 //! let answer = node.read(kv_get(b"k")).await?;
 //! assert_eq!(KvOutput::decode(&answer), Some(KvOutput::Value(Some("v".into()))));
-//! # Ok(()) }
+//! # node.shutdown().await?; Ok(()) }
+//! ```
+//!
+//! The crate's root exports the node and its interfaces, not this example:
+//!
+//! ```compile_fail
+//! use raft_node::KvStateMachine; // it is raft_node::example::KvStateMachine
 //! ```
 
 use std::collections::BTreeMap;
