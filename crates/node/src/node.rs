@@ -190,7 +190,7 @@ impl NumberedCommand {
                 command: self.command.clone(),
             });
             match node
-                .command_here(call, node.inner.forward, deadline, true)
+                .command_here(call, node.inner.forward, deadline, true, false)
                 .await
             {
                 // No attempt of it was applied: again, in a new session.
@@ -816,8 +816,14 @@ impl Node {
     /// deduplication.
     pub async fn command_without_session(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
         let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
-        self.command_here(Call::Plain(cmd.into()), self.inner.forward, deadline, false)
-            .await
+        self.command_here(
+            Call::Plain(cmd.into()),
+            self.inner.forward,
+            deadline,
+            false,
+            false,
+        )
+        .await
     }
 
     /// The node's client session, registered through the log (on the
@@ -830,7 +836,7 @@ impl Node {
         // A registration whose outcome is unknown is sent again: at worst
         // it registers a session nobody uses, which expires.
         let reply = self
-            .command_here(Call::Register, self.inner.forward, deadline, true)
+            .command_here(Call::Register, self.inner.forward, deadline, true, false)
             .await?;
         let bytes: [u8; 8] = reply[..].try_into().map_err(|_| {
             NodeError::Remote(RemoteError::Unexpected {
@@ -872,6 +878,7 @@ impl Node {
         forward: bool,
         deadline: tokio::time::Instant,
         again_if_unknown: bool,
+        bounded: bool,
     ) -> Result<Bytes, NodeError> {
         self.check_member()?;
         if let Some(max_bytes) = self.inner.max_entry_bytes {
@@ -884,7 +891,7 @@ impl Node {
         loop {
             // Proposed here first: the driver knows best whether this node
             // leads, or is stopping.
-            let attempt = match self.propose(&call, deadline).await {
+            let attempt = match self.propose(&call, bounded.then_some(deadline)).await {
                 Err(NodeError::NotLeader { leader: Some(l) })
                     if forward && l.id != self.inner.id =>
                 {
@@ -922,20 +929,20 @@ impl Node {
         }
     }
 
-    /// Proposes `call` on this node and waits for its output, until
-    /// `deadline` at the latest (a call forwarded by a peer carries its
-    /// caller's), and never longer than `command_timeout`.
+    /// Proposes `call` on this node and waits for its output, never longer
+    /// than `command_timeout`, and until `deadline` at the latest if given
+    /// (a call forwarded by a peer carries its caller's).
     async fn propose(
         &self,
         call: &Call,
-        deadline: tokio::time::Instant,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Bytes, NodeError> {
         // Apply back-pressure: while this node leads and its state machine
         // is too far behind (`Options::max_unapplied_bytes`), a command
         // waits (within `command_timeout`) before it is proposed, and
         // counts until it is answered.
         let _admitted = if self.inner.status.borrow().role == Role::Leader {
-            let after = self.bounded(deadline);
+            let after = deadline.map_or(self.inner.command_timeout, |d| self.bounded(d));
             Some(
                 timeout(after, self.inner.backlog.admit(call.entry_len()))
                     .await
@@ -971,6 +978,9 @@ impl Node {
                     "the node stopped before the command was answered".into(),
                 ))
             })
+        };
+        let Some(deadline) = deadline else {
+            return reply.await;
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left >= self.inner.command_timeout {
@@ -2019,6 +2029,8 @@ impl Handler for NodeHandler {
         }
         let now = tokio::time::Instant::now();
         let deadline = |default: Duration| now + within.unwrap_or(default);
+        // A forwarded command waits no longer than its caller.
+        let bounded = within.is_some();
         let (command_deadline, join_deadline) = (
             deadline(node.inner.command_timeout),
             deadline(node.inner.join_timeout),
@@ -2037,7 +2049,7 @@ impl Handler for NodeHandler {
                 };
             }
             Request::Command(cmd) => {
-                node.command_here(Call::Plain(cmd), false, command_deadline, false)
+                node.command_here(Call::Plain(cmd), false, command_deadline, false, bounded)
                     .await
             }
             Request::SessionCommand {
@@ -2052,11 +2064,11 @@ impl Handler for NodeHandler {
                     floor,
                     command,
                 });
-                node.command_here(call, false, command_deadline, false)
+                node.command_here(call, false, command_deadline, false, bounded)
                     .await
             }
             Request::OpenSession => {
-                node.command_here(Call::Register, false, command_deadline, false)
+                node.command_here(Call::Register, false, command_deadline, false, bounded)
                     .await
             }
             // The wire carries one answer: the parts are concatenated.
