@@ -820,7 +820,7 @@ mod tests {
             admin_address: None,
             started: std::time::Instant::now(),
         };
-        let set = raft_node::KvCommand::Set {
+        let set = raft_node::example::KvCommand::Set {
             key: "k".into(),
             value: "v".into(),
         };

@@ -1066,7 +1066,8 @@ pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use raft_node::{FilePersistence, KvCommand, Node, Options};
+    use raft_node::example::KvCommand;
+    use raft_node::{FilePersistence, Node, Options};
 
     /// A single-node leader in memory (or on `file`), in a [`Context`].
     pub(crate) async fn test_context(file: Option<Arc<FilePersistence>>) -> Arc<Context> {

@@ -491,9 +491,13 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     match &failed {
         None => info!("shutting down"),
+        Some(reason) if reason.is_storage_full() => error!(
+            %reason,
+            "the node stopped acknowledging: its disk is full; exiting with an error: free space, then restart it"
+        ),
         Some(reason) => error!(
             %reason,
-            "the node stopped acknowledging (storage failure): exiting with an error; free the space or fix the disk, then restart it"
+            "the node stopped acknowledging (storage failure): exiting with an error; fix the disk, then restart it"
         ),
     }
     reloader.abort();
@@ -509,9 +513,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     info!("stopped");
     match failed {
         None => Ok(()),
-        Some(reason) => Err(StartError(format!(
-            "the node stopped after a storage failure: {reason}"
-        ))),
+        Some(reason) => Err(StartError(reason.to_string())),
     }
 }
 

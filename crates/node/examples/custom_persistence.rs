@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use raft_node::example::{kv_get, KvCommand};
 use raft_node::persistence::{Change, Persistence, PersistenceError, State};
-use raft_node::{kv_get, KvCommand, Node, Options};
+use raft_node::{Node, Options};
 
 /// Keeps every change, in order; `load` replays them.
 #[derive(Clone, Default)]
@@ -143,7 +144,7 @@ async fn main() -> Result<(), raft_node::NodeError> {
     println!(
         "restarted as {} with {saved} saved changes; k = {:?}",
         node.id(),
-        raft_node::KvOutput::decode(&value)
+        raft_node::example::KvOutput::decode(&value)
     );
     node.shutdown().await
 }

@@ -3,7 +3,8 @@
 //!
 //! `cargo run -p raft-node --example single_node`
 
-use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+use raft_node::example::{kv_get, KvCommand, KvOutput};
+use raft_node::{Node, Options};
 
 #[tokio::main]
 async fn main() -> Result<(), raft_node::NodeError> {

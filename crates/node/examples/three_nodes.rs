@@ -6,10 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_node::{
-    kv_get, Bootstrap, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence, Node, NodeError,
-    Options, Role,
-};
+use raft_node::example::{kv_get, KvCommand, KvOutput};
+use raft_node::{Bootstrap, MemoryNetwork, MemoryPersistence, Node, NodeError, Options, Role};
 
 async fn start(
     net: &MemoryNetwork,

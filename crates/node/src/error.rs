@@ -267,6 +267,23 @@ pub enum RemoteError {
 }
 
 impl NodeError {
+    /// The storage failure behind [`NodeError::Stopped`] or
+    /// [`NodeError::Persistence`]: match on it (for instance
+    /// [`PersistenceError::is_storage_full`]) rather than on the message.
+    pub fn storage_error(&self) -> Option<&PersistenceError> {
+        match self {
+            NodeError::Stopped(e) | NodeError::Persistence(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when the call failed, or the node stopped, because its storage
+    /// is full ([`PersistenceError::is_storage_full`]).
+    pub fn is_storage_full(&self) -> bool {
+        self.storage_error()
+            .is_some_and(PersistenceError::is_storage_full)
+    }
+
     /// True if the call may have taken effect although it failed
     /// ([`NodeError::OutcomeUnknown`], [`NodeError::Timeout`],
     /// [`NodeError::LeadershipLost`]); false if it certainly took no effect

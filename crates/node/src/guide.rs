@@ -14,7 +14,8 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), raft_node::NodeError> {
 //! use std::sync::Arc;
-//! use raft_node::{kv_get, Bootstrap, Event, KvCommand, MemoryNetwork, Node, Options};
+//! use raft_node::example::{kv_get, KvCommand};
+//! use raft_node::{Bootstrap, Event, MemoryNetwork, Node, Options};
 //!
 //! let net = MemoryNetwork::new();
 //! let start = |id: &str, bootstrap| {
@@ -67,7 +68,8 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), raft_node::NodeError> {
-//! use raft_node::{KvCommand, Node, Options};
+//! use raft_node::example::KvCommand;
+//! use raft_node::{Node, Options};
 //!
 //! let node = Node::new(Options::default()).await?;
 //! let set = KvCommand::Set { key: "k".into(), value: "v".into() };

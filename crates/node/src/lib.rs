@@ -3,12 +3,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), raft_node::NodeError> {
-//! use raft_node::{KvCommand, Node, Options};
+//! use raft_node::example::{kv_get, KvCommand};
+//! use raft_node::{Node, Options};
 //!
 //! let node = Node::new(Options::default()).await?; // a single-node store in memory
 //! let set = KvCommand::Set { key: "k".into(), value: "v".into() };
 //! node.command(set.encode()).await?;
-//! let value = node.read(raft_node::kv_get(b"k")).await?;
+//! let value = node.read(kv_get(b"k")).await?;
 //! # let _ = value; Ok(()) }
 //! ```
 //!
@@ -19,7 +20,8 @@
 //! [`Transport`].
 //!
 //! The [`guide`] shows a cluster, and how to write a state machine, a
-//! transport and a store of your own.
+//! transport and a store of your own. [`example`] holds the key-value
+//! state machine a node runs when it is given none.
 //!
 //! # Features
 //!
@@ -37,6 +39,7 @@
 pub mod codec;
 mod error;
 mod events;
+pub mod example;
 pub mod guide;
 mod ids;
 mod node;
@@ -63,7 +66,7 @@ pub use persistence::{Change, Identity, Persistence, PersistenceError, State};
 pub use raft_core::{MemberRole, ReadMode, Role};
 pub use runtime::backlog::ApplyBacklogStats;
 pub use runtime::PeerStatus;
-pub use state_machine::{kv_get, KvCommand, KvOutput, KvStateMachine, RestoreError, StateMachine};
+pub use state_machine::{RestoreError, StateMachine};
 #[cfg(any(test, feature = "testkit"))]
 pub use transport::faulty::{FaultyStats, FaultyTransport};
 pub use transport::memory::{MemoryNetwork, MemoryTransport};

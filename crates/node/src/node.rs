@@ -12,18 +12,18 @@ use tokio::time::timeout;
 
 use crate::error::{LeaderInfo, MembershipError, NodeError, RemoteError, Removed, RetryReason};
 use crate::events::Event;
+use crate::example::KvStateMachine;
 use crate::ids::{cluster_number, node_number, PeerContext};
 use crate::options::ApplyMode;
 use crate::options::{Bootstrap, Options};
 use crate::persistence::memory::MemoryPersistence;
-use crate::persistence::{Change, Identity, Persistence, PersistenceError};
+use crate::persistence::{Change, Corruption, Identity, Persistence, PersistenceError};
 use crate::runtime::apply::{self, Applier, Applying};
 use crate::runtime::backlog::{ApplyBacklog, ApplyBacklogStats};
 use crate::runtime::driver::Driver;
 use crate::runtime::peers::{PeerStats, SenderContext};
 use crate::runtime::{ClientAddresses, Input, PeerStatus, Removal, Status};
 use crate::session::{Call, Limits, Numbered, Sessions};
-use crate::state_machine::KvStateMachine;
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, ErrorCode, Handler, Reply, Request, Transport};
 
@@ -249,7 +249,7 @@ impl NumberedCommand {
                 command: self.command.clone(),
             });
             match node
-                .command_here(call, node.inner.forward, deadline, true)
+                .command_here(call, node.inner.forward, deadline, true, false)
                 .await
             {
                 // No attempt of it was applied: again, in a new session.
@@ -461,10 +461,12 @@ impl Node {
                 .unwrap_snapshot(s.data.clone())
                 .and_then(|data| sm.restore(data))
                 .map_err(|e| {
-                    PersistenceError::Corrupt(format!(
-                        "the stored snapshot at {}: {e}",
-                        s.meta.index
-                    ))
+                    PersistenceError::Corrupt(
+                        Corruption::new(format!(
+                            "the state machine cannot restore the stored snapshot: {e}"
+                        ))
+                        .at_index(s.meta.index),
+                    )
                 })?;
         }
         let restored = Restored {
@@ -474,7 +476,7 @@ impl Node {
             entries,
         };
         let raft = Raft::new(config, restored).map_err(|e| {
-            PersistenceError::Corrupt(format!("cannot restart from the stored state: {e}"))
+            PersistenceError::corrupt(format!("cannot restart from the stored state: {e}"))
         })?;
 
         let (inbox_tx, inbox_rx) = crate::runtime::inbox();
@@ -692,7 +694,10 @@ impl Node {
             messages_failed: p.failed.load(Relaxed),
             messages_oversized: p.oversized.load(Relaxed),
             core: s.core,
-            stopped: s.stopped,
+            stopped: s.stopped.map(|e| match e {
+                NodeError::Stopped(reason) => reason.to_string(),
+                _ => "shut down".to_owned(),
+            }),
             removed: self.inner.removal.get(),
         }
     }
@@ -725,18 +730,20 @@ impl Node {
             .collect()
     }
 
-    /// Waits until the node stops acknowledging, and returns why: its
-    /// storage failed (a failed fsync, a full disk: the node is then of no
-    /// further use, and a process should exit so that clients and a
-    /// supervisor notice), or it was shut down.
-    pub async fn stopped(&self) -> String {
+    /// Waits until the node stops acknowledging, and returns why:
+    /// [`NodeError::Stopped`] when its storage failed (a failed fsync, a
+    /// full disk: [`NodeError::storage_error`] gives the typed
+    /// [`PersistenceError`]; the node is then of no further use, and a
+    /// process should exit so that clients and a supervisor notice), or
+    /// [`NodeError::ShuttingDown`] when it was shut down.
+    pub async fn stopped(&self) -> NodeError {
         let mut status = self.inner.status.clone();
         loop {
             if let Some(reason) = status.borrow_and_update().stopped.clone() {
                 return reason;
             }
             if status.changed().await.is_err() {
-                return "shut down".into();
+                return NodeError::ShuttingDown;
             }
         }
     }
@@ -838,7 +845,8 @@ impl Node {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), raft_node::NodeError> {
-    /// use raft_node::{KvCommand, KvOutput, Node, Options};
+    /// use raft_node::example::{KvCommand, KvOutput};
+    /// use raft_node::{Node, Options};
     ///
     /// let node = Node::new(Options::default()).await?;
     /// let set = KvCommand::Set { key: "k".into(), value: "v".into() };
@@ -881,8 +889,14 @@ impl Node {
     /// deduplication.
     pub async fn command_without_session(&self, cmd: impl Into<Bytes>) -> Result<Bytes, NodeError> {
         let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
-        self.command_here(Call::Plain(cmd.into()), self.inner.forward, deadline, false)
-            .await
+        self.command_here(
+            Call::Plain(cmd.into()),
+            self.inner.forward,
+            deadline,
+            false,
+            false,
+        )
+        .await
     }
 
     /// The node's client session, registered through the log (on the
@@ -895,7 +909,7 @@ impl Node {
         // A registration whose outcome is unknown is sent again: at worst
         // it registers a session nobody uses, which expires.
         let reply = self
-            .command_here(Call::Register, self.inner.forward, deadline, true)
+            .command_here(Call::Register, self.inner.forward, deadline, true, false)
             .await?;
         let bytes: [u8; 8] = reply[..].try_into().map_err(|_| {
             NodeError::Remote(RemoteError::Unexpected {
@@ -937,6 +951,7 @@ impl Node {
         forward: bool,
         deadline: tokio::time::Instant,
         again_if_unknown: bool,
+        bounded: bool,
     ) -> Result<Bytes, NodeError> {
         self.check_member()?;
         if let Some(max_bytes) = self.inner.max_entry_bytes {
@@ -949,7 +964,7 @@ impl Node {
         loop {
             // Proposed here first: the driver knows best whether this node
             // leads, or is stopping.
-            let attempt = match self.propose(&call).await {
+            let attempt = match self.propose(&call, bounded.then_some(deadline)).await {
                 Err(NodeError::NotLeader { leader: Some(l) })
                     if forward && l.id != self.inner.id =>
                 {
@@ -987,14 +1002,20 @@ impl Node {
         }
     }
 
-    /// Proposes `call` on this node and waits for its output.
-    async fn propose(&self, call: &Call) -> Result<Bytes, NodeError> {
+    /// Proposes `call` on this node and waits for its output, never longer
+    /// than `command_timeout`, and until `deadline` at the latest if given
+    /// (a call forwarded by a peer carries its caller's).
+    async fn propose(
+        &self,
+        call: &Call,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Bytes, NodeError> {
         // Apply back-pressure: while this node leads and its state machine
         // is too far behind (`Options::max_unapplied_bytes`), a command
         // waits (within `command_timeout`) before it is proposed, and
         // counts until it is answered.
         let _admitted = if self.inner.status.borrow().role == Role::Leader {
-            let after = self.inner.command_timeout;
+            let after = deadline.map_or(self.inner.command_timeout, |d| self.bounded(d));
             Some(
                 timeout(after, self.inner.backlog.admit(call.entry_len()))
                     .await
@@ -1019,14 +1040,39 @@ impl Node {
             reply: tx,
         })
         .await?;
-        // No timer per command: the apply task fails commands that waited
-        // longer than `command_timeout`. A reply dropped unanswered means
-        // the node stopped (a crash) with the command possibly in its log.
-        rx.await.unwrap_or_else(|_| {
-            Err(NodeError::OutcomeUnknown(
-                "the node stopped before the command was answered".into(),
-            ))
-        })
+        // The apply task fails commands that waited longer than
+        // `command_timeout`; a timer of its own only for a call whose
+        // caller waits less (one forwarded with little time left). A reply
+        // dropped unanswered means the node stopped (a crash) with the
+        // command possibly in its log.
+        let reply = async {
+            rx.await.unwrap_or_else(|_| {
+                Err(NodeError::OutcomeUnknown(
+                    "the node stopped before the command was answered".into(),
+                ))
+            })
+        };
+        let Some(deadline) = deadline else {
+            return reply.await;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left >= self.inner.command_timeout {
+            return reply.await;
+        }
+        tokio::time::timeout_at(deadline, reply)
+            .await
+            .unwrap_or(Err(NodeError::Timeout {
+                what: "command",
+                after: left,
+            }))
+    }
+
+    /// How long a wait may take that ends at `deadline` (a caller's, or a
+    /// forwarded call's) and never lasts longer than `command_timeout`.
+    fn bounded(&self, deadline: tokio::time::Instant) -> Duration {
+        deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(self.inner.command_timeout)
     }
 
     /// Before a call that needs the leader is tried again: waits for a
@@ -1200,7 +1246,8 @@ impl Node {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), raft_node::NodeError> {
-    /// use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+    /// use raft_node::example::{kv_get, KvCommand, KvOutput};
+    /// use raft_node::{Node, Options};
     ///
     /// let node = Node::new(Options::default()).await?;
     /// node.command(KvCommand::Set { key: "k".into(), value: "v".into() }.encode()).await?;
@@ -1209,7 +1256,8 @@ impl Node {
     /// # node.shutdown().await?; Ok(()) }
     /// ```
     pub async fn read(&self, query: impl Into<Bytes>) -> Result<Bytes, NodeError> {
-        self.read_here(query.into()).await.map(concat)
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        self.read_here(query.into(), deadline).await.map(concat)
     }
 
     /// A linearizable read like [`Node::read`], whose answer comes in the
@@ -1222,12 +1270,17 @@ impl Node {
     ///
     /// [`StateMachine::query_parts`]: crate::StateMachine::query_parts
     pub async fn read_parts(&self, query: impl Into<Bytes>) -> Result<Vec<Bytes>, NodeError> {
-        self.read_here(query.into()).await
+        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
+        self.read_here(query.into(), deadline).await
     }
 
-    async fn read_here(&self, query: Bytes) -> Result<Vec<Bytes>, NodeError> {
+    /// A linearizable read, answered by `deadline` at the latest.
+    async fn read_here(
+        &self,
+        query: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Bytes>, NodeError> {
         self.check_member()?;
-        let deadline = tokio::time::Instant::now() + self.inner.command_timeout;
         loop {
             let (tx, rx) = oneshot::channel();
             let input = Input::Read {
@@ -1235,7 +1288,7 @@ impl Node {
                 reply: tx,
             };
             self.input(input).await?;
-            match self.wait("read", self.inner.command_timeout, rx).await {
+            match self.wait("read", self.bounded(deadline), rx).await {
                 Err(NodeError::NotLeader { leader: None }) if self.await_leader(deadline).await => {
                 }
                 other => return other,
@@ -1269,9 +1322,30 @@ impl Node {
     /// the cluster: as a learner first, then, once it has caught up, as a
     /// voter. On a follower the call goes to the leader. The joining node
     /// must be empty (started with `Bootstrap::Join`) and of this cluster:
-    /// the leader asks it. Waits out elections, within `join_timeout`. A
-    /// join that fails half way (the new node did not catch up in time) is
-    /// rolled back: the learner is removed again.
+    /// the leader asks it. Waits out elections, within `join_timeout`.
+    ///
+    /// A join is finished or rolled back, never left half done (a learner
+    /// for good):
+    ///
+    /// - the node that calls `join` drives it until the new node is a voter
+    ///   or `join_timeout` passes. If the leader crashes or loses
+    ///   leadership while it catches the new node up, the call is sent
+    ///   again to the next leader, which takes "already a learner" as
+    ///   progress: it goes on catching up and promotes it;
+    /// - the leader that catches the new node up removes the learner again
+    ///   if it does not catch up before the caller's deadline;
+    /// - if the call fails for good while the new node is still a learner
+    ///   (its leader crashed, and no later leader could finish in time),
+    ///   the caller removes the learner (waiting, within
+    ///   `command_timeout`, for a leader to do it), and returns the error.
+    ///   If the new node was promoted after all, the join succeeded.
+    ///
+    /// A learner is left only if the caller stops too (it crashed, or it
+    /// was a forwarded call whose member and leader both crashed): it
+    /// shows in [`Node::peers`] as a [`MemberRole::Learner`]; [`Node::leave`]
+    /// removes it, and a new `join` of it finishes the join.
+    /// [`Node::join_cluster`] (the new node asking to be added) retries
+    /// the same way until its own `join_timeout`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1299,8 +1373,47 @@ impl Node {
         let request = Request::Join {
             address: address.to_string(),
         };
-        self.membership_call(request, deadline, || self.join_here(address, deadline))
-            .await
+        let joined = self
+            .membership_call(request, deadline, true, || {
+                self.join_here(address, deadline)
+            })
+            .await;
+        match joined {
+            Ok(()) => Ok(()),
+            Err(e) => self.after_failed_join(address, e).await,
+        }
+    }
+
+    /// A join driven from this node failed for good (its `join_timeout`
+    /// passed, or it was refused): if the new node was promoted after all,
+    /// the join succeeded; if it was left a learner (the leader that caught
+    /// it up crashed, and no later attempt finished), it is removed again,
+    /// so that a failed join leaves the configuration as it was.
+    async fn after_failed_join(&self, address: &str, error: NodeError) -> Result<(), NodeError> {
+        let Ok(peers) = self.peers().await else {
+            return Err(error);
+        };
+        let Some(joined) = peers.into_iter().find(|p| p.address == address) else {
+            return Err(error);
+        };
+        if joined.role == MemberRole::Voter {
+            return Ok(());
+        }
+        let undo = tokio::time::Instant::now() + self.inner.command_timeout;
+        let id = joined.id;
+        let request = Request::Leave { id: id.clone() };
+        let removed = self
+            .membership_call(request, undo, false, || self.leave_here(&id, undo))
+            .await;
+        match removed {
+            Ok(()) => {
+                tracing::info!(node = %id, error = %error, "a failed join was rolled back: the learner was removed")
+            }
+            Err(undone) => {
+                tracing::warn!(node = %id, error = %error, %undone, "a failed join could not be rolled back: remove the learner with `leave`")
+            }
+        }
+        Err(error)
     }
 
     /// Asks the member listening at `member` (in the transport's terms) to
@@ -1338,11 +1451,14 @@ impl Node {
     /// Runs a membership call until `deadline`: `here` while this node
     /// leads, else `request` forwarded to the leader (if forwarding is on).
     /// Waits out elections, and sends again a forward that certainly took
-    /// no effect.
+    /// no effect, or, with `again_if_unknown` (a call that may be repeated:
+    /// a join, which goes on from where an earlier attempt stopped), one
+    /// whose outcome is unknown (the leader crashed with it in hand).
     async fn membership_call<F, Fut>(
         &self,
         request: Request,
         deadline: tokio::time::Instant,
+        again_if_unknown: bool,
         here: F,
     ) -> Result<(), NodeError>
     where
@@ -1357,6 +1473,7 @@ impl Node {
                 },
                 Some(l) if self.inner.forward && l.id != self.inner.id => {
                     match self.forward(&l.address, request.clone(), deadline).await {
+                        Forwarded::Done(Err(e)) if again_if_unknown && e.is_outcome_unknown() => e,
                         Forwarded::Done(r) => return r.map(|_| ()),
                         Forwarded::Again(e) => e,
                     }
@@ -1647,7 +1764,7 @@ impl Node {
         self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
         let request = Request::Leave { id: id.to_string() };
-        self.membership_call(request, deadline, || self.leave_here(id, deadline))
+        self.membership_call(request, deadline, false, || self.leave_here(id, deadline))
             .await
     }
 
@@ -1680,7 +1797,7 @@ impl Node {
             };
             self.input(input).await?;
             match self
-                .wait("membership change", self.inner.command_timeout, rx)
+                .wait("membership change", self.bounded(deadline), rx)
                 .await
             {
                 Err(NodeError::Retry(_)) | Err(NodeError::NotLeader { leader: None })
@@ -1977,6 +2094,8 @@ impl Handler for NodeHandler {
         }
         let now = tokio::time::Instant::now();
         let deadline = |default: Duration| now + within.unwrap_or(default);
+        // A forwarded command waits no longer than its caller.
+        let bounded = within.is_some();
         let (command_deadline, join_deadline) = (
             deadline(node.inner.command_timeout),
             deadline(node.inner.join_timeout),
@@ -1995,7 +2114,7 @@ impl Handler for NodeHandler {
                 };
             }
             Request::Command(cmd) => {
-                node.command_here(Call::Plain(cmd), false, command_deadline, false)
+                node.command_here(Call::Plain(cmd), false, command_deadline, false, bounded)
                     .await
             }
             Request::SessionCommand {
@@ -2010,15 +2129,15 @@ impl Handler for NodeHandler {
                     floor,
                     command,
                 });
-                node.command_here(call, false, command_deadline, false)
+                node.command_here(call, false, command_deadline, false, bounded)
                     .await
             }
             Request::OpenSession => {
-                node.command_here(Call::Register, false, command_deadline, false)
+                node.command_here(Call::Register, false, command_deadline, false, bounded)
                     .await
             }
             // The wire carries one answer: the parts are concatenated.
-            Request::Read(query) => node.read_here(query).await.map(concat),
+            Request::Read(query) => node.read_here(query, command_deadline).await.map(concat),
             // A member that is not the leader passes a join or a leave on to
             // the leader it knows (one hop: two nodes cannot each believe
             // the other leads the same term).

@@ -41,7 +41,7 @@ pub enum ApplyMode {
     /// known committed and durable: the callers are answered from there,
     /// with no queue and no task switch in between. For a state machine
     /// whose `apply` and `query` take microseconds (an in-memory map, as
-    /// [`crate::KvStateMachine`]); a slow one here delays heartbeats and
+    /// [`crate::example::KvStateMachine`]); a slow one here delays heartbeats and
     /// replication. Snapshots and restores still run elsewhere (on a
     /// blocking task, the state machine lent to it): what commits
     /// meanwhile waits, counted in the apply backlog.
@@ -88,7 +88,7 @@ pub struct Options {
     /// ([`system_clock_ms`]). Nothing else reads it; tests give nodes
     /// skewed clocks through it.
     pub wall_clock: WallClock,
-    /// The state machine. Default: [`crate::KvStateMachine`].
+    /// The state machine. Default: [`crate::example::KvStateMachine`].
     pub state_machine: Option<Box<dyn StateMachine>>,
     /// How a fresh node starts.
     pub bootstrap: Bootstrap,

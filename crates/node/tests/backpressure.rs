@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use raft_node::example::{kv_get, KvCommand, KvOutput, KvStateMachine};
 use raft_node::{
-    kv_get, node_number, ApplyMode, Bootstrap, KvCommand, KvOutput, KvStateMachine, MemoryNetwork,
-    MemoryPersistence, Node, Options, Role, StateMachine,
+    node_number, ApplyMode, Bootstrap, MemoryNetwork, MemoryPersistence, Node, Options, Role,
+    StateMachine,
 };
 use tokio::time::Instant;
 

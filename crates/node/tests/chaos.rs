@@ -25,9 +25,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytes::{Buf, BufMut, BytesMut};
 use raft_lincheck::{Input, Operation, Output};
+use raft_node::example::{kv_get, KvCommand, KvOutput, KvStateMachine};
 use raft_node::{
-    kv_get, ApplyMode, Bootstrap, KvCommand, KvOutput, KvStateMachine, MemoryNetwork,
-    MemoryPersistence, Node, NodeError, Options, RestoreError, Role, StateMachine,
+    ApplyMode, Bootstrap, MemoryNetwork, MemoryPersistence, Node, NodeError, Options, RestoreError,
+    Role, StateMachine,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use raft_lincheck::{Input, Operation, Output};
+use raft_node::example::{kv_get, KvCommand, KvOutput};
 use raft_node::persistence::file::FilePersistence;
 use raft_node::tls::{CertificateAuthority, TlsConfig, Validity};
 use raft_node::{
-    kv_get, ApplyMode, Bootstrap, Change, FaultyTransport, KvCommand, KvOutput, Node, NodeError,
-    Options, Persistence, PersistenceError, Role, State, TcpOptions, TcpTransport, TransportError,
+    ApplyMode, Bootstrap, Change, FaultyTransport, Node, NodeError, Options, Persistence,
+    PersistenceError, Role, State, TcpOptions, TcpTransport, TransportError,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

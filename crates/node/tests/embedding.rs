@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use raft_node::example::{kv_get, KvCommand, KvOutput};
 use raft_node::{
-    kv_get, node_number, Bootstrap, Change, KvCommand, KvOutput, MembershipError, MemoryNetwork,
-    MemoryPersistence, Node, NodeError, Options, Persistence, PersistenceError, Role, State,
-    TcpOptions, TcpTransport,
+    cluster_number, node_number, Bootstrap, Change, Connection, Envelope, MembershipError,
+    MemoryNetwork, MemoryPersistence, Node, NodeError, Options, Persistence, PersistenceError,
+    Reply, Request, Role, State, TcpOptions, TcpTransport,
 };
 use tokio::time::{sleep, Instant};
 
@@ -305,6 +306,74 @@ async fn a_join_through_a_follower_outlasts_the_transport_timeout() {
     eventually("j1 has the data", || joining.metrics().applied_index >= 20).await;
 }
 
+/// A call forwarded with 200 ms left: the leader answers it by then (a
+/// timeout: the command may still take effect), not after its own
+/// `command_timeout`. The leader is cut off from its followers, with an
+/// election timeout long enough for it to keep leading meanwhile, so that
+/// nothing commits.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_call_ends_when_its_caller_stops_waiting() {
+    let mut cluster = Cluster {
+        net: MemoryNetwork::new(),
+        members: (1..=3)
+            .map(|i| (format!("n{i}"), format!("n{i}")))
+            .collect(),
+        stores: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+    };
+    let command_timeout = Duration::from_secs(2);
+    for i in 1..=3 {
+        let id = format!("n{i}");
+        let mut options = cluster.options(&id, Bootstrap::Static(cluster.members.clone()));
+        options.heartbeat_interval = Duration::from_millis(200);
+        options.election_timeout_min = Duration::from_secs(4);
+        options.election_timeout_max = Duration::from_secs(6);
+        options.command_timeout = command_timeout;
+        cluster.spawn_with(&id, options).await;
+    }
+    let leader = cluster.leader().await;
+    leader.command(set("k", "v")).await.unwrap();
+    let followers: Vec<String> = cluster
+        .live()
+        .iter()
+        .filter(|n| n.id() != leader.id())
+        .map(|n| n.id().to_string())
+        .collect();
+    for f in &followers {
+        cluster.net.partition(leader.id(), f);
+    }
+    // A peer's connection, as a follower forwards through it.
+    let probe = cluster.net.transport("probe").connect_to(leader.address());
+    let within = Duration::from_millis(200);
+    for (what, call) in [
+        ("command", Request::Command(set("k", "w"))),
+        ("read", Request::Read(kv_get(b"k"))),
+    ] {
+        let started = Instant::now();
+        let reply = probe
+            .invoke(Envelope {
+                cluster: cluster_number(CLUSTER),
+                from: Arc::from(followers[0].as_str()),
+                request: Request::Within {
+                    within,
+                    call: Box::new(call),
+                },
+            })
+            .await
+            .expect("the leader answers");
+        let took = started.elapsed();
+        assert_eq!(leader.role(), Role::Leader, "the leader kept leading");
+        assert!(
+            matches!(&reply, Reply::Failed { message, .. } if message.contains("did not finish")),
+            "{what}: a timeout, got {reply:?}"
+        );
+        assert!(
+            took >= within && took < within + Duration::from_millis(100),
+            "{what}: answered after {took:?}, not when its caller stopped waiting ({within:?}; the leader's command_timeout is {command_timeout:?})"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Membership calls during an election.
 // ---------------------------------------------------------------------------
@@ -344,6 +413,185 @@ async fn a_join_during_an_election_waits_for_the_new_leader() {
     let leader = agreed_leader(&[survivor.clone(), cluster.nodes[&other_id].clone()]).await;
     let peers = leader.peers().await.unwrap();
     assert!(peers.iter().any(|p| p.id == "j1"), "{peers:?}");
+}
+
+/// Who drives a join in [`a_join_whose_leader_crashes_is_finished_or_rolled_back`].
+#[derive(Debug, Clone, Copy)]
+enum JoinDriver {
+    /// A member: `member.join(address)`.
+    Member,
+    /// The new node itself: `joining.join_cluster(member)`.
+    Joining,
+}
+
+/// The leader crashes while a join is catching the new node up (its saves
+/// are slow): the join either completes (the node is a voter) or fails and
+/// the node is no longer in the configuration; never a learner for good.
+#[tokio::test(start_paused = true)]
+async fn a_join_whose_leader_crashes_is_finished_or_rolled_back() {
+    for driver in [JoinDriver::Member, JoinDriver::Joining] {
+        let mut cluster = Cluster::start(3).await;
+        let leader = cluster.leader().await;
+        for i in 0..20 {
+            leader.command(set(&format!("k{i}"), "v")).await.unwrap();
+        }
+        let follower = follower_of(&cluster, &leader);
+        let slow = Arc::new(AtomicBool::new(false));
+        let mut options = cluster.options("j1", Bootstrap::Join);
+        options.persistence = Some(Arc::new(SlowStore {
+            inner: MemoryPersistence::new(),
+            slow: slow.clone(),
+            delay: Duration::from_millis(1500),
+        }));
+        let joining = cluster.spawn_with("j1", options).await;
+        slow.store(true, Ordering::SeqCst);
+        let join = {
+            let (follower, joining) = (follower.clone(), joining.clone());
+            tokio::spawn(async move {
+                match driver {
+                    JoinDriver::Member => follower.join("j1").await,
+                    JoinDriver::Joining => joining.join_cluster(follower.address()).await,
+                }
+            })
+        };
+        // Crash the leader once the new node is a learner being caught up.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let peers = leader.peers().await.unwrap();
+            if peers
+                .iter()
+                .any(|p| p.id == "j1" && p.role == raft_node::MemberRole::Learner)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{driver:?}: j1 never became a learner"
+            );
+            sleep(Duration::from_millis(5)).await;
+        }
+        let leader_id = leader.id().to_string();
+        cluster.crash(&leader_id).await;
+        let result = join.await.unwrap();
+        let survivors: Vec<Node> = cluster
+            .live()
+            .into_iter()
+            .filter(|n| n.id() != "j1")
+            .collect();
+        let new_leader = agreed_leader(&survivors).await;
+        let role_of_j1 = || async {
+            new_leader
+                .peers()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|p| p.id == "j1")
+                .map(|p| p.role)
+        };
+        match &result {
+            Ok(()) => assert_eq!(
+                role_of_j1().await,
+                Some(raft_node::MemberRole::Voter),
+                "{driver:?}: the join succeeded"
+            ),
+            Err(e) => {
+                eprintln!("{driver:?}: the join failed: {e}");
+                // Rolled back: give the removal time to commit.
+                let deadline = Instant::now() + PATIENCE;
+                while role_of_j1().await.is_some() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{driver:?}: the join failed ({e}) and j1 stays a {:?}",
+                        role_of_j1().await
+                    );
+                    sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        // And it stays so: no learner left behind later either.
+        sleep(Duration::from_secs(5)).await;
+        let role = role_of_j1().await;
+        assert!(
+            role != Some(raft_node::MemberRole::Learner),
+            "{driver:?}: j1 is left a learner ({result:?})"
+        );
+        eprintln!("{driver:?}: {result:?}, j1 is {role:?}");
+        for node in cluster.live() {
+            let _ = node.shutdown().await;
+        }
+    }
+}
+
+/// A join whose leader crashes, and whose caller's `join_timeout` passes
+/// before a new leader is elected (a majority is down): the caller rolls
+/// the join back once a leader is back, instead of leaving a learner.
+#[tokio::test(start_paused = true)]
+async fn a_join_that_times_out_after_its_leader_crashed_is_rolled_back() {
+    let mut cluster = Cluster {
+        net: MemoryNetwork::new(),
+        members: (1..=3)
+            .map(|i| (format!("n{i}"), format!("n{i}")))
+            .collect(),
+        stores: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+    };
+    for i in 1..=3 {
+        let id = format!("n{i}");
+        let mut options = cluster.options(&id, Bootstrap::Static(cluster.members.clone()));
+        options.join_timeout = Duration::from_secs(3);
+        options.command_timeout = Duration::from_secs(10);
+        cluster.spawn_with(&id, options).await;
+    }
+    let leader = cluster.leader().await;
+    for i in 0..20 {
+        leader.command(set(&format!("k{i}"), "v")).await.unwrap();
+    }
+    let caller = follower_of(&cluster, &leader);
+    let other = cluster
+        .live()
+        .into_iter()
+        .find(|n| n.id() != leader.id() && n.id() != caller.id())
+        .unwrap();
+    // The new node never catches up: each save takes a minute.
+    let slow = Arc::new(AtomicBool::new(false));
+    let mut options = cluster.options("j1", Bootstrap::Join);
+    options.persistence = Some(Arc::new(SlowStore {
+        inner: MemoryPersistence::new(),
+        slow: slow.clone(),
+        delay: Duration::from_secs(60),
+    }));
+    cluster.spawn_with("j1", options).await;
+    slow.store(true, Ordering::SeqCst);
+    let join = {
+        let caller = caller.clone();
+        tokio::spawn(async move { caller.join("j1").await })
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !caller.members().iter().any(|(id, _)| id == "j1") {
+        assert!(Instant::now() < deadline, "j1 never became a learner");
+        sleep(Duration::from_millis(5)).await;
+    }
+    let (leader_id, other_id) = (leader.id().to_string(), other.id().to_string());
+    cluster.crash(&leader_id).await;
+    cluster.crash(&other_id).await;
+    // The join's timeout passes while no leader can be elected; then a
+    // majority is back.
+    sleep(Duration::from_secs(4)).await;
+    cluster.restart(&other_id).await;
+    let err = join
+        .await
+        .unwrap()
+        .expect_err("j1 cannot catch up: the join fails");
+    eprintln!("the join failed: {err}");
+    let deadline = Instant::now() + PATIENCE;
+    while caller.members().iter().any(|(id, _)| id == "j1") {
+        assert!(
+            Instant::now() < deadline,
+            "the join failed ({err}) and j1 is left in the configuration: {:?}",
+            caller.peers().await
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -444,6 +692,114 @@ async fn a_join_through_a_follower_outlasts_the_tcp_request_timeout() {
     let j1 = peers.iter().find(|p| p.id == "j1").expect("j1 is a member");
     assert_eq!(j1.role, raft_node::MemberRole::Voter, "{peers:?}");
     for node in nodes.iter().chain([&joining]) {
+        node.shutdown().await.expect("shutdown");
+    }
+}
+
+/// [`a_join_whose_leader_crashes_is_finished_or_rolled_back`] over TCP, in
+/// real time, where the forwarded join's connection breaks after the
+/// request was sent (its outcome is unknown to the member that forwarded
+/// it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_leader_crashes_over_tcp_is_finished_or_rolled_back() {
+    let free_address = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        listener.local_addr().expect("local address").to_string()
+    };
+    let transport = |id: &str| {
+        let o = TcpOptions::new(id, CLUSTER).insecure();
+        Arc::new(TcpTransport::new(o).expect("valid options"))
+    };
+    let members: Vec<(String, String)> =
+        (1..=3).map(|i| (format!("n{i}"), free_address())).collect();
+    let mut nodes = Vec::new();
+    for (id, address) in &members {
+        let node = Node::new(Options {
+            id: Some(id.clone()),
+            cluster: Some(CLUSTER.into()),
+            address: Some(address.clone()),
+            transport: Some(transport(id)),
+            bootstrap: Bootstrap::Static(members.clone()),
+            ..Options::default()
+        })
+        .await
+        .expect("a node starts");
+        nodes.push(node);
+    }
+    let leader = agreed_leader(&nodes).await;
+    for i in 0..20 {
+        leader.command(set(&format!("k{i}"), "v")).await.unwrap();
+    }
+    let follower = nodes
+        .iter()
+        .find(|n| n.id() != leader.id())
+        .unwrap()
+        .clone();
+    let slow = Arc::new(AtomicBool::new(false));
+    let joining = Node::new(Options {
+        id: Some("j1".into()),
+        cluster: Some(CLUSTER.into()),
+        address: Some(free_address()),
+        transport: Some(transport("j1")),
+        persistence: Some(Arc::new(SlowStore {
+            inner: MemoryPersistence::new(),
+            slow: slow.clone(),
+            delay: Duration::from_millis(1500),
+        })),
+        bootstrap: Bootstrap::Join,
+        ..Options::default()
+    })
+    .await
+    .expect("the new node starts");
+    slow.store(true, Ordering::SeqCst);
+    let join = {
+        let (follower, address) = (follower.clone(), joining.address().to_string());
+        tokio::spawn(async move { follower.join(&address).await })
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let peers = leader.peers().await.unwrap();
+        if peers
+            .iter()
+            .any(|p| p.id == "j1" && p.role == raft_node::MemberRole::Learner)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "j1 never became a learner");
+        sleep(Duration::from_millis(5)).await;
+    }
+    leader.crash().await;
+    let result = join.await.unwrap();
+    let survivors: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.id() != leader.id())
+        .cloned()
+        .collect();
+    let new_leader = agreed_leader(&survivors).await;
+    let role_of_j1 = || async {
+        new_leader
+            .peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.id == "j1")
+            .map(|p| p.role)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let role = role_of_j1().await;
+        match (&result, role) {
+            (Ok(()), Some(raft_node::MemberRole::Voter)) | (Err(_), None) => break,
+            (Ok(()), role) => panic!("the join succeeded, and j1 is {role:?}"),
+            (Err(e), role) => assert!(
+                Instant::now() < deadline,
+                "the join failed ({e}) and j1 stays a {role:?}"
+            ),
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("join: {result:?}, j1 is {:?}", role_of_j1().await);
+    for node in survivors.iter().chain([&joining]) {
         node.shutdown().await.expect("shutdown");
     }
 }

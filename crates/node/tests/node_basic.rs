@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use raft_node::{kv_get, Bootstrap, KvCommand, KvOutput, MemoryNetwork, Node, Options, Role};
+use raft_node::example::{kv_get, KvCommand, KvOutput};
+use raft_node::{Bootstrap, MemoryNetwork, Node, Options, Role};
 
 fn set(k: &str, v: &str) -> bytes::Bytes {
     KvCommand::Set {
@@ -166,7 +167,7 @@ async fn reads_in_parts_return_the_machines_parts_and_reads_their_concatenation(
 /// A key-value machine whose `snapshot` waits until the test opens its
 /// gate (for at most 10 s), saying when one started.
 struct GatedSnapshots {
-    kv: raft_node::KvStateMachine,
+    kv: raft_node::example::KvStateMachine,
     gate: std::sync::Arc<Gate>,
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use raft_node::example::{kv_get, KvCommand, KvOutput};
 use raft_node::{
-    cluster_number, kv_get, node_number, Bootstrap, Envelope, Event, KvCommand, KvOutput,
-    MembershipError, MemoryNetwork, Node, NodeError, Options, Removed, Reply, Request, Role,
-    Transport,
+    cluster_number, node_number, Bootstrap, Envelope, Event, MembershipError, MemoryNetwork, Node,
+    NodeError, Options, Removed, Reply, Request, Role, Transport,
 };
 use tokio::time::{sleep, Instant};
 

@@ -106,7 +106,8 @@ fn flip_bit(path: &Path, offset: usize, bit: u8) {
 fn expect_corrupt(result: Result<FilePersistence, PersistenceError>, needles: &[&str]) -> String {
     match result {
         Ok(_) => panic!("the open must refuse, it succeeded"),
-        Err(PersistenceError::Corrupt(msg)) => {
+        Err(PersistenceError::Corrupt(c)) => {
+            let msg = c.to_string();
             for n in needles {
                 assert!(msg.contains(n), "the error must mention {n:?}: {msg}");
             }
@@ -450,7 +451,15 @@ async fn snapshot_file_reads_by_ranges() {
     ));
     let store = open(dir.path(), &small()).await;
     match store.load().await {
-        Err(PersistenceError::Corrupt(m)) => assert!(m.contains("snapshot-"), "{m}"),
+        Err(PersistenceError::Corrupt(c)) => {
+            let file = c
+                .file()
+                .expect("names the file")
+                .to_string_lossy()
+                .into_owned();
+            assert!(file.contains("snapshot-"), "{c}");
+            assert!(c.offset().is_some(), "says where: {c}");
+        }
         other => panic!("expected Corrupt, got {other:?}"),
     }
     drop(store);
@@ -973,7 +982,10 @@ async fn failing_fsync_fails_stop() {
     let (a, b) = tokio::join!(a, b);
     for r in [a, b] {
         match r {
-            Err(PersistenceError::Io(m)) => {
+            Err(PersistenceError::Io(f)) => {
+                assert_eq!(f.action(), "fdatasync of", "{f}");
+                assert!(f.is_fail_stop(), "{f}");
+                let m = f.to_string();
                 assert!(m.contains("fdatasync") && m.contains("fail-stop"), "{m}")
             }
             other => panic!("expected Io, got {other:?}"),
@@ -1036,9 +1048,13 @@ async fn enospc_fails_stop() {
         ..Change::default()
     };
     match store.save(big).await {
-        Err(PersistenceError::Io(m)) => {
+        Err(PersistenceError::Io(f)) => {
+            assert_eq!(f.kind(), std::io::ErrorKind::StorageFull, "{f}");
+            assert!(f.is_storage_full() && f.is_fail_stop(), "{f}");
+            let file = f.path().expect("names the file").to_string_lossy();
+            assert!(file.contains("segment-"), "names the file: {f}");
+            let m = f.to_string();
             assert!(m.contains("ENOSPC") && m.contains("disk is full"), "{m}");
-            assert!(m.contains("segment-"), "names the file: {m}");
         }
         other => panic!("expected Io, got {other:?}"),
     }
@@ -1051,7 +1067,7 @@ async fn enospc_fails_stop() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, PersistenceError::Io(m) if m.contains("ENOSPC")),
+        err.is_storage_full() && err.io_kind() == Some(std::io::ErrorKind::StorageFull),
         "{err:?}"
     );
     assert_eq!(fault.counts().enospc, 1);
@@ -1081,7 +1097,9 @@ async fn enospc_in_a_snapshot_fails_stop() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, PersistenceError::Io(m) if m.contains("snapshot-") && m.contains("ENOSPC")),
+        matches!(&err, PersistenceError::Io(f)
+            if f.is_storage_full()
+                && f.path().is_some_and(|p| p.to_string_lossy().contains("snapshot-"))),
         "{err:?}"
     );
     fault.heal();
@@ -1258,7 +1276,8 @@ fn works_on_a_current_thread_runtime() {
 /// taken by the node) and restarts from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarts_from_its_directory() {
-    use raft_node::{kv_get, KvCommand, KvOutput, Node, Options};
+    use raft_node::example::{kv_get, KvCommand, KvOutput};
+    use raft_node::{Node, Options};
     let dir = TempDir::new().unwrap();
     let set = |k: &str, v: &str| {
         KvCommand::Set {
@@ -1336,7 +1355,7 @@ async fn a_node_syncs_once_per_write_not_twice() {
     .await
     .unwrap();
     // One write first: the election's saves are done.
-    let set = |i: u64| raft_node::KvCommand::Set {
+    let set = |i: u64| raft_node::example::KvCommand::Set {
         key: Bytes::from(format!("k{i}")),
         value: Bytes::from_static(b"v"),
     };

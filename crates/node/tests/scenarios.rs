@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::EntryPayload;
+use raft_node::example::{kv_get, KvCommand, KvOutput};
 use raft_node::{
-    kv_get, node_number, Bootstrap, Event, Events, KvCommand, KvOutput, MemberRole, MemoryNetwork,
-    MemoryPersistence, Node, NodeError, Options, Persistence, Role,
+    node_number, Bootstrap, Event, Events, MemberRole, MemoryNetwork, MemoryPersistence, Node,
+    NodeError, Options, Persistence, Role,
 };
 use tokio::time::{sleep, Instant};
 

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_node::{
-    kv_get, Bootstrap, KvCommand, KvOutput, MemoryNetwork, MemoryPersistence, Node, Options, Role,
-};
+use raft_node::example::{kv_get, KvCommand, KvOutput};
+use raft_node::{Bootstrap, MemoryNetwork, MemoryPersistence, Node, Options, Role};
 
 fn set(k: &str, v: &str) -> bytes::Bytes {
     KvCommand::Set {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use raft_core::{Append, Body, Entry, EntryPayload, Message, VoteRequest};
 use raft_node::codec::{decode_envelope, decode_reply, encode_envelope, encode_reply};
+use raft_node::example::{kv_get, KvCommand, KvOutput};
 use raft_node::testkit::transport::{sample_envelopes, Kit};
 use raft_node::transport::tcp::frame::{
     self, decode_close, FrameDecoder, FrameError, FrameKind, Hello, VERSION,
@@ -20,9 +21,7 @@ use raft_node::transport::tcp::{TcpOptions, TcpTransport};
 use raft_node::transport::{
     Connection, Envelope, Handler, Posted, Reply, Request, Transport, TransportError,
 };
-use raft_node::{
-    kv_get, Bootstrap, KvCommand, KvOutput, MemoryPersistence, Node, NodeError, Options, Role,
-};
+use raft_node::{Bootstrap, MemoryPersistence, Node, NodeError, Options, Role};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1895,7 +1894,7 @@ async fn nodes_with_self_assigned_ids_give_default_tcp_options_their_id_and_clus
     .await
     .expect("b starts");
     a.join(b.address()).await.expect("b joins over TCP");
-    let set = raft_node::KvCommand::Set {
+    let set = raft_node::example::KvCommand::Set {
         key: "k".into(),
         value: "v".into(),
     };

@@ -1069,7 +1069,8 @@ impl raft_node::StateMachine for KvStore {
 mod tests {
     use super::*;
     use crate::frame::{Frame, Limits};
-    use raft_node::{KvCommand, StateMachine};
+    use raft_node::example::KvCommand;
+    use raft_node::StateMachine;
     use std::collections::BTreeSet;
 
     fn b(s: &str) -> Bytes {

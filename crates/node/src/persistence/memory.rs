@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use raft_core::{Entry, HardState, LogIndex, Snapshot, Term};
 
-use super::{Change, Identity, Persistence, PersistenceError, State};
+use super::{Change, Identity, IoFailure, Persistence, PersistenceError, State};
 
 /// Counters of what a [`MemoryPersistence`] did, shared by its clones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -237,9 +237,10 @@ impl MemoryPersistence {
         };
         if injected {
             inner.stats.failed_saves += 1;
-            return Err(PersistenceError::Io(
-                "injected failure (MemoryPersistence::fail_next_saves / set_fail)".into(),
-            ));
+            return Err(PersistenceError::Io(IoFailure::other(
+                std::io::ErrorKind::Other,
+                "saving (an injected failure: MemoryPersistence::fail_next_saves / set_fail)",
+            )));
         }
         if let Err(e) = inner.validate(&change) {
             inner.stats.rejected_saves += 1;

@@ -6,9 +6,12 @@
 //! before `save` of that change has returned. `load` returns everything a
 //! node needs to restart.
 
+mod error;
 pub mod file;
 pub mod memory;
 mod validate;
+
+pub use error::{Corruption, IoFailure, PersistenceError};
 
 use async_trait::async_trait;
 use raft_core::{Entry, HardState, LogIndex, Membership, Snapshot};
@@ -69,24 +72,6 @@ pub struct State {
     /// The stored log entries after the snapshot (some at or below it may be
     /// included; they are ignored).
     pub entries: Vec<Entry>,
-}
-
-/// Why persistence failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PersistenceError {
-    /// The stored state is damaged; the message says where.
-    #[error("stored state is corrupt: {0}")]
-    Corrupt(String),
-    /// A write could not be made durable; the node stops acknowledging.
-    #[error("write failed: {0}")]
-    Io(String),
-    /// The change does not fit what is stored (a gap in the log, a
-    /// snapshot older than the stored one, ...).
-    #[error("invalid change: {0}")]
-    Invalid(String),
-    /// The store belongs to another node or cluster.
-    #[error("identity mismatch: {0}")]
-    Identity(String),
 }
 
 /// Where a node keeps its durable state.

@@ -275,7 +275,7 @@ impl Driver {
         self.status_tx.send_modify(|s| {
             s.role = Role::Follower;
             s.leader = None;
-            s.stopped.get_or_insert_with(|| "shut down".into());
+            s.stopped.get_or_insert(NodeError::ShuttingDown);
         });
         for (_, (_, reply)) in self.pending_reads.drain() {
             let _ = reply.send(Err(NodeError::ShuttingDown));
@@ -912,7 +912,7 @@ impl Driver {
                 changed = true;
             }
             if s.stopped.is_some() != stopped.is_some() {
-                s.stopped = stopped.as_ref().map(ToString::to_string);
+                s.stopped = stopped.clone().map(NodeError::Stopped);
                 changed = true;
             }
             if let Some(m) = members {

@@ -103,7 +103,9 @@ pub(crate) struct Status {
     pub snapshot_index: LogIndex,
     pub empty: bool,
     pub core: raft_core::Metrics,
-    pub stopped: Option<String>,
+    /// Why the node stopped acknowledging: [`NodeError::Stopped`] after a
+    /// storage failure, [`NodeError::ShuttingDown`] once shut down.
+    pub stopped: Option<NodeError>,
     /// The configuration in force (the latest appended).
     pub members: Arc<Members>,
 }

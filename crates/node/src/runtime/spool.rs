@@ -30,16 +30,16 @@ pub(crate) struct Spool {
     current: Option<Receiving>,
 }
 
-fn io(what: String, e: std::io::Error) -> PersistenceError {
-    PersistenceError::Io(format!("{what}: {e}"))
+fn io(action: &str, path: &Path, e: std::io::Error) -> PersistenceError {
+    PersistenceError::io(action, path, e)
 }
 
 /// Maps `path` read-only; the mapping stays valid after the file is removed.
 pub(crate) fn map_file(path: &Path) -> Result<Bytes, PersistenceError> {
-    let file = File::open(path).map_err(|e| io(format!("opening {}", path.display()), e))?;
+    let file = File::open(path).map_err(|e| io("opening", path, e))?;
     let len = file
         .metadata()
-        .map_err(|e| io(format!("reading the size of {}", path.display()), e))?
+        .map_err(|e| io("reading the size of", path, e))?
         .len();
     if len == 0 {
         return Ok(Bytes::new());
@@ -48,8 +48,7 @@ pub(crate) fn map_file(path: &Path) -> Result<Bytes, PersistenceError> {
     // mapped, and never modified afterwards (spool files are removed, not
     // rewritten; snapshot files are immutable): nothing changes the bytes
     // under the mapping.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| io(format!("mapping {}", path.display()), e))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io("mapping", path, e))?;
     Ok(Bytes::from_owner(map))
 }
 
@@ -80,8 +79,7 @@ impl Spool {
     pub(crate) fn write(&mut self, chunk: &IncomingChunk) -> Result<(), PersistenceError> {
         if chunk.offset == 0 {
             self.discard();
-            fs::create_dir_all(&self.dir)
-                .map_err(|e| io(format!("creating {}", self.dir.display()), e))?;
+            fs::create_dir_all(&self.dir).map_err(|e| io("creating", &self.dir, e))?;
             let path = self.dir.join(format!(
                 "{}{}-{}.part",
                 self.prefix, chunk.meta.index, chunk.meta.term
@@ -91,7 +89,7 @@ impl Spool {
                 .write(true)
                 .truncate(true)
                 .open(&path)
-                .map_err(|e| io(format!("creating {}", path.display()), e))?;
+                .map_err(|e| io("creating", &path, e))?;
             self.current = Some(Receiving {
                 meta: chunk.meta.clone(),
                 total: chunk.total_bytes,
@@ -114,7 +112,7 @@ impl Spool {
         }
         r.file
             .write_all(&chunk.data)
-            .map_err(|e| io(format!("writing {}", r.path.display()), e))?;
+            .map_err(|e| io("writing", &r.path, e))?;
         r.written += chunk.data.len() as u64;
         Ok(())
     }

@@ -181,9 +181,10 @@
 //! If a write or a sync fails (including `ENOSPC`), the store cannot know
 //! what reached the disk (after a failed `fsync`, the kernel may have
 //! dropped the dirty pages): the saves of that batch, and every later save
-//! and load, fail with [`PersistenceError::Io`] saying what failed. The
-//! node then stops acknowledging; reopening the directory recovers what is
-//! durable.
+//! and load, fail with [`PersistenceError::Io`] carrying that first
+//! failure ([`IoFailure`]: the [`std::io::ErrorKind`], `StorageFull` for a
+//! full disk, the file, the offset and what was being done). The node then
+//! stops acknowledging; reopening the directory recovers what is durable.
 //!
 //! # Faults
 //!
@@ -215,7 +216,7 @@ pub use fault::{FaultCounts, FaultFs};
 pub use snapshot::SnapshotReader;
 pub use vfs::{FileHandle, FileSystem, OpenMode, StdFs};
 
-use super::{Change, Persistence, PersistenceError, State};
+use super::{Change, IoFailure, Persistence, PersistenceError, State};
 use writer::{Config, Request, Shared, Writer};
 
 /// The default size of a segment: 64 MiB.
@@ -415,16 +416,14 @@ impl FilePersistence {
                     }
                 },
             )
-            .map_err(|e| {
-                PersistenceError::Io(format!(
-                    "starting the writer thread of {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            .map_err(|e| PersistenceError::io("starting the writer thread of", &dir, e))?;
         let opened = opened_rx.await.unwrap_or_else(|_| {
-            Err(PersistenceError::Io(format!(
-                "the writer thread of {} stopped while opening",
-                dir.display()
+            Err(PersistenceError::Io(IoFailure::other(
+                std::io::ErrorKind::BrokenPipe,
+                format!(
+                    "the writer thread of {} stopped while opening",
+                    dir.display()
+                ),
             )))
         });
         match opened {
@@ -458,15 +457,9 @@ impl FilePersistence {
             .is_some_and(|tx| tx.send(Request::Save { change, reply }).is_ok());
         async move {
             if !sent {
-                return Err(PersistenceError::Io(
-                    "the store's writer thread is gone".into(),
-                ));
+                return Err(writer_gone());
             }
-            rx.await.unwrap_or_else(|_| {
-                Err(PersistenceError::Io(
-                    "the store's writer thread stopped before answering".into(),
-                ))
-            })
+            rx.await.unwrap_or_else(|_| Err(writer_stopped()))
         }
     }
 
@@ -497,6 +490,22 @@ impl FilePersistence {
     }
 }
 
+/// The writer thread is gone (it panicked, or the store is being dropped).
+fn writer_gone() -> PersistenceError {
+    PersistenceError::Io(IoFailure::other(
+        std::io::ErrorKind::BrokenPipe,
+        "the store's writer thread is gone",
+    ))
+}
+
+/// The writer thread stopped with a request in hand.
+fn writer_stopped() -> PersistenceError {
+    PersistenceError::Io(IoFailure::other(
+        std::io::ErrorKind::BrokenPipe,
+        "the store's writer thread stopped before answering",
+    ))
+}
+
 impl Drop for FilePersistence {
     fn drop(&mut self) {
         drop(self.tx.take());
@@ -519,15 +528,9 @@ impl Persistence for FilePersistence {
             .as_ref()
             .is_some_and(|tx| tx.send(Request::Load { reply }).is_ok());
         if !sent {
-            return Err(PersistenceError::Io(
-                "the store's writer thread is gone".into(),
-            ));
+            return Err(writer_gone());
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(PersistenceError::Io(
-                "the store's writer thread stopped before answering".into(),
-            ))
-        })
+        rx.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
     async fn mapped_snapshot(&self) -> Option<(raft_core::LogIndex, bytes::Bytes)> {

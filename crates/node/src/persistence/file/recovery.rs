@@ -16,16 +16,25 @@ use super::snapshot::SnapshotReader;
 use super::state::Store;
 use super::vfs::{read_whole, FileHandle, FileSystem, OpenMode};
 use super::TornTail;
-use crate::persistence::PersistenceError;
+use crate::persistence::{Corruption, IoFailure, PersistenceError};
 
 /// `Corrupt` naming a file and an offset.
 pub(crate) fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> PersistenceError {
-    PersistenceError::Corrupt(format!("{} at offset {offset}: {what}", path.display()))
+    PersistenceError::Corrupt(
+        Corruption::new(what.to_string())
+            .in_file(path)
+            .at_offset(offset),
+    )
 }
 
-/// `Io` naming what was being done.
-pub(crate) fn io_error(what: impl std::fmt::Display, e: io::Error) -> PersistenceError {
-    PersistenceError::Io(format!("{what}: {e}"))
+/// `Corrupt` naming a file (or the directory) only.
+pub(crate) fn corrupt_in(path: &Path, what: impl std::fmt::Display) -> PersistenceError {
+    PersistenceError::Corrupt(Corruption::new(what.to_string()).in_file(path))
+}
+
+/// `Io`: `action` (a phrase the path follows) failed on `path`.
+pub(crate) fn io_error(action: &str, path: &Path, e: io::Error) -> PersistenceError {
+    PersistenceError::Io(IoFailure::new(action, path, e))
 }
 
 /// The state rebuilt by replaying segments.
@@ -453,11 +462,14 @@ fn apply_record(
 pub(crate) fn check_complete(r: &Replay, dir: &Path) -> Result<(), PersistenceError> {
     let (commit, last) = (r.store.hard_state.commit, r.store.log.last_index());
     if commit > last {
-        return Err(PersistenceError::Corrupt(format!(
-            "{}: the hard state says the entries up to index {commit} are committed, but the log ends at index {last}: the entries from {} to {commit} are missing (a segment was lost or cut short)",
-            dir.display(),
-            last + 1
-        )));
+        return Err(PersistenceError::Corrupt(
+            Corruption::new(format!(
+                "the hard state says the entries up to index {commit} are committed, but the log ends at index {last}: the entries from {} to {commit} are missing (a segment was lost or cut short)",
+                last + 1
+            ))
+            .in_file(dir)
+            .at_index(last + 1),
+        ));
     }
     if let Some(run) = r.store.log.runs().iter().find(|run| run.segment == 0) {
         let first_path = dir.join(segment_name(r.first_seq));
@@ -475,10 +487,10 @@ pub(crate) fn check_complete(r: &Replay, dir: &Path) -> Result<(), PersistenceEr
         let last = r.store.log.last_index();
         let live = entries.iter().filter(|e| e.index > base).count() as u64;
         if live != last.saturating_sub(base) {
-            return Err(PersistenceError::Corrupt(format!(
-                "{}: replaying the segments gives {live} entries after the snapshot at {base}, but the log ends at {last}",
-                dir.display()
-            )));
+            return Err(corrupt_in(
+                dir,
+                format!("replaying the segments gives {live} entries after the snapshot at {base}, but the log ends at {last}"),
+            ));
         }
     }
     Ok(())
@@ -511,18 +523,22 @@ pub(crate) fn check_continues(
     };
     let next = dir.join(segment_name(c.next_seq));
     let what = match unborn.iter().find(|u| u.seq == c.next_seq) {
-        Some(u) => format!("{} is damaged ({})", next.display(), u.reason),
-        None => format!("{} is missing", next.display()),
+        Some(u) => format!("the segment is damaged ({})", u.reason),
+        None => "the segment is missing".to_owned(),
     };
-    Err(PersistenceError::Corrupt(format!(
-        "{what}: {} at offset {} records that the log continues in it after index {} (term {}), so the entries from index {} on (in segment {} and any later one) are lost; restore the segments, or remove this node from its cluster and add it back with an empty directory",
-        c.at.0.display(),
-        c.at.1,
-        c.last.0,
-        c.last.1,
-        c.last.0 + 1,
-        c.next_seq
-    )))
+    Err(PersistenceError::Corrupt(
+        Corruption::new(format!(
+            "{what}: {} at offset {} records that the log continues in it after index {} (term {}), so the entries from index {} on (in segment {} and any later one) are lost; restore the segments, or remove this node from its cluster and add it back with an empty directory",
+            c.at.0.display(),
+            c.at.1,
+            c.last.0,
+            c.last.1,
+            c.last.0 + 1,
+            c.next_seq
+        ))
+        .in_file(next)
+        .at_index(c.last.0 + 1),
+    ))
 }
 
 /// The files of a store's directory.
@@ -538,9 +554,7 @@ pub(crate) struct Listing {
 
 /// Lists `dir`.
 pub(crate) fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Listing, PersistenceError> {
-    let names = fs
-        .list(dir)
-        .map_err(|e| io_error(format_args!("listing {}", dir.display()), e))?;
+    let names = fs.list(dir).map_err(|e| io_error("listing", dir, e))?;
     let mut listing = Listing::default();
     for name in names {
         if let Some(seq) = parse_segment_name(&name) {
@@ -558,12 +572,12 @@ pub(crate) fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Listing, Persisten
 pub(crate) fn read_file(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>, PersistenceError> {
     let mut f = fs
         .open(path, OpenMode::Read)
-        .map_err(|e| io_error(format_args!("opening {}", path.display()), e))?;
-    read_whole(&mut *f).map_err(|e| io_error(format_args!("reading {}", path.display()), e))
+        .map_err(|e| io_error("opening", path, e))?;
+    read_whole(&mut *f).map_err(|e| io_error("reading", path, e))
 }
 
-/// What failed (for the message) and why.
-pub(crate) type Failure = (String, io::Error);
+/// A failed write or sync (the store then fails every later save).
+pub(crate) type Failure = IoFailure;
 
 /// A new segment: its file, where its records start, the file's size.
 pub(crate) type NewSegment = (Box<dyn FileHandle>, u64, u64);
@@ -582,7 +596,9 @@ pub(crate) fn create_segment(
     let mut head = BytesMut::with_capacity(256);
     head.put_slice(&format::segment_header(seq));
     format::put_checkpoint(&mut head, checkpoint);
-    let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+    fn ctx<'a>(what: &'a str, p: &'a Path) -> impl FnOnce(io::Error) -> IoFailure + 'a {
+        move |e| IoFailure::new(what, p, e)
+    }
     let (mut file, tmp) = match spare {
         Some((file, tmp)) => (file, tmp),
         None => {
@@ -591,18 +607,18 @@ pub(crate) fn create_segment(
             let tmp = PathBuf::from(tmp);
             let file = fs
                 .open(&tmp, OpenMode::Create)
-                .map_err(|e| (ctx("creating", &tmp), e))?;
+                .map_err(ctx("creating", &tmp))?;
             (file, tmp)
         }
     };
     file.write_at(0, &head)
-        .map_err(|e| (ctx("writing the header of", &tmp), e))?;
-    file.sync_all().map_err(|e| (ctx("syncing", &tmp), e))?;
-    let size = file.size().map_err(|e| (ctx("sizing", &tmp), e))?;
+        .map_err(ctx("writing the header of", &tmp))?;
+    file.sync_all().map_err(ctx("syncing", &tmp))?;
+    let size = file.size().map_err(ctx("sizing", &tmp))?;
     fs.rename(&tmp, &path)
-        .map_err(|e| (ctx("renaming into place", &path), e))?;
+        .map_err(ctx("renaming into place", &path))?;
     fs.sync_dir(dir)
-        .map_err(|e| (ctx("syncing the directory", dir), e))?;
+        .map_err(ctx("syncing the directory", dir))?;
     Ok((file, head.len() as u64, size))
 }
 
@@ -619,11 +635,13 @@ pub(crate) fn check_snapshot_file(
         None => "the snapshot marker".to_owned(),
     };
     let reader = SnapshotReader::open_with(fs, &path).map_err(|e| match e {
-        PersistenceError::Io(m) => PersistenceError::Corrupt(format!(
-            "{} names snapshot file {}, which cannot be read: {m}",
-            whence(),
-            path.display()
-        )),
+        PersistenceError::Io(m) => corrupt_in(
+            &path,
+            format!(
+                "{} names this snapshot file, which cannot be read: {m}",
+                whence()
+            ),
+        ),
         other => other,
     })?;
     if reader.meta() != &snap.meta || reader.data_len() != snap.data_len {
@@ -657,12 +675,7 @@ pub(crate) fn cut_tail(
     cut: u64,
 ) -> Result<u64, PersistenceError> {
     let nonzero_end = buf.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64;
-    let ctx = |e| {
-        io_error(
-            format_args!("cutting the torn tail of {}", path.display()),
-            e,
-        )
-    };
+    let ctx = |e| io_error("cutting the torn tail of", path, e);
     let mut f = fs.open(path, OpenMode::Write).map_err(ctx)?;
     f.set_len(cut).map_err(ctx)?;
     f.sync_all().map_err(ctx)?;

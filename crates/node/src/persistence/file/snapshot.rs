@@ -20,7 +20,7 @@ use raft_core::SnapshotMeta;
 use super::format::TMP_SUFFIX;
 use super::vfs::{FileHandle, FileSystem, OpenMode, StdFs};
 use crate::codec::{self, Reader};
-use crate::persistence::PersistenceError;
+use crate::persistence::{Corruption, IoFailure, PersistenceError};
 
 const MAGIC: &[u8; 8] = b"RAFTSNAP";
 const END_MAGIC: &[u8; 8] = b"SNAPEND\0";
@@ -73,13 +73,10 @@ impl SnapshotReader {
         path: &Path,
     ) -> Result<SnapshotReader, PersistenceError> {
         let io_err = |what: &str, e: io::Error| {
-            PersistenceError::Io(format!("{what} snapshot file {}: {e}", path.display()))
+            PersistenceError::Io(IoFailure::new(format!("{what} snapshot file"), path, e))
         };
         let corrupt = |offset: u64, what: &str| {
-            PersistenceError::Corrupt(format!(
-                "snapshot file {} at offset {offset}: {what}",
-                path.display()
-            ))
+            PersistenceError::Corrupt(Corruption::new(what).in_file(path).at_offset(offset))
         };
         let mut file = fs
             .open(path, OpenMode::Read)
@@ -186,11 +183,10 @@ impl SnapshotReader {
         self.file
             .read_at(self.data_offset + offset, buf)
             .map_err(|e| {
-                PersistenceError::Io(format!(
-                    "reading snapshot file {} at offset {}: {e}",
-                    self.path.display(),
-                    self.data_offset + offset
-                ))
+                PersistenceError::Io(
+                    IoFailure::new("reading snapshot file", &self.path, e)
+                        .at_offset(self.data_offset + offset),
+                )
             })
     }
 
@@ -203,10 +199,13 @@ impl SnapshotReader {
     /// Reads the whole data into memory, checking its checksum.
     pub fn read_all(&mut self) -> Result<Bytes, PersistenceError> {
         let len = usize::try_from(self.data_len).map_err(|_| {
-            PersistenceError::Io(format!(
-                "snapshot file {}: {} bytes do not fit in memory",
-                self.path.display(),
-                self.data_len
+            PersistenceError::Io(IoFailure::new(
+                "reading snapshot file",
+                &self.path,
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("{} bytes do not fit in memory", self.data_len),
+                ),
             ))
         })?;
         let mut data = Vec::with_capacity(len);
@@ -226,13 +225,15 @@ impl SnapshotReader {
             offset += n as u64;
         }
         if crc != self.data_crc {
-            return Err(PersistenceError::Corrupt(format!(
-                "snapshot file {} at offset {}: the data ({} bytes from offset {}) does not match its checksum",
-                self.path.display(),
-                self.data_offset + self.data_len,
-                self.data_len,
-                self.data_offset
-            )));
+            return Err(PersistenceError::Corrupt(
+                Corruption::new(format!(
+                    "the snapshot's data ({} bytes from offset {}) does not match its checksum",
+                    self.data_len, self.data_offset
+                ))
+                .in_file(&self.path)
+                .at_offset(self.data_offset + self.data_len)
+                .at_index(self.meta.index),
+            ));
         }
         Ok(())
     }

@@ -119,7 +119,7 @@ pub(crate) struct Writer {
     snapshot_changed: bool,
     spare: Option<Spare>,
     /// Set by the first failed write or sync: every later save fails.
-    failed: Option<String>,
+    failed: Option<Failure>,
     /// When preallocation was last skipped for lack of free space (it is
     /// tried again [`SPACE_RECHECK`] later), and whether that was logged.
     low_space: Option<Instant>,
@@ -138,12 +138,11 @@ impl Writer {
     ) -> Result<(Writer, RecoveryReport), PersistenceError> {
         let fsr = &*fs;
         fsr.create_dir_all(&dir)
-            .map_err(|e| io_error(format_args!("creating {}", dir.display()), e))?;
+            .map_err(|e| io_error("creating", &dir, e))?;
         let mut listing = recovery::list(fsr, &dir)?;
         let mut report = RecoveryReport::default();
         for tmp in &listing.tmp {
-            fsr.remove(tmp)
-                .map_err(|e| io_error(format_args!("removing {}", tmp.display()), e))?;
+            fsr.remove(tmp).map_err(|e| io_error("removing", tmp, e))?;
             report.removed.push(tmp.clone());
         }
 
@@ -197,7 +196,7 @@ impl Writer {
             let store = Store::default();
             let (file, end, capacity) =
                 recovery::create_segment(fsr, &dir, 1, &store.checkpoint(1), None)
-                    .map_err(|(what, e)| io_error(what, e))?;
+                    .map_err(PersistenceError::Io)?;
             report.created = true;
             report.first_segment = 1;
             report.last_segment = 1;
@@ -235,11 +234,13 @@ impl Writer {
         }
         for seq in first_kept..=last_seq {
             if !listing.segments.contains_key(&seq) {
-                return Err(PersistenceError::Corrupt(format!(
-                    "{} is missing: the checkpoint of {} at offset {cp_at} says every segment from {first_kept} to {last_seq} holds needed records",
-                    dir.join(segment_name(seq)).display(),
-                    last_path.display()
-                )));
+                return Err(recovery::corrupt_in(
+                    &dir.join(segment_name(seq)),
+                    format!(
+                        "the segment is missing: the checkpoint of {} at offset {cp_at} says every segment from {first_kept} to {last_seq} holds needed records",
+                        last_path.display()
+                    ),
+                ));
             }
         }
         let mut replay: Option<Replay> = None;
@@ -329,7 +330,7 @@ impl Writer {
         let mut removed_any = false;
         for (&seq, path) in listing.segments.range(..first_kept) {
             fsr.remove(path)
-                .map_err(|e| io_error(format_args!("removing {}", path.display()), e))?;
+                .map_err(|e| io_error("removing", path, e))?;
             tracing::info!(file = %path.display(), seq, "removed a segment left over by an interrupted compaction");
             report.removed.push(path.clone());
             removed_any = true;
@@ -339,19 +340,19 @@ impl Writer {
             if Some(seq) != current {
                 let path = dir.join(snapshot_name(seq));
                 fsr.remove(&path)
-                    .map_err(|e| io_error(format_args!("removing {}", path.display()), e))?;
+                    .map_err(|e| io_error("removing", &path, e))?;
                 report.removed.push(path);
                 removed_any = true;
             }
         }
         if removed_any {
             fsr.sync_dir(&dir)
-                .map_err(|e| io_error(format_args!("syncing {}", dir.display()), e))?;
+                .map_err(|e| io_error("syncing", &dir, e))?;
         }
 
         let file = fsr
             .open(&last_path, OpenMode::Write)
-            .map_err(|e| io_error(format_args!("opening {}", last_path.display()), e))?;
+            .map_err(|e| io_error("opening", &last_path, e))?;
         let next_snap_seq = listing
             .snapshots
             .iter()
@@ -476,7 +477,7 @@ impl Writer {
                 Err(e) => {
                     {
                         let mut stats = self.shared.stats();
-                        if matches!(e, PersistenceError::Io(_)) {
+                        if matches!(e, PersistenceError::Io(..)) {
                             stats.failed_saves += 1;
                         } else {
                             stats.rejected_saves += 1;
@@ -493,23 +494,19 @@ impl Writer {
     }
 
     /// Records the first failure; returns the error every save gets.
-    fn fail(&mut self, (what, e): Failure) -> PersistenceError {
-        if self.failed.is_none() {
-            let full = e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28);
-            let msg = format!(
-                "{what} failed: {e}{}; the store refuses every later save (fail-stop): reopen it to recover what is durable",
-                if full { " (the disk is full: ENOSPC)" } else { "" }
-            );
-            tracing::error!(dir = %self.dir.display(), "{msg}");
-            self.failed = Some(msg);
-        }
-        PersistenceError::Io(self.failed.clone().unwrap_or_default())
+    fn fail(&mut self, failure: Failure) -> PersistenceError {
+        let failed = self.failed.get_or_insert_with(|| {
+            let failure = failure.fail_stop();
+            tracing::error!(dir = %self.dir.display(), kind = ?failure.kind(), "{failure}");
+            failure
+        });
+        PersistenceError::Io(failed.clone())
     }
 
     /// Validates and encodes one save; it is durable at the next commit.
     fn stage(&mut self, change: Change) -> Result<(), PersistenceError> {
-        if let Some(msg) = &self.failed {
-            return Err(PersistenceError::Io(msg.clone()));
+        if let Some(failed) = &self.failed {
+            return Err(PersistenceError::Io(failed.clone()));
         }
         self.store.validate(&change)?;
 
@@ -590,12 +587,16 @@ impl Writer {
 
     fn write_snapshot_file(&mut self, s: &SnapRef, snapshot: &Snapshot) -> Result<(), Failure> {
         let path = self.dir.join(snapshot_name(s.seq));
-        let what = |w: &str| format!("{w} snapshot file {}", path.display());
+        let what = |w: &'static str| {
+            let path = &path;
+            move |e| Failure::new(w, path, e)
+        };
         let mut w = SnapshotWriter::create(&*self.fs, &path, &s.meta, s.data_len)
-            .map_err(|e| (what("creating"), e))?;
-        w.write(&snapshot.data).map_err(|e| (what("writing"), e))?;
+            .map_err(what("creating snapshot file"))?;
+        w.write(&snapshot.data)
+            .map_err(what("writing snapshot file"))?;
         w.finish(&*self.fs, &self.dir)
-            .map_err(|e| (what("syncing and renaming"), e))?;
+            .map_err(what("syncing and renaming snapshot file"))?;
         self.shared.stats().snapshots_written += 1;
         Ok(())
     }
@@ -609,14 +610,10 @@ impl Writer {
         let result = self.active.file.write_at(self.active.end, &self.buf);
         self.buf.clear();
         if let Err(e) = result {
-            return Err((
-                format!(
-                    "writing {len} bytes to {} at offset {}",
-                    self.active.path.display(),
-                    self.active.end
-                ),
-                e,
-            ));
+            return Err(
+                Failure::new(format!("writing {len} bytes to"), &self.active.path, e)
+                    .at_offset(self.active.end),
+            );
         }
         self.active.end += len;
         self.active.capacity = self.active.capacity.max(self.active.end);
@@ -633,7 +630,7 @@ impl Writer {
         self.active
             .file
             .sync_data()
-            .map_err(|e| (format!("fdatasync of {}", self.active.path.display()), e))?;
+            .map_err(|e| Failure::new("fdatasync of", &self.active.path, e))?;
         self.unsynced = false;
         self.shared.stats().syncs += 1;
         Ok(())
@@ -645,7 +642,7 @@ impl Writer {
             return;
         }
         let result = match &self.failed {
-            Some(msg) => Err(PersistenceError::Io(msg.clone())),
+            Some(failed) => Err(PersistenceError::Io(failed.clone())),
             None => self
                 .write_buf()
                 .and_then(|()| self.sync())
@@ -755,19 +752,12 @@ impl Writer {
         let mut record = BytesMut::with_capacity(format::SEGMENT_END_RECORD_LEN);
         format::put_segment_end(&mut record, &format::SegmentEnd { next_seq, last });
         let a = &mut self.active;
-        a.file.write_at(a.end, &record).map_err(|e| {
-            (
-                format!(
-                    "writing the end record of {} at offset {}",
-                    a.path.display(),
-                    a.end
-                ),
-                e,
-            )
-        })?;
+        a.file
+            .write_at(a.end, &record)
+            .map_err(|e| Failure::new("writing the end record of", &a.path, e).at_offset(a.end))?;
         a.file
             .sync_data()
-            .map_err(|e| (format!("fdatasync of {}", a.path.display()), e))?;
+            .map_err(|e| Failure::new("fdatasync of", &a.path, e))?;
         a.end += record.len() as u64;
         let mut stats = self.shared.stats();
         stats.bytes_written += record.len() as u64;
@@ -877,8 +867,8 @@ impl Writer {
 
     /// Reads everything back from the segments and the snapshot file.
     fn load(&mut self) -> Result<Option<State>, PersistenceError> {
-        if let Some(msg) = &self.failed {
-            return Err(PersistenceError::Io(msg.clone()));
+        if let Some(failed) = &self.failed {
+            return Err(PersistenceError::Io(failed.clone()));
         }
         let fs = &*self.fs;
         let mut replay: Option<Replay> = None;
@@ -902,10 +892,7 @@ impl Writer {
             }
         }
         let Some(replay) = replay else {
-            return Err(PersistenceError::Corrupt(format!(
-                "{}: no segment to load",
-                self.dir.display()
-            )));
+            return Err(recovery::corrupt_in(&self.dir, "no segment to load"));
         };
         recovery::check_complete(&replay, &self.dir)?;
         let (a, b) = (&replay.store, &self.store);
@@ -915,10 +902,10 @@ impl Writer {
             || a.log.base() != b.log.base()
             || a.log.last_index() != b.log.last_index()
         {
-            return Err(PersistenceError::Corrupt(format!(
-                "{}: the segments do not hold what this store wrote (were they changed behind its back?)",
-                self.dir.display()
-            )));
+            return Err(recovery::corrupt_in(
+                &self.dir,
+                "the segments do not hold what this store wrote (were they changed behind its back?)",
+            ));
         }
         self.shared.stats().loads += 1;
         let Some(identity) = replay.store.identity else {
@@ -960,7 +947,7 @@ fn remove_unborn(
     for u in unborn {
         tracing::warn!(file = %u.path.display(), reason = %u.reason, "removing a segment whose creation did not finish");
         fs.remove(&u.path)
-            .map_err(|e| io_error(format_args!("removing {}", u.path.display()), e))?;
+            .map_err(|e| io_error("removing", &u.path, e))?;
         report.removed.push(u.path.clone());
     }
     Ok(())
