@@ -1744,6 +1744,41 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_is_seconds_or_a_number_with_a_unit() {
+        let ok = |t: &str| Length::parse_duration(t).unwrap();
+        assert_eq!(ok("4"), Duration::from_secs(4));
+        assert_eq!(ok("4s"), Duration::from_secs(4));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("30m"), Duration::from_secs(1800));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        for bad in ["", "m", "0", "-3", "5x", "1d", "10 mins", "nan", "inf"] {
+            let e = Length::parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_total_is_shared_by_the_nemeses_left() {
+        let total = Length::Total(Duration::from_secs(1800));
+        assert_eq!(
+            total.next(Duration::from_secs(1800), 19),
+            Duration::from_secs(1800) / 19
+        );
+        // Time spent so far comes out of the later ones' shares.
+        assert_eq!(
+            total.next(Duration::from_secs(100), 2),
+            Duration::from_secs(50)
+        );
+        assert_eq!(total.next(Duration::ZERO, 3), Length::MIN_EACH);
+        let each = Length::Each(Duration::from_secs(4));
+        assert_eq!(each.next(Duration::ZERO, 3), Duration::from_secs(4));
+        assert_eq!(human(Duration::from_secs(1800)), "30m");
+        assert_eq!(human(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(human(Duration::from_secs(45)), "45 s");
+    }
+
+    #[test]
     fn a_shuffle_is_a_permutation() {
         let mut rng = Rng::new(7);
         let mut v = rng.shuffled(5);
