@@ -580,7 +580,7 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
             ""
         }
     );
-    if config.relays && !(caps.relay && !caps.netem) {
+    if config.relays && (!caps.relay || caps.netem) {
         println!("--relays: no relays here (they need namespaces and nftables nat, and are used only without netem)");
     }
     let mut reports = Vec::new();
@@ -673,7 +673,7 @@ fn human(d: Duration) -> String {
         (0, 0, s) => format!("{s} s"),
         (0, m, 0) => format!("{m}m"),
         (h, 0, 0) => format!("{h}h"),
-        (h, m, s) if s == 0 => format!("{h}h {m}m"),
+        (h, m, 0) => format!("{h}h {m}m"),
         _ => format!("{:.0} s", d.as_secs_f64()),
     }
 }
@@ -754,10 +754,12 @@ fn run_one(
     let mut rng = Rng::new(seed);
     let mut faults = Vec::new();
     let end = shared.started + duration;
-    if nemesis == Nemesis::None {
-        thread::sleep(duration);
-    }
-    while nemesis != Nemesis::None {
+    loop {
+        if nemesis == Nemesis::None {
+            // The clients alone.
+            thread::sleep(duration);
+            break;
+        }
         let quiet = rng.between(Duration::from_millis(400), Duration::from_millis(900));
         let hold = rng.between(
             cluster::ELECTION_TIMEOUT_MAX * 3,
