@@ -14,7 +14,10 @@
 //! between nodes, as if every node had clients next to it. Flaky links are
 //! nftables rules in the nodes' namespaces that drop a share of the
 //! packets to the other nodes at random (`numgen random`), plus netem delay
-//! and jitter where the kernel has `sch_netem`.
+//! and jitter where the kernel has `sch_netem`. Where it has not, delays are
+//! made by relays of the runner ([`crate::relay`]), to which an nftables
+//! rule in each node's namespace redirects the peer connections that reach
+//! it.
 
 use std::fs::File;
 use std::io;
