@@ -3,9 +3,10 @@
 //! that holds it is durable in its own log, before a majority has it.
 //!
 //! Acknowledged writes then survive everything but the loss of that
-//! leader before its followers got them: its peer messages leave
-//! [`EARLY_ACK`] milliseconds late ([`HeldBack`], a slow link of its own)
-//! so that the window is wide enough for a kill to land in it. On a
+//! leader before its followers got them: its appends leave [`EARLY_ACK`]
+//! milliseconds late ([`HeldBack`]; heartbeats pass at once, so no
+//! election follows) so that the window is wide enough for a kill to land
+//! in it. On a
 //! healthy cluster the history stays linearizable, because in this mode
 //! every read first commits a no-op write through the log
 //! ([`barrier_write`]): it commits everything before it, so every read sees
@@ -32,7 +33,7 @@ use tracing::warn;
 use crate::store::Write;
 
 /// The environment variable that turns the bug on: how many milliseconds
-/// the node's Raft messages are held back (`0` acknowledges early without
+/// the node's appends are held back (`0` acknowledges early without
 /// holding anything back).
 pub const EARLY_ACK: &str = "RAFT_KV_TEST_FAULT_EARLY_ACK";
 
@@ -41,7 +42,7 @@ const BARRIER_KEY: &[u8] = b"\0raft-kv-test-fault-barrier";
 
 /// The bug's state in this process: the writes waiting to be durable.
 pub struct EarlyAck {
-    /// How long Raft messages are held back.
+    /// How long appends are held back.
     pub hold: Duration,
     waiting: Mutex<Vec<(Bytes, oneshot::Sender<()>)>>,
 }
@@ -57,7 +58,7 @@ pub fn from_env() -> Result<Option<Arc<EarlyAck>>, String> {
     let ms: u64 = value
         .parse()
         .map_err(|_| format!("{EARLY_ACK}={value:?}: expected milliseconds"))?;
-    warn!("{EARLY_ACK}={ms}: acknowledging writes once durable on the leader alone, Raft messages held back {ms} ms (a fault for tests: acknowledged writes can be lost)");
+    warn!("{EARLY_ACK}={ms}: acknowledging writes once durable on the leader alone, appends held back {ms} ms (a fault for tests: acknowledged writes can be lost)");
     let early = Arc::new(EarlyAck {
         hold: Duration::from_millis(ms),
         waiting: Mutex::new(Vec::new()),

@@ -530,11 +530,6 @@ async fn run_batch(
                         _ => None,
                     },
                 ));
-                let limits = Limits {
-                    bytes: batch_max,
-                    writes: settings.max_pipeline,
-                };
-                let bytes = writes.iter().map(encoded_write_len).sum();
                 if let Some(early) = crate::fault::early_ack() {
                     if ctx.node.role() == raft_node::Role::Leader && writes.iter().all(is_plain_set)
                     {
@@ -544,7 +539,6 @@ async fn run_batch(
                         // An entry of its own, not behind the one under
                         // way (the proposer's), which may wait for its
                         // commit.
-                        let _ = (bytes, limits);
                         let durable = early.when_durable(&writes);
                         let entry = crate::store::encode_writes(&writes);
                         let node = ctx.node.clone();
@@ -560,6 +554,11 @@ async fn run_batch(
                         continue;
                     }
                 }
+                let limits = Limits {
+                    bytes: batch_max,
+                    writes: settings.max_pipeline,
+                };
+                let bytes = writes.iter().map(encoded_write_len).sum();
                 let result = ctx
                     .writes
                     .propose(&ctx.node, &ctx.metrics, writes, bytes, limits)
