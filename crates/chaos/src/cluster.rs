@@ -254,6 +254,11 @@ impl Cluster {
         self.setup.tmpfs
     }
 
+    /// Whether the nodes talk TLS to each other.
+    pub fn tls(&self) -> bool {
+        self.setup.tls
+    }
+
     /// Whether every node runs under libfaketime.
     pub fn fake_clock(&self) -> bool {
         self.setup.fake_clock

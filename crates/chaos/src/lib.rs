@@ -1289,7 +1289,13 @@ fn delay_links(
     let n = cluster.len();
     let touched = |a: usize, b: usize| only.is_none_or(|i| a == i || b == i);
     if let Some(relays) = cluster.relays() {
-        let replay = rng.below(6);
+        // A replayed connection is refused by TLS (the handshake fails).
+        // Without TLS it is accepted, and the client commands a follower
+        // forwarded over it run again (no sessions, as for any replay of
+        // an unauthenticated stream: a replay attack, not a fault of a
+        // network, which never duplicates the bytes of a TCP stream into
+        // another): replays only under TLS.
+        let replay = rng.below(6) * u64::from(cluster.tls());
         let mut links = Vec::new();
         for a in 0..n {
             for b in (0..n).filter(|&b| b != a && touched(a, b)) {
@@ -1312,8 +1318,13 @@ fn delay_links(
         };
         return Ok((
             format!(
-                "{whose} delayed, ms +-50% ({}), {replay} per mille of chunks replay their connection (relays)",
-                links.join(", ")
+                "{whose} delayed, ms +-50% ({}){} (relays)",
+                links.join(", "),
+                if cluster.tls() {
+                    format!(", {replay} per mille of chunks replay their connection")
+                } else {
+                    String::new()
+                }
             ),
             Undo::Undelay,
         ));

@@ -19,8 +19,11 @@
 //! overtake one another. With `replay` set, now and then a connection's
 //! first bytes (its handshake and first messages, up to [`REPLAY_MAX`])
 //! are sent again over a fresh connection: the node gets those messages
-//! twice. (Under TLS the replayed handshake fails, and nothing is
-//! duplicated.)
+//! twice. Under TLS the replayed handshake fails, and nothing is
+//! duplicated; without TLS the node accepts the replay and runs again the
+//! client commands forwarded over it (a replay attack on an
+//! unauthenticated transport, not a network fault), so the runner asks for
+//! replays only under TLS.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -180,7 +183,9 @@ impl Relays {
 impl Drop for Relays {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            // Waits (briefly) for the tasks to be dropped: their sockets
+            // close, and the next cluster's relays can listen again.
+            rt.shutdown_timeout(Duration::from_secs(2));
         }
         if let Net::Namespaces(ns) = &*self.net {
             for i in 0..self.shared.nodes {
