@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::net::Net;
+use crate::relay::Relays;
 use crate::resp::{Conn, Reply};
 
 /// How long a node may take to print its ready line.
@@ -50,6 +51,9 @@ pub struct Setup {
     /// from a file of its own ([`Cluster::jump_clock`],
     /// [`Cluster::restart_with_clock_rate`]).
     pub fake_clock: bool,
+    /// Relays of the runner on every link between nodes (in namespaces),
+    /// for delays ([`crate::relay`]), seeded with this.
+    pub relays: Option<u64>,
 }
 
 /// One node: its flags and its process, if running.
@@ -76,6 +80,8 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// How many nodes were replaced so far (fresh ids are numbered).
     replaced: usize,
+    /// The relays on the links, if the setup asks (dropped after the nodes).
+    relays: Option<Relays>,
 }
 
 /// Runs a command; its error output if it fails.
@@ -118,7 +124,11 @@ impl Cluster {
             setup: setup.clone(),
             nodes: Vec::new(),
             replaced: 0,
+            relays: None,
         };
+        if let Some(seed) = setup.relays {
+            cluster.relays = Some(Relays::start(cluster.net.clone(), n, seed)?);
+        }
         if setup.tls {
             let ca = dir.join("ca");
             cluster.cert(&["create-ca", "--certs-dir", &ca.display().to_string()])?;
@@ -215,6 +225,11 @@ impl Cluster {
         })
     }
 
+    /// The relays on the links, if the setup put them there.
+    pub fn relays(&self) -> Option<&Relays> {
+        self.relays.as_ref()
+    }
+
     /// How many nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -237,6 +252,11 @@ impl Cluster {
     /// Whether every node's data is on a tmpfs of its own.
     pub fn on_tmpfs(&self) -> bool {
         self.setup.tmpfs
+    }
+
+    /// Whether the nodes talk TLS to each other.
+    pub fn tls(&self) -> bool {
+        self.setup.tls
     }
 
     /// Whether every node runs under libfaketime.
@@ -519,6 +539,30 @@ impl Cluster {
             }
             thread::sleep(Duration::from_millis(30));
         }
+    }
+
+    /// Waits until every node knows the cluster's users (answers a GET
+    /// with something else than `LOADING`), up to `timeout`.
+    pub fn wait_users(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.nodes.len() {
+            loop {
+                match self.call(i, &[b"GET", b"chaos:ready"]) {
+                    Ok(Reply::Error(e)) if e.starts_with("LOADING") => {}
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{} did not learn the cluster's users within {} s",
+                        self.nodes[i].id,
+                        timeout.as_secs()
+                    ));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 
     /// `INFO raft` of node `i`, if it answers within half a second.

@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod net;
 pub mod plot;
+pub mod relay;
 pub mod resp;
 pub mod workload;
 
@@ -107,6 +108,11 @@ pub enum Nemesis {
     SlowPackets,
     /// Packets between nodes dropped and duplicated at random (nftables).
     FlakyPackets,
+    /// Every link between nodes delayed, each by its own base delay with
+    /// jitter, so that messages of different connections overtake one
+    /// another, and some connections replayed (duplicated messages):
+    /// netem where the kernel has it, else relays in the runner.
+    Delay,
     /// A node's clock jumps ahead, or the node restarts with a clock that
     /// runs fast or slow (libfaketime: its monotonic and wall clocks
     /// alike).
@@ -125,11 +131,13 @@ pub enum Nemesis {
     Combined,
     /// Each fault one of the others, at random (those that can run here).
     Mixed,
+    /// No fault: the clients alone, for a baseline (not in [`Nemesis::ALL`]).
+    None,
 }
 
 impl Nemesis {
     /// Every nemesis, in the order a full run goes through them.
-    pub const ALL: [Nemesis; 18] = [
+    pub const ALL: [Nemesis; 19] = [
         Nemesis::KillRandom,
         Nemesis::KillLeader,
         Nemesis::KillMajority,
@@ -142,6 +150,7 @@ impl Nemesis {
         Nemesis::PartitionRing,
         Nemesis::SlowPackets,
         Nemesis::FlakyPackets,
+        Nemesis::Delay,
         Nemesis::ClockSkew,
         Nemesis::DiskFull,
         Nemesis::FsyncFail,
@@ -165,18 +174,23 @@ impl Nemesis {
             Nemesis::PartitionRing => "partition-ring",
             Nemesis::SlowPackets => "slow-packets",
             Nemesis::FlakyPackets => "flaky-packets",
+            Nemesis::Delay => "delay",
             Nemesis::ClockSkew => "clock-skew",
             Nemesis::DiskFull => "disk-full",
             Nemesis::FsyncFail => "fsync-fail",
             Nemesis::Membership => "membership",
             Nemesis::Combined => "combined",
             Nemesis::Mixed => "mixed",
+            Nemesis::None => "none",
         }
     }
 
     /// The nemesis of that name.
     pub fn parse(name: &str) -> Option<Nemesis> {
-        Nemesis::ALL.into_iter().find(|n| n.name() == name)
+        Nemesis::ALL
+            .into_iter()
+            .chain([Nemesis::None])
+            .find(|n| n.name() == name)
     }
 
     /// Whether it needs network namespaces.
@@ -190,6 +204,7 @@ impl Nemesis {
                 | Nemesis::PartitionRing
                 | Nemesis::SlowPackets
                 | Nemesis::FlakyPackets
+                | Nemesis::Delay
         )
     }
 
@@ -202,6 +217,9 @@ impl Nemesis {
             }
             Nemesis::FlakyPackets if !caps.nft => Some("needs nftables (Debian package nftables)"),
             Nemesis::SlowPackets if !caps.tbf => Some("needs tc (iproute2) with netem or tbf"),
+            Nemesis::Delay if !caps.netem && !caps.relay => {
+                Some("needs netem, or nftables with nat for the relays")
+            }
             Nemesis::DiskFull if !caps.tmpfs => Some("needs to mount a tmpfs (root)"),
             _ => None,
         }
@@ -245,15 +263,23 @@ pub struct Capabilities {
     /// tc tbf in the namespaces: a bandwidth limit (slow links without
     /// netem).
     pub tbf: bool,
+    /// nftables redirections in the namespaces: relays on the links
+    /// (delays without netem).
+    pub relay: bool,
 }
 
 impl Capabilities {
     /// What the machine offers, `namespaces` given (they were made or
     /// not); checks tmpfs, libfaketime, nftables and netem by trying them.
     pub fn probe(namespaces: Option<&Namespaces>) -> Capabilities {
-        let (nft, netem, tbf) = match namespaces {
-            Some(ns) => (ns.try_nft(), ns.try_netem(), ns.try_tbf()),
-            None => (false, false, false),
+        let (nft, netem, tbf, relay) = match namespaces {
+            Some(ns) => (
+                ns.try_nft(),
+                ns.try_netem(),
+                ns.try_tbf(),
+                ns.try_redirect(),
+            ),
+            None => (false, false, false, false),
         };
         Capabilities {
             namespaces: namespaces.is_some(),
@@ -262,6 +288,7 @@ impl Capabilities {
             nft,
             netem,
             tbf: tbf || netem,
+            relay,
         }
     }
 }
@@ -301,16 +328,21 @@ pub struct Config {
     pub keys: u64,
     /// The seed of the fault schedules and of the clients' choices.
     pub seed: u64,
-    /// How long each nemesis runs (faults and heals).
-    pub duration: Duration,
+    /// How long the nemeses run (faults and heals).
+    pub duration: Length,
     /// The longest a write may take to succeed after the last heal.
     pub liveness_bound: Duration,
     /// Clients read with READONLY (local, possibly stale reads): the
     /// check must then fail under partitions.
     pub readonly_reads: bool,
-    /// The nodes answer plain SETs before committing them (a test-only
-    /// server fault): the check must then fail under kills.
+    /// A leader answers plain SETs once its own log holds them, before a
+    /// majority does (a test-only server fault): the check must then fail
+    /// when leaders are killed.
     pub early_ack: bool,
+    /// The relays of the `delay` nemesis on every link for every nemesis
+    /// (without it, only where a `delay` fault may come: `delay`,
+    /// `combined`, `mixed`).
+    pub relays: bool,
     /// Mutual TLS between the nodes.
     pub tls: bool,
     /// Where the nodes run.
@@ -323,6 +355,64 @@ pub struct Config {
     /// Where to draw each nemesis's latency and throughput pictures, if
     /// anywhere.
     pub plots: Option<PathBuf>,
+}
+
+/// How long the nemeses of a run run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Each this long.
+    Each(Duration),
+    /// The whole run about this long: each nemesis gets an equal share of
+    /// what is left when it starts (so the time spent starting clusters and
+    /// checking histories comes out of it too).
+    Total(Duration),
+}
+
+impl Length {
+    /// The shortest a nemesis may run: a quiet spell and a fault held
+    /// longer than an election timeout, then its heal.
+    pub const MIN_EACH: Duration = Duration::from_secs(3);
+
+    /// Parses a length as given to `--duration`: a number of seconds, or a
+    /// number followed by `s`, `m` or `h` (`90`, `90s`, `2m`, `30m`, `1h`,
+    /// `1.5h`).
+    pub fn parse_duration(text: &str) -> Result<Duration, String> {
+        let t = text.trim();
+        let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+            Some((i, _)) => t.split_at(i),
+            None => (t, "s"),
+        };
+        let scale = match unit {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a length: give seconds (90) or a number with s, m or h (90s, 30m, 1h)"
+                ))
+            }
+        };
+        let value: f64 = number.trim().parse().map_err(|_| {
+            format!("{text:?} is not a length: give seconds (90) or a number with s, m or h (90s, 30m, 1h)")
+        })?;
+        if !value.is_finite() || value <= 0.0 {
+            return Err(format!("{text:?}: a length must be more than 0"));
+        }
+        let seconds = value * scale;
+        if seconds > 7.0 * 86400.0 {
+            return Err(format!("{text:?}: more than a week"));
+        }
+        Ok(Duration::from_secs_f64(seconds))
+    }
+
+    /// How long the next nemesis runs, with `left` nemeses (this one
+    /// included) to run and `remaining` of a total left.
+    fn next(self, remaining: Duration, left: usize) -> Duration {
+        match self {
+            Length::Each(d) => d,
+            Length::Total(_) => (remaining / left.max(1) as u32).max(Length::MIN_EACH),
+        }
+    }
 }
 
 /// One injected fault.
@@ -445,9 +535,15 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
         }
     };
     let caps = Capabilities::probe(namespaces.as_ref());
+    let runnable: Vec<Nemesis> = config
+        .nemeses
+        .iter()
+        .copied()
+        .filter(|n| n.missing(&caps).is_none())
+        .collect();
     let shared_net = namespaces.map(|ns| Arc::new(Net::Namespaces(ns)));
     println!(
-        "raft-kv chaos: {} nodes {}, {} clients, {} keys, {:.1} s per nemesis, seed {}{}",
+        "raft-kv chaos: {} nodes {}, {} clients, {} keys, {}, seed {}{}",
         config.nodes,
         if shared_net.is_some() {
             "in network namespaces (10.77.0.0/24)"
@@ -456,7 +552,14 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
         },
         config.clients,
         config.keys,
-        config.duration.as_secs_f64(),
+        match config.duration {
+            Length::Each(d) => format!("{:.1} s per nemesis", d.as_secs_f64()),
+            Length::Total(d) => format!(
+                "{} in all ({:.1} s per nemesis, less the time to start and check each)",
+                human(d),
+                d.as_secs_f64() / runnable.len().max(1) as f64
+            ),
+        },
         config.seed,
         if config.readonly_reads {
             ", READONLY reads (stale reads expected)"
@@ -465,18 +568,27 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
         }
     );
     println!(
-        "faults available: tmpfs {}, libfaketime {}, nftables loss {}, netem delay {}{}",
+        "faults available: tmpfs {}, libfaketime {}, nftables loss {}, netem delay {}, relays {}{}",
         yes_no(caps.tmpfs),
         yes_no(caps.faketime),
         yes_no(caps.nft),
         yes_no(caps.netem),
+        yes_no(caps.relay),
         if caps.namespaces && !caps.netem {
-            " (no sch_netem in this kernel: slow-packets limits bandwidth with tbf instead of delaying, flaky-packets drops and duplicates with nftables, nothing reorders)"
+            " (no sch_netem in this kernel: slow-packets limits bandwidth with tbf instead of delaying, flaky-packets drops and duplicates with nftables, delay holds bytes back in relays of the runner, where connections overtake one another)"
         } else {
             ""
         }
     );
+    if config.relays && (!caps.relay || caps.netem) {
+        println!("--relays: no relays here (they need namespaces and nftables nat, and are used only without netem)");
+    }
     let mut reports = Vec::new();
+    let started = Instant::now();
+    let total = match config.duration {
+        Length::Total(d) => d,
+        Length::Each(d) => d * runnable.len() as u32,
+    };
     for &nemesis in &config.nemeses {
         if let Some(why) = nemesis.missing(&caps) {
             println!("{:<17} skipped: {why}", nemesis.name());
@@ -486,7 +598,11 @@ pub fn run(config: &Config) -> Result<Vec<Report>, String> {
             Some(n) => n.clone(),
             None => Arc::new(Net::loopback(config.nodes).map_err(|e| e.to_string())?),
         };
-        let report = run_one(config, nemesis, net, &caps)?;
+        let left = runnable.len() - reports.len();
+        let duration = config
+            .duration
+            .next(total.saturating_sub(started.elapsed()), left);
+        let report = run_one(config, nemesis, net, &caps, duration)?;
         println!("{report}");
         if let Some(dir) = &report.kept {
             println!("  data and logs kept in {}", dir.display());
@@ -550,6 +666,18 @@ pub fn remove_leftover_dirs() -> Vec<PathBuf> {
     removed
 }
 
+/// A length as `30m`, `1h 30m`, `45 s`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m}m"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, 0) => format!("{h}h {m}m"),
+        _ => format!("{:.0} s", d.as_secs_f64()),
+    }
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -569,6 +697,7 @@ fn run_one(
     nemesis: Nemesis,
     net: Arc<Net>,
     caps: &Capabilities,
+    duration: Duration,
 ) -> Result<Report, String> {
     let seed = nemesis.seed(config.seed);
     let dir = config.dir.join(nemesis.name());
@@ -577,7 +706,10 @@ fn run_one(
     println!("{} (seed {})", nemesis.name(), config.seed);
     let setup = Setup {
         env: if config.early_ack {
-            vec![(raft_kv_fault::EARLY_ACK.to_string(), "1".to_string())]
+            vec![(
+                raft_kv_fault::EARLY_ACK.to_string(),
+                raft_kv_fault::EARLY_ACK_HOLD_MS.to_string(),
+            )]
         } else {
             Vec::new()
         },
@@ -588,11 +720,17 @@ fn run_one(
                 nemesis,
                 Nemesis::ClockSkew | Nemesis::Combined | Nemesis::Mixed
             ),
+        relays: (caps.relay
+            && !caps.netem
+            && (config.relays
+                || matches!(nemesis, Nemesis::Delay | Nemesis::Combined | Nemesis::Mixed)))
+        .then_some(seed),
     };
     let mut cluster = Cluster::start(&config.bin, &dir, net.clone(), config.nodes, &setup)?;
     if cluster.leader(Duration::from_secs(20)).is_none() {
         return Err(format!("{}: no leader within 20 s", nemesis.name()));
     }
+    cluster.wait_users(Duration::from_secs(10))?;
     let shared = Arc::new(Shared {
         net: net.clone(),
         nodes: config.nodes,
@@ -615,8 +753,13 @@ fn run_one(
     let mut problems = Vec::new();
     let mut rng = Rng::new(seed);
     let mut faults = Vec::new();
-    let end = shared.started + config.duration;
+    let end = shared.started + duration;
     loop {
+        if nemesis == Nemesis::None {
+            // The clients alone.
+            thread::sleep(duration);
+            break;
+        }
         let quiet = rng.between(Duration::from_millis(400), Duration::from_millis(900));
         let hold = rng.between(
             cluster::ELECTION_TIMEOUT_MAX * 3,
@@ -650,7 +793,19 @@ fn run_one(
             at,
             healed: shared.now(),
         });
-        note(shared.started, "healed");
+        match cluster.relays().map(|r| r.stats()) {
+            Some(s) if s.delayed.load(Ordering::Relaxed) > 0 => note(
+                shared.started,
+                &format!(
+                    "healed (relays so far: {} connections, {} chunks delayed, {} delivered after a later one, {} replays of a connection)",
+                    s.connections.load(Ordering::Relaxed),
+                    s.delayed.load(Ordering::Relaxed),
+                    s.overtaken.load(Ordering::Relaxed),
+                    s.replays.load(Ordering::Relaxed),
+                ),
+            ),
+            _ => note(shared.started, "healed"),
+        }
     }
     for i in cluster.exited() {
         problems.push(format!(
@@ -788,6 +943,8 @@ enum Undo {
     Resume(usize),
     /// Remove every network cut and packet loss.
     Heal,
+    /// Let the relays pass bytes at once again.
+    Undelay,
     /// Restart this node with its clock at the real rate.
     ClockRate(usize),
     /// Nothing to undo (a clock that jumped ahead stays ahead).
@@ -823,6 +980,12 @@ impl Undo {
                 Net::Namespaces(ns) => ns.heal(),
                 Net::Loopback(_) => Ok(()),
             },
+            Undo::Undelay => {
+                if let Some(r) = cluster.relays() {
+                    r.clear();
+                }
+                Ok(())
+            }
             Undo::ClockRate(i) => cluster.restart_with_clock_rate(i, "1"),
             Undo::Nothing => Ok(()),
             Undo::FreeSpace(i, filler) => {
@@ -847,8 +1010,14 @@ impl Undo {
 mod raft_kv_fault {
     /// Every fsync after the first N fails.
     pub const FAIL_SYNC_AFTER: &str = "RAFT_KV_TEST_FAULT_FAIL_SYNC_AFTER";
-    /// Plain SETs answered before they are committed.
+    /// A leader answers plain SETs once its own log holds them, before a
+    /// majority does, and holds its Raft messages back this many
+    /// milliseconds ([`EARLY_ACK_HOLD_MS`]).
     pub const EARLY_ACK: &str = "RAFT_KV_TEST_FAULT_EARLY_ACK";
+    /// How long a node with the early-acknowledgement bug holds back its
+    /// appends (heartbeats pass: no elections follow): long enough for a
+    /// kill to land between an acknowledgement and the followers' copies.
+    pub const EARLY_ACK_HOLD_MS: &str = "100";
 }
 
 /// Waits (up to 15 s) until node `i` is a voter in the leader's
@@ -955,6 +1124,7 @@ fn inject(
             .filter(|k| *k != Nemesis::Mixed && k.missing(caps).is_none())
             .filter(|k| *k != Nemesis::DiskFull || cluster.on_tmpfs())
             .filter(|k| *k != Nemesis::ClockSkew || cluster.fake_clock())
+            .filter(|k| *k != Nemesis::Delay || caps.netem || cluster.relays().is_some())
             .collect();
         let kind = kinds[rng.below(kinds.len() as u64) as usize];
         return inject(kind, cluster, net, rng, caps);
@@ -1084,6 +1254,10 @@ fn inject(
                 Undo::Heal,
             )
         }
+        Nemesis::Delay => {
+            let (what, undo) = delay_links(cluster, net, rng, caps, None)?;
+            Injected::new(what, undo)
+        }
         Nemesis::ClockSkew => {
             let leader = rng.below(2) == 0;
             let (i, why) = pick(cluster, rng, leader);
@@ -1093,22 +1267,113 @@ fn inject(
         Nemesis::DiskFull => disk_full(cluster, rng)?,
         Nemesis::FsyncFail => fsync_fail(cluster, rng)?,
         Nemesis::Membership => replace_node(cluster, rng)?,
-        Nemesis::Combined => combined(cluster, net, rng)?,
+        Nemesis::Combined => combined(cluster, net, rng, caps)?,
         Nemesis::Mixed => unreachable!("a mixed fault is one of the others"),
+        Nemesis::None => unreachable!("no fault is injected without a nemesis"),
     };
     Ok(injected)
 }
 
+/// Delays links between nodes, each by a base delay of 20-200 ms give or
+/// take half of it (every link, or those of node `only`): per node with
+/// netem where the kernel has it, else per link (each direction its own)
+/// in the relays, which also replay some connections' starts. What was
+/// done (every link's delay) and how to undo it.
+fn delay_links(
+    cluster: &Cluster,
+    net: &Net,
+    rng: &mut Rng,
+    caps: &Capabilities,
+    only: Option<usize>,
+) -> Result<(String, Undo), String> {
+    let n = cluster.len();
+    let touched = |a: usize, b: usize| only.is_none_or(|i| a == i || b == i);
+    if let Some(relays) = cluster.relays() {
+        // A replayed connection is refused by TLS (the handshake fails).
+        // Without TLS it is accepted, and the client commands a follower
+        // forwarded over it run again (no sessions, as for any replay of
+        // an unauthenticated stream: a replay attack, not a fault of a
+        // network, which never duplicates the bytes of a TCP stream into
+        // another): replays only under TLS.
+        let replay = rng.below(6) * u64::from(cluster.tls());
+        let mut links = Vec::new();
+        for a in 0..n {
+            for b in (0..n).filter(|&b| b != a && touched(a, b)) {
+                let delay_ms = 20 + rng.below(181);
+                relays.set(
+                    a,
+                    b,
+                    Some(relay::LinkDelay {
+                        delay_ms,
+                        jitter_pct: 50,
+                        replay_permille: replay,
+                    }),
+                );
+                links.push(format!("{}>{} {delay_ms}", cluster.id(a), cluster.id(b)));
+            }
+        }
+        let whose = match only {
+            Some(i) => format!("links of {}", cluster.id(i)),
+            None => "every link".to_string(),
+        };
+        return Ok((
+            format!(
+                "{whose} delayed, ms +-50% ({}){} (relays)",
+                links.join(", "),
+                if cluster.tls() {
+                    format!(", {replay} per mille of chunks replay their connection")
+                } else {
+                    String::new()
+                }
+            ),
+            Undo::Undelay,
+        ));
+    }
+    let Net::Namespaces(ns) = net else {
+        return Err("delays need network namespaces".into());
+    };
+    if !caps.netem {
+        return Err("delays need netem or the relays".into());
+    }
+    let mut nodes = Vec::new();
+    for i in (0..n).filter(|&i| only.is_none_or(|o| o == i)) {
+        let delay = 20 + rng.below(181);
+        ns.slow(
+            i,
+            net::Slow::Delay {
+                delay,
+                jitter: delay / 2,
+            },
+        )?;
+        nodes.push(format!("{} {delay}", cluster.id(i)));
+    }
+    Ok((
+        format!(
+            "packets leaving {} delayed, ms +-50% (netem)",
+            nodes.join(", ")
+        ),
+        Undo::Heal,
+    ))
+}
+
 /// Several faults at once, each on a node of its own: a kill, a pause, a
-/// node cut off (in namespaces) and a clock jump (under libfaketime), as
-/// many as there are nodes.
-fn combined(cluster: &mut Cluster, net: &Net, rng: &mut Rng) -> Result<Injected, String> {
+/// node cut off (in namespaces), a clock jump (under libfaketime) and a
+/// node's links delayed (netem or relays), as many as there are nodes.
+fn combined(
+    cluster: &mut Cluster,
+    net: &Net,
+    rng: &mut Rng,
+    caps: &Capabilities,
+) -> Result<Injected, String> {
     let mut kinds = vec![Nemesis::KillRandom, Nemesis::PauseRandom];
     if net.can_partition() {
         kinds.push(Nemesis::PartitionOne);
     }
     if cluster.fake_clock() {
         kinds.push(Nemesis::ClockSkew);
+    }
+    if net.can_partition() && (caps.netem || cluster.relays().is_some()) {
+        kinds.push(Nemesis::Delay);
     }
     let order = rng.shuffled(cluster.len());
     let mut whats = Vec::new();
@@ -1133,6 +1398,11 @@ fn combined(cluster: &mut Cluster, net: &Net, rng: &mut Rng) -> Result<Injected,
                 }
                 whats.push(format!("isolate {id}"));
                 undos.push(Undo::Heal);
+            }
+            Nemesis::Delay => {
+                let (what, undo) = delay_links(cluster, net, rng, caps, Some(i))?;
+                whats.push(what);
+                undos.push(undo);
             }
             _ => {
                 let (what, undo) = clock_fault(cluster, i, rng)?;
@@ -1472,6 +1742,7 @@ mod tests {
             nft: true,
             netem: false,
             tbf: true,
+            relay: true,
         };
         for n in Nemesis::ALL {
             assert_eq!(n.missing(&all), None, "{}", n.name());
@@ -1483,6 +1754,41 @@ mod tests {
         assert_eq!(Nemesis::KillLeader.seed(1), Nemesis::KillLeader.seed(1));
         assert_ne!(Nemesis::KillLeader.seed(1), Nemesis::KillLeader.seed(2));
         assert_ne!(Nemesis::KillLeader.seed(1), Nemesis::KillRandom.seed(1));
+    }
+
+    #[test]
+    fn a_duration_is_seconds_or_a_number_with_a_unit() {
+        let ok = |t: &str| Length::parse_duration(t).unwrap();
+        assert_eq!(ok("4"), Duration::from_secs(4));
+        assert_eq!(ok("4s"), Duration::from_secs(4));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("30m"), Duration::from_secs(1800));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        for bad in ["", "m", "0", "-3", "5x", "1d", "10 mins", "nan", "inf"] {
+            let e = Length::parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_total_is_shared_by_the_nemeses_left() {
+        let total = Length::Total(Duration::from_secs(1800));
+        assert_eq!(
+            total.next(Duration::from_secs(1800), 19),
+            Duration::from_secs(1800) / 19
+        );
+        // Time spent so far comes out of the later ones' shares.
+        assert_eq!(
+            total.next(Duration::from_secs(100), 2),
+            Duration::from_secs(50)
+        );
+        assert_eq!(total.next(Duration::ZERO, 3), Length::MIN_EACH);
+        let each = Length::Each(Duration::from_secs(4));
+        assert_eq!(each.next(Duration::ZERO, 3), Duration::from_secs(4));
+        assert_eq!(human(Duration::from_secs(1800)), "30m");
+        assert_eq!(human(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(human(Duration::from_secs(45)), "45 s");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use raft_kv_chaos::{Config, Nemesis, NetChoice};
+use raft_kv_chaos::{Config, Length, Nemesis, NetChoice};
 
 /// Faults (kills, pauses, partitions, flaky packets, clock skew, disk
 /// faults, membership changes) injected into a raft-kv cluster of
@@ -31,17 +31,21 @@ struct Args {
     /// The seed of the fault schedules [default: from the clock]
     #[arg(long)]
     seed: Option<u64>,
-    /// Seconds each nemesis runs
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// How long the whole run goes on, shared equally by the nemeses that
+    /// run (the time to start and check each included): seconds, or a
+    /// number with s, m or h (`90`, `90s`, `30m`, `1h`) [default: 10 s per
+    /// nemesis]
+    #[arg(long)]
+    duration: Option<String>,
     /// Seconds a write may take to succeed after the last heal
     #[arg(long, default_value_t = 10.0)]
     liveness_bound: f64,
     /// The nemeses, comma-separated, or `all`: kill-random, kill-leader,
     /// kill-majority, pause-random, pause-leader, partition-halves,
     /// partition-one, partition-leader, partition-bridge, partition-ring,
-    /// flaky-packets, clock-skew, disk-full, fsync-fail, membership,
-    /// combined, mixed
+    /// slow-packets, flaky-packets, delay, clock-skew, disk-full,
+    /// fsync-fail, membership, combined, mixed; or `none` (no fault, a
+    /// baseline)
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Where the nodes run: auto (namespaces if root and iproute2, else
@@ -52,10 +56,17 @@ struct Args {
     /// check must catch under partitions
     #[arg(long)]
     readonly_reads: bool,
-    /// The nodes answer plain SETs before committing them (a test-only
-    /// server fault): a bug mode the check must catch under kills
+    /// A leader answers plain SETs once its own log holds them, before a
+    /// majority does, its Raft messages held back 50 ms (a test-only
+    /// server fault): a bug mode the check must catch when leaders are
+    /// killed, and only then
     #[arg(long)]
     early_ack: bool,
+    /// Put the relays of the `delay` nemesis on every link for every
+    /// nemesis (passing bytes through untouched but for `delay` faults): to
+    /// measure what they cost
+    #[arg(long)]
+    relays: bool,
     /// Mutual TLS between the nodes (certificates made for the run)
     #[arg(long)]
     tls: bool,
@@ -84,6 +95,25 @@ fn main() -> ExitCode {
             }
         }
         v
+    };
+    let duration = match &args.duration {
+        None => Length::Each(Duration::from_secs(10)),
+        Some(text) => match Length::parse_duration(text) {
+            Ok(d) if d / nemeses.len().max(1) as u32 >= Length::MIN_EACH => Length::Total(d),
+            Ok(d) => {
+                eprintln!(
+                    "raft-kv-chaos: --duration {text} is {:.1} s for each of {} nemeses; each needs at least {} s",
+                    d.as_secs_f64() / nemeses.len() as f64,
+                    nemeses.len(),
+                    Length::MIN_EACH.as_secs()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("raft-kv-chaos: --duration {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let net = match args.net.as_str() {
         "auto" => NetChoice::Auto,
@@ -119,10 +149,11 @@ fn main() -> ExitCode {
         clients: args.clients,
         keys: args.keys,
         seed,
-        duration: Duration::from_secs_f64(args.duration),
+        duration,
         liveness_bound: Duration::from_secs_f64(args.liveness_bound),
         readonly_reads: args.readonly_reads,
         early_ack: args.early_ack,
+        relays: args.relays,
         tls: args.tls,
         net,
         nemeses,

@@ -14,7 +14,10 @@
 //! between nodes, as if every node had clients next to it. Flaky links are
 //! nftables rules in the nodes' namespaces that drop a share of the
 //! packets to the other nodes at random (`numgen random`), plus netem delay
-//! and jitter where the kernel has `sch_netem`.
+//! and jitter where the kernel has `sch_netem`. Where it has not, delays are
+//! made by relays of the runner ([`crate::relay`]), to which an nftables
+//! rule in each node's namespace redirects the peer connections that reach
+//! it.
 
 use std::fs::File;
 use std::io;
@@ -28,7 +31,7 @@ use std::time::Duration;
 pub const PREFIX: &str = "rkvc";
 
 /// The peer port of every node in namespaces.
-const NS_PEER_PORT: u16 = 7000;
+pub(crate) const NS_PEER_PORT: u16 = 7000;
 /// The client port of every node in namespaces (on its own loopback).
 const NS_CLIENT_PORT: u16 = 6379;
 
@@ -277,7 +280,11 @@ impl Namespaces {
 
     /// Runs `f` on this thread inside node `i`'s namespace (sockets made
     /// there stay there), then comes back.
-    fn in_namespace<T>(&self, i: usize, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    pub(crate) fn in_namespace<T>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
         // SAFETY: setns(2) with an open namespace descriptor; it changes
         // only this thread's network namespace, restored below.
         if unsafe { libc::setns(self.node_fds[i].as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -372,13 +379,13 @@ impl Namespaces {
             ],
         )?;
         let mut rules = vec![format!(
-            "ip daddr 10.77.0.0/24 numgen random mod 100 < {loss} drop"
+            "oifname eth0 ip daddr 10.77.0.0/24 numgen random mod 100 < {loss} drop"
         )];
         if dup > 0 {
             for j in (0..n).filter(|&j| j != i) {
                 let to = Namespaces::addr(j);
                 rules.push(format!(
-                    "ip daddr {to} numgen random mod 100 < {dup} dup to {to}"
+                    "oifname eth0 ip daddr {to} numgen random mod 100 < {dup} dup to {to}"
                 ));
             }
         }
@@ -388,6 +395,42 @@ impl Namespaces {
             self.exec(i, "nft", &args)?;
         }
         Ok(())
+    }
+
+    /// Whether nftables can redirect connections in the namespaces (the
+    /// relays need it; tried).
+    pub fn try_redirect(&self) -> bool {
+        let ok = self.redirect_peer_port(0, crate::relay::RELAY_PORT);
+        self.remove_redirect(0);
+        ok.is_ok()
+    }
+
+    /// Redirects the peer connections that reach node `i` from the others
+    /// (through `eth0`) to `port` in its namespace, where a relay listens;
+    /// connections already made stay as they are.
+    pub fn redirect_peer_port(&self, i: usize, port: u16) -> Result<(), String> {
+        self.exec(i, "nft", &["add", "table", "ip", "chaosrelay"])?;
+        self.exec(
+            i,
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "chaosrelay",
+                "pre",
+                "{ type nat hook prerouting priority -100; }",
+            ],
+        )?;
+        let rule = format!("iifname eth0 tcp dport {NS_PEER_PORT} redirect to :{port}");
+        let mut args = vec!["add", "rule", "ip", "chaosrelay", "pre"];
+        args.extend(rule.split(' '));
+        self.exec(i, "nft", &args)
+    }
+
+    /// Removes the redirection of node `i`'s peer port, if any.
+    pub fn remove_redirect(&self, i: usize) {
+        let _ = self.exec(i, "nft", &["delete", "table", "ip", "chaosrelay"]);
     }
 
     /// Removes every cut and every flaky link.

@@ -24,6 +24,7 @@ pub mod connection;
 pub mod context;
 pub mod datadir;
 pub mod demo;
+pub mod fault;
 pub mod frame;
 pub mod limits;
 pub mod local;

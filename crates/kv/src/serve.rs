@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use raft_node::persistence::file::{FaultFs, FileOptions};
+use raft_node::persistence::Persistence;
 use raft_node::tls::TlsConfig;
+use raft_node::transport::Transport;
 use raft_node::{
     ApplyMode, Bootstrap, FilePersistence, Node, Options, ReadMode, Role, TcpOptions, TcpTransport,
 };
@@ -197,12 +199,23 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         Start::Members(m) => Bootstrap::Static(m.clone()),
         Start::Join(_) => Bootstrap::Join,
     };
+    let (transport, persistence): (Arc<dyn Transport>, Arc<dyn Persistence>) =
+        match crate::fault::from_env().map_err(StartError)? {
+            Some(_) => {
+                let early = crate::fault::early_ack().expect("just turned on");
+                (
+                    Arc::new(crate::fault::HeldBack::new(tcp.clone(), early.hold)),
+                    Arc::new(crate::fault::Durable::new(file.clone(), early)),
+                )
+            }
+            None => (tcp.clone(), file.clone()),
+        };
     let node = Node::new(Options {
         id: Some(id.clone()),
         cluster: Some(cluster.clone()),
         address: Some(settings.peer_addr.clone()),
-        transport: Some(tcp.clone()),
-        persistence: Some(file.clone()),
+        transport: Some(transport),
+        persistence: Some(persistence),
         state_machine: Some(Box::new(KvStore::publishing_users_to(users.clone()))),
         bootstrap,
         heartbeat_interval: settings.heartbeat,

@@ -439,25 +439,6 @@ fn gate(request: &Request, session: &mut Session, ctx: &Context) -> Gate {
     }
 }
 
-/// The environment variable that turns on [`fault_early_ack`].
-pub const FAULT_EARLY_ACK: &str = "RAFT_KV_TEST_FAULT_EARLY_ACK";
-
-/// A fault for tests of the chaos suite, on when [`FAULT_EARLY_ACK`] is
-/// `1`: a plain `SET` is answered `+OK` as soon as it is handed to the
-/// proposer, before its entry is committed (or even written), so a write
-/// acknowledged just before a crash or a lost leadership is lost. Never set
-/// it outside such tests.
-fn fault_early_ack() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        let on = std::env::var(FAULT_EARLY_ACK).as_deref() == Ok("1");
-        if on {
-            warn!("{FAULT_EARLY_ACK}=1: acknowledging writes before they are committed (a fault for tests: acknowledged writes can be lost)");
-        }
-        on
-    })
-}
-
 /// Whether `w` is `SET key value` without a condition, `GET` or a
 /// relative time (which may be out of range once added to the log's time),
 /// whose reply is `+OK` whatever the store holds.
@@ -553,23 +534,35 @@ async fn run_batch(
                         _ => None,
                     },
                 ));
+                if let Some(early) = crate::fault::early_ack() {
+                    if ctx.node.role() == raft_node::Role::Leader && writes.iter().all(is_plain_set)
+                    {
+                        // The bug: +OK once the leader's own log holds
+                        // them, whatever becomes of the entry after.
+                        let ok = Bytes::from("+OK\r\n".repeat(writes.len()));
+                        // An entry of its own, not behind the one under
+                        // way (the proposer's), which may wait for its
+                        // commit.
+                        let durable = early.when_durable(&writes);
+                        let entry = crate::store::encode_writes(&writes);
+                        let node = ctx.node.clone();
+                        let mut proposal =
+                            tokio::spawn(async move { node.command_without_session(entry).await });
+                        let result = tokio::select! {
+                            Ok(()) = durable => Ok(ok),
+                            done = &mut proposal => {
+                                done.unwrap_or(Err(NodeError::ShuttingDown))
+                            }
+                        };
+                        finish(result.map(|r| vec![r]), &names, ctx, started, output);
+                        continue;
+                    }
+                }
                 let limits = Limits {
                     bytes: batch_max,
                     writes: settings.max_pipeline,
                 };
                 let bytes = writes.iter().map(encoded_write_len).sum();
-                if fault_early_ack() && writes.iter().all(is_plain_set) {
-                    let ok = Bytes::from("+OK\r\n".repeat(writes.len()));
-                    let (proposer, node, metrics) =
-                        (ctx.writes.clone(), ctx.node.clone(), ctx.metrics.clone());
-                    tokio::spawn(async move {
-                        let _ = proposer
-                            .propose(&node, &metrics, writes, bytes, limits)
-                            .await;
-                    });
-                    finish(Ok(vec![ok]), &names, ctx, started, output);
-                    continue;
-                }
                 let result = ctx
                     .writes
                     .propose(&ctx.node, &ctx.metrics, writes, bytes, limits)
@@ -653,7 +646,10 @@ async fn run_reads(
         let result = if session.local_reads {
             ctx.node.read_local_parts(query).await
         } else {
-            ctx.node.read_parts(query).await
+            match barrier(ctx).await {
+                Ok(()) => ctx.node.read_parts(query).await,
+                Err(e) => Err(e),
+            }
         };
         let answer = match result {
             Ok(answer) => answer,
@@ -691,6 +687,18 @@ async fn run_reads(
         from = to;
     }
     Ok(())
+}
+
+/// With the early-acknowledgement bug on ([`crate::fault`]), commits a
+/// no-op write through the log, which commits every write the leader
+/// acknowledged before it: a read that follows sees them. Without it,
+/// nothing.
+async fn barrier(ctx: &Context) -> Result<(), NodeError> {
+    if crate::fault::early_ack().is_none() {
+        return Ok(());
+    }
+    let entry = crate::store::encode_writes(&[crate::fault::barrier_write()]);
+    ctx.node.command_without_session(entry).await.map(drop)
 }
 
 /// Queues the replies of the requests `names` (in parts, sent one after
