@@ -5,6 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::expiry::{getex_code, ExpireCommand, ExpireCondition, GetExOp, SetTtl, TtlKind};
+use super::typed::TypedCmd;
 use super::{Read, SetCondition, Write};
 use crate::acl::PasswordHash;
 use crate::frame::put_error;
@@ -30,10 +31,11 @@ use crate::frame::put_error;
 //          0 none/1 NX/2 XX/3 GT/4 LT/5 XX LT)
 //        | 13 PERSIST key | 14 GETEX mode:u8 key [time as sent]
 //          (mode 1 PERSIST/2 EX/3 PX/4 EXAT/5 PXAT)
+//        | 0x40 TYPED command:u8 list(argument)  (a `TypedCmd` code)
 // read   = 1 GET key | 2 MGET list | 3 EXISTS list | 4 STRLEN key | 5 DBSIZE
 //        | 6 KEYS pattern | 7 SCAN cursor:u64-LE count:u64-LE has:u8 [pattern]
 //        | 8 TTL kind:u8 key  (kind 0 TTL/1 PTTL/2 EXPIRETIME/3 PEXPIRETIME)
-//        | 9 VOLATILE-LEN
+//        | 9 VOLATILE-LEN | 0x40 TYPED command:u8 list(argument)
 
 pub(super) const WRITES_FORMAT: u8 = 0xD7;
 pub(super) const READS_FORMAT: u8 = 0xD2;
@@ -54,6 +56,9 @@ pub(super) const W_ACL_INIT: u8 = 11;
 pub(super) const W_EXPIRE: u8 = 12;
 pub(super) const W_PERSIST: u8 = 13;
 pub(super) const W_GETEX: u8 = 14;
+/// Hashes, sets, lists and the commands on keys of any type: far from the
+/// string commands' codes, which grow one by one.
+pub(super) const W_TYPED: u8 = 0x40;
 
 pub(super) const R_GET: u8 = 1;
 pub(super) const R_MGET: u8 = 2;
@@ -64,6 +69,7 @@ pub(super) const R_KEYS: u8 = 6;
 pub(super) const R_SCAN: u8 = 7;
 pub(super) const R_TTL: u8 = 8;
 pub(super) const R_VOLATILE_LEN: u8 = 9;
+pub(super) const R_TYPED: u8 = 0x40;
 
 pub(super) const SET_NX: u8 = 1;
 pub(super) const SET_XX: u8 = 2;
@@ -114,6 +120,7 @@ pub(super) fn write_size(w: &Write) -> usize {
                     super::GetExTtl::Set(t) => 4 + t.time.len(),
                 }
         }
+        Write::Typed { args, .. } => typed_size(args),
     }
 }
 
@@ -127,6 +134,20 @@ pub(super) fn read_size(r: &Read) -> usize {
         Read::DbSize | Read::VolatileLen => 0,
         Read::Keys { pattern } => 4 + pattern.len(),
         Read::Scan { pattern, .. } => 17 + pattern.as_ref().map_or(0, |p| 4 + p.len()),
+        Read::Typed { args, .. } => typed_size(args),
+    }
+}
+
+fn typed_size(args: &[Bytes]) -> usize {
+    1 + 4 + args.iter().map(|a| 4 + a.len()).sum::<usize>()
+}
+
+fn put_typed(b: &mut BytesMut, tag: u8, cmd: TypedCmd, args: &[Bytes]) {
+    b.put_u8(tag);
+    b.put_u8(cmd.code());
+    b.put_u32_le(len32(args.len()));
+    for a in args {
+        put_str(b, a);
     }
 }
 
@@ -259,6 +280,7 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                     put_str(&mut b, &t.time);
                 }
             }
+            Write::Typed { cmd, args } => put_typed(&mut b, W_TYPED, *cmd, args),
         }
     }
     b.freeze()
@@ -321,6 +343,7 @@ pub fn encode_reads(reads: &[Read]) -> Bytes {
                     None => b.put_u8(0),
                 }
             }
+            Read::Typed { cmd, args } => put_typed(&mut b, R_TYPED, *cmd, args),
         }
     }
     b.freeze()
@@ -555,6 +578,7 @@ pub(super) enum WriteOp<'a> {
         key: &'a [u8],
         op: GetExOp<'a>,
     },
+    Typed(TypedCmd, Items<'a>),
 }
 
 /// A read borrowed from a query.
@@ -572,6 +596,7 @@ pub(super) enum ReadOp<'a> {
         pattern: Option<&'a [u8]>,
         count: usize,
     },
+    Typed(TypedCmd, Items<'a>),
 }
 
 pub(super) const CUT: &str = "cut off";
@@ -662,6 +687,10 @@ pub(super) fn parse_write<'a>(r: &mut Reader<'a>) -> Result<WriteOp<'a>, &'stati
                 op: GetExOp { mode, time },
             }
         }
+        W_TYPED => {
+            let cmd = TypedCmd::from_code(r.u8().ok_or(CUT)?).ok_or("unknown typed command")?;
+            WriteOp::Typed(cmd, r.list(1).ok_or(CUT)?)
+        }
         _ => return Err("unknown command"),
     };
     Ok(op)
@@ -689,6 +718,10 @@ pub(super) fn parse_read<'a>(r: &mut Reader<'a>) -> Result<ReadOp<'a>, &'static 
                 count: usize::try_from(count).unwrap_or(usize::MAX),
                 pattern: r.opt_str().ok_or("invalid SCAN")?,
             }
+        }
+        R_TYPED => {
+            let cmd = TypedCmd::from_code(r.u8().ok_or(CUT)?).ok_or("unknown typed command")?;
+            ReadOp::Typed(cmd, r.list(1).ok_or(CUT)?)
         }
         _ => return Err("unknown command"),
     };

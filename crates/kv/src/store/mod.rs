@@ -46,6 +46,8 @@ mod expiry;
 mod glob;
 mod keyspace;
 mod snapshot;
+mod typed;
+mod value;
 
 use batch::*;
 pub use batch::{
@@ -61,6 +63,9 @@ use keyspace::*;
 
 pub use glob::glob_match;
 use snapshot::{decode_snapshot, SNAP_HEADER, SNAP_MAGIC, SNAP_VERSION};
+pub use typed::{check_typed, TypedCmd};
+pub use value::WRONGTYPE;
+use value::{Rng, Value};
 
 use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple};
 
@@ -189,6 +194,15 @@ pub enum Write {
         /// The change.
         ttl: GetExTtl,
     },
+    /// A command on a hash, a set or a list, or one on keys of any type
+    /// (`typed`): its arguments after the name, as sent, checked when
+    /// parsed ([`check_typed`]) and read again when applied.
+    Typed {
+        /// Which command.
+        cmd: TypedCmd,
+        /// Its arguments, the key first.
+        args: Vec<Bytes>,
+    },
 }
 
 /// A read-only command; a query holds one or more.
@@ -243,6 +257,14 @@ pub enum Read {
         pattern: Option<Bytes>,
         /// How many keys to examine at least (0 is taken as 1).
         count: usize,
+    },
+    /// A read-only command on a hash, a set or a list, or on keys of any
+    /// type (`typed`), as [`Write::Typed`].
+    Typed {
+        /// Which command.
+        cmd: TypedCmd,
+        /// Its arguments, the key first.
+        args: Vec<Bytes>,
     },
 }
 
@@ -458,7 +480,29 @@ pub struct KvStore {
     users: Users,
     /// Where the users go after each change.
     publish: Publisher,
+    /// The entry and place in it of the write being applied: the seed of
+    /// SPOP, SRANDMEMBER and HRANDFIELD.
+    seed: Seed,
 }
+
+/// The log index of the entry being applied and the place of the write in
+/// it: no part of the state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seed((u64, u64));
+
+impl Seed {
+    fn rng(self) -> Rng {
+        Rng::for_command(self.0 .0, self.0 .1)
+    }
+}
+
+impl PartialEq for Seed {
+    fn eq(&self, _: &Seed) -> bool {
+        true
+    }
+}
+
+impl Eq for Seed {}
 
 /// The node's [`SharedUsers`], if any: no part of the state (every store
 /// compares equal whatever it publishes to).
@@ -535,20 +579,33 @@ impl KvStore {
     }
 
     /// Every key and value, in (hash, key) order.
-    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
         self.map.values().flat_map(Slot::iter)
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Bytes> {
+    /// What `key` holds, of any type.
+    fn get(&self, key: &[u8]) -> Option<&Value> {
         lookup(&self.map, key_hash(key), key)
     }
 
-    /// Sets `key` to `value` (copied).
+    /// The string `key` holds: `Err` (WRONGTYPE) if it holds another type.
+    fn get_str(&self, key: &[u8]) -> Result<Option<&Bytes>, &'static str> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(_) => Err(WRONGTYPE),
+        }
+    }
+
+    /// Sets `key` to the string `value` (copied), whatever it held.
     fn put(&mut self, key: &[u8], value: &[u8]) {
         match spot(&mut self.map, key_hash(key), key) {
-            Spot::Present(v) => *v = Bytes::copy_from_slice(value),
+            Spot::Present(v) => *v = Value::Str(Bytes::copy_from_slice(value)),
             Spot::Absent(a) => {
-                a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                a.fill(
+                    Bytes::copy_from_slice(key),
+                    Value::Str(Bytes::copy_from_slice(value)),
+                );
                 self.len += 1;
             }
         }
@@ -571,7 +628,12 @@ impl KvStore {
                 match spot(&mut self.map, key_hash(key), key) {
                     Spot::Present(v) => {
                         if get {
-                            bulk(out, v);
+                            // SET GET wants the old string: any other type
+                            // is an error and nothing is set (Redis 7).
+                            let Value::Str(old) = v else {
+                                return put_error(out, WRONGTYPE);
+                            };
+                            bulk(out, old);
                         }
                         if condition == SetCondition::IfAbsent {
                             if !get {
@@ -579,7 +641,7 @@ impl KvStore {
                             }
                             return;
                         }
-                        *v = Bytes::copy_from_slice(value);
+                        *v = Value::Str(Bytes::copy_from_slice(value));
                     }
                     Spot::Absent(a) => {
                         if get || condition == SetCondition::IfPresent {
@@ -588,7 +650,10 @@ impl KvStore {
                         if condition == SetCondition::IfPresent {
                             return;
                         }
-                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                        a.fill(
+                            Bytes::copy_from_slice(key),
+                            Value::Str(Bytes::copy_from_slice(value)),
+                        );
                         self.len += 1;
                     }
                 }
@@ -609,7 +674,7 @@ impl KvStore {
                 put_int(out, n);
             }
             WriteOp::IncrBy { key, by } => match spot(&mut self.map, key_hash(key), key) {
-                Spot::Present(v) => match parse_i64(v) {
+                Spot::Present(Value::Str(v)) => match parse_i64(v) {
                     None => put_error(out, "ERR value is not an integer or out of range"),
                     Some(old) => match old.checked_add(by) {
                         None => put_error(out, "ERR increment or decrement would overflow"),
@@ -619,14 +684,15 @@ impl KvStore {
                         }
                     },
                 },
+                Spot::Present(_) => put_error(out, WRONGTYPE),
                 Spot::Absent(a) => {
-                    a.fill(Bytes::copy_from_slice(key), i64_value(by));
+                    a.fill(Bytes::copy_from_slice(key), Value::Str(i64_value(by)));
                     self.len += 1;
                     put_int(out, by);
                 }
             },
             WriteOp::Append { key, value } => match spot(&mut self.map, key_hash(key), key) {
-                Spot::Present(v) => {
+                Spot::Present(Value::Str(v)) => {
                     let total = v.len() + value.len();
                     if total > MAX_STRING {
                         put_error(
@@ -649,6 +715,7 @@ impl KvStore {
                     *v = m.freeze();
                     put_int(out, total as i64);
                 }
+                Spot::Present(_) => put_error(out, WRONGTYPE),
                 Spot::Absent(a) => {
                     if value.len() > MAX_STRING {
                         put_error(
@@ -657,7 +724,10 @@ impl KvStore {
                         );
                         return;
                     }
-                    a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                    a.fill(
+                        Bytes::copy_from_slice(key),
+                        Value::Str(Bytes::copy_from_slice(value)),
+                    );
                     self.len += 1;
                     put_int(out, value.len() as i64);
                 }
@@ -671,13 +741,17 @@ impl KvStore {
             }
             WriteOp::GetSet { key, value } => {
                 match spot(&mut self.map, key_hash(key), key) {
-                    Spot::Present(v) => {
+                    Spot::Present(Value::Str(v)) => {
                         bulk(out, v);
                         *v = Bytes::copy_from_slice(value);
                     }
+                    Spot::Present(_) => return put_error(out, WRONGTYPE),
                     Spot::Absent(a) => {
                         put_null(out);
-                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                        a.fill(
+                            Bytes::copy_from_slice(key),
+                            Value::Str(Bytes::copy_from_slice(value)),
+                        );
                         self.len += 1;
                     }
                 }
@@ -691,12 +765,16 @@ impl KvStore {
             }
             WriteOp::Cas { key, expected, new } => {
                 let done = match (spot(&mut self.map, key_hash(key), key), expected) {
-                    (Spot::Present(v), Some(e)) if v[..] == *e => {
-                        *v = Bytes::copy_from_slice(new);
+                    // A key of another type holds no expected string.
+                    (Spot::Present(v), Some(e)) if v.as_str().is_some_and(|s| s[..] == *e) => {
+                        *v = Value::Str(Bytes::copy_from_slice(new));
                         true
                     }
                     (Spot::Absent(a), None) => {
-                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(new));
+                        a.fill(
+                            Bytes::copy_from_slice(key),
+                            Value::Str(Bytes::copy_from_slice(new)),
+                        );
                         self.len += 1;
                         true
                     }
@@ -733,6 +811,7 @@ impl KvStore {
             } => self.write_expire(key, when_ms, command, condition, out),
             WriteOp::Persist(key) => self.write_persist(key, out),
             WriteOp::GetEx { key, op } => self.write_getex(key, op, out),
+            WriteOp::Typed(cmd, args) => self.write_typed(cmd, args, out),
         }
     }
 
@@ -832,12 +911,27 @@ impl KvStore {
     /// The length of the reply [`KvStore::read`] would write for `op`, found
     /// without building it.
     fn reply_size(&self, op: &ReadOp<'_>) -> usize {
-        let value = |k: &[u8]| self.get(k).map_or(5, |v| bulk_len(v.len()));
+        let value = |k: &[u8]| match self.get(k) {
+            Some(Value::Str(v)) => bulk_len(v.len()),
+            Some(_) => WRONGTYPE.len() + 3,
+            None => 5,
+        };
         match op {
             ReadOp::Get(key) => value(key),
+            // MGET answers null for a key of another type.
             ReadOp::MGet(keys) => {
-                array_len(keys.len()) + keys.map(value).fold(0, usize::saturating_add)
+                array_len(keys.len())
+                    + keys
+                        .map(|k| {
+                            self.get_str(k)
+                                .ok()
+                                .flatten()
+                                .map_or(5, |v| bulk_len(v.len()))
+                        })
+                        .fold(0, usize::saturating_add)
             }
+            ReadOp::Typed(cmd, args) => self.typed_reply_size(*cmd, *args),
+            ReadOp::Strlen(key) if self.get_str(key).is_err() => WRONGTYPE.len() + 3,
             // An integer: at most ":-9223372036854775808\r\n".
             ReadOp::Exists(_)
             | ReadOp::Strlen(_)
@@ -900,17 +994,18 @@ impl KvStore {
             answer.chunk.reserve(24);
         }
         match op {
-            ReadOp::Get(key) => match self.get(key) {
-                Some(v) => answer.bulk(v),
-                None => {
+            ReadOp::Get(key) => match self.get_str(key) {
+                Ok(Some(v)) => answer.bulk(v),
+                Ok(None) => {
                     answer.chunk.reserve(5);
                     put_null(&mut answer.chunk);
                 }
+                Err(e) => put_error(&mut answer.chunk, e),
             },
             ReadOp::MGet(keys) => {
                 put_array(&mut answer.chunk, keys.len());
                 for k in keys {
-                    match self.get(k) {
+                    match self.get_str(k).ok().flatten() {
                         Some(v) => answer.bulk(v),
                         None => {
                             answer.chunk.reserve(5);
@@ -923,10 +1018,11 @@ impl KvStore {
                 let n = keys.filter(|k| self.get(k).is_some()).count();
                 put_int(&mut answer.chunk, n as i64);
             }
-            ReadOp::Strlen(key) => put_int(
-                &mut answer.chunk,
-                self.get(key).map_or(0, |v| v.len() as i64),
-            ),
+            ReadOp::Strlen(key) => match self.get_str(key) {
+                Ok(v) => put_int(&mut answer.chunk, v.map_or(0, |v| v.len() as i64)),
+                Err(e) => put_error(&mut answer.chunk, e),
+            },
+            ReadOp::Typed(cmd, args) => self.read_typed(cmd, args, answer),
             ReadOp::Ttl(key, kind) => {
                 let wall_ms = match kind {
                     TtlKind::Ttl | TtlKind::PTtl => self.wall_clock.now_ms(),
@@ -974,14 +1070,19 @@ impl KvStore {
 }
 
 impl raft_node::StateMachine for KvStore {
-    fn apply(&mut self, _index: u64, command: &[u8]) -> Bytes {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Bytes {
         let (body, n) = match check_batch(command, WRITES_FORMAT, parse_write) {
             Ok(b) => b,
             Err(why) => return batch_error("command", &why),
         };
         let mut out = BytesMut::with_capacity(n.saturating_mul(8));
         let mut r = Reader { buf: body };
+        let mut position = 0;
         while !r.is_empty() {
+            // The seed of any random pick: from the log, the same on
+            // every node.
+            self.seed.0 = (index, position);
+            position += 1;
             match parse_write(&mut r) {
                 Ok(op) => self.write(op, &mut out),
                 Err(_) => break, // checked above: cannot happen
@@ -1032,7 +1133,7 @@ impl raft_node::StateMachine for KvStore {
             + expiry::snapshot_part_len(&self.deadlines)
             + self
                 .iter()
-                .map(|(k, v)| 8 + k.len() + v.len())
+                .map(|(k, v)| 4 + k.len() + v.snapshot_len())
                 .sum::<usize>();
         let mut b = BytesMut::with_capacity(size);
         b.put_slice(SNAP_MAGIC);
@@ -1040,7 +1141,7 @@ impl raft_node::StateMachine for KvStore {
         b.put_u64_le(self.len as u64);
         for (k, v) in self.iter() {
             put_str(&mut b, k);
-            put_str(&mut b, v);
+            v.put_snapshot(&mut b);
         }
         put_str(&mut b, &users);
         expiry::put_snapshot_part(&mut b, self.now_ms, &self.deadlines);
@@ -1075,6 +1176,10 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn sv(s: &str) -> Value {
+        Value::Str(b(s))
     }
 
     fn limits() -> Limits {
@@ -1621,6 +1726,14 @@ mod tests {
             Write::AclDelUser {
                 names: vec![b("alice"), b("bob")],
             },
+            Write::Typed {
+                cmd: TypedCmd::HSet,
+                args: vec![b("h"), b("f"), b("")],
+            },
+            Write::Typed {
+                cmd: TypedCmd::SPop,
+                args: vec![],
+            },
         ]
     }
 
@@ -1652,6 +1765,14 @@ mod tests {
                 cursor: 0,
                 pattern: None,
                 count: 0,
+            },
+            Read::Typed {
+                cmd: TypedCmd::HGetAll,
+                args: vec![b("h")],
+            },
+            Read::Typed {
+                cmd: TypedCmd::SInter,
+                args: vec![],
             },
         ]
     }
@@ -1732,6 +1853,10 @@ mod tests {
                     }),
                 },
             },
+            WriteOp::Typed(cmd, args) => Write::Typed {
+                cmd,
+                args: args.map(c).collect(),
+            },
         }
     }
 
@@ -1750,6 +1875,10 @@ mod tests {
             ReadOp::DbSize => Read::DbSize,
             ReadOp::VolatileLen => Read::VolatileLen,
             ReadOp::Keys(p) => Read::Keys { pattern: c(p) },
+            ReadOp::Typed(cmd, args) => Read::Typed {
+                cmd,
+                args: args.map(c).collect(),
+            },
             ReadOp::Scan {
                 cursor,
                 pattern,
@@ -1977,8 +2106,8 @@ mod tests {
         v[0] = b'X';
         check(v, "not a raft-kv snapshot");
         let mut v = snap.to_vec();
-        v[4] = 4;
-        check(v, "version 4");
+        v[4] = 5;
+        check(v, "version 5");
         // Any flipped bit breaks the checksum.
         for at in 5..snap.len() {
             let mut v = snap.to_vec();
@@ -1997,8 +2126,13 @@ mod tests {
             acl::codec::encode(&s.users, &mut u);
             4 + u.len()
         };
-        // Version 2: the same without the times (16 bytes: no deadlines).
-        let mut v2_body = snap[..snap.len() - 4 - 16].to_vec();
+        // Version 3 (strings only), and version 2: the same without the
+        // times (16 bytes: no deadlines).
+        let v3 = s.snapshot_v3();
+        let mut v3_store = KvStore::new();
+        v3_store.restore(Bytes::from(v3.clone())).unwrap();
+        assert_eq!(v3_store, s, "a version 3 snapshot reads as strings");
+        let mut v2_body = v3[..v3.len() - 4 - 16].to_vec();
         v2_body[4] = 2;
         let mut v2 = s.clone();
         v2.restore(Bytes::from(reseal(v2_body.clone()))).unwrap();
@@ -2268,25 +2402,25 @@ mod tests {
         let h = 77;
         for k in ["b", "a", "c"] {
             match spot(&mut s.map, h, k.as_bytes()) {
-                Spot::Absent(a) => a.fill(b(k), b(&k.repeat(2))),
+                Spot::Absent(a) => a.fill(b(k), sv(&k.repeat(2))),
                 Spot::Present(_) => panic!("{k} is new"),
             }
             s.len += 1;
         }
         match spot(&mut s.map, h + 1, b"d") {
-            Spot::Absent(a) => a.fill(b("d"), b("dd")),
+            Spot::Absent(a) => a.fill(b("d"), sv("dd")),
             Spot::Present(_) => panic!(),
         }
         s.len += 1;
         assert_eq!(s.map.len(), 2);
-        assert_eq!(lookup(&s.map, h, b"b"), Some(&b("bb")));
+        assert_eq!(lookup(&s.map, h, b"b"), Some(&sv("bb")));
         assert_eq!(lookup(&s.map, h, b"x"), None);
         assert_eq!(lookup(&s.map, h + 1, b"a"), None);
         match spot(&mut s.map, h, b"c") {
-            Spot::Present(v) => *v = b("new"),
+            Spot::Present(v) => *v = sv("new"),
             Spot::Absent(_) => panic!("c is here"),
         }
-        assert_eq!(lookup(&s.map, h, b"c"), Some(&b("new")));
+        assert_eq!(lookup(&s.map, h, b"c"), Some(&sv("new")));
         // In order within the slot; the slot is returned whole by SCAN.
         let keys: Vec<_> = s.iter().map(|(k, _)| k.clone()).collect();
         let first_is_slot = h < h + 1;
@@ -2298,18 +2432,18 @@ mod tests {
         assert_eq!(scan(&s, next, None, 1), (0, vec![b("d")]));
         // Removing down to one key makes a plain slot again.
         assert_eq!(remove(&mut s.map, h, b"x"), None);
-        assert_eq!(remove(&mut s.map, h, b"a"), Some(b("aa")));
+        assert_eq!(remove(&mut s.map, h, b"a"), Some(sv("aa")));
         assert!(matches!(s.map.get(&h), Some(Slot::Many(_))));
-        assert_eq!(remove(&mut s.map, h, b"b"), Some(b("bb")));
-        assert_eq!(s.map.get(&h), Some(&Slot::One(b("c"), b("new"))));
+        assert_eq!(remove(&mut s.map, h, b"b"), Some(sv("bb")));
+        assert_eq!(s.map.get(&h), Some(&Slot::One(b("c"), sv("new"))));
         assert_eq!(remove(&mut s.map, h, b"b"), None);
-        assert_eq!(remove(&mut s.map, h, b"c"), Some(b("new")));
+        assert_eq!(remove(&mut s.map, h, b"c"), Some(sv("new")));
         assert_eq!(s.map.len(), 1);
         // A slot with two keys survives a snapshot (rehashed on restore).
         let mut t = KvStore::new();
         for k in ["p", "q"] {
             if let Spot::Absent(a) = spot(&mut t.map, 5, k.as_bytes()) {
-                a.fill(b(k), b("v"));
+                a.fill(b(k), sv("v"));
                 t.len += 1;
             }
         }
@@ -2522,7 +2656,10 @@ mod tests {
         assert_eq!(parts.concat(), s.query(&q));
         // Values and keys of SHARED_VALUE_BYTES or more are the stored
         // bytes themselves; shorter ones are copied.
-        let stored = |k: &str| s.iter().find(|(key, _)| key[..] == *k.as_bytes()).unwrap();
+        let stored = |k: &str| {
+            let (key, v) = s.iter().find(|(key, _)| key[..] == *k.as_bytes()).unwrap();
+            (key, v.as_str().unwrap())
+        };
         let is_part = |v: &Bytes| {
             parts
                 .iter()
@@ -2534,7 +2671,7 @@ mod tests {
         assert!(!is_part(stored("short").1));
         let stored_at: Vec<*const u8> = s
             .iter()
-            .flat_map(|(k, v)| [k.as_ptr(), v.as_ptr()])
+            .flat_map(|(k, v)| [k.as_ptr(), v.as_str().unwrap().as_ptr()])
             .collect();
         let ours = encode_reads(&reads[every_read().len()..]);
         let shared = s

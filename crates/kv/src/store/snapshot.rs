@@ -3,19 +3,24 @@
 
 use bytes::Bytes;
 
+use super::value::Value;
 use super::{crc32c, key_hash, lookup, Deadlines, Map, Reader, Slot};
 use crate::acl::{self, Users};
 
-// The snapshot: "RKVS", version 3, the number of keys (u64 LE), then each
-// key and value as a u32-LE length and the bytes, then the user table
+// The snapshot: "RKVS", version 4, the number of keys (u64 LE), then each
+// key as a u32-LE length and the bytes and its value (`Value::put_snapshot`:
+// a type code, then a string, or a count and the fields and values,
+// members or elements), then the user table
 // (acl::codec) as a u32-LE length and the bytes, then the log's time (u64
 // LE, ms since the epoch), the number of keys with a deadline (u64 LE) and
 // each such key (u32-LE length, bytes) with its deadline (u64 LE), earliest
-// first; then the CRC-32C of all that (u32 LE). Version 2 (no times) reads
-// as "time 0, no deadlines"; version 1 (no user table either) as "no users
-// yet" too.
+// first; then the CRC-32C of all that (u32 LE). Version 3 (every value a
+// string, as a u32-LE length and the bytes) reads as strings; version 2 (no
+// times) reads as "time 0, no deadlines" too; version 1 (no user table
+// either) as "no users yet" too.
 pub(super) const SNAP_MAGIC: &[u8; 4] = b"RKVS";
-pub(super) const SNAP_VERSION: u8 = 3;
+pub(super) const SNAP_VERSION: u8 = 4;
+pub(super) const SNAP_VERSION_WITH_STRINGS_ONLY: u8 = 3;
 pub(super) const SNAP_VERSION_WITHOUT_TIMES: u8 = 2;
 pub(super) const SNAP_VERSION_WITHOUT_USERS: u8 = 1;
 pub(super) const SNAP_HEADER: usize = 4 + 1 + 8;
@@ -81,8 +86,20 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
     for i in 1..=count {
         let k = slice(&mut rd)
             .ok_or_else(|| format!("the snapshot is cut off in key {i} of {count}"))?;
-        let v = slice(&mut rd)
-            .ok_or_else(|| format!("the snapshot is cut off in the value of key {i} of {count}"))?;
+        let v = if version <= SNAP_VERSION_WITH_STRINGS_ONLY {
+            Value::Str(slice(&mut rd).ok_or_else(|| {
+                format!("the snapshot is cut off in the value of key {i} of {count}")
+            })?)
+        } else {
+            let whole = |b: &[u8]| {
+                let at = b.as_ptr() as usize - base;
+                s.slice(at..at + b.len())
+            };
+            Value::read_snapshot(&mut rd, &whole).map_err(|e| {
+                let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
+                format!("the snapshot's value of key {i} of {count} ({shown:?}) is bad: {e}")
+            })?
+        };
         pairs.push((key_hash(&k), k, v));
     }
     let users = if version == SNAP_VERSION_WITHOUT_USERS {
@@ -163,4 +180,31 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
         now_ms,
         deadlines,
     })
+}
+
+impl super::KvStore {
+    /// The store in the version 3 format, every value a string (for tests
+    /// of old snapshots).
+    #[cfg(test)]
+    pub(super) fn snapshot_v3(&self) -> Vec<u8> {
+        use bytes::BufMut;
+        let mut b = bytes::BytesMut::new();
+        b.put_slice(SNAP_MAGIC);
+        b.put_u8(SNAP_VERSION_WITH_STRINGS_ONLY);
+        b.put_u64_le(self.len as u64);
+        for (k, v) in self.iter() {
+            super::put_str(&mut b, k);
+            super::put_str(
+                &mut b,
+                v.as_str().expect("a version 3 snapshot holds strings"),
+            );
+        }
+        let mut users = Vec::new();
+        acl::codec::encode(&self.users, &mut users);
+        super::put_str(&mut b, &users);
+        super::expiry::put_snapshot_part(&mut b, self.now_ms, &self.deadlines);
+        let crc = crc32c(&b);
+        b.put_u32_le(crc);
+        b.to_vec()
+    }
 }
