@@ -248,9 +248,23 @@ fn float_value(f: f64) -> Bytes {
     Bytes::from(if s == "-0" { "0".to_string() } else { s })
 }
 
-/// The cursor of HSCAN, SSCAN or SCAN.
+/// The cursor of HSCAN, SSCAN or SCAN, read as Redis reads it (`strtoul`):
+/// an optional sign (a negative one wraps around), decimal digits, nothing
+/// else; empty is 0.
 fn parse_cursor(a: &[u8]) -> Option<u64> {
-    std::str::from_utf8(a).ok()?.parse::<u64>().ok()
+    let (negative, digits) = match a.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, a),
+    };
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if negative { n.wrapping_neg() } else { n })
 }
 
 /// The options of a scan: MATCH, COUNT and (SCAN only) TYPE.
