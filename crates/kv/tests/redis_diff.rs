@@ -22,7 +22,7 @@
 //! every key of the streams (replies compared too), which makes Redis drop
 //! such keys.
 //!
-//! Hashes and sets are compared too, on the same keys as strings (so that
+//! Hashes, sets and lists are compared too, on the same keys as strings (so that
 //! WRONGTYPE comes up both ways). Replies without an order (HGETALL, HKEYS,
 //! HVALS, SMEMBERS, SINTER, SUNION, SDIFF) are compared as multisets
 //! (HGETALL's as field-value pairs); HSCAN and SSCAN are walked to the end
@@ -287,7 +287,22 @@ const TYPED_NAMES: &[&[u8]] = &[
     b"SDIFFSTORE",
     b"SSCAN",
     b"TYPE",
+    b"LPUSH",
+    b"RPUSH",
+    b"LPOP",
+    b"RPOP",
+    b"LLEN",
+    b"LRANGE",
+    b"LINDEX",
+    b"LSET",
+    b"LREM",
+    b"LTRIM",
+    b"LPOS",
+    b"LMOVE",
 ];
+
+/// Indexes of LRANGE, LTRIM, LINDEX and LSET.
+const INDEXES: &[&[u8]] = &[b"0", b"1", b"-1", b"2", b"-3", b"10", b"-100", b"x", b""];
 
 /// One random command on a hash or a set (the name first).
 fn typed_command(rng: &mut Rng) -> Vec<Vec<u8>> {
@@ -377,6 +392,42 @@ fn typed_command(rng: &mut Rng) -> Vec<Vec<u8>> {
             }
         }
         b"SISMEMBER" => c.push(member(rng)),
+        b"LPUSH" | b"RPUSH" => {
+            for _ in 0..=rng.below(3) {
+                c.push(member(rng));
+            }
+        }
+        b"LPOP" | b"RPOP" if rng.chance(50) => {
+            c.push(rng.pick(&[b"1", b"2", b"0", b"10", b"-1", b"x"]).to_vec());
+        }
+        b"LRANGE" | b"LTRIM" => {
+            c.push(rng.pick(INDEXES).to_vec());
+            c.push(rng.pick(INDEXES).to_vec());
+        }
+        b"LINDEX" => c.push(rng.pick(INDEXES).to_vec()),
+        b"LSET" => {
+            c.push(rng.pick(INDEXES).to_vec());
+            c.push(member(rng));
+        }
+        b"LREM" => {
+            c.push(rng.pick(&[b"0", b"1", b"-1", b"2", b"x"]).to_vec());
+            c.push(member(rng));
+        }
+        b"LPOS" => {
+            c.push(member(rng));
+            for _ in 0..rng.below(3) {
+                c.push(
+                    rng.pick(&[b"RANK", b"COUNT", b"MAXLEN", b"rank", b"BOGUS"])
+                        .to_vec(),
+                );
+                c.push(rng.pick(&[b"1", b"2", b"-1", b"0", b"-2", b"x"]).to_vec());
+            }
+        }
+        b"LMOVE" => {
+            c.push(key(rng));
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"left", b"UP"]).to_vec());
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"right"]).to_vec());
+        }
         b"SINTER" | b"SUNION" | b"SDIFF" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => {
             for _ in 0..=rng.below(3) {
                 c.push(key(rng));
@@ -468,6 +519,12 @@ fn bulks(r: &Reply) -> Vec<Vec<u8>> {
 /// Replies in no particular order, sorted (HGETALL's as pairs).
 fn unordered(args: &[Vec<u8>], r: Reply) -> Reply {
     let name = args[0].to_ascii_uppercase();
+    if !matches!(
+        &name[..],
+        b"HGETALL" | b"HKEYS" | b"HVALS" | b"SMEMBERS" | b"SINTER" | b"SUNION" | b"SDIFF"
+    ) {
+        return r;
+    }
     let Reply::Array(Some(mut items)) = r else {
         return r;
     };

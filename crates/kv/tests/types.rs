@@ -1,4 +1,4 @@
-//! Hashes and sets on a real cluster: three `raft-kv serve` processes,
+//! Hashes, sets and lists on a real cluster: three `raft-kv serve` processes,
 //! written through every node, the leader killed (SIGKILL) and restarted,
 //! then every node stopped and started again from its snapshot and log.
 //! Every node must hold exactly what the clients were told, type by type.
@@ -17,6 +17,7 @@ use redis::Value;
 struct Model {
     hashes: BTreeMap<String, BTreeMap<String, String>>,
     sets: BTreeMap<String, BTreeSet<String>>,
+    lists: BTreeMap<String, Vec<String>>,
 }
 
 /// Runs a command, retrying retryable errors (a leader is being elected)
@@ -56,7 +57,13 @@ fn check_node(c: &Cluster, i: usize, m: &Model, on: &str) {
     let mut con = c.conn(i);
     let mut keys: Vec<String> = strings(&q(&mut con, &["KEYS", "*"]));
     keys.sort();
-    let mut expected: Vec<String> = m.hashes.keys().chain(m.sets.keys()).cloned().collect();
+    let mut expected: Vec<String> = m
+        .hashes
+        .keys()
+        .chain(m.sets.keys())
+        .chain(m.lists.keys())
+        .cloned()
+        .collect();
     expected.sort();
     assert_eq!(keys, expected, "the keys on {on}");
     for (k, fields) in &m.hashes {
@@ -73,6 +80,18 @@ fn check_node(c: &Cluster, i: usize, m: &Model, on: &str) {
         assert_eq!(&got, fields, "{k} on {on}");
         assert_eq!(q(&mut con, &["HLEN", k]), Value::Int(fields.len() as i64));
     }
+    for (k, elements) in &m.lists {
+        assert_eq!(
+            q(&mut con, &["TYPE", k]),
+            Value::SimpleString("list".into()),
+            "{k} on {on}"
+        );
+        assert_eq!(
+            &strings(&q(&mut con, &["LRANGE", k, "0", "-1"])),
+            elements,
+            "{k} on {on}"
+        );
+    }
     for (k, members) in &m.sets {
         assert_eq!(
             q(&mut con, &["TYPE", k]),
@@ -87,7 +106,7 @@ fn check_node(c: &Cluster, i: usize, m: &Model, on: &str) {
 }
 
 #[test]
-fn hashes_and_sets_through_every_node_survive_a_killed_leader_and_a_restart() {
+fn hashes_sets_and_lists_through_every_node_survive_a_killed_leader_and_a_restart() {
     let mut c = Cluster::start(3, &["--snapshot-threshold", "40"]);
     let leader = c.wait_leader();
     let mut m = Model::default();
@@ -107,6 +126,12 @@ fn hashes_and_sets_through_every_node_survive_a_killed_leader_and_a_restart() {
         let new = !m.sets.get(&s).is_some_and(|t| t.contains(&member));
         assert_eq!(q(con, &["SADD", &s, &member]), Value::Int(i64::from(new)));
         m.sets.entry(s).or_default().insert(member);
+        let list = m.lists.entry("queue".into()).or_default();
+        list.push(format!("e{j}"));
+        assert_eq!(
+            q(con, &["RPUSH", "queue", &format!("e{j}")]),
+            Value::Int(list.len() as i64)
+        );
         if j % 10 == 9 {
             let n = q(con, &["HINCRBY", "counters", "visits", "1"]);
             let count = m.hashes.entry("counters".into()).or_default();
@@ -115,6 +140,16 @@ fn hashes_and_sets_through_every_node_survive_a_killed_leader_and_a_restart() {
             count.insert("visits".into(), next.to_string());
         }
     }
+    // A move between lists, through a follower.
+    assert_eq!(
+        q(
+            &mut cons[(leader + 1) % 3],
+            &["LMOVE", "queue", "done", "LEFT", "RIGHT"]
+        ),
+        Value::BulkString(b"e0".to_vec())
+    );
+    m.lists.get_mut("queue").unwrap().remove(0);
+    m.lists.insert("done".into(), vec!["e0".into()]);
     // Random pops, decided by the log: every node must remove the same.
     for (i, s) in ["tags:0", "tags:1", "tags:2"].iter().enumerate() {
         let popped = strings(&q(&mut cons[i], &["SPOP", s, "2"]));

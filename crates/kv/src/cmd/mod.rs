@@ -3,7 +3,7 @@
 //! what this server answers itself ([`Local`]). One file per family, as in
 //! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
 //! SCAN, TYPE...), `expiry` (EXPIRE, TTL, PERSIST...), `hashes` (HSET,
-//! HGET...), `sets` (SADD, SINTER...), `server` (PING, AUTH, INFO,
+//! HGET...), `sets` (SADD, SINTER...), `lists` (LPUSH, LRANGE...), `server` (PING, AUTH, INFO,
 //! CONFIG...), `raft` (RAFT.*), `acl` (ACL SETUSER, LIST...).
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ pub mod acl;
 pub mod expiry;
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod raft;
 pub mod server;
 pub mod sets;
@@ -177,6 +178,7 @@ pub fn parse(args: &[Bytes]) -> Command {
         Family::Expiry => expiry::parse(name, rest),
         Family::Hashes => hashes::parse(name, rest),
         Family::Sets => sets::parse(name, rest),
+        Family::Lists => lists::parse(name, rest),
         Family::Raft => raft::parse(name, rest),
         Family::Acl => Some(acl::parse(rest)),
         Family::Server => server::parse(name, rest),

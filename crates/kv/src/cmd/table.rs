@@ -45,6 +45,7 @@ const KEYSPACE: u32 = 1 << 0;
 const READ: u32 = 1 << 1;
 const WRITE: u32 = 1 << 2;
 const SET: u32 = 1 << 3;
+const LIST: u32 = 1 << 5;
 const HASH: u32 = 1 << 6;
 const STRING: u32 = 1 << 7;
 const ADMIN: u32 = 1 << 13;
@@ -98,6 +99,8 @@ pub enum Family {
     Hashes,
     /// `cmd/sets.rs`: SADD, SMEMBERS, SINTER...
     Sets,
+    /// `cmd/lists.rs`: LPUSH, LRANGE, LMOVE...
+    Lists,
     /// `cmd/server.rs`: PING, AUTH, INFO, CONFIG...
     Server,
     /// `cmd/raft.rs`: RAFT.*.
@@ -115,6 +118,7 @@ impl Family {
             Family::Expiry => "Expiry (by the log's time)",
             Family::Hashes => "Hashes",
             Family::Sets => "Sets",
+            Family::Lists => "Lists",
             Family::Server => "Connection and server",
             Family::Raft => "Cluster (raft-kv's own)",
             Family::Acl => "Users (ACL)",
@@ -122,12 +126,13 @@ impl Family {
     }
 
     /// Every family, in the README's order.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Strings,
         Family::Keys,
         Family::Expiry,
         Family::Hashes,
         Family::Sets,
+        Family::Lists,
         Family::Server,
         Family::Acl,
         Family::Raft,
@@ -1222,6 +1227,138 @@ pub static COMMANDS: &[CommandSpec] = &[
         "iterates members (MATCH, COUNT) by a stateless cursor"
     ),
     spec!(
+        "lpush",
+        -3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "push elements at the head (the new length)"
+    ),
+    spec!(
+        "rpush",
+        -3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "push elements at the tail (the new length)"
+    ),
+    spec!(
+        "lpop",
+        -2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "removes elements from the head (count)"
+    ),
+    spec!(
+        "rpop",
+        -2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "removes elements from the tail (count)"
+    ),
+    spec!(
+        "llen",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | LIST | FAST,
+        Lists,
+        "the length of a list"
+    ),
+    spec!(
+        "lrange",
+        4,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | LIST | SLOW,
+        Lists,
+        "the elements from start to stop"
+    ),
+    spec!(
+        "lindex",
+        3,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | LIST | SLOW,
+        Lists,
+        "the element at an index"
+    ),
+    spec!(
+        "lset",
+        4,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "sets the element at an index"
+    ),
+    spec!(
+        "lrem",
+        4,
+        ["write"],
+        1,
+        1,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "removes elements equal to a value (count, from either end)"
+    ),
+    spec!(
+        "ltrim",
+        4,
+        ["write"],
+        1,
+        1,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "keeps the elements from start to stop"
+    ),
+    spec!(
+        "lpos",
+        -3,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | LIST | SLOW,
+        Lists,
+        "the positions of an element (RANK, COUNT, MAXLEN)"
+    ),
+    spec!(
+        "lmove",
+        5,
+        ["write", "denyoom"],
+        1,
+        2,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "moves an element from one end of a list to one end of another"
+    ),
+    spec!(
         "raft.status",
         1,
         ["admin", "stale"],
@@ -1442,6 +1579,9 @@ mod tests {
         assert_eq!(cats("sadd"), ["write", "set", "fast"]);
         assert_eq!(cats("sinterstore"), ["write", "set", "slow"]);
         assert_eq!(cats("srandmember"), ["read", "set", "slow"]);
+        assert_eq!(cats("lpush"), ["write", "list", "fast"]);
+        assert_eq!(cats("lrange"), ["read", "list", "slow"]);
+        assert_eq!(cats("lmove"), ["write", "list", "slow"]);
         assert_eq!(category(b"Admin"), Some(13));
         assert_eq!(category(b"all"), None);
     }
@@ -1456,7 +1596,7 @@ mod tests {
         assert_eq!(name("acl"), Some("acl"));
         assert_eq!(name("get get"), Some("get"));
         assert_eq!(name("hgetall h"), Some("hgetall"));
-        assert_eq!(name("lpush l a"), None);
+        assert_eq!(name("blpop l 0"), None);
         let acl = index_of(b"acl").unwrap();
         assert_eq!(subcommands(acl).count(), 9);
         assert_eq!(subcommands(index_of(b"get").unwrap()).count(), 0);

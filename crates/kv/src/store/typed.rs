@@ -1,4 +1,4 @@
-//! The commands on hashes and sets, and TYPE: one log-entry and query code
+//! The commands on hashes, sets and lists, and TYPE: one log-entry and query code
 //! for all ([`TypedCmd`] and the arguments as sent), their arguments checked
 //! where Redis checks them, in Redis's order, when they are applied or
 //! answered. The replies are written through [`Out`], once to size them
@@ -8,6 +8,8 @@
 //! Random picks (SPOP, SRANDMEMBER, HRANDFIELD) are writes: they go through
 //! the log, and the pick is seeded by the entry's index and the command's
 //! place in it ([`Rng::for_command`]), so every node makes the same one.
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
@@ -102,6 +104,18 @@ typed_commands! {
     SDiffStore = 53, "sdiffstore", true;
     SScan = 54, "sscan", false;
     ScanType = 60, "scan", false;
+    LPush = 70, "lpush", true;
+    RPush = 71, "rpush", true;
+    LPop = 72, "lpop", true;
+    RPop = 73, "rpop", true;
+    LLen = 74, "llen", false;
+    LRange = 75, "lrange", false;
+    LIndex = 76, "lindex", false;
+    LSet = 77, "lset", true;
+    LRem = 78, "lrem", true;
+    LTrim = 79, "ltrim", true;
+    LPos = 80, "lpos", false;
+    LMove = 81, "lmove", true;
 }
 
 /// Checks what Redis checks before running a command (beyond the table's
@@ -330,6 +344,99 @@ impl KvStore {
         }
     }
 
+    /// `LPOS key element [RANK rank] [COUNT num] [MAXLEN len]`.
+    fn lpos(&self, a: &[&[u8]], out: &mut impl Out) {
+        let (mut rank, mut count, mut maxlen) = (1i64, None, 0i64);
+        let mut i = 2;
+        while i < a.len() {
+            let Some(value) = a.get(i + 1) else {
+                return out.error(SYNTAX);
+            };
+            let opt = a[i];
+            // COUNT and MAXLEN take a count: anything else is "negative".
+            let n = match parse_i64(value) {
+                Some(n) => n,
+                None if opt.eq_ignore_ascii_case(b"rank") => return out.error(NOT_INTEGER),
+                None => -1,
+            };
+            if opt.eq_ignore_ascii_case(b"rank") {
+                if n == i64::MIN {
+                    return out.error(&random_count(value).err().unwrap_or_default());
+                }
+                if n == 0 {
+                    return out.error(
+                        "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
+                    );
+                }
+                rank = n;
+            } else if opt.eq_ignore_ascii_case(b"count") {
+                if n < 0 {
+                    return out.error("ERR COUNT can't be negative");
+                }
+                count = Some(n);
+            } else if opt.eq_ignore_ascii_case(b"maxlen") {
+                if n < 0 {
+                    return out.error("ERR MAXLEN can't be negative");
+                }
+                maxlen = n;
+            } else {
+                return out.error(SYNTAX);
+            }
+            i += 2;
+        }
+        let l = match self.get(a[0]) {
+            None => {
+                return match count {
+                    Some(_) => out.array(0),
+                    None => out.null(),
+                }
+            }
+            Some(Value::List(l)) => l,
+            Some(_) => return out.error(WRONGTYPE),
+        };
+        let wanted = match count {
+            Some(0) => usize::MAX,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => 1,
+        };
+        let scan = if maxlen == 0 {
+            l.len()
+        } else {
+            usize::try_from(maxlen).unwrap_or(usize::MAX).min(l.len())
+        };
+        let mut skip = rank.unsigned_abs() - 1;
+        let mut found = Vec::new();
+        let indexes: Box<dyn Iterator<Item = usize>> = if rank > 0 {
+            Box::new(0..scan)
+        } else {
+            Box::new((l.len() - scan..l.len()).rev())
+        };
+        for i in indexes {
+            if found.len() >= wanted {
+                break;
+            }
+            if l[i][..] == *a[1] {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    found.push(i as i64);
+                }
+            }
+        }
+        match count {
+            None => match found.first() {
+                Some(&i) => out.int(i),
+                None => out.null(),
+            },
+            Some(_) => {
+                out.array(found.len());
+                for i in found {
+                    out.int(i);
+                }
+            }
+        }
+    }
+
     fn set(&self, key: &[u8]) -> Held<'_, Coll<()>> {
         match self.get(key) {
             None => Held::Absent,
@@ -504,6 +611,41 @@ impl KvStore {
                 }
             }
             SCard => out.int(set_or!(out.int(0)).len() as i64),
+            LLen => match self.get(key) {
+                None => out.int(0),
+                Some(Value::List(l)) => out.int(l.len() as i64),
+                Some(_) => out.error(WRONGTYPE),
+            },
+            LRange => {
+                let (Some(start), Some(stop)) = (parse_i64(a[1]), parse_i64(a[2])) else {
+                    return out.error(NOT_INTEGER);
+                };
+                let l = match self.get(key) {
+                    None => return out.array(0),
+                    Some(Value::List(l)) => l,
+                    Some(_) => return out.error(WRONGTYPE),
+                };
+                let range = list_range(l.len(), start, stop);
+                out.array(range.len());
+                for e in l.range(range) {
+                    out.bulk(e);
+                }
+            }
+            LIndex => {
+                let l = match self.get(key) {
+                    None => return out.null(),
+                    Some(Value::List(l)) => l,
+                    Some(_) => return out.error(WRONGTYPE),
+                };
+                let Some(i) = parse_i64(a[1]) else {
+                    return out.error(NOT_INTEGER);
+                };
+                match list_index(l.len(), i).and_then(|i| l.get(i)) {
+                    Some(e) => out.bulk(e),
+                    None => out.null(),
+                }
+            }
+            LPos => self.lpos(a, out),
             SInter | SUnion | SDiff => match self.combine(cmd, a) {
                 Ok(members) => {
                     out.array(members.len());
@@ -682,6 +824,133 @@ impl KvStore {
                 put_int(out, n as i64);
             }
             SPop => self.spop(&a, out),
+            LPush | RPush => {
+                let l = match self.list_mut(key) {
+                    Ok(l) => l,
+                    Err(e) => return put_error(out, e),
+                };
+                for e in &a[1..] {
+                    let e = Bytes::copy_from_slice(e);
+                    if cmd == LPush {
+                        l.push_front(e);
+                    } else {
+                        l.push_back(e);
+                    }
+                }
+                put_int(out, l.len() as i64);
+            }
+            LPop | RPop => {
+                if a.len() > 2 {
+                    return put_error(out, &crate::cmd::arity_error(cmd.name()));
+                }
+                let count = match a.get(1) {
+                    None => None,
+                    Some(c) => match parse_i64(c) {
+                        Some(n) if n >= 0 => Some(n),
+                        _ => return put_error(out, MUST_BE_POSITIVE),
+                    },
+                };
+                let l = match self.get_mut(key) {
+                    None if count.is_some() => return out.extend_from_slice(b"*-1\r\n"),
+                    None => return put_null(out),
+                    Some(Value::List(l)) => l,
+                    Some(_) => return put_error(out, WRONGTYPE),
+                };
+                let n = count.map_or(1, |c| usize::try_from(c).unwrap_or(usize::MAX).min(l.len()));
+                let popped: Vec<Bytes> = (0..n)
+                    .filter_map(|_| {
+                        if cmd == LPop {
+                            l.pop_front()
+                        } else {
+                            l.pop_back()
+                        }
+                    })
+                    .collect();
+                match count {
+                    None => super::bulk(out, &popped[0]),
+                    Some(_) => {
+                        put_array(out, popped.len());
+                        for e in &popped {
+                            super::bulk(out, e);
+                        }
+                    }
+                }
+                self.drop_if_empty(key);
+            }
+            LSet => {
+                let l = match self.get_mut(key) {
+                    None => return put_error(out, "ERR no such key"),
+                    Some(Value::List(l)) => l,
+                    Some(_) => return put_error(out, WRONGTYPE),
+                };
+                let Some(i) = parse_i64(a[1]) else {
+                    return put_error(out, NOT_INTEGER);
+                };
+                match list_index(l.len(), i).and_then(|i| l.get_mut(i)) {
+                    Some(e) => {
+                        *e = Bytes::copy_from_slice(a[2]);
+                        put_simple(out, "OK");
+                    }
+                    None => put_error(out, "ERR index out of range"),
+                }
+            }
+            LRem => {
+                let Some(count) = parse_i64(a[1]) else {
+                    return put_error(out, NOT_INTEGER);
+                };
+                let l = match self.get_mut(key) {
+                    None => return put_int(out, 0),
+                    Some(Value::List(l)) => l,
+                    Some(_) => return put_error(out, WRONGTYPE),
+                };
+                let limit = if count == 0 {
+                    usize::MAX
+                } else {
+                    usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX)
+                };
+                let mut removed = 0;
+                let kept: VecDeque<Bytes> = if count >= 0 {
+                    l.drain(..)
+                        .filter(|e| {
+                            let gone = removed < limit && e[..] == *a[2];
+                            removed += usize::from(gone);
+                            !gone
+                        })
+                        .collect()
+                } else {
+                    let mut v: Vec<Bytes> = l
+                        .drain(..)
+                        .rev()
+                        .filter(|e| {
+                            let gone = removed < limit && e[..] == *a[2];
+                            removed += usize::from(gone);
+                            !gone
+                        })
+                        .collect();
+                    v.reverse();
+                    v.into()
+                };
+                *l = kept;
+                put_int(out, removed as i64);
+                self.drop_if_empty(key);
+            }
+            LTrim => {
+                let (Some(start), Some(stop)) = (parse_i64(a[1]), parse_i64(a[2])) else {
+                    return put_error(out, NOT_INTEGER);
+                };
+                match self.get_mut(key) {
+                    None => {}
+                    Some(Value::List(l)) => {
+                        let range = list_range(l.len(), start, stop);
+                        l.truncate(range.end);
+                        l.drain(..range.start.min(l.len()));
+                    }
+                    Some(_) => return put_error(out, WRONGTYPE),
+                }
+                put_simple(out, "OK");
+                self.drop_if_empty(key);
+            }
+            LMove => self.lmove(&a, out),
             SRandMember => self.srandmember(&a, out),
             SInterStore | SUnionStore | SDiffStore => {
                 let members: Vec<Bytes> = match self.combine(cmd, &a[1..]) {
@@ -754,6 +1023,64 @@ impl KvStore {
         match self.get_mut(key) {
             Some(Value::Hash(h)) => Ok(h),
             _ => Err(WRONGTYPE),
+        }
+    }
+
+    fn list_mut(&mut self, key: &[u8]) -> Result<&mut VecDeque<Bytes>, &'static str> {
+        if self.get(key).is_none() {
+            self.insert_new(key, Value::List(VecDeque::new()));
+        }
+        match self.get_mut(key) {
+            Some(Value::List(l)) => Ok(l),
+            _ => Err(WRONGTYPE),
+        }
+    }
+
+    /// `LMOVE source destination LEFT|RIGHT LEFT|RIGHT`.
+    fn lmove(&mut self, a: &[&[u8]], out: &mut BytesMut) {
+        let side = |s: &[u8]| {
+            if s.eq_ignore_ascii_case(b"left") {
+                Some(true)
+            } else if s.eq_ignore_ascii_case(b"right") {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let (Some(from_left), Some(to_left)) = (side(a[2]), side(a[3])) else {
+            return put_error(out, SYNTAX);
+        };
+        let (src, dst) = (a[0], a[1]);
+        match self.get(src) {
+            None => return put_null(out),
+            Some(Value::List(_)) => {}
+            Some(_) => return put_error(out, WRONGTYPE),
+        }
+        if !matches!(self.get(dst), None | Some(Value::List(_))) {
+            return put_error(out, WRONGTYPE);
+        }
+        let Some(Value::List(l)) = self.get_mut(src) else {
+            return put_null(out);
+        };
+        let Some(e) = (if from_left {
+            l.pop_front()
+        } else {
+            l.pop_back()
+        }) else {
+            return put_null(out);
+        };
+        super::bulk(out, &e);
+        // The source first: a list emptied by its move to another key goes
+        // (with its time to live) before the destination is made.
+        if src != dst {
+            self.drop_if_empty(src);
+        }
+        if let Ok(d) = self.list_mut(dst) {
+            if to_left {
+                d.push_front(e);
+            } else {
+                d.push_back(e);
+            }
         }
     }
 
@@ -895,6 +1222,29 @@ impl KvStore {
             }
         }
     }
+}
+
+/// The positions LRANGE and LTRIM keep of a list of `len` (negative
+/// indexes count from the end; out of range is clamped, and empty if start
+/// is past stop).
+fn list_range(len: usize, start: i64, stop: i64) -> std::ops::Range<usize> {
+    let len_i = len as i64;
+    let fix = |i: i64| if i < 0 { (len_i + i).max(0) } else { i };
+    let (start, stop) = (fix(start), fix(stop).min(len_i - 1));
+    if start > stop || start >= len_i {
+        return 0..0;
+    }
+    start as usize..stop as usize + 1
+}
+
+/// The position of LINDEX and LSET's index in a list of `len`.
+fn list_index(len: usize, i: i64) -> Option<usize> {
+    let i = if i < 0 {
+        (len as i64).checked_add(i)?
+    } else {
+        i
+    };
+    usize::try_from(i).ok().filter(|&i| i < len)
 }
 
 /// The members of any of the sets, each once, in the order found.
@@ -1128,6 +1478,83 @@ mod tests {
         assert_eq!(run(&mut s, "SREM s c d"), int(2));
         assert_eq!(run(&mut s, "EXISTS s"), int(0));
         assert_eq!(run(&mut s, "SREM s c"), int(0));
+    }
+
+    #[test]
+    fn lists_like_redis() {
+        let mut s = KvStore::new();
+        assert_eq!(run(&mut s, "RPUSH l a b c"), int(3));
+        assert_eq!(run(&mut s, "LPUSH l z y"), int(5));
+        let all = |s: &mut KvStore| match run(s, "LRANGE l 0 -1") {
+            Frame::Array(a) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(all(&mut s), ["y", "z", "a", "b", "c"].map(bulk));
+        assert_eq!(run(&mut s, "LLEN l"), int(5));
+        assert_eq!(run(&mut s, "LINDEX l -1"), bulk("c"));
+        assert_eq!(run(&mut s, "LINDEX l 5"), Frame::Null);
+        assert_eq!(
+            run(&mut s, "LRANGE l -100 1"),
+            Frame::Array(vec![bulk("y"), bulk("z")])
+        );
+        assert_eq!(run(&mut s, "LRANGE l 3 1"), Frame::Array(vec![]));
+        assert_eq!(run(&mut s, "LRANGE l x 1"), err(NOT_INTEGER));
+        assert_eq!(run(&mut s, "LSET l 1 Z"), Frame::Simple("OK".into()));
+        assert_eq!(run(&mut s, "LSET l 9 Z"), err("ERR index out of range"));
+        assert_eq!(run(&mut s, "LSET nokey 0 Z"), err("ERR no such key"));
+        assert_eq!(run(&mut s, "LPOP l"), bulk("y"));
+        assert_eq!(
+            run(&mut s, "RPOP l 2"),
+            Frame::Array(vec![bulk("c"), bulk("b")])
+        );
+        assert_eq!(run(&mut s, "LPOP l 0"), Frame::Array(vec![]));
+        assert_eq!(run(&mut s, "LPOP nokey 2"), Frame::NullArray);
+        assert_eq!(run(&mut s, "LPOP l -1"), err(MUST_BE_POSITIVE));
+        run(&mut s, "RPUSH l a x a y a");
+        assert_eq!(run(&mut s, "LPOS l a"), int(1));
+        assert_eq!(run(&mut s, "LPOS l a RANK -1"), int(6));
+        assert_eq!(
+            run(&mut s, "LPOS l a COUNT 0"),
+            Frame::Array(vec![int(1), int(2), int(4), int(6)])
+        );
+        assert_eq!(run(&mut s, "LPOS l a RANK 2 MAXLEN 2"), Frame::Null);
+        assert_eq!(
+            run(&mut s, "LPOS l a COUNT -1"),
+            err("ERR COUNT can't be negative")
+        );
+        assert_eq!(run(&mut s, "LREM l -2 a"), int(2));
+        assert_eq!(all(&mut s), ["Z", "a", "a", "x", "y"].map(bulk));
+        assert_eq!(run(&mut s, "LREM l 0 a"), int(2));
+        assert_eq!(run(&mut s, "LTRIM l 1 -1"), Frame::Simple("OK".into()));
+        assert_eq!(all(&mut s), ["x", "y"].map(bulk));
+        assert_eq!(run(&mut s, "LMOVE l m LEFT RIGHT"), bulk("x"));
+        assert_eq!(run(&mut s, "LMOVE l m RIGHT LEFT"), bulk("y"));
+        assert_eq!(run(&mut s, "EXISTS l"), int(0));
+        assert_eq!(
+            run(&mut s, "LRANGE m 0 -1"),
+            Frame::Array(vec![bulk("y"), bulk("x")])
+        );
+        assert_eq!(run(&mut s, "LMOVE m m LEFT RIGHT"), bulk("y"));
+        assert_eq!(
+            run(&mut s, "LRANGE m 0 -1"),
+            Frame::Array(vec![bulk("x"), bulk("y")])
+        );
+        assert_eq!(run(&mut s, "LMOVE m m UP RIGHT"), err(SYNTAX));
+        run(&mut s, "SET str v");
+        assert_eq!(run(&mut s, "LMOVE m str LEFT LEFT"), wrong());
+        assert_eq!(run(&mut s, "LPUSH str a"), wrong());
+        assert_eq!(run(&mut s, "TYPE m"), Frame::Simple("list".into()));
+        assert_eq!(run(&mut s, "LTRIM m 5 10"), Frame::Simple("OK".into()));
+        assert_eq!(run(&mut s, "EXISTS m"), int(0));
+        // Lists go into snapshots too.
+        run(&mut s, "RPUSH kept 1 2 3");
+        let mut t = KvStore::new();
+        t.restore(s.snapshot()).unwrap();
+        assert_eq!(t, s);
+        assert_eq!(
+            run(&mut t, "LRANGE kept 0 -1"),
+            Frame::Array(vec![bulk("1"), bulk("2"), bulk("3")])
+        );
     }
 
     #[test]
