@@ -118,6 +118,15 @@ typed_commands! {
     LMove = 81, "lmove", true;
 }
 
+impl TypedCmd {
+    /// Whether `args` arguments (after the name) fit the command table's
+    /// arity: checked again when applied, since an entry is untrusted bytes.
+    fn arity_ok(self, args: usize) -> bool {
+        crate::cmd::table::index_of(self.name().as_bytes())
+            .is_some_and(|i| crate::cmd::table::COMMANDS[i].arity_ok(args + 1))
+    }
+}
+
 /// Checks what Redis checks before running a command (beyond the table's
 /// arity): the field-value pairs of HSET. `Err` is the arity error. Every
 /// other argument is checked when the command runs, in Redis's order (a
@@ -461,7 +470,7 @@ impl KvStore {
 
     fn answer_typed(&self, cmd: TypedCmd, a: &[&[u8]], out: &mut impl Out) {
         use TypedCmd::*;
-        if a.is_empty() {
+        if !cmd.arity_ok(a.len()) {
             return out.error(&crate::cmd::arity_error(cmd.name()));
         }
         let key = a[0];
@@ -715,7 +724,7 @@ impl KvStore {
             out.extend_from_slice(&answer.into_bytes());
             return;
         }
-        if a.is_empty() {
+        if !cmd.arity_ok(a.len()) {
             return put_error(out, &crate::cmd::arity_error(cmd.name()));
         }
         let key = a[0];
@@ -1478,6 +1487,27 @@ mod tests {
         assert_eq!(run(&mut s, "SREM s c d"), int(2));
         assert_eq!(run(&mut s, "EXISTS s"), int(0));
         assert_eq!(run(&mut s, "SREM s c"), int(0));
+    }
+
+    #[test]
+    fn entries_with_too_few_arguments_get_an_error_not_a_panic() {
+        let mut s = KvStore::new();
+        for code in 0..=u8::MAX {
+            let Some(cmd) = TypedCmd::from_code(code) else {
+                continue;
+            };
+            for n in 0..3 {
+                let args = vec![Bytes::from_static(b"k"); n];
+                let w = crate::store::Write::Typed {
+                    cmd,
+                    args: args.clone(),
+                };
+                let out = s.apply(1, &encode_writes(&[w]));
+                let _ = frame(&out);
+                let r = Read::Typed { cmd, args };
+                let _ = frame(&s.query(&encode_reads(&[r])));
+            }
+        }
     }
 
     #[test]
