@@ -57,7 +57,7 @@ struct Args {
     #[arg(long)]
     readonly_reads: bool,
     /// A leader answers plain SETs once its own log holds them, before a
-    /// majority does, its Raft messages held back 50 ms (a test-only
+    /// majority does, its appends held back 100 ms (a test-only
     /// server fault): a bug mode the check must catch when leaders are
     /// killed, and only then
     #[arg(long)]
