@@ -355,6 +355,9 @@ pub struct Config {
     /// Where to draw each nemesis's latency and throughput pictures, if
     /// anywhere.
     pub plots: Option<PathBuf>,
+    /// Keep every nemesis's data, logs and history (`history.txt`), not
+    /// only those of the nemeses that failed.
+    pub keep: bool,
 }
 
 /// How long the nemeses of a run run.
@@ -902,7 +905,7 @@ fn run_one(
         Vec::new()
     });
     drop(timings);
-    let kept = if problems.is_empty() {
+    let kept = if problems.is_empty() && !config.keep {
         let _ = std::fs::remove_dir_all(&dir);
         None
     } else {

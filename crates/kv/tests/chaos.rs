@@ -95,6 +95,7 @@ fn config(nemeses: Vec<Nemesis>, net: NetChoice, dir: &Path) -> Config {
         nemeses,
         dir: dir.to_path_buf(),
         plots: None,
+        keep: false,
     }
 }
 
