@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use raft_core::LogIndex;
 
+use super::refusal::{IdentityMismatch, InvalidChange};
+
 /// Why persistence failed.
 ///
 /// ```
@@ -35,12 +37,15 @@ pub enum PersistenceError {
     #[error("storage I/O failed: {0}")]
     Io(IoFailure),
     /// The change does not fit what is stored (a gap in the log, a
-    /// snapshot older than the stored one, ...).
+    /// snapshot older than the stored one, ...): [`InvalidChange`] says
+    /// what was expected and what was found.
     #[error("invalid change: {0}")]
-    Invalid(String),
-    /// The store belongs to another node or cluster.
+    Invalid(InvalidChange),
+    /// The store belongs to another node or cluster, or its records
+    /// disagree on whose it is: [`IdentityMismatch`] says whose it is and
+    /// whose it was expected to be.
     #[error("identity mismatch: {0}")]
-    Identity(String),
+    Identity(IdentityMismatch),
 }
 
 impl PersistenceError {
