@@ -48,7 +48,7 @@ fn apply(state: &mut Option<State>, c: Change) -> Result<(), PersistenceError> {
     if let Some(identity) = c.identity {
         match state {
             Some(s) if s.identity != identity => {
-                return Err(PersistenceError::Identity(IdentityMismatch::Differs {
+                return Err(PersistenceError::identity(IdentityMismatch::Differs {
                     stored: (&s.identity).into(),
                     given: (&identity).into(),
                 }))

@@ -1198,7 +1198,7 @@ async fn identity_of_another_node_is_refused() {
     for (id, cluster) in [("n2", me.cluster.as_str()), (me.id.as_str(), "other")] {
         match FilePersistence::open_with(dir.path(), small().expect_identity(id, cluster)).await {
             Err(PersistenceError::Identity(m)) => {
-                let (place, stored, expected) = match &m {
+                let (place, stored, expected) = match &*m {
                     IdentityMismatch::OtherNode {
                         place,
                         stored,
@@ -1264,12 +1264,16 @@ async fn segment_of_another_store_is_refused() {
     );
     std::fs::copy(sb.last().unwrap(), last).unwrap();
     match FilePersistence::open_with(a.path(), small()).await {
-        Err(PersistenceError::Identity(IdentityMismatch::RecordsDisagree {
-            place,
-            record,
-            before,
-            ..
-        })) => {
+        Err(PersistenceError::Identity(m)) => {
+            let IdentityMismatch::RecordsDisagree {
+                place,
+                record,
+                before,
+                ..
+            } = *m
+            else {
+                panic!("another mismatch than records that disagree");
+            };
             assert_eq!(place.offset, Some(32));
             assert_eq!(record.map(|o| o.id).as_deref(), Some("n9"));
             assert_eq!(before.map(|o| o.id).as_deref(), Some("n1"));

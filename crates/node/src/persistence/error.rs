@@ -44,8 +44,9 @@ pub enum PersistenceError {
     /// The store belongs to another node or cluster, or its records
     /// disagree on whose it is: [`IdentityMismatch`] says whose it is and
     /// whose it was expected to be.
+    /// (Boxed: it is rare, and the error stays small.)
     #[error("identity mismatch: {0}")]
-    Identity(IdentityMismatch),
+    Identity(Box<IdentityMismatch>),
 }
 
 impl PersistenceError {
@@ -53,6 +54,11 @@ impl PersistenceError {
     /// follows, such as `"fdatasync of"`) failed on `path` with `error`.
     pub fn io(action: impl Into<String>, path: impl AsRef<Path>, error: io::Error) -> Self {
         PersistenceError::Io(IoFailure::new(action, path, error))
+    }
+
+    /// A [`PersistenceError::Identity`] of `mismatch`.
+    pub fn identity(mismatch: IdentityMismatch) -> Self {
+        PersistenceError::Identity(Box::new(mismatch))
     }
 
     /// A [`PersistenceError::Corrupt`] with nothing but a description (add

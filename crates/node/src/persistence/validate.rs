@@ -27,7 +27,7 @@ pub(crate) fn validate(view: &impl StoredView, change: &Change) -> Result<(), Pe
     // 1. Identity.
     match (view.identity(), &change.identity) {
         (Some(stored), Some(new)) if stored != new => {
-            return Err(PersistenceError::Identity(IdentityMismatch::Differs {
+            return Err(PersistenceError::identity(IdentityMismatch::Differs {
                 stored: stored.into(),
                 given: new.into(),
             }));

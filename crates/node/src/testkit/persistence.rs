@@ -1314,7 +1314,7 @@ impl Model {
         let invalid = |kind: Invalid| Err(PersistenceError::Invalid(kind));
         match (&self.identity, &change.identity) {
             (Some(a), Some(b)) if a != b => {
-                return Err(PersistenceError::Identity(IdentityMismatch::Differs {
+                return Err(PersistenceError::identity(IdentityMismatch::Differs {
                     stored: a.into(),
                     given: b.into(),
                 }))

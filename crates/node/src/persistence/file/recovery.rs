@@ -296,7 +296,7 @@ fn check_checkpoint(
 ) -> Result<(), PersistenceError> {
     let s = &r.store;
     if c.identity != s.identity {
-        return Err(PersistenceError::Identity(
+        return Err(PersistenceError::identity(
             IdentityMismatch::RecordsDisagree {
                 place: Place {
                     path: path.to_path_buf(),
@@ -360,7 +360,7 @@ fn apply_record(
             let identity = format::get_identity_record(p.payload).map_err(decode_err)?;
             match &r.store.identity {
                 Some(stored) if *stored != identity => {
-                    return Err(PersistenceError::Identity(
+                    return Err(PersistenceError::identity(
                         IdentityMismatch::RecordsDisagree {
                             place: Place {
                                 path: path.to_path_buf(),

@@ -297,7 +297,7 @@ impl Writer {
                 .as_ref()
                 .filter(|&id| *id != identity.id)
             {
-                return Err(PersistenceError::Identity(IdentityMismatch::OtherNode {
+                return Err(PersistenceError::identity(IdentityMismatch::OtherNode {
                     place: place(),
                     stored: identity.into(),
                     expected: id.clone(),
@@ -308,7 +308,7 @@ impl Writer {
                 .as_ref()
                 .filter(|&c| *c != identity.cluster)
             {
-                return Err(PersistenceError::Identity(IdentityMismatch::OtherCluster {
+                return Err(PersistenceError::identity(IdentityMismatch::OtherCluster {
                     place: place(),
                     stored: identity.into(),
                     expected: c.clone(),
