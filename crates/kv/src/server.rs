@@ -497,6 +497,8 @@ async fn run_batch(
         {
             Gate::Run => {}
             Gate::Refuse(e) => {
+                // Refused while queued: EXEC will fail (EXECABORT).
+                session.tx.flag();
                 put_error(out, &e);
                 ctx.metrics.record(request.name, false, started.elapsed());
                 continue;
@@ -507,7 +509,19 @@ async fn run_batch(
             }
         }
         let name = request.name;
-        match request.command {
+        let command = if session.tx.in_multi() {
+            let max = ctx.node.max_entry_bytes().unwrap_or(usize::MAX);
+            match session.tx.queue(request.command, max, out) {
+                Some(c) => c,
+                None => {
+                    ctx.metrics.record(name, true, started.elapsed());
+                    continue;
+                }
+            }
+        } else {
+            request.command
+        };
+        match command {
             Command::Write(w) => {
                 // The entry's bytes: its format byte and its writes.
                 let mut bytes = 1 + encoded_write_len(&w);
@@ -693,7 +707,7 @@ async fn run_reads(
 /// no-op write through the log, which commits every write the leader
 /// acknowledged before it: a read that follows sees them. Without it,
 /// nothing.
-async fn barrier(ctx: &Context) -> Result<(), NodeError> {
+pub(crate) async fn barrier(ctx: &Context) -> Result<(), NodeError> {
     if crate::fault::early_ack().is_none() {
         return Ok(());
     }
