@@ -908,7 +908,12 @@ impl KvStore {
             | ReadOp::DbSize
             | ReadOp::VolatileLen => 24,
             ReadOp::GetRange(key, start, end) => bulk_len(self.getrange(key, *start, *end).len()),
-            ReadOp::Versions(keys) => array_len(keys.len()) + 24 * keys.len(),
+            ReadOp::Versions(keys) => {
+                array_len(keys.len())
+                    + keys
+                        .map(|k| 3 + decimal_len(self.versions.get(k)))
+                        .sum::<usize>()
+            }
             ReadOp::Keys(pattern) => {
                 let pattern = *pattern;
                 let (n, bytes) = self
@@ -1483,7 +1488,15 @@ mod tests {
         assert_eq!(s.len(), 20_000);
         assert_eq!(w1(&mut s, Write::FlushDb), ok());
         assert!(s.is_empty());
-        assert_eq!(s, KvStore::new());
+        // Empty; every key it removed changed at the flush's entry (1).
+        assert_eq!(s.versions.get(b"k0"), 1);
+        assert_eq!(
+            s,
+            KvStore {
+                versions: s.versions.clone(),
+                ..KvStore::new()
+            }
+        );
     }
 
     #[test]
@@ -1693,6 +1706,33 @@ mod tests {
             Write::AclDelUser {
                 names: vec![b("alice"), b("bob")],
             },
+            Write::GetDel { key: b("k") },
+            Write::SetRange {
+                key: b("k"),
+                offset: 7,
+                value: b("xy"),
+            },
+            Write::MSetNx {
+                pairs: vec![(b("a"), b("1")), (b("b"), b(""))],
+            },
+            Write::IncrByFloat {
+                key: b("f"),
+                by: b("1.5e3"),
+            },
+            Write::Exec {
+                watches: vec![],
+                ops: vec![],
+            },
+            Write::Exec {
+                watches: vec![(b("w"), 7), (b(""), u64::MAX)],
+                ops: vec![
+                    TxOp::Write(set("k", "v")),
+                    TxOp::Read(Read::Get { key: b("k") }),
+                    TxOp::Reply(b("+PONG\r\n")),
+                    TxOp::Write(Write::FlushDb),
+                    TxOp::Read(Read::DbSize),
+                ],
+            },
         ]
     }
 
@@ -1724,6 +1764,14 @@ mod tests {
                 cursor: 0,
                 pattern: None,
                 count: 0,
+            },
+            Read::GetRange {
+                key: b("k"),
+                start: i64::MIN,
+                end: -1,
+            },
+            Read::Versions {
+                keys: vec![b("a"), b("")],
             },
         ]
     }
@@ -1804,6 +1852,26 @@ mod tests {
                     }),
                 },
             },
+            WriteOp::GetDel(key) => Write::GetDel { key: c(key) },
+            WriteOp::SetRange { key, offset, value } => Write::SetRange {
+                key: c(key),
+                offset,
+                value: c(value),
+            },
+            WriteOp::MSetNx(items) => {
+                let flat: Vec<Bytes> = items.map(c).collect();
+                Write::MSetNx {
+                    pairs: flat
+                        .chunks(2)
+                        .map(|p| (p[0].clone(), p[1].clone()))
+                        .collect(),
+                }
+            }
+            WriteOp::IncrByFloat { key, by } => Write::IncrByFloat {
+                key: c(key),
+                by: c(by),
+            },
+            WriteOp::Exec(e) => tx::owned_exec(e, owned_write, owned_read),
         }
     }
 
@@ -1830,6 +1898,14 @@ mod tests {
                 cursor,
                 pattern: pattern.map(c),
                 count,
+            },
+            ReadOp::GetRange(key, start, end) => Read::GetRange {
+                key: c(key),
+                start,
+                end,
+            },
+            ReadOp::Versions(keys) => Read::Versions {
+                keys: keys.map(c).collect(),
             },
         }
     }
@@ -2031,6 +2107,9 @@ mod tests {
     fn bad_snapshots_are_rejected_and_change_nothing() {
         let mut s = KvStore::new();
         w(&mut s, &[set("a", "1"), set("b", "22"), set("c", "333")]);
+        // Older versions have no key versions: none here either (the
+        // table is 16 bytes, the floor and the count).
+        s.versions = tx::Versions::default();
         let snap = s.snapshot();
         let mut t = KvStore::new();
         w1(&mut t, set("mine", "x"));
@@ -2049,8 +2128,8 @@ mod tests {
         v[0] = b'X';
         check(v, "not a raft-kv snapshot");
         let mut v = snap.to_vec();
-        v[4] = 4;
-        check(v, "version 4");
+        v[4] = 5;
+        check(v, "version 5");
         // Any flipped bit breaks the checksum.
         for at in 5..snap.len() {
             let mut v = snap.to_vec();
@@ -2070,7 +2149,7 @@ mod tests {
             4 + u.len()
         };
         // Version 2: the same without the times (16 bytes: no deadlines).
-        let mut v2_body = snap[..snap.len() - 4 - 16].to_vec();
+        let mut v2_body = snap[..snap.len() - 4 - 16 - 16].to_vec();
         v2_body[4] = 2;
         let mut v2 = s.clone();
         v2.restore(Bytes::from(reseal(v2_body.clone()))).unwrap();

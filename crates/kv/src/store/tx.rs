@@ -14,9 +14,10 @@
 //! [`MAX_VERSIONS`] keys and [`MAX_VERSION_BYTES`] of key bytes): a key it
 //! does not hold has the table's floor, the newest version it forgot. A
 //! key forgotten since WATCH then reads as changed: EXEC may abort for a
-//! key that did not change, never run over one that did. FLUSHDB raises
-//! the floor over every key. The table is part of the state (the same on
-//! every node, kept in snapshots).
+//! key that did not change, never run over one that did. FLUSHDB changes
+//! the keys it removes (of more than the table holds, it raises the floor
+//! over every key). The table is part of the state (the same on every
+//! node, kept in snapshots).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -258,6 +259,28 @@ pub(super) fn parse_exec<'a>(r: &mut Reader<'a>) -> Result<ExecOp<'a>, &'static 
     })
 }
 
+/// An EXEC as the write it was encoded from (for tests of the format).
+#[cfg(test)]
+pub(super) fn owned_exec(
+    e: ExecOp<'_>,
+    write: fn(WriteOp<'_>) -> Write,
+    read: fn(super::batch::ReadOp<'_>) -> Read,
+) -> Write {
+    let mut w = e.watches;
+    let watches = (0..e.n_watches)
+        .map(|_| (Bytes::copy_from_slice(w.str().unwrap()), w.u64().unwrap()))
+        .collect();
+    let mut r = e.ops;
+    let ops = (0..e.n_ops)
+        .map(|_| match r.u8().unwrap() {
+            OP_WRITE => TxOp::Write(write(parse_write(&mut r).unwrap())),
+            OP_READ => TxOp::Read(read(parse_read(&mut r).unwrap())),
+            _ => TxOp::Reply(Bytes::copy_from_slice(r.str().unwrap())),
+        })
+        .collect();
+    Write::Exec { watches, ops }
+}
+
 /// The keys a write is about to change, found before it runs.
 enum Change<'a> {
     None,
@@ -265,7 +288,9 @@ enum Change<'a> {
     Keys(Vec<&'a [u8]>),
     /// These keys, if the write replies `:1`.
     IfOne(Vec<&'a [u8]>),
-    /// Every key (FLUSHDB).
+    /// These keys (the ones FLUSHDB removes), unless it fails.
+    Owned(Vec<Bytes>),
+    /// Every key (FLUSHDB of more keys than the table holds).
     All,
 }
 
@@ -292,6 +317,7 @@ impl KvStore {
                     keys.iter().for_each(|k| self.versions.bump(k, index));
                 }
             }
+            Change::Owned(keys) => keys.iter().for_each(|k| self.versions.bump(k, index)),
             Change::All => self.versions.bump_all(index),
         }
     }
@@ -330,6 +356,11 @@ impl KvStore {
                 let changes = exists(key)
                     && (op.mode != 1 || self.deadlines.get(key).is_some());
                 Change::Keys(if changes { vec![*key] } else { vec![] })
+            }
+            // As in Redis, FLUSHDB changes the keys it removes: a watched
+            // key that did not exist is not changed by it.
+            WriteOp::FlushDb if self.len <= MAX_VERSIONS => {
+                Change::Owned(self.iter().map(|(k, _)| k.clone()).collect())
             }
             WriteOp::FlushDb => Change::All,
             WriteOp::AclSetUser { .. }
@@ -397,6 +428,237 @@ impl KvStore {
         self.advance_log_time(time_ms);
         for k in due {
             self.versions.bump(&k, index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::{parse, Command};
+    use crate::frame::{Frame, Limits};
+    use raft_node::StateMachine;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn frame(out: &[u8]) -> Frame {
+        let (f, used) = Frame::parse(out, &Limits::default()).expect("one frame");
+        assert_eq!(used, out.len(), "one reply");
+        f
+    }
+
+    fn op(line: &str) -> TxOp {
+        let args: Vec<Bytes> = line.split(' ').map(b).collect();
+        match parse(&args) {
+            Command::Write(w) => TxOp::Write(w),
+            Command::Read(r) => TxOp::Read(r),
+            Command::Invalid(e) => TxOp::Reply(Frame::Error(e).to_bytes()),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// Applies one command at `index`, as the server would.
+    fn run(s: &mut KvStore, index: u64, line: &str) -> Frame {
+        match op(line) {
+            TxOp::Write(w) => frame(&s.apply(index, &encode_writes(&[w]))),
+            TxOp::Read(r) => frame(&s.query(&encode_reads(&[r]))),
+            TxOp::Reply(r) => frame(&r),
+        }
+    }
+
+    fn exec(s: &mut KvStore, index: u64, watches: &[(&str, u64)], lines: &[&str]) -> Frame {
+        let write = Write::Exec {
+            watches: watches.iter().map(|(k, v)| (b(k), *v)).collect(),
+            ops: lines.iter().map(|l| op(l)).collect(),
+        };
+        frame(&s.apply(index, &encode_writes(&[write])))
+    }
+
+    fn version(s: &KvStore, key: &str) -> u64 {
+        match frame(&s.query(&encode_reads(&[Read::Versions { keys: vec![b(key)] }]))) {
+            Frame::Array(v) => match v[..] {
+                [Frame::Integer(n)] => n as u64,
+                _ => panic!("{v:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn bulk(s: &str) -> Frame {
+        Frame::Bulk(b(s))
+    }
+
+    #[test]
+    fn exec_runs_every_command_in_order_and_reads_see_earlier_writes() {
+        let mut s = KvStore::new();
+        let reply = exec(
+            &mut s,
+            3,
+            &[],
+            &["SET a 1", "GET a", "INCR a", "SET b x", "INCR b", "SET c v NX XX", "MGET a b c"],
+        );
+        assert_eq!(
+            reply,
+            Frame::Array(vec![
+                Frame::Simple("OK".into()),
+                bulk("1"),
+                Frame::Integer(2),
+                Frame::Simple("OK".into()),
+                Frame::Error("ERR value is not an integer or out of range".into()),
+                Frame::Error("ERR syntax error".into()),
+                Frame::Array(vec![bulk("2"), bulk("x"), Frame::Null]),
+            ])
+        );
+        assert_eq!(exec(&mut s, 4, &[], &[]), Frame::Array(vec![]));
+        assert_eq!(version(&s, "a"), 3);
+        assert_eq!(version(&s, "b"), 3);
+        // The failed INCR and SET changed nothing; c never existed.
+        assert_eq!(version(&s, "c"), 0);
+    }
+
+    #[test]
+    fn exec_runs_only_if_no_watched_key_changed() {
+        let mut s = KvStore::new();
+        run(&mut s, 1, "SET k 1");
+        let v = version(&s, "k");
+        assert_eq!(v, 1);
+        let absent = version(&s, "nope");
+        // Writes that change nothing leave the version alone.
+        for (i, line) in [
+            "SET k 2 NX",
+            "SET nope 1 XX",
+            "DEL nope",
+            "EXPIRE nope 10",
+            "PERSIST k",
+            "GETDEL nope",
+            "SETRANGE k 3 ",
+            "MSETNX k 1 other 2",
+            "CAS k 9 10",
+            "INCRBYFLOAT k x",
+        ]
+        .iter()
+        .enumerate()
+        {
+            run(&mut s, 2 + i as u64, line);
+            assert_eq!(version(&s, "k"), v, "{line}");
+            assert_eq!(version(&s, "nope"), absent, "{line}");
+        }
+        let ok = Frame::Array(vec![Frame::Integer(2)]);
+        assert_eq!(exec(&mut s, 20, &[("k", v), ("nope", absent)], &["INCR k"]), ok);
+        // Its own EXEC changed k.
+        assert_eq!(exec(&mut s, 21, &[("k", v)], &["INCR k"]), Frame::NullArray);
+        assert_eq!(run(&mut s, 22, "GET k"), bulk("2"));
+        // A watched key created, changed, deleted, given a time to live...
+        for (i, line) in ["SET nope 1", "DEL k", "SET k 5", "EXPIRE k 100", "PERSIST k", "SET nope 2"]
+            .iter()
+            .enumerate()
+        {
+            let index = 30 + 2 * i as u64;
+            let watched: Vec<(&str, u64)> =
+                ["k", "nope"].iter().map(|k| (*k, version(&s, k))).collect();
+            run(&mut s, index, line);
+            assert_eq!(
+                exec(&mut s, index + 1, &watched, &["SET w 1"]),
+                Frame::NullArray,
+                "{line}"
+            );
+        }
+        // FLUSHDB changes the keys it removes, not absent ones.
+        let (k, gone) = (version(&s, "k"), version(&s, "gone"));
+        run(&mut s, 50, "FLUSHDB");
+        assert_eq!(version(&s, "k"), 50);
+        assert_eq!(version(&s, "gone"), gone);
+        assert_ne!(k, 50);
+    }
+
+    #[test]
+    fn expiry_changes_the_version_and_snapshots_keep_versions() {
+        let mut s = KvStore::new();
+        s.advance_time(1, 1_000);
+        run(&mut s, 2, "SET t 1 PX 50");
+        run(&mut s, 3, "SET u 1");
+        assert_eq!(version(&s, "t"), 2);
+        s.advance_time(4, 1_049);
+        assert_eq!(version(&s, "t"), 2);
+        s.advance_time(5, 1_050);
+        assert_eq!(version(&s, "t"), 5);
+        assert_eq!(run(&mut s, 6, "GET t"), Frame::Null);
+        // Snapshots carry the versions.
+        let snap = s.snapshot();
+        let mut restored = KvStore::new();
+        restored.restore(snap.clone()).unwrap();
+        assert_eq!(restored, s);
+        assert_eq!(version(&restored, "t"), 5);
+        assert_eq!(version(&restored, "u"), 3);
+        // A version 3 snapshot (no versions) still loads: floor 0.
+        let mut old = KvStore::new();
+        run(&mut old, 1, "SET a 1");
+        let v4 = old.snapshot();
+        let mut v3 = v4[..v4.len() - 4 - old.versions.snapshot_part_len()].to_vec();
+        v3[4] = 3;
+        let crc = crc32c::crc32c(&v3);
+        v3.extend_from_slice(&crc.to_le_bytes());
+        let mut loaded = KvStore::new();
+        loaded.restore(Bytes::from(v3)).unwrap();
+        assert_eq!(run(&mut loaded, 2, "GET a"), bulk("1"));
+        assert_eq!(version(&loaded, "a"), 0);
+        // A corrupt versions part is refused with a reason.
+        let mut bad = snap.to_vec();
+        let at = bad.len() - 4 - s.versions.snapshot_part_len() + 8;
+        bad[at] = 0xff;
+        let n = bad.len() - 4;
+        let crc = crc32c::crc32c(&bad[..n]);
+        bad[n..].copy_from_slice(&crc.to_le_bytes());
+        let e = KvStore::new().restore(Bytes::from(bad)).unwrap_err();
+        assert!(e.to_string().contains("key versions"), "{e}");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_upward() {
+        let mut v = Versions::default();
+        for i in 1..=(MAX_VERSIONS as u64 + 10) {
+            v.bump(format!("k{i}").as_bytes(), i);
+            v.bump(b"hot", i);
+        }
+        assert!(v.by_key.len() <= MAX_VERSIONS);
+        assert!(v.order.len() <= 2 * MAX_VERSIONS + 1024);
+        // Forgotten keys read as changed at the floor, never earlier.
+        assert!(v.floor >= 10);
+        assert_eq!(v.get(b"k1"), v.floor);
+        assert_eq!(v.get(b"hot"), MAX_VERSIONS as u64 + 10);
+        assert_eq!(v.get(b"never"), v.floor);
+    }
+
+    #[test]
+    fn an_exec_inside_an_exec_is_not_an_entry() {
+        let inner = Write::Exec {
+            watches: vec![],
+            ops: vec![],
+        };
+        let outer = Write::Exec {
+            watches: vec![(b("k"), 1)],
+            ops: vec![TxOp::Write(inner)],
+        };
+        let mut s = KvStore::new();
+        let reply = frame(&s.apply(1, &encode_writes(&[outer])));
+        assert!(
+            matches!(&reply, Frame::Error(e) if e.contains("an EXEC inside an EXEC")),
+            "{reply:?}"
+        );
+        // Cut off anywhere: an error, never a panic.
+        let whole = encode_writes(&[Write::Exec {
+            watches: vec![(b("k"), 1)],
+            ops: vec![
+                op("SET a 1"),
+                TxOp::Read(Read::Get { key: b("a") }),
+                TxOp::Reply(b("+PONG\r\n")),
+            ],
+        }]);
+        for n in 2..whole.len() {
+            let reply = frame(&s.apply(1, &whole[..n]));
+            assert!(matches!(reply, Frame::Error(_)), "{n}");
         }
     }
 }
