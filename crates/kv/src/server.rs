@@ -511,7 +511,22 @@ async fn run_batch(
         let name = request.name;
         let command = if session.tx.in_multi() {
             let max = ctx.node.max_entry_bytes().unwrap_or(usize::MAX);
-            match session.tx.queue(request.command, max, out) {
+            // Redis refuses at queue time only unknown commands and those
+            // whose number of arguments its table refuses; the rest of
+            // its argument errors (MSET's pairs, PING's extra argument)
+            // come when the command runs: in EXEC's array.
+            let command = match request.command {
+                Command::Refused(e)
+                    if request.spec.is_some_and(|i| {
+                        let spec = &commands::COMMANDS[i];
+                        !spec.is_subcommand() && spec.arity_ok(request.args.len())
+                    }) =>
+                {
+                    Command::Invalid(e)
+                }
+                c => c,
+            };
+            match session.tx.queue(command, max, out) {
                 Some(c) => c,
                 None => {
                     ctx.metrics.record(name, true, started.elapsed());

@@ -358,9 +358,8 @@ impl Big {
     fn sub(&self, other: &Big) -> Big {
         let mut out = Vec::with_capacity(self.0.len());
         let mut borrow = 0i64;
-        for i in 0..self.0.len() {
-            let mut t =
-                i64::from(self.0[i]) - i64::from(*other.0.get(i).unwrap_or(&0)) - borrow;
+        for (i, &l) in self.0.iter().enumerate() {
+            let mut t = i64::from(l) - i64::from(*other.0.get(i).unwrap_or(&0)) - borrow;
             borrow = 0;
             if t < 0 {
                 t += 1 << 32;
@@ -397,13 +396,13 @@ impl Big {
         }
         let src = &self.0[limbs..];
         let mut out = Vec::with_capacity(src.len());
-        for i in 0..src.len() {
+        for (i, &l) in src.iter().enumerate() {
             let hi = if bits == 0 {
                 0
             } else {
                 src.get(i + 1).map_or(0, |h| h << (32 - bits))
             };
-            out.push((src[i] >> bits) | hi);
+            out.push((l >> bits) | hi);
         }
         Big(out).trimmed()
     }
