@@ -236,9 +236,28 @@ const NUMBERS: &[&[u8]] = &[
 
 /// Increments and values for INCRBYFLOAT.
 const FLOATS: &[&[u8]] = &[
-    b"1.5", b"-0.1", b"0.1", b"10.50", b"3e20", b"-5e3", b"1e308", b"1e-20", b"0x10", b"5.",
-    b".5", b"inf", b"-inf", b"nan", b"abc", b" 1", b"1e", b"0", b"-0", b"1.23456789012345678901",
-    b"1e400", b"1e5000",
+    b"1.5",
+    b"-0.1",
+    b"0.1",
+    b"10.50",
+    b"3e20",
+    b"-5e3",
+    b"1e308",
+    b"1e-20",
+    b"0x10",
+    b"5.",
+    b".5",
+    b"inf",
+    b"-inf",
+    b"nan",
+    b"abc",
+    b" 1",
+    b"1e",
+    b"0",
+    b"-0",
+    b"1.23456789012345678901",
+    b"1e400",
+    b"1e5000",
 ];
 
 /// GETRANGE's bounds and SETRANGE's offsets.
@@ -628,8 +647,10 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     // EXEC replies: arrays, null arrays (a watched key changed), aborts.
     let (mut execs, mut exec_nulls, mut exec_aborts) = (0, 0, 0);
     for seed in seeds {
+        // The last stream may have left a transaction open: the same on both.
+        let discard = [b"DISCARD".to_vec()];
+        assert_eq!(kv.send(&discard), reference.send(&discard), "seed {seed}");
         for r in [&mut kv, &mut reference] {
-            assert_eq!(r.send(&[b"DISCARD".to_vec()]).first(), Some(&b'-'));
             assert_eq!(r.send(&[b"UNWATCH".to_vec()]), b"+OK\r\n");
             assert_eq!(r.send(&[b"FLUSHDB".to_vec()]), b"+OK\r\n");
         }

@@ -93,7 +93,12 @@ impl TxState {
     /// (`+QUEUED`, or the error that fails the transaction). Gives back
     /// the commands that are not queued: the transaction commands and
     /// QUIT, which run at once. `max_bytes` is the largest entry.
-    pub fn queue(&mut self, command: Command, max_bytes: usize, out: &mut BytesMut) -> Option<Command> {
+    pub fn queue(
+        &mut self,
+        command: Command,
+        max_bytes: usize,
+        out: &mut BytesMut,
+    ) -> Option<Command> {
         let Some(queue) = &mut self.queue else {
             return Some(command);
         };
@@ -287,7 +292,10 @@ mod tests {
         let q = tx.queue.as_ref().unwrap();
         assert!(!q.dirty);
         assert_eq!(q.ops.len(), 6);
-        assert_eq!(q.ops[2], TxOp::Reply(Frame::Error("ERR syntax error".into()).to_bytes()));
+        assert_eq!(
+            q.ops[2],
+            TxOp::Reply(Frame::Error("ERR syntax error".into()).to_bytes())
+        );
         assert_eq!(q.ops[3], TxOp::Reply(ping_reply(None)));
         assert_eq!(q.ops[4], TxOp::Reply(ping_reply(Some(b"hi"))));
         // Not queued: the transaction commands and QUIT.

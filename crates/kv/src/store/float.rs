@@ -411,7 +411,11 @@ impl Big {
     fn low_bits_nonzero(&self, n: usize) -> bool {
         let (limbs, bits) = (n / 32, n % 32);
         self.0.iter().take(limbs).any(|&l| l != 0)
-            || (bits > 0 && self.0.get(limbs).is_some_and(|l| l & ((1 << bits) - 1) != 0))
+            || (bits > 0
+                && self
+                    .0
+                    .get(limbs)
+                    .is_some_and(|l| l & ((1 << bits) - 1) != 0))
     }
 
     /// `self >> n` rounded to nearest, ties to even.
@@ -517,8 +521,22 @@ mod tests {
     #[test]
     fn what_is_not_a_float() {
         for bad in [
-            "", "abc", " 1", "1 ", "nan", "NaN", "1e", "1e+", "0x", "--1", "1..2", ".", "e5",
-            "1e99999", "1e-99999", "0x1p99999",
+            "",
+            "abc",
+            " 1",
+            "1 ",
+            "nan",
+            "NaN",
+            "1e",
+            "1e+",
+            "0x",
+            "--1",
+            "1..2",
+            ".",
+            "e5",
+            "1e99999",
+            "1e-99999",
+            "0x1p99999",
         ] {
             assert!(parse(bad.as_bytes()).is_none(), "{bad:?}");
         }

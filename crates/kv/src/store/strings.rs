@@ -181,7 +181,10 @@ mod tests {
                 ("GETDEL k", bulk(b"v")),
                 ("GETDEL k", Frame::Null),
                 ("EXISTS k", Frame::Integer(0)),
-                ("GETDEL", err("ERR wrong number of arguments for 'getdel' command")),
+                (
+                    "GETDEL",
+                    err("ERR wrong number of arguments for 'getdel' command"),
+                ),
             ],
         );
         assert_eq!(s.len(), 0);
@@ -204,7 +207,10 @@ mod tests {
                 ("SETRANGE k 9 ", Frame::Integer(5)),
                 ("GET k", bulk(b"Hello")),
                 ("SETRANGE k -1 x", err("ERR offset is out of range")),
-                ("SETRANGE k x x", err("ERR value is not an integer or out of range")),
+                (
+                    "SETRANGE k x x",
+                    err("ERR value is not an integer or out of range"),
+                ),
                 ("SETRANGE k 536870911 xy", err(TOO_LONG)),
                 ("SETRANGE n 536870912 x", err(TOO_LONG)),
                 ("SETRANGE n 536870912 ", Frame::Integer(0)),
@@ -221,11 +227,20 @@ mod tests {
             &[
                 ("MSETNX a 1 b 2", Frame::Integer(1)),
                 ("MSETNX b 3 c 4", Frame::Integer(0)),
-                ("MGET a b c", Frame::Array(vec![bulk(b"1"), bulk(b"2"), Frame::Null])),
+                (
+                    "MGET a b c",
+                    Frame::Array(vec![bulk(b"1"), bulk(b"2"), Frame::Null]),
+                ),
                 ("MSETNX c 1 c 2", Frame::Integer(1)),
                 ("GET c", bulk(b"2")),
-                ("MSETNX a", err("ERR wrong number of arguments for 'msetnx' command")),
-                ("MSETNX a 1 b", err("ERR wrong number of arguments for 'msetnx' command")),
+                (
+                    "MSETNX a",
+                    err("ERR wrong number of arguments for 'msetnx' command"),
+                ),
+                (
+                    "MSETNX a 1 b",
+                    err("ERR wrong number of arguments for 'msetnx' command"),
+                ),
             ],
         );
     }
@@ -246,10 +261,17 @@ mod tests {
             ("4 4", "o"),
             ("-9223372036854775808 9223372036854775807", "Hello"),
         ] {
-            assert_eq!(run(&mut s, &format!("GETRANGE k {range}")), bulk(want.as_bytes()), "{range}");
+            assert_eq!(
+                run(&mut s, &format!("GETRANGE k {range}")),
+                bulk(want.as_bytes()),
+                "{range}"
+            );
         }
         assert_eq!(run(&mut s, "GETRANGE nope 0 -1"), bulk(b""));
-        assert_eq!(run(&mut s, "GETRANGE k a 1"), err("ERR value is not an integer or out of range"));
+        assert_eq!(
+            run(&mut s, "GETRANGE k a 1"),
+            err("ERR value is not an integer or out of range")
+        );
         run(&mut s, "SET e ");
         assert_eq!(run(&mut s, "GETRANGE e 0 -1"), bulk(b""));
     }
@@ -268,7 +290,10 @@ mod tests {
                 ("PEXPIRETIME f", Frame::Integer(6000)),
                 ("INCRBYFLOAT g 3", bulk(b"3")),
                 ("INCRBYFLOAT g abc", err(super::super::float::NOT_FLOAT)),
-                ("INCRBYFLOAT g inf", err("ERR increment would produce NaN or Infinity")),
+                (
+                    "INCRBYFLOAT g inf",
+                    err("ERR increment would produce NaN or Infinity"),
+                ),
                 ("SET h abc", Frame::Simple("OK".into())),
                 ("INCRBYFLOAT h 1", err(super::super::float::NOT_FLOAT)),
                 ("GET g", bulk(b"3")),

@@ -349,12 +349,11 @@ impl KvStore {
             }
             WriteOp::MSet(items) => Change::Keys(items.step_by(2).collect()),
             WriteOp::MSetNx(items) => Change::IfOne(items.step_by(2).collect()),
-            WriteOp::Cas { key, .. }
-            | WriteOp::Expire { key, .. }
-            | WriteOp::Persist(key) => Change::IfOne(vec![*key]),
+            WriteOp::Cas { key, .. } | WriteOp::Expire { key, .. } | WriteOp::Persist(key) => {
+                Change::IfOne(vec![*key])
+            }
             WriteOp::GetEx { key, op } => {
-                let changes = exists(key)
-                    && (op.mode != 1 || self.deadlines.get(key).is_some());
+                let changes = exists(key) && (op.mode != 1 || self.deadlines.get(key).is_some());
                 Change::Keys(if changes { vec![*key] } else { vec![] })
             }
             // As in Redis, FLUSHDB changes the keys it removes: a watched
@@ -497,7 +496,15 @@ mod tests {
             &mut s,
             3,
             &[],
-            &["SET a 1", "GET a", "INCR a", "SET b x", "INCR b", "SET c v NX XX", "MGET a b c"],
+            &[
+                "SET a 1",
+                "GET a",
+                "INCR a",
+                "SET b x",
+                "INCR b",
+                "SET c v NX XX",
+                "MGET a b c",
+            ],
         );
         assert_eq!(
             reply,
@@ -546,14 +553,24 @@ mod tests {
             assert_eq!(version(&s, "nope"), absent, "{line}");
         }
         let ok = Frame::Array(vec![Frame::Integer(2)]);
-        assert_eq!(exec(&mut s, 20, &[("k", v), ("nope", absent)], &["INCR k"]), ok);
+        assert_eq!(
+            exec(&mut s, 20, &[("k", v), ("nope", absent)], &["INCR k"]),
+            ok
+        );
         // Its own EXEC changed k.
         assert_eq!(exec(&mut s, 21, &[("k", v)], &["INCR k"]), Frame::NullArray);
         assert_eq!(run(&mut s, 22, "GET k"), bulk("2"));
         // A watched key created, changed, deleted, given a time to live...
-        for (i, line) in ["SET nope 1", "DEL k", "SET k 5", "EXPIRE k 100", "PERSIST k", "SET nope 2"]
-            .iter()
-            .enumerate()
+        for (i, line) in [
+            "SET nope 1",
+            "DEL k",
+            "SET k 5",
+            "EXPIRE k 100",
+            "PERSIST k",
+            "SET nope 2",
+        ]
+        .iter()
+        .enumerate()
         {
             let index = 30 + 2 * i as u64;
             let watched: Vec<(&str, u64)> =
