@@ -87,10 +87,13 @@ struct Outcomes {
     unknown: u64,
     /// Attempts that failed before EXEC was sent (nothing applied).
     failed_before_exec: u64,
+    /// The client ran until told to stop (not out of attempts or time):
+    /// its load spanned every kill.
+    ran_to_the_end: bool,
 }
 
 /// The most transactions one client tries, and for how long.
-const ATTEMPTS_PER_CLIENT: u64 = 400;
+const ATTEMPTS_PER_CLIENT: u64 = 5_000;
 const LOAD_TIME: Duration = Duration::from_secs(40);
 
 /// One client: WATCH counter, GET it, MULTI, SET it to one more, EXEC,
@@ -151,6 +154,7 @@ fn increment_loop(addr: String, stop: Arc<AtomicBool>) -> Outcomes {
             }
         }
     }
+    out.ran_to_the_end = stop.load(Ordering::Relaxed);
     out
 }
 
@@ -188,6 +192,10 @@ fn a_watched_counter_counts_every_successful_exec_while_the_leader_is_killed() {
         total.conflicts += o.conflicts;
         total.unknown += o.unknown;
         total.failed_before_exec += o.failed_before_exec;
+        assert!(
+            o.ran_to_the_end,
+            "client {i} ran out of attempts or time before the kills were over: {o:?}"
+        );
     }
     eprintln!("killed leaders {killed:?}; all clients: {total:?}");
     // The final value, read linearizably, and the same on every node.
