@@ -22,6 +22,13 @@
 //! every key of the streams (replies compared too), which makes Redis drop
 //! such keys.
 //!
+//! Transactions are in the streams too: MULTI, EXEC, DISCARD, WATCH and
+//! UNWATCH come at random among the other commands (a watched key then
+//! changes, or not, by the stream's own writes), and EXEC's whole array is
+//! compared. Inside MULTI the streams leave out what cannot be compared
+//! exactly in an array (the TTL family, KEYS, DBSIZE) and SELECT (refused
+//! in a transaction by raft-kv, a deliberate difference).
+//!
 //! Skipped (with a note on stderr) when `redis-server` is not installed,
 //! unless `RAFT_KV_REDIS_TOOLS=required`, which makes its absence a
 //! failure. `RAFT_KV_DIFF_SEED=n` replays one stream.
@@ -225,6 +232,46 @@ const NUMBERS: &[&[u8]] = &[
     b"1.0",
     b"",
     b"99999999999999999999",
+];
+
+/// Increments and values for INCRBYFLOAT.
+const FLOATS: &[&[u8]] = &[
+    b"1.5",
+    b"-0.1",
+    b"0.1",
+    b"10.50",
+    b"3e20",
+    b"-5e3",
+    b"1e308",
+    b"1e-20",
+    b"0x10",
+    b"5.",
+    b".5",
+    b"inf",
+    b"-inf",
+    b"nan",
+    b"abc",
+    b" 1",
+    b"1e",
+    b"0",
+    b"-0",
+    b"1.23456789012345678901",
+    b"1e400",
+    b"1e5000",
+];
+
+/// GETRANGE's bounds and SETRANGE's offsets.
+const OFFSETS: &[&[u8]] = &[
+    b"0",
+    b"1",
+    b"3",
+    b"-1",
+    b"-3",
+    b"100",
+    b"-100",
+    b"x",
+    b"9223372036854775807",
+    b"-9223372036854775808",
 ];
 
 const PATTERNS: &[&[u8]] = &[
@@ -460,6 +507,46 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             }
         }
         20 => vec![b"NOSUCHCOMMAND".to_vec(), key(rng)],
+        21 => match rng.below(10) {
+            0 | 1 => {
+                let v = if rng.chance(50) {
+                    rng.pick(FLOATS).to_vec()
+                } else {
+                    value(rng)
+                };
+                vec![b"INCRBYFLOAT".to_vec(), key(rng), v]
+            }
+            2 => vec![b"GETDEL".to_vec(), key(rng)],
+            3 | 4 => vec![
+                b"GETRANGE".to_vec(),
+                key(rng),
+                rng.pick(OFFSETS).to_vec(),
+                rng.pick(OFFSETS).to_vec(),
+            ],
+            5 | 6 => {
+                // Past the largest string (512 MiB): the error, never a
+                // value that large.
+                let offset = if rng.chance(10) {
+                    rng.pick(&[b"536870912", b"9223372036854775807"]).to_vec()
+                } else {
+                    rng.pick(&OFFSETS[..7]).to_vec()
+                };
+                vec![b"SETRANGE".to_vec(), key(rng), offset, value(rng)]
+            }
+            7 => {
+                let mut c = vec![b"SET".to_vec(), key(rng)];
+                c.push(rng.pick(FLOATS).to_vec());
+                c
+            }
+            _ => {
+                let mut c = vec![b"MSETNX".to_vec()];
+                for _ in 0..=rng.below(2) {
+                    c.push(key(rng));
+                    c.push(value(rng));
+                }
+                c
+            }
+        },
         22..=27 => {
             let (k, v) = (key(rng), value(rng));
             expiry_command(rng, k, v)
@@ -479,6 +566,33 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
         c[0].make_ascii_lowercase();
     }
     c
+}
+
+/// A transaction command, now and then, among the others.
+fn transaction_command(rng: &mut Rng) -> Vec<Vec<u8>> {
+    match rng.below(10) {
+        0..=2 => vec![b"MULTI".to_vec()],
+        3..=5 => vec![b"EXEC".to_vec()],
+        6 => vec![b"DISCARD".to_vec()],
+        7 | 8 => {
+            let mut c = vec![b"WATCH".to_vec()];
+            for _ in 0..=rng.below(2) {
+                c.push(rng.pick(KEYS).to_vec());
+            }
+            c
+        }
+        _ => vec![b"UNWATCH".to_vec()],
+    }
+}
+
+/// Whether a command's reply cannot be compared exactly inside EXEC's
+/// array (or is refused in a transaction by raft-kv on purpose).
+fn not_in_transactions(args: &[Vec<u8>]) -> bool {
+    let name = args[0].to_ascii_uppercase();
+    matches!(
+        &name[..],
+        b"TTL" | b"PTTL" | b"EXPIRETIME" | b"PEXPIRETIME" | b"KEYS" | b"DBSIZE" | b"SELECT"
+    )
 }
 
 /// KEYS replies hold the same keys in any order: sorted for comparison.
@@ -530,13 +644,31 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     let mut compared = 0;
     // Replies of the expiry commands: errors, and times to live found.
     let (mut expiry_errors, mut ttls_found) = (0, 0);
+    // EXEC replies: arrays, null arrays (a watched key changed), aborts.
+    let (mut execs, mut exec_nulls, mut exec_aborts) = (0, 0, 0);
     for seed in seeds {
+        // The last stream may have left a transaction open: the same on both.
+        let discard = [b"DISCARD".to_vec()];
+        assert_eq!(kv.send(&discard), reference.send(&discard), "seed {seed}");
         for r in [&mut kv, &mut reference] {
+            assert_eq!(r.send(&[b"UNWATCH".to_vec()]), b"+OK\r\n");
             assert_eq!(r.send(&[b"FLUSHDB".to_vec()]), b"+OK\r\n");
         }
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut in_multi = false;
         for i in 0..COMMANDS_PER_STREAM {
-            let args = command(&mut rng);
+            let mut args = if rng.chance(12) {
+                transaction_command(&mut rng)
+            } else {
+                command(&mut rng)
+            };
+            if in_multi && not_in_transactions(&args) {
+                args = vec![b"GET".to_vec(), rng.pick(KEYS).to_vec()];
+            }
+            let name = args[0].to_ascii_uppercase();
+            if args.len() == 1 && (name == b"MULTI" || name == b"EXEC" || name == b"DISCARD") {
+                in_multi = name == b"MULTI" || (in_multi && name != b"EXEC" && name != b"DISCARD");
+            }
             if args[0].eq_ignore_ascii_case(b"DBSIZE") {
                 let mut exists = vec![b"EXISTS".to_vec()];
                 exists.extend(KEYS.iter().map(|k| k.to_vec()));
@@ -553,7 +685,14 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
                 String::from_utf8_lossy(&theirs),
             );
             compared += 1;
-            let name = args[0].to_ascii_uppercase();
+            if name == b"EXEC" {
+                match theirs.get(..2) {
+                    Some(b"*-") => exec_nulls += 1,
+                    Some(b"-E") if theirs.starts_with(b"-EXECABORT") => exec_aborts += 1,
+                    Some([b'*', _]) => execs += 1,
+                    _ => {}
+                }
+            }
             let is_expiry = EXPIRY_COMMANDS.contains(&&name[..])
                 || (name == b"SET" && args.iter().any(|a| TIME_OPTIONS.contains(&&a[..])));
             if is_expiry && theirs.starts_with(b"-") {
@@ -569,7 +708,12 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     }
     eprintln!(
         "{compared} replies compared with redis-server's ({expiry_errors} errors of expiry \
-         commands, {ttls_found} times found by the TTL family)"
+         commands, {ttls_found} times found by the TTL family; EXEC: {execs} arrays, \
+         {exec_nulls} null arrays, {exec_aborts} aborts)"
+    );
+    assert!(
+        execs > 0 && exec_nulls > 0 && exec_aborts > 0,
+        "the streams reach every outcome of EXEC"
     );
     assert!(compared >= COMMANDS_PER_STREAM);
     assert!(

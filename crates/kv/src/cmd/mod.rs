@@ -3,7 +3,7 @@
 //! what this server answers itself ([`Local`]). One file per family, as in
 //! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
 //! SCAN...), `expiry` (EXPIRE, TTL, PERSIST...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*),
-//! `acl` (ACL SETUSER, LIST...).
+//! `acl` (ACL SETUSER, LIST...), `transactions` (MULTI, EXEC, WATCH...).
 
 use bytes::Bytes;
 
@@ -17,6 +17,7 @@ pub mod raft;
 pub mod server;
 pub mod strings;
 pub mod table;
+pub mod transactions;
 
 pub use server::Session;
 
@@ -94,6 +95,8 @@ pub enum Local {
     RaftTransfer(String),
     /// ACL LIST, USERS, GETUSER, WHOAMI, CAT, DRYRUN, HELP.
     Acl(acl::AclLocal),
+    /// MULTI, EXEC, DISCARD, WATCH key..., UNWATCH.
+    Tx(transactions::TxCommand),
 }
 
 /// The error for a wrong number of arguments, as Redis words it.
@@ -160,6 +163,7 @@ pub fn parse(args: &[Bytes]) -> Command {
         Family::Raft => raft::parse(name, rest),
         Family::Acl => Some(acl::parse(rest)),
         Family::Server => server::parse(name, rest),
+        Family::Transactions => transactions::parse(name, rest),
     };
     match parsed {
         Some(c) => c,

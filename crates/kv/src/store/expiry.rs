@@ -968,8 +968,9 @@ mod tests {
         // A version 2 snapshot (before times) reads as time 0, no deadlines.
         let mut u = KvStore::new();
         run(&mut u, "SET a 1");
+        u.versions = super::super::tx::Versions::default();
         let v3 = u.snapshot();
-        let mut v2 = v3[..v3.len() - 4 - 16].to_vec();
+        let mut v2 = v3[..v3.len() - 4 - 16 - 16].to_vec();
         v2[4] = 2;
         let crc = crc32c::crc32c(&v2);
         v2.extend_from_slice(&crc.to_le_bytes());
@@ -986,7 +987,10 @@ mod tests {
         let snap = s.snapshot();
         // One deadline: the key's length, the key, the time.
         let dl = 4 + 8 + 8;
-        let body = &snap[..snap.len() - 4];
+        // As version 3 (no key versions after the deadlines).
+        let mut body = snap[..snap.len() - 4 - s.versions.snapshot_part_len()].to_vec();
+        body[4] = 3;
+        let body = &body[..];
         let reseal = |body: Vec<u8>| {
             let mut body = body;
             let crc = crc32c::crc32c(&body);

@@ -11,11 +11,14 @@ use crate::acl::{self, Users};
 // (acl::codec) as a u32-LE length and the bytes, then the log's time (u64
 // LE, ms since the epoch), the number of keys with a deadline (u64 LE) and
 // each such key (u32-LE length, bytes) with its deadline (u64 LE), earliest
-// first; then the CRC-32C of all that (u32 LE). Version 2 (no times) reads
-// as "time 0, no deadlines"; version 1 (no user table either) as "no users
-// yet" too.
+// first; then the key versions (`tx`: the floor, u64 LE, the number of
+// keys, u64 LE, each key with its version, u64 LE, oldest first); then the
+// CRC-32C of all that (u32 LE). Version 3 (no key versions) reads as
+// "floor 0, no versions"; version 2 (no times) as "time 0, no deadlines"
+// too; version 1 (no user table either) as "no users yet" too.
 pub(super) const SNAP_MAGIC: &[u8; 4] = b"RKVS";
-pub(super) const SNAP_VERSION: u8 = 3;
+pub(super) const SNAP_VERSION: u8 = 4;
+pub(super) const SNAP_VERSION_WITHOUT_VERSIONS: u8 = 3;
 pub(super) const SNAP_VERSION_WITHOUT_TIMES: u8 = 2;
 pub(super) const SNAP_VERSION_WITHOUT_USERS: u8 = 1;
 pub(super) const SNAP_HEADER: usize = 4 + 1 + 8;
@@ -27,6 +30,7 @@ pub(super) struct Restored {
     pub(super) users: Users,
     pub(super) now_ms: u64,
     pub(super) deadlines: Deadlines,
+    pub(super) versions: super::tx::Versions,
 }
 
 /// Decodes a snapshot; keys and values are slices of `s` (no copy).
@@ -122,6 +126,11 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
             timed.push((k, at));
         }
     }
+    let versions = if version > SNAP_VERSION_WITHOUT_VERSIONS {
+        super::tx::Versions::decode(&mut rd)?
+    } else {
+        super::tx::Versions::default()
+    };
     if !rd.is_empty() {
         return Err(format!(
             "{} stray bytes after the {count} keys of the snapshot",
@@ -162,5 +171,6 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
         users,
         now_ms,
         deadlines,
+        versions,
     })
 }
