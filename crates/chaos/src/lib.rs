@@ -1,6 +1,6 @@
 //! Faults injected into real `raft-kv serve` processes under a client
 //! workload, in the manner of Jepsen: for each nemesis, a fresh cluster,
-//! clients doing GET, SET, SET NX and CAS on a few keys, a seeded schedule
+//! clients doing GET, SET (some with a time to live), SET NX and CAS on a few keys, a seeded schedule
 //! of faults and heals, then a check that
 //!
 //! - the history of every key is linearizable (raft-lincheck), including a
@@ -24,9 +24,10 @@ pub mod relay;
 pub mod resp;
 pub mod workload;
 
+use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -355,6 +356,9 @@ pub struct Config {
     /// Where to draw each nemesis's latency and throughput pictures, if
     /// anywhere.
     pub plots: Option<PathBuf>,
+    /// Keep every nemesis's data, logs and history (`history.txt`), not
+    /// only those of the nemeses that failed.
+    pub keep: bool,
 }
 
 /// How long the nemeses of a run run.
@@ -440,6 +444,9 @@ pub struct Report {
     /// Writes whose outcome is unknown (no reply, or an error that does
     /// not rule out an effect).
     pub unknown: u64,
+    /// Writes with a time to live (`SET .. PX`) that may have taken effect
+    /// (acknowledged or unknown).
+    pub expiring: u64,
     /// The faults, in order.
     pub faults: Vec<Fault>,
     /// The longest time without an acknowledged write, from a fault to the
@@ -472,11 +479,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<17} {:>6} ok {:>5} failed {:>4} unknown  {:>2} faults  unavailable <= {:>4.2} s ({})  ",
+            "{:<17} {:>6} ok {:>5} failed {:>4} unknown ({} expiring writes)  {:>2} faults  unavailable <= {:>4.2} s ({})  ",
             self.nemesis.name(),
             self.ok,
             self.failed,
             self.unknown,
+            self.expiring,
             self.faults.len(),
             self.longest_unavailability.as_secs_f64(),
             self.worst_fault.as_deref().unwrap_or("no fault"),
@@ -740,6 +748,7 @@ fn run_one(
         stop: AtomicBool::new(false),
         history: Mutex::new(Vec::new()),
         timings: Mutex::new(Vec::new()),
+        longest_ttl_ms: AtomicU64::new(0),
     });
     let _stop = StopOnDrop(shared.clone());
     let clients: Vec<_> = (0..config.clients)
@@ -844,6 +853,16 @@ fn run_one(
             config.liveness_bound.as_secs_f64()
         )),
     }
+    let expiring: HashSet<(u64, u64)> = history
+        .iter()
+        .filter_map(|o| match o.input {
+            Input::Expire(v) => Some((o.key, v)),
+            _ => None,
+        })
+        .collect();
+    if !expiring.is_empty() {
+        settle_expiries(&shared);
+    }
     let finals = final_reads(
         &shared,
         config.clients,
@@ -851,12 +870,12 @@ fn run_one(
         healed + config.liveness_bound * 2,
     );
     match &finals {
-        Some(values) => problems.extend(convergence(&shared, values)),
+        Some(values) => problems.extend(convergence(&shared, values, &expiring)),
         None => problems.push("the final reads did not succeed".into()),
     }
 
     let ok = history.iter().filter(|o| o.ret.is_some()).count() as u64;
-    let unknown = history.len() as u64 - ok;
+    let unknown = history.len() as u64 - ok - expiring.len() as u64;
     let failed = shared.failed();
     if ok < 10 {
         problems.push(format!("only {ok} operations succeeded"));
@@ -902,7 +921,7 @@ fn run_one(
         Vec::new()
     });
     drop(timings);
-    let kept = if problems.is_empty() {
+    let kept = if problems.is_empty() && !config.keep {
         let _ = std::fs::remove_dir_all(&dir);
         None
     } else {
@@ -915,6 +934,7 @@ fn run_one(
         ok,
         failed,
         unknown,
+        expiring: expiring.len() as u64,
         faults,
         longest_unavailability,
         worst_fault,
@@ -1638,9 +1658,73 @@ fn final_reads(
     Some(values)
 }
 
+/// How long [`settle_expiries`] waits at most for the keys' times to live
+/// to run out, after the longest one: a leader whose clock is behind the
+/// log's time (after another's jumped ahead) lets keys live that much
+/// longer, and the clock-skew nemesis jumps clocks by up to 30 s.
+const SETTLE_BOUND: Duration = Duration::from_secs(40);
+
+/// Waits, before the final reads, for the clients' keys to have no time to
+/// live left, so that none expires between the final reads and the
+/// convergence check: first the longest time to live sent and a margin
+/// (every expiring write was sent before the clients stopped), then until
+/// `PTTL` answers -1 (no time to live) or -2 (absent) for every key, for
+/// at most [`SETTLE_BOUND`] more. If keys still have one then, says so and
+/// goes on: the check allows for expiries, and the convergence check accepts
+/// a node that no longer has an expiring value.
+fn settle_expiries(shared: &Shared) {
+    let longest = Duration::from_millis(shared.longest_ttl_ms.load(Ordering::Relaxed));
+    thread::sleep(longest + Duration::from_millis(200));
+    let start = Instant::now();
+    let mut i = 0;
+    let mut left = Vec::new();
+    while start.elapsed() < SETTLE_BOUND {
+        i += 1;
+        let Some(mut con) = workload::connect(shared, i % shared.nodes, false) else {
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        left = (0..shared.keys)
+            .filter(|&k| {
+                let key = workload::key_name(k);
+                !matches!(
+                    con.call(&[b"PTTL", key.as_bytes()]),
+                    Ok(Reply::Int(-1 | -2))
+                )
+            })
+            .collect();
+        if left.is_empty() {
+            if start.elapsed() > Duration::from_millis(100) {
+                note(
+                    shared.started,
+                    &format!(
+                        "keys without a time to live {:.2} s after the longest one ran out",
+                        start.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    note(
+        shared.started,
+        &format!(
+            "keys {left:?} still have a time to live (or did not answer PTTL) {} s after the longest one ran out",
+            SETTLE_BOUND.as_secs()
+        ),
+    );
+}
+
 /// Reads every key locally (READONLY) on every node until each has the
-/// final values (for up to 10 s); a problem per node that does not.
-fn convergence(shared: &Shared, values: &[Option<u64>]) -> Vec<String> {
+/// final values (for up to 10 s); a problem per node that does not. A
+/// node may lack a final value that was written with a time to live
+/// (`expiring`, as `(key, value)`): it expired since the final reads.
+fn convergence(
+    shared: &Shared,
+    values: &[Option<u64>],
+    expiring: &HashSet<(u64, u64)>,
+) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut problems = Vec::new();
     for i in 0..shared.nodes {
@@ -1655,7 +1739,7 @@ fn convergence(shared: &Shared, values: &[Option<u64>]) -> Vec<String> {
                         },
                     )
                     .collect();
-                if seen.iter().zip(values).all(|(s, v)| *s == Some(*v)) {
+                if converged(&seen, values, expiring) {
                     break;
                 }
             }
@@ -1670,6 +1754,26 @@ fn convergence(shared: &Shared, values: &[Option<u64>]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Whether a node's local reads `seen` (`None`: no answer) agree with the
+/// cluster's final `values`: equal, or absent where the final value was
+/// written with a time to live (`expiring`, as `(key, value)`).
+fn converged(
+    seen: &[Option<Option<u64>>],
+    values: &[Option<u64>],
+    expiring: &HashSet<(u64, u64)>,
+) -> bool {
+    seen.len() == values.len()
+        && seen
+            .iter()
+            .zip(values)
+            .enumerate()
+            .all(|(k, (seen, value))| match (*seen, *value) {
+                (None, _) => false,
+                (Some(None), Some(v)) => expiring.contains(&(k as u64, v)),
+                (Some(seen), value) => seen == value,
+            })
 }
 
 /// The longest time without an acknowledged write from the start of
@@ -1797,6 +1901,51 @@ mod tests {
         let mut v = rng.shuffled(5);
         v.sort();
         assert_eq!(v, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_node_converged_if_it_has_the_final_values_or_lost_an_expiring_one() {
+        let expiring: HashSet<(u64, u64)> = [(1, 20)].into();
+        let values = [Some(10), Some(20), None];
+        assert!(converged(
+            &[Some(Some(10)), Some(Some(20)), Some(None)],
+            &values,
+            &expiring
+        ));
+        // Key 1's final value 20 was written with a time to live.
+        assert!(converged(
+            &[Some(Some(10)), Some(None), Some(None)],
+            &values,
+            &expiring
+        ));
+        // Key 0's was not: losing it is a divergence.
+        assert!(!converged(
+            &[Some(None), Some(Some(20)), Some(None)],
+            &values,
+            &expiring
+        ));
+        // Another value, a key that did not answer, a missing key.
+        assert!(!converged(
+            &[Some(Some(10)), Some(Some(21)), Some(None)],
+            &values,
+            &expiring
+        ));
+        assert!(!converged(
+            &[Some(Some(10)), None, Some(None)],
+            &values,
+            &expiring
+        ));
+        assert!(!converged(
+            &[Some(Some(10)), Some(Some(20))],
+            &values,
+            &expiring
+        ));
+        // An expiring value of another key does not count.
+        assert!(!converged(
+            &[Some(Some(10)), Some(Some(20)), Some(Some(20))],
+            &values,
+            &expiring
+        ));
     }
 
     #[test]

@@ -57,7 +57,7 @@ struct Args {
     #[arg(long)]
     readonly_reads: bool,
     /// A leader answers plain SETs once its own log holds them, before a
-    /// majority does, its Raft messages held back 50 ms (a test-only
+    /// majority does, its appends held back 100 ms (a test-only
     /// server fault): a bug mode the check must catch when leaders are
     /// killed, and only then
     #[arg(long)]
@@ -73,6 +73,10 @@ struct Args {
     /// The directory for the nodes' data and logs (kept for failed runs)
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep every nemesis's data, logs and history, passed or not (to
+    /// look into a long unavailability, say)
+    #[arg(long)]
+    keep: bool,
     /// Draw each nemesis's latency and throughput over time into this
     /// directory (`<nemesis>-latency.png`, `<nemesis>-throughput.png`)
     #[arg(long)]
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
             ))
         }),
         plots: args.plots,
+        keep: args.keep,
     };
     match raft_kv_chaos::run(&config) {
         Ok(reports) => {

@@ -3,8 +3,15 @@
 //! few keys with values no other client writes, and recording every
 //! operation with its invocation and completion times (microseconds since
 //! the run started) and its outcome.
+//!
+//! A quarter of the SETs carry a time to live (`SET k v PX 100..1000`).
+//! Such a write is recorded with the open expiry of its value
+//! ([`Input::Expire`]), invoked with it: the value may vanish at any time
+//! afterwards, or never. When is not checked (the log's time follows the
+//! leader's clock, which the clock-skew nemesis moves), but a value seen
+//! gone must stay gone, and an expiry must not remove a later value.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,6 +28,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a client waits for a reply before the outcome is unknown
 /// (longer than the nodes' `--command-timeout-ms`).
 pub const REPLY_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// The times to live of expiring writes, in milliseconds.
+pub const TTL_MS: std::ops::RangeInclusive<u64> = 100..=1000;
 
 /// What the clients share.
 pub struct Shared {
@@ -41,6 +51,8 @@ pub struct Shared {
     /// Every client operation's times and outcome, including those the
     /// history leaves out (they certainly had no effect).
     pub timings: Mutex<Vec<Timing>>,
+    /// The longest time to live sent, in milliseconds.
+    pub longest_ttl_ms: AtomicU64,
 }
 
 impl Shared {
@@ -119,12 +131,18 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
         next += 1;
         let (key, value) = (key_name(k).into_bytes(), next.to_string().into_bytes());
         let set_nx = || vec![b"SET".to_vec(), key.clone(), value.clone(), b"NX".to_vec()];
+        let mut ttl_ms = None;
         let (input, args) = match (rng.below(10), last_seen[k as usize]) {
             (0..=3, _) => (Input::Read, vec![b"GET".to_vec(), key.clone()]),
-            (4..=6, _) => (
-                Input::Write(next),
-                vec![b"SET".to_vec(), key.clone(), value.clone()],
-            ),
+            (4..=6, _) => {
+                let mut set = vec![b"SET".to_vec(), key.clone(), value.clone()];
+                if rng.below(4) == 0 {
+                    let ttl = TTL_MS.start() + rng.below(TTL_MS.end() - TTL_MS.start() + 1);
+                    set.extend([b"PX".to_vec(), ttl.to_string().into_bytes()]);
+                    ttl_ms = Some(ttl);
+                }
+                (Input::Write(next), set)
+            }
             (8.., Some(expected)) => (
                 Input::Cas {
                     expected: Some(expected),
@@ -147,6 +165,9 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
             ),
         };
         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        if let Some(ttl) = ttl_ms {
+            shared.longest_ttl_ms.fetch_max(ttl, Ordering::Relaxed);
+        }
         let call = shared.now();
         let reply = c.call(&args);
         let ret = shared.now();
@@ -191,16 +212,17 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
             Outcome::Unknown
         };
         shared.record(call, ret, outcome);
-        shared
-            .history
-            .lock()
-            .expect("no panics while held")
-            .push(Operation {
-                client: id,
-                key: k,
-                input,
-                call,
-                ret: output.map(|o| (ret, o)),
-            });
+        let mut history = shared.history.lock().expect("no panics while held");
+        history.push(Operation {
+            client: id,
+            key: k,
+            input,
+            call,
+            ret: output.map(|o| (ret, o)),
+        });
+        if let (Some(_), Input::Write(v)) = (ttl_ms, input) {
+            // The value may expire at any time from the write's invocation.
+            history.push(Operation::open(id, k, Input::Expire(v), call));
+        }
     }
 }

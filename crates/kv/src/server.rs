@@ -497,6 +497,8 @@ async fn run_batch(
         {
             Gate::Run => {}
             Gate::Refuse(e) => {
+                // Refused while queued: EXEC will fail (EXECABORT).
+                session.tx.flag();
                 put_error(out, &e);
                 ctx.metrics.record(request.name, false, started.elapsed());
                 continue;
@@ -507,7 +509,34 @@ async fn run_batch(
             }
         }
         let name = request.name;
-        match request.command {
+        let command = if session.tx.in_multi() {
+            let max = ctx.node.max_entry_bytes().unwrap_or(usize::MAX);
+            // Redis refuses at queue time only unknown commands and those
+            // whose number of arguments its table refuses; the rest of
+            // its argument errors (MSET's pairs, PING's extra argument)
+            // come when the command runs: in EXEC's array.
+            let command = match request.command {
+                Command::Refused(e)
+                    if request.spec.is_some_and(|i| {
+                        let spec = &commands::COMMANDS[i];
+                        !spec.is_subcommand() && spec.arity_ok(request.args.len())
+                    }) =>
+                {
+                    Command::Invalid(e)
+                }
+                c => c,
+            };
+            match session.tx.queue(command, max, out) {
+                Some(c) => c,
+                None => {
+                    ctx.metrics.record(name, true, started.elapsed());
+                    continue;
+                }
+            }
+        } else {
+            request.command
+        };
+        match command {
             Command::Write(w) => {
                 // The entry's bytes: its format byte and its writes.
                 let mut bytes = 1 + encoded_write_len(&w);
@@ -693,7 +722,7 @@ async fn run_reads(
 /// no-op write through the log, which commits every write the leader
 /// acknowledged before it: a read that follows sees them. Without it,
 /// nothing.
-async fn barrier(ctx: &Context) -> Result<(), NodeError> {
+pub(crate) async fn barrier(ctx: &Context) -> Result<(), NodeError> {
     if crate::fault::early_ack().is_none() {
         return Ok(());
     }

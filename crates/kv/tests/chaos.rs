@@ -95,6 +95,7 @@ fn config(nemeses: Vec<Nemesis>, net: NetChoice, dir: &Path) -> Config {
         nemeses,
         dir: dir.to_path_buf(),
         plots: None,
+        keep: false,
     }
 }
 
@@ -172,21 +173,32 @@ fn writes_acknowledged_before_a_majority_has_them_are_lost_when_the_leader_is_ki
     let reports = run(|c| c.early_ack = true, vec![Nemesis::None], net);
     assert_all_passed_without_faults(&reports);
     // Killing leaders loses the writes they acknowledged in their last
-    // 100 ms. Six clients, ten seconds (five kills): a lost write shows in
-    // every seed tried.
-    let reports = run(
-        |c| {
-            c.early_ack = true;
-            c.clients = 6;
-            c.duration = Length::Each(Duration::from_secs(10));
-        },
-        vec![Nemesis::KillLeader],
-        net,
-    );
-    let report = &reports[0];
-    assert!(
-        !report.passed() && report.verdict.starts_with("not linearizable"),
-        "writes acknowledged before a majority had them went unnoticed when leaders were killed: {report}"
+    // 100 ms; a lost write shows only if a read of its key comes before
+    // the next write to it, which on two loaded cores does not happen in
+    // every schedule (seed 1 once ran 301 operations through five kills
+    // without one). Up to three schedules of six clients and ten seconds
+    // each: one of them must catch it.
+    let mut missed = Vec::new();
+    for attempt in 0..3 {
+        let reports = run(
+            |c| {
+                c.early_ack = true;
+                c.clients = 6;
+                c.seed = seed() + attempt;
+                c.duration = Length::Each(Duration::from_secs(10));
+            },
+            vec![Nemesis::KillLeader],
+            net,
+        );
+        let report = &reports[0];
+        if !report.passed() && report.verdict.starts_with("not linearizable") {
+            return;
+        }
+        missed.push(format!("seed {}: {report}", seed() + attempt));
+    }
+    panic!(
+        "writes acknowledged before a majority had them went unnoticed when leaders were killed, in every schedule tried:\n{}",
+        missed.join("\n")
     );
 }
 

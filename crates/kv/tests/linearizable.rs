@@ -158,6 +158,7 @@ fn client(
                         }
                         Input::Cas { expected: None, .. } => Output::Cas(reply == Value::Okay),
                         Input::Cas { .. } => Output::Cas(reply == Value::Int(1)),
+                        Input::Expire(_) => unreachable!("this test sends no time to live"),
                     };
                     completed += 1;
                     h.push(Operation {

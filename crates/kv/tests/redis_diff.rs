@@ -34,6 +34,14 @@
 //! what the other popped). HINCRBYFLOAT adds numbers exact in binary to a
 //! field of its own (raft-kv computes in double, Redis in long double:
 //! their results differ in the last digits otherwise).
+//! Transactions are in the streams too: MULTI, EXEC, DISCARD, WATCH and
+//! UNWATCH come at random among the other commands (a watched key then
+//! changes, or not, by the stream's own writes), and EXEC's whole array is
+//! compared. Inside MULTI the streams leave out what cannot be compared
+//! exactly in an array (the TTL family, KEYS, DBSIZE, the replies without
+//! an order and the random picks of hashes and sets) and SELECT (refused
+//! in a transaction by raft-kv, a deliberate difference); the other
+//! commands on hashes, sets and lists are queued like any other.
 //!
 //! Skipped (with a note on stderr) when `redis-server` is not installed,
 //! unless `RAFT_KV_REDIS_TOOLS=required`, which makes its absence a
@@ -238,6 +246,46 @@ const NUMBERS: &[&[u8]] = &[
     b"1.0",
     b"",
     b"99999999999999999999",
+];
+
+/// Increments and values for INCRBYFLOAT.
+const FLOATS: &[&[u8]] = &[
+    b"1.5",
+    b"-0.1",
+    b"0.1",
+    b"10.50",
+    b"3e20",
+    b"-5e3",
+    b"1e308",
+    b"1e-20",
+    b"0x10",
+    b"5.",
+    b".5",
+    b"inf",
+    b"-inf",
+    b"nan",
+    b"abc",
+    b" 1",
+    b"1e",
+    b"0",
+    b"-0",
+    b"1.23456789012345678901",
+    b"1e400",
+    b"1e5000",
+];
+
+/// GETRANGE's bounds and SETRANGE's offsets.
+const OFFSETS: &[&[u8]] = &[
+    b"0",
+    b"1",
+    b"3",
+    b"-1",
+    b"-3",
+    b"100",
+    b"-100",
+    b"x",
+    b"9223372036854775807",
+    b"-9223372036854775808",
 ];
 
 const PATTERNS: &[&[u8]] = &[
@@ -875,6 +923,46 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             }
         }
         20 => vec![b"NOSUCHCOMMAND".to_vec(), key(rng)],
+        21 => match rng.below(10) {
+            0 | 1 => {
+                let v = if rng.chance(50) {
+                    rng.pick(FLOATS).to_vec()
+                } else {
+                    value(rng)
+                };
+                vec![b"INCRBYFLOAT".to_vec(), key(rng), v]
+            }
+            2 => vec![b"GETDEL".to_vec(), key(rng)],
+            3 | 4 => vec![
+                b"GETRANGE".to_vec(),
+                key(rng),
+                rng.pick(OFFSETS).to_vec(),
+                rng.pick(OFFSETS).to_vec(),
+            ],
+            5 | 6 => {
+                // Past the largest string (512 MiB): the error, never a
+                // value that large.
+                let offset = if rng.chance(10) {
+                    rng.pick(&[b"536870912", b"9223372036854775807"]).to_vec()
+                } else {
+                    rng.pick(&OFFSETS[..7]).to_vec()
+                };
+                vec![b"SETRANGE".to_vec(), key(rng), offset, value(rng)]
+            }
+            7 => {
+                let mut c = vec![b"SET".to_vec(), key(rng)];
+                c.push(rng.pick(FLOATS).to_vec());
+                c
+            }
+            _ => {
+                let mut c = vec![b"MSETNX".to_vec()];
+                for _ in 0..=rng.below(2) {
+                    c.push(key(rng));
+                    c.push(value(rng));
+                }
+                c
+            }
+        },
         22..=27 => {
             let (k, v) = (key(rng), value(rng));
             expiry_command(rng, k, v)
@@ -894,6 +982,53 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
         c[0].make_ascii_lowercase();
     }
     c
+}
+
+/// A transaction command, now and then, among the others.
+fn transaction_command(rng: &mut Rng) -> Vec<Vec<u8>> {
+    match rng.below(10) {
+        0..=2 => vec![b"MULTI".to_vec()],
+        3..=5 => vec![b"EXEC".to_vec()],
+        6 => vec![b"DISCARD".to_vec()],
+        7 | 8 => {
+            let mut c = vec![b"WATCH".to_vec()];
+            for _ in 0..=rng.below(2) {
+                c.push(rng.pick(KEYS).to_vec());
+            }
+            c
+        }
+        _ => vec![b"UNWATCH".to_vec()],
+    }
+}
+
+/// Whether a command's reply cannot be compared exactly inside EXEC's
+/// array (or is refused in a transaction by raft-kv on purpose).
+fn not_in_transactions(args: &[Vec<u8>]) -> bool {
+    let name = args[0].to_ascii_uppercase();
+    matches!(
+        &name[..],
+        b"TTL"
+            | b"PTTL"
+            | b"EXPIRETIME"
+            | b"PEXPIRETIME"
+            | b"KEYS"
+            | b"DBSIZE"
+            | b"SELECT"
+            // Replies in no order, and random picks (compared by shape
+            // outside a transaction, not exactly).
+            | b"HGETALL"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"SMEMBERS"
+            | b"SINTER"
+            | b"SUNION"
+            | b"SDIFF"
+            | b"HSCAN"
+            | b"SSCAN"
+            | b"SPOP"
+            | b"SRANDMEMBER"
+            | b"HRANDFIELD"
+    )
 }
 
 /// KEYS replies hold the same keys in any order: sorted for comparison.
@@ -947,19 +1082,42 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     let (mut expiry_errors, mut ttls_found) = (0, 0);
     // Commands on hashes and sets, random picks, WRONGTYPE errors.
     let (mut typed, mut random, mut wrong_types) = (0, 0, 0);
+    // EXEC replies: arrays, null arrays (a watched key changed), aborts.
+    let (mut execs, mut exec_nulls, mut exec_aborts) = (0, 0, 0);
+    // Typed commands queued in a transaction.
+    let mut typed_in_exec = 0;
     for seed in seeds {
+        // The last stream may have left a transaction open: the same on both.
+        let discard = [b"DISCARD".to_vec()];
+        assert_eq!(kv.send(&discard), reference.send(&discard), "seed {seed}");
         for r in [&mut kv, &mut reference] {
+            assert_eq!(r.send(&[b"UNWATCH".to_vec()]), b"+OK\r\n");
             assert_eq!(r.send(&[b"FLUSHDB".to_vec()]), b"+OK\r\n");
         }
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut in_multi = false;
         for i in 0..COMMANDS_PER_STREAM {
-            let args = command(&mut rng);
+            let mut args = if rng.chance(12) {
+                transaction_command(&mut rng)
+            } else {
+                command(&mut rng)
+            };
+            if in_multi && not_in_transactions(&args) {
+                args = vec![b"GET".to_vec(), rng.pick(KEYS).to_vec()];
+            }
+            let name = args[0].to_ascii_uppercase();
+            if args.len() == 1 && (name == b"MULTI" || name == b"EXEC" || name == b"DISCARD") {
+                in_multi = name == b"MULTI" || (in_multi && name != b"EXEC" && name != b"DISCARD");
+            }
             if args[0].eq_ignore_ascii_case(b"DBSIZE") {
                 let mut exists = vec![b"EXISTS".to_vec()];
                 exists.extend(KEYS.iter().map(|k| k.to_vec()));
                 assert_eq!(kv.send(&exists), reference.send(&exists), "seed {seed}");
             }
             let name = args[0].to_ascii_uppercase();
+            if in_multi && name != b"MULTI" && TYPED_NAMES.contains(&&name[..]) {
+                typed_in_exec += 1;
+            }
             if matches!(&name[..], b"SPOP" | b"SRANDMEMBER" | b"HRANDFIELD") && args.len() >= 2 {
                 if let Err(e) = check_random(&args, &mut kv, &mut reference) {
                     panic!(
@@ -1012,6 +1170,14 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
                 String::from_utf8_lossy(&theirs),
             );
             compared += 1;
+            if name == b"EXEC" {
+                match theirs.get(..2) {
+                    Some(b"*-") => exec_nulls += 1,
+                    Some(b"-E") if theirs.starts_with(b"-EXECABORT") => exec_aborts += 1,
+                    Some([b'*', _]) => execs += 1,
+                    _ => {}
+                }
+            }
             let is_expiry = EXPIRY_COMMANDS.contains(&&name[..])
                 || (name == b"SET" && args.iter().any(|a| TIME_OPTIONS.contains(&&a[..])));
             if is_expiry && theirs.starts_with(b"-") {
@@ -1027,12 +1193,18 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     }
     eprintln!(
         "{compared} replies compared with redis-server's ({expiry_errors} errors of expiry \
-         commands, {ttls_found} times found by the TTL family; {typed} of hashes and sets, \
-         {random} random picks, {wrong_types} WRONGTYPE errors)"
+         commands, {ttls_found} times found by the TTL family; {typed} of hashes, sets and \
+         lists, {random} random picks, {wrong_types} WRONGTYPE errors; EXEC: {execs} arrays, \
+         {exec_nulls} null arrays, {exec_aborts} aborts, {typed_in_exec} typed commands queued)"
     );
     assert!(
         typed > 0 && random > 0 && wrong_types > 0,
         "the streams reach hashes, sets and wrong types"
+    );
+    assert!(typed_in_exec > 0, "the transactions hold typed commands");
+    assert!(
+        execs > 0 && exec_nulls > 0 && exec_aborts > 0,
+        "the streams reach every outcome of EXEC"
     );
     assert!(compared >= COMMANDS_PER_STREAM);
     assert!(

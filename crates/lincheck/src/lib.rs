@@ -1,5 +1,6 @@
 //! A linearizability checker for histories of a key-value store whose keys are
-//! independent registers supporting read, write and compare-and-set.
+//! independent registers supporting read, write and compare-and-set, with
+//! values that may expire.
 //!
 //! ```
 //! use raft_lincheck::{check, Input, Operation, Output};
@@ -35,6 +36,27 @@
 //! they are treated as returning at +infinity and are *optional* in the order.
 //! Unacknowledged reads constrain nothing and are dropped.
 //!
+//! ## Expiring values
+//!
+//! A write with a time to live (`SET k v PX ms`) is recorded as the write of
+//! `v` plus an unacknowledged [`Input::Expire`]`(v)` invoked at the same
+//! time: the expiry may take effect at any instant after that, or never, and
+//! removes the value only if the key still holds `v`. Nothing about *when* it
+//! happens is checked (a leader whose clock runs fast expires keys early),
+//! but a value that was seen gone cannot come back, and the expiry of `v`
+//! never removes another value, provided values are unique per write.
+//!
+//! ```
+//! use raft_lincheck::{check, Input, Operation, Output};
+//!
+//! let write_px = Operation::completed(1, 0, Input::Write(5), 0, 10, Output::Write);
+//! let expiry = Operation::open(1, 0, Input::Expire(5), 0);
+//! let gone = Operation::completed(2, 0, Input::Read, 20, 30, Output::Read(None));
+//! let back = Operation::completed(2, 0, Input::Read, 40, 50, Output::Read(Some(5)));
+//! assert!(check(&[write_px.clone(), expiry.clone(), gone.clone()]).is_ok());
+//! assert!(check(&[write_px, expiry, gone, back]).unwrap_err().is_violation());
+//! ```
+//!
 //! ## The tie rule
 //!
 //! Intervals are **closed**: an operation returning at `t` and one invoked at
@@ -65,7 +87,7 @@
 //!    operations, register value) is recorded in a cache and never explored
 //!    twice. The search succeeds as soon as every acknowledged operation is
 //!    linearized.
-//! 4. **Unacknowledged writes and CASes** have no return event; they are
+//! 4. **Unacknowledged writes, CASes and expiries** have no return event; they are
 //!    candidates from their invocation on, for ever, and optional. Naively
 //!    each of them doubles the search space, so their use is restricted:
 //!
@@ -74,8 +96,9 @@
 //!       depends on it*, compared with the value just before it: an
 //!       acknowledged read, a successful acknowledged CAS, a failed
 //!       acknowledged CAS that expected the value before it, or another
-//!       effective unacknowledged CAS (chains of those end at an acknowledged
-//!       read or CAS). The search node carries the value before the last
+//!       effective unacknowledged CAS or expiry (chains of those end at an
+//!       acknowledged read or CAS; an unacknowledged write of `v` followed by
+//!       the expiry of `v` is how a value can vanish). The search node carries the value before the last
 //!       operation when that operation is unacknowledged;
 //!    3. unacknowledged operations with identical inputs are interchangeable
 //!       (both are available at any later point), so only the earliest-invoked

@@ -24,6 +24,14 @@ pub enum Input {
         /// The value stored if the comparison succeeds.
         new: Value,
     },
+    /// The expiry of the value `v` written with a time to live (`SET k v PX
+    /// ms`): if the register holds `v`, it becomes absent; otherwise it is
+    /// unchanged. Never acknowledged: a history records it as an open
+    /// operation invoked when the expiring write was, so it may take effect
+    /// at any instant after that (while the key still holds `v`), or never.
+    /// With unique values per write, it can only remove the value of the
+    /// write it belongs to. A reply to it makes the history malformed.
+    Expire(Value),
 }
 
 impl Input {
@@ -38,7 +46,12 @@ impl Input {
     /// let cas = Input::Cas { expected: None, new: 1 };
     /// assert_eq!(cas.apply(None), (Some(1), Output::Cas(true)));
     /// assert_eq!(cas.apply(Some(2)), (Some(2), Output::Cas(false)));
+    /// assert_eq!(Input::Expire(5).apply(Some(5)).0, None);
+    /// assert_eq!(Input::Expire(5).apply(Some(6)).0, Some(6));
     /// ```
+    ///
+    /// An expiry has no reply; its output ([`Output::Write`]) is never
+    /// compared with anything.
     #[inline]
     pub fn apply(self, state: Option<Value>) -> (Option<Value>, Output) {
         match self {
@@ -51,11 +64,14 @@ impl Input {
                     (state, Output::Cas(false))
                 }
             }
+            Input::Expire(v) if state == Some(v) => (None, Output::Write),
+            Input::Expire(_) => (state, Output::Write),
         }
     }
 
     /// Whether `output` is of the kind this input produces (a read reply for
-    /// a read, and so on). Does not check the replied value.
+    /// a read, and so on). Does not check the replied value. An expiry
+    /// accepts no reply at all.
     pub fn accepts(self, output: Output) -> bool {
         matches!(
             (self, output),
@@ -162,6 +178,7 @@ impl fmt::Display for Input {
             Input::Read => f.write_str("read"),
             Input::Write(v) => write!(f, "write({v})"),
             Input::Cas { expected, new } => write!(f, "cas({} -> {new})", ShowValue(expected)),
+            Input::Expire(v) => write!(f, "expire({v})"),
         }
     }
 }
@@ -179,7 +196,8 @@ impl fmt::Display for Output {
 
 impl fmt::Display for Operation {
     /// Renders e.g. `client 3 key 7 [10, 25] cas(absent -> 4) -> ok` or
-    /// `client 1 key 7 [12, open] write(5) -> no reply`.
+    /// `client 1 key 7 [12, open] write(5) -> no reply`; an expiry renders as
+    /// `client 1 key 7 [12, open] expire(5) -> at any time, or never`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -188,7 +206,16 @@ impl fmt::Display for Operation {
         )?;
         match self.ret {
             Some((t, out)) => write!(f, "{t}] {} -> {out}", self.input),
-            None => write!(f, "open] {} -> no reply", self.input),
+            None => write!(f, "open] {} -> {}", self.input, no_reply(self.input)),
         }
+    }
+}
+
+/// What an operation without a reply is shown with.
+pub(crate) fn no_reply(input: Input) -> &'static str {
+    match input {
+        Input::Read => "no reply (ignored)",
+        Input::Expire(_) => "at any time, or never",
+        _ => "no reply",
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::model::{Input, Key, Operation};
+use crate::model::{no_reply, Key, Operation};
 
 /// Statistics about a successful check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,8 +102,7 @@ pub(crate) fn render_op(i: usize, op: &Operation) -> String {
     };
     let result = match op.ret {
         Some((_, out)) => out.to_string(),
-        None if op.input == Input::Read => "no reply (ignored)".to_string(),
-        None => "no reply".to_string(),
+        None => no_reply(op.input).to_string(),
     };
     format!("#{i} client {} {times} {} -> {result}", op.client, op.input)
 }

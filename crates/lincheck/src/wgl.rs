@@ -5,7 +5,7 @@
 //! implementation details:
 //!
 //! * Operations that got a reply ("completed") get ids `0..n_completed` in
-//!   invocation order; unacknowledged writes and CASes ("open") get the ids
+//!   invocation order; unacknowledged writes, CASes and expiries ("open") get the ids
 //!   after those. Unacknowledged reads are dropped (they constrain nothing).
 //! * All events (invocations of every op, returns of completed ops) are sorted
 //!   by `(time, kind)` with invocations before returns at equal times, and
@@ -28,7 +28,7 @@
 //! 2. it must be immediately followed by an op whose outcome *depends* on it
 //!    (compared with the value `pending` before it): a completed read, a
 //!    successful completed CAS, a failed completed CAS that expected the
-//!    previous value, or another effective open CAS. Writes, and failed CASes
+//!    previous value, or another effective open CAS or expiry. Writes, and failed CASes
 //!    that would have failed anyway, cannot directly follow an open op. A
 //!    lookahead (`Search::has_observer`) skips open ops that nothing could
 //!    follow without creating a node;
@@ -283,6 +283,7 @@ pub(crate) fn check_key(ops: &[Operation], max_states: u64) -> KeyOutcome {
         onext: vec![TAIL; 2 + n - n_completed],
         oprev: vec![HEAD; 2 + n - n_completed],
         open_cas: Vec::new(),
+        open_expire: Vec::new(),
         group: Vec::with_capacity(n - n_completed),
         group_linearized: Vec::new(),
         linearized: vec![false; n],
@@ -290,8 +291,10 @@ pub(crate) fn check_key(ops: &[Operation], max_states: u64) -> KeyOutcome {
     let mut groups: HashMap<Input, u32> = HashMap::new();
     for op in n_completed..n {
         let input = search.ops[op].input;
-        if let Input::Cas { expected, .. } = input {
-            search.open_cas.push((expected, op as u32));
+        match input {
+            Input::Cas { expected, .. } => search.open_cas.push((expected, op as u32)),
+            Input::Expire(v) => search.open_expire.push((v, op as u32)),
+            Input::Read | Input::Write(_) => {}
         }
         let next_group = groups.len() as u32;
         let group = *groups.entry(input).or_insert(next_group);
@@ -306,6 +309,7 @@ pub(crate) fn check_key(ops: &[Operation], max_states: u64) -> KeyOutcome {
     }
     search.group_linearized.fill(0);
     search.open_cas.sort_unstable();
+    search.open_expire.sort_unstable();
     let (mut last, mut olast) = (HEAD, HEAD);
     for &(_, kind, id) in &events {
         if (id as usize) < n_completed {
@@ -345,6 +349,8 @@ struct Search<'a> {
     oprev: Vec<u32>,
     /// Open CASes, as `(expected, op)`, sorted.
     open_cas: Vec<(Option<Value>, u32)>,
+    /// Open expiries, as `(value, op)`, sorted.
+    open_expire: Vec<(Value, u32)>,
     /// Whether each op is currently linearized (lifted).
     linearized: Vec<bool>,
     /// Per open op (indexed from `n_completed`): its group of open ops with
@@ -574,7 +580,9 @@ impl Search<'_> {
 
     /// Whether some operation may be linearized in `state` (reached by
     /// linearizing an open op) while the earliest pending return has rank
-    /// `limit`: an acknowledged op before that return, or an open CAS.
+    /// `limit`: an acknowledged op before that return, an open CAS expecting
+    /// the current value, or the open expiry of the current value (an open
+    /// write then its expiry is how a value can vanish).
     fn has_observer(&self, state: NodeState, limit: u32) -> bool {
         let mut node = self.next[HEAD as usize];
         while node % 2 == 0 {
@@ -583,17 +591,29 @@ impl Search<'_> {
             }
             node = self.next[node as usize];
         }
-        // Otherwise only an open CAS expecting the current value can follow.
+        // Otherwise only an open op that changes the value can follow: a CAS
+        // expecting the current value, or the expiry of the current value.
+        let available = |op: u32| {
+            let sop = &self.ops[op as usize];
+            !self.linearized[op as usize]
+                && sop.call_rank < limit
+                && transition(sop, state).is_some()
+        };
+        if let Some(value) = state.value {
+            let first = self.open_expire.partition_point(|&(v, _)| v < value);
+            let expiries = self.open_expire[first..].iter();
+            if expiries
+                .take_while(|&&(v, _)| v == value)
+                .any(|&(_, op)| available(op))
+            {
+                return true;
+            }
+        }
         let first = self.open_cas.partition_point(|&(v, _)| v < state.value);
         self.open_cas[first..]
             .iter()
             .take_while(|&&(v, _)| v == state.value)
-            .any(|&(_, op)| {
-                let sop = &self.ops[op as usize];
-                !self.linearized[op as usize]
-                    && sop.call_rank < limit
-                    && transition(sop, state).is_some()
-            })
+            .any(|&(_, op)| available(op))
     }
 
     /// Builds the explanation of a failed search from the longest prefix found.

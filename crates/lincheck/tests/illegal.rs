@@ -247,3 +247,81 @@ fn display_is_readable() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Expiring writes: `write_px` is the write and its phantom open expiry.
+
+fn history(parts: &[&[Operation]]) -> Vec<Operation> {
+    parts.concat()
+}
+
+#[test]
+fn expired_value_comes_back() {
+    let v = assert_violation(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[read(2, None, 20, 30), read(3, Some(1), 40, 50)],
+    ]));
+    let text = v.to_string();
+    assert!(
+        text.contains("expire(1) -> at any time, or never"),
+        "{text}"
+    );
+}
+
+#[test]
+fn expiry_does_not_remove_a_later_value() {
+    assert_violation(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[write(2, 2, 20, 30), read(3, None, 40, 50)],
+    ]));
+}
+
+#[test]
+fn expiry_does_not_remove_a_value_swapped_in() {
+    // CAS clears the time to live: the value it sets does not expire.
+    assert_violation(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[cas(2, Some(1), 2, true, 20, 30), read(3, None, 40, 50)],
+    ]));
+}
+
+#[test]
+fn expiry_does_not_remove_the_previous_value() {
+    // The expiring write of 2 comes after 1 was overwritten by 3.
+    assert_violation(&history(&[
+        &[write(1, 1, 0, 10)],
+        &write_px(2, 2, 20, 30),
+        &[write(1, 3, 40, 50), read(3, None, 60, 70)],
+    ]));
+}
+
+#[test]
+fn unacknowledged_expiring_write_cannot_resurrect() {
+    assert_violation(&history(&[
+        &[open_write(1, 1, 0), expire(1, 1, 0)],
+        &[
+            read(2, Some(1), 10, 20),
+            read(3, None, 30, 40),
+            read(2, Some(1), 50, 60),
+        ],
+    ]));
+}
+
+#[test]
+fn second_expiring_value_cannot_come_back() {
+    // Two expiring writes of different values: the first one's expiry
+    // cannot remove the second value.
+    assert_violation(&history(&[
+        &write_px(1, 1, 0, 10),
+        &write_px(2, 2, 20, 30),
+        &[read(3, None, 40, 50), read(3, Some(2), 60, 70)],
+    ]));
+}
+
+#[test]
+fn expiry_with_a_reply_is_malformed() {
+    let op = Operation::completed(1, 0, Input::Expire(1), 0, 1, Output::Write);
+    let v = check(&[write(1, 1, 0, 1), op]).unwrap_err();
+    assert!(v.is_violation(), "{v}");
+    assert!(v.to_string().contains("malformed"), "{v}");
+}

@@ -254,3 +254,107 @@ fn read_of_absent_key_after_failed_cas() {
         read(2, None, 20, 30),
     ]);
 }
+
+// ---------------------------------------------------------------------------
+// Expiring writes: `write_px` is the write and its phantom open expiry.
+
+fn history(parts: &[&[Operation]]) -> Vec<Operation> {
+    parts.concat()
+}
+
+#[test]
+fn expired_value_reads_absent_for_good() {
+    assert_legal(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[read(2, None, 20, 30), read(3, None, 40, 50)],
+    ]));
+}
+
+#[test]
+fn expiring_value_is_seen_then_gone() {
+    assert_legal(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[
+            read(2, Some(1), 20, 30),
+            read(3, Some(1), 40, 50),
+            read(2, None, 60, 70),
+            read(3, None, 80, 90),
+        ],
+    ]));
+}
+
+#[test]
+fn expiring_value_may_never_expire() {
+    assert_legal(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[read(2, Some(1), 20, 30), read(3, Some(1), 1_000, 1_010)],
+    ]));
+}
+
+#[test]
+fn expiry_may_come_before_the_write_returns() {
+    // Seen, then gone, all while the write is still in flight.
+    assert_legal(&history(&[
+        &write_px(1, 1, 0, 100),
+        &[read(2, Some(1), 10, 20), read(3, None, 30, 40)],
+    ]));
+}
+
+#[test]
+fn expiring_write_replaces_the_old_value_then_expires() {
+    assert_legal(&history(&[
+        &[write(1, 1, 0, 10)],
+        &write_px(1, 2, 20, 30),
+        &[read(2, Some(2), 40, 50), read(3, None, 60, 70)],
+    ]));
+}
+
+#[test]
+fn unacknowledged_expiring_write_may_take_effect_and_expire() {
+    // The write of 2 never got a reply, yet 1 vanished: only the write of 2
+    // followed by its expiry explains it (an open write then its expiry,
+    // with no acknowledged operation in between).
+    let history = history(&[
+        &[write(1, 1, 0, 10)],
+        &[open_write(2, 2, 20), expire(2, 2, 20)],
+        &[read(3, None, 30, 40), read(3, None, 50, 60)],
+    ]);
+    assert_legal(&history);
+    // Without the expiry, nothing removes 1.
+    let mut without = history.clone();
+    without.remove(2);
+    assert!(check(&without).unwrap_err().is_violation());
+}
+
+#[test]
+fn unacknowledged_expiring_write_may_never_happen() {
+    assert_legal(&history(&[
+        &[write(1, 1, 0, 10)],
+        &[open_write(2, 2, 20), expire(2, 2, 20)],
+        &[read(3, Some(1), 30, 40)],
+    ]));
+}
+
+#[test]
+fn cas_from_absent_after_an_expiry() {
+    assert_legal(&history(&[
+        &write_px(1, 1, 0, 10),
+        &[
+            read(2, None, 20, 30),
+            cas(3, None, 2, true, 40, 50),
+            read(2, Some(2), 60, 70),
+        ],
+    ]));
+}
+
+#[test]
+fn expiries_on_several_keys() {
+    let mut history = history(&[&write_px(1, 1, 0, 10), &[read(2, None, 20, 30)]]);
+    history.extend(
+        write_px(1, 2, 0, 10)
+            .into_iter()
+            .chain([read(2, Some(2), 20, 30)])
+            .map(|op| on(1, op)),
+    );
+    assert_legal(&history);
+}

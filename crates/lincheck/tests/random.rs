@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use raft_lincheck::{check, CheckError, Operation};
+use raft_lincheck::{check, CheckError, Input, Operation};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -78,6 +78,30 @@ fn small_histories_agree_with_brute_force() {
 }
 
 #[test]
+fn expiring_histories_agree_with_brute_force() {
+    const SEED: u64 = 0x0E4B_17E5;
+    let cases = 20_000 * soak();
+    let mut rng = SmallRng::seed_from_u64(SEED);
+    let (mut legal, mut illegal, mut expiring) = (0, 0, 0);
+    for case in 0..cases {
+        let (history, unmutated) = small_expiring_history(&mut rng);
+        if history.iter().any(|o| matches!(o.input, Input::Expire(_))) {
+            expiring += 1;
+        }
+        if cross_check(SEED, case, &history, unmutated) {
+            legal += 1;
+        } else {
+            illegal += 1;
+        }
+    }
+    println!("{legal} linearizable, {illegal} not, {expiring} with expiries");
+    assert!(
+        legal > cases / 5 && illegal > cases / 5 && expiring > cases / 3,
+        "{legal} / {illegal} / {expiring}"
+    );
+}
+
+#[test]
 fn many_seeds_agree_with_brute_force() {
     // Many short runs from different seeds (a different corner of the space
     // each), 5,000 histories in all.
@@ -91,8 +115,9 @@ fn many_seeds_agree_with_brute_force() {
 }
 
 /// A somewhat larger single-key history: 6-10 operations, values 1-2 (so
-/// that many orders are plausible), ~25% unacknowledged writes/CASes.
-fn medium_history(rng: &mut SmallRng) -> Vec<Operation> {
+/// that many orders are plausible), ~25% unacknowledged writes/CASes. If
+/// `expiring`, half of the writes come with the open expiry of their value.
+fn medium_history(rng: &mut SmallRng, expiring: bool) -> Vec<Operation> {
     let n = rng.random_range(6..=10);
     let mut history = Vec::with_capacity(n);
     for client in 0..n as u64 {
@@ -117,6 +142,11 @@ fn medium_history(rng: &mut SmallRng) -> Vec<Operation> {
             8 => open_write(client, value, call),
             _ => open_cas(client, rng.random_bool(0.7).then(|| 3 - value), value, call),
         };
+        if let (true, Input::Write(v)) = (expiring, op.input) {
+            if rng.random_bool(0.5) {
+                history.push(expire(client, v, call));
+            }
+        }
         history.push(op);
     }
     history
@@ -128,7 +158,24 @@ fn medium_histories_agree_with_brute_force() {
     let mut rng = SmallRng::seed_from_u64(SEED);
     let (mut legal, mut illegal) = (0, 0);
     for case in 0..3_000 * soak() {
-        let history = medium_history(&mut rng);
+        let history = medium_history(&mut rng, false);
+        if cross_check(SEED, case, &history, false) {
+            legal += 1;
+        } else {
+            illegal += 1;
+        }
+    }
+    println!("{legal} linearizable, {illegal} not");
+    assert!(legal > 100 && illegal > 100, "{legal} / {illegal}");
+}
+
+#[test]
+fn medium_expiring_histories_agree_with_brute_force() {
+    const SEED: u64 = 78;
+    let mut rng = SmallRng::seed_from_u64(SEED);
+    let (mut legal, mut illegal) = (0, 0);
+    for case in 0..3_000 * soak() {
+        let history = medium_history(&mut rng, true);
         if cross_check(SEED, case, &history, false) {
             legal += 1;
         } else {

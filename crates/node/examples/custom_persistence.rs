@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use raft_node::example::{kv_get, KvCommand};
-use raft_node::persistence::{Change, Persistence, PersistenceError, State};
+use raft_node::persistence::{
+    Change, IdentityMismatch, InvalidChange, Persistence, PersistenceError, State,
+};
 use raft_node::{Node, Options};
 
 /// Keeps every change, in order; `load` replays them.
@@ -46,7 +48,10 @@ fn apply(state: &mut Option<State>, c: Change) -> Result<(), PersistenceError> {
     if let Some(identity) = c.identity {
         match state {
             Some(s) if s.identity != identity => {
-                return Err(PersistenceError::Identity("another node's identity".into()))
+                return Err(PersistenceError::identity(IdentityMismatch::Differs {
+                    stored: (&s.identity).into(),
+                    given: (&identity).into(),
+                }))
             }
             Some(_) => {}
             None => {
@@ -63,28 +68,31 @@ fn apply(state: &mut Option<State>, c: Change) -> Result<(), PersistenceError> {
         return if empty {
             Ok(())
         } else {
-            Err(PersistenceError::Invalid(
-                "the first save must carry the identity".into(),
-            ))
+            Err(PersistenceError::Invalid(InvalidChange::MissingIdentity))
         };
     };
     if let Some(snap) = c.snapshot {
-        if s.snapshot
+        if let Some(old) = s
+            .snapshot
             .as_ref()
-            .is_some_and(|old| old.meta.index > snap.meta.index)
+            .filter(|old| old.meta.index > snap.meta.index)
         {
-            return Err(PersistenceError::Invalid(
-                "a snapshot older than the stored one".into(),
-            ));
+            return Err(PersistenceError::Invalid(InvalidChange::SnapshotOlder {
+                index: snap.meta.index,
+                stored: old.meta.index,
+            }));
         }
         s.entries.retain(|e| e.index > snap.meta.index);
         s.snapshot = Some(snap);
     }
     if let Some(t) = c.truncate_from {
-        if s.snapshot.as_ref().is_some_and(|snap| t <= snap.meta.index) {
-            return Err(PersistenceError::Invalid(format!(
-                "truncation from {t} reaches into the snapshot"
-            )));
+        if let Some(snap) = s.snapshot.as_ref().filter(|snap| t <= snap.meta.index) {
+            return Err(PersistenceError::Invalid(
+                InvalidChange::TruncationIntoSnapshot {
+                    from: t,
+                    snapshot: snap.meta.index,
+                },
+            ));
         }
         s.entries.retain(|e| e.index < t);
     }
@@ -94,10 +102,10 @@ fn apply(state: &mut Option<State>, c: Change) -> Result<(), PersistenceError> {
             None => s.snapshot.as_ref().map_or(1, |snap| snap.meta.index + 1),
         };
         if e.index != next {
-            return Err(PersistenceError::Invalid(format!(
-                "entry {} does not follow on (expected {next})",
-                e.index
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::EntryNotNext {
+                index: e.index,
+                last: next - 1,
+            }));
         }
         s.entries.push(e);
     }

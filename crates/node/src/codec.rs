@@ -762,10 +762,16 @@ mod tests {
             Reply::Error("no".into()),
             Reply::NotMember("not a member".into()),
             Reply::Failed {
-                code: ErrorCode::OutcomeUnknown,
+                code: ErrorCode::OutcomeUnknown(crate::UnknownKind::Unspecified),
                 message: "lost".into(),
             },
         ];
+        let replies = replies
+            .into_iter()
+            .chain(crate::UnknownKind::ALL.map(|kind| Reply::Failed {
+                code: ErrorCode::OutcomeUnknown(kind),
+                message: kind.to_string(),
+            }));
         for r in replies {
             assert_eq!(decode_reply(&encode_reply(&r)), Ok(r));
         }

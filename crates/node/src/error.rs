@@ -136,9 +136,234 @@ pub enum NodeError {
     /// (the leader crashed or stopped, the connection broke after the
     /// request was sent): it may or may not take effect. Unlike the errors
     /// after which the command certainly took no effect, retrying it may
-    /// apply it twice.
-    #[error("the outcome is unknown: {0}; the command may or may not take effect")]
-    OutcomeUnknown(String),
+    /// apply it twice (a [`crate::NumberedCommand`] sent again is applied
+    /// at most once).
+    ///
+    /// [`OutcomeUnknown`] says what was attempted, why its outcome is
+    /// unknown ([`UnknownKind`], to match on), where, and the failure
+    /// behind it (as its [`source`](std::error::Error::source)).
+    #[error(transparent)]
+    OutcomeUnknown(OutcomeUnknown),
+}
+
+/// What a call whose outcome is unknown attempted
+/// ([`OutcomeUnknown::attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attempt {
+    /// A command without a session ([`crate::Node::command_without_session`]).
+    Command,
+    /// A numbered command of a client session ([`crate::Node::command`],
+    /// [`crate::NumberedCommand`]).
+    NumberedCommand {
+        /// The session's id (the index of its registering entry).
+        session: u64,
+        /// The command's number in its session.
+        seq: u64,
+    },
+    /// The registration of a client session (registering twice leaves at
+    /// worst a session nobody uses, which expires).
+    OpenSession,
+    /// A membership change (a join, a learner added, promoted or removed,
+    /// a leave).
+    MembershipChange,
+    /// A linearizable read (which changes nothing: only its answer is
+    /// lost).
+    Read,
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Command => write!(f, "the command"),
+            Attempt::NumberedCommand { session, seq } => {
+                write!(f, "command {seq} of session {session}")
+            }
+            Attempt::OpenSession => write!(f, "the session registration"),
+            Attempt::MembershipChange => write!(f, "the membership change"),
+            Attempt::Read => write!(f, "the read"),
+        }
+    }
+}
+
+/// Why the outcome of a call is unknown ([`OutcomeUnknown::kind`]). Each
+/// kind travels over the wire with a failed forwarded call
+/// ([`crate::transport::ErrorCode::OutcomeUnknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum UnknownKind {
+    /// The request was sent, and no reply came back in time.
+    ReplyLost,
+    /// The connection closed, or broke, after the request was sent.
+    ConnectionClosed,
+    /// The command reached the log again after its session's window of
+    /// numbers had moved past it (more of the session's commands were
+    /// answered than the window keeps replies for, or its caller said it
+    /// would not send it again): its first reply, if it was applied, is
+    /// forgotten, and it was not applied again.
+    WindowExceeded,
+    /// The command's session expired after an earlier attempt of it was
+    /// sent, which may have been applied.
+    SessionExpired,
+    /// The call's deadline passed after an attempt was sent.
+    DeadlinePassed,
+    /// The leader lost its leadership with the entry in its log, before it
+    /// committed: a later leader may still commit it.
+    LeadershipLost,
+    /// The node that held the entry in its log stopped (it shut down,
+    /// crashed, or its storage failed) before the entry was applied.
+    NodeStopped,
+    /// The transport on the remote node's side failed the request after it
+    /// was delivered (its handler did not answer in time, say).
+    RemoteFailed,
+    /// A node of an earlier version reported the outcome unknown without
+    /// saying why (its message says it for people), or gave a reason this
+    /// version does not know.
+    Unspecified,
+}
+
+impl UnknownKind {
+    /// Every kind, in the order of their wire numbers.
+    pub const ALL: [UnknownKind; 9] = [
+        UnknownKind::Unspecified,
+        UnknownKind::ReplyLost,
+        UnknownKind::ConnectionClosed,
+        UnknownKind::WindowExceeded,
+        UnknownKind::SessionExpired,
+        UnknownKind::DeadlinePassed,
+        UnknownKind::LeadershipLost,
+        UnknownKind::NodeStopped,
+        UnknownKind::RemoteFailed,
+    ];
+
+    /// The kind's number on the wire (0 for [`UnknownKind::Unspecified`]).
+    pub fn number(self) -> u8 {
+        match self {
+            UnknownKind::Unspecified => 0,
+            UnknownKind::ReplyLost => 1,
+            UnknownKind::ConnectionClosed => 2,
+            UnknownKind::WindowExceeded => 3,
+            UnknownKind::SessionExpired => 4,
+            UnknownKind::DeadlinePassed => 5,
+            UnknownKind::LeadershipLost => 6,
+            UnknownKind::NodeStopped => 7,
+            UnknownKind::RemoteFailed => 8,
+        }
+    }
+
+    /// The kind of a wire number; a number this version does not know is
+    /// [`UnknownKind::Unspecified`].
+    pub fn from_number(number: u8) -> UnknownKind {
+        UnknownKind::ALL
+            .into_iter()
+            .find(|k| k.number() == number)
+            .unwrap_or(UnknownKind::Unspecified)
+    }
+}
+
+impl std::fmt::Display for UnknownKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UnknownKind::ReplyLost => "the request was sent and its reply was lost",
+            UnknownKind::ConnectionClosed => "the connection closed after the request was sent",
+            UnknownKind::WindowExceeded => {
+                "it reached the log again after its session's window of numbers had moved past it (its reply, if it was applied, is forgotten; it was not applied again)"
+            }
+            UnknownKind::SessionExpired => {
+                "its session expired after an earlier attempt was sent, which may have been applied"
+            }
+            UnknownKind::DeadlinePassed => "the deadline passed after an attempt was sent",
+            UnknownKind::LeadershipLost => {
+                "the leader lost its leadership with the entry in its log, before it committed"
+            }
+            UnknownKind::NodeStopped => {
+                "the node holding the entry in its log stopped before it was applied"
+            }
+            UnknownKind::RemoteFailed => {
+                "the remote node's transport failed the request after it was delivered"
+            }
+            UnknownKind::Unspecified => "the node that handled it did not say why",
+        })
+    }
+}
+
+/// A call whose outcome is unknown ([`NodeError::OutcomeUnknown`]): it
+/// may or may not take effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeUnknown {
+    /// What was attempted.
+    pub attempt: Attempt,
+    /// Why its outcome is unknown.
+    pub kind: UnknownKind,
+    /// The node the attempt was sent to, when it was not this one (the
+    /// leader a call was forwarded to): its id as it was given, or its
+    /// address when its id is not known.
+    pub node: Option<String>,
+    /// What that node said, for people, when it reported the outcome
+    /// unknown over the wire.
+    pub message: Option<String>,
+    /// The failure behind it, when there is one (a transport error, the
+    /// storage failure that stopped the node, the last attempt's error).
+    pub source: Option<Box<NodeError>>,
+}
+
+impl OutcomeUnknown {
+    /// An outcome unknown for `kind`, of an attempt this node made itself.
+    pub fn new(attempt: Attempt, kind: UnknownKind) -> OutcomeUnknown {
+        OutcomeUnknown {
+            attempt,
+            kind,
+            node: None,
+            message: None,
+            source: None,
+        }
+    }
+
+    /// The same, with `source` as the failure behind it.
+    pub fn caused_by(mut self, source: NodeError) -> OutcomeUnknown {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The same, sent to `node` (its id, or its address).
+    pub fn at(mut self, node: impl Into<String>) -> OutcomeUnknown {
+        self.node = Some(node.into());
+        self
+    }
+}
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the outcome of {} is unknown: {}",
+            self.attempt, self.kind
+        )?;
+        if let Some(node) = &self.node {
+            write!(f, " (at {node})")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        write!(f, "; it may or may not take effect")
+    }
+}
+
+impl std::error::Error for OutcomeUnknown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<OutcomeUnknown> for NodeError {
+    fn from(e: OutcomeUnknown) -> NodeError {
+        NodeError::OutcomeUnknown(e)
+    }
 }
 
 /// Why a call cannot be done right now ([`NodeError::Retry`]).
@@ -290,9 +515,36 @@ impl NodeError {
     /// (it was refused, or never reached the leader), so that retrying it
     /// cannot apply it twice.
     pub fn is_outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            NodeError::OutcomeUnknown(_) | NodeError::Timeout { .. } | NodeError::LeadershipLost
-        )
+        self.unknown_kind().is_some()
+    }
+
+    /// Why the outcome is unknown, for the errors after which the call may
+    /// have taken effect ([`NodeError::is_outcome_unknown`]):
+    /// [`OutcomeUnknown::kind`], [`UnknownKind::DeadlinePassed`] for a
+    /// [`NodeError::Timeout`], [`UnknownKind::LeadershipLost`] for
+    /// [`NodeError::LeadershipLost`]; `None` for the others.
+    pub fn unknown_kind(&self) -> Option<UnknownKind> {
+        match self {
+            NodeError::OutcomeUnknown(u) => Some(u.kind),
+            NodeError::Timeout { .. } => Some(UnknownKind::DeadlinePassed),
+            NodeError::LeadershipLost => Some(UnknownKind::LeadershipLost),
+            _ => None,
+        }
+    }
+
+    /// This error as one of unknown outcome for `attempt`: an
+    /// [`NodeError::OutcomeUnknown`] is given `attempt` (the caller knows
+    /// best what it attempted); a `Timeout` or `LeadershipLost` is kept; any
+    /// other error, which ended the wait for an attempt that may have taken
+    /// effect, becomes an [`OutcomeUnknown`] of `kind` caused by it.
+    pub(crate) fn unknown_outcome_of(self, attempt: Attempt, kind: UnknownKind) -> NodeError {
+        match self {
+            NodeError::OutcomeUnknown(mut u) => {
+                u.attempt = attempt;
+                NodeError::OutcomeUnknown(u)
+            }
+            e if e.is_outcome_unknown() => e,
+            e => OutcomeUnknown::new(attempt, kind).caused_by(e).into(),
+        }
     }
 }

@@ -54,7 +54,8 @@ pub mod tls;
 pub mod transport;
 
 pub use error::{
-    LeaderInfo, MembershipError, NodeError, RemoteError, Removed, RetryReason, TransferRefused,
+    Attempt, LeaderInfo, MembershipError, NodeError, OutcomeUnknown, RemoteError, Removed,
+    RetryReason, TransferRefused, UnknownKind,
 };
 pub use events::Event;
 pub use ids::{cluster_number, node_number};

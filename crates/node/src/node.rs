@@ -10,7 +10,10 @@ use raft_core::{ConfChange, MemberRole, Membership, Raft, Restored, Role, Term};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::timeout;
 
-use crate::error::{LeaderInfo, MembershipError, NodeError, RemoteError, Removed, RetryReason};
+use crate::error::{
+    Attempt, LeaderInfo, MembershipError, NodeError, OutcomeUnknown, RemoteError, Removed,
+    RetryReason, UnknownKind,
+};
 use crate::events::Event;
 use crate::example::KvStateMachine;
 use crate::ids::{cluster_number, node_number, PeerContext};
@@ -260,11 +263,18 @@ impl NumberedCommand {
                     node.session_expired(session).await;
                     self.session.store(0, Ordering::Release);
                 }
-                Err(NodeError::SessionExpired { session }) if self.uncertain.load(Ordering::Acquire) => {
-                    break Err(NodeError::OutcomeUnknown(format!(
-                        "session {session} expired, and an earlier attempt of command {} may have been applied",
-                        self.seq
-                    )))
+                Err(e @ NodeError::SessionExpired { session })
+                    if self.uncertain.load(Ordering::Acquire) =>
+                {
+                    break Err(OutcomeUnknown::new(
+                        Attempt::NumberedCommand {
+                            session,
+                            seq: self.seq,
+                        },
+                        UnknownKind::SessionExpired,
+                    )
+                    .caused_by(e)
+                    .into())
                 }
                 other => break other,
             }
@@ -979,25 +989,40 @@ impl Node {
                     return Err(NodeError::NotLeader { leader: Some(l) })
                 }
                 Forwarded::Done(Err(e @ NodeError::NotLeader { .. })) => e,
+                // A number below its session's window is never applied
+                // again: sending it again cannot help.
+                Forwarded::Done(Err(e))
+                    if e.unknown_kind() == Some(UnknownKind::WindowExceeded) =>
+                {
+                    return Err(call.refine(e))
+                }
                 Forwarded::Done(Err(e)) if again_if_unknown && e.is_outcome_unknown() => {
                     uncertain = true;
                     e
                 }
                 Forwarded::Done(Err(e @ NodeError::SessionExpired { .. })) if uncertain => {
-                    return Err(NodeError::OutcomeUnknown(format!(
-                        "an earlier attempt may have been applied, and then: {e}"
-                    )))
+                    return Err(
+                        OutcomeUnknown::new(call.attempt(), UnknownKind::SessionExpired)
+                            .caused_by(e)
+                            .into(),
+                    );
                 }
+                Forwarded::Done(Err(e)) => return Err(call.refine(e)),
                 Forwarded::Done(other) => return other,
             };
             if !self.pause(deadline).await {
                 let error = self.check_member().err().unwrap_or(error);
                 if uncertain && !error.is_outcome_unknown() {
-                    return Err(NodeError::OutcomeUnknown(format!(
-                        "an earlier attempt may have been applied, and the last failed: {error}"
-                    )));
+                    // An earlier attempt may have been applied; the last
+                    // failed, and the deadline passed (or the node can no
+                    // longer serve the call).
+                    return Err(
+                        OutcomeUnknown::new(call.attempt(), UnknownKind::DeadlinePassed)
+                            .caused_by(error)
+                            .into(),
+                    );
                 }
-                return Err(error);
+                return Err(call.refine(error));
             }
         }
     }
@@ -1047,9 +1072,7 @@ impl Node {
         // command possibly in its log.
         let reply = async {
             rx.await.unwrap_or_else(|_| {
-                Err(NodeError::OutcomeUnknown(
-                    "the node stopped before the command was answered".into(),
-                ))
+                Err(OutcomeUnknown::new(call.attempt(), UnknownKind::NodeStopped).into())
             })
         };
         let Some(deadline) = deadline else {
@@ -1133,6 +1156,22 @@ impl Node {
             Request::SessionCommand { session, .. } => *session,
             _ => 0,
         };
+        let attempt = match &request {
+            Request::SessionCommand { session, seq, .. } => Attempt::NumberedCommand {
+                session: *session,
+                seq: *seq,
+            },
+            Request::OpenSession => Attempt::OpenSession,
+            Request::Read(_) => Attempt::Read,
+            Request::Join { .. } | Request::Leave { .. } => Attempt::MembershipChange,
+            _ => Attempt::Command,
+        };
+        // The node the call goes to, by its id when it is the leader this
+        // node knows.
+        let node = match self.leader() {
+            Some(l) if l.address == address => l.id,
+            _ => address.to_string(),
+        };
         let conn = match self.connection(address).await {
             Ok(c) => c,
             // Connecting sent nothing.
@@ -1159,9 +1198,14 @@ impl Node {
                 if e.not_delivered() {
                     return Forwarded::Again(NodeError::Transport(e));
                 }
-                return Forwarded::Done(Err(NodeError::OutcomeUnknown(format!(
-                    "the call was sent to the leader at {address}, and then: {e}"
-                ))));
+                let kind = match e {
+                    crate::transport::TransportError::Timeout { .. } => UnknownKind::ReplyLost,
+                    _ => UnknownKind::ConnectionClosed,
+                };
+                return Forwarded::Done(Err(OutcomeUnknown::new(attempt, kind)
+                    .at(node)
+                    .caused_by(NodeError::Transport(e))
+                    .into()));
             }
             Ok(Ok(reply)) => reply,
         };
@@ -1183,12 +1227,18 @@ impl Node {
                     }))
                 }
                 ErrorCode::Refused => Err(NodeError::Remote(RemoteError::Refused { message })),
-                ErrorCode::OutcomeUnknown => Err(NodeError::OutcomeUnknown(message)),
+                ErrorCode::OutcomeUnknown(kind) => Err(NodeError::OutcomeUnknown(OutcomeUnknown {
+                    message: Some(message),
+                    ..OutcomeUnknown::new(attempt, kind).at(node)
+                })),
                 ErrorCode::SessionExpired => Err(NodeError::SessionExpired { session }),
             },
             // A failure the transport reported for the peer (its handler
             // did not answer in time, say): a command may have been applied.
-            Reply::Error(reason) if is_command => Err(NodeError::OutcomeUnknown(reason)),
+            Reply::Error(reason) if is_command => Err(NodeError::OutcomeUnknown(OutcomeUnknown {
+                message: Some(reason),
+                ..OutcomeUnknown::new(attempt, UnknownKind::RemoteFailed).at(node)
+            })),
             Reply::Error(message) => Err(NodeError::Remote(RemoteError::Failed { message })),
             Reply::NotMember(reason) => {
                 if self.inner.removal.told() {
@@ -1924,6 +1974,30 @@ impl Node {
 }
 
 impl Call {
+    /// What this call attempts, as an error of unknown outcome says it.
+    fn attempt(&self) -> Attempt {
+        match self {
+            Call::Plain(_) => Attempt::Command,
+            Call::Register => Attempt::OpenSession,
+            Call::Numbered(n) => Attempt::NumberedCommand {
+                session: n.session,
+                seq: n.seq,
+            },
+        }
+    }
+
+    /// `e`, naming this call as what was attempted if its outcome is
+    /// unknown (the layers below know less of it).
+    fn refine(&self, e: NodeError) -> NodeError {
+        match e {
+            NodeError::OutcomeUnknown(mut u) => {
+                u.attempt = self.attempt();
+                NodeError::OutcomeUnknown(u)
+            }
+            e => e,
+        }
+    }
+
     /// The request that forwards this call to the leader.
     fn request(&self) -> Request {
         match self {
@@ -2190,8 +2264,10 @@ fn error_code(e: &NodeError) -> ErrorCode {
         NodeError::NotLeader { leader: Some(_) } => ErrorCode::NotLeader,
         NodeError::Retry(_) | NodeError::Busy | NodeError::ShuttingDown => ErrorCode::Retry,
         NodeError::SessionExpired { .. } => ErrorCode::SessionExpired,
-        e if e.is_outcome_unknown() => ErrorCode::OutcomeUnknown,
-        _ => ErrorCode::Refused,
+        e => match e.unknown_kind() {
+            Some(kind) => ErrorCode::OutcomeUnknown(kind),
+            None => ErrorCode::Refused,
+        },
     }
 }
 
@@ -2225,6 +2301,37 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_of_unknown_outcome_travel_with_their_kind() {
+        let cases = [
+            (NodeError::LeadershipLost, UnknownKind::LeadershipLost),
+            (
+                NodeError::Timeout {
+                    what: "command",
+                    after: Duration::from_millis(5),
+                },
+                UnknownKind::DeadlinePassed,
+            ),
+            (
+                OutcomeUnknown::new(Attempt::Command, UnknownKind::NodeStopped)
+                    .caused_by(NodeError::ShuttingDown)
+                    .into(),
+                UnknownKind::NodeStopped,
+            ),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(error_code(&e), ErrorCode::OutcomeUnknown(kind), "{e}");
+        }
+        assert_eq!(error_code(&NodeError::ShuttingDown), ErrorCode::Retry);
+        assert_eq!(
+            error_code(&NodeError::EntryTooLarge {
+                bytes: 2,
+                max_bytes: 1
+            }),
+            ErrorCode::Refused
+        );
+    }
 
     #[test]
     fn the_session_floor_is_the_lowest_number_still_held() {

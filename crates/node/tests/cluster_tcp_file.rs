@@ -825,7 +825,7 @@ fn check_acknowledged_writes(history: &[Operation], finals: &[Option<u64>]) {
             .filter(|o| matches!(o.output(), Some(Output::Write) | Some(Output::Cas(true))));
         let written = |o: &Operation| match o.input {
             Input::Write(v) | Input::Cas { new: v, .. } => Some(v),
-            Input::Read => None,
+            Input::Read | Input::Expire(_) => None,
         };
         let Some(fin) = fin else {
             let lost: Vec<_> = acked.collect();

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, HardState, Membership, Snapshot, SnapshotMeta};
 use raft_node::persistence::file::{FaultFs, FileOptions, FilePersistence, SnapshotReader};
 use raft_node::persistence::memory::MemoryPersistence;
-use raft_node::persistence::{Change, Persistence, PersistenceError, State};
+use raft_node::persistence::{
+    Change, IdentityMismatch, InvalidChange, Owner, Persistence, PersistenceError, State,
+};
 use raft_node::testkit::persistence::{
     self as kit, random_changes, sample_entries, sample_identity, ChangeGenerator, Model,
 };
@@ -945,9 +947,10 @@ async fn commit_index_beyond_the_log_is_refused() {
         })
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, PersistenceError::Invalid(m) if m.contains("commit index 6")),
-        "{err:?}"
+    assert_eq!(
+        err,
+        PersistenceError::Invalid(InvalidChange::CommitBeyondLog { commit: 6, last: 5 }),
+        "{err}"
     );
     store
         .save(Change {
@@ -1195,7 +1198,25 @@ async fn identity_of_another_node_is_refused() {
     for (id, cluster) in [("n2", me.cluster.as_str()), (me.id.as_str(), "other")] {
         match FilePersistence::open_with(dir.path(), small().expect_identity(id, cluster)).await {
             Err(PersistenceError::Identity(m)) => {
-                assert!(m.contains("segment-") && m.contains("offset"), "{m}")
+                let (place, stored, expected) = match &*m {
+                    IdentityMismatch::OtherNode {
+                        place,
+                        stored,
+                        expected,
+                    } => (place, stored, (expected.as_str(), cluster)),
+                    IdentityMismatch::OtherCluster {
+                        place,
+                        stored,
+                        expected,
+                    } => (place, stored, (id, expected.as_str())),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(stored, &Owner::new(&me.id, &me.cluster), "{m}");
+                assert_eq!(expected, (id, cluster), "{m}");
+                let file = place.path.file_name().unwrap().to_string_lossy();
+                assert!(file.starts_with("segment-"), "{m}");
+                assert!(place.offset.is_some(), "{m}");
+                assert!(m.to_string().contains("segment-"), "{m}");
             }
             Err(e) => panic!("expected Identity, got {e:?}"),
             Ok(_) => panic!("expected Identity, the open succeeded"),
@@ -1243,7 +1264,20 @@ async fn segment_of_another_store_is_refused() {
     );
     std::fs::copy(sb.last().unwrap(), last).unwrap();
     match FilePersistence::open_with(a.path(), small()).await {
-        Err(PersistenceError::Identity(m)) => assert!(m.contains("offset 32"), "{m}"),
+        Err(PersistenceError::Identity(m)) => {
+            let IdentityMismatch::RecordsDisagree {
+                place,
+                record,
+                before,
+                ..
+            } = *m
+            else {
+                panic!("another mismatch than records that disagree");
+            };
+            assert_eq!(place.offset, Some(32));
+            assert_eq!(record.map(|o| o.id).as_deref(), Some("n9"));
+            assert_eq!(before.map(|o| o.id).as_deref(), Some("n1"));
+        }
         Err(e) => panic!("expected Identity, got {e:?}"),
         Ok(_) => panic!("expected Identity, the open succeeded"),
     }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, HardState, Membership, Snapshot, SnapshotMeta};
 use raft_node::persistence::memory::{MemoryPersistence, MemoryStats};
-use raft_node::persistence::{Change, Identity, Persistence, PersistenceError, State};
+use raft_node::persistence::{
+    Change, Identity, InvalidChange, Persistence, PersistenceError, State,
+};
 use raft_node::testkit::persistence::{
     self as kit, fresh_memory, invalid_changes, random_changes, sample_entries, sample_identity,
     ChangeGenerator, Model,
@@ -499,8 +501,9 @@ async fn memory_specific_refusals() {
         })
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, PersistenceError::Invalid(m) if m.contains("identity")),
+    assert_eq!(
+        err,
+        PersistenceError::Invalid(InvalidChange::MissingIdentity),
         "{err}"
     );
     // An empty change is fine, even on a fresh store.
@@ -577,10 +580,46 @@ async fn memory_specific_refusals() {
     ];
     for (what, change) in refused {
         let err = store.save(change).await.unwrap_err();
-        assert!(
-            matches!(err, PersistenceError::Invalid(_)),
-            "{what}: {err:?}"
-        );
+        let PersistenceError::Invalid(kind) = &err else {
+            panic!("{what}: {err:?}");
+        };
+        // Each refusal says what was expected and what was found.
+        let expected = match what {
+            "term goes backwards" => InvalidChange::TermBelow { term: 0, stored: 1 },
+            "vote changes within a term" => InvalidChange::VoteChanged {
+                term: 1,
+                vote: 2,
+                stored: 1,
+            },
+            "commit goes backwards" => InvalidChange::CommitBelow {
+                commit: 4,
+                stored: 5,
+            },
+            "entry terms go backwards" => InvalidChange::EntryTermBelow {
+                index: 9,
+                term: 0,
+                previous: 1,
+            },
+            "snapshot at index 0" => InvalidChange::EmptySnapshot,
+            "snapshot contradicting the log without truncating it" => {
+                InvalidChange::SnapshotConflicts {
+                    index: 5,
+                    term: 2,
+                    stored_term: Some(1),
+                    stored_last: 10,
+                }
+            }
+            "snapshot contradicting the log, truncation too high" => {
+                InvalidChange::SnapshotConflicts {
+                    index: 5,
+                    term: 2,
+                    stored_term: Some(1),
+                    stored_last: 10,
+                }
+            }
+            other => panic!("no kind for {other}"),
+        };
+        assert_eq!(kind, &expected, "{what}: {err}");
         assert!(!err.to_string().is_empty());
         assert_eq!(stored(&store).await, before, "{what}: nothing changed");
     }
@@ -609,12 +648,21 @@ async fn memory_specific_refusals() {
     for bad in [snapshot(5, 3), snapshot(9, 1)] {
         let err = store
             .save(Change {
-                snapshot: Some(bad),
+                snapshot: Some(bad.clone()),
                 ..Change::default()
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, PersistenceError::Invalid(_)), "{err:?}");
+        let PersistenceError::Invalid(InvalidChange::SnapshotTerm {
+            index,
+            term,
+            stored_index: 5,
+            stored_term: 2,
+        }) = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((index, term), (bad.meta.index, bad.meta.term));
     }
     // A truncation beyond the end drops nothing.
     store

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_node::transport::{Posted, TransportError};
 use raft_node::{
-    node_number, Bootstrap, Connection, Envelope, Handler, MemoryNetwork, MemoryPersistence, Node,
-    NodeError, Options, Reply, Request, RestoreError, Role, StateMachine, Transport,
+    node_number, Attempt, Bootstrap, Connection, Envelope, Handler, MemoryNetwork,
+    MemoryPersistence, Node, NodeError, Options, Reply, Request, RestoreError, Role, StateMachine,
+    Transport, UnknownKind,
 };
 use tokio::time::{sleep, Instant};
 
@@ -274,9 +275,62 @@ async fn a_command_without_a_session_whose_reply_is_lost_has_an_unknown_outcome(
         .expect_err("the reply was lost");
 
     assert!(err.is_outcome_unknown(), "{err:?}");
-    assert!(matches!(err, NodeError::OutcomeUnknown(_)), "{err:?}");
+    let NodeError::OutcomeUnknown(why) = &err else {
+        panic!("{err:?}");
+    };
+    // The connection broke with the reply on its way back, after the call
+    // was sent to the leader (named by its id).
+    assert_eq!(why.attempt, Attempt::Command, "{err}");
+    assert_eq!(why.kind, UnknownKind::ConnectionClosed, "{err}");
+    assert_eq!(why.node.as_deref(), Some(leader.id()), "{err}");
+    assert!(
+        matches!(why.source.as_deref(), Some(NodeError::Transport(_))),
+        "{err:?}"
+    );
     // It was applied, once: nothing sent it again.
     assert_eq!(cluster.counts(2).await, everywhere(&cluster, "1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_sent_after_its_sessions_window_moved_past_it_is_not_applied_and_says_why() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower(&leader);
+    follower
+        .command(command(5))
+        .await
+        .expect("the session is registered");
+    let late = follower.numbered_command(command(6));
+    // More numbers are taken after it than the window holds: the floor the
+    // next command carries is above its number.
+    for _ in 0..=64 * 1024 {
+        drop(follower.numbered_command(command(7)));
+    }
+    follower.command(command(8)).await.expect("a later command");
+
+    let err = late
+        .send()
+        .await
+        .expect_err("its number is below the floor");
+
+    let NodeError::OutcomeUnknown(why) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(why.kind, UnknownKind::WindowExceeded, "{err}");
+    assert_eq!(err.unknown_kind(), Some(UnknownKind::WindowExceeded));
+    assert_eq!(
+        why.attempt,
+        Attempt::NumberedCommand {
+            session: late.session().expect("it was sent"),
+            seq: late.seq()
+        },
+        "{err}"
+    );
+    // The leader refused it (the kind came back with the forwarded call),
+    // and it names the leader by the id it was given.
+    assert_eq!(why.node.as_deref(), Some(leader.id()), "{err}");
+    assert_eq!(cluster.counts(6).await, everywhere(&cluster, "0"));
+    assert_eq!(cluster.counts(8).await, everywhere(&cluster, "1"));
 }
 
 #[tokio::test(start_paused = true)]

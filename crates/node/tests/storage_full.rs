@@ -17,7 +17,7 @@ use std::time::Duration;
 use raft_node::example::KvCommand;
 use raft_node::persistence::file::{FaultFs, FileOptions, FilePersistence};
 use raft_node::persistence::PersistenceError;
-use raft_node::{Node, NodeError, Options};
+use raft_node::{Node, NodeError, Options, UnknownKind};
 
 /// Commands written at most before the node must have stopped.
 const MAX_WRITES: usize = 400;
@@ -96,7 +96,8 @@ async fn check_stopped_on_full_disk(node: &Node) {
     // node stopped.
     match &first {
         NodeError::OutcomeUnknown(why) => {
-            assert!(why.contains(&cause.to_string()), "{first}")
+            assert_eq!(why.kind, UnknownKind::NodeStopped, "{first}");
+            assert_eq!(why.source.as_deref(), Some(&err), "{first}");
         }
         other => assert_eq!(other, &err),
     }

@@ -206,7 +206,7 @@ impl Sim {
                 let action = match o.input {
                     Input::Write(_) => Action::Write(v),
                     Input::Cas { expected, new } => Action::Cas { expected, new },
-                    Input::Read => unreachable!("matched above"),
+                    Input::Read | Input::Expire(_) => unreachable!("matched above"),
                 };
                 let cmd = Command {
                     op,
@@ -227,6 +227,7 @@ impl Sim {
                     Err(_) => self.retry_elsewhere(op, c),
                 }
             }
+            Input::Expire(_) => unreachable!("the simulated clients write no time to live"),
         }
         self.drive(target);
     }

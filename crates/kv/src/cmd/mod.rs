@@ -3,8 +3,9 @@
 //! what this server answers itself ([`Local`]). One file per family, as in
 //! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
 //! SCAN, TYPE...), `expiry` (EXPIRE, TTL, PERSIST...), `hashes` (HSET,
-//! HGET...), `sets` (SADD, SINTER...), `lists` (LPUSH, LRANGE...), `server` (PING, AUTH, INFO,
-//! CONFIG...), `raft` (RAFT.*), `acl` (ACL SETUSER, LIST...).
+//! HGET...), `sets` (SADD, SINTER...), `lists` (LPUSH, LRANGE...),
+//! `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*), `acl` (ACL
+//! SETUSER, LIST...), `transactions` (MULTI, EXEC, WATCH...).
 
 use bytes::Bytes;
 
@@ -21,6 +22,7 @@ pub mod server;
 pub mod sets;
 pub mod strings;
 pub mod table;
+pub mod transactions;
 
 pub use server::Session;
 
@@ -98,6 +100,8 @@ pub enum Local {
     RaftTransfer(String),
     /// ACL LIST, USERS, GETUSER, WHOAMI, CAT, DRYRUN, HELP.
     Acl(acl::AclLocal),
+    /// MULTI, EXEC, DISCARD, WATCH key..., UNWATCH.
+    Tx(transactions::TxCommand),
 }
 
 /// The error for a wrong number of arguments, as Redis words it.
@@ -182,6 +186,7 @@ pub fn parse(args: &[Bytes]) -> Command {
         Family::Raft => raft::parse(name, rest),
         Family::Acl => Some(acl::parse(rest)),
         Family::Server => server::parse(name, rest),
+        Family::Transactions => transactions::parse(name, rest),
     };
     match parsed {
         Some(c) => c,

@@ -39,6 +39,8 @@ pub struct Session {
     pub name: Option<Bytes>,
     /// QUIT was received: close after replying.
     pub quit: bool,
+    /// MULTI's queue and WATCH's keys.
+    pub tx: super::transactions::TxState,
 }
 
 impl Session {
@@ -52,6 +54,7 @@ impl Session {
             local_reads: false,
             name: None,
             quit: false,
+            tx: Default::default(),
         }
     }
 
@@ -279,6 +282,7 @@ pub async fn run(
         | Local::RaftLeave(_)
         | Local::RaftTransfer(_) => super::raft::run(local, ctx, out).await,
         Local::Acl(sub) => super::acl::run(sub, &session.auth, session.local_reads, ctx, out).await,
+        Local::Tx(c) => super::transactions::run(c, session, ctx, settings, out).await,
     }
 }
 

@@ -1,5 +1,6 @@
-//! String commands: GET SET INCR INCRBY DECR DECRBY APPEND STRLEN MGET MSET
-//! GETSET, and CAS (compare-and-set, raft-kv's own). SET's time options
+//! String commands: GET SET INCR INCRBY DECR DECRBY INCRBYFLOAT APPEND
+//! STRLEN MGET MSET MSETNX GETSET GETDEL GETRANGE SETRANGE, and CAS
+//! (compare-and-set, raft-kv's own). SET's time options
 //! are parsed with GETEX's, in `expiry`.
 
 use bytes::Bytes;
@@ -14,8 +15,10 @@ fn invalid(e: String) -> Option<Command> {
 /// Parses a string command; `name` is lower case, `args` follow it.
 pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
     // The table checked the number of arguments but for MSET's pairs.
-    if name == b"mset" && args.len() % 2 != 0 {
-        return Some(Command::Refused(arity_error("mset")));
+    if (name == b"mset" || name == b"msetnx") && args.len() % 2 != 0 {
+        return Some(Command::Refused(arity_error(
+            std::str::from_utf8(name).unwrap_or("mset"),
+        )));
     }
     let key = || args[0].clone();
     let c = match name {
@@ -59,6 +62,36 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
             expected: Some(args[1].clone()),
             new: args[2].clone(),
         }),
+        b"msetnx" => Command::Write(Write::MSetNx {
+            pairs: args
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
+        }),
+        b"incrbyfloat" => Command::Write(Write::IncrByFloat {
+            key: key(),
+            by: args[1].clone(),
+        }),
+        b"getdel" => Command::Write(Write::GetDel { key: key() }),
+        b"getrange" => {
+            let (Some(start), Some(end)) = (parse_i64(&args[1]), parse_i64(&args[2])) else {
+                return invalid(not_integer());
+            };
+            Command::Read(Read::GetRange {
+                key: key(),
+                start,
+                end,
+            })
+        }
+        b"setrange" => match parse_i64(&args[1]) {
+            None => return invalid(not_integer()),
+            Some(o) if o < 0 => return invalid("ERR offset is out of range".into()),
+            Some(offset) => Command::Write(Write::SetRange {
+                key: key(),
+                offset: offset as u64,
+                value: args[2].clone(),
+            }),
+        },
         b"set" => return Some(parse_set(args)),
         _ => return None,
     };

@@ -53,6 +53,7 @@ const FAST: u32 = 1 << 14;
 const SLOW: u32 = 1 << 15;
 const DANGEROUS: u32 = 1 << 17;
 const CONNECTION: u32 = 1 << 18;
+const TRANSACTION: u32 = 1 << 19;
 
 /// A category by its name (case-insensitive, without the `@`); its index
 /// in [`CATEGORIES`].
@@ -107,6 +108,8 @@ pub enum Family {
     Raft,
     /// `cmd/acl.rs`: ACL and its subcommands.
     Acl,
+    /// `cmd/transactions.rs`: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    Transactions,
 }
 
 impl Family {
@@ -122,17 +125,19 @@ impl Family {
             Family::Server => "Connection and server",
             Family::Raft => "Cluster (raft-kv's own)",
             Family::Acl => "Users (ACL)",
+            Family::Transactions => "Transactions",
         }
     }
 
     /// Every family, in the README's order.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Strings,
         Family::Keys,
         Family::Expiry,
         Family::Hashes,
         Family::Sets,
         Family::Lists,
+        Family::Transactions,
         Family::Server,
         Family::Acl,
         Family::Raft,
@@ -377,6 +382,61 @@ pub static COMMANDS: &[CommandSpec] = &[
         "compare-and-set (raft-kv's own): 1 if it set, 0 if not"
     ),
     spec!(
+        "incrbyfloat",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "adds a decimal number (long double arithmetic, as Redis on x86-64)"
+    ),
+    spec!(
+        "getdel",
+        2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | STRING | FAST,
+        Strings,
+        "the value, and removes the key"
+    ),
+    spec!(
+        "getrange",
+        4,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | STRING | SLOW,
+        Strings,
+        "part of a value (negative offsets from the end)"
+    ),
+    spec!(
+        "setrange",
+        4,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | STRING | SLOW,
+        Strings,
+        "overwrites part of a value, zero-padded; replies with the length"
+    ),
+    spec!(
+        "msetnx",
+        -3,
+        ["write", "denyoom"],
+        1,
+        -1,
+        2,
+        WRITE | STRING | SLOW,
+        Strings,
+        "sets keys atomically if none exists: 1, else 0"
+    ),
+    spec!(
         "dbsize",
         1,
         ["readonly", "fast"],
@@ -562,6 +622,61 @@ pub static COMMANDS: &[CommandSpec] = &[
         KEYSPACE | WRITE | FAST,
         Expiry,
         "removes a time to live"
+    ),
+    spec!(
+        "multi",
+        1,
+        ["noscript", "loading", "stale", "fast", "allow_busy"],
+        0,
+        0,
+        0,
+        FAST | TRANSACTION,
+        Transactions,
+        "starts queueing commands"
+    ),
+    spec!(
+        "exec",
+        1,
+        ["noscript", "loading", "stale", "skip_slowlog"],
+        0,
+        0,
+        0,
+        SLOW | TRANSACTION,
+        Transactions,
+        "runs the queued commands as one log entry, atomically on every node (null if a watched key changed)"
+    ),
+    spec!(
+        "discard",
+        1,
+        ["noscript", "loading", "stale", "fast", "allow_busy"],
+        0,
+        0,
+        0,
+        FAST | TRANSACTION,
+        Transactions,
+        "drops the queued commands and the watches"
+    ),
+    spec!(
+        "watch",
+        -2,
+        ["noscript", "loading", "stale", "fast", "allow_busy"],
+        1,
+        -1,
+        1,
+        FAST | TRANSACTION,
+        Transactions,
+        "EXEC runs only if these keys do not change (versions read linearizably)"
+    ),
+    spec!(
+        "unwatch",
+        1,
+        ["noscript", "loading", "stale", "fast", "allow_busy"],
+        0,
+        0,
+        0,
+        FAST | TRANSACTION,
+        Transactions,
+        "forgets the watched keys"
     ),
     spec!(
         "ping",
@@ -1582,6 +1697,16 @@ mod tests {
         assert_eq!(cats("lpush"), ["write", "list", "fast"]);
         assert_eq!(cats("lrange"), ["read", "list", "slow"]);
         assert_eq!(cats("lmove"), ["write", "list", "slow"]);
+        assert_eq!(cats("incrbyfloat"), ["write", "string", "fast"]);
+        assert_eq!(cats("getdel"), ["write", "string", "fast"]);
+        assert_eq!(cats("getrange"), ["read", "string", "slow"]);
+        assert_eq!(cats("setrange"), ["write", "string", "slow"]);
+        assert_eq!(cats("msetnx"), ["write", "string", "slow"]);
+        assert_eq!(cats("multi"), ["fast", "transaction"]);
+        assert_eq!(cats("exec"), ["slow", "transaction"]);
+        assert_eq!(cats("discard"), ["fast", "transaction"]);
+        assert_eq!(cats("watch"), ["fast", "transaction"]);
+        assert_eq!(cats("unwatch"), ["fast", "transaction"]);
         assert_eq!(category(b"Admin"), Some(13));
         assert_eq!(category(b"all"), None);
     }

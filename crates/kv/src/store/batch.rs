@@ -31,11 +31,17 @@ use crate::frame::put_error;
 //          0 none/1 NX/2 XX/3 GT/4 LT/5 XX LT)
 //        | 13 PERSIST key | 14 GETEX mode:u8 key [time as sent]
 //          (mode 1 PERSIST/2 EX/3 PX/4 EXAT/5 PXAT)
-//        | 0x40 TYPED command:u8 list(argument)  (a `TypedCmd` code)
+//        | 0x40 EXEC u32-LE watches, (key version:u64-LE)*
+//          u32-LE commands, (0 write | 1 read | 2 reply-string)*
+//          (a write inside is never an EXEC)
+//        | 0x41 GETDEL key | 0x42 SETRANGE key offset:u64-LE value
+//        | 0x43 MSETNX u32-LE pairs, (key value)* | 0x44 INCRBYFLOAT key by
+//        | 0x60 TYPED command:u8 list(argument)  (a `TypedCmd` code)
 // read   = 1 GET key | 2 MGET list | 3 EXISTS list | 4 STRLEN key | 5 DBSIZE
 //        | 6 KEYS pattern | 7 SCAN cursor:u64-LE count:u64-LE has:u8 [pattern]
 //        | 8 TTL kind:u8 key  (kind 0 TTL/1 PTTL/2 EXPIRETIME/3 PEXPIRETIME)
-//        | 9 VOLATILE-LEN | 0x40 TYPED command:u8 list(argument)
+//        | 9 VOLATILE-LEN | 0x40 GETRANGE key start:i64-LE end:i64-LE
+//        | 0x41 VERSIONS list | 0x60 TYPED command:u8 list(argument)
 
 pub(super) const WRITES_FORMAT: u8 = 0xD7;
 pub(super) const READS_FORMAT: u8 = 0xD2;
@@ -56,9 +62,14 @@ pub(super) const W_ACL_INIT: u8 = 11;
 pub(super) const W_EXPIRE: u8 = 12;
 pub(super) const W_PERSIST: u8 = 13;
 pub(super) const W_GETEX: u8 = 14;
+pub(super) const W_EXEC: u8 = 0x40;
+pub(super) const W_GETDEL: u8 = 0x41;
+pub(super) const W_SETRANGE: u8 = 0x42;
+pub(super) const W_MSETNX: u8 = 0x43;
+pub(super) const W_INCRBYFLOAT: u8 = 0x44;
 /// Hashes, sets, lists and the commands on keys of any type: far from the
-/// string commands' codes, which grow one by one.
-pub(super) const W_TYPED: u8 = 0x40;
+/// string commands' codes (0x40 on), which grow one by one.
+pub(super) const W_TYPED: u8 = 0x60;
 
 pub(super) const R_GET: u8 = 1;
 pub(super) const R_MGET: u8 = 2;
@@ -69,7 +80,10 @@ pub(super) const R_KEYS: u8 = 6;
 pub(super) const R_SCAN: u8 = 7;
 pub(super) const R_TTL: u8 = 8;
 pub(super) const R_VOLATILE_LEN: u8 = 9;
-pub(super) const R_TYPED: u8 = 0x40;
+pub(super) const R_GETRANGE: u8 = 0x40;
+pub(super) const R_VERSIONS: u8 = 0x41;
+/// As [`W_TYPED`].
+pub(super) const R_TYPED: u8 = 0x60;
 
 pub(super) const SET_NX: u8 = 1;
 pub(super) const SET_XX: u8 = 2;
@@ -121,6 +135,16 @@ pub(super) fn write_size(w: &Write) -> usize {
                 }
         }
         Write::Typed { args, .. } => typed_size(args),
+        Write::Exec { watches, ops } => super::tx::exec_size(watches, ops),
+        Write::GetDel { key } => 4 + key.len(),
+        Write::SetRange { key, value, .. } => 16 + key.len() + value.len(),
+        Write::MSetNx { pairs } => {
+            4 + pairs
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>()
+        }
+        Write::IncrByFloat { key, by } => 8 + key.len() + by.len(),
     }
 }
 
@@ -135,6 +159,8 @@ pub(super) fn read_size(r: &Read) -> usize {
         Read::Keys { pattern } => 4 + pattern.len(),
         Read::Scan { pattern, .. } => 17 + pattern.as_ref().map_or(0, |p| 4 + p.len()),
         Read::Typed { args, .. } => typed_size(args),
+        Read::GetRange { key, .. } => 4 + key.len() + 16,
+        Read::Versions { keys } => 4 + keys.iter().map(|k| 4 + k.len()).sum::<usize>(),
     }
 }
 
@@ -281,6 +307,33 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                 }
             }
             Write::Typed { cmd, args } => put_typed(&mut b, W_TYPED, *cmd, args),
+            Write::Exec { watches, ops } => {
+                b.put_u8(W_EXEC);
+                super::tx::encode_exec(&mut b, watches, ops);
+            }
+            Write::GetDel { key } => {
+                b.put_u8(W_GETDEL);
+                put_str(&mut b, key);
+            }
+            Write::SetRange { key, offset, value } => {
+                b.put_u8(W_SETRANGE);
+                put_str(&mut b, key);
+                b.put_u64_le(*offset);
+                put_str(&mut b, value);
+            }
+            Write::MSetNx { pairs } => {
+                b.put_u8(W_MSETNX);
+                b.put_u32_le(len32(pairs.len()));
+                for (k, v) in pairs {
+                    put_str(&mut b, k);
+                    put_str(&mut b, v);
+                }
+            }
+            Write::IncrByFloat { key, by } => {
+                b.put_u8(W_INCRBYFLOAT);
+                put_str(&mut b, key);
+                put_str(&mut b, by);
+            }
         }
     }
     b.freeze()
@@ -344,6 +397,19 @@ pub fn encode_reads(reads: &[Read]) -> Bytes {
                 }
             }
             Read::Typed { cmd, args } => put_typed(&mut b, R_TYPED, *cmd, args),
+            Read::GetRange { key, start, end } => {
+                b.put_u8(R_GETRANGE);
+                put_str(&mut b, key);
+                b.put_i64_le(*start);
+                b.put_i64_le(*end);
+            }
+            Read::Versions { keys } => {
+                b.put_u8(R_VERSIONS);
+                b.put_u32_le(len32(keys.len()));
+                for k in keys {
+                    put_str(&mut b, k);
+                }
+            }
         }
     }
     b.freeze()
@@ -579,6 +645,19 @@ pub(super) enum WriteOp<'a> {
         op: GetExOp<'a>,
     },
     Typed(TypedCmd, Items<'a>),
+    Exec(super::tx::ExecOp<'a>),
+    GetDel(&'a [u8]),
+    SetRange {
+        key: &'a [u8],
+        offset: u64,
+        value: &'a [u8],
+    },
+    /// Keys and values alternate.
+    MSetNx(Items<'a>),
+    IncrByFloat {
+        key: &'a [u8],
+        by: &'a [u8],
+    },
 }
 
 /// A read borrowed from a query.
@@ -597,6 +676,8 @@ pub(super) enum ReadOp<'a> {
         count: usize,
     },
     Typed(TypedCmd, Items<'a>),
+    GetRange(&'a [u8], i64, i64),
+    Versions(Items<'a>),
 }
 
 pub(super) const CUT: &str = "cut off";
@@ -691,6 +772,18 @@ pub(super) fn parse_write<'a>(r: &mut Reader<'a>) -> Result<WriteOp<'a>, &'stati
             let cmd = TypedCmd::from_code(r.u8().ok_or(CUT)?).ok_or("unknown typed command")?;
             WriteOp::Typed(cmd, r.list(1).ok_or(CUT)?)
         }
+        W_EXEC => WriteOp::Exec(super::tx::parse_exec(r)?),
+        W_GETDEL => WriteOp::GetDel(r.str().ok_or(CUT)?),
+        W_SETRANGE => WriteOp::SetRange {
+            key: r.str().ok_or(CUT)?,
+            offset: r.u64().ok_or(CUT)?,
+            value: r.str().ok_or(CUT)?,
+        },
+        W_MSETNX => WriteOp::MSetNx(r.list(2).ok_or(CUT)?),
+        W_INCRBYFLOAT => WriteOp::IncrByFloat {
+            key: r.str().ok_or(CUT)?,
+            by: r.str().ok_or(CUT)?,
+        },
         _ => return Err("unknown command"),
     };
     Ok(op)
@@ -723,6 +816,12 @@ pub(super) fn parse_read<'a>(r: &mut Reader<'a>) -> Result<ReadOp<'a>, &'static 
             let cmd = TypedCmd::from_code(r.u8().ok_or(CUT)?).ok_or("unknown typed command")?;
             ReadOp::Typed(cmd, r.list(1).ok_or(CUT)?)
         }
+        R_GETRANGE => ReadOp::GetRange(
+            r.str().ok_or(CUT)?,
+            r.u64().ok_or(CUT)? as i64,
+            r.u64().ok_or(CUT)? as i64,
+        ),
+        R_VERSIONS => ReadOp::Versions(r.list(1).ok_or(CUT)?),
         _ => return Err("unknown command"),
     };
     Ok(op)

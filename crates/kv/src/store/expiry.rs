@@ -969,6 +969,7 @@ mod tests {
         // A version 2 snapshot (before times) reads as time 0, no deadlines.
         let mut u = KvStore::new();
         run(&mut u, "SET a 1");
+        u.versions = super::super::tx::Versions::default();
         let v3 = u.snapshot_v3();
         let mut v2 = v3[..v3.len() - 4 - 16].to_vec();
         v2[4] = 2;
@@ -984,9 +985,10 @@ mod tests {
     fn snapshots_with_bad_deadlines_are_refused() {
         let mut s = store();
         run(&mut s, "SET abcdefgh v PX 10");
-        let snap = s.snapshot();
         // One deadline: the key's length, the key, the time.
         let dl = 4 + 8 + 8;
+        // As version 3 (no key versions after the deadlines).
+        let snap = s.snapshot_v3();
         let body = &snap[..snap.len() - 4];
         let reseal = |body: Vec<u8>| {
             let mut body = body;

@@ -43,9 +43,12 @@ use crate::acl::{self, PasswordHash, SharedUsers, Users};
 
 mod batch;
 mod expiry;
+mod float;
 mod glob;
 mod keyspace;
 mod snapshot;
+mod strings;
+mod tx;
 mod typed;
 mod value;
 
@@ -60,6 +63,7 @@ pub use expiry::{
     TtlKind,
 };
 use keyspace::*;
+pub use tx::TxOp;
 
 pub use glob::glob_match;
 use snapshot::{decode_snapshot, SNAP_HEADER, SNAP_MAGIC, SNAP_VERSION};
@@ -203,6 +207,41 @@ pub enum Write {
         /// Its arguments, the key first.
         args: Vec<Bytes>,
     },
+    /// `EXEC`: the queued commands of a transaction, applied at once if no
+    /// watched key changed (see `tx`); replies with the array of their
+    /// replies, or a null array.
+    Exec {
+        /// The watched keys and the versions read at WATCH.
+        watches: Vec<(Bytes, u64)>,
+        /// The commands, in order.
+        ops: Vec<TxOp>,
+    },
+    /// `GETDEL key`: the value (or null), and the key removed.
+    GetDel {
+        /// The key.
+        key: Bytes,
+    },
+    /// `SETRANGE key offset value`: the new length.
+    SetRange {
+        /// The key.
+        key: Bytes,
+        /// Where the value goes (zero bytes fill up to it).
+        offset: u64,
+        /// The bytes to write.
+        value: Bytes,
+    },
+    /// `MSETNX key value...`: `:1` if it set every key (none existed).
+    MSetNx {
+        /// The keys and their values.
+        pairs: Vec<(Bytes, Bytes)>,
+    },
+    /// `INCRBYFLOAT key by`: the new value.
+    IncrByFloat {
+        /// The key.
+        key: Bytes,
+        /// The increment, as sent (parsed when applied).
+        by: Bytes,
+    },
 }
 
 /// A read-only command; a query holds one or more.
@@ -265,6 +304,20 @@ pub enum Read {
         cmd: TypedCmd,
         /// Its arguments, the key first.
         args: Vec<Bytes>,
+    },
+    /// `GETRANGE key start end`: part of the value.
+    GetRange {
+        /// The key.
+        key: Bytes,
+        /// The first byte (negative: from the end).
+        start: i64,
+        /// The last byte, included.
+        end: i64,
+    },
+    /// The keys' versions (WATCH): an array of integers.
+    Versions {
+        /// The keys.
+        keys: Vec<Bytes>,
     },
 }
 
@@ -483,6 +536,8 @@ pub struct KvStore {
     /// The entry and place in it of the write being applied: the seed of
     /// SPOP, SRANDMEMBER and HRANDFIELD.
     seed: Seed,
+    /// The versions of recently changed keys (WATCH).
+    versions: tx::Versions,
 }
 
 /// The log index of the entry being applied and the place of the write in
@@ -811,7 +866,16 @@ impl KvStore {
             } => self.write_expire(key, when_ms, command, condition, out),
             WriteOp::Persist(key) => self.write_persist(key, out),
             WriteOp::GetEx { key, op } => self.write_getex(key, op, out),
-            WriteOp::Typed(cmd, args) => self.write_typed(cmd, args, out),
+            // The keys it changes are recorded by `apply_write`.
+            WriteOp::Typed(cmd, args) => self.write_typed(cmd, args, out, &mut Vec::new()),
+            WriteOp::GetDel(key) => self.write_getdel(key, out),
+            WriteOp::SetRange { key, offset, value } => {
+                self.write_setrange(key, offset, value, out)
+            }
+            WriteOp::MSetNx(items) => self.write_msetnx(items, out),
+            WriteOp::IncrByFloat { key, by } => self.write_incrbyfloat(key, by, out),
+            // Applied by `apply_write`, never here.
+            WriteOp::Exec(_) => put_error(out, "ERR EXEC inside EXEC"),
         }
     }
 
@@ -938,6 +1002,16 @@ impl KvStore {
             | ReadOp::Ttl(..)
             | ReadOp::DbSize
             | ReadOp::VolatileLen => 24,
+            ReadOp::GetRange(key, start, end) => match self.getrange(key, *start, *end) {
+                Ok(v) => bulk_len(v.len()),
+                Err(e) => e.len() + 3,
+            },
+            ReadOp::Versions(keys) => {
+                array_len(keys.len())
+                    + keys
+                        .map(|k| 3 + decimal_len(self.versions.get(k)))
+                        .sum::<usize>()
+            }
             ReadOp::Keys(pattern) => {
                 let pattern = *pattern;
                 let (n, bytes) = self
@@ -1065,6 +1139,11 @@ impl KvStore {
                     answer.bulk(k);
                 }
             }
+            ReadOp::GetRange(key, start, end) => match self.getrange(key, start, end) {
+                Ok(v) => bulk(&mut answer.chunk, v),
+                Err(e) => put_error(&mut answer.chunk, e),
+            },
+            ReadOp::Versions(keys) => self.read_versions(keys, &mut answer.chunk),
         }
     }
 }
@@ -1084,7 +1163,7 @@ impl raft_node::StateMachine for KvStore {
             self.seed.0 = (index, position);
             position += 1;
             match parse_write(&mut r) {
-                Ok(op) => self.write(op, &mut out),
+                Ok(op) => self.apply_write(index, op, &mut out),
                 Err(_) => break, // checked above: cannot happen
             }
         }
@@ -1098,8 +1177,8 @@ impl raft_node::StateMachine for KvStore {
 
     /// Moves the log's time forward and removes the keys due by then, at
     /// the same log position on every node.
-    fn advance_time(&mut self, _index: u64, time_ms: u64) {
-        self.advance_log_time(time_ms);
+    fn advance_time(&mut self, index: u64, time_ms: u64) {
+        self.advance_time_at(index, time_ms);
     }
 
     /// The deadline of the key that expires first.
@@ -1131,6 +1210,7 @@ impl raft_node::StateMachine for KvStore {
             + 4
             + users.len()
             + expiry::snapshot_part_len(&self.deadlines)
+            + self.versions.snapshot_part_len()
             + self
                 .iter()
                 .map(|(k, v)| 4 + k.len() + v.snapshot_len())
@@ -1145,6 +1225,7 @@ impl raft_node::StateMachine for KvStore {
         }
         put_str(&mut b, &users);
         expiry::put_snapshot_part(&mut b, self.now_ms, &self.deadlines);
+        self.versions.put_snapshot_part(&mut b);
         let crc = crc32c(&b);
         b.put_u32_le(crc);
         b.freeze()
@@ -1161,6 +1242,7 @@ impl raft_node::StateMachine for KvStore {
         self.users = restored.users;
         self.now_ms = restored.now_ms;
         self.deadlines = restored.deadlines;
+        self.versions = restored.versions;
         self.publish_users();
         Ok(())
     }
@@ -1516,7 +1598,15 @@ mod tests {
         assert_eq!(s.len(), 20_000);
         assert_eq!(w1(&mut s, Write::FlushDb), ok());
         assert!(s.is_empty());
-        assert_eq!(s, KvStore::new());
+        // Empty; every key it removed changed at the flush's entry (1).
+        assert_eq!(s.versions.get(b"k0"), 1);
+        assert_eq!(
+            s,
+            KvStore {
+                versions: s.versions.clone(),
+                ..KvStore::new()
+            }
+        );
     }
 
     #[test]
@@ -1734,6 +1824,33 @@ mod tests {
                 cmd: TypedCmd::SPop,
                 args: vec![],
             },
+            Write::GetDel { key: b("k") },
+            Write::SetRange {
+                key: b("k"),
+                offset: 7,
+                value: b("xy"),
+            },
+            Write::MSetNx {
+                pairs: vec![(b("a"), b("1")), (b("b"), b(""))],
+            },
+            Write::IncrByFloat {
+                key: b("f"),
+                by: b("1.5e3"),
+            },
+            Write::Exec {
+                watches: vec![],
+                ops: vec![],
+            },
+            Write::Exec {
+                watches: vec![(b("w"), 7), (b(""), u64::MAX)],
+                ops: vec![
+                    TxOp::Write(set("k", "v")),
+                    TxOp::Read(Read::Get { key: b("k") }),
+                    TxOp::Reply(b("+PONG\r\n")),
+                    TxOp::Write(Write::FlushDb),
+                    TxOp::Read(Read::DbSize),
+                ],
+            },
         ]
     }
 
@@ -1766,6 +1883,15 @@ mod tests {
                 pattern: None,
                 count: 0,
             },
+            Read::GetRange {
+                key: b("k"),
+                start: i64::MIN,
+                end: -1,
+            },
+            Read::Versions {
+                keys: vec![b("a"), b("")],
+            },
+            // Last: a whole one in a cut-off query would be an error.
             Read::Typed {
                 cmd: TypedCmd::HGetAll,
                 args: vec![b("h")],
@@ -1857,6 +1983,26 @@ mod tests {
                 cmd,
                 args: args.map(c).collect(),
             },
+            WriteOp::GetDel(key) => Write::GetDel { key: c(key) },
+            WriteOp::SetRange { key, offset, value } => Write::SetRange {
+                key: c(key),
+                offset,
+                value: c(value),
+            },
+            WriteOp::MSetNx(items) => {
+                let flat: Vec<Bytes> = items.map(c).collect();
+                Write::MSetNx {
+                    pairs: flat
+                        .chunks(2)
+                        .map(|p| (p[0].clone(), p[1].clone()))
+                        .collect(),
+                }
+            }
+            WriteOp::IncrByFloat { key, by } => Write::IncrByFloat {
+                key: c(key),
+                by: c(by),
+            },
+            WriteOp::Exec(e) => tx::owned_exec(e, owned_write, owned_read),
         }
     }
 
@@ -1887,6 +2033,14 @@ mod tests {
                 cursor,
                 pattern: pattern.map(c),
                 count,
+            },
+            ReadOp::GetRange(key, start, end) => Read::GetRange {
+                key: c(key),
+                start,
+                end,
+            },
+            ReadOp::Versions(keys) => Read::Versions {
+                keys: keys.map(c).collect(),
             },
         }
     }
@@ -2088,6 +2242,9 @@ mod tests {
     fn bad_snapshots_are_rejected_and_change_nothing() {
         let mut s = KvStore::new();
         w(&mut s, &[set("a", "1"), set("b", "22"), set("c", "333")]);
+        // Older versions have no key versions: none here either (the
+        // table is 16 bytes, the floor and the count).
+        s.versions = tx::Versions::default();
         let snap = s.snapshot();
         let mut t = KvStore::new();
         w1(&mut t, set("mine", "x"));
@@ -2106,8 +2263,8 @@ mod tests {
         v[0] = b'X';
         check(v, "not a raft-kv snapshot");
         let mut v = snap.to_vec();
-        v[4] = 5;
-        check(v, "version 5");
+        v[4] = 6;
+        check(v, "version 6");
         // Any flipped bit breaks the checksum.
         for at in 5..snap.len() {
             let mut v = snap.to_vec();
@@ -2132,6 +2289,11 @@ mod tests {
         let mut v3_store = KvStore::new();
         v3_store.restore(Bytes::from(v3.clone())).unwrap();
         assert_eq!(v3_store, s, "a version 3 snapshot reads as strings");
+        // Version 4 (strings only, with key versions) reads as strings too.
+        let v4 = s.snapshot_v4();
+        let mut v4_store = KvStore::new();
+        v4_store.restore(Bytes::from(v4)).unwrap();
+        assert_eq!(v4_store, s, "a version 4 snapshot reads as strings");
         let mut v2_body = v3[..v3.len() - 4 - 16].to_vec();
         v2_body[4] = 2;
         let mut v2 = s.clone();

@@ -714,10 +714,18 @@ impl KvStore {
     // Writes
     // -----------------------------------------------------------------------
 
-    /// Applies a typed write (or answers a typed read sent as one).
-    pub(super) fn write_typed(&mut self, cmd: TypedCmd, args: Items<'_>, out: &mut BytesMut) {
+    /// Applies a typed write (or answers a typed read sent as one), adding
+    /// to `changed` each key it really changes (made, altered or removed
+    /// because it became empty: what WATCH sees).
+    pub(super) fn write_typed<'a>(
+        &mut self,
+        cmd: TypedCmd,
+        args: Items<'a>,
+        out: &mut BytesMut,
+        changed: &mut Vec<&'a [u8]>,
+    ) {
         use TypedCmd::*;
-        let a: Vec<&[u8]> = args.collect();
+        let a: Vec<&'a [u8]> = args.collect();
         if !cmd.is_write() {
             let mut answer = Answer::whole();
             self.answer_typed(cmd, &a, &mut answer);
@@ -743,6 +751,11 @@ impl KvStore {
                     added +=
                         i64::from(h.insert(Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)));
                 }
+                // HSET always sets a field (maybe to the value it held, a
+                // change all the same, as in Redis); HSETNX only if new.
+                if cmd == HSet || added > 0 {
+                    changed.push(key);
+                }
                 put_int(out, added);
             }
             HDel => {
@@ -752,6 +765,9 @@ impl KvStore {
                     Some(_) => return put_error(out, WRONGTYPE),
                 };
                 self.drop_if_empty(key);
+                if n > 0 {
+                    changed.push(key);
+                }
                 put_int(out, n as i64);
             }
             HIncrBy => {
@@ -775,6 +791,7 @@ impl KvStore {
                 match old.checked_add(by) {
                     Some(n) => {
                         h.insert(Bytes::copy_from_slice(a[1]), super::i64_value(n));
+                        changed.push(key);
                         put_int(out, n);
                     }
                     None => {
@@ -810,6 +827,7 @@ impl KvStore {
                 let v = float_value(n);
                 super::bulk(out, &v);
                 h.insert(Bytes::copy_from_slice(a[1]), v);
+                changed.push(key);
             }
             HRandField => self.hrandfield(&a, out),
             SAdd => {
@@ -821,6 +839,9 @@ impl KvStore {
                     .iter()
                     .map(|m| i64::from(s.insert(Bytes::copy_from_slice(m), ())))
                     .sum();
+                if n > 0 {
+                    changed.push(key);
+                }
                 put_int(out, n);
             }
             SRem => {
@@ -830,9 +851,16 @@ impl KvStore {
                     Some(_) => return put_error(out, WRONGTYPE),
                 };
                 self.drop_if_empty(key);
+                if n > 0 {
+                    changed.push(key);
+                }
                 put_int(out, n as i64);
             }
-            SPop => self.spop(&a, out),
+            SPop => {
+                if self.spop(&a, out) {
+                    changed.push(key);
+                }
+            }
             LPush | RPush => {
                 let l = match self.list_mut(key) {
                     Ok(l) => l,
@@ -847,6 +875,7 @@ impl KvStore {
                     }
                 }
                 put_int(out, l.len() as i64);
+                changed.push(key);
             }
             LPop | RPop => {
                 if a.len() > 2 {
@@ -885,6 +914,9 @@ impl KvStore {
                     }
                 }
                 self.drop_if_empty(key);
+                if !popped.is_empty() {
+                    changed.push(key);
+                }
             }
             LSet => {
                 let l = match self.get_mut(key) {
@@ -898,6 +930,7 @@ impl KvStore {
                 match list_index(l.len(), i).and_then(|i| l.get_mut(i)) {
                     Some(e) => {
                         *e = Bytes::copy_from_slice(a[2]);
+                        changed.push(key);
                         put_simple(out, "OK");
                     }
                     None => put_error(out, "ERR index out of range"),
@@ -942,6 +975,9 @@ impl KvStore {
                 *l = kept;
                 put_int(out, removed as i64);
                 self.drop_if_empty(key);
+                if removed > 0 {
+                    changed.push(key);
+                }
             }
             LTrim => {
                 let (Some(start), Some(stop)) = (parse_i64(a[1]), parse_i64(a[2])) else {
@@ -950,16 +986,24 @@ impl KvStore {
                 match self.get_mut(key) {
                     None => {}
                     Some(Value::List(l)) => {
+                        let before = l.len();
                         let range = list_range(l.len(), start, stop);
                         l.truncate(range.end);
                         l.drain(..range.start.min(l.len()));
+                        if l.len() != before {
+                            changed.push(key);
+                        }
                     }
                     Some(_) => return put_error(out, WRONGTYPE),
                 }
                 put_simple(out, "OK");
                 self.drop_if_empty(key);
             }
-            LMove => self.lmove(&a, out),
+            LMove => {
+                if self.lmove(&a, out) {
+                    changed.extend([a[0], a[1]]);
+                }
+            }
             SRandMember => self.srandmember(&a, out),
             SInterStore | SUnionStore | SDiffStore => {
                 let members: Vec<Bytes> = match self.combine(cmd, &a[1..]) {
@@ -967,8 +1011,11 @@ impl KvStore {
                     Err(e) => return put_error(out, e),
                 };
                 // The destination is replaced whatever it held, and loses
-                // its time to live.
-                self.remove_key(key);
+                // its time to live; it changes unless it was and stays
+                // absent.
+                if self.remove_key(key) || !members.is_empty() {
+                    changed.push(key);
+                }
                 put_int(out, members.len() as i64);
                 if members.is_empty() {
                     return;
@@ -1046,7 +1093,8 @@ impl KvStore {
     }
 
     /// `LMOVE source destination LEFT|RIGHT LEFT|RIGHT`.
-    fn lmove(&mut self, a: &[&[u8]], out: &mut BytesMut) {
+    /// True if it moved an element.
+    fn lmove(&mut self, a: &[&[u8]], out: &mut BytesMut) -> bool {
         let side = |s: &[u8]| {
             if s.eq_ignore_ascii_case(b"left") {
                 Some(true)
@@ -1057,26 +1105,36 @@ impl KvStore {
             }
         };
         let (Some(from_left), Some(to_left)) = (side(a[2]), side(a[3])) else {
-            return put_error(out, SYNTAX);
+            put_error(out, SYNTAX);
+            return false;
         };
         let (src, dst) = (a[0], a[1]);
         match self.get(src) {
-            None => return put_null(out),
+            None => {
+                put_null(out);
+                return false;
+            }
             Some(Value::List(_)) => {}
-            Some(_) => return put_error(out, WRONGTYPE),
+            Some(_) => {
+                put_error(out, WRONGTYPE);
+                return false;
+            }
         }
         if !matches!(self.get(dst), None | Some(Value::List(_))) {
-            return put_error(out, WRONGTYPE);
+            put_error(out, WRONGTYPE);
+            return false;
         }
         let Some(Value::List(l)) = self.get_mut(src) else {
-            return put_null(out);
+            put_null(out);
+            return false;
         };
         let Some(e) = (if from_left {
             l.pop_front()
         } else {
             l.pop_back()
         }) else {
-            return put_null(out);
+            put_null(out);
+            return false;
         };
         super::bulk(out, &e);
         // The source first: a list emptied by its move to another key goes
@@ -1091,6 +1149,7 @@ impl KvStore {
                 d.push_back(e);
             }
         }
+        true
     }
 
     fn set_mut(&mut self, key: &[u8]) -> Result<&mut Coll<()>, &'static str> {
@@ -1188,17 +1247,22 @@ impl KvStore {
     }
 
     /// `SPOP key [count]`.
-    fn spop(&mut self, a: &[&[u8]], out: &mut BytesMut) {
+    /// True if it removed a member.
+    fn spop(&mut self, a: &[&[u8]], out: &mut BytesMut) -> bool {
         let mut rng = self.seed.rng();
         let key = a[0];
         if a.len() > 2 {
-            return put_error(out, SYNTAX);
+            put_error(out, SYNTAX);
+            return false;
         }
         let count = match a.get(1) {
             None => None,
             Some(c) => match parse_i64(c) {
                 Some(n) if n >= 0 => Some(n),
-                _ => return put_error(out, MUST_BE_POSITIVE),
+                _ => {
+                    put_error(out, MUST_BE_POSITIVE);
+                    return false;
+                }
             },
         };
         let picked: Vec<Bytes> = match self.set(key) {
@@ -1210,7 +1274,10 @@ impl KvStore {
                     .collect()
             }
             Held::Absent => Vec::new(),
-            Held::Other => return put_error(out, WRONGTYPE),
+            Held::Other => {
+                put_error(out, WRONGTYPE);
+                return false;
+            }
         };
         if let Some(Value::Set(s)) = self.get_mut(key) {
             for m in &picked {
@@ -1230,6 +1297,7 @@ impl KvStore {
                 }
             }
         }
+        !picked.is_empty()
     }
 }
 
@@ -1647,7 +1715,14 @@ mod tests {
         assert_eq!(run(&mut s, "TTL h"), int(-1));
         assert_eq!(run(&mut s, "DEL h s str"), int(3));
         assert_eq!(run(&mut s, "DBSIZE"), int(0));
-        assert_eq!(s, KvStore::new());
+        // Empty again; only the key versions remember the changes.
+        assert_eq!(
+            s,
+            KvStore {
+                versions: s.versions.clone(),
+                ..KvStore::new()
+            }
+        );
     }
 
     #[test]

@@ -49,6 +49,17 @@ pub fn open_read(client: u64, call: u64) -> Operation {
     Operation::open(client, 0, Input::Read, call)
 }
 
+/// The phantom expiry of `v`, recorded with an expiring write of `v` (same
+/// invocation time).
+pub fn expire(client: u64, v: Value, call: u64) -> Operation {
+    Operation::open(client, 0, Input::Expire(v), call)
+}
+
+/// An acknowledged expiring write of `v`: the write and its expiry.
+pub fn write_px(client: u64, v: Value, call: u64, ret: u64) -> [Operation; 2] {
+    [write(client, v, call, ret), expire(client, v, call)]
+}
+
 /// The same operation on another key.
 pub fn on(key: Key, mut op: Operation) -> Operation {
     op.key = key;
@@ -200,6 +211,17 @@ fn execute(rng: &mut SmallRng, ops: &mut [Operation], points: &[Option<(u64, u64
 /// the intervals; then, half of the time, one mutation is applied. Returns the
 /// history and whether it was left unmutated (hence linearizable).
 pub fn small_random_history(rng: &mut SmallRng) -> (Vec<Operation>, bool) {
+    small_history(rng, false)
+}
+
+/// Like [`small_random_history`], but half of the writes expire: each comes
+/// with an open [`Input::Expire`] of its value invoked with it, which takes
+/// effect some time after the write (or never) in the execution.
+pub fn small_expiring_history(rng: &mut SmallRng) -> (Vec<Operation>, bool) {
+    small_history(rng, true)
+}
+
+fn small_history(rng: &mut SmallRng, expiring: bool) -> (Vec<Operation>, bool) {
     let keys = rng.random_range(1..=3u64);
     let n = rng.random_range(2..=7usize);
     let mut ops = Vec::with_capacity(n);
@@ -225,6 +247,14 @@ pub fn small_random_history(rng: &mut SmallRng) -> (Vec<Operation>, bool) {
                 Output::Write,
             ));
             points.push(Some((rng.random_range(call..=ret), tiebreak)));
+        }
+        if let (true, Input::Write(v), Some((at, _))) = (expiring, input, points[points.len() - 1])
+        {
+            if rng.random_bool(0.5) {
+                ops.push(Operation::open(client, key, Input::Expire(v), call));
+                let later = (at + rng.random_range(1..15u64), rng.random());
+                points.push(rng.random_bool(0.7).then_some(later));
+            }
         }
     }
     execute(rng, &mut ops, &points);
@@ -294,11 +324,13 @@ fn mutate(rng: &mut SmallRng, ops: &mut [Operation]) {
         // Drop the reply or invent one.
         _ => match op.ret {
             Some(_) => op.ret = None,
+            None if matches!(op.input, Input::Expire(_)) => {}
             None => {
                 let out = match op.input {
                     Input::Read => Output::Read(Some(rng.random_range(1..=3))),
                     Input::Write(_) => Output::Write,
                     Input::Cas { .. } => Output::Cas(rng.random_bool(0.5)),
+                    Input::Expire(_) => unreachable!("expiries never get a reply"),
                 };
                 op.ret = Some((op.call + rng.random_range(0..8), out));
             }

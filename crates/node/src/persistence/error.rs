@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use raft_core::LogIndex;
 
+use super::refusal::{IdentityMismatch, InvalidChange};
+
 /// Why persistence failed.
 ///
 /// ```
@@ -35,12 +37,16 @@ pub enum PersistenceError {
     #[error("storage I/O failed: {0}")]
     Io(IoFailure),
     /// The change does not fit what is stored (a gap in the log, a
-    /// snapshot older than the stored one, ...).
+    /// snapshot older than the stored one, ...): [`InvalidChange`] says
+    /// what was expected and what was found.
     #[error("invalid change: {0}")]
-    Invalid(String),
-    /// The store belongs to another node or cluster.
+    Invalid(InvalidChange),
+    /// The store belongs to another node or cluster, or its records
+    /// disagree on whose it is: [`IdentityMismatch`] says whose it is and
+    /// whose it was expected to be.
+    /// (Boxed: it is rare, and the error stays small.)
     #[error("identity mismatch: {0}")]
-    Identity(String),
+    Identity(Box<IdentityMismatch>),
 }
 
 impl PersistenceError {
@@ -48,6 +54,11 @@ impl PersistenceError {
     /// follows, such as `"fdatasync of"`) failed on `path` with `error`.
     pub fn io(action: impl Into<String>, path: impl AsRef<Path>, error: io::Error) -> Self {
         PersistenceError::Io(IoFailure::new(action, path, error))
+    }
+
+    /// A [`PersistenceError::Identity`] of `mismatch`.
+    pub fn identity(mismatch: IdentityMismatch) -> Self {
+        PersistenceError::Identity(Box::new(mismatch))
     }
 
     /// A [`PersistenceError::Corrupt`] with nothing but a description (add

@@ -9,9 +9,11 @@
 mod error;
 pub mod file;
 pub mod memory;
+mod refusal;
 mod validate;
 
 pub use error::{Corruption, IoFailure, PersistenceError};
+pub use refusal::{IdentityMismatch, InvalidChange, Owner, Place};
 
 use async_trait::async_trait;
 use raft_core::{Entry, HardState, LogIndex, Membership, Snapshot};
@@ -141,21 +143,17 @@ pub(crate) fn check_entries_follow(
 ) -> Result<(), PersistenceError> {
     for entry in entries {
         if entry.index != prev_index + 1 {
-            let what = if entry.index <= prev_index {
-                "overlaps"
-            } else {
-                "leaves a gap after"
-            };
-            return Err(PersistenceError::Invalid(format!(
-                "entry {} {what} the log, whose last entry is {prev_index} (entries must follow on one index at a time)",
-                entry.index
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::EntryNotNext {
+                index: entry.index,
+                last: prev_index,
+            }));
         }
         if entry.term < prev_term {
-            return Err(PersistenceError::Invalid(format!(
-                "entry {} has term {}, below the term {prev_term} of the entry before it",
-                entry.index, entry.term
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::EntryTermBelow {
+                index: entry.index,
+                term: entry.term,
+                previous: prev_term,
+            }));
         }
         prev_index = entry.index;
         prev_term = entry.term;
@@ -171,22 +169,23 @@ pub(crate) fn check_hard_state(
     next: &HardState,
 ) -> Result<(), PersistenceError> {
     if next.term < stored.term {
-        return Err(PersistenceError::Invalid(format!(
-            "hard state term {} is below the stored term {}",
-            next.term, stored.term
-        )));
+        return Err(PersistenceError::Invalid(InvalidChange::TermBelow {
+            term: next.term,
+            stored: stored.term,
+        }));
     }
     if next.term == stored.term && stored.vote != raft_core::NO_NODE && next.vote != stored.vote {
-        return Err(PersistenceError::Invalid(format!(
-            "hard state changes the vote of term {} from {} to {}",
-            next.term, stored.vote, next.vote
-        )));
+        return Err(PersistenceError::Invalid(InvalidChange::VoteChanged {
+            term: next.term,
+            vote: next.vote,
+            stored: stored.vote,
+        }));
     }
     if next.commit < stored.commit {
-        return Err(PersistenceError::Invalid(format!(
-            "hard state commit index {} is below the stored commit index {}",
-            next.commit, stored.commit
-        )));
+        return Err(PersistenceError::Invalid(InvalidChange::CommitBelow {
+            commit: next.commit,
+            stored: stored.commit,
+        }));
     }
     Ok(())
 }

@@ -3,7 +3,10 @@
 
 use raft_core::{HardState, LogIndex, Term};
 
-use super::{check_entries_follow, check_hard_state, Change, Identity, PersistenceError};
+use super::{
+    check_entries_follow, check_hard_state, Change, Identity, IdentityMismatch, InvalidChange,
+    PersistenceError,
+};
 
 /// What the rules need to know of what a store holds.
 pub(crate) trait StoredView {
@@ -24,15 +27,13 @@ pub(crate) fn validate(view: &impl StoredView, change: &Change) -> Result<(), Pe
     // 1. Identity.
     match (view.identity(), &change.identity) {
         (Some(stored), Some(new)) if stored != new => {
-            return Err(PersistenceError::Identity(format!(
-                "the store belongs to node {:?} of cluster {:?}, not to node {:?} of cluster {:?} (or its bootstrap membership differs)",
-                stored.id, stored.cluster, new.id, new.cluster
-            )));
+            return Err(PersistenceError::identity(IdentityMismatch::Differs {
+                stored: stored.into(),
+                given: new.into(),
+            }));
         }
         (None, None) if !change.is_empty() => {
-            return Err(PersistenceError::Invalid(
-                "the first save to a store must carry the node's identity".into(),
-            ));
+            return Err(PersistenceError::Invalid(InvalidChange::MissingIdentity));
         }
         _ => {}
     }
@@ -48,24 +49,21 @@ pub(crate) fn validate(view: &impl StoredView, change: &Change) -> Result<(), Pe
     if let Some(snapshot) = &change.snapshot {
         let (index, term) = (snapshot.meta.index, snapshot.meta.term);
         if index == 0 {
-            return Err(PersistenceError::Invalid(
-                "a snapshot at index 0 covers nothing".into(),
-            ));
+            return Err(PersistenceError::Invalid(InvalidChange::EmptySnapshot));
         }
         if index < base {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot at index {index} is older than the stored snapshot at index {base}"
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::SnapshotOlder {
+                index,
+                stored: base,
+            }));
         }
-        if index == base && term != base_term {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot at index {index} has term {term}, but the stored snapshot at that index has term {base_term}"
-            )));
-        }
-        if term < base_term {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot at index {index} has term {term}, below the stored snapshot's term {base_term}"
-            )));
+        if (index == base && term != base_term) || term < base_term {
+            return Err(PersistenceError::Invalid(InvalidChange::SnapshotTerm {
+                index,
+                term,
+                stored_index: base,
+                stored_term: base_term,
+            }));
         }
         if stored_last > index && view.term_at(index) != Some(term) {
             conflicting_above = Some(index);
@@ -78,20 +76,25 @@ pub(crate) fn validate(view: &impl StoredView, change: &Change) -> Result<(), Pe
     // 3. Truncation.
     if let Some(from) = change.truncate_from {
         if from <= base {
-            return Err(PersistenceError::Invalid(format!(
-                "truncation from index {from} reaches into the snapshot, which covers up to index {base}"
-            )));
+            return Err(PersistenceError::Invalid(
+                InvalidChange::TruncationIntoSnapshot {
+                    from,
+                    snapshot: base,
+                },
+            ));
         }
         last = last.min(from - 1);
     }
     if let Some(index) = conflicting_above {
         if last > index {
-            let (snap_term, stored_term) = (base_term, view.term_at(index));
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot at index {index} (term {snap_term}) does not match the stored entry at that index (term {stored_term:?}), \
-                 yet the stored entries after it (up to {stored_last}) are kept: the change must truncate from index {}",
-                index + 1
-            )));
+            return Err(PersistenceError::Invalid(
+                InvalidChange::SnapshotConflicts {
+                    index,
+                    term: base_term,
+                    stored_term: view.term_at(index),
+                    stored_last,
+                },
+            ));
         }
     }
 
@@ -114,10 +117,10 @@ pub(crate) fn validate(view: &impl StoredView, change: &Change) -> Result<(), Pe
         check_hard_state(view.hard_state(), hs)?;
         let last = change.entries.last().map_or(last, |e| e.index);
         if hs.commit > last {
-            return Err(PersistenceError::Invalid(format!(
-                "hard state commit index {} is beyond the log's last index {last} (after this change): a node commits only entries it holds",
-                hs.commit
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::CommitBeyondLog {
+                commit: hs.commit,
+                last,
+            }));
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use raft_core::{Entry, EntryPayload, LogIndex, MemberRole, Membership, NodeId, Snapshot, Term};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::error::NodeError;
+use crate::error::{Attempt, NodeError, OutcomeUnknown, UnknownKind};
 use crate::events::Event;
 use crate::ids::PeerContext;
 use crate::runtime::backlog::{batch_bytes, ApplyBacklog};
@@ -35,11 +35,12 @@ impl Waiter {
     /// be committed and applied, so the caller is told the outcome is
     /// unknown.
     fn fail(self, e: NodeError) {
-        let e = if e.is_outcome_unknown() {
-            e
-        } else {
-            NodeError::OutcomeUnknown(e.to_string())
+        let attempt = match self {
+            // Whether it is numbered, the caller says (`Call::refine`).
+            Waiter::Command(_) => Attempt::Command,
+            Waiter::Change(_) => Attempt::MembershipChange,
         };
+        let e = e.unknown_outcome_of(attempt, UnknownKind::NodeStopped);
         match self {
             Waiter::Command(tx) => {
                 let _ = tx.send(Err(e));
@@ -319,9 +320,11 @@ impl Applier {
                     .command(time, session, seq, floor, || sm.apply(index, command))
                     .map_err(|refusal| match refusal {
                         SessionRefusal::Expired => NodeError::SessionExpired { session },
-                        SessionRefusal::Forgotten => NodeError::OutcomeUnknown(format!(
-                            "command {seq} of session {session} reached the log again after its session forgot its reply; it was not applied again"
-                        )),
+                        SessionRefusal::Forgotten => OutcomeUnknown::new(
+                            Attempt::NumberedCommand { session, seq },
+                            UnknownKind::WindowExceeded,
+                        )
+                        .into(),
                     })
             }
         }

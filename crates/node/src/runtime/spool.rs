@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use raft_core::{IncomingChunk, SnapshotMeta};
 
-use crate::persistence::PersistenceError;
+use crate::persistence::{InvalidChange, PersistenceError};
 
 /// The file being received.
 struct Receiving {
@@ -99,16 +99,20 @@ impl Spool {
             });
         }
         let Some(r) = &mut self.current else {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot chunk at {} without the chunks before it",
-                chunk.offset
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::ChunkNotNext {
+                index: chunk.meta.index,
+                offset: chunk.offset,
+                receiving: None,
+                received: 0,
+            }));
         };
         if r.meta != chunk.meta || r.written != chunk.offset || r.total != chunk.total_bytes {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot chunk at {} of snapshot {} does not follow the {} bytes received of snapshot {}",
-                chunk.offset, chunk.meta.index, r.written, r.meta.index
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::ChunkNotNext {
+                index: chunk.meta.index,
+                offset: chunk.offset,
+                receiving: Some(r.meta.index),
+                received: r.written,
+            }));
         }
         r.file
             .write_all(&chunk.data)
@@ -120,16 +124,24 @@ impl Spool {
     /// The snapshot `meta` is complete: checks it and maps it.
     pub(crate) fn finish(&mut self, meta: &SnapshotMeta) -> Result<Bytes, PersistenceError> {
         let Some(r) = self.current.take() else {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot {} installed but none was being received",
-                meta.index
-            )));
+            return Err(PersistenceError::Invalid(
+                InvalidChange::SnapshotIncomplete {
+                    index: meta.index,
+                    receiving: None,
+                    received: 0,
+                    total: 0,
+                },
+            ));
         };
         let result = if &r.meta != meta || r.written != r.total {
-            Err(PersistenceError::Invalid(format!(
-                "snapshot {} installed with {} of {} bytes received (snapshot {})",
-                meta.index, r.written, r.total, r.meta.index
-            )))
+            Err(PersistenceError::Invalid(
+                InvalidChange::SnapshotIncomplete {
+                    index: meta.index,
+                    receiving: Some(r.meta.index),
+                    received: r.written,
+                    total: r.total,
+                },
+            ))
         } else {
             map_file(&r.path)
         };

@@ -87,7 +87,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::persistence::memory::MemoryPersistence;
-use crate::persistence::{Change, Identity, Persistence, PersistenceError, State};
+use crate::persistence::{
+    Change, Identity, IdentityMismatch, InvalidChange as Invalid, Persistence, PersistenceError,
+    State,
+};
 
 /// Opens (or reopens) one store: every call opens the same store.
 ///
@@ -1308,16 +1311,15 @@ impl Model {
     }
 
     fn validate(&self, change: &Change) -> Result<(), PersistenceError> {
-        let invalid = |m: String| Err(PersistenceError::Invalid(m));
+        let invalid = |kind: Invalid| Err(PersistenceError::Invalid(kind));
         match (&self.identity, &change.identity) {
             (Some(a), Some(b)) if a != b => {
-                return Err(PersistenceError::Identity(format!(
-                    "stored {a:?}, change {b:?}"
-                )))
+                return Err(PersistenceError::identity(IdentityMismatch::Differs {
+                    stored: a.into(),
+                    given: b.into(),
+                }))
             }
-            (None, None) if !change.is_empty() => {
-                return invalid("first save without identity".into())
-            }
+            (None, None) if !change.is_empty() => return invalid(Invalid::MissingIdentity),
             _ => {}
         }
         // The log after the snapshot and truncation, as (index, term) pairs.
@@ -1327,14 +1329,22 @@ impl Model {
         let mut conflict = None;
         if let Some(s) = &change.snapshot {
             let (index, term) = (s.meta.index, s.meta.term);
-            if index == 0
-                || index < base
-                || term < base_term
-                || (index == base && term != base_term)
-            {
-                return invalid(format!(
-                    "snapshot ({index}, {term}) against stored ({base}, {base_term})"
-                ));
+            if index == 0 {
+                return invalid(Invalid::EmptySnapshot);
+            }
+            if index < base {
+                return invalid(Invalid::SnapshotOlder {
+                    index,
+                    stored: base,
+                });
+            }
+            if term < base_term || (index == base && term != base_term) {
+                return invalid(Invalid::SnapshotTerm {
+                    index,
+                    term,
+                    stored_index: base,
+                    stored_term: base_term,
+                });
             }
             if self.last().0 > index && self.term_at(index) != Some(term) {
                 conflict = Some(index);
@@ -1344,37 +1354,64 @@ impl Model {
         }
         if let Some(from) = change.truncate_from {
             if from <= base {
-                return invalid(format!("truncation from {from} into snapshot at {base}"));
+                return invalid(Invalid::TruncationIntoSnapshot {
+                    from,
+                    snapshot: base,
+                });
             }
             log.retain(|&(i, _)| i < from);
         }
-        if conflict.is_some() && !log.is_empty() {
-            return invalid(format!(
-                "entries kept after a conflicting snapshot at {conflict:?}"
-            ));
+        if let Some(index) = conflict.filter(|_| !log.is_empty()) {
+            return invalid(Invalid::SnapshotConflicts {
+                index,
+                term: base_term,
+                stored_term: self.term_at(index),
+                stored_last: self.last().0,
+            });
         }
         let mut prev = log.last().copied().unwrap_or((base, base_term));
         for e in &change.entries {
-            if e.index != prev.0 + 1 || e.term < prev.1 {
-                return invalid(format!(
-                    "entry ({}, {}) after ({}, {})",
-                    e.index, e.term, prev.0, prev.1
-                ));
+            if e.index != prev.0 + 1 {
+                return invalid(Invalid::EntryNotNext {
+                    index: e.index,
+                    last: prev.0,
+                });
+            }
+            if e.term < prev.1 {
+                return invalid(Invalid::EntryTermBelow {
+                    index: e.index,
+                    term: e.term,
+                    previous: prev.1,
+                });
             }
             prev = (e.index, e.term);
         }
         if let Some(hs) = &change.hard_state {
             let old = &self.hard_state;
-            if hs.term < old.term
-                || (hs.term == old.term && old.vote != NO_NODE && hs.vote != old.vote)
-                || hs.commit < old.commit
-            {
-                return invalid(format!("hard state {hs:?} after {old:?}"));
+            if hs.term < old.term {
+                return invalid(Invalid::TermBelow {
+                    term: hs.term,
+                    stored: old.term,
+                });
+            }
+            if hs.term == old.term && old.vote != NO_NODE && hs.vote != old.vote {
+                return invalid(Invalid::VoteChanged {
+                    term: hs.term,
+                    vote: hs.vote,
+                    stored: old.vote,
+                });
+            }
+            if hs.commit < old.commit {
+                return invalid(Invalid::CommitBelow {
+                    commit: hs.commit,
+                    stored: old.commit,
+                });
             }
             if hs.commit > prev.0 {
-                return invalid(format!(
-                    "hard state {hs:?} commits beyond the log's end {prev:?}"
-                ));
+                return invalid(Invalid::CommitBeyondLog {
+                    commit: hs.commit,
+                    last: prev.0,
+                });
             }
         }
         Ok(())

@@ -34,8 +34,9 @@
 //!   whose reason is [`BLOCKED`];
 //! - `invoke` on a connection to it fails at once the same way;
 //! - requests in flight on such connections when the block starts fail at
-//!   once the same way (their inner futures are dropped, which cancels
-//!   them in the inner transport);
+//!   once with [`TransportError::Lost`] (reason [`BLOCKED`]): they may have
+//!   reached the peer already, as over a real connection that breaks (their
+//!   inner futures are dropped, which cancels them in the inner transport);
 //! - the inner connections to it are dropped (and closed, when a tokio
 //!   runtime is at hand): for TCP, the socket goes away, and the peer sees
 //!   the connection close.
@@ -448,8 +449,12 @@ impl Connection for FaultyConnection {
                 if state.closed.load(Ordering::SeqCst) {
                     Err(TransportError::Closed { address: state.address.clone() })
                 } else {
+                    // Sent already: the peer may have handled it.
                     bump(&counters.invokes_cut);
-                    Err(blocked_error(&state.address))
+                    Err(TransportError::Lost {
+                        address: state.address.clone(),
+                        reason: BLOCKED.to_owned(),
+                    })
                 }
             }
             reply = inner.invoke(envelope) => reply,
@@ -623,7 +628,15 @@ mod tests {
             .await
             .expect("the request in flight fails at once")
             .expect("no panic");
-        assert!(is_blocked(&result), "{result:?}");
+        // It may have reached the peer: never "not delivered", which would
+        // let a caller send it again as if it had not.
+        match &result {
+            Err(e @ TransportError::Lost { reason, .. }) => {
+                assert_eq!(reason, BLOCKED);
+                assert!(!e.not_delivered());
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(a.stats().invokes_cut, 1);
     }
 

@@ -16,6 +16,7 @@ pub mod tcp;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::UnknownKind;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -144,13 +145,21 @@ pub enum ErrorCode {
     /// The call was refused and retrying it fails the same way; it took no
     /// effect.
     Refused,
-    /// The call may or may not have taken effect (it timed out, or
-    /// leadership was lost before it committed).
-    OutcomeUnknown,
+    /// The call may or may not have taken effect, for the reason the kind
+    /// gives (it timed out, leadership was lost before it committed, ...).
+    /// On the wire, [`UnknownKind::Unspecified`] is number 5, as before
+    /// kinds existed; a known kind is `0x40` plus its number, which a node
+    /// of an earlier version reads as an outcome unknown (the cautious
+    /// reading of any number it does not know).
+    OutcomeUnknown(UnknownKind),
     /// The session of a [`Request::SessionCommand`] expired: the command
     /// was not applied; register a new session and send it again.
     SessionExpired,
 }
+
+/// The wire number of [`ErrorCode::OutcomeUnknown`] of the kind numbered 0:
+/// the codes from here on are outcomes unknown, `0x40 + kind.number()`.
+const UNKNOWN_KIND_BASE: u8 = 0x40;
 
 impl ErrorCode {
     /// The code's number on the wire.
@@ -160,13 +169,16 @@ impl ErrorCode {
             ErrorCode::NotLeader => 2,
             ErrorCode::Retry => 3,
             ErrorCode::Refused => 4,
-            ErrorCode::OutcomeUnknown => 5,
+            ErrorCode::OutcomeUnknown(UnknownKind::Unspecified) => 5,
+            ErrorCode::OutcomeUnknown(kind) => UNKNOWN_KIND_BASE + kind.number(),
             ErrorCode::SessionExpired => 6,
         }
     }
 
     /// The code of a wire number; a number this version does not know is
-    /// taken as [`ErrorCode::OutcomeUnknown`] (the cautious reading).
+    /// taken as an [`ErrorCode::OutcomeUnknown`] (the cautious reading), of
+    /// [`UnknownKind::Unspecified`] unless it names a kind this version
+    /// knows.
     pub fn from_number(number: u8) -> ErrorCode {
         match number {
             1 => ErrorCode::NoLeader,
@@ -174,7 +186,10 @@ impl ErrorCode {
             3 => ErrorCode::Retry,
             4 => ErrorCode::Refused,
             6 => ErrorCode::SessionExpired,
-            _ => ErrorCode::OutcomeUnknown,
+            n if n >= UNKNOWN_KIND_BASE => {
+                ErrorCode::OutcomeUnknown(UnknownKind::from_number(n - UNKNOWN_KIND_BASE))
+            }
+            _ => ErrorCode::OutcomeUnknown(UnknownKind::Unspecified),
         }
     }
 }
@@ -444,4 +459,36 @@ pub trait Connection: Send + Sync + 'static {
     /// Closes the connection; later `invoke`s fail with
     /// [`TransportError::Closed`].
     async fn close(&self) -> Result<(), TransportError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_unknown_kinds_are_codes_an_earlier_version_reads_as_outcome_unknown() {
+        // An earlier version knows the numbers 1 to 6 and reads any other
+        // as an outcome unknown.
+        let earlier_known = 1..=6u8;
+        for kind in UnknownKind::ALL {
+            let code = ErrorCode::OutcomeUnknown(kind);
+            let n = code.number();
+            assert_eq!(ErrorCode::from_number(n), code, "{kind:?}");
+            if kind == UnknownKind::Unspecified {
+                assert_eq!(n, 5, "as before kinds existed");
+            } else {
+                assert!(!earlier_known.contains(&n), "{kind:?} is {n}");
+            }
+        }
+        // What an earlier version sends, or a kind of a later one.
+        assert_eq!(
+            ErrorCode::from_number(5),
+            ErrorCode::OutcomeUnknown(UnknownKind::Unspecified)
+        );
+        assert_eq!(
+            ErrorCode::from_number(0x7f),
+            ErrorCode::OutcomeUnknown(UnknownKind::Unspecified)
+        );
+        assert_eq!(ErrorCode::from_number(6), ErrorCode::SessionExpired);
+    }
 }

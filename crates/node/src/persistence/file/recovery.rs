@@ -16,7 +16,7 @@ use super::snapshot::SnapshotReader;
 use super::state::Store;
 use super::vfs::{read_whole, FileHandle, FileSystem, OpenMode};
 use super::TornTail;
-use crate::persistence::{Corruption, IoFailure, PersistenceError};
+use crate::persistence::{Corruption, IdentityMismatch, IoFailure, Owner, PersistenceError, Place};
 
 /// `Corrupt` naming a file and an offset.
 pub(crate) fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> PersistenceError {
@@ -296,14 +296,17 @@ fn check_checkpoint(
 ) -> Result<(), PersistenceError> {
     let s = &r.store;
     if c.identity != s.identity {
-        return Err(PersistenceError::Identity(format!(
-            "{} at offset {at}: the checkpoint names node {:?} of cluster {:?}, the segments before it node {:?} of cluster {:?}",
-            path.display(),
-            c.identity.as_ref().map(|i| &i.id),
-            c.identity.as_ref().map(|i| &i.cluster),
-            s.identity.as_ref().map(|i| &i.id),
-            s.identity.as_ref().map(|i| &i.cluster),
-        )));
+        return Err(PersistenceError::identity(
+            IdentityMismatch::RecordsDisagree {
+                place: Place {
+                    path: path.to_path_buf(),
+                    offset: Some(at),
+                },
+                record_kind: "the checkpoint",
+                record: c.identity.as_ref().map(Owner::from),
+                before: s.identity.as_ref().map(Owner::from),
+            },
+        ));
     }
     let last = s.log.last_index();
     let mut differs = Vec::new();
@@ -357,15 +360,17 @@ fn apply_record(
             let identity = format::get_identity_record(p.payload).map_err(decode_err)?;
             match &r.store.identity {
                 Some(stored) if *stored != identity => {
-                    return Err(PersistenceError::Identity(format!(
-                        "{} at offset {}: an identity record for node {:?} of cluster {:?} in a store of node {:?} of cluster {:?}",
-                        path.display(),
-                        p.offset,
-                        identity.id,
-                        identity.cluster,
-                        stored.id,
-                        stored.cluster
-                    )))
+                    return Err(PersistenceError::identity(
+                        IdentityMismatch::RecordsDisagree {
+                            place: Place {
+                                path: path.to_path_buf(),
+                                offset: Some(p.offset as u64),
+                            },
+                            record_kind: "an identity record",
+                            record: Some((&identity).into()),
+                            before: Some(stored.into()),
+                        },
+                    ))
                 }
                 Some(_) => {}
                 None => {

@@ -20,7 +20,7 @@ use raft_core::SnapshotMeta;
 use super::format::TMP_SUFFIX;
 use super::vfs::{FileHandle, FileSystem, OpenMode, StdFs};
 use crate::codec::{self, Reader};
-use crate::persistence::{Corruption, IoFailure, PersistenceError};
+use crate::persistence::{Corruption, InvalidChange, IoFailure, PersistenceError};
 
 const MAGIC: &[u8; 8] = b"RAFTSNAP";
 const END_MAGIC: &[u8; 8] = b"SNAPEND\0";
@@ -173,12 +173,12 @@ impl SnapshotReader {
     pub fn read_data(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), PersistenceError> {
         let end = offset.checked_add(buf.len() as u64);
         if end.is_none_or(|e| e > self.data_len) {
-            return Err(PersistenceError::Invalid(format!(
-                "snapshot file {}: reading {} bytes at offset {offset} of data holding {}",
-                self.path.display(),
-                buf.len(),
-                self.data_len
-            )));
+            return Err(PersistenceError::Invalid(InvalidChange::ReadPastEnd {
+                file: self.path.clone(),
+                offset,
+                bytes: buf.len() as u64,
+                data_bytes: self.data_len,
+            }));
         }
         self.file
             .read_at(self.data_offset + offset, buf)

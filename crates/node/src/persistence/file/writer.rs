@@ -20,7 +20,7 @@ use super::snapshot::SnapshotWriter;
 use super::state::Store;
 use super::vfs::{FileHandle, FileSystem, OpenMode};
 use super::{FileStats, RecoveryReport};
-use crate::persistence::{Change, PersistenceError, State};
+use crate::persistence::{Change, IdentityMismatch, PersistenceError, Place, State};
 
 /// What the writer is asked to do.
 #[allow(clippy::large_enum_variant)] // loads are rare; saves are not boxed
@@ -282,33 +282,37 @@ impl Writer {
 
         // The identity the caller expects.
         if let Some(identity) = &store.identity {
-            let at = || match &replay.identity_at {
-                Some((p, o)) => format!("{} at offset {o}", p.display()),
-                None => dir.display().to_string(),
+            let place = || match &replay.identity_at {
+                Some((p, o)) => Place {
+                    path: p.clone(),
+                    offset: Some(*o),
+                },
+                None => Place {
+                    path: dir.to_path_buf(),
+                    offset: None,
+                },
             };
             if let Some(id) = config
                 .expect_node_id
                 .as_ref()
                 .filter(|&id| *id != identity.id)
             {
-                return Err(PersistenceError::Identity(format!(
-                    "{}: the store belongs to node {:?} (of cluster {:?}), not to node {id:?}",
-                    at(),
-                    identity.id,
-                    identity.cluster
-                )));
+                return Err(PersistenceError::identity(IdentityMismatch::OtherNode {
+                    place: place(),
+                    stored: identity.into(),
+                    expected: id.clone(),
+                }));
             }
             if let Some(c) = config
                 .expect_cluster
                 .as_ref()
                 .filter(|&c| *c != identity.cluster)
             {
-                return Err(PersistenceError::Identity(format!(
-                    "{}: the store belongs to cluster {:?} (node {:?}), not to cluster {c:?}",
-                    at(),
-                    identity.cluster,
-                    identity.id
-                )));
+                return Err(PersistenceError::identity(IdentityMismatch::OtherCluster {
+                    place: place(),
+                    stored: identity.into(),
+                    expected: c.clone(),
+                }));
             }
         }
 

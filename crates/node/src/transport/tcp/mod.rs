@@ -138,8 +138,10 @@
 //! # Reconnection
 //!
 //! A [`Connection`] survives a broken TCP connection: requests already
-//! written fail with [`TransportError::Unreachable`] ("connection lost:
-//! ..."), and the next request reconnects (and redoes the handshake).
+//! written fail with [`TransportError::Lost`] (the peer may have handled
+//! them), requests not yet written with [`TransportError::Unreachable`]
+//! ("connection lost: ..."), and the next request reconnects (and redoes
+//! the handshake).
 //! Failed attempts back off exponentially from
 //! [`TcpOptions::reconnect_backoff_min`] to
 //! [`TcpOptions::reconnect_backoff_max`] (a connection that lived longer
