@@ -623,18 +623,25 @@ async fn errors_name_nodes_by_the_ids_they_were_given() {
     assert!(err.to_string().contains("nobody"), "{err}");
 }
 
-/// The same over TCP, in real time: a 1 s request (and handler) timeout,
-/// a join that takes longer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_join_through_a_follower_outlasts_the_tcp_request_timeout() {
+/// Three TCP nodes, their leader and one follower, holding 20 keys; and
+/// `j1`, a node started to join, whose store takes 1.5 s for every save
+/// from now on (so that a join through the follower takes longer than a
+/// transport timeout of 1 s).
+struct TcpJoin {
+    nodes: Vec<Node>,
+    leader: Node,
+    follower: Node,
+    joining: Node,
+}
+
+async fn tcp_cluster_and_a_slow_joiner(tune: impl Fn(&mut TcpOptions)) -> TcpJoin {
     let free_address = || {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         listener.local_addr().expect("local address").to_string()
     };
     let transport = |id: &str| {
         let mut o = TcpOptions::new(id, CLUSTER).insecure();
-        o.request_timeout = Duration::from_secs(1);
-        o.handler_timeout = Duration::from_secs(1);
+        tune(&mut o);
         Arc::new(TcpTransport::new(o).expect("valid options"))
     };
     let members: Vec<(String, String)> =
@@ -679,6 +686,28 @@ async fn a_join_through_a_follower_outlasts_the_tcp_request_timeout() {
     .await
     .expect("the new node starts");
     slow.store(true, Ordering::SeqCst);
+    TcpJoin {
+        nodes,
+        leader,
+        follower,
+        joining,
+    }
+}
+
+/// The same over TCP, in real time: a 1 s request (and handler) timeout,
+/// a join that takes longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_through_a_follower_outlasts_the_tcp_request_timeout() {
+    let TcpJoin {
+        nodes,
+        leader,
+        follower,
+        joining,
+    } = tcp_cluster_and_a_slow_joiner(|o| {
+        o.request_timeout = Duration::from_secs(1);
+        o.handler_timeout = Duration::from_secs(1);
+    })
+    .await;
     let started = Instant::now();
     follower
         .join(joining.address())
@@ -702,56 +731,12 @@ async fn a_join_through_a_follower_outlasts_the_tcp_request_timeout() {
 /// it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_whose_leader_crashes_over_tcp_is_finished_or_rolled_back() {
-    let free_address = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        listener.local_addr().expect("local address").to_string()
-    };
-    let transport = |id: &str| {
-        let o = TcpOptions::new(id, CLUSTER).insecure();
-        Arc::new(TcpTransport::new(o).expect("valid options"))
-    };
-    let members: Vec<(String, String)> =
-        (1..=3).map(|i| (format!("n{i}"), free_address())).collect();
-    let mut nodes = Vec::new();
-    for (id, address) in &members {
-        let node = Node::new(Options {
-            id: Some(id.clone()),
-            cluster: Some(CLUSTER.into()),
-            address: Some(address.clone()),
-            transport: Some(transport(id)),
-            bootstrap: Bootstrap::Static(members.clone()),
-            ..Options::default()
-        })
-        .await
-        .expect("a node starts");
-        nodes.push(node);
-    }
-    let leader = agreed_leader(&nodes).await;
-    for i in 0..20 {
-        leader.command(set(&format!("k{i}"), "v")).await.unwrap();
-    }
-    let follower = nodes
-        .iter()
-        .find(|n| n.id() != leader.id())
-        .unwrap()
-        .clone();
-    let slow = Arc::new(AtomicBool::new(false));
-    let joining = Node::new(Options {
-        id: Some("j1".into()),
-        cluster: Some(CLUSTER.into()),
-        address: Some(free_address()),
-        transport: Some(transport("j1")),
-        persistence: Some(Arc::new(SlowStore {
-            inner: MemoryPersistence::new(),
-            slow: slow.clone(),
-            delay: Duration::from_millis(1500),
-        })),
-        bootstrap: Bootstrap::Join,
-        ..Options::default()
-    })
-    .await
-    .expect("the new node starts");
-    slow.store(true, Ordering::SeqCst);
+    let TcpJoin {
+        nodes,
+        leader,
+        follower,
+        joining,
+    } = tcp_cluster_and_a_slow_joiner(|_| {}).await;
     let join = {
         let (follower, address) = (follower.clone(), joining.address().to_string());
         tokio::spawn(async move { follower.join(&address).await })
