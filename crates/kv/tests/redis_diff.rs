@@ -347,6 +347,9 @@ const TYPED_NAMES: &[&[u8]] = &[
     b"LTRIM",
     b"LPOS",
     b"LMOVE",
+    b"RENAME",
+    b"RENAMENX",
+    b"COPY",
 ];
 
 /// Indexes of LRANGE, LTRIM, LINDEX and LSET.
@@ -469,6 +472,16 @@ fn typed_command(rng: &mut Rng) -> Vec<Vec<u8>> {
                         .to_vec(),
                 );
                 c.push(rng.pick(&[b"1", b"2", b"-1", b"0", b"-2", b"x"]).to_vec());
+            }
+        }
+        b"RENAME" | b"RENAMENX" => c.push(key(rng)),
+        b"COPY" => {
+            c.push(key(rng));
+            for _ in 0..rng.below(3) {
+                c.push(rng.pick(&[b"REPLACE", b"replace", b"DB", b"NOPE"]).to_vec());
+                if c.last().is_some_and(|o| o == b"DB") {
+                    c.push(rng.pick(&[b"0", b"x"]).to_vec());
+                }
             }
         }
         b"LMOVE" => {

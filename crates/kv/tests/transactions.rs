@@ -119,6 +119,16 @@ fn hashes_sets_and_lists_are_watched_and_run_inside_transactions() {
     assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
     assert_eq!(q(&mut watcher, &["LLEN", "dst"]), queued());
     assert_eq!(q(&mut watcher, &["EXEC"]), Value::Nil);
+    // RENAME changes the key under its new name too.
+    assert_eq!(q(&mut watcher, &["WATCH", "moved"]), Value::Okay);
+    assert_eq!(q(&mut writer, &["RENAME", "src", "moved"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["TYPE", "moved"]), queued());
+    assert_eq!(q(&mut watcher, &["EXEC"]), Value::Nil);
+    assert_eq!(
+        q(&mut watcher, &["LRANGE", "moved", "0", "-1"]),
+        Value::Array(vec![bulk("y")])
+    );
     // Typed commands queue and run in the one entry, their replies in
     // EXEC's array, reads seeing the transaction's own writes (WRONGTYPE
     // in the array: the store's tests).

@@ -1,5 +1,6 @@
 //! Key-space commands: DEL (UNLINK), EXISTS, KEYS, SCAN, DBSIZE, FLUSHDB
-//! (FLUSHALL: there is one database), TYPE. They work on keys of every type.
+//! (FLUSHALL: there is one database), TYPE, RENAME, RENAMENX, COPY. They
+//! work on keys of every type.
 
 use bytes::Bytes;
 
@@ -39,7 +40,7 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
             Command::Write(Write::FlushDb)
         }
         b"scan" => parse_scan(args),
-        b"type" => return super::typed(name, args),
+        b"type" | b"rename" | b"renamenx" | b"copy" => return super::typed(name, args),
         _ => return None,
     };
     Some(c)

@@ -1012,6 +1012,39 @@ pub static COMMANDS: &[CommandSpec] = &[
         "the type of a key's value (string, hash, set, list or none)"
     ),
     spec!(
+        "rename",
+        3,
+        ["write"],
+        1,
+        2,
+        1,
+        KEYSPACE | WRITE | SLOW,
+        Keys,
+        "renames a key (its value of any type and its time to live)"
+    ),
+    spec!(
+        "renamenx",
+        3,
+        ["write", "fast"],
+        1,
+        2,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Keys,
+        "renames a key if the new name is free: 1, else 0"
+    ),
+    spec!(
+        "copy",
+        -3,
+        ["write", "denyoom"],
+        1,
+        2,
+        1,
+        KEYSPACE | WRITE | SLOW,
+        Keys,
+        "copies a key's value and time to live (DB 0, REPLACE): 1, else 0"
+    ),
+    spec!(
         "hset",
         -4,
         ["write", "denyoom", "fast"],
@@ -1688,6 +1721,9 @@ mod tests {
         assert_eq!(cats("setex"), ["write", "string", "slow"]);
         assert_eq!(cats("getex"), ["write", "string", "fast"]);
         assert_eq!(cats("type"), ["keyspace", "read", "fast"]);
+        assert_eq!(cats("rename"), ["keyspace", "write", "slow"]);
+        assert_eq!(cats("renamenx"), ["keyspace", "write", "fast"]);
+        assert_eq!(cats("copy"), ["keyspace", "write", "slow"]);
         assert_eq!(cats("hset"), ["write", "hash", "fast"]);
         assert_eq!(cats("hgetall"), ["read", "hash", "slow"]);
         assert_eq!(cats("hrandfield"), ["read", "hash", "slow"]);

@@ -708,7 +708,16 @@ mod tests {
         check(&mut s, "LMOVE l x LEFT RIGHT", &[]); // WRONGTYPE
         check(&mut s, "RPOP l", &["l"]); // emptied: removed
         check(&mut s, "LPUSH x e", &[]); // WRONGTYPE
-                                         // Inside EXEC too, at the EXEC's index.
+        check(&mut s, "RENAME nope m", &[]);
+        check(&mut s, "RENAMENX x d", &[]); // d exists
+        check(&mut s, "RENAME x x", &[]);
+        check(&mut s, "COPY x m", &[]); // m exists
+        check(&mut s, "COPY nope h", &[]);
+        check(&mut s, "COPY x h", &["h"]);
+        check(&mut s, "COPY x h REPLACE", &["h"]);
+        check(&mut s, "RENAME h s", &["h", "s"]);
+        check(&mut s, "RENAMENX s l", &["s", "l"]);
+        // Inside EXEC too, at the EXEC's index.
         let watched = [("d", version(&s, "d")), ("m", version(&s, "m"))];
         assert_eq!(
             exec(&mut s, 200, &watched, &["RPOP d", "SREM m b"]),

@@ -116,6 +116,9 @@ typed_commands! {
     LTrim = 79, "ltrim", true;
     LPos = 80, "lpos", false;
     LMove = 81, "lmove", true;
+    Rename = 90, "rename", true;
+    RenameNx = 91, "renamenx", true;
+    Copy = 92, "copy", true;
 }
 
 impl TypedCmd {
@@ -1004,6 +1007,16 @@ impl KvStore {
                     changed.extend([a[0], a[1]]);
                 }
             }
+            Rename | RenameNx => {
+                if self.rename(cmd == RenameNx, a[0], a[1], out) {
+                    changed.extend([a[0], a[1]]);
+                }
+            }
+            Copy => {
+                if self.copy(&a, out) {
+                    changed.push(a[1]);
+                }
+            }
             SRandMember => self.srandmember(&a, out),
             SInterStore | SUnionStore | SDiffStore => {
                 let members: Vec<Bytes> = match self.combine(cmd, &a[1..]) {
@@ -1247,6 +1260,95 @@ impl KvStore {
     }
 
     /// `SPOP key [count]`.
+    /// `RENAME source destination` (`RENAMENX` if `nx`): the value moves
+    /// with its type and its time to live; the destination's old value and
+    /// time to live go. True if it moved.
+    fn rename(&mut self, nx: bool, src: &[u8], dst: &[u8], out: &mut BytesMut) -> bool {
+        if self.get(src).is_none() {
+            put_error(out, "ERR no such key");
+            return false;
+        }
+        let answer = |out: &mut BytesMut, done: bool| match (nx, done) {
+            (true, done) => put_int(out, i64::from(done)),
+            (false, _) => put_simple(out, "OK"),
+        };
+        // The same key: nothing changes (Redis replies as if it moved,
+        // but RENAMENX says 0).
+        if src == dst {
+            answer(out, false);
+            return false;
+        }
+        if nx && self.get(dst).is_some() {
+            answer(out, false);
+            return false;
+        }
+        let deadline = self.deadlines.get(src);
+        let Some(value) = super::keyspace::remove(&mut self.map, key_hash(src), src) else {
+            return false;
+        };
+        self.deadlines.clear(src);
+        self.len -= 1;
+        self.remove_key(dst);
+        self.insert_new(dst, value);
+        if let Some(at) = deadline {
+            self.deadlines.set(dst, at);
+        }
+        answer(out, true);
+        true
+    }
+
+    /// `COPY source destination [DB 0] [REPLACE]`: 1 if it copied the value
+    /// (with its type and time to live), 0 if the source is absent or the
+    /// destination exists without REPLACE. There is one database: DB is 0.
+    /// True if it copied.
+    fn copy(&mut self, a: &[&[u8]], out: &mut BytesMut) -> bool {
+        let (src, dst) = (a[0], a[1]);
+        let mut replace = false;
+        let mut i = 2;
+        while i < a.len() {
+            if a[i].eq_ignore_ascii_case(b"replace") {
+                replace = true;
+                i += 1;
+            } else if a[i].eq_ignore_ascii_case(b"db") && i + 1 < a.len() {
+                match parse_i64(a[i + 1]) {
+                    Some(0) => {}
+                    Some(_) => {
+                        put_error(out, "ERR DB index is out of range");
+                        return false;
+                    }
+                    None => {
+                        put_error(out, NOT_INTEGER);
+                        return false;
+                    }
+                }
+                i += 2;
+            } else {
+                put_error(out, SYNTAX);
+                return false;
+            }
+        }
+        if src == dst {
+            put_error(out, "ERR source and destination objects are the same");
+            return false;
+        }
+        let Some(value) = self.get(src).cloned() else {
+            put_int(out, 0);
+            return false;
+        };
+        if self.get(dst).is_some() && !replace {
+            put_int(out, 0);
+            return false;
+        }
+        let deadline = self.deadlines.get(src);
+        self.remove_key(dst);
+        self.insert_new(dst, value);
+        if let Some(at) = deadline {
+            self.deadlines.set(dst, at);
+        }
+        put_int(out, 1);
+        true
+    }
+
     /// True if it removed a member.
     fn spop(&mut self, a: &[&[u8]], out: &mut BytesMut) -> bool {
         let mut rng = self.seed.rng();
@@ -1723,6 +1825,57 @@ mod tests {
                 ..KvStore::new()
             }
         );
+    }
+
+    #[test]
+    fn rename_and_copy_carry_the_type_and_the_time_to_live() {
+        let mut s = KvStore::new();
+        let ok = || Frame::Simple("OK".into());
+        assert_eq!(run(&mut s, "RPUSH l a b"), int(2));
+        assert_eq!(run(&mut s, "EXPIRE l 100"), int(1));
+        assert_eq!(run(&mut s, "SET d old EX 5"), ok());
+        assert_eq!(run(&mut s, "RENAME l d"), ok());
+        assert_eq!(run(&mut s, "TYPE d"), Frame::Simple("list".into()));
+        assert_eq!(run(&mut s, "PEXPIRETIME d"), int(100_000));
+        assert_eq!(run(&mut s, "EXISTS l"), int(0));
+        assert_eq!(
+            run(&mut s, "RENAME l d"),
+            Frame::Error("ERR no such key".into())
+        );
+        assert_eq!(run(&mut s, "RENAME d d"), ok());
+        assert_eq!(run(&mut s, "RENAMENX d d"), int(0));
+        assert_eq!(run(&mut s, "SADD t m"), int(1));
+        assert_eq!(run(&mut s, "RENAMENX d t"), int(0));
+        assert_eq!(run(&mut s, "RENAMENX t u"), int(1));
+        assert_eq!(run(&mut s, "PEXPIRETIME u"), int(-1));
+        // COPY: a deep copy, the time to live with it.
+        assert_eq!(run(&mut s, "COPY d e"), int(1));
+        assert_eq!(run(&mut s, "PEXPIRETIME e"), int(100_000));
+        assert_eq!(run(&mut s, "RPUSH e c"), int(3));
+        assert_eq!(run(&mut s, "LLEN d"), int(2));
+        assert_eq!(run(&mut s, "COPY u e"), int(0));
+        assert_eq!(run(&mut s, "COPY u e REPLACE DB 0"), int(1));
+        assert_eq!(run(&mut s, "TYPE e"), Frame::Simple("set".into()));
+        assert_eq!(run(&mut s, "PEXPIRETIME e"), int(-1));
+        assert_eq!(run(&mut s, "COPY nope e REPLACE"), int(0));
+        assert_eq!(
+            run(&mut s, "COPY u u"),
+            Frame::Error("ERR source and destination objects are the same".into())
+        );
+        assert_eq!(
+            run(&mut s, "COPY u v DB 1"),
+            Frame::Error("ERR DB index is out of range".into())
+        );
+        assert_eq!(
+            run(&mut s, "COPY u v DB x"),
+            Frame::Error(NOT_INTEGER.into())
+        );
+        assert_eq!(run(&mut s, "COPY u v FOO"), Frame::Error(SYNTAX.into()));
+        assert_eq!(run(&mut s, "DBSIZE"), int(3));
+        // A snapshot holds what they made.
+        let mut t = KvStore::new();
+        t.restore(s.snapshot()).unwrap();
+        assert_eq!(t, s);
     }
 
     #[test]
