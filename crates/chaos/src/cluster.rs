@@ -19,6 +19,10 @@ use crate::net::Net;
 use crate::relay::Relays;
 use crate::resp::{Conn, Reply};
 
+/// The environment variable that sets the nodes' `--log-level` (default
+/// `warn`), e.g. `info` or `raft_node=debug` to see their elections.
+pub const LOG_LEVEL: &str = "RAFT_KV_CHAOS_LOG_LEVEL";
+
 /// How long a node may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -167,6 +171,7 @@ impl Cluster {
             mounted = true;
         }
         let peer = self.net.peer_addr(i);
+        let log_level = std::env::var(LOG_LEVEL).unwrap_or_else(|_| "warn".into());
         let mut args: Vec<String> = [
             "serve",
             "--id",
@@ -181,7 +186,7 @@ impl Cluster {
             &data.display().to_string(),
             start,
             "--log-level",
-            "warn",
+            &log_level,
             "--command-timeout-ms",
             "1000",
             "--snapshot-threshold",
