@@ -1123,7 +1123,7 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(counted_name(OTHER), "other");
-        assert_eq!(command_index("hgetall"), OTHER);
+        assert_eq!(command_index("blpop"), OTHER);
         assert_eq!(command_index("acl|whoami"), OTHER);
         assert_eq!(command_index(""), OTHER);
         assert_eq!(command_index("GET"), command_index("get"));

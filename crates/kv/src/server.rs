@@ -812,7 +812,7 @@ mod tests {
         assert_eq!(name("Config Get maxmemory"), "config");
         assert_eq!(name("acl whoami"), "acl");
         assert_eq!(name("RAFT.STATUS"), "raft.status");
-        assert_eq!(name("hgetall h"), "other");
+        assert_eq!(name("blpop l 0"), "other");
     }
 
     #[test]

@@ -466,7 +466,8 @@ fn scan_with_match_and_count_returns_every_key() {
     let Value::Array(parts) = reply else { panic!() };
     assert_eq!(text(&parts[0]), "0");
     assert_eq!(strings(&parts[1]).len(), 550);
-    // TYPE string filters nothing; any other type matches nothing.
+    // Every key here holds a string: TYPE string filters nothing, TYPE
+    // hash leaves nothing (until a hash is made).
     let reply = q(
         &mut con,
         &["SCAN", "0", "TYPE", "string", "COUNT", "100000"],
@@ -474,9 +475,15 @@ fn scan_with_match_and_count_returns_every_key() {
     let Value::Array(parts) = reply else { panic!() };
     assert_eq!(strings(&parts[1]).len(), 550);
     assert_eq!(
-        q(&mut con, &["SCAN", "0", "TYPE", "hash"]),
+        q(&mut con, &["SCAN", "0", "TYPE", "hash", "COUNT", "100000"]),
         arr(vec![bulk("0"), arr(vec![])])
     );
+    assert_eq!(q(&mut con, &["HSET", "a-hash", "f", "v"]), Value::Int(1));
+    assert_eq!(
+        q(&mut con, &["SCAN", "0", "TYPE", "hash", "COUNT", "100000"]),
+        arr(vec![bulk("0"), arr(vec![bulk("a-hash")])])
+    );
+    assert_eq!(q(&mut con, &["DEL", "a-hash"]), Value::Int(1));
     assert_eq!(e(&mut con, &["SCAN", "abc"]), "ERR invalid cursor");
     assert_eq!(
         e(&mut con, &["SCAN", "0", "COUNT", "0"]),

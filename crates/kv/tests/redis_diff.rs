@@ -22,12 +22,26 @@
 //! every key of the streams (replies compared too), which makes Redis drop
 //! such keys.
 //!
+//! Hashes, sets and lists are compared too, on the same keys as strings (so that
+//! WRONGTYPE comes up both ways). Replies without an order (HGETALL, HKEYS,
+//! HVALS, SMEMBERS, SINTER, SUNION, SDIFF) are compared as multisets
+//! (HGETALL's as field-value pairs); HSCAN and SSCAN are walked to the end
+//! on both servers and what they found compared as sets. Random picks
+//! (SPOP, SRANDMEMBER, HRANDFIELD) are compared by shape: the same error,
+//! or the same kind and number of items, each a member (a field with its
+//! value) of the key on the reference; after an SPOP both servers are made
+//! to hold the same set again (each puts back what it popped and removes
+//! what the other popped). HINCRBYFLOAT adds numbers exact in binary to a
+//! field of its own (raft-kv computes in double, Redis in long double:
+//! their results differ in the last digits otherwise).
 //! Transactions are in the streams too: MULTI, EXEC, DISCARD, WATCH and
 //! UNWATCH come at random among the other commands (a watched key then
 //! changes, or not, by the stream's own writes), and EXEC's whole array is
 //! compared. Inside MULTI the streams leave out what cannot be compared
-//! exactly in an array (the TTL family, KEYS, DBSIZE) and SELECT (refused
-//! in a transaction by raft-kv, a deliberate difference).
+//! exactly in an array (the TTL family, KEYS, DBSIZE, the replies without
+//! an order and the random picks of hashes and sets) and SELECT (refused
+//! in a transaction by raft-kv, a deliberate difference); the other
+//! commands on hashes, sets and lists are queued like any other.
 //!
 //! Skipped (with a note on stderr) when `redis-server` is not installed,
 //! unless `RAFT_KV_REDIS_TOOLS=required`, which makes its absence a
@@ -280,6 +294,420 @@ const PATTERNS: &[&[u8]] = &[
 
 const SET_OPTIONS: &[&[u8]] = &[b"NX", b"XX", b"GET", b"KEEPTTL", b"nx", b"get", b"BOGUS"];
 
+const FIELDS: &[&[u8]] = &[b"f", b"g", b"", b"\x00\xff\r\n", b"field with spaces"];
+
+/// The field HINCRBYFLOAT counts in (no other command writes numbers
+/// there, so its value stays exact in binary).
+const FLOAT_FIELD: &[u8] = b"float";
+
+const FLOAT_INCREMENTS: &[&[u8]] = &[
+    b"1", b"-1", b"0.5", b"-2.25", b"10.5", b"1e3", b"1.5e2", b"+1", b"01", b"x", b"", b"inf",
+    b"-inf", b"nan", b" 1",
+];
+
+/// The commands on hashes and sets (without the random ones).
+const TYPED_NAMES: &[&[u8]] = &[
+    b"HSET",
+    b"HSETNX",
+    b"HGET",
+    b"HMGET",
+    b"HDEL",
+    b"HGETALL",
+    b"HLEN",
+    b"HEXISTS",
+    b"HINCRBY",
+    b"HINCRBYFLOAT",
+    b"HKEYS",
+    b"HVALS",
+    b"HSTRLEN",
+    b"HSCAN",
+    b"SADD",
+    b"SREM",
+    b"SMEMBERS",
+    b"SISMEMBER",
+    b"SMISMEMBER",
+    b"SCARD",
+    b"SINTER",
+    b"SUNION",
+    b"SDIFF",
+    b"SINTERSTORE",
+    b"SUNIONSTORE",
+    b"SDIFFSTORE",
+    b"SSCAN",
+    b"TYPE",
+    b"LPUSH",
+    b"RPUSH",
+    b"LPOP",
+    b"RPOP",
+    b"LLEN",
+    b"LRANGE",
+    b"LINDEX",
+    b"LSET",
+    b"LREM",
+    b"LTRIM",
+    b"LPOS",
+    b"LMOVE",
+    b"RENAME",
+    b"RENAMENX",
+    b"COPY",
+];
+
+/// Indexes of LRANGE, LTRIM, LINDEX and LSET.
+const INDEXES: &[&[u8]] = &[b"0", b"1", b"-1", b"2", b"-3", b"10", b"-100", b"x", b""];
+
+/// One random command on a hash or a set (the name first).
+fn typed_command(rng: &mut Rng) -> Vec<Vec<u8>> {
+    let key = |rng: &mut Rng| rng.pick(KEYS).to_vec();
+    let field = |rng: &mut Rng| rng.pick(FIELDS).to_vec();
+    let member = |rng: &mut Rng| rng.pick(VALUES).to_vec();
+    let name = if rng.chance(15) {
+        rng.pick(&[b"SPOP", b"SRANDMEMBER", b"HRANDFIELD"])
+    } else {
+        rng.pick(TYPED_NAMES)
+    };
+    let mut c = vec![name.to_vec(), key(rng)];
+    let upper = name.to_ascii_uppercase();
+    match &upper[..] {
+        b"HSET" | b"HSETNX" => {
+            let pairs = if upper == b"HSET" {
+                1 + rng.below(3)
+            } else {
+                1
+            };
+            for _ in 0..pairs {
+                if rng.chance(5) {
+                    // HINCRBYFLOAT's field: a value that is no number, or
+                    // one exact in binary.
+                    c.push(FLOAT_FIELD.to_vec());
+                    c.push(rng.pick(&[b"abc", b"1.5"]).to_vec());
+                } else {
+                    c.push(field(rng));
+                    c.push(member(rng));
+                }
+            }
+        }
+        b"HGET" | b"HEXISTS" | b"HSTRLEN" => c.push(if rng.chance(20) {
+            FLOAT_FIELD.to_vec()
+        } else {
+            field(rng)
+        }),
+        b"HMGET" | b"HDEL" => {
+            for _ in 0..=rng.below(3) {
+                c.push(if rng.chance(10) {
+                    FLOAT_FIELD.to_vec()
+                } else {
+                    field(rng)
+                });
+            }
+        }
+        b"HINCRBY" => {
+            c.push(field(rng));
+            c.push(rng.pick(NUMBERS).to_vec());
+        }
+        b"HINCRBYFLOAT" => {
+            if rng.chance(80) {
+                c.push(FLOAT_FIELD.to_vec());
+                c.push(rng.pick(FLOAT_INCREMENTS).to_vec());
+            } else {
+                // Other fields hold any number (which long double and
+                // double may round apart): only increments that are none.
+                c.push(field(rng));
+                c.push(rng.pick(&[b"x", b"", b"nan", b"1x"]).to_vec());
+            }
+        }
+        b"HSCAN" | b"SSCAN" => {
+            // Only 0 or no cursor: for a small hash or set Redis answers all
+            // of it from any cursor.
+            c.push(rng.pick(&[b"0", b"0", b"0", b"x", b"+0"]).to_vec());
+            for _ in 0..rng.below(3) {
+                match rng.below(4) {
+                    0 => {
+                        c.push(b"MATCH".to_vec());
+                        c.push(rng.pick(PATTERNS).to_vec());
+                    }
+                    1 => {
+                        c.push(b"COUNT".to_vec());
+                        c.push(rng.pick(&[b"1", b"2", b"100", b"0", b"x"]).to_vec());
+                    }
+                    2 => c.push(b"NOVALUES".to_vec()),
+                    _ => {
+                        c.push(b"count".to_vec());
+                        c.push(b"3".to_vec());
+                    }
+                }
+            }
+        }
+        b"SADD" | b"SREM" | b"SMISMEMBER" => {
+            for _ in 0..=rng.below(3) {
+                c.push(member(rng));
+            }
+        }
+        b"SISMEMBER" => c.push(member(rng)),
+        b"LPUSH" | b"RPUSH" => {
+            for _ in 0..=rng.below(3) {
+                c.push(member(rng));
+            }
+        }
+        b"LPOP" | b"RPOP" if rng.chance(50) => {
+            c.push(rng.pick(&[b"1", b"2", b"0", b"10", b"-1", b"x"]).to_vec());
+        }
+        b"LRANGE" | b"LTRIM" => {
+            c.push(rng.pick(INDEXES).to_vec());
+            c.push(rng.pick(INDEXES).to_vec());
+        }
+        b"LINDEX" => c.push(rng.pick(INDEXES).to_vec()),
+        b"LSET" => {
+            c.push(rng.pick(INDEXES).to_vec());
+            c.push(member(rng));
+        }
+        b"LREM" => {
+            c.push(rng.pick(&[b"0", b"1", b"-1", b"2", b"x"]).to_vec());
+            c.push(member(rng));
+        }
+        b"LPOS" => {
+            c.push(member(rng));
+            for _ in 0..rng.below(3) {
+                c.push(
+                    rng.pick(&[b"RANK", b"COUNT", b"MAXLEN", b"rank", b"BOGUS"])
+                        .to_vec(),
+                );
+                c.push(rng.pick(&[b"1", b"2", b"-1", b"0", b"-2", b"x"]).to_vec());
+            }
+        }
+        b"RENAME" | b"RENAMENX" => c.push(key(rng)),
+        b"COPY" => {
+            c.push(key(rng));
+            for _ in 0..rng.below(3) {
+                c.push(rng.pick(&[b"REPLACE", b"replace", b"DB", b"NOPE"]).to_vec());
+                if c.last().is_some_and(|o| o == b"DB") {
+                    c.push(rng.pick(&[b"0", b"x"]).to_vec());
+                }
+            }
+        }
+        b"LMOVE" => {
+            c.push(key(rng));
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"left", b"UP"]).to_vec());
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"right"]).to_vec());
+        }
+        b"SINTER" | b"SUNION" | b"SDIFF" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => {
+            for _ in 0..=rng.below(3) {
+                c.push(key(rng));
+            }
+        }
+        b"SPOP" if rng.chance(60) => {
+            c.push(rng.pick(&[b"1", b"2", b"0", b"10", b"-1", b"x"]).to_vec());
+        }
+        b"SRANDMEMBER" | b"HRANDFIELD" if rng.chance(70) => {
+            c.push(
+                rng.pick(&[
+                    b"1",
+                    b"3",
+                    b"0",
+                    b"-5",
+                    b"10",
+                    b"x",
+                    b"-9223372036854775808",
+                ])
+                .to_vec(),
+            );
+            if upper == b"HRANDFIELD" && rng.chance(50) {
+                c.push(rng.pick(&[b"WITHVALUES", b"withvalues", b"BOGUS"]).to_vec());
+            }
+        }
+        _ => {}
+    }
+    c
+}
+
+/// A RESP reply, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Reply {
+    Simple(Vec<u8>),
+    Error(Vec<u8>),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+fn parse_reply(b: &[u8]) -> (Reply, usize) {
+    let line_end = b.iter().position(|&c| c == b'\n').unwrap() + 1;
+    let line = &b[1..line_end - 2];
+    let n = || -> i64 { std::str::from_utf8(line).unwrap().parse().unwrap() };
+    match b[0] {
+        b'+' => (Reply::Simple(line.to_vec()), line_end),
+        b'-' => (Reply::Error(line.to_vec()), line_end),
+        b':' => (Reply::Int(n()), line_end),
+        b'$' if n() < 0 => (Reply::Bulk(None), line_end),
+        b'$' => {
+            let len = n() as usize;
+            (
+                Reply::Bulk(Some(b[line_end..line_end + len].to_vec())),
+                line_end + len + 2,
+            )
+        }
+        b'*' if n() < 0 => (Reply::Array(None), line_end),
+        b'*' => {
+            let mut at = line_end;
+            let mut items = Vec::new();
+            for _ in 0..n() {
+                let (r, used) = parse_reply(&b[at..]);
+                items.push(r);
+                at += used;
+            }
+            (Reply::Array(Some(items)), at)
+        }
+        other => panic!("not a RESP reply: {other}"),
+    }
+}
+
+fn reply(b: &[u8]) -> Reply {
+    parse_reply(b).0
+}
+
+fn bulks(r: &Reply) -> Vec<Vec<u8>> {
+    match r {
+        Reply::Array(Some(items)) => items
+            .iter()
+            .map(|i| match i {
+                Reply::Bulk(Some(b)) => b.clone(),
+                other => panic!("not a bulk string: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+/// Replies in no particular order, sorted (HGETALL's as pairs).
+fn unordered(args: &[Vec<u8>], r: Reply) -> Reply {
+    let name = args[0].to_ascii_uppercase();
+    if !matches!(
+        &name[..],
+        b"HGETALL" | b"HKEYS" | b"HVALS" | b"SMEMBERS" | b"SINTER" | b"SUNION" | b"SDIFF"
+    ) {
+        return r;
+    }
+    let Reply::Array(Some(mut items)) = r else {
+        return r;
+    };
+    if name == b"HGETALL" {
+        let mut pairs: Vec<Vec<Reply>> = items.chunks(2).map(|p| p.to_vec()).collect();
+        pairs.sort();
+        items = pairs.concat();
+    } else {
+        items.sort();
+    }
+    Reply::Array(Some(items))
+}
+
+/// Walks an HSCAN or SSCAN to its end on one server: what it found (as a
+/// set; HSCAN's as pairs), or the first error.
+fn walk_scan(
+    server: &mut Raw,
+    args: &[Vec<u8>],
+) -> Result<std::collections::BTreeSet<Vec<Vec<u8>>>, Reply> {
+    let per = if args[0].eq_ignore_ascii_case(b"HSCAN") {
+        2
+    } else {
+        1
+    };
+    let mut found = std::collections::BTreeSet::new();
+    let mut args = args.to_vec();
+    for _ in 0..10_000 {
+        let r = reply(&server.send(&args));
+        let Reply::Array(Some(parts)) = &r else {
+            return Err(r);
+        };
+        let Reply::Bulk(Some(next)) = &parts[0] else {
+            panic!("a cursor: {r:?}")
+        };
+        for item in bulks(&parts[1]).chunks(per) {
+            found.insert(item.to_vec());
+        }
+        if next == b"0" {
+            return Ok(found);
+        }
+        args[2] = next.clone();
+    }
+    panic!("the scan did not end: {}", shown(&args));
+}
+
+/// Checks a random pick's replies by shape (and each item against the
+/// reference's state), then, after an SPOP, makes both servers hold the
+/// same set again. The error, if any, says what differs.
+fn check_random(args: &[Vec<u8>], kv: &mut Raw, reference: &mut Raw) -> Result<(), String> {
+    let name = args[0].to_ascii_uppercase();
+    let key = args[1].clone();
+    let ours = reply(&kv.send(args));
+    let theirs = reply(&reference.send(args));
+    let shape = |r: &Reply| match r {
+        Reply::Array(Some(items)) => format!("array of {}", items.len()),
+        Reply::Bulk(Some(_)) => "bulk".to_string(),
+        other => format!("{other:?}"),
+    };
+    if shape(&ours) != shape(&theirs) {
+        return Err(format!("{ours:?} and {theirs:?} differ in shape"));
+    }
+    let picked = |r: &Reply| match r {
+        Reply::Bulk(Some(b)) => vec![b.clone()],
+        Reply::Array(Some(_)) => bulks(r),
+        _ => Vec::new(),
+    };
+    let (ours, theirs) = (picked(&ours), picked(&theirs));
+    let with_values = name == b"HRANDFIELD" && args.len() == 4;
+    let distinct = args.get(2).is_none_or(|c| !c.starts_with(b"-"));
+    if name == b"SPOP" {
+        // Both popped as many from the same set: the reference puts back
+        // what it popped, checks that raft-kv's pops were members, and
+        // removes them, so that both hold the same set again.
+        if ours.iter().collect::<std::collections::BTreeSet<_>>()
+            != theirs.iter().collect::<std::collections::BTreeSet<_>>()
+        {
+            for m in &theirs {
+                reference.send(&[b"SADD".to_vec(), key.clone(), m.clone()]);
+            }
+            for m in &ours {
+                let r = reply(&reference.send(&[b"SREM".to_vec(), key.clone(), m.clone()]));
+                if r != Reply::Int(1) {
+                    return Err(format!("raft-kv popped {m:?}, no member ({r:?})"));
+                }
+            }
+        }
+        let members = |server: &mut Raw| {
+            let r = server.send(&[b"SMEMBERS".to_vec(), key.clone()]);
+            unordered(&[b"SMEMBERS".to_vec()], reply(&r))
+        };
+        let (a, b) = (members(kv), members(reference));
+        if a != b {
+            return Err(format!("after SPOP the sets differ: {a:?} and {b:?}"));
+        }
+        return Ok(());
+    }
+    let items: Vec<Vec<Vec<u8>>> = ours
+        .chunks(if with_values { 2 } else { 1 })
+        .map(|c| c.to_vec())
+        .collect();
+    if distinct {
+        let set: std::collections::BTreeSet<_> = items.iter().collect();
+        if set.len() != items.len() {
+            return Err(format!("{items:?} repeats an item"));
+        }
+    }
+    for item in &items {
+        let ok = if name == b"SRANDMEMBER" {
+            reply(&reference.send(&[b"SISMEMBER".to_vec(), key.clone(), item[0].clone()]))
+                == Reply::Int(1)
+        } else {
+            let v = reply(&reference.send(&[b"HGET".to_vec(), key.clone(), item[0].clone()]));
+            matches!(&v, Reply::Bulk(Some(_)))
+                && (!with_values || v == Reply::Bulk(Some(item[1].clone())))
+        };
+        if !ok {
+            return Err(format!("raft-kv picked {item:?}, not on the key"));
+        }
+    }
+    Ok(())
+}
+
 /// How far apart two time replies (TTL, PTTL...) may be, in milliseconds.
 const TIME_TOLERANCE_MS: i64 = 1500;
 
@@ -449,7 +877,8 @@ fn command(rng: &mut Rng) -> Vec<Vec<u8>> {
             rng.pick(VALUES).to_vec()
         }
     };
-    let mut c: Vec<Vec<u8>> = match rng.below(28) {
+    let mut c: Vec<Vec<u8>> = match rng.below(40) {
+        28..=39 => typed_command(rng),
         0 => vec![b"GET".to_vec(), key(rng)],
         1 | 2 => {
             let mut c = vec![b"SET".to_vec(), key(rng), value(rng)];
@@ -591,7 +1020,27 @@ fn not_in_transactions(args: &[Vec<u8>]) -> bool {
     let name = args[0].to_ascii_uppercase();
     matches!(
         &name[..],
-        b"TTL" | b"PTTL" | b"EXPIRETIME" | b"PEXPIRETIME" | b"KEYS" | b"DBSIZE" | b"SELECT"
+        b"TTL"
+            | b"PTTL"
+            | b"EXPIRETIME"
+            | b"PEXPIRETIME"
+            | b"KEYS"
+            | b"DBSIZE"
+            | b"SELECT"
+            // Replies in no order, and random picks (compared by shape
+            // outside a transaction, not exactly).
+            | b"HGETALL"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"SMEMBERS"
+            | b"SINTER"
+            | b"SUNION"
+            | b"SDIFF"
+            | b"HSCAN"
+            | b"SSCAN"
+            | b"SPOP"
+            | b"SRANDMEMBER"
+            | b"HRANDFIELD"
     )
 }
 
@@ -644,8 +1093,12 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     let mut compared = 0;
     // Replies of the expiry commands: errors, and times to live found.
     let (mut expiry_errors, mut ttls_found) = (0, 0);
+    // Commands on hashes and sets, random picks, WRONGTYPE errors.
+    let (mut typed, mut random, mut wrong_types) = (0, 0, 0);
     // EXEC replies: arrays, null arrays (a watched key changed), aborts.
     let (mut execs, mut exec_nulls, mut exec_aborts) = (0, 0, 0);
+    // Typed commands queued in a transaction.
+    let mut typed_in_exec = 0;
     for seed in seeds {
         // The last stream may have left a transaction open: the same on both.
         let discard = [b"DISCARD".to_vec()];
@@ -674,8 +1127,53 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
                 exists.extend(KEYS.iter().map(|k| k.to_vec()));
                 assert_eq!(kv.send(&exists), reference.send(&exists), "seed {seed}");
             }
+            let name = args[0].to_ascii_uppercase();
+            if in_multi && name != b"MULTI" && TYPED_NAMES.contains(&&name[..]) {
+                typed_in_exec += 1;
+            }
+            if matches!(&name[..], b"SPOP" | b"SRANDMEMBER" | b"HRANDFIELD") && args.len() >= 2 {
+                if let Err(e) = check_random(&args, &mut kv, &mut reference) {
+                    panic!(
+                        "seed {seed}, command {i}: {}: {e} (replay with RAFT_KV_DIFF_SEED={seed})",
+                        shown(&args)
+                    );
+                }
+                compared += 1;
+                random += 1;
+                continue;
+            }
+            if matches!(&name[..], b"HSCAN" | b"SSCAN") && args.len() >= 3 {
+                let (ours, theirs) = (walk_scan(&mut kv, &args), walk_scan(&mut reference, &args));
+                assert_eq!(
+                    ours,
+                    theirs,
+                    "seed {seed}, command {i}: {} (replay with RAFT_KV_DIFF_SEED={seed})",
+                    shown(&args)
+                );
+                compared += 1;
+                continue;
+            }
+            if TYPED_NAMES.contains(&&name[..]) && args.len() >= 2 {
+                let ours = kv.send(&args);
+                let theirs = reference.send(&args);
+                if ours.starts_with(b"-WRONGTYPE") {
+                    wrong_types += 1;
+                }
+                assert_eq!(
+                    unordered(&args, reply(&ours)),
+                    unordered(&args, reply(&theirs)),
+                    "seed {seed}, command {i}: {} (replay with RAFT_KV_DIFF_SEED={seed})",
+                    shown(&args)
+                );
+                compared += 1;
+                typed += 1;
+                continue;
+            }
             let ours = normalize(&args, kv.send(&args));
             let theirs = normalize(&args, reference.send(&args));
+            if ours.starts_with(b"-WRONGTYPE") {
+                wrong_types += 1;
+            }
             assert!(
                 same_reply(&args, &ours, &theirs),
                 "seed {seed}, command {i}: {}\n raft-kv: {:?}\n   redis: {:?}\n\
@@ -708,9 +1206,15 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     }
     eprintln!(
         "{compared} replies compared with redis-server's ({expiry_errors} errors of expiry \
-         commands, {ttls_found} times found by the TTL family; EXEC: {execs} arrays, \
-         {exec_nulls} null arrays, {exec_aborts} aborts)"
+         commands, {ttls_found} times found by the TTL family; {typed} of hashes, sets and \
+         lists, {random} random picks, {wrong_types} WRONGTYPE errors; EXEC: {execs} arrays, \
+         {exec_nulls} null arrays, {exec_aborts} aborts, {typed_in_exec} typed commands queued)"
     );
+    assert!(
+        typed > 0 && random > 0 && wrong_types > 0,
+        "the streams reach hashes, sets and wrong types"
+    );
+    assert!(typed_in_exec > 0, "the transactions hold typed commands");
     assert!(
         execs > 0 && exec_nulls > 0 && exec_aborts > 0,
         "the streams reach every outcome of EXEC"

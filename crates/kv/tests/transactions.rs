@@ -75,6 +75,112 @@ fn a_watch_on_a_follower_sees_a_change_made_through_another_node() {
     assert_eq!(q(&mut ro, &["EXEC"]), Value::Nil);
 }
 
+#[test]
+fn hashes_sets_and_lists_are_watched_and_run_inside_transactions() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let followers = c.followers(leader);
+    let mut watcher = c.conn(followers[0]);
+    let mut writer = c.conn(followers[1]);
+    let queued = || Value::SimpleString("QUEUED".into());
+    // WATCH a hash, HSET it through another node: EXEC is a null array
+    // and runs nothing.
+    assert_eq!(q(&mut writer, &["HSET", "h", "f", "1"]), Value::Int(1));
+    assert_eq!(q(&mut watcher, &["WATCH", "h"]), Value::Okay);
+    assert_eq!(q(&mut writer, &["HSET", "h", "f", "2"]), Value::Int(0));
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["HSET", "h", "mine", "1"]), queued());
+    assert_eq!(q(&mut watcher, &["EXEC"]), Value::Nil);
+    assert_eq!(q(&mut writer, &["HGET", "h", "mine"]), Value::Nil);
+    // A typed write that changes nothing (a field not there) leaves the
+    // watch alone; one that empties a set and so removes it does not.
+    assert_eq!(q(&mut writer, &["SADD", "s", "a"]), Value::Int(1));
+    assert_eq!(q(&mut watcher, &["WATCH", "h", "s"]), Value::Okay);
+    assert_eq!(q(&mut writer, &["HDEL", "h", "nothing"]), Value::Int(0));
+    assert_eq!(q(&mut writer, &["SREM", "s", "b"]), Value::Int(0));
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["HLEN", "h"]), queued());
+    assert_eq!(
+        q(&mut watcher, &["EXEC"]),
+        Value::Array(vec![Value::Int(1)])
+    );
+    assert_eq!(q(&mut watcher, &["WATCH", "s"]), Value::Okay);
+    assert_eq!(q(&mut writer, &["SREM", "s", "a"]), Value::Int(1));
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["SCARD", "s"]), queued());
+    assert_eq!(q(&mut watcher, &["EXEC"]), Value::Nil);
+    // The destination of a move is watched like its source.
+    assert_eq!(q(&mut writer, &["RPUSH", "src", "x", "y"]), Value::Int(2));
+    assert_eq!(q(&mut watcher, &["WATCH", "dst"]), Value::Okay);
+    assert_eq!(
+        q(&mut writer, &["LMOVE", "src", "dst", "LEFT", "RIGHT"]),
+        bulk("x")
+    );
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["LLEN", "dst"]), queued());
+    assert_eq!(q(&mut watcher, &["EXEC"]), Value::Nil);
+    // RENAME changes the key under its new name too.
+    assert_eq!(q(&mut watcher, &["WATCH", "moved"]), Value::Okay);
+    assert_eq!(q(&mut writer, &["RENAME", "src", "moved"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    assert_eq!(q(&mut watcher, &["TYPE", "moved"]), queued());
+    assert_eq!(q(&mut watcher, &["EXEC"]), Value::Nil);
+    assert_eq!(
+        q(&mut watcher, &["LRANGE", "moved", "0", "-1"]),
+        Value::Array(vec![bulk("y")])
+    );
+    // Typed commands queue and run in the one entry, their replies in
+    // EXEC's array, reads seeing the transaction's own writes (WRONGTYPE
+    // in the array: the store's tests).
+    assert_eq!(q(&mut watcher, &["MULTI"]), Value::Okay);
+    for line in [
+        &["HSET", "t", "a", "1", "b", "2"][..],
+        &["HINCRBY", "t", "a", "5"],
+        &["HGET", "t", "a"],
+        &["SADD", "u", "m1", "m2"],
+        &["SISMEMBER", "u", "m2"],
+        &["LPUSH", "v", "e1", "e2"],
+        &["LRANGE", "v", "0", "-1"],
+        &["TYPE", "v"],
+        &["SMEMBERS", "u"],
+        &["HGETALL", "t"],
+    ] {
+        assert_eq!(q(&mut watcher, line), queued(), "{line:?}");
+    }
+    let got = q(&mut watcher, &["EXEC"]);
+    let Value::Array(items) = got else {
+        panic!("EXEC: {got:?}");
+    };
+    assert_eq!(items.len(), 10, "{items:?}");
+    assert_eq!(
+        items[..8],
+        [
+            Value::Int(2),
+            Value::Int(6),
+            bulk("6"),
+            Value::Int(2),
+            Value::Int(1),
+            Value::Int(2),
+            Value::Array(vec![bulk("e2"), bulk("e1")]),
+            Value::SimpleString("list".into()),
+        ]
+    );
+    let texts = |v: &Value| {
+        let Value::Array(items) = v else {
+            panic!("{v:?}")
+        };
+        let mut t: Vec<String> = items.iter().map(text).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(texts(&items[8]), ["m1", "m2"]);
+    // HGETALL: field a is 6, b is 2 (fields and values sorted together).
+    assert_eq!(texts(&items[9]), ["2", "6", "a", "b"]);
+    // Applied on every node.
+    assert_eq!(q(&mut writer, &["HLEN", "t"]), Value::Int(2));
+    assert_eq!(q(&mut writer, &["SCARD", "u"]), Value::Int(2));
+}
+
 /// What one client's transactions came to.
 #[derive(Default, Debug, Clone, Copy)]
 struct Outcomes {

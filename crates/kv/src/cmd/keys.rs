@@ -1,11 +1,11 @@
 //! Key-space commands: DEL (UNLINK), EXISTS, KEYS, SCAN, DBSIZE, FLUSHDB
-//! (FLUSHALL: there is one database).
+//! (FLUSHALL: there is one database), TYPE, RENAME, RENAMENX, COPY. They
+//! work on keys of every type.
 
 use bytes::Bytes;
 
 use super::{arity_error, not_integer, parse_i64, syntax_error, Command};
-use crate::frame::Frame;
-use crate::store::{Read, Write};
+use crate::store::{Read, TypedCmd, Write};
 
 /// The most keys one SCAN call may ask to examine.
 const MAX_SCAN_COUNT: i64 = 1 << 20;
@@ -40,6 +40,7 @@ pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
             Command::Write(Write::FlushDb)
         }
         b"scan" => parse_scan(args),
+        b"type" | b"rename" | b"renamenx" | b"copy" => return super::typed(name, args),
         _ => return None,
     };
     Some(c)
@@ -55,7 +56,7 @@ fn parse_scan(args: &[Bytes]) -> Command {
     };
     let mut pattern = None;
     let mut count = 10usize;
-    let mut only_strings = true;
+    let mut kind = false;
     let mut i = 1;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
@@ -69,18 +70,17 @@ fn parse_scan(args: &[Bytes]) -> Command {
                 Some(_) => return Command::Invalid(syntax_error()),
                 None => return Command::Invalid(not_integer()),
             },
-            // Every value is a string: TYPE string filters nothing, any
-            // other type matches nothing.
-            b"TYPE" => only_strings = value.eq_ignore_ascii_case(b"string"),
+            // Filtered by the store, which knows the types.
+            b"TYPE" => kind = true,
             _ => return Command::Invalid(syntax_error()),
         }
         i += 2;
     }
-    if !only_strings {
-        return Command::Answer(Frame::Array(vec![
-            Frame::Bulk(Bytes::from_static(b"0")),
-            Frame::Array(vec![]),
-        ]));
+    if kind {
+        return Command::Read(Read::Typed {
+            cmd: TypedCmd::ScanType,
+            args: args.to_vec(),
+        });
     }
     Command::Read(Read::Scan {
         cursor,

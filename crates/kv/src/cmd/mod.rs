@@ -2,19 +2,24 @@
 //! replicates ([`Write`]), what it answers from one state ([`Read`]), or
 //! what this server answers itself ([`Local`]). One file per family, as in
 //! mini-redis: `strings` (GET, SET, INCR...), `keys` (DEL, EXISTS, KEYS,
-//! SCAN...), `expiry` (EXPIRE, TTL, PERSIST...), `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*),
-//! `acl` (ACL SETUSER, LIST...), `transactions` (MULTI, EXEC, WATCH...).
+//! SCAN, TYPE...), `expiry` (EXPIRE, TTL, PERSIST...), `hashes` (HSET,
+//! HGET...), `sets` (SADD, SINTER...), `lists` (LPUSH, LRANGE...),
+//! `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*), `acl` (ACL
+//! SETUSER, LIST...), `transactions` (MULTI, EXEC, WATCH...).
 
 use bytes::Bytes;
 
-use crate::store::{Read, Write};
+use crate::store::{Read, TypedCmd, Write};
 use table::Family;
 
 pub mod acl;
 pub mod expiry;
+pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod raft;
 pub mod server;
+pub mod sets;
 pub mod strings;
 pub mod table;
 pub mod transactions;
@@ -116,6 +121,21 @@ pub fn not_integer() -> String {
 
 pub use crate::store::parse_i64;
 
+/// A command the store runs from its arguments as sent ([`TypedCmd`]):
+/// a write if it changes the store or picks at random, else a read.
+pub(crate) fn typed(name: &[u8], args: &[Bytes]) -> Option<Command> {
+    let cmd = TypedCmd::from_name(name)?;
+    if let Err(e) = crate::store::check_typed(cmd, args) {
+        return Some(Command::Refused(e));
+    }
+    let args = args.to_vec();
+    Some(if cmd.is_write() {
+        Command::Write(Write::Typed { cmd, args })
+    } else {
+        Command::Read(Read::Typed { cmd, args })
+    })
+}
+
 /// The error for an unknown command, as Redis 7 words it: the name and
 /// the first arguments quoted, each cut at a NUL byte (Redis formats them
 /// as C strings), the arguments to about 128 bytes in all.
@@ -160,6 +180,9 @@ pub fn parse(args: &[Bytes]) -> Command {
         Family::Strings => strings::parse(name, rest),
         Family::Keys => keys::parse(name, rest),
         Family::Expiry => expiry::parse(name, rest),
+        Family::Hashes => hashes::parse(name, rest),
+        Family::Sets => sets::parse(name, rest),
+        Family::Lists => lists::parse(name, rest),
         Family::Raft => raft::parse(name, rest),
         Family::Acl => Some(acl::parse(rest)),
         Family::Server => server::parse(name, rest),

@@ -44,6 +44,9 @@ pub const CATEGORIES: [&str; 21] = [
 const KEYSPACE: u32 = 1 << 0;
 const READ: u32 = 1 << 1;
 const WRITE: u32 = 1 << 2;
+const SET: u32 = 1 << 3;
+const LIST: u32 = 1 << 5;
+const HASH: u32 = 1 << 6;
 const STRING: u32 = 1 << 7;
 const ADMIN: u32 = 1 << 13;
 const FAST: u32 = 1 << 14;
@@ -93,6 +96,12 @@ pub enum Family {
     Keys,
     /// `cmd/expiry.rs`: EXPIRE, TTL, PERSIST, SETEX...
     Expiry,
+    /// `cmd/hashes.rs`: HSET, HGET, HGETALL...
+    Hashes,
+    /// `cmd/sets.rs`: SADD, SMEMBERS, SINTER...
+    Sets,
+    /// `cmd/lists.rs`: LPUSH, LRANGE, LMOVE...
+    Lists,
     /// `cmd/server.rs`: PING, AUTH, INFO, CONFIG...
     Server,
     /// `cmd/raft.rs`: RAFT.*.
@@ -110,6 +119,9 @@ impl Family {
             Family::Strings => "Strings",
             Family::Keys => "Keys",
             Family::Expiry => "Expiry (by the log's time)",
+            Family::Hashes => "Hashes",
+            Family::Sets => "Sets",
+            Family::Lists => "Lists",
             Family::Server => "Connection and server",
             Family::Raft => "Cluster (raft-kv's own)",
             Family::Acl => "Users (ACL)",
@@ -118,10 +130,13 @@ impl Family {
     }
 
     /// Every family, in the README's order.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 10] = [
         Family::Strings,
         Family::Keys,
         Family::Expiry,
+        Family::Hashes,
+        Family::Sets,
+        Family::Lists,
         Family::Transactions,
         Family::Server,
         Family::Acl,
@@ -986,6 +1001,512 @@ pub static COMMANDS: &[CommandSpec] = &[
         "the connection's user"
     ),
     spec!(
+        "type",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        KEYSPACE | READ | FAST,
+        Keys,
+        "the type of a key's value (string, hash, set, list or none)"
+    ),
+    spec!(
+        "rename",
+        3,
+        ["write"],
+        1,
+        2,
+        1,
+        KEYSPACE | WRITE | SLOW,
+        Keys,
+        "renames a key (its value of any type and its time to live)"
+    ),
+    spec!(
+        "renamenx",
+        3,
+        ["write", "fast"],
+        1,
+        2,
+        1,
+        KEYSPACE | WRITE | FAST,
+        Keys,
+        "renames a key if the new name is free: 1, else 0"
+    ),
+    spec!(
+        "copy",
+        -3,
+        ["write", "denyoom"],
+        1,
+        2,
+        1,
+        KEYSPACE | WRITE | SLOW,
+        Keys,
+        "copies a key's value and time to live (DB 0, REPLACE): 1, else 0"
+    ),
+    spec!(
+        "hset",
+        -4,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | HASH | FAST,
+        Hashes,
+        "sets fields of a hash (how many are new)"
+    ),
+    spec!(
+        "hsetnx",
+        4,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | HASH | FAST,
+        Hashes,
+        "sets a field of a hash if it is absent"
+    ),
+    spec!(
+        "hget",
+        3,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | HASH | FAST,
+        Hashes,
+        "the value of a field"
+    ),
+    spec!(
+        "hmget",
+        -3,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | HASH | FAST,
+        Hashes,
+        "the values of fields"
+    ),
+    spec!(
+        "hdel",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | HASH | FAST,
+        Hashes,
+        "removes fields (the last removes the key)"
+    ),
+    spec!(
+        "hgetall",
+        2,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | HASH | SLOW,
+        Hashes,
+        "every field and value"
+    ),
+    spec!(
+        "hlen",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | HASH | FAST,
+        Hashes,
+        "the number of fields"
+    ),
+    spec!(
+        "hexists",
+        3,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | HASH | FAST,
+        Hashes,
+        "whether a field exists"
+    ),
+    spec!(
+        "hincrby",
+        4,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | HASH | FAST,
+        Hashes,
+        "adds an integer to a field"
+    ),
+    spec!(
+        "hincrbyfloat",
+        4,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | HASH | FAST,
+        Hashes,
+        "adds a float to a field (computed in 64-bit floats)"
+    ),
+    spec!(
+        "hkeys",
+        2,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | HASH | SLOW,
+        Hashes,
+        "every field"
+    ),
+    spec!(
+        "hvals",
+        2,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | HASH | SLOW,
+        Hashes,
+        "every value"
+    ),
+    spec!(
+        "hstrlen",
+        3,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | HASH | FAST,
+        Hashes,
+        "the length of a field's value"
+    ),
+    spec!(
+        "hscan",
+        -3,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | HASH | SLOW,
+        Hashes,
+        "iterates fields (MATCH, COUNT) by a stateless cursor"
+    ),
+    spec!(
+        "hrandfield",
+        -2,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | HASH | SLOW,
+        Hashes,
+        "random fields (count, WITHVALUES), picked through the log"
+    ),
+    spec!(
+        "sadd",
+        -3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | SET | FAST,
+        Sets,
+        "adds members (how many are new)"
+    ),
+    spec!(
+        "srem",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | SET | FAST,
+        Sets,
+        "removes members (the last removes the key)"
+    ),
+    spec!(
+        "smembers",
+        2,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | SET | SLOW,
+        Sets,
+        "every member"
+    ),
+    spec!(
+        "sismember",
+        3,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | SET | FAST,
+        Sets,
+        "whether a member is in the set"
+    ),
+    spec!(
+        "smismember",
+        -3,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | SET | FAST,
+        Sets,
+        "whether each member is in the set"
+    ),
+    spec!(
+        "scard",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | SET | FAST,
+        Sets,
+        "the number of members"
+    ),
+    spec!(
+        "spop",
+        -2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | SET | FAST,
+        Sets,
+        "removes random members, picked through the log"
+    ),
+    spec!(
+        "srandmember",
+        -2,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | SET | SLOW,
+        Sets,
+        "random members (count), picked through the log"
+    ),
+    spec!(
+        "sinter",
+        -2,
+        ["readonly"],
+        1,
+        -1,
+        1,
+        READ | SET | SLOW,
+        Sets,
+        "the intersection of sets"
+    ),
+    spec!(
+        "sunion",
+        -2,
+        ["readonly"],
+        1,
+        -1,
+        1,
+        READ | SET | SLOW,
+        Sets,
+        "the union of sets"
+    ),
+    spec!(
+        "sdiff",
+        -2,
+        ["readonly"],
+        1,
+        -1,
+        1,
+        READ | SET | SLOW,
+        Sets,
+        "the members of the first set in none of the others"
+    ),
+    spec!(
+        "sinterstore",
+        -3,
+        ["write", "denyoom"],
+        1,
+        -1,
+        1,
+        WRITE | SET | SLOW,
+        Sets,
+        "stores an intersection"
+    ),
+    spec!(
+        "sunionstore",
+        -3,
+        ["write", "denyoom"],
+        1,
+        -1,
+        1,
+        WRITE | SET | SLOW,
+        Sets,
+        "stores a union"
+    ),
+    spec!(
+        "sdiffstore",
+        -3,
+        ["write", "denyoom"],
+        1,
+        -1,
+        1,
+        WRITE | SET | SLOW,
+        Sets,
+        "stores a difference"
+    ),
+    spec!(
+        "sscan",
+        -3,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | SET | SLOW,
+        Sets,
+        "iterates members (MATCH, COUNT) by a stateless cursor"
+    ),
+    spec!(
+        "lpush",
+        -3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "push elements at the head (the new length)"
+    ),
+    spec!(
+        "rpush",
+        -3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "push elements at the tail (the new length)"
+    ),
+    spec!(
+        "lpop",
+        -2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "removes elements from the head (count)"
+    ),
+    spec!(
+        "rpop",
+        -2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        WRITE | LIST | FAST,
+        Lists,
+        "removes elements from the tail (count)"
+    ),
+    spec!(
+        "llen",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        READ | LIST | FAST,
+        Lists,
+        "the length of a list"
+    ),
+    spec!(
+        "lrange",
+        4,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | LIST | SLOW,
+        Lists,
+        "the elements from start to stop"
+    ),
+    spec!(
+        "lindex",
+        3,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | LIST | SLOW,
+        Lists,
+        "the element at an index"
+    ),
+    spec!(
+        "lset",
+        4,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "sets the element at an index"
+    ),
+    spec!(
+        "lrem",
+        4,
+        ["write"],
+        1,
+        1,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "removes elements equal to a value (count, from either end)"
+    ),
+    spec!(
+        "ltrim",
+        4,
+        ["write"],
+        1,
+        1,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "keeps the elements from start to stop"
+    ),
+    spec!(
+        "lpos",
+        -3,
+        ["readonly"],
+        1,
+        1,
+        1,
+        READ | LIST | SLOW,
+        Lists,
+        "the positions of an element (RANK, COUNT, MAXLEN)"
+    ),
+    spec!(
+        "lmove",
+        5,
+        ["write", "denyoom"],
+        1,
+        2,
+        1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "moves an element from one end of a list to one end of another"
+    ),
+    spec!(
         "raft.status",
         1,
         ["admin", "stale"],
@@ -1199,6 +1720,19 @@ mod tests {
         assert_eq!(cats("ttl"), ["keyspace", "read", "fast"]);
         assert_eq!(cats("setex"), ["write", "string", "slow"]);
         assert_eq!(cats("getex"), ["write", "string", "fast"]);
+        assert_eq!(cats("type"), ["keyspace", "read", "fast"]);
+        assert_eq!(cats("rename"), ["keyspace", "write", "slow"]);
+        assert_eq!(cats("renamenx"), ["keyspace", "write", "fast"]);
+        assert_eq!(cats("copy"), ["keyspace", "write", "slow"]);
+        assert_eq!(cats("hset"), ["write", "hash", "fast"]);
+        assert_eq!(cats("hgetall"), ["read", "hash", "slow"]);
+        assert_eq!(cats("hrandfield"), ["read", "hash", "slow"]);
+        assert_eq!(cats("sadd"), ["write", "set", "fast"]);
+        assert_eq!(cats("sinterstore"), ["write", "set", "slow"]);
+        assert_eq!(cats("srandmember"), ["read", "set", "slow"]);
+        assert_eq!(cats("lpush"), ["write", "list", "fast"]);
+        assert_eq!(cats("lrange"), ["read", "list", "slow"]);
+        assert_eq!(cats("lmove"), ["write", "list", "slow"]);
         assert_eq!(cats("incrbyfloat"), ["write", "string", "fast"]);
         assert_eq!(cats("getdel"), ["write", "string", "fast"]);
         assert_eq!(cats("getrange"), ["read", "string", "slow"]);
@@ -1222,7 +1756,8 @@ mod tests {
         assert_eq!(name("acl frob"), Some("acl"));
         assert_eq!(name("acl"), Some("acl"));
         assert_eq!(name("get get"), Some("get"));
-        assert_eq!(name("hgetall h"), None);
+        assert_eq!(name("hgetall h"), Some("hgetall"));
+        assert_eq!(name("blpop l 0"), None);
         let acl = index_of(b"acl").unwrap();
         assert_eq!(subcommands(acl).count(), 9);
         assert_eq!(subcommands(index_of(b"get").unwrap()).count(), 0);

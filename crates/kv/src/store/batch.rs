@@ -5,6 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::expiry::{getex_code, ExpireCommand, ExpireCondition, GetExOp, SetTtl, TtlKind};
+use super::typed::TypedCmd;
 use super::{Read, SetCondition, Write};
 use crate::acl::PasswordHash;
 use crate::frame::put_error;
@@ -35,11 +36,12 @@ use crate::frame::put_error;
 //          (a write inside is never an EXEC)
 //        | 0x41 GETDEL key | 0x42 SETRANGE key offset:u64-LE value
 //        | 0x43 MSETNX u32-LE pairs, (key value)* | 0x44 INCRBYFLOAT key by
+//        | 0x60 TYPED command:u8 list(argument)  (a `TypedCmd` code)
 // read   = 1 GET key | 2 MGET list | 3 EXISTS list | 4 STRLEN key | 5 DBSIZE
 //        | 6 KEYS pattern | 7 SCAN cursor:u64-LE count:u64-LE has:u8 [pattern]
 //        | 8 TTL kind:u8 key  (kind 0 TTL/1 PTTL/2 EXPIRETIME/3 PEXPIRETIME)
 //        | 9 VOLATILE-LEN | 0x40 GETRANGE key start:i64-LE end:i64-LE
-//        | 0x41 VERSIONS list
+//        | 0x41 VERSIONS list | 0x60 TYPED command:u8 list(argument)
 
 pub(super) const WRITES_FORMAT: u8 = 0xD7;
 pub(super) const READS_FORMAT: u8 = 0xD2;
@@ -65,6 +67,9 @@ pub(super) const W_GETDEL: u8 = 0x41;
 pub(super) const W_SETRANGE: u8 = 0x42;
 pub(super) const W_MSETNX: u8 = 0x43;
 pub(super) const W_INCRBYFLOAT: u8 = 0x44;
+/// Hashes, sets, lists and the commands on keys of any type: far from the
+/// string commands' codes (0x40 on), which grow one by one.
+pub(super) const W_TYPED: u8 = 0x60;
 
 pub(super) const R_GET: u8 = 1;
 pub(super) const R_MGET: u8 = 2;
@@ -77,6 +82,8 @@ pub(super) const R_TTL: u8 = 8;
 pub(super) const R_VOLATILE_LEN: u8 = 9;
 pub(super) const R_GETRANGE: u8 = 0x40;
 pub(super) const R_VERSIONS: u8 = 0x41;
+/// As [`W_TYPED`].
+pub(super) const R_TYPED: u8 = 0x60;
 
 pub(super) const SET_NX: u8 = 1;
 pub(super) const SET_XX: u8 = 2;
@@ -127,6 +134,7 @@ pub(super) fn write_size(w: &Write) -> usize {
                     super::GetExTtl::Set(t) => 4 + t.time.len(),
                 }
         }
+        Write::Typed { args, .. } => typed_size(args),
         Write::Exec { watches, ops } => super::tx::exec_size(watches, ops),
         Write::GetDel { key } => 4 + key.len(),
         Write::SetRange { key, value, .. } => 16 + key.len() + value.len(),
@@ -150,8 +158,22 @@ pub(super) fn read_size(r: &Read) -> usize {
         Read::DbSize | Read::VolatileLen => 0,
         Read::Keys { pattern } => 4 + pattern.len(),
         Read::Scan { pattern, .. } => 17 + pattern.as_ref().map_or(0, |p| 4 + p.len()),
+        Read::Typed { args, .. } => typed_size(args),
         Read::GetRange { key, .. } => 4 + key.len() + 16,
         Read::Versions { keys } => 4 + keys.iter().map(|k| 4 + k.len()).sum::<usize>(),
+    }
+}
+
+fn typed_size(args: &[Bytes]) -> usize {
+    1 + 4 + args.iter().map(|a| 4 + a.len()).sum::<usize>()
+}
+
+fn put_typed(b: &mut BytesMut, tag: u8, cmd: TypedCmd, args: &[Bytes]) {
+    b.put_u8(tag);
+    b.put_u8(cmd.code());
+    b.put_u32_le(len32(args.len()));
+    for a in args {
+        put_str(b, a);
     }
 }
 
@@ -284,6 +306,7 @@ pub fn encode_writes(writes: &[Write]) -> Bytes {
                     put_str(&mut b, &t.time);
                 }
             }
+            Write::Typed { cmd, args } => put_typed(&mut b, W_TYPED, *cmd, args),
             Write::Exec { watches, ops } => {
                 b.put_u8(W_EXEC);
                 super::tx::encode_exec(&mut b, watches, ops);
@@ -373,6 +396,7 @@ pub fn encode_reads(reads: &[Read]) -> Bytes {
                     None => b.put_u8(0),
                 }
             }
+            Read::Typed { cmd, args } => put_typed(&mut b, R_TYPED, *cmd, args),
             Read::GetRange { key, start, end } => {
                 b.put_u8(R_GETRANGE);
                 put_str(&mut b, key);
@@ -620,6 +644,7 @@ pub(super) enum WriteOp<'a> {
         key: &'a [u8],
         op: GetExOp<'a>,
     },
+    Typed(TypedCmd, Items<'a>),
     Exec(super::tx::ExecOp<'a>),
     GetDel(&'a [u8]),
     SetRange {
@@ -650,6 +675,7 @@ pub(super) enum ReadOp<'a> {
         pattern: Option<&'a [u8]>,
         count: usize,
     },
+    Typed(TypedCmd, Items<'a>),
     GetRange(&'a [u8], i64, i64),
     Versions(Items<'a>),
 }
@@ -742,6 +768,10 @@ pub(super) fn parse_write<'a>(r: &mut Reader<'a>) -> Result<WriteOp<'a>, &'stati
                 op: GetExOp { mode, time },
             }
         }
+        W_TYPED => {
+            let cmd = TypedCmd::from_code(r.u8().ok_or(CUT)?).ok_or("unknown typed command")?;
+            WriteOp::Typed(cmd, r.list(1).ok_or(CUT)?)
+        }
         W_EXEC => WriteOp::Exec(super::tx::parse_exec(r)?),
         W_GETDEL => WriteOp::GetDel(r.str().ok_or(CUT)?),
         W_SETRANGE => WriteOp::SetRange {
@@ -781,6 +811,10 @@ pub(super) fn parse_read<'a>(r: &mut Reader<'a>) -> Result<ReadOp<'a>, &'static 
                 count: usize::try_from(count).unwrap_or(usize::MAX),
                 pattern: r.opt_str().ok_or("invalid SCAN")?,
             }
+        }
+        R_TYPED => {
+            let cmd = TypedCmd::from_code(r.u8().ok_or(CUT)?).ok_or("unknown typed command")?;
+            ReadOp::Typed(cmd, r.list(1).ok_or(CUT)?)
         }
         R_GETRANGE => ReadOp::GetRange(
             r.str().ok_or(CUT)?,

@@ -1,10 +1,14 @@
 //! The map of keys to values, ordered by key hash: one slot per hash,
 //! holding its one key (or, on a collision, several), found with one
-//! search.
+//! search. The same map, with other values, holds a hash's fields and a
+//! set's members (`value`), so that HSCAN and SSCAN cursors mean what SCAN's
+//! do.
 
 use std::collections::btree_map::{self, BTreeMap};
 
 use bytes::Bytes;
+
+use super::value::Value;
 
 // ---------------------------------------------------------------------------
 // The map
@@ -13,13 +17,13 @@ use bytes::Bytes;
 /// The keys of one hash: almost always one; several only on a collision,
 /// then kept in a map so that even many colliding keys cost O(log n).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Slot {
-    One(Bytes, Bytes),
+pub(super) enum Slot<V = Value> {
+    One(Bytes, V),
     /// Two keys or more, never fewer.
-    Many(BTreeMap<Bytes, Bytes>),
+    Many(BTreeMap<Bytes, V>),
 }
 
-impl Slot {
+impl<V> Slot<V> {
     pub(super) fn len(&self) -> usize {
         match self {
             Slot::One(..) => 1,
@@ -27,7 +31,7 @@ impl Slot {
         }
     }
 
-    pub(super) fn iter(&self) -> SlotIter<'_> {
+    pub(super) fn iter(&self) -> SlotIter<'_, V> {
         match self {
             Slot::One(k, v) => SlotIter::One(Some((k, v))),
             Slot::Many(m) => SlotIter::Many(m.iter()),
@@ -35,7 +39,7 @@ impl Slot {
     }
 
     /// Adds a key that shares this slot's hash; false if it is already here.
-    pub(super) fn add(&mut self, key: Bytes, value: Bytes) -> bool {
+    pub(super) fn add(&mut self, key: Bytes, value: V) -> bool {
         match self {
             Slot::One(k, _) if *k == key => false,
             Slot::One(..) => {
@@ -57,13 +61,13 @@ impl Slot {
     }
 }
 
-pub(super) enum SlotIter<'a> {
-    One(Option<(&'a Bytes, &'a Bytes)>),
-    Many(btree_map::Iter<'a, Bytes, Bytes>),
+pub(super) enum SlotIter<'a, V> {
+    One(Option<(&'a Bytes, &'a V)>),
+    Many(btree_map::Iter<'a, Bytes, V>),
 }
 
-impl<'a> Iterator for SlotIter<'a> {
-    type Item = (&'a Bytes, &'a Bytes);
+impl<'a, V> Iterator for SlotIter<'a, V> {
+    type Item = (&'a Bytes, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
@@ -73,23 +77,23 @@ impl<'a> Iterator for SlotIter<'a> {
     }
 }
 
-pub(super) type Map = BTreeMap<u64, Slot>;
+pub(super) type Map<V = Value> = BTreeMap<u64, Slot<V>>;
 
 /// Where a key is, or where it would go: found with one search.
-pub(super) enum Spot<'m> {
-    Present(&'m mut Bytes),
-    Absent(Vacancy<'m>),
+pub(super) enum Spot<'m, V = Value> {
+    Present(&'m mut V),
+    Absent(Vacancy<'m, V>),
 }
 
-pub(super) enum Vacancy<'m> {
+pub(super) enum Vacancy<'m, V = Value> {
     /// No key has this hash.
-    Free(btree_map::VacantEntry<'m, u64, Slot>),
+    Free(btree_map::VacantEntry<'m, u64, Slot<V>>),
     /// Other keys have this hash.
-    Beside(&'m mut Slot),
+    Beside(&'m mut Slot<V>),
 }
 
-impl Vacancy<'_> {
-    pub(super) fn fill(self, key: Bytes, value: Bytes) {
+impl<V> Vacancy<'_, V> {
+    pub(super) fn fill(self, key: Bytes, value: V) {
         match self {
             Vacancy::Free(e) => {
                 e.insert(Slot::One(key, value));
@@ -101,7 +105,7 @@ impl Vacancy<'_> {
     }
 }
 
-pub(super) fn spot<'m>(map: &'m mut Map, h: u64, key: &[u8]) -> Spot<'m> {
+pub(super) fn spot<'m, V>(map: &'m mut Map<V>, h: u64, key: &[u8]) -> Spot<'m, V> {
     match map.entry(h) {
         btree_map::Entry::Vacant(e) => Spot::Absent(Vacancy::Free(e)),
         btree_map::Entry::Occupied(e) => {
@@ -124,14 +128,14 @@ pub(super) fn spot<'m>(map: &'m mut Map, h: u64, key: &[u8]) -> Spot<'m> {
     }
 }
 
-pub(super) fn lookup<'m>(map: &'m Map, h: u64, key: &[u8]) -> Option<&'m Bytes> {
+pub(super) fn lookup<'m, V>(map: &'m Map<V>, h: u64, key: &[u8]) -> Option<&'m V> {
     match map.get(&h)? {
         Slot::One(k, v) => (k[..] == *key).then_some(v),
         Slot::Many(m) => m.get(key),
     }
 }
 
-pub(super) fn remove(map: &mut Map, h: u64, key: &[u8]) -> Option<Bytes> {
+pub(super) fn remove<V>(map: &mut Map<V>, h: u64, key: &[u8]) -> Option<V> {
     let btree_map::Entry::Occupied(mut e) = map.entry(h) else {
         return None;
     };
@@ -160,7 +164,7 @@ pub(super) fn remove(map: &mut Map, h: u64, key: &[u8]) -> Option<Bytes> {
 
 /// Drops a large map on another thread, so that FLUSHDB or a restore does
 /// not stall the apply loop (the state is the same on every node either way).
-pub(super) fn discard(map: Map) {
+pub(super) fn discard<V: Send + 'static>(map: Map<V>) {
     if map.len() >= 1 << 14 {
         let _ = std::thread::Builder::new()
             .name("raft-kv-free".into())

@@ -49,6 +49,8 @@ mod keyspace;
 mod snapshot;
 mod strings;
 mod tx;
+mod typed;
+mod value;
 
 use batch::*;
 pub use batch::{
@@ -65,6 +67,9 @@ pub use tx::TxOp;
 
 pub use glob::glob_match;
 use snapshot::{decode_snapshot, SNAP_HEADER, SNAP_MAGIC, SNAP_VERSION};
+pub use typed::{check_typed, TypedCmd};
+pub use value::WRONGTYPE;
+use value::{Rng, Value};
 
 use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple};
 
@@ -193,6 +198,15 @@ pub enum Write {
         /// The change.
         ttl: GetExTtl,
     },
+    /// A command on a hash, a set or a list, or one on keys of any type
+    /// (`typed`): its arguments after the name, as sent, checked when
+    /// parsed ([`check_typed`]) and read again when applied.
+    Typed {
+        /// Which command.
+        cmd: TypedCmd,
+        /// Its arguments, the key first.
+        args: Vec<Bytes>,
+    },
     /// `EXEC`: the queued commands of a transaction, applied at once if no
     /// watched key changed (see `tx`); replies with the array of their
     /// replies, or a null array.
@@ -282,6 +296,14 @@ pub enum Read {
         pattern: Option<Bytes>,
         /// How many keys to examine at least (0 is taken as 1).
         count: usize,
+    },
+    /// A read-only command on a hash, a set or a list, or on keys of any
+    /// type (`typed`), as [`Write::Typed`].
+    Typed {
+        /// Which command.
+        cmd: TypedCmd,
+        /// Its arguments, the key first.
+        args: Vec<Bytes>,
     },
     /// `GETRANGE key start end`: part of the value.
     GetRange {
@@ -511,9 +533,31 @@ pub struct KvStore {
     users: Users,
     /// Where the users go after each change.
     publish: Publisher,
+    /// The entry and place in it of the write being applied: the seed of
+    /// SPOP, SRANDMEMBER and HRANDFIELD.
+    seed: Seed,
     /// The versions of recently changed keys (WATCH).
     versions: tx::Versions,
 }
+
+/// The log index of the entry being applied and the place of the write in
+/// it: no part of the state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seed((u64, u64));
+
+impl Seed {
+    fn rng(self) -> Rng {
+        Rng::for_command(self.0 .0, self.0 .1)
+    }
+}
+
+impl PartialEq for Seed {
+    fn eq(&self, _: &Seed) -> bool {
+        true
+    }
+}
+
+impl Eq for Seed {}
 
 /// The node's [`SharedUsers`], if any: no part of the state (every store
 /// compares equal whatever it publishes to).
@@ -590,20 +634,33 @@ impl KvStore {
     }
 
     /// Every key and value, in (hash, key) order.
-    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
         self.map.values().flat_map(Slot::iter)
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Bytes> {
+    /// What `key` holds, of any type.
+    fn get(&self, key: &[u8]) -> Option<&Value> {
         lookup(&self.map, key_hash(key), key)
     }
 
-    /// Sets `key` to `value` (copied).
+    /// The string `key` holds: `Err` (WRONGTYPE) if it holds another type.
+    fn get_str(&self, key: &[u8]) -> Result<Option<&Bytes>, &'static str> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(_) => Err(WRONGTYPE),
+        }
+    }
+
+    /// Sets `key` to the string `value` (copied), whatever it held.
     fn put(&mut self, key: &[u8], value: &[u8]) {
         match spot(&mut self.map, key_hash(key), key) {
-            Spot::Present(v) => *v = Bytes::copy_from_slice(value),
+            Spot::Present(v) => *v = Value::Str(Bytes::copy_from_slice(value)),
             Spot::Absent(a) => {
-                a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                a.fill(
+                    Bytes::copy_from_slice(key),
+                    Value::Str(Bytes::copy_from_slice(value)),
+                );
                 self.len += 1;
             }
         }
@@ -626,7 +683,12 @@ impl KvStore {
                 match spot(&mut self.map, key_hash(key), key) {
                     Spot::Present(v) => {
                         if get {
-                            bulk(out, v);
+                            // SET GET wants the old string: any other type
+                            // is an error and nothing is set (Redis 7).
+                            let Value::Str(old) = v else {
+                                return put_error(out, WRONGTYPE);
+                            };
+                            bulk(out, old);
                         }
                         if condition == SetCondition::IfAbsent {
                             if !get {
@@ -634,7 +696,7 @@ impl KvStore {
                             }
                             return;
                         }
-                        *v = Bytes::copy_from_slice(value);
+                        *v = Value::Str(Bytes::copy_from_slice(value));
                     }
                     Spot::Absent(a) => {
                         if get || condition == SetCondition::IfPresent {
@@ -643,7 +705,10 @@ impl KvStore {
                         if condition == SetCondition::IfPresent {
                             return;
                         }
-                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                        a.fill(
+                            Bytes::copy_from_slice(key),
+                            Value::Str(Bytes::copy_from_slice(value)),
+                        );
                         self.len += 1;
                     }
                 }
@@ -664,7 +729,7 @@ impl KvStore {
                 put_int(out, n);
             }
             WriteOp::IncrBy { key, by } => match spot(&mut self.map, key_hash(key), key) {
-                Spot::Present(v) => match parse_i64(v) {
+                Spot::Present(Value::Str(v)) => match parse_i64(v) {
                     None => put_error(out, "ERR value is not an integer or out of range"),
                     Some(old) => match old.checked_add(by) {
                         None => put_error(out, "ERR increment or decrement would overflow"),
@@ -674,14 +739,15 @@ impl KvStore {
                         }
                     },
                 },
+                Spot::Present(_) => put_error(out, WRONGTYPE),
                 Spot::Absent(a) => {
-                    a.fill(Bytes::copy_from_slice(key), i64_value(by));
+                    a.fill(Bytes::copy_from_slice(key), Value::Str(i64_value(by)));
                     self.len += 1;
                     put_int(out, by);
                 }
             },
             WriteOp::Append { key, value } => match spot(&mut self.map, key_hash(key), key) {
-                Spot::Present(v) => {
+                Spot::Present(Value::Str(v)) => {
                     let total = v.len() + value.len();
                     if total > MAX_STRING {
                         put_error(
@@ -704,6 +770,7 @@ impl KvStore {
                     *v = m.freeze();
                     put_int(out, total as i64);
                 }
+                Spot::Present(_) => put_error(out, WRONGTYPE),
                 Spot::Absent(a) => {
                     if value.len() > MAX_STRING {
                         put_error(
@@ -712,7 +779,10 @@ impl KvStore {
                         );
                         return;
                     }
-                    a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                    a.fill(
+                        Bytes::copy_from_slice(key),
+                        Value::Str(Bytes::copy_from_slice(value)),
+                    );
                     self.len += 1;
                     put_int(out, value.len() as i64);
                 }
@@ -726,13 +796,17 @@ impl KvStore {
             }
             WriteOp::GetSet { key, value } => {
                 match spot(&mut self.map, key_hash(key), key) {
-                    Spot::Present(v) => {
+                    Spot::Present(Value::Str(v)) => {
                         bulk(out, v);
                         *v = Bytes::copy_from_slice(value);
                     }
+                    Spot::Present(_) => return put_error(out, WRONGTYPE),
                     Spot::Absent(a) => {
                         put_null(out);
-                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                        a.fill(
+                            Bytes::copy_from_slice(key),
+                            Value::Str(Bytes::copy_from_slice(value)),
+                        );
                         self.len += 1;
                     }
                 }
@@ -746,12 +820,16 @@ impl KvStore {
             }
             WriteOp::Cas { key, expected, new } => {
                 let done = match (spot(&mut self.map, key_hash(key), key), expected) {
-                    (Spot::Present(v), Some(e)) if v[..] == *e => {
-                        *v = Bytes::copy_from_slice(new);
+                    // A key of another type holds no expected string.
+                    (Spot::Present(v), Some(e)) if v.as_str().is_some_and(|s| s[..] == *e) => {
+                        *v = Value::Str(Bytes::copy_from_slice(new));
                         true
                     }
                     (Spot::Absent(a), None) => {
-                        a.fill(Bytes::copy_from_slice(key), Bytes::copy_from_slice(new));
+                        a.fill(
+                            Bytes::copy_from_slice(key),
+                            Value::Str(Bytes::copy_from_slice(new)),
+                        );
                         self.len += 1;
                         true
                     }
@@ -788,6 +866,8 @@ impl KvStore {
             } => self.write_expire(key, when_ms, command, condition, out),
             WriteOp::Persist(key) => self.write_persist(key, out),
             WriteOp::GetEx { key, op } => self.write_getex(key, op, out),
+            // The keys it changes are recorded by `apply_write`.
+            WriteOp::Typed(cmd, args) => self.write_typed(cmd, args, out, &mut Vec::new()),
             WriteOp::GetDel(key) => self.write_getdel(key, out),
             WriteOp::SetRange { key, offset, value } => {
                 self.write_setrange(key, offset, value, out)
@@ -895,19 +975,37 @@ impl KvStore {
     /// The length of the reply [`KvStore::read`] would write for `op`, found
     /// without building it.
     fn reply_size(&self, op: &ReadOp<'_>) -> usize {
-        let value = |k: &[u8]| self.get(k).map_or(5, |v| bulk_len(v.len()));
+        let value = |k: &[u8]| match self.get(k) {
+            Some(Value::Str(v)) => bulk_len(v.len()),
+            Some(_) => WRONGTYPE.len() + 3,
+            None => 5,
+        };
         match op {
             ReadOp::Get(key) => value(key),
+            // MGET answers null for a key of another type.
             ReadOp::MGet(keys) => {
-                array_len(keys.len()) + keys.map(value).fold(0, usize::saturating_add)
+                array_len(keys.len())
+                    + keys
+                        .map(|k| {
+                            self.get_str(k)
+                                .ok()
+                                .flatten()
+                                .map_or(5, |v| bulk_len(v.len()))
+                        })
+                        .fold(0, usize::saturating_add)
             }
+            ReadOp::Typed(cmd, args) => self.typed_reply_size(*cmd, *args),
+            ReadOp::Strlen(key) if self.get_str(key).is_err() => WRONGTYPE.len() + 3,
             // An integer: at most ":-9223372036854775808\r\n".
             ReadOp::Exists(_)
             | ReadOp::Strlen(_)
             | ReadOp::Ttl(..)
             | ReadOp::DbSize
             | ReadOp::VolatileLen => 24,
-            ReadOp::GetRange(key, start, end) => bulk_len(self.getrange(key, *start, *end).len()),
+            ReadOp::GetRange(key, start, end) => match self.getrange(key, *start, *end) {
+                Ok(v) => bulk_len(v.len()),
+                Err(e) => e.len() + 3,
+            },
             ReadOp::Versions(keys) => {
                 array_len(keys.len())
                     + keys
@@ -970,17 +1068,18 @@ impl KvStore {
             answer.chunk.reserve(24);
         }
         match op {
-            ReadOp::Get(key) => match self.get(key) {
-                Some(v) => answer.bulk(v),
-                None => {
+            ReadOp::Get(key) => match self.get_str(key) {
+                Ok(Some(v)) => answer.bulk(v),
+                Ok(None) => {
                     answer.chunk.reserve(5);
                     put_null(&mut answer.chunk);
                 }
+                Err(e) => put_error(&mut answer.chunk, e),
             },
             ReadOp::MGet(keys) => {
                 put_array(&mut answer.chunk, keys.len());
                 for k in keys {
-                    match self.get(k) {
+                    match self.get_str(k).ok().flatten() {
                         Some(v) => answer.bulk(v),
                         None => {
                             answer.chunk.reserve(5);
@@ -993,10 +1092,11 @@ impl KvStore {
                 let n = keys.filter(|k| self.get(k).is_some()).count();
                 put_int(&mut answer.chunk, n as i64);
             }
-            ReadOp::Strlen(key) => put_int(
-                &mut answer.chunk,
-                self.get(key).map_or(0, |v| v.len() as i64),
-            ),
+            ReadOp::Strlen(key) => match self.get_str(key) {
+                Ok(v) => put_int(&mut answer.chunk, v.map_or(0, |v| v.len() as i64)),
+                Err(e) => put_error(&mut answer.chunk, e),
+            },
+            ReadOp::Typed(cmd, args) => self.read_typed(cmd, args, answer),
             ReadOp::Ttl(key, kind) => {
                 let wall_ms = match kind {
                     TtlKind::Ttl | TtlKind::PTtl => self.wall_clock.now_ms(),
@@ -1039,9 +1139,10 @@ impl KvStore {
                     answer.bulk(k);
                 }
             }
-            ReadOp::GetRange(key, start, end) => {
-                bulk(&mut answer.chunk, self.getrange(key, start, end));
-            }
+            ReadOp::GetRange(key, start, end) => match self.getrange(key, start, end) {
+                Ok(v) => bulk(&mut answer.chunk, v),
+                Err(e) => put_error(&mut answer.chunk, e),
+            },
             ReadOp::Versions(keys) => self.read_versions(keys, &mut answer.chunk),
         }
     }
@@ -1055,7 +1156,12 @@ impl raft_node::StateMachine for KvStore {
         };
         let mut out = BytesMut::with_capacity(n.saturating_mul(8));
         let mut r = Reader { buf: body };
+        let mut position = 0;
         while !r.is_empty() {
+            // The seed of any random pick: from the log, the same on
+            // every node.
+            self.seed.0 = (index, position);
+            position += 1;
             match parse_write(&mut r) {
                 Ok(op) => self.apply_write(index, op, &mut out),
                 Err(_) => break, // checked above: cannot happen
@@ -1107,7 +1213,7 @@ impl raft_node::StateMachine for KvStore {
             + self.versions.snapshot_part_len()
             + self
                 .iter()
-                .map(|(k, v)| 8 + k.len() + v.len())
+                .map(|(k, v)| 4 + k.len() + v.snapshot_len())
                 .sum::<usize>();
         let mut b = BytesMut::with_capacity(size);
         b.put_slice(SNAP_MAGIC);
@@ -1115,7 +1221,7 @@ impl raft_node::StateMachine for KvStore {
         b.put_u64_le(self.len as u64);
         for (k, v) in self.iter() {
             put_str(&mut b, k);
-            put_str(&mut b, v);
+            v.put_snapshot(&mut b);
         }
         put_str(&mut b, &users);
         expiry::put_snapshot_part(&mut b, self.now_ms, &self.deadlines);
@@ -1152,6 +1258,10 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn sv(s: &str) -> Value {
+        Value::Str(b(s))
     }
 
     fn limits() -> Limits {
@@ -1706,6 +1816,14 @@ mod tests {
             Write::AclDelUser {
                 names: vec![b("alice"), b("bob")],
             },
+            Write::Typed {
+                cmd: TypedCmd::HSet,
+                args: vec![b("h"), b("f"), b("")],
+            },
+            Write::Typed {
+                cmd: TypedCmd::SPop,
+                args: vec![],
+            },
             Write::GetDel { key: b("k") },
             Write::SetRange {
                 key: b("k"),
@@ -1772,6 +1890,15 @@ mod tests {
             },
             Read::Versions {
                 keys: vec![b("a"), b("")],
+            },
+            // Last: a whole one in a cut-off query would be an error.
+            Read::Typed {
+                cmd: TypedCmd::HGetAll,
+                args: vec![b("h")],
+            },
+            Read::Typed {
+                cmd: TypedCmd::SInter,
+                args: vec![],
             },
         ]
     }
@@ -1852,6 +1979,10 @@ mod tests {
                     }),
                 },
             },
+            WriteOp::Typed(cmd, args) => Write::Typed {
+                cmd,
+                args: args.map(c).collect(),
+            },
             WriteOp::GetDel(key) => Write::GetDel { key: c(key) },
             WriteOp::SetRange { key, offset, value } => Write::SetRange {
                 key: c(key),
@@ -1890,6 +2021,10 @@ mod tests {
             ReadOp::DbSize => Read::DbSize,
             ReadOp::VolatileLen => Read::VolatileLen,
             ReadOp::Keys(p) => Read::Keys { pattern: c(p) },
+            ReadOp::Typed(cmd, args) => Read::Typed {
+                cmd,
+                args: args.map(c).collect(),
+            },
             ReadOp::Scan {
                 cursor,
                 pattern,
@@ -2128,8 +2263,8 @@ mod tests {
         v[0] = b'X';
         check(v, "not a raft-kv snapshot");
         let mut v = snap.to_vec();
-        v[4] = 5;
-        check(v, "version 5");
+        v[4] = 6;
+        check(v, "version 6");
         // Any flipped bit breaks the checksum.
         for at in 5..snap.len() {
             let mut v = snap.to_vec();
@@ -2148,8 +2283,18 @@ mod tests {
             acl::codec::encode(&s.users, &mut u);
             4 + u.len()
         };
-        // Version 2: the same without the times (16 bytes: no deadlines).
-        let mut v2_body = snap[..snap.len() - 4 - 16 - 16].to_vec();
+        // Version 3 (strings only), and version 2: the same without the
+        // times (16 bytes: no deadlines).
+        let v3 = s.snapshot_v3();
+        let mut v3_store = KvStore::new();
+        v3_store.restore(Bytes::from(v3.clone())).unwrap();
+        assert_eq!(v3_store, s, "a version 3 snapshot reads as strings");
+        // Version 4 (strings only, with key versions) reads as strings too.
+        let v4 = s.snapshot_v4();
+        let mut v4_store = KvStore::new();
+        v4_store.restore(Bytes::from(v4)).unwrap();
+        assert_eq!(v4_store, s, "a version 4 snapshot reads as strings");
+        let mut v2_body = v3[..v3.len() - 4 - 16].to_vec();
         v2_body[4] = 2;
         let mut v2 = s.clone();
         v2.restore(Bytes::from(reseal(v2_body.clone()))).unwrap();
@@ -2419,25 +2564,25 @@ mod tests {
         let h = 77;
         for k in ["b", "a", "c"] {
             match spot(&mut s.map, h, k.as_bytes()) {
-                Spot::Absent(a) => a.fill(b(k), b(&k.repeat(2))),
+                Spot::Absent(a) => a.fill(b(k), sv(&k.repeat(2))),
                 Spot::Present(_) => panic!("{k} is new"),
             }
             s.len += 1;
         }
         match spot(&mut s.map, h + 1, b"d") {
-            Spot::Absent(a) => a.fill(b("d"), b("dd")),
+            Spot::Absent(a) => a.fill(b("d"), sv("dd")),
             Spot::Present(_) => panic!(),
         }
         s.len += 1;
         assert_eq!(s.map.len(), 2);
-        assert_eq!(lookup(&s.map, h, b"b"), Some(&b("bb")));
+        assert_eq!(lookup(&s.map, h, b"b"), Some(&sv("bb")));
         assert_eq!(lookup(&s.map, h, b"x"), None);
         assert_eq!(lookup(&s.map, h + 1, b"a"), None);
         match spot(&mut s.map, h, b"c") {
-            Spot::Present(v) => *v = b("new"),
+            Spot::Present(v) => *v = sv("new"),
             Spot::Absent(_) => panic!("c is here"),
         }
-        assert_eq!(lookup(&s.map, h, b"c"), Some(&b("new")));
+        assert_eq!(lookup(&s.map, h, b"c"), Some(&sv("new")));
         // In order within the slot; the slot is returned whole by SCAN.
         let keys: Vec<_> = s.iter().map(|(k, _)| k.clone()).collect();
         let first_is_slot = h < h + 1;
@@ -2449,18 +2594,18 @@ mod tests {
         assert_eq!(scan(&s, next, None, 1), (0, vec![b("d")]));
         // Removing down to one key makes a plain slot again.
         assert_eq!(remove(&mut s.map, h, b"x"), None);
-        assert_eq!(remove(&mut s.map, h, b"a"), Some(b("aa")));
+        assert_eq!(remove(&mut s.map, h, b"a"), Some(sv("aa")));
         assert!(matches!(s.map.get(&h), Some(Slot::Many(_))));
-        assert_eq!(remove(&mut s.map, h, b"b"), Some(b("bb")));
-        assert_eq!(s.map.get(&h), Some(&Slot::One(b("c"), b("new"))));
+        assert_eq!(remove(&mut s.map, h, b"b"), Some(sv("bb")));
+        assert_eq!(s.map.get(&h), Some(&Slot::One(b("c"), sv("new"))));
         assert_eq!(remove(&mut s.map, h, b"b"), None);
-        assert_eq!(remove(&mut s.map, h, b"c"), Some(b("new")));
+        assert_eq!(remove(&mut s.map, h, b"c"), Some(sv("new")));
         assert_eq!(s.map.len(), 1);
         // A slot with two keys survives a snapshot (rehashed on restore).
         let mut t = KvStore::new();
         for k in ["p", "q"] {
             if let Spot::Absent(a) = spot(&mut t.map, 5, k.as_bytes()) {
-                a.fill(b(k), b("v"));
+                a.fill(b(k), sv("v"));
                 t.len += 1;
             }
         }
@@ -2673,7 +2818,10 @@ mod tests {
         assert_eq!(parts.concat(), s.query(&q));
         // Values and keys of SHARED_VALUE_BYTES or more are the stored
         // bytes themselves; shorter ones are copied.
-        let stored = |k: &str| s.iter().find(|(key, _)| key[..] == *k.as_bytes()).unwrap();
+        let stored = |k: &str| {
+            let (key, v) = s.iter().find(|(key, _)| key[..] == *k.as_bytes()).unwrap();
+            (key, v.as_str().unwrap())
+        };
         let is_part = |v: &Bytes| {
             parts
                 .iter()
@@ -2685,7 +2833,7 @@ mod tests {
         assert!(!is_part(stored("short").1));
         let stored_at: Vec<*const u8> = s
             .iter()
-            .flat_map(|(k, v)| [k.as_ptr(), v.as_ptr()])
+            .flat_map(|(k, v)| [k.as_ptr(), v.as_str().unwrap().as_ptr()])
             .collect();
         let ours = encode_reads(&reads[every_read().len()..]);
         let shared = s

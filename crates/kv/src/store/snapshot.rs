@@ -3,21 +3,31 @@
 
 use bytes::Bytes;
 
+use super::value::Value;
 use super::{crc32c, key_hash, lookup, Deadlines, Map, Reader, Slot};
 use crate::acl::{self, Users};
 
-// The snapshot: "RKVS", version 3, the number of keys (u64 LE), then each
-// key and value as a u32-LE length and the bytes, then the user table
-// (acl::codec) as a u32-LE length and the bytes, then the log's time (u64
-// LE, ms since the epoch), the number of keys with a deadline (u64 LE) and
-// each such key (u32-LE length, bytes) with its deadline (u64 LE), earliest
-// first; then the key versions (`tx`: the floor, u64 LE, the number of
-// keys, u64 LE, each key with its version, u64 LE, oldest first); then the
-// CRC-32C of all that (u32 LE). Version 3 (no key versions) reads as
-// "floor 0, no versions"; version 2 (no times) as "time 0, no deadlines"
-// too; version 1 (no user table either) as "no users yet" too.
+// The snapshot: "RKVS", version 5, the number of keys (u64 LE), then each
+// key as a u32-LE length and the bytes and its value (`Value::put_snapshot`:
+// a type code, then a string, or a count and the fields and values,
+// members or elements), then the user table (acl::codec) as a u32-LE
+// length and the bytes, then the log's time (u64 LE, ms since the epoch),
+// the number of keys with a deadline (u64 LE) and each such key (u32-LE
+// length, bytes) with its deadline (u64 LE), earliest first; then the key
+// versions (`tx`: the floor, u64 LE, the number of keys, u64 LE, each key
+// with its version, u64 LE, oldest first); then the CRC-32C of all that
+// (u32 LE).
+//
+// Older versions still load. Version 4 is version 5 with every value a
+// string, as a u32-LE length and the bytes; version 3 has no key versions
+// either (it reads as "floor 0, no versions"); version 2 no times either
+// ("time 0, no deadlines"); version 1 no user table either ("no users
+// yet"). Typed values were once written as a version 4 without key
+// versions, never by a released build: such a snapshot does not load (it
+// is read as strings with key versions and fails its checks).
 pub(super) const SNAP_MAGIC: &[u8; 4] = b"RKVS";
-pub(super) const SNAP_VERSION: u8 = 4;
+pub(super) const SNAP_VERSION: u8 = 5;
+pub(super) const SNAP_VERSION_WITH_STRINGS_ONLY: u8 = 4;
 pub(super) const SNAP_VERSION_WITHOUT_VERSIONS: u8 = 3;
 pub(super) const SNAP_VERSION_WITHOUT_TIMES: u8 = 2;
 pub(super) const SNAP_VERSION_WITHOUT_USERS: u8 = 1;
@@ -85,8 +95,20 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
     for i in 1..=count {
         let k = slice(&mut rd)
             .ok_or_else(|| format!("the snapshot is cut off in key {i} of {count}"))?;
-        let v = slice(&mut rd)
-            .ok_or_else(|| format!("the snapshot is cut off in the value of key {i} of {count}"))?;
+        let v = if version <= SNAP_VERSION_WITH_STRINGS_ONLY {
+            Value::Str(slice(&mut rd).ok_or_else(|| {
+                format!("the snapshot is cut off in the value of key {i} of {count}")
+            })?)
+        } else {
+            let whole = |b: &[u8]| {
+                let at = b.as_ptr() as usize - base;
+                s.slice(at..at + b.len())
+            };
+            Value::read_snapshot(&mut rd, &whole).map_err(|e| {
+                let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
+                format!("the snapshot's value of key {i} of {count} ({shown:?}) is bad: {e}")
+            })?
+        };
         pairs.push((key_hash(&k), k, v));
     }
     let users = if version == SNAP_VERSION_WITHOUT_USERS {
@@ -173,4 +195,46 @@ pub(super) fn decode_snapshot(s: &Bytes) -> Result<Restored, String> {
         deadlines,
         versions,
     })
+}
+
+impl super::KvStore {
+    /// The store in the version 3 format, every value a string and no key
+    /// versions (for tests of old snapshots).
+    #[cfg(test)]
+    pub(super) fn snapshot_v3(&self) -> Vec<u8> {
+        self.snapshot_of_strings(SNAP_VERSION_WITHOUT_VERSIONS)
+    }
+
+    /// The store in the version 4 format, every value a string, with key
+    /// versions (for tests of old snapshots).
+    #[cfg(test)]
+    pub(super) fn snapshot_v4(&self) -> Vec<u8> {
+        self.snapshot_of_strings(SNAP_VERSION_WITH_STRINGS_ONLY)
+    }
+
+    #[cfg(test)]
+    fn snapshot_of_strings(&self, version: u8) -> Vec<u8> {
+        use bytes::BufMut;
+        let mut b = bytes::BytesMut::new();
+        b.put_slice(SNAP_MAGIC);
+        b.put_u8(version);
+        b.put_u64_le(self.len as u64);
+        for (k, v) in self.iter() {
+            super::put_str(&mut b, k);
+            super::put_str(
+                &mut b,
+                v.as_str().expect("a version 3 or 4 snapshot holds strings"),
+            );
+        }
+        let mut users = Vec::new();
+        acl::codec::encode(&self.users, &mut users);
+        super::put_str(&mut b, &users);
+        super::expiry::put_snapshot_part(&mut b, self.now_ms, &self.deadlines);
+        if version > SNAP_VERSION_WITHOUT_VERSIONS {
+            self.versions.put_snapshot_part(&mut b);
+        }
+        let crc = crc32c(&b);
+        b.put_u32_le(crc);
+        b.to_vec()
+    }
 }

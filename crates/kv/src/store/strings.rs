@@ -5,26 +5,34 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{Items, MAX_STRING};
 use super::keyspace::{remove, spot, Spot};
+use super::value::{Value, WRONGTYPE};
 use super::{bulk, key_hash, KvStore};
 use crate::frame::{put_bulk, put_error, put_int, put_null};
 
 const TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
 impl KvStore {
-    /// `GETDEL key`: the value (or null), and the key removed.
+    /// `GETDEL key`: the value (or null), and the key removed; WRONGTYPE
+    /// (and nothing removed) for a key of another type.
     pub(super) fn write_getdel(&mut self, key: &[u8], out: &mut BytesMut) {
+        if let Err(e) = self.get_str(key) {
+            return put_error(out, e);
+        }
         match remove(&mut self.map, key_hash(key), key) {
-            Some(v) => {
+            Some(Value::Str(v)) => {
                 self.deadlines.clear(key);
                 self.len -= 1;
                 bulk(out, &v);
             }
+            // Checked above: cannot happen.
+            Some(_) => put_error(out, WRONGTYPE),
             None => put_null(out),
         }
     }
 
     /// `SETRANGE key offset value`: the new length. Nothing is set for an
-    /// empty value; the key keeps its time to live.
+    /// empty value; the key keeps its time to live. WRONGTYPE for a key of
+    /// another type (even with an empty value, as in Redis).
     pub(super) fn write_setrange(
         &mut self,
         key: &[u8],
@@ -34,7 +42,7 @@ impl KvStore {
     ) {
         let total = offset.saturating_add(value.len() as u64);
         match spot(&mut self.map, key_hash(key), key) {
-            Spot::Present(v) => {
+            Spot::Present(Value::Str(v)) => {
                 if value.is_empty() {
                     return put_int(out, v.len() as i64);
                 }
@@ -52,6 +60,7 @@ impl KvStore {
                 *v = m.freeze();
                 put_int(out, v.len() as i64);
             }
+            Spot::Present(_) => put_error(out, WRONGTYPE),
             Spot::Absent(a) => {
                 if value.is_empty() {
                     return put_int(out, 0);
@@ -61,7 +70,7 @@ impl KvStore {
                 }
                 let mut m = BytesMut::zeroed(total as usize);
                 m[offset as usize..].copy_from_slice(value);
-                a.fill(Bytes::copy_from_slice(key), m.freeze());
+                a.fill(Bytes::copy_from_slice(key), Value::Str(m.freeze()));
                 self.len += 1;
                 put_int(out, total as i64);
             }
@@ -69,7 +78,8 @@ impl KvStore {
     }
 
     /// `MSETNX key value...`: `:1` and every key set (without a time to
-    /// live) if none exists, else `:0` and nothing set.
+    /// live) if none exists, else `:0` and nothing set (a key of any type
+    /// exists).
     pub(super) fn write_msetnx(&mut self, items: Items<'_>, out: &mut BytesMut) {
         if items.step_by(2).any(|k| self.get(k).is_some()) {
             return put_int(out, 0);
@@ -83,9 +93,13 @@ impl KvStore {
     }
 
     /// `INCRBYFLOAT key by`: the new value, in long double arithmetic as
-    /// Redis computes it; the key keeps its time to live.
+    /// Redis computes it; the key keeps its time to live. WRONGTYPE for a
+    /// key of another type.
     pub(super) fn write_incrbyfloat(&mut self, key: &[u8], by: &[u8], out: &mut BytesMut) {
-        let current = self.get(key).cloned();
+        let current = match self.get_str(key) {
+            Ok(v) => v.cloned(),
+            Err(e) => return put_error(out, e),
+        };
         let old = match &current {
             Some(v) => match super::float::parse(v) {
                 Some(x) => x,
@@ -101,9 +115,9 @@ impl KvStore {
         };
         let text = Bytes::from(sum.to_human());
         match spot(&mut self.map, key_hash(key), key) {
-            Spot::Present(v) => *v = text.clone(),
+            Spot::Present(v) => *v = Value::Str(text.clone()),
             Spot::Absent(a) => {
-                a.fill(Bytes::copy_from_slice(key), text.clone());
+                a.fill(Bytes::copy_from_slice(key), Value::Str(text.clone()));
                 self.len += 1;
             }
         }
@@ -111,14 +125,15 @@ impl KvStore {
     }
 
     /// `GETRANGE key start end`: the bytes from `start` to `end`, both
-    /// included, negative from the end, as Redis clamps them.
-    pub(super) fn getrange(&self, key: &[u8], start: i64, end: i64) -> &[u8] {
-        if start < 0 && end < 0 && start > end {
-            return &[];
-        }
-        let Some(v) = self.get(key) else {
-            return &[];
+    /// included, negative from the end, as Redis clamps them; WRONGTYPE
+    /// for a key of another type.
+    pub(super) fn getrange(&self, key: &[u8], start: i64, end: i64) -> Result<&[u8], &'static str> {
+        let Some(v) = self.get_str(key)? else {
+            return Ok(&[]);
         };
+        if start < 0 && end < 0 && start > end {
+            return Ok(&[]);
+        }
         let n = v.len() as i64;
         let clamp = |i: i64| if i < 0 { (n + i).max(0) } else { i };
         let (start, mut end) = (clamp(start), clamp(end));
@@ -126,9 +141,9 @@ impl KvStore {
             end = n - 1;
         }
         if start > end || n == 0 {
-            return &[];
+            return Ok(&[]);
         }
-        &v[start as usize..=end as usize]
+        Ok(&v[start as usize..=end as usize])
     }
 }
 
@@ -168,6 +183,38 @@ mod tests {
 
     fn err(e: &str) -> Frame {
         Frame::Error(e.into())
+    }
+
+    #[test]
+    fn the_string_commands_answer_wrongtype_for_other_types() {
+        let mut s = KvStore::new();
+        let wrong = || err(WRONGTYPE);
+        script(
+            &mut s,
+            &[
+                ("HSET h f v", Frame::Integer(1)),
+                ("SADD s m", Frame::Integer(1)),
+                ("RPUSH l e", Frame::Integer(1)),
+                ("GETDEL h", wrong()),
+                ("GETDEL s", wrong()),
+                ("SETRANGE l 0 x", wrong()),
+                // Even with nothing to write, as Redis checks the type first.
+                ("SETRANGE h 0 ", wrong()),
+                ("INCRBYFLOAT s 1.5", wrong()),
+                ("INCRBYFLOAT l x", wrong()),
+                ("GETRANGE h 0 -1", wrong()),
+                ("GETRANGE l -1 -5", wrong()),
+                // Any existing key blocks MSETNX, whatever its type.
+                ("MSETNX fresh 1 h 2", Frame::Integer(0)),
+                ("MSETNX fresh 1 l 2", Frame::Integer(0)),
+                ("EXISTS fresh", Frame::Integer(0)),
+                // Nothing changed.
+                ("HGET h f", bulk(b"v")),
+                ("SCARD s", Frame::Integer(1)),
+                ("LLEN l", Frame::Integer(1)),
+                ("MSETNX fresh 1 other 2", Frame::Integer(1)),
+            ],
+        );
     }
 
     #[test]

@@ -305,6 +305,14 @@ impl KvStore {
             self.exec(index, exec, out);
             return;
         }
+        // A typed write knows what it changed only as it runs (a field
+        // new or not, a list emptied, a destination made or removed).
+        if let WriteOp::Typed(cmd, args) = op {
+            let mut changed = Vec::new();
+            self.write_typed(cmd, args, out, &mut changed);
+            changed.iter().for_each(|k| self.versions.bump(k, index));
+            return;
+        }
         let change = self.change(&op);
         let start = out.len();
         self.write(op, out);
@@ -369,6 +377,8 @@ impl KvStore {
             | WriteOp::AclDelUser(_)
             | WriteOp::AclInit(_)
             | WriteOp::Exec(_) => Change::None,
+            // Recorded by `apply_write` from what `write_typed` changed.
+            WriteOp::Typed(..) => Change::None,
         }
     }
 
@@ -387,7 +397,11 @@ impl KvStore {
         }
         put_array(out, exec.n_ops);
         let mut r = exec.ops;
-        for _ in 0..exec.n_ops {
+        // Each command of the transaction gets its own seed for random
+        // picks (two SPOPs in one EXEC pick apart), the same on every node.
+        let (at, place) = self.seed.0;
+        for i in 0..exec.n_ops {
+            self.seed.0 = (at, (place << 32) | (i as u64 + 1));
             match r.u8() {
                 Some(OP_WRITE) => {
                     if let Ok(op) = parse_write(&mut r) {
@@ -615,15 +629,16 @@ mod tests {
         // A version 3 snapshot (no versions) still loads: floor 0.
         let mut old = KvStore::new();
         run(&mut old, 1, "SET a 1");
-        let v4 = old.snapshot();
-        let mut v3 = v4[..v4.len() - 4 - old.versions.snapshot_part_len()].to_vec();
-        v3[4] = 3;
-        let crc = crc32c::crc32c(&v3);
-        v3.extend_from_slice(&crc.to_le_bytes());
         let mut loaded = KvStore::new();
-        loaded.restore(Bytes::from(v3)).unwrap();
+        loaded.restore(Bytes::from(old.snapshot_v3())).unwrap();
         assert_eq!(run(&mut loaded, 2, "GET a"), bulk("1"));
         assert_eq!(version(&loaded, "a"), 0);
+        // A version 4 snapshot (strings only, with versions) keeps them.
+        let mut loaded = KvStore::new();
+        loaded.restore(Bytes::from(s.snapshot_v4())).unwrap();
+        assert_eq!(loaded, s);
+        assert_eq!(version(&loaded, "t"), 5);
+        assert_eq!(version(&loaded, "u"), 3);
         // A corrupt versions part is refused with a reason.
         let mut bad = snap.to_vec();
         let at = bad.len() - 4 - s.versions.snapshot_part_len() + 8;
@@ -633,6 +648,135 @@ mod tests {
         bad[n..].copy_from_slice(&crc.to_le_bytes());
         let e = KvStore::new().restore(Bytes::from(bad)).unwrap_err();
         assert!(e.to_string().contains("key versions"), "{e}");
+    }
+
+    #[test]
+    fn typed_writes_change_the_versions_of_the_keys_they_really_change() {
+        let mut s = KvStore::new();
+        let mut index = 0;
+        // Runs `line` at the next index; `changed` are the keys whose
+        // version must become that index, every other key of `keys` must
+        // keep its version.
+        let mut check = |s: &mut KvStore, line: &str, changed: &[&str]| {
+            let keys = ["h", "s", "l", "m", "d", "x"];
+            let before: Vec<u64> = keys.iter().map(|k| version(s, k)).collect();
+            index += 1;
+            run(s, index, line);
+            for (k, was) in keys.iter().zip(before) {
+                let want = if changed.contains(k) { index } else { was };
+                assert_eq!(version(s, k), want, "{line}: {k}");
+            }
+        };
+        check(&mut s, "HSET h f 1", &["h"]);
+        check(&mut s, "HSET h f 1", &["h"]); // set again, as Redis signals
+        check(&mut s, "HSETNX h f 2", &[]);
+        check(&mut s, "HSETNX h g 2", &["h"]);
+        check(&mut s, "HDEL h nope", &[]);
+        check(&mut s, "HINCRBY h f 3", &["h"]);
+        check(&mut s, "HINCRBY h f x", &[]);
+        check(&mut s, "HINCRBYFLOAT h f 0.5", &["h"]);
+        check(&mut s, "HINCRBYFLOAT x f 0.5", &["x"]);
+        check(&mut s, "HRANDFIELD h 2", &[]);
+        check(&mut s, "HGET h f", &[]);
+        check(&mut s, "HDEL h f g", &["h"]); // emptied: removed
+        assert_eq!(run(&mut s, 99, "EXISTS h"), Frame::Integer(0));
+        check(&mut s, "SADD s a b c", &["s"]);
+        check(&mut s, "SADD s a", &[]);
+        check(&mut s, "SREM s z", &[]);
+        check(&mut s, "SREM s a", &["s"]);
+        check(&mut s, "SRANDMEMBER s 5", &[]);
+        check(&mut s, "SADD m b z", &["m"]);
+        check(&mut s, "SINTERSTORE d s m", &["d"]);
+        check(&mut s, "SDIFFSTORE d nope1 nope2", &["d"]); // emptied: removed
+        check(&mut s, "SDIFFSTORE d nope1 nope2", &[]); // absent and stays so
+        check(&mut s, "SUNIONSTORE d s x", &[]); // WRONGTYPE: x is a hash
+        check(&mut s, "SPOP s 0", &[]);
+        check(&mut s, "SPOP nope", &[]);
+        check(&mut s, "SPOP s", &["s"]);
+        check(&mut s, "SPOP s 5", &["s"]);
+        check(&mut s, "LPUSH s e", &["s"]); // gone: a new list now
+        check(&mut s, "RPUSH l a b c b", &["l"]);
+        check(&mut s, "LSET l 0 z", &["l"]);
+        check(&mut s, "LSET l 9 z", &[]);
+        check(&mut s, "LREM l 0 nope", &[]);
+        check(&mut s, "LREM l 1 b", &["l"]);
+        check(&mut s, "LTRIM l 0 -1", &[]);
+        check(&mut s, "LTRIM l 1 -1", &["l"]);
+        check(&mut s, "LPOP l 0", &[]);
+        check(&mut s, "LMOVE l d LEFT RIGHT", &["l", "d"]);
+        check(&mut s, "LMOVE nope d LEFT RIGHT", &[]);
+        check(&mut s, "LMOVE l x LEFT RIGHT", &[]); // WRONGTYPE
+        check(&mut s, "RPOP l", &["l"]); // emptied: removed
+        check(&mut s, "LPUSH x e", &[]); // WRONGTYPE
+        check(&mut s, "RENAME nope m", &[]);
+        check(&mut s, "RENAMENX x d", &[]); // d exists
+        check(&mut s, "RENAME x x", &[]);
+        check(&mut s, "COPY x m", &[]); // m exists
+        check(&mut s, "COPY nope h", &[]);
+        check(&mut s, "COPY x h", &["h"]);
+        check(&mut s, "COPY x h REPLACE", &["h"]);
+        check(&mut s, "RENAME h s", &["h", "s"]);
+        check(&mut s, "RENAMENX s l", &["s", "l"]);
+        // Inside EXEC too, at the EXEC's index.
+        let watched = [("d", version(&s, "d")), ("m", version(&s, "m"))];
+        assert_eq!(
+            exec(&mut s, 200, &watched, &["RPOP d", "SREM m b"]),
+            Frame::Array(vec![bulk("c"), Frame::Integer(1)])
+        );
+        assert_eq!((version(&s, "d"), version(&s, "m")), (200, 200));
+        assert_eq!(exec(&mut s, 201, &watched, &["SCARD m"]), Frame::NullArray);
+        // WRONGTYPE is a runtime error in the array, the others still run,
+        // and it changes nothing.
+        let wrong = || Frame::Error(super::super::WRONGTYPE.into());
+        let m = version(&s, "m");
+        assert_eq!(
+            exec(
+                &mut s,
+                202,
+                &[],
+                &[
+                    "GET m",
+                    "GETRANGE m 0 1",
+                    "INCRBYFLOAT m 1",
+                    "SETRANGE m 0 x",
+                    "GETDEL m",
+                    "HSET m f v",
+                    "LPUSH m e",
+                    "SCARD m"
+                ]
+            ),
+            Frame::Array(vec![
+                wrong(),
+                wrong(),
+                wrong(),
+                wrong(),
+                wrong(),
+                wrong(),
+                wrong(),
+                Frame::Integer(1)
+            ])
+        );
+        assert_eq!(version(&s, "m"), m);
+    }
+
+    #[test]
+    fn random_picks_in_one_exec_are_seeded_apart_and_alike_on_every_node() {
+        let fill = |s: &mut KvStore| {
+            let members: Vec<String> = (0..64).map(|i| format!("m{i}")).collect();
+            run(s, 1, &format!("SADD s {}", members.join(" ")));
+        };
+        let (mut a, mut b) = (KvStore::new(), KvStore::new());
+        fill(&mut a);
+        fill(&mut b);
+        let lines = ["SRANDMEMBER s 8", "SRANDMEMBER s 8", "SPOP s 4", "SPOP s 4"];
+        let ra = exec(&mut a, 2, &[], &lines);
+        assert_eq!(ra, exec(&mut b, 2, &[], &lines));
+        assert_eq!(a, b);
+        let Frame::Array(items) = ra else {
+            panic!("{ra:?}")
+        };
+        assert_ne!(items[0], items[1], "two picks of one EXEC differ");
+        assert_eq!(run(&mut a, 3, "SCARD s"), Frame::Integer(56));
     }
 
     #[test]
