@@ -180,13 +180,17 @@ pub async fn run(
             if tx.in_multi() {
                 return put_error(out, "ERR WATCH inside MULTI is not allowed");
             }
+            let max = ctx.node.max_entry_bytes().unwrap_or(usize::MAX);
+            let keys = match new_watches(&tx.watches, keys, max) {
+                Ok(keys) => keys,
+                Err(e) => return put_error(out, &e),
+            };
+            if keys.is_empty() {
+                return put_simple(out, "OK");
+            }
             match read_versions(&keys, ctx).await {
                 Ok(versions) => {
-                    for (k, v) in keys.into_iter().zip(versions) {
-                        if !tx.watches.iter().any(|(w, _)| *w == k) {
-                            tx.watches.push((k, v));
-                        }
-                    }
+                    tx.watches.extend(keys.into_iter().zip(versions));
                     put_simple(out, "OK");
                 }
                 Err(e) => put_error(out, &e),
@@ -225,6 +229,39 @@ pub async fn run(
 }
 
 /// The keys' versions, read linearizably.
+/// The bytes one watched key takes in EXEC's entry: the key and its
+/// version (and a length).
+fn watch_bytes(key: &[u8]) -> usize {
+    key.len() + 16
+}
+
+/// The keys of a WATCH that are not watched yet, each once; an error if
+/// all the watched keys would then take more than `max` bytes, the most
+/// EXEC's entry can carry (so a connection's watches stay bounded, and a
+/// WATCH that could never be sent with EXEC is refused at once).
+fn new_watches(
+    watches: &[(Bytes, u64)],
+    keys: Vec<Bytes>,
+    max: usize,
+) -> Result<Vec<Bytes>, String> {
+    let mut seen: std::collections::HashSet<&[u8]> =
+        watches.iter().map(|(k, _)| k.as_ref()).collect();
+    let mut bytes: usize = watches.iter().map(|(k, _)| watch_bytes(k)).sum();
+    let mut fresh = Vec::new();
+    for key in &keys {
+        if seen.insert(key.as_ref()) {
+            bytes += watch_bytes(key);
+            fresh.push(key.clone());
+        }
+    }
+    if bytes > max {
+        return Err(format!(
+            "ERR WATCH: the watched keys would take {bytes} bytes, more than a transaction can carry ({max} bytes)"
+        ));
+    }
+    Ok(fresh)
+}
+
 async fn read_versions(keys: &[Bytes], ctx: &Context) -> Result<Vec<u64>, String> {
     let query = encode_reads(&[Read::Versions {
         keys: keys.to_vec(),
@@ -310,6 +347,28 @@ mod tests {
         );
         assert!(tx.queue.as_ref().unwrap().dirty);
         assert_eq!(queued(&mut tx, "INFO"), format!("-{NOT_IN_MULTI}\r\n"));
+    }
+
+    #[test]
+    fn watches_are_kept_once_and_bounded_by_what_an_entry_carries() {
+        let keys = |names: &[&str]| -> Vec<Bytes> {
+            names
+                .iter()
+                .map(|n| Bytes::copy_from_slice(n.as_bytes()))
+                .collect()
+        };
+        let watched = vec![(Bytes::from_static(b"a"), 7)];
+        // Already watched, or twice in one WATCH: once.
+        assert_eq!(
+            new_watches(&watched, keys(&["a", "b", "b"]), 1000).unwrap(),
+            keys(&["b"])
+        );
+        // "a" and "b" take 17 bytes each: 34 fit in 34, not in 33.
+        assert!(new_watches(&watched, keys(&["b"]), 34).is_ok());
+        let e = new_watches(&watched, keys(&["b"]), 33).unwrap_err();
+        assert!(e.contains("34 bytes") && e.contains("(33 bytes)"), "{e}");
+        // Keys already watched cost nothing more.
+        assert!(new_watches(&watched, keys(&["a"]), 17).unwrap().is_empty());
     }
 
     #[test]
