@@ -98,8 +98,8 @@ if ! skipped sim; then
 fi
 if ! skipped core-bench; then
   say "cargo bench -p raft-core: the baseline's run saved, then this tree's compared with it"
-  (cd "$WORKTREE" && CARGO_TARGET_DIR="$TARGET_DIR" cargo bench -p raft-core -- --save-baseline targets-before >"$OUT/core-bench-before.txt" 2>&1) || true
-  CARGO_TARGET_DIR="$TARGET_DIR" cargo bench -p raft-core -- --baseline targets-before 2>&1 | tee "$OUT/core-bench.txt" >&2 || true
+  (cd "$WORKTREE" && CARGO_TARGET_DIR="$TARGET_DIR" cargo bench -p raft-core --bench core -- --save-baseline targets-before >"$OUT/core-bench-before.txt" 2>&1) || true
+  CARGO_TARGET_DIR="$TARGET_DIR" cargo bench -p raft-core --bench core -- --baseline targets-before 2>&1 | tee "$OUT/core-bench.txt" >&2 || true
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load"
 

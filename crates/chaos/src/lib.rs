@@ -1,11 +1,15 @@
 //! Faults injected into real `raft-kv serve` processes under a client
 //! workload, in the manner of Jepsen: for each nemesis, a fresh cluster,
-//! clients doing GET, SET (some with a time to live), SET NX and CAS on a few keys, a seeded schedule
+//! clients doing GET, SET (some with a time to live), SET NX, CAS and
+//! transactions (a CAS as WATCH/GET/MULTI/SET/EXEC, and writes and reads
+//! of a pair of keys in one MULTI/EXEC) on a few keys, a seeded schedule
 //! of faults and heals, then a check that
 //!
 //! - the history of every key is linearizable (raft-lincheck), including a
 //!   final linearizable read of every key, so a lost acknowledged write
 //!   shows as a violation;
+//! - no transaction is seen half done (the pair's two keys read in one
+//!   transaction always hold the same value);
 //! - every node converges on those final values (local reads);
 //! - after the last heal, a write succeeds within the liveness bound;
 //! - no node exited on its own.
@@ -340,6 +344,10 @@ pub struct Config {
     /// majority does (a test-only server fault): the check must then fail
     /// when leaders are killed.
     pub early_ack: bool,
+    /// EXEC ignores watched keys (a test-only server fault): the check
+    /// must then fail, a WATCH/MULTI/EXEC CAS succeeding from a value the
+    /// key no longer held.
+    pub ignore_watch: bool,
     /// The relays of the `delay` nemesis on every link for every nemesis
     /// (without it, only where a `delay` fault may come: `delay`,
     /// `combined`, `mixed`).
@@ -447,6 +455,10 @@ pub struct Report {
     /// Writes with a time to live (`SET .. PX`) that may have taken effect
     /// (acknowledged or unknown).
     pub expiring: u64,
+    /// Transactions that EXEC answered.
+    pub transactions: u64,
+    /// The slowest fdatasync of the runner's disk probe during the run.
+    pub slowest_sync: Duration,
     /// The faults, in order.
     pub faults: Vec<Fault>,
     /// The longest time without an acknowledged write, from a fault to the
@@ -479,16 +491,24 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<17} {:>6} ok {:>5} failed {:>4} unknown ({} expiring writes)  {:>2} faults  unavailable <= {:>4.2} s ({})  ",
+            "{:<17} {:>6} ok {:>5} failed {:>4} unknown ({} expiring writes, {} transactions)  {:>2} faults  unavailable <= {:>4.2} s ({})  ",
             self.nemesis.name(),
             self.ok,
             self.failed,
             self.unknown,
             self.expiring,
+            self.transactions,
             self.faults.len(),
             self.longest_unavailability.as_secs_f64(),
             self.worst_fault.as_deref().unwrap_or("no fault"),
         )?;
+        if self.slowest_sync >= Duration::from_secs(1) {
+            write!(
+                f,
+                "disk stalled up to {:.2} s  ",
+                self.slowest_sync.as_secs_f64()
+            )?;
+        }
         match self.liveness {
             Some(d) => write!(f, "write {:.2} s after heal  ", d.as_secs_f64())?,
             None => write!(f, "no write after heal  ")?,
@@ -713,14 +733,20 @@ fn run_one(
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
     println!("{} (seed {})", nemesis.name(), config.seed);
     let setup = Setup {
-        env: if config.early_ack {
-            vec![(
-                raft_kv_fault::EARLY_ACK.to_string(),
-                raft_kv_fault::EARLY_ACK_HOLD_MS.to_string(),
-            )]
-        } else {
-            Vec::new()
-        },
+        env: [
+            config.early_ack.then(|| {
+                (
+                    raft_kv_fault::EARLY_ACK.to_string(),
+                    raft_kv_fault::EARLY_ACK_HOLD_MS.to_string(),
+                )
+            }),
+            config
+                .ignore_watch
+                .then(|| (raft_kv_fault::IGNORE_WATCH.to_string(), "1".to_string())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         tls: config.tls,
         tmpfs: caps.tmpfs && matches!(nemesis, Nemesis::DiskFull | Nemesis::Mixed),
         fake_clock: caps.faketime
@@ -749,8 +775,11 @@ fn run_one(
         history: Mutex::new(Vec::new()),
         timings: Mutex::new(Vec::new()),
         longest_ttl_ms: AtomicU64::new(0),
+        transactions: AtomicU64::new(0),
+        anomalies: Mutex::new(Vec::new()),
     });
     let _stop = StopOnDrop(shared.clone());
+    let probe_disk = DiskProbe::start(&dir, shared.started);
     let clients: Vec<_> = (0..config.clients)
         .map(|id| {
             let shared = shared.clone();
@@ -828,6 +857,7 @@ fn run_one(
     let healed_at = shared.now();
     let probe = first_write(&shared, config.liveness_bound);
     shared.stop.store(true, Ordering::Relaxed);
+    let slowest_sync = probe_disk.finish();
     for c in clients {
         c.join()
             .map_err(|_| "a client thread panicked".to_string())?;
@@ -874,6 +904,11 @@ fn run_one(
         None => problems.push("the final reads did not succeed".into()),
     }
 
+    problems.extend(
+        std::mem::take(&mut *shared.anomalies.lock().expect("clients are done"))
+            .into_iter()
+            .take(5),
+    );
     let ok = history.iter().filter(|o| o.ret.is_some()).count() as u64;
     let unknown = history.len() as u64 - ok - expiring.len() as u64;
     let failed = shared.failed();
@@ -935,6 +970,8 @@ fn run_one(
         failed,
         unknown,
         expiring: expiring.len() as u64,
+        transactions: shared.transactions.load(Ordering::Relaxed),
+        slowest_sync,
         faults,
         longest_unavailability,
         worst_fault,
@@ -1038,6 +1075,8 @@ mod raft_kv_fault {
     /// appends (heartbeats pass: no elections follow): long enough for a
     /// kill to land between an acknowledgement and the followers' copies.
     pub const EARLY_ACK_HOLD_MS: &str = "100";
+    /// EXEC ignores the keys its connection watched.
+    pub const IGNORE_WATCH: &str = "RAFT_KV_TEST_FAULT_IGNORE_WATCH";
 }
 
 /// Waits (up to 15 s) until node `i` is a voter in the leader's
@@ -1165,17 +1204,15 @@ fn inject(
     let injected = match nemesis {
         Nemesis::KillRandom | Nemesis::KillLeader => {
             let (i, why) = pick(cluster, rng, nemesis == Nemesis::KillLeader);
-            let what = format!("kill {}{why}", cluster.id(i));
-            cluster.kill(i);
+            let id = cluster.id(i).to_string();
+            let what = format!("kill {id}{why}{}", kill_timed(cluster, &[i]));
             Injected::new(what, Undo::Restart(vec![i]))
         }
         Nemesis::KillMajority => {
             let mut nodes = rng.shuffled(n)[..n / 2 + 1].to_vec();
             nodes.sort();
-            let what = format!("kill {}", ids(cluster, &nodes));
-            for &i in &nodes {
-                cluster.kill(i);
-            }
+            let names = ids(cluster, &nodes);
+            let what = format!("kill {names}{}", kill_timed(cluster, &nodes));
             Injected::new(what, Undo::Restart(nodes))
         }
         Nemesis::PauseRandom | Nemesis::PauseLeader => {
@@ -1587,6 +1624,87 @@ fn write_filler(path: &std::path::Path, len: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGKILLs `nodes` and waits for each to die; a note to add to the
+/// fault's description if that took a second or longer (a process in
+/// uninterruptible sleep, such as an fdatasync the disk holds back, dies
+/// only once it returns).
+fn kill_timed(cluster: &mut Cluster, nodes: &[usize]) -> String {
+    let started = Instant::now();
+    for &i in nodes {
+        cluster.kill(i);
+    }
+    let took = started.elapsed();
+    if took < Duration::from_secs(1) {
+        return String::new();
+    }
+    format!(
+        " (they took {:.2} s to die: blocked in the kernel, most likely on the disk)",
+        took.as_secs_f64()
+    )
+}
+
+/// How often the disk probe syncs.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// A thread that measures the disk the nodes' data is on, for the report:
+/// every [`PROBE_EVERY`] it writes a few bytes to a file of its own in the
+/// run's directory and fdatasyncs them, as the nodes do for every write.
+/// A sync of a second or longer is printed as it ends: the cluster cannot
+/// acknowledge a write while most of its nodes' syncs wait that long, so
+/// an unavailability that matches one is the disk's, not Raft's.
+struct DiskProbe {
+    stop: Arc<AtomicBool>,
+    slowest_us: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl DiskProbe {
+    fn start(dir: &std::path::Path, started: Instant) -> DiskProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let slowest_us = Arc::new(AtomicU64::new(0));
+        let path = dir.join("disk-probe");
+        let (stop2, slowest2) = (stop.clone(), slowest_us.clone());
+        let thread = std::fs::File::create(&path).ok().map(|mut file| {
+            thread::spawn(move || {
+                use std::io::Write as _;
+                while !stop2.load(Ordering::Relaxed) {
+                    let begun = Instant::now();
+                    if file.write_all(&[0; 512]).is_err() || file.sync_data().is_err() {
+                        return;
+                    }
+                    let took = begun.elapsed();
+                    slowest2.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+                    if took >= Duration::from_secs(1) {
+                        note(
+                            started,
+                            &format!(
+                                "disk stall: an fdatasync of the runner's probe took {:.2} s",
+                                took.as_secs_f64()
+                            ),
+                        );
+                    }
+                    thread::sleep(PROBE_EVERY.saturating_sub(took));
+                }
+                let _ = std::fs::remove_file(&path);
+            })
+        });
+        DiskProbe {
+            stop,
+            slowest_us,
+            thread,
+        }
+    }
+
+    /// Stops the probe; its slowest sync.
+    fn finish(mut self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Duration::from_micros(self.slowest_us.load(Ordering::Relaxed))
+    }
+}
+
 /// Writes a probe key through every node in turn until one write succeeds
 /// (within `bound`); how long it took. Prints the first failure.
 fn first_write(shared: &Shared, bound: Duration) -> Option<Duration> {
@@ -1629,7 +1747,7 @@ fn final_reads(
 ) -> Option<Vec<Option<u64>>> {
     let mut values = Vec::new();
     let mut i = 0;
-    for k in 0..shared.keys {
+    for k in 0..shared.all_keys() {
         let key = workload::key_name(k);
         loop {
             if Instant::now() > deadline {
@@ -1684,7 +1802,7 @@ fn settle_expiries(shared: &Shared) {
             thread::sleep(Duration::from_millis(20));
             continue;
         };
-        left = (0..shared.keys)
+        left = (0..shared.all_keys())
             .filter(|&k| {
                 let key = workload::key_name(k);
                 !matches!(
@@ -1731,7 +1849,7 @@ fn convergence(
         let mut seen = Vec::new();
         loop {
             if let Some(mut con) = workload::connect(shared, i, true) {
-                seen = (0..shared.keys)
+                seen = (0..shared.all_keys())
                     .map(
                         |k| match con.call(&[b"GET", workload::key_name(k).as_bytes()]) {
                             Ok(Reply::Bulk(v)) => Some(v.as_deref().map(workload::parse_value)),

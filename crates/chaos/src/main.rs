@@ -62,6 +62,11 @@ struct Args {
     /// killed, and only then
     #[arg(long)]
     early_ack: bool,
+    /// EXEC ignores watched keys (a test-only server fault): a bug mode
+    /// the check must catch without any fault, through the clients'
+    /// WATCH/MULTI/EXEC CASes
+    #[arg(long)]
+    ignore_watch: bool,
     /// Put the relays of the `delay` nemesis on every link for every
     /// nemesis (passing bytes through untouched but for `delay` faults): to
     /// measure what they cost
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
         liveness_bound: Duration::from_secs_f64(args.liveness_bound),
         readonly_reads: args.readonly_reads,
         early_ack: args.early_ack,
+        ignore_watch: args.ignore_watch,
         relays: args.relays,
         tls: args.tls,
         net,

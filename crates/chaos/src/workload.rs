@@ -1,8 +1,8 @@
 //! The clients: each on its own thread, connected to a random node (a new
-//! one after any connection error), sending GET, SET, SET NX and CAS on a
-//! few keys with values no other client writes, and recording every
-//! operation with its invocation and completion times (microseconds since
-//! the run started) and its outcome.
+//! one after any connection error), sending GET, SET, SET NX, CAS and
+//! transactions (MULTI/EXEC, WATCH) on a few keys with values no other
+//! client writes, and recording every operation with its invocation and
+//! completion times (microseconds since the run started) and its outcome.
 //!
 //! A quarter of the SETs carry a time to live (`SET k v PX 100..1000`).
 //! Such a write is recorded with the open expiry of its value
@@ -11,6 +11,7 @@
 //! leader's clock, which the clock-skew nemesis moves), but a value seen
 //! gone must stay gone, and an expiry must not remove a later value.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -53,9 +54,20 @@ pub struct Shared {
     pub timings: Mutex<Vec<Timing>>,
     /// The longest time to live sent, in milliseconds.
     pub longest_ttl_ms: AtomicU64,
+    /// How many transactions EXEC answered.
+    pub transactions: AtomicU64,
+    /// What went wrong that no key's history shows (a reply of the wrong
+    /// kind, a transaction seen half done), one line each.
+    pub anomalies: Mutex<Vec<String>>,
 }
 
 impl Shared {
+    /// How many keys the clients use: their single keys and the two pair
+    /// keys after them.
+    pub fn all_keys(&self) -> u64 {
+        self.keys + 2
+    }
+
     /// Microseconds since the start of the run.
     pub fn now(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
@@ -109,7 +121,56 @@ fn certainly_failed(error: &str) -> bool {
     error.starts_with("MOVED") || error.starts_with("LOADING")
 }
 
-/// Runs client `id` until `shared.stop` is set.
+/// What one step of a client did.
+#[derive(Default)]
+struct Step {
+    /// One entry per key it touched: the key, what was asked of it, and
+    /// the output if it is known (`None`: the outcome is unknown).
+    ops: Vec<(u64, Input, Option<Output>)>,
+    /// Whether it certainly had no effect (kept out of the history).
+    failed: bool,
+    /// Whether the connection is to be dropped: it broke, or is left in a
+    /// state the client does not know (inside MULTI, or watching).
+    broken: bool,
+    /// The time to live of a SET that had one, in milliseconds.
+    ttl_ms: Option<u64>,
+    /// Whether it was a transaction that EXEC answered.
+    transaction: bool,
+    /// What went wrong that no key's history shows: a reply of the wrong
+    /// kind, or a transaction seen half done.
+    anomaly: Option<String>,
+}
+
+impl Step {
+    fn failed(broken: bool) -> Step {
+        Step {
+            failed: true,
+            broken,
+            ..Step::default()
+        }
+    }
+
+    fn one(key: u64, input: Input, output: Option<Output>, broken: bool) -> Step {
+        Step {
+            ops: vec![(key, input, output)],
+            broken,
+            ..Step::default()
+        }
+    }
+
+    fn unexpected(mut self, what: &str, reply: &impl fmt::Debug) -> Step {
+        self.anomaly = Some(format!("unexpected reply {reply:?} to {what}"));
+        self.broken = true;
+        self
+    }
+}
+
+/// Runs client `id` until `shared.stop` is set: mostly single commands on
+/// key `0..keys`; one step in ten is a transaction, either a CAS written
+/// as WATCH, GET, MULTI, SET, EXEC on one of those keys, or a write or
+/// read of the two pair keys (`keys` and `keys + 1`) in one MULTI/EXEC,
+/// which always hold the same value unless a transaction is seen half
+/// done.
 pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
     let mut rng = Rng::new(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut next = id * 1_000_000_000;
@@ -129,100 +190,285 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
         };
         let k = rng.below(shared.keys);
         next += 1;
-        let (key, value) = (key_name(k).into_bytes(), next.to_string().into_bytes());
-        let set_nx = || vec![b"SET".to_vec(), key.clone(), value.clone(), b"NX".to_vec()];
-        let mut ttl_ms = None;
-        let (input, args) = match (rng.below(10), last_seen[k as usize]) {
-            (0..=3, _) => (Input::Read, vec![b"GET".to_vec(), key.clone()]),
-            (4..=6, _) => {
-                let mut set = vec![b"SET".to_vec(), key.clone(), value.clone()];
-                if rng.below(4) == 0 {
-                    let ttl = TTL_MS.start() + rng.below(TTL_MS.end() - TTL_MS.start() + 1);
-                    set.extend([b"PX".to_vec(), ttl.to_string().into_bytes()]);
-                    ttl_ms = Some(ttl);
-                }
-                (Input::Write(next), set)
-            }
-            (8.., Some(expected)) => (
-                Input::Cas {
-                    expected: Some(expected),
-                    new: next,
-                },
-                vec![
-                    b"CAS".to_vec(),
-                    key.clone(),
-                    expected.to_string().into_bytes(),
-                    value.clone(),
-                ],
-            ),
-            // CAS from absent: SET NX.
-            _ => (
-                Input::Cas {
-                    expected: None,
-                    new: next,
-                },
-                set_nx(),
-            ),
-        };
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        if let Some(ttl) = ttl_ms {
-            shared.longest_ttl_ms.fetch_max(ttl, Ordering::Relaxed);
-        }
+        let pick = rng.below(10);
         let call = shared.now();
-        let reply = c.call(&args);
-        let ret = shared.now();
-        let output = match (&input, &reply) {
-            (_, Err(_)) => {
-                con = None;
-                None
-            }
-            (_, Ok(Reply::Error(e))) if input == Input::Read || certainly_failed(e) => {
-                shared.record(call, ret, Outcome::Failed);
-                continue;
-            }
-            (_, Ok(Reply::Error(_))) => None,
-            (Input::Read, Ok(Reply::Bulk(v))) => Some(Output::Read(v.as_deref().map(parse_value))),
-            (Input::Write(_), Ok(Reply::Simple(s))) if s == "OK" => Some(Output::Write),
-            (Input::Cas { expected: None, .. }, Ok(Reply::Simple(s))) if s == "OK" => {
-                Some(Output::Cas(true))
-            }
-            (Input::Cas { expected: None, .. }, Ok(Reply::Bulk(None))) => Some(Output::Cas(false)),
-            (Input::Cas { .. }, Ok(Reply::Int(n))) => Some(Output::Cas(*n == 1)),
-            (_, Ok(other)) => {
-                // A reply of the wrong kind: recorded as a read of a value
-                // nobody wrote, so that the check fails and shows it.
-                eprintln!("client {id}: unexpected reply {other:?} to {input}");
-                Some(Output::Read(Some(u64::MAX)))
-            }
+        let step = match (pick, last_seen[k as usize], rng.below(2) == 0) {
+            (9, Some(expected), true) => watch_cas(c, k, expected, next),
+            (9, _, false) => pair_write(c, &shared, next),
+            (9, _, true) => pair_read(c, &shared),
+            _ => single(c, &mut rng, &shared, k, next, pick, last_seen[k as usize]),
         };
-        match (input, output) {
-            (Input::Read, None) => {
-                shared.record(call, ret, Outcome::Failed);
-                continue;
-            }
-            (_, Some(Output::Read(v))) => last_seen[k as usize] = v,
-            (Input::Write(v), Some(_)) | (Input::Cas { new: v, .. }, Some(Output::Cas(true))) => {
-                last_seen[k as usize] = Some(v)
-            }
-            _ => {}
+        let ret = shared.now();
+        if step.broken {
+            con = None;
         }
-        let outcome = if output.is_some() {
+        if let Some(anomaly) = &step.anomaly {
+            eprintln!("client {id}: {anomaly}");
+            let mut anomalies = shared.anomalies.lock().expect("no panics while held");
+            anomalies.push(format!(
+                "client {id} at {:.3} s: {anomaly}",
+                call as f64 / 1e6
+            ));
+        }
+        if step.failed {
+            shared.record(call, ret, Outcome::Failed);
+            continue;
+        }
+        if step.transaction {
+            shared.transactions.fetch_add(1, Ordering::Relaxed);
+        }
+        for &(key, input, output) in &step.ops {
+            let Some(seen) = last_seen.get_mut(key as usize) else {
+                continue;
+            };
+            match (input, output) {
+                (_, Some(Output::Read(v))) => *seen = v,
+                (Input::Write(v), Some(_))
+                | (Input::Cas { new: v, .. }, Some(Output::Cas(true))) => *seen = Some(v),
+                _ => {}
+            }
+        }
+        let outcome = if step.ops.iter().all(|(_, _, output)| output.is_some()) {
             Outcome::Ok
         } else {
             Outcome::Unknown
         };
         shared.record(call, ret, outcome);
         let mut history = shared.history.lock().expect("no panics while held");
-        history.push(Operation {
-            client: id,
-            key: k,
-            input,
-            call,
-            ret: output.map(|o| (ret, o)),
-        });
-        if let (Some(_), Input::Write(v)) = (ttl_ms, input) {
-            // The value may expire at any time from the write's invocation.
-            history.push(Operation::open(id, k, Input::Expire(v), call));
+        for (key, input, output) in step.ops {
+            history.push(Operation {
+                client: id,
+                key,
+                input,
+                call,
+                ret: output.map(|o| (ret, o)),
+            });
+            if let (Some(_), Input::Write(v)) = (step.ttl_ms, input) {
+                // The value may expire at any time from the write's
+                // invocation.
+                history.push(Operation::open(id, key, Input::Expire(v), call));
+            }
         }
+    }
+}
+
+/// One command on key `key`: GET, SET (a quarter with a time to live),
+/// SET NX, or CAS from the value last seen.
+fn single(
+    c: &mut Conn,
+    rng: &mut Rng,
+    shared: &Shared,
+    key: u64,
+    value: u64,
+    pick: u64,
+    seen: Option<u64>,
+) -> Step {
+    let (name, value_bytes) = (key_name(key).into_bytes(), value.to_string().into_bytes());
+    let mut ttl_ms = None;
+    let (input, args) = match (pick, seen) {
+        (0..=3, _) => (Input::Read, vec![b"GET".to_vec(), name]),
+        (4..=6, _) => {
+            let mut set = vec![b"SET".to_vec(), name, value_bytes];
+            if rng.below(4) == 0 {
+                let ttl = TTL_MS.start() + rng.below(TTL_MS.end() - TTL_MS.start() + 1);
+                set.extend([b"PX".to_vec(), ttl.to_string().into_bytes()]);
+                ttl_ms = Some(ttl);
+                shared.longest_ttl_ms.fetch_max(ttl, Ordering::Relaxed);
+            }
+            (Input::Write(value), set)
+        }
+        (8, Some(expected)) => (
+            Input::Cas {
+                expected: Some(expected),
+                new: value,
+            },
+            vec![
+                b"CAS".to_vec(),
+                name,
+                expected.to_string().into_bytes(),
+                value_bytes,
+            ],
+        ),
+        // CAS from absent: SET NX.
+        _ => (
+            Input::Cas {
+                expected: None,
+                new: value,
+            },
+            vec![b"SET".to_vec(), name, value_bytes, b"NX".to_vec()],
+        ),
+    };
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let reply = c.call(&args);
+    let output = match (&input, &reply) {
+        (Input::Read, Err(_)) => return Step::failed(true),
+        (_, Err(_)) => return Step::one(key, input, None, true),
+        (_, Ok(Reply::Error(e))) if input == Input::Read || certainly_failed(e) => {
+            return Step::failed(false)
+        }
+        (_, Ok(Reply::Error(_))) => None,
+        (Input::Read, Ok(Reply::Bulk(v))) => Some(Output::Read(v.as_deref().map(parse_value))),
+        (Input::Write(_), Ok(Reply::Simple(s))) if s == "OK" => Some(Output::Write),
+        (Input::Cas { expected: None, .. }, Ok(Reply::Simple(s))) if s == "OK" => {
+            Some(Output::Cas(true))
+        }
+        (Input::Cas { expected: None, .. }, Ok(Reply::Bulk(None))) => Some(Output::Cas(false)),
+        (Input::Cas { .. }, Ok(Reply::Int(n))) => Some(Output::Cas(*n == 1)),
+        (_, Ok(other)) => {
+            let what = input.to_string();
+            return Step::one(key, input, None, true).unexpected(&what, other);
+        }
+    };
+    Step {
+        ttl_ms,
+        ..Step::one(key, input, output, false)
+    }
+}
+
+/// How a transaction (MULTI, its commands, EXEC) ended.
+enum Exec {
+    /// EXEC ran the commands: their replies.
+    Ran(Vec<Reply>),
+    /// EXEC answered nil: a watched key had changed and nothing ran.
+    Aborted,
+    /// Certainly nothing ran: EXEC was not sent, or was refused for
+    /// certain.
+    Failed,
+    /// EXEC was sent and no certain answer came back.
+    Unknown,
+}
+
+/// Sends MULTI, `commands` and EXEC; how it ended, and whether the
+/// connection is to be dropped (it broke, or its state is unknown).
+fn transaction(c: &mut Conn, commands: &[Vec<Vec<u8>>]) -> (Exec, bool) {
+    if !matches!(c.call(&[b"MULTI"]), Ok(Reply::Simple(s)) if s == "OK") {
+        return (Exec::Failed, true);
+    }
+    for command in commands {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        if !matches!(c.call(&args), Ok(Reply::Simple(s)) if s == "QUEUED") {
+            // EXEC is never sent: closing the connection discards the
+            // transaction.
+            return (Exec::Failed, true);
+        }
+    }
+    match c.call(&[b"EXEC"]) {
+        Ok(Reply::Array(Some(replies))) => (Exec::Ran(replies), false),
+        Ok(Reply::Array(None)) => (Exec::Aborted, false),
+        Ok(Reply::Error(e)) if e.starts_with("EXECABORT") || certainly_failed(&e) => {
+            (Exec::Failed, false)
+        }
+        Ok(Reply::Error(_)) => (Exec::Unknown, false),
+        Err(_) | Ok(_) => (Exec::Unknown, true),
+    }
+}
+
+/// A CAS of key `key` from `expected` to `new` as a transaction: WATCH,
+/// GET, and if the value is the expected one MULTI, SET, EXEC. A value
+/// other than the expected one, or EXEC answering nil (the key changed
+/// after WATCH, to a value no other client writes), is a failed CAS.
+fn watch_cas(c: &mut Conn, key: u64, expected: u64, new: u64) -> Step {
+    let name = key_name(key).into_bytes();
+    let input = Input::Cas {
+        expected: Some(expected),
+        new,
+    };
+    if !matches!(c.call(&[b"WATCH", &name]), Ok(Reply::Simple(s)) if s == "OK") {
+        return Step::failed(true);
+    }
+    let seen = match c.call(&[b"GET", &name]) {
+        Ok(Reply::Bulk(v)) => v.as_deref().map(parse_value),
+        _ => return Step::failed(true),
+    };
+    if seen != Some(expected) {
+        let clean = matches!(c.call(&[b"UNWATCH"]), Ok(Reply::Simple(s)) if s == "OK");
+        return Step::one(key, input, Some(Output::Cas(false)), !clean);
+    }
+    let set = vec![b"SET".to_vec(), name, new.to_string().into_bytes()];
+    let (exec, broken) = transaction(c, &[set]);
+    let step = match exec {
+        Exec::Ran(replies) if replies == [Reply::Simple("OK".into())] => {
+            Step::one(key, input, Some(Output::Cas(true)), broken)
+        }
+        Exec::Ran(replies) => {
+            Step::one(key, input, None, broken).unexpected("WATCH, MULTI, SET, EXEC", &replies)
+        }
+        Exec::Aborted => Step::one(key, input, Some(Output::Cas(false)), broken),
+        Exec::Failed => return Step::failed(broken),
+        Exec::Unknown => return Step::one(key, input, None, broken),
+    };
+    Step {
+        transaction: true,
+        ..step
+    }
+}
+
+/// The pair keys' numbers.
+fn pair(shared: &Shared) -> [u64; 2] {
+    [shared.keys, shared.keys + 1]
+}
+
+/// Writes `value` to both pair keys in one MULTI/EXEC.
+fn pair_write(c: &mut Conn, shared: &Shared, value: u64) -> Step {
+    let keys = pair(shared);
+    let sets: Vec<Vec<Vec<u8>>> = keys
+        .iter()
+        .map(|&k| {
+            let name = key_name(k).into_bytes();
+            vec![b"SET".to_vec(), name, value.to_string().into_bytes()]
+        })
+        .collect();
+    let (exec, broken) = transaction(c, &sets);
+    let writes = |output: Option<Output>| {
+        let ops = keys.iter().map(|&k| (k, Input::Write(value), output));
+        Step {
+            ops: ops.collect(),
+            broken,
+            ..Step::default()
+        }
+    };
+    let ok = Reply::Simple("OK".into());
+    match exec {
+        Exec::Ran(replies) if replies == [ok.clone(), ok] => Step {
+            transaction: true,
+            ..writes(Some(Output::Write))
+        },
+        Exec::Ran(replies) => writes(None).unexpected("MULTI, SET, SET, EXEC", &replies),
+        Exec::Aborted => Step::failed(broken).unexpected("MULTI, SET, SET, EXEC", &"nil"),
+        Exec::Failed => Step::failed(broken),
+        Exec::Unknown => writes(None),
+    }
+}
+
+/// Reads both pair keys in one MULTI/EXEC; an anomaly if they differ.
+fn pair_read(c: &mut Conn, shared: &Shared) -> Step {
+    let keys = pair(shared);
+    let gets: Vec<Vec<Vec<u8>>> = keys
+        .iter()
+        .map(|&k| vec![b"GET".to_vec(), key_name(k).into_bytes()])
+        .collect();
+    let (exec, broken) = transaction(c, &gets);
+    let Exec::Ran(replies) = exec else {
+        return Step::failed(broken);
+    };
+    let [Reply::Bulk(a), Reply::Bulk(b)] = replies.as_slice() else {
+        return Step::failed(broken).unexpected("MULTI, GET, GET, EXEC", &replies);
+    };
+    let (a, b) = (a.as_deref().map(parse_value), b.as_deref().map(parse_value));
+    let ops = keys.iter().zip([a, b]);
+    Step {
+        ops: ops
+            .map(|(&k, v)| (k, Input::Read, Some(Output::Read(v))))
+            .collect(),
+        broken,
+        transaction: true,
+        anomaly: (a != b).then(|| {
+            format!(
+                "MULTI, GET {}, GET {}, EXEC read {a:?} and {b:?}: a transaction seen half done",
+                key_name(keys[0]),
+                key_name(keys[1])
+            )
+        }),
+        ..Step::default()
     }
 }

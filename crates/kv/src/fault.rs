@@ -37,6 +37,18 @@ use crate::store::Write;
 /// holding anything back).
 pub const EARLY_ACK: &str = "RAFT_KV_TEST_FAULT_EARLY_ACK";
 
+/// The environment variable of a second bug (`1` turns it on): EXEC
+/// ignores the keys its connection watched, so a transaction runs even if
+/// one of them changed after WATCH. Every node must have it (it acts where
+/// EXEC is applied).
+pub const IGNORE_WATCH: &str = "RAFT_KV_TEST_FAULT_IGNORE_WATCH";
+
+/// Whether EXEC ignores watched keys ([`IGNORE_WATCH`] is `1`).
+pub fn ignore_watch() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(IGNORE_WATCH).is_ok_and(|v| v == "1"))
+}
+
 /// The key the barrier of a read deletes (never set by anyone).
 const BARRIER_KEY: &[u8] = b"\0raft-kv-test-fault-barrier";
 

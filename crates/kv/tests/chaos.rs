@@ -89,6 +89,7 @@ fn config(nemeses: Vec<Nemesis>, net: NetChoice, dir: &Path) -> Config {
         liveness_bound: Duration::from_secs(10),
         readonly_reads: false,
         early_ack: false,
+        ignore_watch: false,
         relays: false,
         tls: false,
         net,
@@ -199,6 +200,21 @@ fn writes_acknowledged_before_a_majority_has_them_are_lost_when_the_leader_is_ki
     panic!(
         "writes acknowledged before a majority had them went unnoticed when leaders were killed, in every schedule tried:\n{}",
         missed.join("\n")
+    );
+}
+
+#[test]
+fn an_exec_that_ignores_watched_keys_is_reported_not_linearizable() {
+    let (_, net) = runnable();
+    // No fault needed: the clients' WATCH/MULTI/EXEC CASes race with the
+    // other clients' writes of the same keys.
+    let reports = run(|c| c.ignore_watch = true, vec![Nemesis::None], net);
+    let report = &reports[0];
+    assert!(
+        report.transactions > 0
+            && !report.passed()
+            && report.verdict.starts_with("not linearizable"),
+        "an EXEC that ignored a changed watched key went unnoticed: {report}"
     );
 }
 

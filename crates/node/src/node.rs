@@ -83,7 +83,13 @@ struct Inner {
 /// next command number, and the numbers whose callers still wait.
 struct ClientSession {
     /// The session's id; `None` until registered, and after it expired.
+    /// Held while a registration is under way, so that one is sent at a
+    /// time.
     id: tokio::sync::Mutex<Option<u64>>,
+    /// The id in `id`, or 0 (ids are log indexes, from 1): read without
+    /// the lock by every command, which would otherwise queue on it one
+    /// after another.
+    current: std::sync::atomic::AtomicU64,
     /// The commands numbered and not yet released.
     in_flight: Mutex<InFlight>,
     /// [`InFlight::floor`], read without the lock.
@@ -120,6 +126,7 @@ impl ClientSession {
     fn new() -> ClientSession {
         ClientSession {
             id: tokio::sync::Mutex::new(None),
+            current: std::sync::atomic::AtomicU64::new(0),
             in_flight: Mutex::new(InFlight {
                 base: 1,
                 held: Default::default(),
@@ -912,6 +919,11 @@ impl Node {
     /// The node's client session, registered through the log (on the
     /// leader) if it has none yet.
     async fn session_id(&self, deadline: tokio::time::Instant) -> Result<u64, NodeError> {
+        use std::sync::atomic::Ordering;
+        match self.inner.session.current.load(Ordering::Acquire) {
+            0 => {}
+            id => return Ok(id),
+        }
         let mut id = self.inner.session.id.lock().await;
         if let Some(id) = *id {
             return Ok(id);
@@ -928,6 +940,10 @@ impl Node {
         })?;
         let registered = u64::from_le_bytes(bytes);
         *id = Some(registered);
+        self.inner
+            .session
+            .current
+            .store(registered, Ordering::Release);
         Ok(registered)
     }
 
@@ -937,6 +953,10 @@ impl Node {
         let mut id = self.inner.session.id.lock().await;
         if *id == Some(session) {
             *id = None;
+            self.inner
+                .session
+                .current
+                .store(0, std::sync::atomic::Ordering::Release);
         }
     }
 

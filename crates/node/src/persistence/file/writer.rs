@@ -22,6 +22,10 @@ use super::vfs::{FileHandle, FileSystem, OpenMode};
 use super::{FileStats, RecoveryReport};
 use crate::persistence::{Change, IdentityMismatch, PersistenceError, Place, State};
 
+/// An fdatasync that takes this long is logged as a warning (etcd warns
+/// at one second too).
+const SLOW_SYNC: Duration = Duration::from_secs(1);
+
 /// What the writer is asked to do.
 #[allow(clippy::large_enum_variant)] // loads are rare; saves are not boxed
 pub(crate) enum Request {
@@ -626,15 +630,23 @@ impl Writer {
         Ok(())
     }
 
-    /// Syncs what was written to the active segment.
+    /// Syncs what was written to the active segment; warns if that took
+    /// [`SLOW_SYNC`] or longer.
     fn sync(&mut self) -> Result<(), Failure> {
         if !self.unsynced {
             return Ok(());
         }
+        let started = Instant::now();
         self.active
             .file
             .sync_data()
             .map_err(|e| Failure::new("fdatasync of", &self.active.path, e))?;
+        let took = started.elapsed();
+        if took >= SLOW_SYNC {
+            // Every write of this node waited that long: the disk, not
+            // Raft, is what a stall of the cluster then comes from.
+            tracing::warn!(file = %self.active.path.display(), seconds = took.as_secs_f64(), "slow fdatasync: the disk held every write back");
+        }
         self.unsynced = false;
         self.shared.stats().syncs += 1;
         Ok(())
