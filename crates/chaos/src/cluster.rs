@@ -51,6 +51,9 @@ pub struct Setup {
     pub tls: bool,
     /// Every node's data directory on a tmpfs of its own, which can fill.
     pub tmpfs: bool,
+    /// Give every node a disk that can be made to hang
+    /// ([`Cluster::stall_disk`]).
+    pub stall_disk: bool,
     /// Every node under libfaketime, its clock's offset and rate read
     /// from a file of its own ([`Cluster::jump_clock`],
     /// [`Cluster::restart_with_clock_rate`]).
@@ -280,6 +283,37 @@ impl Cluster {
     }
 
     /// The file node `i`'s faked clock reads its offset and rate from.
+    fn stall_file(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("stall-n{}", i + 1))
+    }
+
+    /// Whether the nodes' disks can be made to hang.
+    pub fn stalls_disk(&self) -> bool {
+        self.setup.stall_disk
+    }
+
+    /// Makes node `i`'s disk hang (every fsync waits) or work again: the
+    /// node, started with `RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE`, waits
+    /// while the file exists.
+    pub fn stall_disk(&mut self, i: usize, stall: bool) -> Result<(), String> {
+        let path = self.stall_file(i);
+        let result = if stall {
+            std::fs::write(&path, b"").map_err(|e| e.to_string())
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        };
+        result.map_err(|e| {
+            format!(
+                "cannot {} {}: {e}",
+                if stall { "make" } else { "remove" },
+                path.display()
+            )
+        })
+    }
+
     fn clock_file(&self, i: usize) -> PathBuf {
         self.dir.join(format!("clock-n{}", i + 1))
     }
@@ -389,6 +423,9 @@ impl Cluster {
         command.args(&self.nodes[i].args);
         command.envs(self.setup.env.iter().map(|(k, v)| (k, v)));
         command.envs(self.nodes[i].env.iter().map(|(k, v)| (k, v)));
+        if self.setup.stall_disk {
+            command.env("RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE", self.stall_file(i));
+        }
         if self.setup.fake_clock {
             let clock = self.clock_file(i);
             if !clock.exists() {

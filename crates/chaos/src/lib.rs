@@ -128,6 +128,10 @@ pub enum Nemesis {
     /// A node restarted with every fsync after the first few failing: it
     /// must exit, and restart on a working disk.
     FsyncFail,
+    /// A node's disk hangs (the leader half the time): every fsync of it
+    /// waits until the heal. A leader that cannot make its log durable
+    /// must hand over instead of holding the cluster up.
+    DiskStall,
     /// A voter (the leader half the time) removed and replaced by a fresh,
     /// empty node that joins (`--join`).
     Membership,
@@ -142,7 +146,7 @@ pub enum Nemesis {
 
 impl Nemesis {
     /// Every nemesis, in the order a full run goes through them.
-    pub const ALL: [Nemesis; 19] = [
+    pub const ALL: [Nemesis; 20] = [
         Nemesis::KillRandom,
         Nemesis::KillLeader,
         Nemesis::KillMajority,
@@ -159,6 +163,7 @@ impl Nemesis {
         Nemesis::ClockSkew,
         Nemesis::DiskFull,
         Nemesis::FsyncFail,
+        Nemesis::DiskStall,
         Nemesis::Membership,
         Nemesis::Combined,
         Nemesis::Mixed,
@@ -183,6 +188,7 @@ impl Nemesis {
             Nemesis::ClockSkew => "clock-skew",
             Nemesis::DiskFull => "disk-full",
             Nemesis::FsyncFail => "fsync-fail",
+            Nemesis::DiskStall => "disk-stall",
             Nemesis::Membership => "membership",
             Nemesis::Combined => "combined",
             Nemesis::Mixed => "mixed",
@@ -749,6 +755,7 @@ fn run_one(
         .collect(),
         tls: config.tls,
         tmpfs: caps.tmpfs && matches!(nemesis, Nemesis::DiskFull | Nemesis::Mixed),
+        stall_disk: matches!(nemesis, Nemesis::DiskStall | Nemesis::Mixed),
         fake_clock: caps.faketime
             && matches!(
                 nemesis,
@@ -803,6 +810,14 @@ fn run_one(
             cluster::ELECTION_TIMEOUT_MAX * 3,
             cluster::ELECTION_TIMEOUT_MAX * 5,
         );
+        // A stalled disk is held long enough to tell a leader that hands
+        // over (after two election timeouts) from one that holds the
+        // cluster up for as long as the stall lasts.
+        let hold = if nemesis == Nemesis::DiskStall {
+            hold * 2
+        } else {
+            hold
+        };
         if Instant::now() + quiet + hold > end {
             break;
         }
@@ -936,6 +951,22 @@ fn run_one(
         .filter_map(|o| o.ret_time())
         .collect();
     acked.sort_unstable();
+    // A node whose disk hangs must not hold the others up: while it
+    // lasts (six election timeouts or more), writes must be acknowledged
+    // again (a leader hands over after two).
+    // (Alone only: within `mixed` a stall is held as briefly as the rest.)
+    let stalls = faults
+        .iter()
+        .filter(|f| nemesis == Nemesis::DiskStall && f.what.starts_with(STALL_FAULT));
+    for f in stalls {
+        if !acked.iter().any(|&t| t > f.at && t < f.healed) {
+            problems.push(format!(
+                "no write was acknowledged during the {:.2} s of `{}`: the node whose disk stalled held the cluster up",
+                (f.healed - f.at) as f64 / 1e6,
+                f.what
+            ));
+        }
+    }
     let (longest_unavailability, worst_fault) = faults
         .iter()
         .map(|f| {
@@ -1012,6 +1043,8 @@ enum Undo {
     FixDisk(usize),
     /// Wait until this (fresh) node is a voter.
     Joined(usize),
+    /// Let this node's disk complete its syncs again.
+    Unstall(usize),
     /// Undo each, in reverse order.
     All(Vec<Undo>),
 }
@@ -1057,6 +1090,7 @@ impl Undo {
                 cluster.start_node(i)
             }
             Undo::Joined(i) => wait_voter(cluster, i),
+            Undo::Unstall(i) => cluster.stall_disk(i, false),
             Undo::All(all) => all.into_iter().rev().try_for_each(|u| u.heal(cluster, net)),
         }
     }
@@ -1182,6 +1216,7 @@ fn inject(
             .into_iter()
             .filter(|k| *k != Nemesis::Mixed && k.missing(caps).is_none())
             .filter(|k| *k != Nemesis::DiskFull || cluster.on_tmpfs())
+            .filter(|k| *k != Nemesis::DiskStall || cluster.stalls_disk())
             .filter(|k| *k != Nemesis::ClockSkew || cluster.fake_clock())
             .filter(|k| *k != Nemesis::Delay || caps.netem || cluster.relays().is_some())
             .collect();
@@ -1214,6 +1249,15 @@ fn inject(
             let names = ids(cluster, &nodes);
             let what = format!("kill {names}{}", kill_timed(cluster, &nodes));
             Injected::new(what, Undo::Restart(nodes))
+        }
+        Nemesis::DiskStall => {
+            let leader = rng.below(2) == 0;
+            let (i, why) = pick(cluster, rng, leader);
+            cluster.stall_disk(i, true)?;
+            Injected::new(
+                format!("{STALL_FAULT} {}{why}", cluster.id(i)),
+                Undo::Unstall(i),
+            )
         }
         Nemesis::PauseRandom | Nemesis::PauseLeader => {
             let (i, why) = pick(cluster, rng, nemesis == Nemesis::PauseLeader);
@@ -1623,6 +1667,9 @@ fn write_filler(path: &std::path::Path, len: u64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// How a disk-stall fault is described.
+const STALL_FAULT: &str = "stall the disk of";
 
 /// SIGKILLs `nodes` and waits for each to die; a note to add to the
 /// fault's description if that took a second or longer (a process in

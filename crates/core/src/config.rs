@@ -69,6 +69,14 @@ pub struct Config {
     /// Log entries kept below a snapshot, so that slightly lagging followers
     /// catch up from the log instead of a snapshot.
     pub snapshot_trailing_entries: u64,
+    /// A leader whose own log write has made no progress for this many
+    /// ticks, while it holds entries not yet durable here, hands its
+    /// leadership to the most up-to-date voter (0: never). Such a leader
+    /// answers nothing (a write is answered once durable here too), yet
+    /// its heartbeats keep the followers from electing another: without
+    /// this, one node's stalled disk stalls the whole cluster for as long
+    /// as the stall lasts.
+    pub disk_stall_ticks: u64,
     /// Seed of this node's random number generator (election timeouts).
     pub seed: u64,
     /// Bugs to switch on; only honoured with the `bug-injection` feature.
@@ -97,6 +105,7 @@ impl Default for Config {
             max_inflight_snapshot_chunks: 4,
             stream_snapshots: false,
             snapshot_trailing_entries: 1024,
+            disk_stall_ticks: 0,
             seed: 0,
             bugs: BugSet::default(),
         }

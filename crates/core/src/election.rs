@@ -82,6 +82,39 @@ impl Raft {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
+        self.check_disk_stall();
+    }
+
+    /// Hands leadership over if this leader's own log writes stalled for
+    /// [`crate::Config::disk_stall_ticks`]: entries wait to be durable here
+    /// and the durable index has not moved for that long. The target is
+    /// the voter holding the most of the log (the lowest id among equals);
+    /// a transfer that does not finish is abandoned after an election
+    /// timeout as usual, and tried again after another stall period.
+    fn check_disk_stall(&mut self) {
+        let stall = self.cfg.disk_stall_ticks;
+        let durable = self.log.persisted;
+        if stall == 0 || durable >= self.log.last_index() || durable != self.durable_since.0 {
+            self.durable_since = (durable, self.ticks);
+            return;
+        }
+        if self.ticks - self.durable_since.1 < stall || self.transfer.is_some() {
+            return;
+        }
+        self.durable_since.1 = self.ticks;
+        let me = self.cfg.id;
+        let target = self
+            .conf
+            .current()
+            .voters()
+            .filter(|&v| v != me)
+            .filter_map(|v| self.progress.get(&v).map(|p| (p.match_index, v)))
+            .min_by_key(|&(m, v)| (std::cmp::Reverse(m), v));
+        if let Some((_, to)) = target {
+            if self.transfer_leader(to).is_ok() {
+                self.metrics.disk_stall_handovers += 1;
+            }
+        }
     }
 
     /// True if a majority of voters (this leader included) were heard from
@@ -249,6 +282,7 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = self.cfg.id;
         self.transfer = None;
+        self.durable_since = (self.log.persisted, self.ticks);
         self.lease_revoked = false;
         self.uncommitted_bytes = 0;
         self.heartbeat_elapsed = 0;

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub reads_by_lease: u64,
     /// Leader transfers that timed out.
     pub transfers_aborted: u64,
+    /// Leaderships handed over because this leader's own log writes
+    /// stalled ([`crate::Config::disk_stall_ticks`]).
+    pub disk_stall_handovers: u64,
     /// Messages produced.
     pub messages_sent: u64,
 }

@@ -100,6 +100,9 @@ pub struct Raft {
     pub(crate) progress: ProgressMap,
     /// Leader only: a leader transfer in progress.
     pub(crate) transfer: Option<Transfer>,
+    /// Leader only: the durable index last seen and the tick it was first
+    /// seen at (see [`Config::disk_stall_ticks`]).
+    pub(crate) durable_since: (LogIndex, u64),
     /// Leader only: a TimeoutNow was sent this term, so another node may be
     /// elected without waiting for our lease to expire: no lease reads.
     pub(crate) lease_revoked: bool,
@@ -206,6 +209,7 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: ProgressMap::new(),
             transfer: None,
+            durable_since: (0, 0),
             lease_revoked: false,
             uncommitted_bytes: 0,
             needs_flush: false,
@@ -280,6 +284,14 @@ impl Raft {
     /// The term of the last log entry.
     pub fn last_term(&self) -> Term {
         self.log.last_term()
+    }
+
+    /// The highest term this node knows durable in its hard state. A node
+    /// may lead in memory before its term is durable (a lone voter wins at
+    /// once), but until then nothing it sends or commits as leader leaves
+    /// it, and a crash ends that leadership without a trace.
+    pub fn durable_term(&self) -> Term {
+        self.durable_term
     }
 
     /// The highest index this node knows durable in its own log.

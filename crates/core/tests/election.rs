@@ -289,3 +289,65 @@ fn a_lone_voter_sends_nothing_before_its_term_is_durable() {
         "once the term is durable, appends leave at once"
     );
 }
+
+#[test]
+fn a_leader_whose_disk_stalls_hands_leadership_over() {
+    let stall = 30;
+    let mut c = Cluster::new(3, |id| Config {
+        disk_stall_ticks: stall,
+        ..config(id)
+    });
+    c.elect(1);
+    c.propose(1, b"a");
+    c.stabilize();
+    // The leader's disk stops completing writes; its heartbeats go on, so
+    // without a handover no one else would campaign.
+    c.stalled.insert(1);
+    c.propose(1, b"b");
+    c.stabilize();
+    c.tick_all(stall - 1);
+    assert_eq!(
+        c.node(1).role(),
+        Role::Leader,
+        "not before the stall period"
+    );
+    assert_eq!(c.node(1).metrics().disk_stall_handovers, 0);
+    c.tick_all(2);
+    assert_eq!(c.node(1).metrics().disk_stall_handovers, 1);
+    assert_ne!(c.node(1).role(), Role::Leader);
+    let leader = c.node(2).leader();
+    assert!(
+        matches!(leader, Some(2 | 3)) && c.node(leader.unwrap()).role() == Role::Leader,
+        "a follower took over: {leader:?}"
+    );
+    // The new leader commits without the stalled node.
+    let new = leader.unwrap();
+    let index = c.propose(new, b"c");
+    c.stabilize();
+    assert!(c.node(new).commit_index() >= index);
+}
+
+#[test]
+fn a_leader_whose_disk_is_slow_but_moving_keeps_leading() {
+    let stall = 5;
+    let mut c = Cluster::new(3, |id| Config {
+        disk_stall_ticks: stall,
+        ..config(id)
+    });
+    c.elect(1);
+    // Every write takes about as long as the stall period, but each one
+    // completes: the durable index keeps moving.
+    for i in 0..50u64 {
+        c.stalled.insert(1);
+        c.propose(1, b"x");
+        c.stabilize();
+        c.tick_all(stall - 1);
+        c.stalled.remove(&1);
+        c.drive(1);
+        let (last, term) = (c.node(1).last_index(), c.node(1).term());
+        c.node_mut(1).on_persisted(last, term);
+        c.stabilize();
+        assert_eq!(c.node(1).role(), Role::Leader, "round {i}");
+    }
+    assert_eq!(c.node(1).metrics().disk_stall_handovers, 0);
+}

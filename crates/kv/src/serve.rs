@@ -85,10 +85,23 @@ fn node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
 /// does. Never set it outside such tests.
 pub const FAULT_FAIL_SYNC_AFTER: &str = "RAFT_KV_TEST_FAULT_FAIL_SYNC_AFTER";
 
-/// The faulty file layer [`FAULT_FAIL_SYNC_AFTER`] asks for, if it does.
+/// The environment variable of another fault for tests of the chaos
+/// suite: `RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE=PATH` makes every fsync of
+/// the store wait while a file exists at `PATH`, as a disk that hangs does.
+/// Never set it outside such tests.
+pub const FAULT_STALL_SYNC_WHILE: &str = "RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE";
+
+/// The faulty file layer [`FAULT_FAIL_SYNC_AFTER`] and
+/// [`FAULT_STALL_SYNC_WHILE`] ask for, if they do.
 fn fault_fs() -> Result<Option<Arc<FaultFs>>, StartError> {
+    let stall = std::env::var_os(FAULT_STALL_SYNC_WHILE).map(std::path::PathBuf::from);
     let Ok(value) = std::env::var(FAULT_FAIL_SYNC_AFTER) else {
-        return Ok(None);
+        return Ok(stall.map(|path| {
+            warn!("{FAULT_STALL_SYNC_WHILE}={}: every fsync waits while that file exists (a fault for tests)", path.display());
+            let fs = FaultFs::new();
+            fs.stall_syncs_while(path);
+            Arc::new(fs)
+        }));
     };
     let n: u64 = value.parse().map_err(|_| {
         StartError(format!(
@@ -98,6 +111,9 @@ fn fault_fs() -> Result<Option<Arc<FaultFs>>, StartError> {
     warn!("{FAULT_FAIL_SYNC_AFTER}={n}: every fsync after the first {n} fails (a fault for tests)");
     let fs = FaultFs::new();
     fs.fail_syncs_after(n);
+    if let Some(path) = stall {
+        fs.stall_syncs_while(path);
+    }
     Ok(Some(Arc::new(fs)))
 }
 

@@ -325,6 +325,9 @@ impl Options {
             lease_drift_ticks: ticks(self.lease_drift),
             snapshot_trailing_entries: self.snapshot_trailing,
             max_inflight_appends: self.max_inflight_appends,
+            // A leader whose disk stalls for two of the longest election
+            // timeouts hands over, as a dead one would be replaced.
+            disk_stall_ticks: 2 * ticks(self.election_timeout_max),
             seed,
             ..raft_core::Config::default()
         }

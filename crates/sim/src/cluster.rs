@@ -49,6 +49,9 @@ pub struct SimConfig {
     pub net: NetConfig,
     /// Disk write latency range.
     pub disk_delay_us: (u64, u64),
+    /// Disk stalls: this many writes in 1000 take a time drawn from the
+    /// range instead (a disk that hangs for a while).
+    pub disk_stalls: Option<(u64, (u64, u64))>,
     /// Concurrent clients.
     pub clients: usize,
     /// Keys the clients use.
@@ -82,10 +85,13 @@ impl SimConfig {
                 max_inflight_appends: 8,
                 snapshot_chunk_bytes: 256,
                 snapshot_trailing_entries: 20,
+                // Two of the longest election timeouts, as raft-node sets it.
+                disk_stall_ticks: 40,
                 ..Config::default()
             },
             net: NetConfig::reliable(),
             disk_delay_us: (100, 1_000),
+            disk_stalls: None,
             clients: 0,
             keys: 4,
             client_timeout_us: 1_000_000,

@@ -66,7 +66,14 @@ impl Sim {
                 }
             }
         }
-        if let Some(first) = rd.entries.first() {
+        // A leader whose term is not durable yet (a lone voter wins at
+        // once) holds its entries in memory only: nothing it sends leaves
+        // before its term is durable, and a crash before then erases them
+        // (it may then win the same term again and append others). Its
+        // entries count once its term is durable (followers record them as
+        // they append them).
+        let durable = raft.role() != Role::Leader || raft.durable_term() == raft.term();
+        if let Some(first) = rd.entries.first().filter(|_| durable) {
             let prev = raft.entry_term(first.index - 1).or_else(|| {
                 rd.snapshot
                     .as_ref()
@@ -111,6 +118,11 @@ impl Sim {
     }
 
     fn disk_delay(&mut self) -> u64 {
+        if let Some((per_mille, (a, b))) = self.cfg.disk_stalls {
+            if self.rng.random_range(0..1000) < per_mille {
+                return self.rng.random_range(a..=b);
+            }
+        }
         let (a, b) = self.cfg.disk_delay_us;
         self.rng.random_range(a..=b)
     }

@@ -183,12 +183,13 @@ fn main() -> ExitCode {
         let r = run_seed(seed, bugs, bug, args.trace);
         println!("seed {seed}: {}", r.shape);
         println!(
-            "  {} events, {} leaders elected, {} ops completed, {} timed out, {} snapshots installed, recovery {}",
+            "  {} events, {} leaders elected, {} ops completed, {} timed out, {} snapshots installed, {} handovers after a disk stall, recovery {}",
             r.events,
             r.elections,
             r.ops_completed,
             r.ops_timed_out,
             r.snapshots_installed,
+            r.disk_stall_handovers,
             r.recovery_us.map_or("-".to_string(), |t| format!("{:.1} ms", t as f64 / 1000.0))
         );
         if r.violation.is_some() {

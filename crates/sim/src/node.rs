@@ -90,6 +90,8 @@ pub struct SimNode {
     pub snapshot_index: LogIndex,
     /// Leader terms whose completeness was already checked.
     pub checked_leader_term: Term,
+    /// The term this node was last recorded leader of (once durable).
+    pub leader_recorded: Term,
     /// The snapshot being received in chunks (the temporary file), and its
     /// expected size: lost on a crash.
     pub receiving: Option<(raft_core::SnapshotMeta, u64, Vec<u8>)>,
@@ -115,6 +117,7 @@ impl SimNode {
             leading: None,
             snapshot_index: 0,
             checked_leader_term: 0,
+            leader_recorded: 0,
             receiving: None,
         }
     }

@@ -14,6 +14,7 @@ impl Sim {
             return;
         };
         let (term, commit, role) = (raft.term(), raft.commit_index(), raft.role());
+        let durable_term = raft.durable_term();
         let node = &self.nodes[n];
         if term > MAX_TERM {
             let detail = format!("n{id}'s term {term} is above MAX_TERM ({MAX_TERM})");
@@ -58,9 +59,12 @@ impl Sim {
             }
         }
         if role == Role::Leader {
-            if node.leading.is_none_or(|(t, _)| t != term) {
-                // Recorded once per term and life: later batches of the
-                // same leadership would record the same pair again.
+            if node.leader_recorded != term && durable_term == term {
+                // Recorded once per term, from when its term is durable: a
+                // lone voter leads in memory at once, but nothing it does as
+                // leader takes effect before then, and a crash before then
+                // leaves another free to win the same term (its vote was
+                // never durable).
                 keep(self.checker.leader(id, term));
             }
             if commit > node.commit_seen && raft.entry_term(commit) != Some(term) {
@@ -96,6 +100,9 @@ impl Sim {
         if role == Role::Leader {
             node.checked_leader_term = term;
             node.leading = Some((term, last));
+            if durable_term == term {
+                node.leader_recorded = term;
+            }
         } else {
             node.leading = None;
         }

@@ -47,6 +47,9 @@ pub struct RunReport {
     pub elections: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Leaderships handed over because a leader's disk stalled, counted
+    /// by the nodes up at the end.
+    pub disk_stall_handovers: u64,
     /// One line describing the run's shape.
     pub shape: String,
 }
@@ -95,6 +98,11 @@ pub fn profile(seed: u64, bugs: BugSet) -> (SimConfig, FaultMix, Phases) {
         mix.leader_crash_bias = 0.9;
         mix.mean_interval_us = 40_000;
     }
+    if rng.random_bool(0.25) {
+        // Now and then a disk hangs for longer than the leader's stall
+        // period: leaders hand over (and come back once it returns).
+        cfg.disk_stalls = Some((2, (200_000, 1_200_000)));
+    }
     let phases = Phases {
         faults_us: 10_000_000,
         liveness_bound_us: 3_000_000,
@@ -141,12 +149,16 @@ pub fn run_seed(seed: u64, bugs: BugSet, focus: Option<Bug>, echo: bool) -> RunR
         focus_on(bug, &mut cfg, &mut mix);
     }
     let shape = format!(
-        "{} voters + {} spares, {:?} network, skew {}‰, disk ≤{}us, {} clients on {} keys, snapshot every {}, {:?}, pre-vote {}, check-quorum {}",
+        "{} voters + {} spares, {:?} network, skew {}‰, disk ≤{}us{}, {} clients on {} keys, snapshot every {}, {:?}, pre-vote {}, check-quorum {}",
         cfg.voters,
         cfg.spares,
         if cfg.net.drop_per_mille > 0 { "unreliable" } else { "reliable" },
         cfg.skew_per_mille,
         cfg.disk_delay_us.1,
+        match cfg.disk_stalls {
+            Some((pm, (a, b))) => format!(" ({pm}‰ stall {}-{} ms)", a / 1000, b / 1000),
+            None => String::new(),
+        },
         cfg.clients,
         cfg.keys,
         cfg.snapshot_every,
@@ -209,6 +221,12 @@ pub fn run_seed(seed: u64, bugs: BugSet, focus: Option<Bug>, echo: bool) -> RunR
         events: sim.stats.events,
         elections: sim.stats.elections_won,
         snapshots_installed: sim.stats.snapshots_installed,
+        disk_stall_handovers: sim
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .map(|r| r.metrics().disk_stall_handovers)
+            .sum(),
         shape,
     }
 }

@@ -39,6 +39,9 @@ pub struct Cluster {
     pub delivered: Vec<Message>,
     /// When false, `persisted` is not reported (the disk is "slow").
     pub report_persisted: bool,
+    /// Nodes whose disk stalls: nothing they write becomes durable, so
+    /// neither `persisted` nor the messages waiting for it go out.
+    pub stalled: BTreeSet<NodeId>,
 }
 
 impl Cluster {
@@ -63,6 +66,7 @@ impl Cluster {
             aborted: BTreeMap::new(),
             delivered: Vec::new(),
             report_persisted: true,
+            stalled: BTreeSet::new(),
         }
     }
 
@@ -112,6 +116,11 @@ impl Cluster {
             d.restored.hard_state = hs;
         }
         self.queue.extend(rd.messages.iter().cloned());
+        if self.stalled.contains(&id) {
+            // Held by the disk for good: what waits for the write never
+            // happens (the node's acknowledgements and votes stay unsent).
+            return;
+        }
         if self.report_persisted {
             if let Some((i, t)) = rd.persisted_marker() {
                 self.nodes.get_mut(&id).expect("exists").on_persisted(i, t);

@@ -188,7 +188,16 @@ impl Driver {
                 _ = ticker.tick() => {
                     ticked = true;
                     if self.stopped.is_none() {
+                        let handovers = self.raft.metrics().disk_stall_handovers;
                         self.raft.tick();
+                        if self.raft.metrics().disk_stall_handovers > handovers {
+                            tracing::warn!(
+                                node = %self.id,
+                                durable = self.raft.persisted_index(),
+                                last = self.raft.last_index(),
+                                "this leader's log writes stalled: handing leadership to the most up-to-date voter"
+                            );
+                        }
                     } else if self.handing_over.is_some() {
                         self.raft.tick();
                         self.hand_over_ready();

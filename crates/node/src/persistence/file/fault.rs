@@ -24,6 +24,8 @@ struct Faults {
     /// A torn write happened: every later operation fails (the machine
     /// "crashed"; reopen through a healed file system).
     dead: bool,
+    /// While this file exists, every sync waits (a disk that hangs).
+    stall_while: Option<PathBuf>,
     /// Counters.
     counts: FaultCounts,
     /// The paths of the files opened, followed through renames.
@@ -108,6 +110,13 @@ impl FaultFs {
         self.lock().tear = Some((suffix.to_owned(), keep));
     }
 
+    /// While a file exists at `path`, every sync waits for it to go (a
+    /// disk that hangs for as long as another process says, e.g. a test
+    /// runner that creates and removes the file).
+    pub fn stall_syncs_while(&self, path: PathBuf) {
+        self.lock().stall_while = Some(path);
+    }
+
     /// Removes every fault (the disk works again).
     pub fn heal(&self) {
         let mut f = self.lock();
@@ -143,6 +152,12 @@ fn check_alive(f: &Faults) -> io::Result<()> {
 }
 
 fn sync_fault(faults: &Mutex<Faults>) -> io::Result<()> {
+    let stall = lock(faults).stall_while.clone();
+    if let Some(path) = stall {
+        while path.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     let mut f = lock(faults);
     check_alive(&f)?;
     f.counts.syncs += 1;
