@@ -1,7 +1,10 @@
 //! Clients of a 3-node raft-kv cluster, pipelining GET, SET, SET NX and
-//! CAS on a few keys through every node while the leader is killed
-//! (SIGKILL) and restarted and a follower is stopped and restarted: the
-//! history they observe must be linearizable (checked by raft-lincheck).
+//! CAS on a few keys, and HGET, HSET and HSETNX on a few fields of one
+//! hash, through every node while the leader is killed (SIGKILL) and
+//! restarted and a follower is stopped and restarted: the history they
+//! observe must be linearizable (checked by raft-lincheck). Each string
+//! key, and each field of the hash, is a register of its own: HSET writes
+//! it, HGET reads it, HSETNX is a compare-and-set from absent.
 //!
 //! `RAFT_KV_LIN_READONLY=1` makes the clients use READONLY (local, possibly
 //! stale) reads: the check must then fail, which shows it can.
@@ -17,7 +20,12 @@ use common::*;
 use raft_lincheck::{Input, Operation, Output};
 use redis::Value;
 
+/// String keys: registers `0..KEYS`.
 const KEYS: u64 = 3;
+/// Fields of the hash [`HASH`]: registers `KEYS..KEYS + FIELDS`.
+const FIELDS: u64 = 3;
+/// The hash whose fields are registers.
+const HASH: &str = "lin:hash";
 const CLIENTS: u64 = 4;
 
 /// A small deterministic generator (xorshift), one per client.
@@ -40,6 +48,11 @@ fn key(k: u64) -> String {
     format!("lin:{k}")
 }
 
+/// The field of [`HASH`] that register `k` (at least [`KEYS`]) is.
+fn field(k: u64) -> String {
+    format!("f{}", k - KEYS)
+}
+
 fn parse_value(v: &Value) -> Option<u64> {
     match v {
         Value::Nil => None,
@@ -49,7 +62,7 @@ fn parse_value(v: &Value) -> Option<u64> {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("a value no client wrote: {b:?}")),
         ),
-        other => panic!("unexpected GET reply {other:?}"),
+        other => panic!("unexpected GET or HGET reply {other:?}"),
     }
 }
 
@@ -76,11 +89,11 @@ fn client(
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<Vec<Operation>>>,
     readonly: bool,
-) -> usize {
+) -> (usize, usize) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((id + 1) * 0x1000_0000_01B3));
     let mut next_value = id * 1_000_000;
     let mut con: Option<redis::Connection> = None;
-    let mut completed = 0;
+    let (mut completed, mut completed_in_hash) = (0, 0);
     let now = || started.elapsed().as_micros() as u64;
     while !stop.load(Ordering::Relaxed) {
         if con.is_none() {
@@ -104,33 +117,56 @@ fn client(
         let mut pipe = redis::pipe();
         let mut ops = Vec::new();
         for _ in 0..1 + rng.below(3) {
-            let k = rng.below(KEYS);
-            let input = match rng.below(10) {
-                0..4 => {
-                    pipe.cmd("GET").arg(key(k));
-                    Input::Read
-                }
-                4..7 => {
-                    next_value += 1;
-                    pipe.cmd("SET").arg(key(k)).arg(next_value);
-                    Input::Write(next_value)
-                }
-                7 => {
-                    next_value += 1;
-                    pipe.cmd("SET").arg(key(k)).arg(next_value).arg("NX");
-                    Input::Cas {
-                        expected: None,
-                        new: next_value,
+            let k = rng.below(KEYS + FIELDS);
+            let input = if k >= KEYS {
+                // A field of the hash: HGET, HSET, HSETNX.
+                match rng.below(10) {
+                    0..4 => {
+                        pipe.cmd("HGET").arg(HASH).arg(field(k));
+                        Input::Read
+                    }
+                    4..8 => {
+                        next_value += 1;
+                        pipe.cmd("HSET").arg(HASH).arg(field(k)).arg(next_value);
+                        Input::Write(next_value)
+                    }
+                    _ => {
+                        next_value += 1;
+                        pipe.cmd("HSETNX").arg(HASH).arg(field(k)).arg(next_value);
+                        Input::Cas {
+                            expected: None,
+                            new: next_value,
+                        }
                     }
                 }
-                _ => {
-                    // Expect a value this client may have written lately.
-                    let expected = next_value - rng.below(3).min(next_value % 1_000_000);
-                    next_value += 1;
-                    pipe.cmd("CAS").arg(key(k)).arg(expected).arg(next_value);
-                    Input::Cas {
-                        expected: Some(expected),
-                        new: next_value,
+            } else {
+                match rng.below(10) {
+                    0..4 => {
+                        pipe.cmd("GET").arg(key(k));
+                        Input::Read
+                    }
+                    4..7 => {
+                        next_value += 1;
+                        pipe.cmd("SET").arg(key(k)).arg(next_value);
+                        Input::Write(next_value)
+                    }
+                    7 => {
+                        next_value += 1;
+                        pipe.cmd("SET").arg(key(k)).arg(next_value).arg("NX");
+                        Input::Cas {
+                            expected: None,
+                            new: next_value,
+                        }
+                    }
+                    _ => {
+                        // Expect a value this client may have written lately.
+                        let expected = next_value - rng.below(3).min(next_value % 1_000_000);
+                        next_value += 1;
+                        pipe.cmd("CAS").arg(key(k)).arg(expected).arg(next_value);
+                        Input::Cas {
+                            expected: Some(expected),
+                            new: next_value,
+                        }
                     }
                 }
             };
@@ -150,17 +186,33 @@ fn client(
                         open(&mut h, id, k, input, call);
                         continue;
                     }
+                    let in_hash = k >= KEYS;
                     let output = match input {
                         Input::Read => Output::Read(parse_value(&reply)),
+                        Input::Write(_) if in_hash => {
+                            // The number of fields HSET added: 0 or 1.
+                            assert!(
+                                matches!(reply, Value::Int(0 | 1)),
+                                "HSET of one field replies 0 or 1: {reply:?}"
+                            );
+                            Output::Write
+                        }
                         Input::Write(_) => {
                             assert_eq!(reply, Value::Okay, "SET replies OK");
                             Output::Write
+                        }
+                        // HSETNX: 1 if it set the field.
+                        Input::Cas { expected: None, .. } if in_hash => {
+                            Output::Cas(reply == Value::Int(1))
                         }
                         Input::Cas { expected: None, .. } => Output::Cas(reply == Value::Okay),
                         Input::Cas { .. } => Output::Cas(reply == Value::Int(1)),
                         Input::Expire(_) => unreachable!("this test sends no time to live"),
                     };
                     completed += 1;
+                    if in_hash {
+                        completed_in_hash += 1;
+                    }
                     h.push(Operation {
                         client: id,
                         key: k,
@@ -180,7 +232,7 @@ fn client(
             }
         }
     }
-    completed
+    (completed, completed_in_hash)
 }
 
 #[test]
@@ -225,14 +277,15 @@ fn histories_through_every_node_are_linearizable_across_leader_kills() {
     thread::sleep(Duration::from_millis(1200));
 
     stop.store(true, Ordering::Relaxed);
-    let completed: usize = clients
+    let (completed, completed_in_hash) = clients
         .into_iter()
         .map(|t| t.join().expect("client thread"))
-        .sum();
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
     let ops = history.lock().expect("clients are done").clone();
     let open = ops.iter().filter(|o| o.ret.is_none()).count();
     eprintln!(
-        "{} operations ({completed} completed, {open} open) in {:.1} s",
+        "{} operations ({completed} completed, {completed_in_hash} of them on the hash's \
+         fields, {open} open) in {:.1} s",
         ops.len(),
         started.elapsed().as_secs_f64()
     );
@@ -240,6 +293,10 @@ fn histories_through_every_node_are_linearizable_across_leader_kills() {
         completed > 500,
         "too few operations completed ({completed}) for the check to mean much\n{}",
         c.logs()
+    );
+    assert!(
+        completed_in_hash > 100,
+        "too few operations on the hash's fields completed ({completed_in_hash})"
     );
     if let Err(e) = raft_lincheck::check(&ops) {
         panic!(

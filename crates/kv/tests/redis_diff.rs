@@ -50,7 +50,8 @@
 //! Not compared, as deliberate differences (listed in the README): SCAN
 //! (raft-kv's cursors are key hashes, Redis's are table positions), CAS,
 //! READONLY and RAFT.* (raft-kv's own), and server introspection (INFO,
-//! CONFIG, CLIENT, COMMAND).
+//! CONFIG, CLIENT, COMMAND), except the shape of COMMAND DOCS: its field
+//! names and kinds, group and since, are compared command by command.
 
 mod common;
 
@@ -1223,5 +1224,121 @@ fn random_command_streams_get_the_same_replies_as_from_redis() {
     assert!(
         expiry_errors > 0 && ttls_found > 0,
         "the streams reach expiry"
+    );
+}
+
+/// A RESP2 map (a flat array of bulk-string names and values) as pairs.
+fn map_pairs(r: &Reply) -> Vec<(String, Reply)> {
+    let Reply::Array(Some(items)) = r else {
+        panic!("not a map: {r:?}")
+    };
+    assert_eq!(items.len() % 2, 0, "a map has pairs: {r:?}");
+    items
+        .chunks(2)
+        .map(|p| match &p[0] {
+            Reply::Bulk(Some(k)) => (String::from_utf8(k.clone()).unwrap(), p[1].clone()),
+            other => panic!("a map's key is a bulk string: {other:?}"),
+        })
+        .collect()
+}
+
+/// Checks that one command's docs (`ours`) have the shape of Redis's
+/// (`theirs`): every field ours gives, Redis gives too, of the same kind
+/// (a bulk string; `subcommands` a map whose names Redis has, each checked
+/// the same way); `group` and `since` the same. Redis gives more fields
+/// (arguments, history) than the table knows.
+fn same_docs_shape(name: &str, ours: &Reply, theirs: &Reply) {
+    let (ours, theirs) = (map_pairs(ours), map_pairs(theirs));
+    for required in ["summary", "since", "group"] {
+        assert!(
+            ours.iter().any(|(f, _)| f == required),
+            "{name}: no {required}"
+        );
+    }
+    for (field, value) in &ours {
+        let Some((_, reference)) = theirs.iter().find(|(f, _)| f == field) else {
+            panic!("{name}: Redis gives no field {field:?}: {theirs:?}")
+        };
+        if field == "subcommands" {
+            let reference = map_pairs(reference);
+            for (sub, docs) in map_pairs(value) {
+                // A subcommand of a later Redis (CLIENT SETINFO came in
+                // 7.2) has nothing to be compared with.
+                let Some((_, theirs)) = reference.iter().find(|(s, _)| *s == sub) else {
+                    continue;
+                };
+                same_docs_shape(&sub, &docs, theirs);
+            }
+            continue;
+        }
+        assert!(
+            matches!(value, Reply::Bulk(Some(_))) && matches!(reference, Reply::Bulk(Some(_))),
+            "{name}: {field} is a bulk string: ours {value:?}, Redis's {reference:?}"
+        );
+        if field == "group" || field == "since" {
+            assert_eq!(value, reference, "{name}: {field}");
+        }
+    }
+}
+
+#[test]
+fn command_docs_have_the_shape_of_redis_7s() {
+    let Some(redis) = redis_server() else {
+        return;
+    };
+    let mut cluster = Cluster::single(&[]);
+    cluster.wait_leader();
+    let mut kv = Raw::connect(&cluster.node_mut(0).client_addr());
+    let mut reference = Raw::connect(&format!("127.0.0.1:{}", redis.port));
+    let names = [
+        "get",
+        "SET",
+        "del",
+        "expire",
+        "hset",
+        "sadd",
+        "lpush",
+        "multi",
+        "ping",
+        "config",
+        "acl",
+        "acl|whoami",
+        "nosuch",
+    ];
+    let mut args = vec![b"COMMAND".to_vec(), b"DOCS".to_vec()];
+    args.extend(names.iter().map(|n| n.as_bytes().to_vec()));
+    let ours = map_pairs(&reply(&kv.send(&args)));
+    let theirs = map_pairs(&reply(&reference.send(&args)));
+    let listed = |m: &[(String, Reply)]| m.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        listed(&ours),
+        listed(&theirs),
+        "the same commands, in order"
+    );
+    assert_eq!(ours.len(), names.len() - 1, "an unknown name is left out");
+    for ((name, docs), (_, reference)) in ours.iter().zip(&theirs) {
+        same_docs_shape(name, docs, reference);
+    }
+    // Without names: every command; each of Redis's has the same shape.
+    let all = map_pairs(&reply(&kv.send(&[b"COMMAND".to_vec(), b"DOCS".to_vec()])));
+    let count = reply(&kv.send(&[b"COMMAND".to_vec(), b"COUNT".to_vec()]));
+    assert_eq!(Reply::Int(all.len() as i64), count);
+    let mut checked = 0;
+    for (name, docs) in &all {
+        let args = [
+            b"COMMAND".to_vec(),
+            b"DOCS".to_vec(),
+            name.as_bytes().to_vec(),
+        ];
+        let theirs = map_pairs(&reply(&reference.send(&args)));
+        if let Some((_, reference)) = theirs.first() {
+            same_docs_shape(name, docs, reference);
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} commands' docs compared with redis-server's");
+    assert!(
+        checked >= all.len() - 6,
+        "only raft-kv's own commands are not Redis's"
     );
 }

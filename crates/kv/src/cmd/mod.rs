@@ -5,7 +5,8 @@
 //! SCAN, TYPE...), `expiry` (EXPIRE, TTL, PERSIST...), `hashes` (HSET,
 //! HGET...), `sets` (SADD, SINTER...), `lists` (LPUSH, LRANGE...),
 //! `server` (PING, AUTH, INFO, CONFIG...), `raft` (RAFT.*), `acl` (ACL
-//! SETUSER, LIST...), `transactions` (MULTI, EXEC, WATCH...).
+//! SETUSER, LIST...), `transactions` (MULTI, EXEC, WATCH...). What goes to
+//! the store runs in the store's file of its family (`crate::store`).
 
 use bytes::Bytes;
 

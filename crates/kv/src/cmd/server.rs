@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
+use super::table::index_of;
 use super::{arity_error, Command, Local};
 use crate::acl::commands::{CommandSpec, CATEGORIES, COMMANDS};
 use crate::acl::{self, Auth, View};
@@ -375,15 +376,46 @@ fn command_info(spec: &CommandSpec, out: &mut BytesMut) {
     }
     put_array(out, 0);
     put_array(out, 0);
-    let prefix = format!("{}|", spec.name);
-    let subs: Vec<&CommandSpec> = COMMANDS
-        .iter()
-        .filter(|c| c.name.starts_with(&prefix))
-        .collect();
+    let subs = subcommands_of(spec);
     put_array(out, subs.len());
     for sub in subs {
         command_info(sub, out);
     }
+}
+
+/// One command's documentation as Redis 7's COMMAND DOCS gives it: a map
+/// (a flat array in RESP2) of its summary, since, group and complexity,
+/// and a container's subcommands (a map of their names to their own).
+fn command_docs(spec: &CommandSpec, out: &mut BytesMut) {
+    let subs = subcommands_of(spec);
+    let fields = [
+        ("summary", spec.summary),
+        ("since", spec.doc.since),
+        ("group", spec.doc.group),
+        ("complexity", spec.doc.complexity),
+    ];
+    put_array(out, fields.len() * 2 + if subs.is_empty() { 0 } else { 2 });
+    for (name, value) in fields {
+        put_bulk(out, name.as_bytes());
+        put_bulk(out, value.as_bytes());
+    }
+    if !subs.is_empty() {
+        put_bulk(out, b"subcommands");
+        put_array(out, subs.len() * 2);
+        for sub in subs {
+            put_bulk(out, sub.name.as_bytes());
+            command_docs(sub, out);
+        }
+    }
+}
+
+/// A container's subcommands, in the table's order (none for a command).
+fn subcommands_of(spec: &CommandSpec) -> Vec<&'static CommandSpec> {
+    let prefix = format!("{}|", spec.name);
+    COMMANDS
+        .iter()
+        .filter(|c| c.name.starts_with(&prefix))
+        .collect()
 }
 
 /// The top-level commands (subcommands are shown inside their container).
@@ -401,8 +433,23 @@ fn command(args: &[Bytes], out: &mut BytesMut) {
             }
         }
         Some(b"COUNT") => put_int(out, top_level().count() as i64),
-        // Documentation is not served: redis-cli then works without hints.
-        Some(b"DOCS") => put_array(out, 0),
+        Some(b"DOCS") => {
+            // Every top-level command, or the ones named (unknown names
+            // are left out, as in Redis).
+            let named: Vec<&CommandSpec> = if args.len() == 1 {
+                top_level().collect()
+            } else {
+                args[1..]
+                    .iter()
+                    .filter_map(|name| index_of(name).map(|i| &COMMANDS[i]))
+                    .collect()
+            };
+            put_array(out, named.len() * 2);
+            for c in named {
+                put_bulk(out, c.name.as_bytes());
+                command_docs(c, out);
+            }
+        }
         Some(b"LIST") => {
             put_array(out, top_level().count());
             for c in top_level() {
@@ -688,5 +735,68 @@ mod tests {
             Command::Refused(_)
         ));
         assert!(matches!(parse_hello(&a("2 FOO")), Command::Refused(_)));
+    }
+
+    /// The reply of `COMMAND args...`, parsed.
+    fn command_reply(line: &str) -> Frame {
+        let args: Vec<Bytes> = line.split(' ').map(|x| x.to_string().into()).collect();
+        let mut out = BytesMut::new();
+        command(&args, &mut out);
+        let (f, used) = Frame::parse(&out, &crate::frame::Limits::default()).expect("one reply");
+        assert_eq!(used, out.len());
+        f
+    }
+
+    /// A RESP2 map (a flat array of names and values) as pairs.
+    fn pairs(f: &Frame) -> Vec<(String, Frame)> {
+        let Frame::Array(a) = f else {
+            panic!("not a map: {f:?}")
+        };
+        assert_eq!(a.len() % 2, 0, "a map has pairs: {a:?}");
+        a.chunks(2)
+            .map(|p| match &p[0] {
+                Frame::Bulk(k) => (String::from_utf8(k.to_vec()).unwrap(), p[1].clone()),
+                other => panic!("a map's key is a bulk string: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn text(s: &str) -> Frame {
+        Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn command_docs_come_from_the_table() {
+        // The named commands, in order; unknown names left out; any case.
+        let docs = pairs(&command_reply("DOCS get NOSUCH HSet acl|whoami"));
+        let names: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["get", "hset", "acl|whoami"]);
+        assert_eq!(
+            pairs(&docs[0].1),
+            [
+                ("summary".to_string(), text("the value of a key")),
+                ("since".to_string(), text("1.0.0")),
+                ("group".to_string(), text("string")),
+                ("complexity".to_string(), text("O(1)")),
+            ]
+        );
+        let hset = pairs(&docs[1].1);
+        assert_eq!(hset[2], ("group".to_string(), text("hash")));
+        // A container carries its subcommands' docs, keyed by their names.
+        let acl = pairs(&command_reply("DOCS acl"));
+        assert_eq!(acl.len(), 1);
+        let fields = pairs(&acl[0].1);
+        let (last, subs) = fields.last().unwrap();
+        assert_eq!(last, "subcommands");
+        let subs = pairs(subs);
+        assert!(subs.iter().any(|(n, _)| n == "acl|setuser"), "{subs:?}");
+        assert_eq!(
+            subs.len(),
+            subcommands_of(&COMMANDS[index_of(b"acl").unwrap()]).len()
+        );
+        // No name: every top-level command.
+        let all = pairs(&command_reply("DOCS"));
+        assert_eq!(all.len(), top_level().count());
+        assert!(all.iter().all(|(n, _)| !n.contains('|')));
     }
 }

@@ -1,11 +1,14 @@
 //! The command table: every command raft-kv knows, with what `COMMAND INFO`
 //! shows of it (arity, flags, key positions), its ACL categories as Redis 7
-//! assigns them, the family that parses and runs it ([`Family`]) and a
-//! one-line summary. It is the one list of command names: dispatch and the
-//! arity check ([`crate::cmd::parse`]), the permission check, `ACL CAT`,
-//! `COMMAND`, the metrics (one counter per command) and the README's list
-//! of commands ([`readme_list`]) all read it. Adding a command is one row
-//! here and its parse and run in its family's file.
+//! assigns them, the family that parses and runs it ([`Family`]), a
+//! one-line summary and what `COMMAND DOCS` shows ([`Doc`]). It is the one
+//! list of command names: dispatch and the arity check
+//! ([`crate::cmd::parse`]), the permission check, `ACL CAT`, `COMMAND`, the
+//! metrics (one counter per command) and the README's list of commands
+//! ([`readme_list`]) all read it. Adding a command is one row here, its
+//! parse in its family's file here (`cmd/<family>.rs`), and its run in the
+//! store's file of that family (`store/<family>.rs`; ACL's is `users.rs`,
+//! the transactions' `tx.rs`).
 //!
 //! Containers (ACL, CONFIG, CLIENT) have an entry of their own and one per
 //! subcommand, named `container|sub` as in Redis 7, so that a rule may
@@ -83,8 +86,25 @@ pub struct CommandSpec {
     pub categories: u32,
     /// The family that parses it (a subcommand's is its container's).
     pub family: Family,
-    /// What it does, in a few words (the README's list).
+    /// What it does, in a few words (the README's list, `COMMAND DOCS`).
     pub summary: &'static str,
+    /// The rest of what `COMMAND DOCS` shows of it.
+    pub doc: Doc,
+}
+
+/// What `COMMAND DOCS` shows of a command beyond its summary, as Redis 7
+/// shows it (a row gives the three as one tuple).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Doc {
+    /// The version that added it: Redis's for Redis's commands, raft-kv's
+    /// for its own (CAS, RAFT.*).
+    pub since: &'static str,
+    /// Redis's group of commands: `string`, `generic` (keys of any type),
+    /// `hash`, `set`, `list`, `transactions`, `connection`, `server`,
+    /// `cluster`.
+    pub group: &'static str,
+    /// Its time complexity, in a few words.
+    pub complexity: &'static str,
 }
 
 /// The families of commands, one file each in `crate::cmd`.
@@ -198,7 +218,7 @@ impl CommandSpec {
 }
 
 macro_rules! spec {
-    ($name:expr, $arity:expr, [$($flag:expr),*], $first:expr, $last:expr, $step:expr, $cats:expr, $family:ident, $summary:expr) => {
+    ($name:expr, $arity:expr, [$($flag:expr),*], $first:expr, $last:expr, $step:expr, $cats:expr, $family:ident, $summary:expr, ($since:expr, $group:expr, $complexity:expr)) => {
         CommandSpec {
             name: $name,
             arity: $arity,
@@ -209,6 +229,11 @@ macro_rules! spec {
             categories: $cats,
             family: Family::$family,
             summary: $summary,
+            doc: Doc {
+                since: $since,
+                group: $group,
+                complexity: $complexity,
+            },
         }
     };
 }
@@ -225,7 +250,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | STRING | FAST,
         Strings,
-        "the value of a key"
+        "the value of a key",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "set",
@@ -236,7 +262,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | SLOW,
         Strings,
-        "sets a key (NX, XX, GET; EX, PX, EXAT, PXAT, KEEPTTL)"
+        "sets a key (NX, XX, GET; EX, PX, EXAT, PXAT, KEEPTTL)",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "del",
@@ -247,7 +274,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | SLOW,
         Keys,
-        "removes keys"
+        "removes keys",
+        ("1.0.0", "generic", "O(N) for N keys (and the size of each collection removed)")
     ),
     spec!(
         "unlink",
@@ -258,7 +286,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Keys,
-        "removes keys (as DEL)"
+        "removes keys (as DEL)",
+        ("4.0.0", "generic", "O(N) for N keys (and the size of each collection removed)")
     ),
     spec!(
         "exists",
@@ -269,7 +298,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | READ | FAST,
         Keys,
-        "how many of the keys exist"
+        "how many of the keys exist",
+        ("1.0.0", "generic", "O(N) for N keys")
     ),
     spec!(
         "incr",
@@ -280,7 +310,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "adds 1 to an integer"
+        "adds 1 to an integer",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "incrby",
@@ -291,7 +322,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "adds to an integer"
+        "adds to an integer",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "decr",
@@ -302,7 +334,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "subtracts 1 from an integer"
+        "subtracts 1 from an integer",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "decrby",
@@ -313,7 +346,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "subtracts from an integer"
+        "subtracts from an integer",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "append",
@@ -324,7 +358,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "appends to a value"
+        "appends to a value",
+        ("2.0.0", "string", "O(1) amortized")
     ),
     spec!(
         "strlen",
@@ -335,7 +370,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | STRING | FAST,
         Strings,
-        "the length of a value"
+        "the length of a value",
+        ("2.2.0", "string", "O(1)")
     ),
     spec!(
         "mget",
@@ -346,7 +382,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | STRING | FAST,
         Strings,
-        "the values of keys"
+        "the values of keys",
+        ("1.0.0", "string", "O(N) for N keys")
     ),
     spec!(
         "mset",
@@ -357,7 +394,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         2,
         WRITE | STRING | SLOW,
         Strings,
-        "sets keys atomically (one log entry)"
+        "sets keys atomically (one log entry)",
+        ("1.0.1", "string", "O(N) for N keys")
     ),
     spec!(
         "getset",
@@ -368,7 +406,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "sets a key, replies with the old value"
+        "sets a key, replies with the old value",
+        ("1.0.0", "string", "O(1)")
     ),
     spec!(
         "cas",
@@ -379,7 +418,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | SLOW,
         Strings,
-        "compare-and-set (raft-kv's own): 1 if it set, 0 if not"
+        "compare-and-set (raft-kv's own): 1 if it set, 0 if not",
+        ("0.1.0", "string", "O(1)")
     ),
     spec!(
         "incrbyfloat",
@@ -390,7 +430,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "adds a decimal number (long double arithmetic, as Redis on x86-64)"
+        "adds a decimal number (long double arithmetic, as Redis on x86-64)",
+        ("2.6.0", "string", "O(1)")
     ),
     spec!(
         "getdel",
@@ -401,7 +442,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Strings,
-        "the value, and removes the key"
+        "the value, and removes the key",
+        ("6.2.0", "string", "O(1)")
     ),
     spec!(
         "getrange",
@@ -412,7 +454,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | STRING | SLOW,
         Strings,
-        "part of a value (negative offsets from the end)"
+        "part of a value (negative offsets from the end)",
+        ("2.4.0", "string", "O(N) for N bytes returned")
     ),
     spec!(
         "setrange",
@@ -423,7 +466,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | SLOW,
         Strings,
-        "overwrites part of a value, zero-padded; replies with the length"
+        "overwrites part of a value, zero-padded; replies with the length",
+        ("2.2.0", "string", "O(M) for a value of M bytes")
     ),
     spec!(
         "msetnx",
@@ -434,7 +478,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         2,
         WRITE | STRING | SLOW,
         Strings,
-        "sets keys atomically if none exists: 1, else 0"
+        "sets keys atomically if none exists: 1, else 0",
+        ("1.0.1", "string", "O(N) for N keys")
     ),
     spec!(
         "dbsize",
@@ -445,7 +490,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         KEYSPACE | READ | FAST,
         Keys,
-        "the number of keys"
+        "the number of keys",
+        ("1.0.0", "server", "O(1)")
     ),
     spec!(
         "keys",
@@ -456,7 +502,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         KEYSPACE | READ | SLOW | DANGEROUS,
         Keys,
-        "the keys matching a glob pattern"
+        "the keys matching a glob pattern",
+        ("1.0.0", "generic", "O(N) for N keys in the store")
     ),
     spec!(
         "scan",
@@ -467,7 +514,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         KEYSPACE | READ | SLOW,
         Keys,
-        "iterates the keys (MATCH, COUNT, TYPE); stable cursors"
+        "iterates the keys (MATCH, COUNT, TYPE); stable cursors",
+        ("2.8.0", "generic", "O(1) a call; O(N) a whole iteration")
     ),
     spec!(
         "flushdb",
@@ -478,7 +526,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         KEYSPACE | WRITE | SLOW | DANGEROUS,
         Keys,
-        "removes every key"
+        "removes every key",
+        ("1.0.0", "server", "O(N) for N keys")
     ),
     spec!(
         "flushall",
@@ -489,7 +538,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         KEYSPACE | WRITE | SLOW | DANGEROUS,
         Keys,
-        "removes every key (one database)"
+        "removes every key (one database)",
+        ("1.0.0", "server", "O(N) for N keys")
     ),
     spec!(
         "setex",
@@ -500,7 +550,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | SLOW,
         Expiry,
-        "sets a key that lives this many seconds"
+        "sets a key that lives this many seconds",
+        ("2.0.0", "string", "O(1)")
     ),
     spec!(
         "psetex",
@@ -511,7 +562,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | SLOW,
         Expiry,
-        "sets a key that lives this many milliseconds"
+        "sets a key that lives this many milliseconds",
+        ("2.6.0", "string", "O(1)")
     ),
     spec!(
         "getex",
@@ -522,7 +574,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | STRING | FAST,
         Expiry,
-        "the value, and sets or removes its time to live (EX, PX, EXAT, PXAT, PERSIST)"
+        "the value, and sets or removes its time to live (EX, PX, EXAT, PXAT, PERSIST)",
+        ("6.2.0", "string", "O(1)")
     ),
     spec!(
         "expire",
@@ -533,7 +586,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Expiry,
-        "sets a time to live in seconds (NX, XX, GT, LT)"
+        "sets a time to live in seconds (NX, XX, GT, LT)",
+        ("1.0.0", "generic", "O(1)")
     ),
     spec!(
         "pexpire",
@@ -544,7 +598,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Expiry,
-        "sets a time to live in milliseconds (NX, XX, GT, LT)"
+        "sets a time to live in milliseconds (NX, XX, GT, LT)",
+        ("2.6.0", "generic", "O(1)")
     ),
     spec!(
         "expireat",
@@ -555,7 +610,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Expiry,
-        "sets a deadline in Unix seconds (NX, XX, GT, LT)"
+        "sets a deadline in Unix seconds (NX, XX, GT, LT)",
+        ("1.2.0", "generic", "O(1)")
     ),
     spec!(
         "pexpireat",
@@ -566,7 +622,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Expiry,
-        "sets a deadline in Unix milliseconds (NX, XX, GT, LT)"
+        "sets a deadline in Unix milliseconds (NX, XX, GT, LT)",
+        ("2.6.0", "generic", "O(1)")
     ),
     spec!(
         "ttl",
@@ -577,7 +634,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | READ | FAST,
         Expiry,
-        "the seconds left to live (-1 none, -2 no key)"
+        "the seconds left to live (-1 none, -2 no key)",
+        ("1.0.0", "generic", "O(1)")
     ),
     spec!(
         "pttl",
@@ -588,7 +646,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | READ | FAST,
         Expiry,
-        "the milliseconds left to live (-1 none, -2 no key)"
+        "the milliseconds left to live (-1 none, -2 no key)",
+        ("2.6.0", "generic", "O(1)")
     ),
     spec!(
         "expiretime",
@@ -599,7 +658,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | READ | FAST,
         Expiry,
-        "the deadline in Unix seconds (-1 none, -2 no key)"
+        "the deadline in Unix seconds (-1 none, -2 no key)",
+        ("7.0.0", "generic", "O(1)")
     ),
     spec!(
         "pexpiretime",
@@ -610,7 +670,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | READ | FAST,
         Expiry,
-        "the deadline in Unix milliseconds (-1 none, -2 no key)"
+        "the deadline in Unix milliseconds (-1 none, -2 no key)",
+        ("7.0.0", "generic", "O(1)")
     ),
     spec!(
         "persist",
@@ -621,7 +682,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Expiry,
-        "removes a time to live"
+        "removes a time to live",
+        ("2.2.0", "generic", "O(1)")
     ),
     spec!(
         "multi",
@@ -632,7 +694,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | TRANSACTION,
         Transactions,
-        "starts queueing commands"
+        "starts queueing commands",
+        ("1.2.0", "transactions", "O(1)")
     ),
     spec!(
         "exec",
@@ -643,7 +706,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | TRANSACTION,
         Transactions,
-        "runs the queued commands as one log entry, atomically on every node (null if a watched key changed)"
+        "runs the queued commands as one log entry, atomically on every node (null if a watched key changed)",
+        ("1.2.0", "transactions", "that of the queued commands")
     ),
     spec!(
         "discard",
@@ -654,7 +718,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | TRANSACTION,
         Transactions,
-        "drops the queued commands and the watches"
+        "drops the queued commands and the watches",
+        ("2.0.0", "transactions", "O(N) for N queued commands")
     ),
     spec!(
         "watch",
@@ -665,7 +730,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         FAST | TRANSACTION,
         Transactions,
-        "EXEC runs only if these keys do not change (versions read linearizably)"
+        "EXEC runs only if these keys do not change (versions read linearizably)",
+        ("2.2.0", "transactions", "O(1) a key")
     ),
     spec!(
         "unwatch",
@@ -676,7 +742,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | TRANSACTION,
         Transactions,
-        "forgets the watched keys"
+        "forgets the watched keys",
+        ("2.2.0", "transactions", "O(1)")
     ),
     spec!(
         "ping",
@@ -687,7 +754,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "PONG, or the message"
+        "PONG, or the message",
+        ("1.0.0", "connection", "O(1)")
     ),
     spec!(
         "echo",
@@ -698,7 +766,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "the message"
+        "the message",
+        ("1.0.0", "connection", "O(1)")
     ),
     spec!(
         "auth",
@@ -709,7 +778,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "authenticates the connection"
+        "authenticates the connection",
+        ("1.0.0", "connection", "O(1)")
     ),
     spec!(
         "hello",
@@ -720,7 +790,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "protocol 2 only, with AUTH and SETNAME"
+        "protocol 2 only, with AUTH and SETNAME",
+        ("6.0.0", "connection", "O(1)")
     ),
     spec!(
         "info",
@@ -731,7 +802,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | DANGEROUS,
         Server,
-        "server, clients, stats, replication, raft, keyspace"
+        "server, clients, stats, replication, raft, keyspace",
+        ("1.0.0", "server", "O(1)")
     ),
     spec!(
         "command",
@@ -742,9 +814,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | CONNECTION,
         Server,
-        "this table: COUNT, INFO, LIST, DOCS"
+        "this table: COUNT, INFO, LIST, DOCS",
+        ("2.8.13", "server", "O(N) for N commands")
     ),
-    spec!("config", -2, [], 0, 0, 0, 0, Server, "CONFIG subcommands"),
+    spec!(
+        "config",
+        -2,
+        [],
+        0,
+        0,
+        0,
+        0,
+        Server,
+        "CONFIG subcommands",
+        ("2.0.0", "server", "that of the subcommand")
+    ),
     spec!(
         "config|get",
         -3,
@@ -754,7 +838,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Server,
-        "settings by glob pattern"
+        "settings by glob pattern",
+        ("2.0.0", "server", "O(N) for N parameters")
     ),
     spec!(
         "config|set",
@@ -765,7 +850,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Server,
-        "changes a setting"
+        "changes a setting",
+        ("2.0.0", "server", "O(N) for N parameters")
     ),
     spec!(
         "config|resetstat",
@@ -776,7 +862,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Server,
-        "resets the statistics"
+        "resets the statistics",
+        ("2.0.0", "server", "O(1)")
     ),
     spec!(
         "config|rewrite",
@@ -787,7 +874,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Server,
-        "refused: settings come from flags"
+        "refused: settings come from flags",
+        ("2.8.0", "server", "O(1)")
     ),
     spec!(
         "select",
@@ -798,9 +886,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "database 0 only"
+        "database 0 only",
+        ("1.0.0", "connection", "O(1)")
     ),
-    spec!("client", -2, [], 0, 0, 0, 0, Server, "CLIENT subcommands"),
+    spec!(
+        "client",
+        -2,
+        [],
+        0,
+        0,
+        0,
+        0,
+        Server,
+        "CLIENT subcommands",
+        ("2.4.0", "connection", "that of the subcommand")
+    ),
     spec!(
         "client|id",
         2,
@@ -810,7 +910,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | CONNECTION,
         Server,
-        "the connection id"
+        "the connection id",
+        ("5.0.0", "connection", "O(1)")
     ),
     spec!(
         "client|setname",
@@ -821,7 +922,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | CONNECTION,
         Server,
-        "names the connection"
+        "names the connection",
+        ("2.6.9", "connection", "O(1)")
     ),
     spec!(
         "client|getname",
@@ -832,7 +934,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | CONNECTION,
         Server,
-        "the connection name"
+        "the connection name",
+        ("2.6.9", "connection", "O(1)")
     ),
     spec!(
         "client|setinfo",
@@ -843,7 +946,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | CONNECTION,
         Server,
-        "library name and version"
+        "library name and version",
+        ("7.2.0", "connection", "O(1)")
     ),
     spec!(
         "client|info",
@@ -854,7 +958,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW | CONNECTION,
         Server,
-        "this connection"
+        "this connection",
+        ("6.2.0", "connection", "O(1)")
     ),
     spec!(
         "client|list",
@@ -865,7 +970,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS | CONNECTION,
         Server,
-        "the connections"
+        "the connections",
+        ("2.4.0", "connection", "O(N) for N connections")
     ),
     spec!(
         "quit",
@@ -876,7 +982,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "closes the connection"
+        "closes the connection",
+        ("1.0.0", "connection", "O(1)")
     ),
     spec!(
         "readonly",
@@ -887,7 +994,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "this connection reads locally (fast, possibly stale)"
+        "this connection reads locally (fast, possibly stale)",
+        ("3.0.0", "cluster", "O(1)")
     ),
     spec!(
         "readwrite",
@@ -898,9 +1006,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         FAST | CONNECTION,
         Server,
-        "this connection reads linearizably again"
+        "this connection reads linearizably again",
+        ("3.0.0", "cluster", "O(1)")
     ),
-    spec!("acl", -2, [], 0, 0, 0, 0, Acl, "ACL subcommands"),
+    spec!(
+        "acl",
+        -2,
+        [],
+        0,
+        0,
+        0,
+        0,
+        Acl,
+        "ACL subcommands",
+        ("6.0.0", "server", "that of the subcommand")
+    ),
     spec!(
         "acl|cat",
         -2,
@@ -910,7 +1030,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW,
         Acl,
-        "the categories, or a category's commands"
+        "the categories, or a category's commands",
+        ("6.0.0", "server", "O(1)")
     ),
     spec!(
         "acl|deluser",
@@ -921,7 +1042,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Acl,
-        "removes users (through the log)"
+        "removes users (through the log)",
+        ("6.0.0", "server", "O(N) for N users named")
     ),
     spec!(
         "acl|dryrun",
@@ -932,7 +1054,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Acl,
-        "whether a user may run a command"
+        "whether a user may run a command",
+        ("7.0.0", "server", "O(1)")
     ),
     spec!(
         "acl|getuser",
@@ -943,7 +1066,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Acl,
-        "a user's rules"
+        "a user's rules",
+        ("6.0.0", "server", "O(N) for N rules of the user")
     ),
     spec!(
         "acl|help",
@@ -954,7 +1078,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW,
         Acl,
-        "the ACL subcommands"
+        "the ACL subcommands",
+        ("6.0.0", "server", "O(1)")
     ),
     spec!(
         "acl|list",
@@ -965,7 +1090,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Acl,
-        "every user as rules"
+        "every user as rules",
+        ("6.0.0", "server", "O(N) for N users")
     ),
     spec!(
         "acl|setuser",
@@ -976,7 +1102,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Acl,
-        "creates or changes a user (through the log)"
+        "creates or changes a user (through the log)",
+        ("6.0.0", "server", "O(N) for N rules")
     ),
     spec!(
         "acl|users",
@@ -987,7 +1114,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Acl,
-        "the user names"
+        "the user names",
+        ("6.0.0", "server", "O(N) for N users")
     ),
     spec!(
         "acl|whoami",
@@ -998,7 +1126,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         SLOW,
         Acl,
-        "the connection's user"
+        "the connection's user",
+        ("6.0.0", "server", "O(1)")
     ),
     spec!(
         "type",
@@ -1009,7 +1138,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | READ | FAST,
         Keys,
-        "the type of a key's value (string, hash, set, list or none)"
+        "the type of a key's value (string, hash, set, list or none)",
+        ("1.0.0", "generic", "O(1)")
     ),
     spec!(
         "rename",
@@ -1020,7 +1150,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | SLOW,
         Keys,
-        "renames a key (its value of any type and its time to live)"
+        "renames a key (its value of any type and its time to live)",
+        ("1.0.0", "generic", "O(1)")
     ),
     spec!(
         "renamenx",
@@ -1031,7 +1162,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | FAST,
         Keys,
-        "renames a key if the new name is free: 1, else 0"
+        "renames a key if the new name is free: 1, else 0",
+        ("1.0.0", "generic", "O(1)")
     ),
     spec!(
         "copy",
@@ -1042,7 +1174,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         KEYSPACE | WRITE | SLOW,
         Keys,
-        "copies a key's value and time to live (DB 0, REPLACE): 1, else 0"
+        "copies a key's value and time to live (DB 0, REPLACE): 1, else 0",
+        ("6.2.0", "generic", "O(N) for a value of N items")
     ),
     spec!(
         "hset",
@@ -1053,7 +1186,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | HASH | FAST,
         Hashes,
-        "sets fields of a hash (how many are new)"
+        "sets fields of a hash (how many are new)",
+        ("2.0.0", "hash", "O(N) for N pairs")
     ),
     spec!(
         "hsetnx",
@@ -1064,7 +1198,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | HASH | FAST,
         Hashes,
-        "sets a field of a hash if it is absent"
+        "sets a field of a hash if it is absent",
+        ("2.0.0", "hash", "O(1)")
     ),
     spec!(
         "hget",
@@ -1075,7 +1210,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | FAST,
         Hashes,
-        "the value of a field"
+        "the value of a field",
+        ("2.0.0", "hash", "O(1)")
     ),
     spec!(
         "hmget",
@@ -1086,7 +1222,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | FAST,
         Hashes,
-        "the values of fields"
+        "the values of fields",
+        ("2.0.0", "hash", "O(N) for N fields")
     ),
     spec!(
         "hdel",
@@ -1097,7 +1234,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | HASH | FAST,
         Hashes,
-        "removes fields (the last removes the key)"
+        "removes fields (the last removes the key)",
+        ("2.0.0", "hash", "O(N) for N fields")
     ),
     spec!(
         "hgetall",
@@ -1108,7 +1246,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | SLOW,
         Hashes,
-        "every field and value"
+        "every field and value",
+        ("2.0.0", "hash", "O(N) for a hash of N fields")
     ),
     spec!(
         "hlen",
@@ -1119,7 +1258,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | FAST,
         Hashes,
-        "the number of fields"
+        "the number of fields",
+        ("2.0.0", "hash", "O(1)")
     ),
     spec!(
         "hexists",
@@ -1130,7 +1270,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | FAST,
         Hashes,
-        "whether a field exists"
+        "whether a field exists",
+        ("2.0.0", "hash", "O(1)")
     ),
     spec!(
         "hincrby",
@@ -1141,7 +1282,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | HASH | FAST,
         Hashes,
-        "adds an integer to a field"
+        "adds an integer to a field",
+        ("2.0.0", "hash", "O(1)")
     ),
     spec!(
         "hincrbyfloat",
@@ -1152,7 +1294,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | HASH | FAST,
         Hashes,
-        "adds a float to a field (computed in 64-bit floats)"
+        "adds a float to a field (computed in 64-bit floats)",
+        ("2.6.0", "hash", "O(1)")
     ),
     spec!(
         "hkeys",
@@ -1163,7 +1306,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | SLOW,
         Hashes,
-        "every field"
+        "every field",
+        ("2.0.0", "hash", "O(N) for a hash of N fields")
     ),
     spec!(
         "hvals",
@@ -1174,7 +1318,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | SLOW,
         Hashes,
-        "every value"
+        "every value",
+        ("2.0.0", "hash", "O(N) for a hash of N fields")
     ),
     spec!(
         "hstrlen",
@@ -1185,7 +1330,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | FAST,
         Hashes,
-        "the length of a field's value"
+        "the length of a field's value",
+        ("3.2.0", "hash", "O(1)")
     ),
     spec!(
         "hscan",
@@ -1196,7 +1342,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | SLOW,
         Hashes,
-        "iterates fields (MATCH, COUNT) by a stateless cursor"
+        "iterates fields (MATCH, COUNT) by a stateless cursor",
+        ("2.8.0", "hash", "O(1) a call; O(N) a whole iteration")
     ),
     spec!(
         "hrandfield",
@@ -1207,7 +1354,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | HASH | SLOW,
         Hashes,
-        "random fields (count, WITHVALUES), picked through the log"
+        "random fields (count, WITHVALUES), picked through the log",
+        ("6.2.0", "hash", "O(N) for N fields returned")
     ),
     spec!(
         "sadd",
@@ -1218,7 +1366,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | SET | FAST,
         Sets,
-        "adds members (how many are new)"
+        "adds members (how many are new)",
+        ("1.0.0", "set", "O(N) for N members")
     ),
     spec!(
         "srem",
@@ -1229,7 +1378,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | SET | FAST,
         Sets,
-        "removes members (the last removes the key)"
+        "removes members (the last removes the key)",
+        ("1.0.0", "set", "O(N) for N members")
     ),
     spec!(
         "smembers",
@@ -1240,7 +1390,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | SLOW,
         Sets,
-        "every member"
+        "every member",
+        ("1.0.0", "set", "O(N) for a set of N members")
     ),
     spec!(
         "sismember",
@@ -1251,7 +1402,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | FAST,
         Sets,
-        "whether a member is in the set"
+        "whether a member is in the set",
+        ("1.0.0", "set", "O(1)")
     ),
     spec!(
         "smismember",
@@ -1262,7 +1414,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | FAST,
         Sets,
-        "whether each member is in the set"
+        "whether each member is in the set",
+        ("6.2.0", "set", "O(N) for N members")
     ),
     spec!(
         "scard",
@@ -1273,7 +1426,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | FAST,
         Sets,
-        "the number of members"
+        "the number of members",
+        ("1.0.0", "set", "O(1)")
     ),
     spec!(
         "spop",
@@ -1284,7 +1438,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | SET | FAST,
         Sets,
-        "removes random members, picked through the log"
+        "removes random members, picked through the log",
+        ("1.0.0", "set", "O(N) for N members popped")
     ),
     spec!(
         "srandmember",
@@ -1295,7 +1450,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | SLOW,
         Sets,
-        "random members (count), picked through the log"
+        "random members (count), picked through the log",
+        ("1.0.0", "set", "O(N) for N members returned")
     ),
     spec!(
         "sinter",
@@ -1306,7 +1462,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | SLOW,
         Sets,
-        "the intersection of sets"
+        "the intersection of sets",
+        ("1.0.0", "set", "O(N*M) for M sets, the smallest of N members")
     ),
     spec!(
         "sunion",
@@ -1317,7 +1474,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | SLOW,
         Sets,
-        "the union of sets"
+        "the union of sets",
+        ("1.0.0", "set", "O(N) for N members in all")
     ),
     spec!(
         "sdiff",
@@ -1328,7 +1486,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | SLOW,
         Sets,
-        "the members of the first set in none of the others"
+        "the members of the first set in none of the others",
+        ("1.0.0", "set", "O(N) for N members in all")
     ),
     spec!(
         "sinterstore",
@@ -1339,7 +1498,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | SET | SLOW,
         Sets,
-        "stores an intersection"
+        "stores an intersection",
+        ("1.0.0", "set", "O(N*M) for M sets, the smallest of N members")
     ),
     spec!(
         "sunionstore",
@@ -1350,7 +1510,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | SET | SLOW,
         Sets,
-        "stores a union"
+        "stores a union",
+        ("1.0.0", "set", "O(N) for N members in all")
     ),
     spec!(
         "sdiffstore",
@@ -1361,7 +1522,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | SET | SLOW,
         Sets,
-        "stores a difference"
+        "stores a difference",
+        ("1.0.0", "set", "O(N) for N members in all")
     ),
     spec!(
         "sscan",
@@ -1372,7 +1534,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | SET | SLOW,
         Sets,
-        "iterates members (MATCH, COUNT) by a stateless cursor"
+        "iterates members (MATCH, COUNT) by a stateless cursor",
+        ("2.8.0", "set", "O(1) a call; O(N) a whole iteration")
     ),
     spec!(
         "lpush",
@@ -1383,7 +1546,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | FAST,
         Lists,
-        "push elements at the head (the new length)"
+        "push elements at the head (the new length)",
+        ("1.0.0", "list", "O(N) for N elements")
     ),
     spec!(
         "rpush",
@@ -1394,7 +1558,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | FAST,
         Lists,
-        "push elements at the tail (the new length)"
+        "push elements at the tail (the new length)",
+        ("1.0.0", "list", "O(N) for N elements")
     ),
     spec!(
         "lpop",
@@ -1405,7 +1570,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | FAST,
         Lists,
-        "removes elements from the head (count)"
+        "removes elements from the head (count)",
+        ("1.0.0", "list", "O(N) for N elements popped")
     ),
     spec!(
         "rpop",
@@ -1416,7 +1582,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | FAST,
         Lists,
-        "removes elements from the tail (count)"
+        "removes elements from the tail (count)",
+        ("1.0.0", "list", "O(N) for N elements popped")
     ),
     spec!(
         "llen",
@@ -1427,7 +1594,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | LIST | FAST,
         Lists,
-        "the length of a list"
+        "the length of a list",
+        ("1.0.0", "list", "O(1)")
     ),
     spec!(
         "lrange",
@@ -1438,7 +1606,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | LIST | SLOW,
         Lists,
-        "the elements from start to stop"
+        "the elements from start to stop",
+        ("1.0.0", "list", "O(S+N): S the start's distance from the nearer end, N the elements returned")
     ),
     spec!(
         "lindex",
@@ -1449,7 +1618,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | LIST | SLOW,
         Lists,
-        "the element at an index"
+        "the element at an index",
+        ("1.0.0", "list", "O(N) for the distance from the nearer end")
     ),
     spec!(
         "lset",
@@ -1460,7 +1630,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | SLOW,
         Lists,
-        "sets the element at an index"
+        "sets the element at an index",
+        ("1.0.0", "list", "O(N) for the distance from the nearer end")
     ),
     spec!(
         "lrem",
@@ -1471,7 +1642,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | SLOW,
         Lists,
-        "removes elements equal to a value (count, from either end)"
+        "removes elements equal to a value (count, from either end)",
+        ("1.0.0", "list", "O(N) for a list of N elements")
     ),
     spec!(
         "ltrim",
@@ -1482,7 +1654,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | SLOW,
         Lists,
-        "keeps the elements from start to stop"
+        "keeps the elements from start to stop",
+        ("1.0.0", "list", "O(N) for N elements removed")
     ),
     spec!(
         "lpos",
@@ -1493,7 +1666,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         READ | LIST | SLOW,
         Lists,
-        "the positions of an element (RANK, COUNT, MAXLEN)"
+        "the positions of an element (RANK, COUNT, MAXLEN)",
+        ("6.0.6", "list", "O(N) for a list of N elements")
     ),
     spec!(
         "lmove",
@@ -1504,7 +1678,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         WRITE | LIST | SLOW,
         Lists,
-        "moves an element from one end of a list to one end of another"
+        "moves an element from one end of a list to one end of another",
+        ("6.2.0", "list", "O(1)")
     ),
     spec!(
         "raft.status",
@@ -1515,7 +1690,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW,
         Raft,
-        "the node's Raft state (JSON)"
+        "the node's Raft state (JSON)",
+        ("0.1.0", "cluster", "O(N) for N nodes")
     ),
     spec!(
         "raft.join",
@@ -1526,7 +1702,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Raft,
-        "adds a node (id, peer address; on the leader)"
+        "adds a node (id, peer address; on the leader)",
+        ("0.1.0", "cluster", "O(1)")
     ),
     spec!(
         "raft.leave",
@@ -1537,7 +1714,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Raft,
-        "removes a node (on the leader)"
+        "removes a node (on the leader)",
+        ("0.1.0", "cluster", "O(1)")
     ),
     spec!(
         "raft.transfer",
@@ -1548,7 +1726,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         ADMIN | SLOW | DANGEROUS,
         Raft,
-        "hands leadership to a node (on the leader)"
+        "hands leadership to a node (on the leader)",
+        ("0.1.0", "cluster", "O(1)")
     ),
 ];
 
@@ -1808,6 +1987,41 @@ mod tests {
             "the README's list of commands differs from the command table: \
              run RAFT_KV_UPDATE_README=1 cargo test -p raft-kv --lib readme"
         );
+    }
+
+    #[test]
+    fn every_command_has_docs_in_redis_terms() {
+        let groups = [
+            "string",
+            "generic",
+            "hash",
+            "set",
+            "list",
+            "transactions",
+            "connection",
+            "server",
+            "cluster",
+        ];
+        for c in COMMANDS {
+            let d = &c.doc;
+            assert!(groups.contains(&d.group), "{}: group {}", c.name, d.group);
+            let parts: Vec<&str> = d.since.split('.').collect();
+            assert!(
+                parts.len() == 3
+                    && parts
+                        .iter()
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+                "{}: since {}",
+                c.name,
+                d.since
+            );
+            assert!(!d.complexity.is_empty(), "{}", c.name);
+            // A subcommand is in its container's group.
+            if let Some((parent, _)) = c.name.split_once('|') {
+                let parent = &COMMANDS[index_of(parent.as_bytes()).unwrap()];
+                assert_eq!(d.group, parent.doc.group, "{}", c.name);
+            }
+        }
     }
 
     #[test]

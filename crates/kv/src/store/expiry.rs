@@ -524,7 +524,7 @@ impl KvStore {
         };
         if op.mode == 1 {
             self.deadlines.clear(key);
-            super::bulk(out, &value);
+            super::reply::bulk(out, &value);
             return;
         }
         let (seconds, absolute) = (op.mode & 1 == 0, op.mode >= 4);

@@ -112,3 +112,71 @@ fn glob(p: &[u8], s: &[u8], skip_longer: &mut bool, nesting: u32) -> bool {
     }
     pi == p.len() && si == s.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob_matching_like_redis() {
+        let yes = |p: &str, s: &str| assert!(glob_match(p.as_bytes(), s.as_bytes()), "{p} ~ {s}");
+        let no = |p: &str, s: &str| assert!(!glob_match(p.as_bytes(), s.as_bytes()), "{p} !~ {s}");
+        // The examples of Redis's KEYS documentation.
+        for s in ["hello", "hallo", "hxllo"] {
+            yes("h?llo", s);
+        }
+        for s in ["hllo", "heeeello", "hello"] {
+            yes("h*llo", s);
+        }
+        yes("h[ae]llo", "hello");
+        yes("h[ae]llo", "hallo");
+        no("h[ae]llo", "hillo");
+        yes("h[^e]llo", "hallo");
+        yes("h[^e]llo", "hbllo");
+        no("h[^e]llo", "hello");
+        yes("h[a-b]llo", "hallo");
+        yes("h[a-b]llo", "hbllo");
+        no("h[a-b]llo", "hcllo");
+        no("h?llo", "hllo");
+        no("h*llo", "hellx");
+        // `*` alone, and stars anywhere.
+        yes("*", "anything");
+        yes("*", "x");
+        no("*", ""); // as stringmatchlen; KEYS and SCAN special-case "*"
+        yes("", "");
+        no("", "a");
+        yes("**", "ab");
+        yes("a*", "a");
+        yes("a*b*c", "aXXbYYc");
+        yes("*c", "abc");
+        no("*c", "abd");
+        yes("*a*b*", "xxaxxbxx");
+        no("a*b", "acbd");
+        // Escapes.
+        yes("h\\*llo", "h*llo");
+        no("h\\*llo", "hello");
+        yes("\\?", "?");
+        no("\\?", "a");
+        yes("a\\", "a\\"); // a trailing backslash is itself
+        yes("[\\]]", "]");
+        yes("[\\-a]", "-");
+        no("[\\-a]", "b");
+        // Ranges either way round; a lone `-`; `[^...]` with ranges.
+        yes("[z-a]", "m");
+        yes("[a-]", "]"); // Redis takes "a-]" as a range from 'a' to ']'
+        yes("[^0-9]x", "ax");
+        no("[^0-9]x", "5x");
+        // An unclosed set runs to the end of the pattern.
+        yes("[abc", "a");
+        no("[abc", "d");
+        no("a[", "a\0"); // an empty unclosed set matches nothing, not even NUL
+        no("ab[", "ab");
+        // Binary bytes.
+        assert!(glob_match(b"\xff*\x00", b"\xff\x01\x00"));
+        assert!(glob_match(b"[\x80-\xff]", b"\x90"));
+        // Abusive patterns end quickly.
+        let long = "a".repeat(60);
+        no(&format!("{}b", "*a".repeat(30)), &long);
+        no(&"*".repeat(3000).replace("**", "*a"), &long);
+    }
+}

@@ -10,6 +10,18 @@ use bytes::Bytes;
 
 use super::value::Value;
 
+/// The fixed hash that orders the keys (and that SCAN cursors are made
+/// of): SipHash-1-3 under constant keys, so that an attacker cannot cheaply
+/// make many keys share a hash, and the same on every node.
+pub(super) fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    // "RAFT-KVS", "scan-ord": changing them would change every cursor.
+    let mut h =
+        siphasher::sip::SipHasher13::new_with_keys(0x5241_4654_2d4b_5653, 0x7363_616e_2d6f_7264);
+    h.write(key);
+    h.finish()
+}
+
 // ---------------------------------------------------------------------------
 // The map
 // ---------------------------------------------------------------------------
@@ -169,5 +181,23 @@ pub(super) fn discard<V: Send + 'static>(map: Map<V>) {
         let _ = std::thread::Builder::new()
             .name("raft-kv-free".into())
             .spawn(move || drop(map));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::snapshot::crc32c;
+    use super::key_hash;
+
+    /// SipHash-1-3 of "foo" under the store's keys.
+    const KEY_HASH_OF_FOO: u64 = 567_765_770_624_988_561;
+
+    #[test]
+    fn the_key_hash_is_pinned() {
+        // Cursors and the order of keys in snapshots are made of this hash:
+        // it must not change between versions or platforms.
+        assert_eq!(key_hash(b"foo"), KEY_HASH_OF_FOO);
+        assert_ne!(key_hash(b"foo"), key_hash(b"fop"));
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
     }
 }

@@ -4,8 +4,13 @@
 use bytes::Bytes;
 
 use super::value::Value;
-use super::{crc32c, key_hash, lookup, Deadlines, Map, Reader, Slot};
+use super::{key_hash, lookup, Deadlines, Map, Reader, Slot};
 use crate::acl::{self, Users};
+
+/// CRC-32C (Castagnoli), the checksum of the file store too.
+pub(super) fn crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+}
 
 // The snapshot: "RKVS", version 5, the number of keys (u64 LE), then each
 // key as a u32-LE length and the bytes and its value (`Value::put_snapshot`:
@@ -236,5 +241,188 @@ impl super::KvStore {
         let crc = crc32c(&b);
         b.put_u32_le(crc);
         b.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::*;
+    use crate::frame::Frame;
+    use raft_node::StateMachine;
+
+    #[test]
+    fn snapshots_carry_every_type_and_old_ones_still_load() {
+        let mut s = KvStore::new();
+        run(&mut s, "SET str v");
+        run(&mut s, "HSET h a 1 b 2");
+        run(&mut s, "SADD s x y z");
+        run(&mut s, "EXPIRE h 1000");
+        for i in 0..100 {
+            run(&mut s, &format!("HSET big f{i} {i}"));
+        }
+        let snap = s.snapshot();
+        let mut t = KvStore::new();
+        t.restore(snap.clone()).unwrap();
+        assert_eq!(t, s);
+        assert_eq!(t.snapshot(), snap);
+        assert_eq!(run(&mut t, "HGET h b"), bulk("2"));
+        assert_eq!(run(&mut t, "SCARD s"), int(3));
+        assert_eq!(run(&mut t, "PEXPIRETIME h"), int(1_000_000));
+        // A corrupt type code is named, and changes nothing.
+        let mut bad = snap.to_vec();
+        let at = bad.windows(3).position(|w| w == b"str").unwrap() + 3;
+        assert_eq!(bad[at], 0, "the type code of a string");
+        bad[at] = 9;
+        let end = bad.len() - 4;
+        let crc = super::super::crc32c(&bad[..end]).to_le_bytes();
+        bad[end..].copy_from_slice(&crc);
+        let e = t.restore(Bytes::from(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("type code 9 is unknown") && e.contains("\"str\""),
+            "{e}"
+        );
+        assert_eq!(t, s);
+        // Version 3: every value a string.
+        let mut v3 = BytesMut::new();
+        v3.extend_from_slice(b"RKVS");
+        v3.put_u8(3);
+        v3.put_u64_le(1);
+        super::super::put_str(&mut v3, b"old");
+        super::super::put_str(&mut v3, b"value");
+        let mut users = Vec::new();
+        crate::acl::codec::encode(&crate::acl::Users::default(), &mut users);
+        super::super::put_str(&mut v3, &users);
+        v3.put_u64_le(0);
+        v3.put_u64_le(0);
+        let crc = super::super::crc32c(&v3);
+        v3.put_u32_le(crc);
+        let mut o = KvStore::new();
+        o.restore(v3.freeze()).unwrap();
+        assert_eq!(run(&mut o, "GET old"), bulk("value"));
+        assert_eq!(run(&mut o, "TYPE old"), Frame::Simple("string".into()));
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut s = KvStore::new();
+        let mut rng = Xorshift(3);
+        for i in 0..500 {
+            let k = format!("key:{}", rng.below(300));
+            match i % 5 {
+                0 => w1(&mut s, Write::Del { keys: vec![b(&k)] }),
+                1 => w1(&mut s, incr(&k, 3)),
+                _ => w1(&mut s, set(&k, &"x".repeat(rng.below(40) as usize))),
+            };
+        }
+        w1(&mut s, set("", ""));
+        let snap = s.snapshot();
+        let mut t = KvStore::new();
+        w1(&mut t, set("gone", "1"));
+        t.restore(snap.clone()).unwrap();
+        assert_eq!(t, s);
+        assert_eq!(t.len(), s.len());
+        assert_eq!(t.snapshot(), snap);
+        assert_eq!(get(&t, "gone"), Frame::Null);
+        // The empty store too.
+        let empty = KvStore::new().snapshot();
+        t.restore(empty).unwrap();
+        assert!(t.is_empty());
+        assert_eq!(t, KvStore::new());
+    }
+
+    #[test]
+    fn bad_snapshots_are_rejected_and_change_nothing() {
+        let mut s = KvStore::new();
+        w(&mut s, &[set("a", "1"), set("b", "22"), set("c", "333")]);
+        // Older versions have no key versions: none here either (the
+        // table is 16 bytes, the floor and the count).
+        s.versions = tx::Versions::default();
+        let snap = s.snapshot();
+        let mut t = KvStore::new();
+        w1(&mut t, set("mine", "x"));
+        let before = t.clone();
+        let mut check = |bytes: Vec<u8>, says: &str| {
+            let e = t.restore(Bytes::from(bytes)).unwrap_err();
+            assert!(e.to_string().contains(says), "{e:?} should say {says:?}");
+            assert_eq!(t, before);
+        };
+        // Every truncation.
+        for cut in 0..snap.len() {
+            check(snap[..cut].to_vec(), "");
+        }
+        check(vec![], "at least");
+        let mut v = snap.to_vec();
+        v[0] = b'X';
+        check(v, "not a raft-kv snapshot");
+        let mut v = snap.to_vec();
+        v[4] = 6;
+        check(v, "version 6");
+        // Any flipped bit breaks the checksum.
+        for at in 5..snap.len() {
+            let mut v = snap.to_vec();
+            v[at] ^= 0x10;
+            check(v, "checksum");
+        }
+        // Well-checksummed but inconsistent bodies.
+        let reseal = |mut body: Vec<u8>| {
+            let crc = crc32c(&body);
+            body.extend_from_slice(&crc.to_le_bytes());
+            body
+        };
+        // The keys' part is checked on a version 1 body (no user table).
+        let users_len = {
+            let mut u = Vec::new();
+            acl::codec::encode(&s.users, &mut u);
+            4 + u.len()
+        };
+        // Version 3 (strings only), and version 2: the same without the
+        // times (16 bytes: no deadlines).
+        let v3 = s.snapshot_v3();
+        let mut v3_store = KvStore::new();
+        v3_store.restore(Bytes::from(v3.clone())).unwrap();
+        assert_eq!(v3_store, s, "a version 3 snapshot reads as strings");
+        // Version 4 (strings only, with key versions) reads as strings too.
+        let v4 = s.snapshot_v4();
+        let mut v4_store = KvStore::new();
+        v4_store.restore(Bytes::from(v4)).unwrap();
+        assert_eq!(v4_store, s, "a version 4 snapshot reads as strings");
+        let mut v2_body = v3[..v3.len() - 4 - 16].to_vec();
+        v2_body[4] = 2;
+        let mut v2 = s.clone();
+        v2.restore(Bytes::from(reseal(v2_body.clone()))).unwrap();
+        assert_eq!(v2, s, "a version 2 snapshot reads with no deadlines");
+        let mut body = v2_body[..v2_body.len() - users_len].to_vec();
+        body[4] = 1;
+        let mut v1 = s.clone();
+        v1.restore(Bytes::from(reseal(body.clone()))).unwrap();
+        assert_eq!(v1, s, "a version 1 snapshot reads with no users");
+        let mut v = v2_body.clone();
+        v.truncate(v.len() - 1);
+        check(reseal(v), "cut off in its user table");
+        v2_body.push(0);
+        check(reseal(v2_body.clone()), "stray bytes");
+        let last = v2_body.len() - 2;
+        v2_body[last] = 9;
+        check(reseal(v2_body), "user table");
+        let mut v = body.to_vec();
+        v[5..13].copy_from_slice(&4u64.to_le_bytes());
+        check(reseal(v), "cut off in key 4 of 4");
+        let mut v = body.to_vec();
+        v[5..13].copy_from_slice(&u64::MAX.to_le_bytes());
+        check(reseal(v), "claims");
+        let mut v = body.to_vec();
+        v[5..13].copy_from_slice(&2u64.to_le_bytes());
+        check(reseal(v), "stray bytes");
+        let mut v = body.to_vec();
+        v.truncate(v.len() - 1);
+        check(reseal(v), "cut off in the value of key 3");
+        // A key twice.
+        let mut v = b"RKVS\x01".to_vec();
+        v.extend_from_slice(&2u64.to_le_bytes());
+        for _ in 0..2 {
+            v.extend_from_slice(&[1, 0, 0, 0, b'k', 0, 0, 0, 0]);
+        }
+        check(reseal(v), "twice");
     }
 }

@@ -26,7 +26,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::batch::{
     encode_reads, encode_writes, len32, parse_read, parse_write, put_str, Reader, WriteOp, CUT,
 };
-use super::{Answer, KvStore, Read, Write};
+use super::reply::Answer;
+use super::{KvStore, Read, Write};
 use crate::frame::{put_array, put_int};
 
 /// The most keys whose versions the table remembers.

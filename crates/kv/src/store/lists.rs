@@ -1,0 +1,485 @@
+//! The commands on lists: LPUSH, RPUSH, LPOP, RPOP, LLEN, LRANGE, LINDEX,
+//! LSET, LREM, LTRIM, LPOS, LMOVE. Their arguments come as sent
+//! ([`TypedCmd`]) and are checked here, in Redis's order.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::access::List;
+use super::args::{parse_i64, pop_count, random_count, NOT_INTEGER, SYNTAX};
+use super::reply::Out;
+use super::typed::TypedCmd;
+use super::value::{Value, WRONGTYPE};
+use super::KvStore;
+
+impl KvStore {
+    /// Answers a read-only command on a list.
+    pub(super) fn answer_lists(&self, cmd: TypedCmd, a: &[&[u8]], out: &mut impl Out) {
+        use TypedCmd::*;
+        let key = a[0];
+        match cmd {
+            LLen => self.answer_as(key, out, |o| o.int(0), |l: &List, o| o.int(l.len() as i64)),
+            LRange => {
+                let (Some(start), Some(stop)) = (parse_i64(a[1]), parse_i64(a[2])) else {
+                    return out.error(NOT_INTEGER);
+                };
+                self.answer_as(
+                    key,
+                    out,
+                    |o| o.array(0),
+                    |l: &List, o| {
+                        let range = list_range(l.len(), start, stop);
+                        o.array(range.len());
+                        for e in l.range(range) {
+                            o.bulk(e);
+                        }
+                    },
+                )
+            }
+            LIndex => self.answer_as(
+                key,
+                out,
+                |o| o.null(),
+                |l: &List, o| {
+                    let Some(i) = parse_i64(a[1]) else {
+                        return o.error(NOT_INTEGER);
+                    };
+                    match list_index(l.len(), i).and_then(|i| l.get(i)) {
+                        Some(e) => o.bulk(e),
+                        None => o.null(),
+                    }
+                },
+            ),
+            LPos => self.lpos(a, out),
+            _ => out.error(&format!("ERR '{}' is not answered by a query", cmd.name())),
+        }
+    }
+
+    /// Applies a write on lists, adding to `changed` the keys it changes.
+    pub(super) fn write_lists<'a>(
+        &mut self,
+        cmd: TypedCmd,
+        a: &[&'a [u8]],
+        out: &mut BytesMut,
+        changed: &mut Vec<&'a [u8]>,
+    ) {
+        use TypedCmd::*;
+        let key = a[0];
+        match cmd {
+            LPush | RPush => self.change_or_make(key, out, changed, |l: &mut List, out| {
+                for e in &a[1..] {
+                    let e = Bytes::copy_from_slice(e);
+                    if cmd == LPush {
+                        l.push_front(e);
+                    } else {
+                        l.push_back(e);
+                    }
+                }
+                out.int(l.len() as i64);
+                true
+            }),
+            LPop | RPop => {
+                if a.len() > 2 {
+                    return out.error(&crate::cmd::arity_error(cmd.name()));
+                }
+                let count = match pop_count(a.get(1)) {
+                    Ok(c) => c,
+                    Err(e) => return out.error(e),
+                };
+                self.change_as(
+                    key,
+                    out,
+                    changed,
+                    |o| match count {
+                        Some(_) => o.null_array(),
+                        None => o.null(),
+                    },
+                    |l: &mut List, out| {
+                        let n = count
+                            .map_or(1, |c| usize::try_from(c).unwrap_or(usize::MAX).min(l.len()));
+                        let popped: Vec<Bytes> = (0..n)
+                            .filter_map(|_| {
+                                if cmd == LPop {
+                                    l.pop_front()
+                                } else {
+                                    l.pop_back()
+                                }
+                            })
+                            .collect();
+                        match count {
+                            None => out.bulk(&popped[0]),
+                            Some(_) => {
+                                out.array(popped.len());
+                                for e in &popped {
+                                    out.bulk(e);
+                                }
+                            }
+                        }
+                        !popped.is_empty()
+                    },
+                )
+            }
+            LSet => self.change_as(
+                key,
+                out,
+                changed,
+                |o| o.error("ERR no such key"),
+                |l: &mut List, out| {
+                    let Some(i) = parse_i64(a[1]) else {
+                        out.error(NOT_INTEGER);
+                        return false;
+                    };
+                    match list_index(l.len(), i).and_then(|i| l.get_mut(i)) {
+                        Some(e) => {
+                            *e = Bytes::copy_from_slice(a[2]);
+                            out.simple("OK");
+                            true
+                        }
+                        None => {
+                            out.error("ERR index out of range");
+                            false
+                        }
+                    }
+                },
+            ),
+            LRem => {
+                let Some(count) = parse_i64(a[1]) else {
+                    return out.error(NOT_INTEGER);
+                };
+                self.change_as(
+                    key,
+                    out,
+                    changed,
+                    |o| o.int(0),
+                    |l: &mut List, out| {
+                        let removed = list_remove(l, count, a[2]);
+                        out.int(removed as i64);
+                        removed > 0
+                    },
+                )
+            }
+            LTrim => {
+                let (Some(start), Some(stop)) = (parse_i64(a[1]), parse_i64(a[2])) else {
+                    return out.error(NOT_INTEGER);
+                };
+                self.change_as(
+                    key,
+                    out,
+                    changed,
+                    |o| o.simple("OK"),
+                    |l: &mut List, out| {
+                        let before = l.len();
+                        let range = list_range(l.len(), start, stop);
+                        l.truncate(range.end);
+                        l.drain(..range.start.min(l.len()));
+                        out.simple("OK");
+                        l.len() != before
+                    },
+                )
+            }
+            LMove => {
+                if self.lmove(a, out) {
+                    changed.extend([a[0], a[1]]);
+                }
+            }
+            _ => out.error(&format!("ERR '{}' is not a write", cmd.name())),
+        }
+    }
+
+    /// `LPOS key element [RANK rank] [COUNT num] [MAXLEN len]`.
+    fn lpos(&self, a: &[&[u8]], out: &mut impl Out) {
+        let (mut rank, mut count, mut maxlen) = (1i64, None, 0i64);
+        let mut i = 2;
+        while i < a.len() {
+            let Some(value) = a.get(i + 1) else {
+                return out.error(SYNTAX);
+            };
+            let opt = a[i];
+            // COUNT and MAXLEN take a count: anything else is "negative".
+            let n = match parse_i64(value) {
+                Some(n) => n,
+                None if opt.eq_ignore_ascii_case(b"rank") => return out.error(NOT_INTEGER),
+                None => -1,
+            };
+            if opt.eq_ignore_ascii_case(b"rank") {
+                if n == i64::MIN {
+                    return out.error(&random_count(value).err().unwrap_or_default());
+                }
+                if n == 0 {
+                    return out.error(
+                        "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
+                    );
+                }
+                rank = n;
+            } else if opt.eq_ignore_ascii_case(b"count") {
+                if n < 0 {
+                    return out.error("ERR COUNT can't be negative");
+                }
+                count = Some(n);
+            } else if opt.eq_ignore_ascii_case(b"maxlen") {
+                if n < 0 {
+                    return out.error("ERR MAXLEN can't be negative");
+                }
+                maxlen = n;
+            } else {
+                return out.error(SYNTAX);
+            }
+            i += 2;
+        }
+        let l = match self.get_as::<List>(a[0]) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                return match count {
+                    Some(_) => out.array(0),
+                    None => out.null(),
+                }
+            }
+            Err(e) => return out.error(e),
+        };
+        let wanted = match count {
+            Some(0) => usize::MAX,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => 1,
+        };
+        let scan = if maxlen == 0 {
+            l.len()
+        } else {
+            usize::try_from(maxlen).unwrap_or(usize::MAX).min(l.len())
+        };
+        let mut skip = rank.unsigned_abs() - 1;
+        let mut found = Vec::new();
+        let indexes: Box<dyn Iterator<Item = usize>> = if rank > 0 {
+            Box::new(0..scan)
+        } else {
+            Box::new((l.len() - scan..l.len()).rev())
+        };
+        for i in indexes {
+            if found.len() >= wanted {
+                break;
+            }
+            if l[i][..] == *a[1] {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    found.push(i as i64);
+                }
+            }
+        }
+        match count {
+            None => match found.first() {
+                Some(&i) => out.int(i),
+                None => out.null(),
+            },
+            Some(_) => {
+                out.array(found.len());
+                for i in found {
+                    out.int(i);
+                }
+            }
+        }
+    }
+
+    /// `LMOVE source destination LEFT|RIGHT LEFT|RIGHT`.
+    /// True if it moved an element.
+    fn lmove(&mut self, a: &[&[u8]], out: &mut BytesMut) -> bool {
+        let side = |s: &[u8]| {
+            if s.eq_ignore_ascii_case(b"left") {
+                Some(true)
+            } else if s.eq_ignore_ascii_case(b"right") {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let (Some(from_left), Some(to_left)) = (side(a[2]), side(a[3])) else {
+            out.error(SYNTAX);
+            return false;
+        };
+        let (src, dst) = (a[0], a[1]);
+        match self.get_as::<List>(src) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                out.null();
+                return false;
+            }
+            Err(e) => {
+                out.error(e);
+                return false;
+            }
+        }
+        if self.get_as::<List>(dst).is_err() {
+            out.error(WRONGTYPE);
+            return false;
+        }
+        let Some(Value::List(l)) = self.get_mut(src) else {
+            out.null();
+            return false;
+        };
+        let Some(e) = (if from_left {
+            l.pop_front()
+        } else {
+            l.pop_back()
+        }) else {
+            out.null();
+            return false;
+        };
+        out.bulk(&e);
+        // The source first: a list emptied by its move to another key goes
+        // (with its time to live) before the destination is made.
+        if src != dst {
+            self.drop_if_empty(src);
+        }
+        if let Ok(d) = self.make_as::<List>(dst) {
+            if to_left {
+                d.push_front(e);
+            } else {
+                d.push_back(e);
+            }
+        }
+        true
+    }
+}
+
+/// Removes up to `count` elements equal to `e` from `l` (all for 0; from
+/// the tail for a negative count); how many it removed.
+fn list_remove(l: &mut List, count: i64, e: &[u8]) -> usize {
+    let limit = if count == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX)
+    };
+    let mut removed = 0;
+    let kept: VecDeque<Bytes> = if count >= 0 {
+        l.drain(..)
+            .filter(|x| {
+                let gone = removed < limit && x[..] == *e;
+                removed += usize::from(gone);
+                !gone
+            })
+            .collect()
+    } else {
+        let mut v: Vec<Bytes> = l
+            .drain(..)
+            .rev()
+            .filter(|x| {
+                let gone = removed < limit && x[..] == *e;
+                removed += usize::from(gone);
+                !gone
+            })
+            .collect();
+        v.reverse();
+        v.into()
+    };
+    *l = kept;
+    removed
+}
+
+/// The positions LRANGE and LTRIM keep of a list of `len` (negative
+/// indexes count from the end; out of range is clamped, and empty if start
+/// is past stop).
+fn list_range(len: usize, start: i64, stop: i64) -> std::ops::Range<usize> {
+    let len_i = len as i64;
+    let fix = |i: i64| if i < 0 { (len_i + i).max(0) } else { i };
+    let (start, stop) = (fix(start), fix(stop).min(len_i - 1));
+    if start > stop || start >= len_i {
+        return 0..0;
+    }
+    start as usize..stop as usize + 1
+}
+
+/// The position of LINDEX and LSET's index in a list of `len`.
+fn list_index(len: usize, i: i64) -> Option<usize> {
+    let i = if i < 0 {
+        (len as i64).checked_add(i)?
+    } else {
+        i
+    };
+    usize::try_from(i).ok().filter(|&i| i < len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::args::{MUST_BE_POSITIVE, NOT_INTEGER, SYNTAX};
+    use super::super::testing::*;
+    use super::super::KvStore;
+    use crate::frame::Frame;
+    use raft_node::StateMachine;
+
+    #[test]
+    fn lists_like_redis() {
+        let mut s = KvStore::new();
+        assert_eq!(run(&mut s, "RPUSH l a b c"), int(3));
+        assert_eq!(run(&mut s, "LPUSH l z y"), int(5));
+        let all = |s: &mut KvStore| match run(s, "LRANGE l 0 -1") {
+            Frame::Array(a) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(all(&mut s), ["y", "z", "a", "b", "c"].map(bulk));
+        assert_eq!(run(&mut s, "LLEN l"), int(5));
+        assert_eq!(run(&mut s, "LINDEX l -1"), bulk("c"));
+        assert_eq!(run(&mut s, "LINDEX l 5"), Frame::Null);
+        assert_eq!(
+            run(&mut s, "LRANGE l -100 1"),
+            Frame::Array(vec![bulk("y"), bulk("z")])
+        );
+        assert_eq!(run(&mut s, "LRANGE l 3 1"), Frame::Array(vec![]));
+        assert_eq!(run(&mut s, "LRANGE l x 1"), err(NOT_INTEGER));
+        assert_eq!(run(&mut s, "LSET l 1 Z"), Frame::Simple("OK".into()));
+        assert_eq!(run(&mut s, "LSET l 9 Z"), err("ERR index out of range"));
+        assert_eq!(run(&mut s, "LSET nokey 0 Z"), err("ERR no such key"));
+        assert_eq!(run(&mut s, "LPOP l"), bulk("y"));
+        assert_eq!(
+            run(&mut s, "RPOP l 2"),
+            Frame::Array(vec![bulk("c"), bulk("b")])
+        );
+        assert_eq!(run(&mut s, "LPOP l 0"), Frame::Array(vec![]));
+        assert_eq!(run(&mut s, "LPOP nokey 2"), Frame::NullArray);
+        assert_eq!(run(&mut s, "LPOP l -1"), err(MUST_BE_POSITIVE));
+        run(&mut s, "RPUSH l a x a y a");
+        assert_eq!(run(&mut s, "LPOS l a"), int(1));
+        assert_eq!(run(&mut s, "LPOS l a RANK -1"), int(6));
+        assert_eq!(
+            run(&mut s, "LPOS l a COUNT 0"),
+            Frame::Array(vec![int(1), int(2), int(4), int(6)])
+        );
+        assert_eq!(run(&mut s, "LPOS l a RANK 2 MAXLEN 2"), Frame::Null);
+        assert_eq!(
+            run(&mut s, "LPOS l a COUNT -1"),
+            err("ERR COUNT can't be negative")
+        );
+        assert_eq!(run(&mut s, "LREM l -2 a"), int(2));
+        assert_eq!(all(&mut s), ["Z", "a", "a", "x", "y"].map(bulk));
+        assert_eq!(run(&mut s, "LREM l 0 a"), int(2));
+        assert_eq!(run(&mut s, "LTRIM l 1 -1"), Frame::Simple("OK".into()));
+        assert_eq!(all(&mut s), ["x", "y"].map(bulk));
+        assert_eq!(run(&mut s, "LMOVE l m LEFT RIGHT"), bulk("x"));
+        assert_eq!(run(&mut s, "LMOVE l m RIGHT LEFT"), bulk("y"));
+        assert_eq!(run(&mut s, "EXISTS l"), int(0));
+        assert_eq!(
+            run(&mut s, "LRANGE m 0 -1"),
+            Frame::Array(vec![bulk("y"), bulk("x")])
+        );
+        assert_eq!(run(&mut s, "LMOVE m m LEFT RIGHT"), bulk("y"));
+        assert_eq!(
+            run(&mut s, "LRANGE m 0 -1"),
+            Frame::Array(vec![bulk("x"), bulk("y")])
+        );
+        assert_eq!(run(&mut s, "LMOVE m m UP RIGHT"), err(SYNTAX));
+        run(&mut s, "SET str v");
+        assert_eq!(run(&mut s, "LMOVE m str LEFT LEFT"), wrong());
+        assert_eq!(run(&mut s, "LPUSH str a"), wrong());
+        assert_eq!(run(&mut s, "TYPE m"), Frame::Simple("list".into()));
+        assert_eq!(run(&mut s, "LTRIM m 5 10"), Frame::Simple("OK".into()));
+        assert_eq!(run(&mut s, "EXISTS m"), int(0));
+        // Lists go into snapshots too.
+        run(&mut s, "RPUSH kept 1 2 3");
+        let mut t = KvStore::new();
+        t.restore(s.snapshot()).unwrap();
+        assert_eq!(t, s);
+        assert_eq!(
+            run(&mut t, "LRANGE kept 0 -1"),
+            Frame::Array(vec![bulk("1"), bulk("2"), bulk("3")])
+        );
+    }
+}
