@@ -419,7 +419,7 @@ async fn a_learner_without_the_joining_mark_stays_a_learner() {
     cluster.spawn_with("j1", options).await;
     let options = cluster.options("l2", Bootstrap::Join);
     cluster.spawn_with("l2", options).await;
-    agreed_leader(&[n1.clone()]).await;
+    agreed_leader(std::slice::from_ref(&n1)).await;
     n1.command(set("k", "v")).await.unwrap();
 
     await_voter(&n1, "j1").await;

@@ -14,9 +14,10 @@
 //! gives the new node a full `join_timeout` again.
 //!
 //! Promotion and removal are proposed with the joining-only guard
-//! ([`Input::Change`]): each acts only while the member is still a marked
-//! learner, so that the finisher, a join call waiting on the same leader
-//! and an operator never undo each other's step.
+//! ([`crate::runtime::Input::Change`]): each acts only while the member is
+//! still a marked learner, so that the finisher and a join call waiting
+//! on the same leader never undo each other's step, nor one an operator
+//! took meanwhile (`promote`, `leave`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
