@@ -445,6 +445,22 @@ pub enum MembershipError {
     /// The id is reserved.
     #[error("{0}")]
     ReservedId(String),
+    /// A step of a join (promoting the new node, or rolling its addition
+    /// back) found the node no longer a learner added by that join: it was
+    /// promoted, removed, or added again meanwhile.
+    #[error("node {id} is not a joining learner any more: its join was finished or rolled back")]
+    NotJoining {
+        /// The node's id.
+        id: String,
+    },
+    /// The node being joined was removed again before it was promoted: it
+    /// did not catch up within `join_timeout` of a leader taking its join
+    /// over (or it was removed with `leave`).
+    #[error("the join of node {id} was rolled back: it did not catch up within join_timeout, or was removed")]
+    JoinRolledBack {
+        /// The node's id.
+        id: String,
+    },
 }
 
 /// Why a leadership transfer was refused ([`NodeError::Transfer`]).

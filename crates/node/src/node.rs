@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::{ConfChange, MemberRole, Membership, Raft, Restored, Role, Term};
+use raft_core::{ConfChange, Membership, Raft, Restored, Role, Term};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::timeout;
 
@@ -29,6 +29,8 @@ use crate::runtime::{ClientAddresses, Input, PeerStatus, Removal, Status};
 use crate::session::{Call, Limits, Numbered, Sessions};
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::{Connection, Envelope, ErrorCode, Handler, Reply, Request, Transport};
+
+mod joins;
 
 /// A Raft node: create it with [`Node::new`], then `command`, `read`,
 /// `join`, `peers`... It is a cheap handle: clones share the node.
@@ -621,6 +623,7 @@ impl Node {
         if let Some((applier, apply_rx)) = apply_task {
             tasks.push(tokio::spawn(applier.run(apply_rx)));
         }
+        let finishing = status_rx.clone();
         let inner = Arc::new(Inner {
             id: identity.id,
             cluster: identity.cluster,
@@ -649,6 +652,12 @@ impl Node {
             session: ClientSession::new(),
             wall_clock: options.wall_clock.clone(),
         });
+        let finisher = joins::spawn_finisher(&inner, finishing);
+        inner
+            .tasks
+            .lock()
+            .expect("the lock is never held across a panic")
+            .push(finisher);
         Ok(Node { inner })
     }
 
@@ -1395,25 +1404,34 @@ impl Node {
     /// the leader asks it. Waits out elections, within `join_timeout`.
     ///
     /// A join is finished or rolled back, never left half done (a learner
-    /// for good):
+    /// for good), whoever crashes:
     ///
-    /// - the node that calls `join` drives it until the new node is a voter
-    ///   or `join_timeout` passes. If the leader crashes or loses
-    ///   leadership while it catches the new node up, the call is sent
-    ///   again to the next leader, which takes "already a learner" as
-    ///   progress: it goes on catching up and promotes it;
-    /// - the leader that catches the new node up removes the learner again
-    ///   if it does not catch up before the caller's deadline;
-    /// - if the call fails for good while the new node is still a learner
-    ///   (its leader crashed, and no later leader could finish in time),
-    ///   the caller removes the learner (waiting, within
-    ///   `command_timeout`, for a leader to do it), and returns the error.
-    ///   If the new node was promoted after all, the join succeeded.
+    /// - the new node's member record says it was added by a join (a
+    ///   learner added by [`Node::add_learner`] carries no such mark, and
+    ///   stays a learner); [`PeerStatus::joining`] shows it;
+    /// - every leader, on winning an election and then each heartbeat,
+    ///   finishes the joins it finds: it promotes such a learner once it
+    ///   has caught up (its match index reached the commit index) and
+    ///   answers, or removes it again if it has not within `join_timeout`
+    ///   of this leader taking the join over (a learner that cannot be
+    ///   reached that long included). Each leader counts that time on its
+    ///   own clock, from when it took over: no clocks are compared across
+    ///   nodes. So a join whose caller and leader both crashed (a
+    ///   forwarded call whose member and leader crashed, say) is finished
+    ///   by the next leader, or rolled back if the new node is gone too;
+    /// - the caller waits until the new node is a voter, within
+    ///   `join_timeout`; if the leader crashes or loses leadership
+    ///   meanwhile, the call is sent again to the next leader, which takes
+    ///   "already a joining learner" as progress;
+    /// - if the call fails for good while the new node is still a joining
+    ///   learner (its `join_timeout` passed), the caller removes the
+    ///   learner (waiting, within `command_timeout`, for a leader to do
+    ///   it), and returns the error, so that a failed join leaves the
+    ///   configuration as it was. If the new node was promoted after all,
+    ///   the join succeeded.
     ///
-    /// A learner is left only if the caller stops too (it crashed, or it
-    /// was a forwarded call whose member and leader both crashed): it
-    /// shows in [`Node::peers`] as a [`MemberRole::Learner`]; [`Node::leave`]
-    /// removes it, and a new `join` of it finishes the join.
+    /// A `join` of a learner added by [`Node::add_learner`] promotes it
+    /// once it has caught up (and leaves it a learner if that fails).
     /// [`Node::join_cluster`] (the new node asking to be added) retries
     /// the same way until its own `join_timeout`.
     ///
@@ -1452,38 +1470,6 @@ impl Node {
             Ok(()) => Ok(()),
             Err(e) => self.after_failed_join(address, e).await,
         }
-    }
-
-    /// A join driven from this node failed for good (its `join_timeout`
-    /// passed, or it was refused): if the new node was promoted after all,
-    /// the join succeeded; if it was left a learner (the leader that caught
-    /// it up crashed, and no later attempt finished), it is removed again,
-    /// so that a failed join leaves the configuration as it was.
-    async fn after_failed_join(&self, address: &str, error: NodeError) -> Result<(), NodeError> {
-        let Ok(peers) = self.peers().await else {
-            return Err(error);
-        };
-        let Some(joined) = peers.into_iter().find(|p| p.address == address) else {
-            return Err(error);
-        };
-        if joined.role == MemberRole::Voter {
-            return Ok(());
-        }
-        let undo = tokio::time::Instant::now() + self.inner.command_timeout;
-        let id = joined.id;
-        let request = Request::Leave { id: id.clone() };
-        let removed = self
-            .membership_call(request, undo, false, || self.leave_here(&id, undo))
-            .await;
-        match removed {
-            Ok(()) => {
-                tracing::info!(node = %id, error = %error, "a failed join was rolled back: the learner was removed")
-            }
-            Err(undone) => {
-                tracing::warn!(node = %id, error = %error, %undone, "a failed join could not be rolled back: remove the learner with `leave`")
-            }
-        }
-        Err(error)
     }
 
     /// Asks the member listening at `member` (in the transport's terms) to
@@ -1599,77 +1585,30 @@ impl Node {
         }
     }
 
-    /// Adds the node at `address` and promotes it once caught up; rolls the
-    /// addition back if it fails half way. Runs on its own task: a caller
-    /// that gives up (or a forwarded call whose connection drops) does not
-    /// stop it half way.
-    async fn join_here(
-        &self,
-        address: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), NodeError> {
-        let node = self.clone();
-        let address = address.to_string();
-        let task = tokio::spawn(async move { node.join_to_the_end(&address, deadline).await });
-        task.await.unwrap_or(Err(NodeError::ShuttingDown))
-    }
-
-    async fn join_to_the_end(
-        &self,
-        address: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), NodeError> {
-        let (id, number) = self.add_learner_here(address, deadline).await?;
-        let promoted = async {
-            self.wait_caught_up(&id, deadline).await?;
-            let change = ConfChange::AddVoter {
-                id: number,
-                context: Bytes::new(),
-            };
-            self.change(change, &id, deadline).await
-        }
-        .await;
-        let role = match self.peers().await {
-            Ok(peers) => peers.into_iter().find(|p| p.id == id).map(|p| p.role),
-            Err(_) => None,
-        };
-        match (promoted, role) {
-            // Promoted meanwhile (by this call or an earlier one).
-            (_, Some(MemberRole::Voter)) => Ok(()),
-            (Ok(()), _) => Ok(()),
-            (Err(e), Some(MemberRole::Learner)) => {
-                // Roll back: a learner that was never promoted would stay
-                // one for good.
-                let undo = tokio::time::Instant::now() + self.inner.command_timeout;
-                if let Err(undone) = self
-                    .change(ConfChange::Remove { id: number }, &id, undo)
-                    .await
-                {
-                    tracing::warn!(node = %id, error = %undone, "a half-done join could not be rolled back: remove the learner with `leave`");
-                }
-                Err(e)
-            }
-            (Err(e), _) => Err(e),
-        }
-    }
-
     /// Adds the node at `address` as a learner (a member that receives the
-    /// log but does not vote); returns its id. Promote it with
-    /// [`Node::promote`] once caught up, or use [`Node::join`] for both.
-    /// Waits out elections, within `join_timeout`; not forwarded: on a
+    /// log but does not vote); returns its id. It stays a learner (no
+    /// leader promotes or removes it, unlike a learner added by a join)
+    /// until [`Node::promote`] or [`Node::join`] promotes it, or
+    /// [`Node::leave`] removes it. A node that is already a member is left
+    /// as it is. Waits out elections, within `join_timeout`; not forwarded: on a
     /// follower it fails with [`NodeError::NotLeader`] naming the leader.
     pub async fn add_learner(&self, address: &str) -> Result<String, NodeError> {
         self.check_member()?;
         let deadline = tokio::time::Instant::now() + self.inner.join_timeout;
         self.lead_or_name_leader(deadline).await?;
-        self.add_learner_here(address, deadline)
+        self.add_learner_here(address, false, deadline)
             .await
             .map(|(id, _)| id)
     }
 
+    /// Adds the node at `address` as a learner, marked as joining if
+    /// `joining` (added by a join, to be promoted or removed again); a
+    /// node that is already a member is left as it is. Returns its id and
+    /// number.
     async fn add_learner_here(
         &self,
         address: &str,
+        joining: bool,
         deadline: tokio::time::Instant,
     ) -> Result<(String, u64), NodeError> {
         if address == self.inner.address {
@@ -1743,11 +1682,9 @@ impl Node {
                 address: address.to_string(),
             }));
         }
-        let context = PeerContext {
-            id: id.clone(),
-            address: address.to_string(),
-        }
-        .encode();
+        let context = PeerContext::new(id.clone(), address)
+            .marked(joining)
+            .encode();
         self.change(
             ConfChange::AddLearner {
                 id: number,
@@ -1760,41 +1697,8 @@ impl Node {
         Ok((id, number))
     }
 
-    async fn wait_caught_up(
-        &self,
-        id: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), NodeError> {
-        let started = tokio::time::Instant::now();
-        loop {
-            let commit = self.metrics().commit_index;
-            let matched = self
-                .peers()
-                .await?
-                .into_iter()
-                .find(|p| p.id == id)
-                .and_then(|p| p.match_index);
-            match matched {
-                Some(m) if m >= commit => return Ok(()),
-                None if self.role() != Role::Leader => {
-                    return Err(NodeError::NotLeader {
-                        leader: self.leader(),
-                    })
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(NodeError::Timeout {
-                    what: "catching up the new node",
-                    after: started.elapsed(),
-                });
-            }
-            tokio::time::sleep(self.inner.heartbeat).await;
-        }
-    }
-
-    /// Promotes the learner `id` to voter. Waits out elections, within
-    /// `join_timeout`.
+    /// Promotes the learner `id` to voter (one added by a join too: that
+    /// finishes its join). Waits out elections, within `join_timeout`.
     pub async fn promote(&self, id: &str) -> Result<(), NodeError> {
         self.check_member()?;
         let change = ConfChange::AddVoter {
@@ -1858,11 +1762,25 @@ impl Node {
         id: &str,
         deadline: tokio::time::Instant,
     ) -> Result<(), NodeError> {
+        self.change_if(change, id, false, deadline).await
+    }
+
+    /// [`Node::change`], made only while `id` is a learner added by a join
+    /// that has not finished if `joining_only` (else refused with
+    /// [`MembershipError::NotJoining`]).
+    async fn change_if(
+        &self,
+        change: ConfChange,
+        id: &str,
+        joining_only: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
         loop {
             let (tx, rx) = oneshot::channel();
             let input = Input::Change {
                 change: change.clone(),
                 id: id.to_string(),
+                joining_only,
                 reply: tx,
             };
             self.input(input).await?;
@@ -2068,7 +1986,7 @@ fn members(list: impl IntoIterator<Item = (String, String)>) -> Membership {
     for (id, address) in list {
         let change = ConfChange::AddVoter {
             id: node_number(&id),
-            context: PeerContext { id, address }.encode(),
+            context: PeerContext::new(id, address).encode(),
         };
         if let Ok(next) = m.apply(&change) {
             m = next;

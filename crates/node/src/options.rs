@@ -122,7 +122,10 @@ pub struct Options {
     pub forward_to_leader: bool,
     /// How long `command` and `read` wait before [`NodeError::Timeout`].
     pub command_timeout: Duration,
-    /// How long `join` waits for a new node to catch up before promoting it.
+    /// How long `join` waits for a new node to catch up before promoting
+    /// it; and how long a leader gives a joining learner it took over
+    /// (from an earlier leader, or a caller that stopped) before it removes
+    /// it, counted on its own clock from when it took the join over.
     pub join_timeout: Duration,
     /// The seed of the node's random choices (election timeouts). Default:
     /// drawn from the system.

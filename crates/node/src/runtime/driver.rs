@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{
-    ConfChange, Membership, MembershipError as CoreMembershipError, Message, NodeId, ProposeError,
-    Raft, ReadError, Role, SoftState, TransferError, NO_NODE,
+    ConfChange, MemberRole, Membership, MembershipError as CoreMembershipError, Message, NodeId,
+    ProposeError, Raft, ReadError, Role, SoftState, TransferError, NO_NODE,
 };
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -359,21 +359,52 @@ impl Driver {
                     }
                 }
             }
-            Input::Change { change, id, reply } => {
+            Input::Change {
+                mut change,
+                id,
+                joining_only,
+                reply,
+            } => {
                 if let Some(e) = self.refuse() {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                // A promotion (no context) of a node that is not a member
-                // would add a voter nobody can reach.
-                if let ConfChange::AddVoter { id: n, context } = &change {
-                    if context.is_empty() && !self.raft.membership().contains(*n) {
+                let n = match &change {
+                    ConfChange::AddVoter { id, .. }
+                    | ConfChange::AddLearner { id, .. }
+                    | ConfChange::Remove { id } => *id,
+                };
+                let member = self.raft.membership().get(n);
+                let joining = member.is_some_and(|m| {
+                    m.role == MemberRole::Learner
+                        && PeerContext::decode(&m.context).is_some_and(|c| c.joining)
+                });
+                // (On a follower the core refuses the change: not the
+                // leader, which is what the caller needs to know.)
+                if joining_only && !joining && self.raft.role() == Role::Leader {
+                    let e = NodeError::Membership(MembershipError::NotJoining {
+                        id: self.name_of(n, &id),
+                    });
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                if let ConfChange::AddVoter { context, .. } = &mut change {
+                    // A promotion (no context) of a node that is not a
+                    // member would add a voter nobody can reach.
+                    if context.is_empty() && member.is_none() {
                         let e = NodeError::Membership(MembershipError::NotMember {
-                            id: self.name_of(*n, &id),
+                            id: self.name_of(n, &id),
                             add_first: true,
                         });
                         let _ = reply.send(Err(e));
                         return;
+                    }
+                    // A promotion ends a join: the voter's record loses
+                    // the mark, whoever promotes it.
+                    if context.is_empty() && joining {
+                        if let Some(c) = member.and_then(|m| PeerContext::decode(&m.context)) {
+                            *context = c.marked(false).encode();
+                        }
                     }
                 }
                 match self.raft.propose_conf_change(change) {
@@ -544,16 +575,12 @@ impl Driver {
     /// told us in its envelopes.
     fn context(&self, n: NodeId) -> Option<PeerContext> {
         if n == self.me {
-            return Some(PeerContext {
-                id: self.id.clone(),
-                address: self.address.clone(),
-            });
+            return Some(PeerContext::new(self.id.clone(), self.address.clone()));
         }
         PeerContext::of(self.raft.membership(), n).or_else(|| {
-            self.addresses.get(&n).map(|a| PeerContext {
-                id: format!("node-{n:016x}"),
-                address: a.to_string(),
-            })
+            self.addresses
+                .get(&n)
+                .map(|a| PeerContext::new(format!("node-{n:016x}"), a.to_string()))
         })
     }
 
@@ -871,6 +898,8 @@ impl Driver {
                     id: ctx
                         .as_ref()
                         .map_or(format!("node-{n:016x}"), |c| c.id.clone()),
+                    joining: m.role == MemberRole::Learner
+                        && ctx.as_ref().is_some_and(|c| c.joining),
                     address: ctx.map_or_else(String::new, |c| c.address),
                     role: m.role,
                     match_index: progress.map(|p| p.match_index),

@@ -39,10 +39,17 @@ pub(crate) enum Input {
         reply: apply::ReadReply,
     },
     /// A membership change; answered once committed. `id` is the
-    /// member's id as the caller gave it (for errors).
+    /// member's id as the caller gave it (for errors). With `joining_only`
+    /// the change is proposed only while the member is a learner added by
+    /// a join that has not finished (checked against the latest
+    /// configuration, as the change is proposed: only one is in flight),
+    /// else refused with [`crate::MembershipError::NotJoining`]: a join's
+    /// promotion or roll-back never acts on a member that was promoted,
+    /// removed or added again meanwhile.
     Change {
         change: ConfChange,
         id: String,
+        joining_only: bool,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
     /// Hand leadership to another voter; `id` is its id as the caller gave
@@ -80,6 +87,12 @@ pub struct PeerStatus {
     pub address: String,
     /// Voter or learner.
     pub role: raft_core::MemberRole,
+    /// A learner added by a join that has not finished: the leader
+    /// promotes it once it has caught up, or removes it if it does not
+    /// within `join_timeout` (see [`crate::Node::join`]). False for a
+    /// voter, and for a learner added by [`crate::Node::add_learner`],
+    /// which stays one.
+    pub joining: bool,
     /// On the leader: the highest index known replicated on it.
     pub match_index: Option<LogIndex>,
     /// On the leader: how long ago it last answered.
