@@ -455,6 +455,25 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_in_use_names_the_process_that_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("d");
+        let first = DataDir::open(&path).unwrap();
+        let second = DataDir::open(&path);
+        match &second {
+            Err(e @ StartError::DataDirLocked { dir, holder }) => {
+                assert_eq!(dir, &path);
+                assert_eq!(*holder, Some(std::process::id()));
+                assert_eq!(e.kind(), crate::serve::StartErrorKind::DataDirLocked);
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(second);
+        drop(first);
+        assert!(!path.exists(), "the first open made it and removes it");
+    }
+
+    #[test]
     fn a_failed_first_start_leaves_nothing_and_an_existing_store_is_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a").join("b");
@@ -479,7 +498,9 @@ mod tests {
         {
             let d = DataDir::open(&path).unwrap();
             assert!(d.held_state());
-            let e = d.cluster(Some("other")).unwrap_err().to_string();
+            let e = d.cluster(Some("other")).unwrap_err();
+            assert_eq!(e.kind(), crate::serve::StartErrorKind::DataDirMismatch);
+            let e = e.to_string();
             assert!(
                 e.contains("--cluster other does not match the cluster shop kept in"),
                 "{e}"

@@ -365,7 +365,11 @@ fn ensure_certificates(spec: &ClusterSpec) -> Result<(), LocalError> {
 impl LocalCluster {
     /// Starts every node and waits until each listens. Free ports are
     /// picked again (up to three times) if another process took one
-    /// between the choice and the start.
+    /// between the choice and the start: a node's `raft-kv serve` then
+    /// exits with the code of [`StartErrorKind::AddressInUse`]
+    /// ([`LocalError::is_address_in_use`]).
+    ///
+    /// [`StartErrorKind::AddressInUse`]: crate::serve::StartErrorKind::AddressInUse
     pub async fn start(spec: &ClusterSpec) -> Result<LocalCluster, LocalError> {
         if spec.nodes == 0 {
             return Err(LocalError::NoNodes);

@@ -29,9 +29,7 @@ use crate::tls::ReloadableAcceptor;
 
 pub mod error;
 
-pub use error::{
-    exit_codes_help, Listener, ServeError, StartError, StartErrorKind, TlsMaterial,
-};
+pub use error::{exit_codes_help, Listener, ServeError, StartError, StartErrorKind, TlsMaterial};
 
 /// A running server.
 pub struct Running {
@@ -146,21 +144,25 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     };
     let tcp = Arc::new(TcpTransport::new(tcp_options).map_err(StartError::Transport)?);
     let client_tls = match &settings.client_tls {
-        Some((_, files)) => Some(ReloadableAcceptor::new(files.clone()).map_err(|source| {
-            StartError::Tls {
-                material: TlsMaterial::ClientPort,
-                source,
-            }
-        })?),
+        Some((_, files)) => {
+            Some(
+                ReloadableAcceptor::new(files.clone()).map_err(|source| StartError::Tls {
+                    material: TlsMaterial::ClientPort,
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     let admin_tls = match &settings.admin_tls {
-        Some(files) => Some(ReloadableAcceptor::new(files.clone()).map_err(|source| {
-            StartError::Tls {
-                material: TlsMaterial::Admin,
-                source,
-            }
-        })?),
+        Some(files) => {
+            Some(
+                ReloadableAcceptor::new(files.clone()).map_err(|source| StartError::Tls {
+                    material: TlsMaterial::Admin,
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     // Clients first: a port in use is found before the node starts.

@@ -491,13 +491,19 @@ mod tests {
         assert_eq!(unique.len(), codes.len(), "{codes:?}");
         let help = exit_codes_help();
         for k in StartErrorKind::ALL {
-            assert_eq!(StartErrorKind::from_exit_code(k.exit_code().into()), Some(k));
+            assert_eq!(
+                StartErrorKind::from_exit_code(k.exit_code().into()),
+                Some(k)
+            );
             let line = format!("  {:>2}  {}", k.exit_code(), k.summary());
             assert!(help.lines().any(|l| l == line), "{line:?} in\n{help}");
         }
         for code in [EXIT_STOPPED, EXIT_OTHER, EXIT_STORAGE_FAILED] {
             assert_eq!(StartErrorKind::from_exit_code(code.into()), None);
-            assert!(help.contains(&format!("\n  {code:>2}  ")), "{code} in\n{help}");
+            assert!(
+                help.contains(&format!("\n  {code:>2}  ")),
+                "{code} in\n{help}"
+            );
         }
     }
 
@@ -511,8 +517,9 @@ mod tests {
         assert_eq!(e.kind(), StartErrorKind::AddressInUse);
         assert_eq!(e.exit_code(), 3);
         assert!(
-            e.to_string()
-                .starts_with("cannot listen for the admin endpoint on 127.0.0.1:8001 (--admin-addr): "),
+            e.to_string().starts_with(
+                "cannot listen for the admin endpoint on 127.0.0.1:8001 (--admin-addr): "
+            ),
             "{e}"
         );
         let e = StartError::Listen {
@@ -540,9 +547,50 @@ mod tests {
             store,
         );
         assert_eq!(e.kind(), StartErrorKind::StoreCorrupt);
-        assert!(e.to_string().starts_with("cannot open the store in /data/raft: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot open the store in /data/raft: "),
+            "{e}"
+        );
         let e = StartError::from_node(NodeError::ShuttingDown, store);
         assert_eq!(e.kind(), StartErrorKind::Node);
+    }
+
+    #[test]
+    fn store_and_tls_errors_have_their_kinds() {
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let e = StartError::Store {
+            path: PathBuf::from("/data/raft"),
+            source: PersistenceError::io("opening", "/data/raft/log-1", denied),
+        };
+        assert_eq!(e.kind(), StartErrorKind::DataDirUnusable);
+        let e = StartError::Tls {
+            material: TlsMaterial::Peer {
+                certs_dir: PathBuf::from("/etc/raft-kv/certs"),
+            },
+            source: TlsError::NoCertificate {
+                what: "/etc/raft-kv/certs/ca.crt".into(),
+            },
+        };
+        assert_eq!(e.kind(), StartErrorKind::Tls);
+        assert_eq!(e.exit_code(), 9);
+        assert!(
+            e.to_string().starts_with(
+                "--certs-dir /etc/raft-kv/certs: /etc/raft-kv/certs/ca.crt: no PEM certificate"
+            ),
+            "{e}"
+        );
+        let e = StartError::NotThisNodesCertificate {
+            certs_dir: PathBuf::from("c"),
+            id: "n5".into(),
+            cluster: "shop".into(),
+        };
+        assert_eq!(e.kind(), StartErrorKind::Tls);
+        assert!(
+            e.to_string()
+                .contains("is not this node's: it does not name node \"n5\""),
+            "{e}"
+        );
     }
 
     #[test]

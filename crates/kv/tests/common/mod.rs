@@ -153,8 +153,8 @@ impl Node {
     }
 
     /// Starts the process and waits for its ready line; `Err(Busy)` if it
-    /// exited because one of its addresses is in use; panics on any other
-    /// failure.
+    /// exited because one of its addresses is in use (its exit code says
+    /// so); panics on any other failure.
     pub fn try_start(&mut self) -> Result<(), Busy> {
         assert!(self.child.is_none(), "node {} is already running", self.id);
         std::fs::create_dir_all(&self.data_dir).expect("create the data directory");
