@@ -283,8 +283,8 @@ pub struct MembersMismatch {
     pub listed: Vec<(String, String)>,
     /// The data directory.
     pub dir: PathBuf,
-    /// What it holds.
-    pub stored: StoredState,
+    /// What it holds (boxed: the error stays small).
+    pub stored: Box<StoredState>,
 }
 
 /// "`dir` holds node n1 of cluster c".
@@ -345,7 +345,7 @@ pub fn check_start_flags(
         Start::Members(list) => Err(MembersMismatch {
             listed: list.clone(),
             dir: dir.to_path_buf(),
-            stored: stored.clone(),
+            stored: Box::new(stored.clone()),
         }),
     }
 }
