@@ -45,47 +45,6 @@ pub struct DataDir {
     existed: [bool; MADE_BY_A_START.len()],
 }
 
-/// Why `doing` failed on `target` (a path in or above the data directory
-/// `dir`), said so that the operator knows what to fix.
-pub fn io_problem(dir: &Path, doing: &str, target: &Path, e: &std::io::Error) -> String {
-    let dir_shown = dir.display();
-    match e.kind() {
-        ErrorKind::PermissionDenied => format!(
-            "--data-dir {dir_shown}: permission denied: cannot {doing} {} (the user running raft-kv needs to read and write it: check the owner and mode of the directory and of those above it)",
-            target.display()
-        ),
-        ErrorKind::ReadOnlyFilesystem => format!(
-            "--data-dir {dir_shown}: cannot {doing} {}: the file system is read-only",
-            target.display()
-        ),
-        ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
-            match first_non_directory(dir) {
-                Some(file) if file == dir => {
-                    format!("--data-dir {dir_shown} is a file, not a directory")
-                }
-                Some(file) => format!(
-                    "--data-dir {dir_shown}: {} is a file, not a directory",
-                    file.display()
-                ),
-                None => format!("--data-dir {dir_shown}: cannot {doing} {}: {e}", target.display()),
-            }
-        }
-        _ => format!("--data-dir {dir_shown}: cannot {doing} {}: {e}", target.display()),
-    }
-}
-
-/// The first path from the root down to `dir` that exists and is not a
-/// directory.
-fn first_non_directory(dir: &Path) -> Option<PathBuf> {
-    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
-    ancestors.reverse();
-    ancestors
-        .into_iter()
-        .filter(|a| !a.as_os_str().is_empty())
-        .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()))
-        .map(Path::to_path_buf)
-}
-
 impl DataDir {
     /// Checks `path`, creates it (and what is missing above it) if needed,
     /// and takes its lock (an advisory lock the kernel drops when the
@@ -102,13 +61,13 @@ impl DataDir {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(StartError(format!(
-                    "--data-dir {} is a file, not a directory",
-                    path.display()
-                )))
+                return Err(StartError::NotADirectory {
+                    dir: path.to_path_buf(),
+                    file: path.to_path_buf(),
+                })
             }
             Err(e) if e.kind() == ErrorKind::NotFound => dir.create()?,
-            Err(e) => return Err(StartError(io_problem(path, "look into", path, &e))),
+            Err(e) => return Err(StartError::data_dir(path, "look into", path, e)),
         }
         dir.lock()?;
         for (existed, name) in dir.existed.iter_mut().zip(MADE_BY_A_START) {
@@ -131,7 +90,7 @@ impl DataDir {
                 Ok(()) => self.made_dirs.push(d.to_path_buf()),
                 // Made meanwhile by someone else: not ours to remove.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && d.is_dir() => {}
-                Err(e) => return Err(StartError(io_problem(&self.path, "create", d, &e))),
+                Err(e) => return Err(StartError::data_dir(&self.path, "create", d, e)),
             }
         }
         Ok(())
@@ -148,8 +107,8 @@ impl DataDir {
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => options
                 .open(&path)
-                .map_err(|e| StartError(io_problem(&self.path, "open", &path, &e)))?,
-            Err(e) => return Err(StartError(io_problem(&self.path, "create", &path, &e))),
+                .map_err(|e| StartError::data_dir(&self.path, "open", &path, e))?,
+            Err(e) => return Err(StartError::data_dir(&self.path, "create", &path, e)),
         };
         #[cfg(unix)]
         {
@@ -163,14 +122,10 @@ impl DataDir {
                 // Another process holds it: whatever is here is its own now.
                 self.made_lock = false;
                 self.made_dirs.clear();
-                return Err(StartError(format!(
-                    "the data directory {} is in use by another raft-kv process{}: two processes must not share a store",
-                    self.path.display(),
-                    match holder.trim() {
-                        "" => String::new(),
-                        pid => format!(" (pid {pid})"),
-                    }
-                )));
+                return Err(StartError::DataDirLocked {
+                    dir: self.path.clone(),
+                    holder: holder.trim().parse().ok(),
+                });
             }
             let _ = file.set_len(0);
             let _ = file.rewind();
@@ -204,13 +159,14 @@ impl DataDir {
         let stored = match std::fs::read_to_string(&file) {
             Ok(s) => Some(s.trim().to_string()),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(StartError(io_problem(&self.path, "read", &file, &e))),
+            Err(e) => return Err(StartError::data_dir(&self.path, "read", &file, e)),
         };
         match (given, stored) {
-            (Some(given), Some(stored)) if given != stored => Err(StartError(format!(
-                "--cluster {given} does not match the cluster {stored} kept in {}: this data directory belongs to a node of cluster {stored}; leave --cluster out (or give --cluster {stored}), or give another --data-dir for a node of cluster {given}",
-                file.display()
-            ))),
+            (Some(given), Some(stored)) if given != stored => Err(StartError::OtherCluster {
+                given: given.to_string(),
+                stored,
+                file,
+            }),
             (_, Some(stored)) => Ok(stored),
             (given, None) => {
                 // A new node, or one made before the name was kept here (its
@@ -220,7 +176,7 @@ impl DataDir {
                 std::fs::write(&tmp, format!("{name}\n"))
                     .and_then(|_| File::open(&tmp)?.sync_all())
                     .and_then(|_| std::fs::rename(&tmp, &file))
-                    .map_err(|e| StartError(io_problem(&self.path, "write", &file, &e)))?;
+                    .map_err(|e| StartError::data_dir(&self.path, "write", &file, e))?;
                 Ok(name)
             }
         }
@@ -312,6 +268,53 @@ fn same(a: &[(String, String)], b: &[(String, String)]) -> bool {
     a == b
 }
 
+/// `--members` given to a node that holds state, naming neither the
+/// members it was founded with nor its members now: only a mistake can
+/// ask for that, so the start is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--members {} does not match this node's state: {}, {}. --members only founds a new cluster: leave it out to restart this node, or give an empty --data-dir to found another cluster",
+    shown(.listed),
+    holds(.dir, .stored),
+    history(.stored)
+)]
+pub struct MembersMismatch {
+    /// The members given.
+    pub listed: Vec<(String, String)>,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// What it holds (boxed: the error stays small).
+    pub stored: Box<StoredState>,
+}
+
+/// "`dir` holds node n1 of cluster c".
+fn holds(dir: &Path, stored: &StoredState) -> String {
+    format!(
+        "{} holds node {} of cluster {}",
+        dir.display(),
+        stored.id,
+        stored.cluster
+    )
+}
+
+/// What became of a node since it was made, as a refusal says it.
+fn history(stored: &StoredState) -> String {
+    if stored.founding.is_empty() && stored.members.is_empty() {
+        "started to join a cluster and not added yet".to_string()
+    } else if stored.founding.is_empty() {
+        format!(
+            "which joined its cluster; its members are now {}",
+            shown(&stored.members)
+        )
+    } else {
+        format!(
+            "founded with {}; its members are now {}",
+            shown(&stored.founding),
+            shown(&stored.members)
+        )
+    }
+}
+
 /// Checks `--members` and `--join` (as `start`) against the state the node
 /// holds in `dir`: flags that found or join a cluster are ignored once a
 /// node holds state, so the operator is told; a flag that contradicts the
@@ -321,13 +324,8 @@ pub fn check_start_flags(
     start: &Start,
     stored: &StoredState,
     dir: &Path,
-) -> Result<FlagsVerdict, String> {
-    let holds = format!(
-        "{} holds node {} of cluster {}",
-        dir.display(),
-        stored.id,
-        stored.cluster
-    );
+) -> Result<FlagsVerdict, MembersMismatch> {
+    let holds = holds(dir, stored);
     let never_added = stored.founding.is_empty() && stored.members.is_empty();
     match start {
         Start::Single => Ok(FlagsVerdict::Fine),
@@ -344,26 +342,11 @@ pub fn check_start_flags(
             "--members is ignored: {holds}, founded with the members listed; its members are now {}",
             shown(&stored.members)
         ))),
-        Start::Members(list) => {
-            let history = if never_added {
-                "started to join a cluster and not added yet".to_string()
-            } else if stored.founding.is_empty() {
-                format!(
-                    "which joined its cluster; its members are now {}",
-                    shown(&stored.members)
-                )
-            } else {
-                format!(
-                    "founded with {}; its members are now {}",
-                    shown(&stored.founding),
-                    shown(&stored.members)
-                )
-            };
-            Err(format!(
-                "--members {} does not match this node's state: {holds}, {history}. --members only founds a new cluster: leave it out to restart this node, or give an empty --data-dir to found another cluster",
-                shown(list)
-            ))
-        }
+        Start::Members(list) => Err(MembersMismatch {
+            listed: list.clone(),
+            dir: dir.to_path_buf(),
+            stored: Box::new(stored.clone()),
+        }),
     }
 }
 
@@ -410,7 +393,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Another list: refused, saying what is held.
-        let e = check(Start::Members(pairs("n1=a:1,n9=z:1")), &founded).unwrap_err();
+        let e = check(Start::Members(pairs("n1=a:1,n9=z:1")), &founded)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("--members n1=a:1,n9=z:1 does not match")
                 && e.contains("/var/lib/raft-kv holds node n1 of cluster shop")
@@ -433,9 +418,13 @@ mod tests {
             Ok(FlagsVerdict::Fine),
             "not added yet: the join is asked again"
         );
-        let e = check(Start::Members(pairs(three)), &stored("", "")).unwrap_err();
+        let e = check(Start::Members(pairs(three)), &stored("", ""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not added yet"), "{e}");
-        let e = check(Start::Members(pairs(three)), &joined).unwrap_err();
+        let e = check(Start::Members(pairs(three)), &joined)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("which joined its cluster"), "{e}");
     }
 
@@ -459,12 +448,29 @@ mod tests {
                 file.display()
             )
         );
-        let denied = std::io::Error::from(ErrorKind::PermissionDenied);
-        let e = io_problem(tmp.path(), "create", &tmp.path().join("LOCK"), &denied);
-        assert!(
-            e.contains("permission denied: cannot create") && e.contains("owner and mode"),
-            "{e}"
-        );
+        assert!(matches!(
+            DataDir::open(&below),
+            Err(StartError::NotADirectory { file: f, .. }) if f == file
+        ));
+    }
+
+    #[test]
+    fn a_directory_in_use_names_the_process_that_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("d");
+        let first = DataDir::open(&path).unwrap();
+        let second = DataDir::open(&path);
+        match &second {
+            Err(e @ StartError::DataDirLocked { dir, holder }) => {
+                assert_eq!(dir, &path);
+                assert_eq!(*holder, Some(std::process::id()));
+                assert_eq!(e.kind(), crate::serve::StartErrorKind::DataDirLocked);
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(second);
+        drop(first);
+        assert!(!path.exists(), "the first open made it and removes it");
     }
 
     #[test]
@@ -492,7 +498,9 @@ mod tests {
         {
             let d = DataDir::open(&path).unwrap();
             assert!(d.held_state());
-            let e = d.cluster(Some("other")).unwrap_err().to_string();
+            let e = d.cluster(Some("other")).unwrap_err();
+            assert_eq!(e.kind(), crate::serve::StartErrorKind::DataDirMismatch);
+            let e = e.to_string();
             assert!(
                 e.contains("--cluster other does not match the cluster shop kept in"),
                 "{e}"

@@ -294,11 +294,14 @@ fn value(i: u64) -> String {
     format!("value {i} of the raft-kv demo")
 }
 
-/// Whether an error reply means "the cluster is busy electing; try again".
+/// Whether an error reply means "the cluster is busy electing; try again":
+/// its error code (the first word, as Redis clients read it) is one of
+/// those (a `BUSYKEY` or `TIMEOUTX` is not).
 fn retryable(e: &str) -> bool {
-    ["TRYAGAIN", "CLUSTERDOWN", "TIMEOUT", "BUSY", "LOADING"]
-        .iter()
-        .any(|p| e.starts_with(p))
+    matches!(
+        e.split(' ').next(),
+        Some("TRYAGAIN" | "CLUSTERDOWN" | "TIMEOUT" | "BUSY" | "LOADING")
+    )
 }
 
 /// A connection to one node that reconnects after a failure.
@@ -1129,5 +1132,7 @@ mod tests {
         assert!(retryable("TRYAGAIN not the leader"));
         assert!(retryable("CLUSTERDOWN no leader"));
         assert!(!retryable("ERR wrong number of arguments"));
+        assert!(retryable("LOADING"));
+        assert!(!retryable("BUSYKEY Target key name already exists."));
     }
 }

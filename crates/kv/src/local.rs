@@ -21,6 +21,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+pub mod error;
+
+pub use error::{LocalError, NodeNotReady, NotReady};
+
 /// The host every local node listens on.
 pub const HOST: &str = "127.0.0.1";
 
@@ -29,12 +33,6 @@ const LOG_TAIL_LINES: usize = 15;
 
 /// The environment variable `raft-kv serve` reads its password from.
 const PASSWORD_ENV: &str = "RAFT_KV_REQUIREPASS";
-
-/// Why a local cluster or one of its nodes could not be started or
-/// stopped; the text says what happened and shows the node's log.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LocalError(pub String);
 
 /// Which ports the nodes use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +81,7 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// `nodes` nodes of the running executable on free ports in `dir`.
     pub fn new(dir: impl Into<PathBuf>, nodes: usize) -> Result<ClusterSpec, LocalError> {
-        let binary = std::env::current_exe().map_err(|e| {
-            LocalError(format!(
-                "cannot find the raft-kv executable to run as nodes: {e}"
-            ))
-        })?;
+        let binary = std::env::current_exe().map_err(LocalError::Executable)?;
         Ok(ClusterSpec {
             binary,
             dir: dir.into(),
@@ -184,15 +178,14 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 pub fn free_ports(count: usize) -> Result<Vec<u16>, LocalError> {
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let l = StdListener::bind((HOST, 0))
-            .map_err(|e| LocalError(format!("cannot find a free port on {HOST}: {e}")))?;
+        let l = StdListener::bind((HOST, 0)).map_err(LocalError::NoFreePort)?;
         held.push(l);
     }
     held.iter()
         .map(|l| {
             l.local_addr()
                 .map(|a| a.port())
-                .map_err(|e| LocalError(format!("cannot find a free port on {HOST}: {e}")))
+                .map_err(LocalError::NoFreePort)
         })
         .collect()
 }
@@ -210,10 +203,12 @@ fn check_ports_free(ports: &[(u16, String)]) -> Result<(), LocalError> {
         });
         match bound {
             Ok(s) => held.push(s),
-            Err(e) => {
-                return Err(LocalError(format!(
-                    "port {port} ({what}) is taken on {HOST}: {e}; is another raft-kv or redis-server running? Choose other ports"
-                )))
+            Err(source) => {
+                return Err(LocalError::PortTaken {
+                    port: *port,
+                    what: what.clone(),
+                    source,
+                })
             }
         }
     }
@@ -238,16 +233,16 @@ fn plan(spec: &ClusterSpec) -> Result<Vec<NodeInfo>, LocalError> {
             peer,
             admin,
         } => {
-            let range = |first: u16, flag: &str| -> Result<Vec<u16>, LocalError> {
+            let range = |first: u16, flag: &'static str| -> Result<Vec<u16>, LocalError> {
                 (0..n)
                     .map(|i| {
                         u16::try_from(first as usize + i)
                             .ok()
                             .filter(|p| *p != 0)
-                            .ok_or_else(|| {
-                                LocalError(format!(
-                                    "--{flag} {first} leaves no room for {n} nodes (ports end at 65535)"
-                                ))
+                            .ok_or(LocalError::PortRange {
+                                flag,
+                                first,
+                                nodes: n,
                             })
                     })
                     .collect()
@@ -268,9 +263,11 @@ fn plan(spec: &ClusterSpec) -> Result<Vec<NodeInfo>, LocalError> {
             }
             for (i, (p, what)) in all.iter().enumerate() {
                 if let Some((_, other)) = all[..i].iter().find(|(q, _)| q == p) {
-                    return Err(LocalError(format!(
-                        "port {p} would be both {other} and {what}: choose --port, --peer-port and --admin-port ranges that do not overlap"
-                    )));
+                    return Err(LocalError::PortsOverlap {
+                        port: *p,
+                        first: other.clone(),
+                        second: what.clone(),
+                    });
                 }
             }
             check_ports_free(&all)?;
@@ -341,9 +338,7 @@ pub fn ca_dir(spec: &ClusterSpec) -> PathBuf {
 /// there from an earlier start (a kept `--data-dir`).
 fn ensure_certificates(spec: &ClusterSpec) -> Result<(), LocalError> {
     use raft_node::tls::{CertificateAuthority, Validity};
-    let failed = |e: crate::cert::CertError| {
-        LocalError(format!("cannot make the cluster's certificates: {e}"))
-    };
+    let failed = LocalError::Certificates;
     let ca_dir = ca_dir(spec);
     let ca_key = ca_dir.join(crate::tls::CA_KEY);
     let ca = if ca_key.exists() {
@@ -367,25 +362,21 @@ fn ensure_certificates(spec: &ClusterSpec) -> Result<(), LocalError> {
     Ok(())
 }
 
-/// Whether a failed start looks like a port taken since it was chosen.
-fn port_race(e: &LocalError) -> bool {
-    let m = e.0.to_ascii_lowercase();
-    m.contains("already in use") || m.contains("addrinuse")
-}
-
 impl LocalCluster {
     /// Starts every node and waits until each listens. Free ports are
     /// picked again (up to three times) if another process took one
-    /// between the choice and the start.
+    /// between the choice and the start: a node's `raft-kv serve` then
+    /// exits with the code of [`StartErrorKind::AddressInUse`]
+    /// ([`LocalError::is_address_in_use`]).
+    ///
+    /// [`StartErrorKind::AddressInUse`]: crate::serve::StartErrorKind::AddressInUse
     pub async fn start(spec: &ClusterSpec) -> Result<LocalCluster, LocalError> {
         if spec.nodes == 0 {
-            return Err(LocalError("a cluster needs at least one node".into()));
+            return Err(LocalError::NoNodes);
         }
-        std::fs::create_dir_all(&spec.dir).map_err(|e| {
-            LocalError(format!(
-                "cannot create the directory {}: {e}",
-                spec.dir.display()
-            ))
+        std::fs::create_dir_all(&spec.dir).map_err(|source| LocalError::CreateDir {
+            dir: spec.dir.clone(),
+            source,
         })?;
         let fresh = !(1..=spec.nodes).any(|i| spec.dir.join(format!("n{i}")).exists());
         if spec.tls {
@@ -400,7 +391,7 @@ impl LocalCluster {
                     if attempt < 3
                         && fresh
                         && matches!(spec.ports, Ports::Free { .. })
-                        && port_race(&e) =>
+                        && e.is_address_in_use() =>
                 {
                     attempt += 1;
                     for i in 1..=spec.nodes {
@@ -436,15 +427,15 @@ impl LocalCluster {
         }
         let waits = outputs.into_iter().map(|out| cluster.wait_ready(out));
         let results = futures_join_all(waits).await;
-        let mut errors = Vec::new();
+        let mut failed = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             if let Err(why) = r {
-                errors.push(cluster.start_failure(i, why).await.0);
+                failed.push(cluster.start_failure(i, why).await);
             }
         }
-        if !errors.is_empty() {
+        if !failed.is_empty() {
             // `cluster` is dropped here: the nodes that did start are killed.
-            return Err(LocalError(errors.join("\n")));
+            return Err(LocalError::NotReady(failed));
         }
         Ok(cluster)
     }
@@ -457,11 +448,10 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&node.info.log)
-            .map_err(|e| {
-                LocalError(format!(
-                    "cannot open the log file {} of {id}: {e}",
-                    node.info.log.display()
-                ))
+            .map_err(|source| LocalError::LogFile {
+                id: id.clone(),
+                log: node.info.log.clone(),
+                source,
             })?;
         let _ = writeln!(
             log,
@@ -499,16 +489,15 @@ impl LocalCluster {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            LocalError(format!(
-                "cannot start {id} ({}): {e}",
-                self.binary.display()
-            ))
+        let mut child = cmd.spawn().map_err(|source| LocalError::Spawn {
+            id: id.clone(),
+            binary: self.binary.clone(),
+            source,
         })?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| LocalError(format!("{id}: the child's stdout is missing")))?;
+            .expect("a child spawned with a piped stdout has one");
         node.child = Some(child);
         Ok(stdout)
     }
@@ -516,25 +505,20 @@ impl LocalCluster {
     /// Reads a node's stdout until its "clients on" line, then keeps
     /// draining it in the background (so a later write never fails).
     /// Returns why the node is not ready otherwise.
-    async fn wait_ready(&self, stdout: ChildStdout) -> Result<(), String> {
+    async fn wait_ready(&self, stdout: ChildStdout) -> Result<(), NotReady> {
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(self.start_timeout, async {
             loop {
                 match lines.next_line().await {
                     Ok(Some(l)) if l.contains("clients on") => return Ok(()),
                     Ok(Some(_)) => continue,
-                    Ok(None) => return Err("exited before listening".to_string()),
-                    Err(e) => return Err(format!("cannot read its output: {e}")),
+                    Ok(None) => return Err(NotReady::Exited),
+                    Err(e) => return Err(NotReady::Output(e)),
                 }
             }
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "did not start listening within {:?}",
-                self.start_timeout
-            ))
-        });
+        .unwrap_or(Err(NotReady::Timeout(self.start_timeout)));
         if ready.is_ok() {
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         }
@@ -543,7 +527,7 @@ impl LocalCluster {
 
     /// The error for node `i` that did not start: why, its exit status (it
     /// is killed if it still runs) and the end of its log.
-    async fn start_failure(&mut self, i: usize, why: String) -> LocalError {
+    async fn start_failure(&mut self, i: usize, why: NotReady) -> NodeNotReady {
         let node = &mut self.nodes[i];
         let mut status = None;
         if let Some(mut child) = node.child.take() {
@@ -558,16 +542,12 @@ impl LocalCluster {
                 }
             };
         }
-        let info = &node.info;
-        LocalError(format!(
-            "node {} (clients on {}, peers on {}) {why}{}. The end of its log {}:\n{}",
-            info.id,
-            info.client_addr,
-            info.peer_addr,
-            status.map(|s| format!(" ({s})")).unwrap_or_default(),
-            info.log.display(),
-            log_tail(&info.log, LOG_TAIL_LINES)
-        ))
+        NodeNotReady {
+            info: node.info.clone(),
+            why,
+            status,
+            log_tail: log_tail(&node.info.log, LOG_TAIL_LINES),
+        }
     }
 
     /// The nodes, in order `n1`, `n2`, ...
@@ -597,13 +577,13 @@ impl LocalCluster {
             child.start_kill().ok();
             tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
-                .map_err(|_| {
-                    LocalError(format!(
-                        "{} did not exit within 10 s of SIGKILL",
-                        node.info.id
-                    ))
+                .map_err(|_| LocalError::KillTimeout {
+                    id: node.info.id.clone(),
                 })?
-                .map_err(|e| LocalError(format!("waiting for {} to exit: {e}", node.info.id)))?;
+                .map_err(|source| LocalError::Wait {
+                    id: node.info.id.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -651,7 +631,7 @@ impl LocalCluster {
         }
         let out = self.spawn(i)?;
         if let Err(why) = self.wait_ready(out).await {
-            return Err(self.start_failure(i, why).await);
+            return Err(LocalError::NotReady(vec![self.start_failure(i, why).await]));
         }
         Ok(())
     }
@@ -709,14 +689,15 @@ async fn terminate_child(
     }
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => Ok(Some(status)),
-        Ok(Err(e)) => Err(LocalError(format!("waiting for {id} to exit: {e}"))),
+        Ok(Err(source)) => Err(LocalError::Wait {
+            id: id.to_string(),
+            source,
+        }),
         Err(_) => {
             let _ = child.start_kill();
             match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
                 Ok(_) => Ok(None),
-                Err(_) => Err(LocalError(format!(
-                    "{id} did not exit after SIGTERM and SIGKILL"
-                ))),
+                Err(_) => Err(LocalError::StopTimeout { id: id.to_string() }),
             }
         }
     }
@@ -829,6 +810,7 @@ fn sigterm(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::StartErrorKind;
 
     #[test]
     fn free_ports_differ() {
@@ -850,7 +832,12 @@ mod tests {
             admin: None,
         };
         // n1's client port is checked first.
-        let e = plan(&spec).unwrap_err().0;
+        let e = plan(&spec).unwrap_err();
+        assert!(
+            matches!(&e, LocalError::PortTaken { port: p, .. } if *p == port),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(
             e.contains(&format!("port {port} (the client port of n1) is taken")),
             "{e}"
@@ -865,8 +852,12 @@ mod tests {
             peer: 40002,
             admin: None,
         };
-        let e = plan(&spec).unwrap_err().0;
-        assert!(e.contains("overlap"), "{e}");
+        let e = plan(&spec).unwrap_err();
+        assert!(
+            matches!(e, LocalError::PortsOverlap { port: 40002, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("overlap"), "{e}");
     }
 
     #[test]
@@ -883,6 +874,80 @@ mod tests {
         assert!(log_tail(&dir.path().join("none"), 3).contains("cannot read"));
     }
 
+    /// A stand-in for `raft-kv serve` in `dir`: a script that exits with
+    /// `code` the first `failures` times it runs (it counts its runs in
+    /// `dir/runs`), then prints a ready line and sleeps.
+    fn fake_serve(dir: &Path, failures: usize, code: u8) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("fake-serve");
+        let runs = dir.join("runs");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho run >> '{runs}'\nif [ \"$(wc -l < '{runs}')\" -le {failures} ]; then echo 'failed on purpose' >&2; exit {code}; fi\necho 'raft-kv node n1 of cluster c: clients on 127.0.0.1:1'\nexec sleep 30\n",
+                runs = runs.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    fn runs(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    fn fake_spec(dir: &Path, failures: usize, code: u8) -> ClusterSpec {
+        let mut spec = ClusterSpec::new(dir.join("cluster"), 1).unwrap();
+        spec.binary = fake_serve(dir, failures, code);
+        spec.tls = false;
+        spec
+    }
+
+    #[tokio::test]
+    async fn a_start_whose_port_was_taken_is_tried_again_on_new_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let in_use = StartErrorKind::AddressInUse.exit_code();
+        let cluster = LocalCluster::start(&fake_spec(dir.path(), 1, in_use))
+            .await
+            .expect("the second attempt starts");
+        assert_eq!(runs(dir.path()), 2);
+        drop(cluster);
+
+        // Taken every time: given up after three attempts, saying why.
+        let dir = tempfile::tempdir().unwrap();
+        let e = LocalCluster::start(&fake_spec(dir.path(), 10, in_use))
+            .await
+            .unwrap_err();
+        assert_eq!(runs(dir.path()), 3);
+        assert!(e.is_address_in_use(), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains("exit status: 3: an address"), "{e}");
+        assert!(e.contains("failed on purpose"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_start_that_failed_otherwise_is_not_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = StartErrorKind::Tls.exit_code();
+        let e = LocalCluster::start(&fake_spec(dir.path(), 10, tls))
+            .await
+            .unwrap_err();
+        assert_eq!(runs(dir.path()), 1);
+        assert!(!e.is_address_in_use(), "{e:?}");
+        match &e {
+            LocalError::NotReady(nodes) => {
+                assert_eq!(nodes.len(), 1);
+                assert_eq!(nodes[0].start_error(), Some(StartErrorKind::Tls));
+                assert!(matches!(nodes[0].why, NotReady::Exited), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_node_that_fails_to_start_shows_its_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -890,7 +955,9 @@ mod tests {
         // `sh serve --id ...` looks for a script named `serve`, complains
         // on stderr and exits: a node that dies before listening.
         spec.binary = PathBuf::from("/bin/sh");
-        let e = LocalCluster::start(&spec).await.unwrap_err().0;
+        let e = LocalCluster::start(&spec).await.unwrap_err();
+        assert!(!e.is_address_in_use(), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("node n1"), "{e}");
         assert!(e.contains("exited before listening"), "{e}");
         assert!(e.contains("No such file"), "{e}");

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use raft_kv::serve::StartErrorKind;
 
 /// raft-kv: a replicated key-value store on Raft that speaks the Redis
 /// protocol (use redis-cli, redis-benchmark or any Redis client).
@@ -18,6 +19,7 @@ struct Cli {
 enum Commands {
     /// Run one node: its Raft peer port, its client (RESP) port, its data
     /// directory, and optionally an admin HTTP endpoint
+    #[command(after_help = raft_kv::serve::exit_codes_help())]
     Serve(Box<raft_kv::config::ServeArgs>),
     /// Start a 3-node cluster on this machine, write and read, kill the
     /// leader, check that nothing acknowledged was lost, and print a summary
@@ -51,19 +53,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => {
+            // The exit codes are documented: `exit_codes_help`.
             let settings = match (*args).resolve() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("raft-kv serve: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(StartErrorKind::Setting.exit_code());
                 }
             };
             raft_kv::serve::init_logging(settings.log_level.as_deref());
             match runtime(settings.threads).block_on(raft_kv::serve::run(settings)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::from(raft_kv::serve::error::EXIT_STOPPED),
                 Err(e) => {
                     eprintln!("raft-kv serve: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

@@ -27,10 +27,9 @@ use crate::metrics::Metrics;
 use crate::store::KvStore;
 use crate::tls::ReloadableAcceptor;
 
-/// Why a server did not start; the text says what to fix.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+pub mod error;
+
+pub use error::{exit_codes_help, Listener, ServeError, StartError, StartErrorKind, TlsMaterial};
 
 /// A running server.
 pub struct Running {
@@ -58,14 +57,15 @@ fn node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
     let stored = match std::fs::read_to_string(&file) {
         Ok(s) => Some(s.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(StartError(format!("cannot read {}: {e}", file.display()))),
+        Err(e) => return Err(StartError::data_dir(dir, "read", &file, e)),
     };
     let id = match (&settings.id, stored) {
         (Some(given), Some(stored)) if *given != stored => {
-            return Err(StartError(format!(
-                "--id {given} does not match the id {stored} kept in {}: this data directory belongs to another node",
-                file.display()
-            )))
+            return Err(StartError::OtherNode {
+                given: given.clone(),
+                stored,
+                file,
+            })
         }
         (_, Some(stored)) => return Ok(stored),
         (Some(given), None) => given.clone(),
@@ -75,7 +75,7 @@ fn node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
     std::fs::write(&tmp, format!("{id}\n"))
         .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|_| std::fs::rename(&tmp, &file))
-        .map_err(|e| StartError(format!("cannot write {}: {e}", file.display())))?;
+        .map_err(|e| StartError::data_dir(dir, "write", &file, e))?;
     Ok(id)
 }
 
@@ -103,10 +103,9 @@ fn fault_fs() -> Result<Option<Arc<FaultFs>>, StartError> {
             Arc::new(fs)
         }));
     };
-    let n: u64 = value.parse().map_err(|_| {
-        StartError(format!(
-            "{FAULT_FAIL_SYNC_AFTER}={value:?}: expected a number of fsyncs"
-        ))
+    let n: u64 = value.parse().map_err(|_| StartError::Setting {
+        setting: FAULT_FAIL_SYNC_AFTER,
+        reason: format!("{FAULT_FAIL_SYNC_AFTER}={value:?}: expected a number of fsyncs"),
     })?;
     warn!("{FAULT_FAIL_SYNC_AFTER}={n}: every fsync after the first {n} fails (a fault for tests)");
     let fs = FaultFs::new();
@@ -120,7 +119,10 @@ fn fault_fs() -> Result<Option<Arc<FaultFs>>, StartError> {
 /// Starts a server: opens the store, starts the node, listens for clients
 /// (and the admin endpoint), and for a joining node asks to be added.
 pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
-    crate::limits::fit_connections(&mut settings).map_err(StartError)?;
+    crate::limits::fit_connections(&mut settings).map_err(|reason| StartError::Setting {
+        setting: "the descriptor limit (ulimit -n)",
+        reason,
+    })?;
     let settings = Arc::new(settings);
     let dir = &settings.data_dir;
     // Until `keep`, a failure removes what this start made in `dir`.
@@ -136,14 +138,13 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     if let Some(fs) = fault_fs()? {
         file_options = file_options.fs(fs);
     }
+    let store = dir.join("raft");
     let file = Arc::new(
-        FilePersistence::open_with(dir.join("raft"), file_options)
+        FilePersistence::open_with(&store, file_options)
             .await
-            .map_err(|e| {
-                StartError(format!(
-                    "cannot open the store in {}: {e}",
-                    dir.join("raft").display()
-                ))
+            .map_err(|source| StartError::Store {
+                path: store.clone(),
+                source,
             })?,
     );
     let tcp_options = TcpOptions::new(&id, &cluster);
@@ -157,50 +158,43 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
             tcp_options.insecure()
         }
     };
-    let tcp = Arc::new(
-        TcpTransport::new(tcp_options)
-            .map_err(|e| StartError(format!("invalid transport options: {e}")))?,
-    );
+    let tcp = Arc::new(TcpTransport::new(tcp_options).map_err(StartError::Transport)?);
     let client_tls = match &settings.client_tls {
-        Some((_, files)) => Some(
-            ReloadableAcceptor::new(files.clone())
-                .map_err(|e| StartError(format!("the TLS port (--tls-port, --tls-addr): {e}")))?,
-        ),
+        Some((_, files)) => {
+            Some(
+                ReloadableAcceptor::new(files.clone()).map_err(|source| StartError::Tls {
+                    material: TlsMaterial::ClientPort,
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     let admin_tls = match &settings.admin_tls {
-        Some(files) => Some(
-            ReloadableAcceptor::new(files.clone())
-                .map_err(|e| StartError(format!("--admin-tls: {e}")))?,
-        ),
+        Some(files) => {
+            Some(
+                ReloadableAcceptor::new(files.clone()).map_err(|source| StartError::Tls {
+                    material: TlsMaterial::Admin,
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     // Clients first: a port in use is found before the node starts.
-    let clients = TcpListener::bind(&settings.client_addr)
-        .await
-        .map_err(|e| {
-            StartError(format!(
-                "cannot listen for clients on {}: {e}",
-                settings.client_addr
-            ))
-        })?;
+    let clients = listen(Listener::Client, &settings.client_addr).await?;
     if !crate::config::is_loopback(&settings.client_addr) {
         warn!(
             address = %settings.client_addr,
             "clients connect in plaintext on a non-loopback address: passwords and data cross the network in clear; serve remote clients with --tls-addr or --tls-port"
         );
     }
-    let tls_clients =
-        match &settings.client_tls {
-            Some((address, _)) => Some(TcpListener::bind(address).await.map_err(|e| {
-                StartError(format!("cannot listen for TLS clients on {address}: {e}"))
-            })?),
-            None => None,
-        };
+    let tls_clients = match &settings.client_tls {
+        Some((address, _)) => Some(listen(Listener::Tls, address).await?),
+        None => None,
+    };
     let admin = match &settings.admin_addr {
-        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
-            StartError(format!("cannot listen for the admin endpoint on {a}: {e}"))
-        })?),
+        Some(a) => Some(listen(Listener::Admin, a).await?),
         None => None,
     };
     // Only the hash of --requirepass is kept: for this node until it has
@@ -216,7 +210,10 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         Start::Join(_) => Bootstrap::Join,
     };
     let (transport, persistence): (Arc<dyn Transport>, Arc<dyn Persistence>) =
-        match crate::fault::from_env().map_err(StartError)? {
+        match crate::fault::from_env().map_err(|reason| StartError::Setting {
+            setting: crate::fault::EARLY_ACK,
+            reason,
+        })? {
             Some(_) => {
                 let early = crate::fault::early_ack().expect("just turned on");
                 (
@@ -251,37 +248,27 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         command_timeout: settings.command_timeout,
         forward_to_leader: !settings.redirect,
         client_address: Some(advertised_client_address(
-            clients
-                .local_addr()
-                .map_err(|e| StartError(format!("client listener: {e}")))?,
+            bound(Listener::Client, &settings.client_addr, &clients)?,
             &settings.peer_addr,
         )),
         ..Options::default()
     })
     .await
-    .map_err(|e| StartError(format!("the node did not start: {e}")))?;
+    .map_err(|e| StartError::from_node(e, &store))?;
     if data.held_state() {
         if let Err(e) = check_start_flags(&settings, &node) {
             let _ = node.shutdown().await;
             return Err(e);
         }
     }
-    let client_addr = clients
-        .local_addr()
-        .map_err(|e| StartError(format!("client listener: {e}")))?;
-    let tls_addr = match &tls_clients {
-        Some(l) => Some(
-            l.local_addr()
-                .map_err(|e| StartError(format!("TLS client listener: {e}")))?,
-        ),
-        None => None,
+    let client_addr = bound(Listener::Client, &settings.client_addr, &clients)?;
+    let tls_addr = match (&tls_clients, &settings.client_tls) {
+        (Some(l), Some((address, _))) => Some(bound(Listener::Tls, address, l)?),
+        _ => None,
     };
-    let admin_addr = match &admin {
-        Some(l) => Some(
-            l.local_addr()
-                .map_err(|e| StartError(format!("admin listener: {e}")))?,
-        ),
-        None => None,
+    let admin_addr = match (&admin, &settings.admin_addr) {
+        (Some(l), Some(address)) => Some(bound(Listener::Admin, address, l)?),
+        _ => None,
     };
     let ctx = Arc::new(Context {
         node: node.clone(),
@@ -352,6 +339,26 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
     })
 }
 
+/// Listens for `listener` on `address`.
+async fn listen(listener: Listener, address: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen {
+            listener,
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// The address `l` (listening for `listener` on `address`) is bound to.
+fn bound(listener: Listener, address: &str, l: &TcpListener) -> Result<SocketAddr, StartError> {
+    l.local_addr().map_err(|source| StartError::Listen {
+        listener,
+        address: address.to_string(),
+        source,
+    })
+}
+
 /// The address a client elsewhere reaches this node's RESP port at, as
 /// redirects name it: the client listener's, with a wildcard host
 /// (0.0.0.0, ::) replaced by the host of `peer_addr`, which other
@@ -380,7 +387,7 @@ fn check_start_flags(settings: &Settings, node: &Node) -> Result<(), StartError>
         Ok(FlagsVerdict::Fine) => {}
         Ok(FlagsVerdict::Note(note)) => info!("{note}"),
         Ok(FlagsVerdict::Warn(warning)) => warn!("{warning}"),
-        Err(e) => return Err(StartError(e)),
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }
@@ -388,14 +395,18 @@ fn check_start_flags(settings: &Settings, node: &Node) -> Result<(), StartError>
 /// Reads the node's TLS material from `dir` and checks that it is this
 /// node's, with errors that say what to do.
 fn load_peer_tls(dir: &Path, id: &str, cluster: &str) -> Result<TlsConfig, StartError> {
-    let tls = crate::tls::peer_tls(dir)
-        .map_err(|e| StartError(format!("--certs-dir {}: {e}", dir.display())))?;
+    let tls = crate::tls::peer_tls(dir).map_err(|source| StartError::Tls {
+        material: TlsMaterial::Peer {
+            certs_dir: dir.to_path_buf(),
+        },
+        source,
+    })?;
     if !tls.is_for_node(cluster, id) {
-        return Err(StartError(format!(
-            "--certs-dir {}: {} is not this node's: it does not name node {id:?} of cluster {cluster:?} (make this node's with `raft-kv cert create-node --id {id} --cluster {cluster} --host <its peer host>`)",
-            dir.display(),
-            crate::tls::NODE_CERT
-        )));
+        return Err(StartError::NotThisNodesCertificate {
+            certs_dir: dir.to_path_buf(),
+            id: id.to_string(),
+            cluster: cluster.to_string(),
+        });
     }
     Ok(tls)
 }
@@ -467,8 +478,9 @@ pub fn init_logging(level: Option<&str>) {
 }
 
 /// `raft-kv serve`: starts, prints where it listens, runs until SIGTERM or
-/// Ctrl-C, then shuts down gracefully.
-pub async fn run(settings: Settings) -> Result<(), StartError> {
+/// Ctrl-C, then shuts down gracefully. An error's
+/// [`exit_code`](ServeError::exit_code) says what failed.
+pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let admin_scheme = if settings.admin_tls.is_some() {
         "https"
     } else {
@@ -542,7 +554,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     info!("stopped");
     match failed {
         None => Ok(()),
-        Some(reason) => Err(StartError(reason.to_string())),
+        Some(reason) => Err(ServeError::StorageFailed(reason)),
     }
 }
 

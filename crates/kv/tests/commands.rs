@@ -1160,6 +1160,13 @@ fn a_second_process_on_the_same_data_directory_is_refused() {
         .expect("run raft-kv serve");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a second process started: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(
+            raft_kv::serve::StartErrorKind::DataDirLocked.exit_code()
+        )),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("is in use by another raft-kv process (pid "),
         "{stderr}"

@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use raft_kv::serve::{Listener, StartErrorKind};
 use redis::Value;
 
 /// Runs `raft-kv` with `args` until it exits (it must, within 20 s);
@@ -38,6 +39,11 @@ fn run_to_exit(args: &[String]) -> (Option<i32>, String) {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The exit code of `raft-kv serve` for a start that failed so.
+fn exit(kind: StartErrorKind) -> i32 {
+    i32::from(kind.exit_code())
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -148,7 +154,7 @@ fn a_data_dir_that_is_a_file_is_named_as_one() {
         "--client-addr",
         &format!("127.0.0.1:{}", ports[1]),
     ]));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(exit(StartErrorKind::DataDirUnusable)), "{err}");
     assert!(
         err.contains(&format!("--data-dir {shown} is a file, not a directory")),
         "{err}"
@@ -198,9 +204,11 @@ fn a_failed_first_start_leaves_nothing_behind_and_an_existing_store_is_kept() {
     // A data directory that did not exist: its client port is taken.
     let fresh = dir.path().join("new").join("data");
     let (code, err) = run_to_exit(&args(&fresh, &peer, &taken_addr));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(exit(StartErrorKind::AddressInUse)), "{err}");
     assert!(
-        err.contains("already in use") || err.contains("in use"),
+        err.contains(&format!(
+            "cannot listen for clients on {taken_addr} (--client-addr): "
+        )) && err.contains("in use"),
         "{err}"
     );
     assert!(
@@ -214,8 +222,13 @@ fn a_failed_first_start_leaves_nothing_behind_and_an_existing_store_is_kept() {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let (code, err) = run_to_exit(&args(&empty, &taken_addr, &client));
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("in use"), "{err}");
+    assert_eq!(code, Some(exit(StartErrorKind::AddressInUse)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen for peers on {taken_addr} (--peer-addr): address in use"
+        )),
+        "{err}"
+    );
     assert_eq!(entries(&empty), Vec::<String>::new(), "left behind");
 
     // A store that exists is never removed when a start fails.
@@ -231,7 +244,7 @@ fn a_failed_first_start_leaves_nothing_behind_and_an_existing_store_is_kept() {
     let before = entries(&data);
     let restart = with(&node.nodes[0].args, "--client-addr", &taken_addr);
     let (code, err) = run_to_exit(&restart);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(exit(StartErrorKind::AddressInUse)), "{err}");
     assert_eq!(entries(&data), before);
     node.nodes[0].start();
     let mut con = node.conn(0);
@@ -240,6 +253,86 @@ fn a_failed_first_start_leaves_nothing_behind_and_an_existing_store_is_kept() {
     });
     assert_eq!(got, bulk("v"));
     drop(taken);
+}
+
+#[test]
+fn each_listener_whose_address_is_in_use_exits_with_that_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs_args(&new_ca(), "busy", "n1", dir.path(), &[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (i, listener) in [
+        Listener::Client,
+        Listener::Tls,
+        Listener::Admin,
+        Listener::Peer,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = dir.path().join(format!("data-{i}"));
+        let ports: Vec<String> = free_ports(4)
+            .into_iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut args = strings(&[
+            "serve",
+            "--id",
+            "n1",
+            "--cluster",
+            "busy",
+            "--data-dir",
+            &data.display().to_string(),
+            "--peer-addr",
+            &ports[0],
+            "--client-addr",
+            &ports[1],
+            "--tls-addr",
+            &ports[2],
+            "--admin-addr",
+            &ports[3],
+        ]);
+        args.extend(certs.iter().cloned());
+        let flag = match listener {
+            Listener::Client => "--client-addr",
+            Listener::Tls => "--tls-addr",
+            Listener::Admin => "--admin-addr",
+            Listener::Peer => "--peer-addr",
+        };
+        let (code, err) = run_to_exit(&with(&args, flag, &taken_addr));
+        assert_eq!(
+            code,
+            Some(exit(StartErrorKind::AddressInUse)),
+            "{listener:?}: {err}"
+        );
+        let said = format!(
+            "raft-kv serve: cannot listen for {} on {taken_addr} ({}): ",
+            listener.what(),
+            listener.flag()
+        );
+        assert!(err.contains(&said), "{listener:?}: {said:?} in {err}");
+        assert!(!data.exists(), "{listener:?}: a failed start left {data:?}");
+    }
+    drop(taken);
+}
+
+#[test]
+fn serve_help_and_the_readme_list_the_exit_codes() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run raft-kv serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let table = raft_kv::serve::exit_codes_help();
+    assert!(help.contains(&table), "{table}\nnot in\n{help}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("read the README");
+    for line in table.lines().skip(1) {
+        let (code, meaning) = line.trim().split_once("  ").expect("code  meaning");
+        let row = format!("| {code} | {meaning} |");
+        assert!(readme.contains(&row), "the README has no row {row:?}");
+    }
 }
 
 #[test]
@@ -274,7 +367,7 @@ fn the_cluster_name_is_kept_and_member_flags_are_checked_against_the_stored_stat
 
     // Another cluster name than the one kept: refused, naming both.
     let (code, err) = run_to_exit(&with(&founded, "--cluster", "other"));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(exit(StartErrorKind::DataDirMismatch)), "{err}");
     assert!(
         err.contains(&format!(
             "--cluster other does not match the cluster {name} kept in"
@@ -284,7 +377,7 @@ fn the_cluster_name_is_kept_and_member_flags_are_checked_against_the_stored_stat
     // Another member list: refused, saying what the node holds.
     let members = format!("n1={},n2=127.0.0.1:1,n9=127.0.0.1:2", n1.peer_addr.clone());
     let (code, err) = run_to_exit(&with(&founded, "--members", &members));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(exit(StartErrorKind::DataDirMismatch)), "{err}");
     assert!(
         err.contains("does not match this node's state")
             && err.contains(&format!("holds node n1 of cluster {name}"))

@@ -153,8 +153,8 @@ impl Node {
     }
 
     /// Starts the process and waits for its ready line; `Err(Busy)` if it
-    /// exited because one of its addresses is in use; panics on any other
-    /// failure.
+    /// exited because one of its addresses is in use (its exit code says
+    /// so); panics on any other failure.
     pub fn try_start(&mut self) -> Result<(), Busy> {
         assert!(self.child.is_none(), "node {} is already running", self.id);
         std::fs::create_dir_all(&self.data_dir).expect("create the data directory");
@@ -163,7 +163,6 @@ impl Node {
             .append(true)
             .open(self.log_path())
             .expect("open the log file");
-        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let mut command = Command::new(BIN);
         command
             .args(&self.args)
@@ -216,9 +215,8 @@ impl Node {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.as_mut().and_then(|c| c.wait().ok());
                     self.child = None;
-                    let log = std::fs::read(self.log_path()).unwrap_or_default();
-                    let new = String::from_utf8_lossy(&log[(log_start as usize).min(log.len())..]);
-                    if new.to_lowercase().contains("already in use") {
+                    let in_use = raft_kv::serve::StartErrorKind::AddressInUse.exit_code();
+                    if status.and_then(|s| s.code()) == Some(i32::from(in_use)) {
                         return Err(Busy);
                     }
                     panic!(
