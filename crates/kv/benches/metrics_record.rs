@@ -66,13 +66,12 @@ fn latencies() -> Vec<Duration> {
         .collect()
 }
 
+/// A way to record one command.
+type Record = Arc<dyn Fn(&str, bool, Duration) + Send + Sync>;
+
 /// Nanoseconds per record with `threads` threads recording `records`
 /// each through `record`.
-fn measure(
-    threads: usize,
-    records: usize,
-    record: Arc<dyn Fn(&str, bool, Duration) + Send + Sync>,
-) -> f64 {
+fn measure(threads: usize, records: usize, record: Record) -> f64 {
     let latencies = Arc::new(latencies());
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
