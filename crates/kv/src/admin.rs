@@ -23,6 +23,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::encoding::prometheus_text;
 use raft_node::{MemberRole, Role};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -298,10 +299,7 @@ async fn status(State(ctx): State<Arc<Context>>) -> Response {
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
     let body = render_prometheus(&ctx).await;
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         body,
     )
         .into_response()

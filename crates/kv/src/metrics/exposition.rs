@@ -196,21 +196,14 @@ impl Collector for ClientExposition {
     }
 }
 
-/// A value read from the node or its back-ends when scraped.
-#[derive(Debug, Clone, Copy)]
-enum Scraped {
-    Counter(u64),
-    Gauge(u64),
-}
-
-/// One family of [`NodeExposition`]: its samples, each with a label (its
-/// name and value) or none.
+/// One family of [`NodeExposition`]: a counter or a gauge, and its samples,
+/// each with a label (its name and value) or none.
 #[derive(Debug)]
 struct ScrapedFamily {
     name: &'static str,
     help: &'static str,
-    samples: Vec<(Option<(&'static str, String)>, Scraped)>,
-    counter: bool,
+    kind: MetricType,
+    samples: Vec<(Option<(&'static str, String)>, u64)>,
 }
 
 /// The node's, its store's and its transport's part of the exposition:
@@ -221,26 +214,27 @@ struct NodeExposition {
 }
 
 impl NodeExposition {
+    /// An unlabelled counter; `name` ends in `_total`, as exposed.
     fn counter(&mut self, name: &'static str, help: &'static str, value: u64) {
         self.families.push(ScrapedFamily {
             name: counter_family(name),
             help,
-            samples: vec![(None, Scraped::Counter(value))],
-            counter: true,
+            kind: MetricType::Counter,
+            samples: vec![(None, value)],
         });
     }
 
+    /// An unlabelled gauge.
     fn gauge(&mut self, name: &'static str, help: &'static str, value: impl TryInto<u64>) {
-        let value = value.try_into().unwrap_or(u64::MAX);
         self.families.push(ScrapedFamily {
             name,
             help,
-            samples: vec![(None, Scraped::Gauge(value))],
-            counter: false,
+            kind: MetricType::Gauge,
+            samples: vec![(None, value.try_into().unwrap_or(u64::MAX))],
         });
     }
 
-    /// A counter family with one label.
+    /// A counter family with one label; `name` ends in `_total`.
     fn counters(
         &mut self,
         name: &'static str,
@@ -251,11 +245,11 @@ impl NodeExposition {
         self.families.push(ScrapedFamily {
             name: counter_family(name),
             help,
+            kind: MetricType::Counter,
             samples: values
                 .iter()
-                .map(|(v, n)| (Some((label, (*v).to_owned())), Scraped::Counter(*n)))
+                .map(|(v, n)| (Some((label, (*v).to_owned())), *n))
                 .collect(),
-            counter: true,
         });
     }
 
@@ -270,11 +264,11 @@ impl NodeExposition {
         self.families.push(ScrapedFamily {
             name,
             help,
+            kind: MetricType::Gauge,
             samples: values
                 .into_iter()
-                .map(|(v, n)| (Some((label, v)), Scraped::Gauge(n)))
+                .map(|(v, n)| (Some((label, v)), n))
                 .collect(),
-            counter: false,
         });
     }
 }
@@ -282,12 +276,7 @@ impl NodeExposition {
 impl Collector for NodeExposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         for f in &self.families {
-            let kind = if f.counter {
-                MetricType::Counter
-            } else {
-                MetricType::Gauge
-            };
-            let mut family = encoder.encode_descriptor(f.name, f.help, None, kind)?;
+            let mut family = encoder.encode_descriptor(f.name, f.help, None, f.kind)?;
             for (label, value) in &f.samples {
                 let pair;
                 let labels: &[(&str, &str)] = match label {
@@ -298,9 +287,9 @@ impl Collector for NodeExposition {
                     None => &[],
                 };
                 let sample = family.encode_family(&labels)?;
-                match *value {
-                    Scraped::Counter(n) => ConstCounter::new(n).encode(sample)?,
-                    Scraped::Gauge(n) => ConstGauge::new(n).encode(sample)?,
+                match f.kind {
+                    MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
+                    _ => ConstGauge::new(*value).encode(sample)?,
                 }
             }
         }
