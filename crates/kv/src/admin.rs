@@ -639,6 +639,29 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_later_than_the_request_timeout_is_a_503() {
+        let slow = with_limits(Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(2 * REQUEST_TIMEOUT).await;
+                "late\n"
+            }),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve_connection(&http1(), stream, slow).await;
+        });
+        let started = tokio::time::Instant::now();
+        let (status, head, _) = get(&address, "/slow").await;
+        assert_eq!(status, 503, "{head}");
+        assert!(started.elapsed() >= REQUEST_TIMEOUT);
+        assert!(started.elapsed() < 2 * REQUEST_TIMEOUT);
+        server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_server_stops_on_shutdown() {
         let ctx = test_context(None).await;
         let (address, tx, task) = start(ctx.clone()).await;
