@@ -18,12 +18,15 @@ const CLIENTS: usize = 24;
 /// Writes of each connection, one at a time.
 const ROUNDS: usize = 30;
 
-/// The value of the metric line `name` (without labels).
+/// The value of the metric line `name` (without labels), a whole number
+/// (a histogram's sum is written as a float: `12.0`).
 fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
+    let value: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+    assert_eq!(value.fract(), 0.0, "{name} {value}");
+    value as u64
 }
 
 /// The log entries of client writes so far, and the writes in them.

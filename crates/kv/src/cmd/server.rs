@@ -606,9 +606,10 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
     }
     if want("stats") {
         let counts = ctx.metrics.snapshot();
+        let latencies = [ctx.metrics.latency(false), ctx.metrics.latency(true)];
         let q = |w: bool, p: f64| {
-            ctx.metrics
-                .latency_quantile(w, p)
+            latencies[usize::from(w)]
+                .quantile(p)
                 .map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0))
                 .unwrap_or_else(|| "-".into())
         };
