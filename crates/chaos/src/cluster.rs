@@ -293,8 +293,8 @@ impl Cluster {
     }
 
     /// Makes node `i`'s disk hang (every fsync waits) or work again: the
-    /// node, started with `RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE`, waits
-    /// while the file exists.
+    /// node, started with [`crate::raft_kv_fault::STALL_SYNC_WHILE`],
+    /// waits while the file exists.
     pub fn stall_disk(&mut self, i: usize, stall: bool) -> Result<(), String> {
         let path = self.stall_file(i);
         let result = if stall {
@@ -424,7 +424,7 @@ impl Cluster {
         command.envs(self.setup.env.iter().map(|(k, v)| (k, v)));
         command.envs(self.nodes[i].env.iter().map(|(k, v)| (k, v)));
         if self.setup.stall_disk {
-            command.env("RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE", self.stall_file(i));
+            command.env(crate::raft_kv_fault::STALL_SYNC_WHILE, self.stall_file(i));
         }
         if self.setup.fake_clock {
             let clock = self.clock_file(i);

@@ -1111,6 +1111,8 @@ mod raft_kv_fault {
     pub const EARLY_ACK_HOLD_MS: &str = "100";
     /// EXEC ignores the keys its connection watched.
     pub const IGNORE_WATCH: &str = "RAFT_KV_TEST_FAULT_IGNORE_WATCH";
+    /// Every fsync of the store waits while the file it names exists.
+    pub const STALL_SYNC_WHILE: &str = "RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE";
 }
 
 /// Waits (up to 15 s) until node `i` is a voter in the leader's
@@ -1711,12 +1713,14 @@ impl DiskProbe {
         let slowest_us = Arc::new(AtomicU64::new(0));
         let path = dir.join("disk-probe");
         let (stop2, slowest2) = (stop.clone(), slowest_us.clone());
-        let thread = std::fs::File::create(&path).ok().map(|mut file| {
+        let thread = std::fs::File::create(&path).ok().map(|file| {
             thread::spawn(move || {
-                use std::io::Write as _;
+                use std::os::unix::fs::FileExt as _;
                 while !stop2.load(Ordering::Relaxed) {
                     let begun = Instant::now();
-                    if file.write_all(&[0; 512]).is_err() || file.sync_data().is_err() {
+                    // The same 512 bytes rewritten: the file stays that
+                    // small however long the run.
+                    if file.write_all_at(&[0; 512], 0).is_err() || file.sync_data().is_err() {
                         return;
                     }
                     let took = begun.elapsed();

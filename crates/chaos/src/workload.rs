@@ -30,6 +30,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// (longer than the nodes' `--command-timeout-ms`).
 pub const REPLY_TIMEOUT: Duration = Duration::from_millis(2000);
 
+/// The most anomalies kept (the report shows the first five).
+const MAX_ANOMALIES: usize = 100;
+
 /// The times to live of expiring writes, in milliseconds.
 pub const TTL_MS: std::ops::RangeInclusive<u64> = 100..=1000;
 
@@ -205,10 +208,13 @@ pub fn client(id: u64, seed: u64, shared: Arc<Shared>) {
         if let Some(anomaly) = &step.anomaly {
             eprintln!("client {id}: {anomaly}");
             let mut anomalies = shared.anomalies.lock().expect("no panics while held");
-            anomalies.push(format!(
-                "client {id} at {:.3} s: {anomaly}",
-                call as f64 / 1e6
-            ));
+            // The report shows the first few; a run gone wrong keeps no more.
+            if anomalies.len() < MAX_ANOMALIES {
+                anomalies.push(format!(
+                    "client {id} at {:.3} s: {anomaly}",
+                    call as f64 / 1e6
+                ));
+            }
         }
         if step.failed {
             shared.record(call, ret, Outcome::Failed);
