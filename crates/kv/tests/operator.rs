@@ -579,3 +579,77 @@ fn a_sigterm_right_after_the_ready_line_stops_the_node_cleanly() {
     }
     c.nodes[0].terminate();
 }
+
+/// An entry in the log format raft-kv wrote before its commands were
+/// serde enums (format byte 0xD7): `SET legacy old-format`, then
+/// `INCRBY counter 5`.
+fn first_format_entry() -> Vec<u8> {
+    let s = |b: &mut Vec<u8>, s: &[u8]| {
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s);
+    };
+    let mut e = vec![0xD7, 1, 0]; // SET, no flags
+    s(&mut e, b"legacy");
+    s(&mut e, b"old-format");
+    e.push(3); // INCRBY
+    s(&mut e, b"counter");
+    e.extend_from_slice(&5i64.to_le_bytes());
+    e
+}
+
+#[test]
+fn an_entry_of_the_first_log_format_still_applies_after_an_upgrade() {
+    let mut node = Cluster::single(&["--insecure"]);
+    let mut con = node.conn(0);
+    eventually(EVENTUALLY, "the first write", || {
+        cmd(&["SET", "before", "1"]).query::<Value>(&mut con).ok()
+    });
+    drop(con);
+    node.nodes[0].terminate();
+    // Append the entry to the stopped node's log, as an older raft-kv
+    // would have left it there, not yet applied.
+    let store = node.nodes[0].data_dir.join("raft");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use raft_node::Persistence;
+        let file = raft_node::FilePersistence::open(&store).await.unwrap();
+        let state = file.load().await.unwrap().expect("a stored state");
+        let last = state
+            .entries
+            .last()
+            .map(|e| e.index)
+            .into_iter()
+            .chain(state.snapshot.as_ref().map(|s| s.meta.index))
+            .max()
+            .unwrap();
+        let entry = raft_core::Entry {
+            term: state.hard_state.term,
+            index: last + 1,
+            payload: raft_core::EntryPayload::Command(first_format_entry().into()),
+        };
+        file.save(raft_node::Change {
+            entries: vec![entry],
+            ..raft_node::Change::default()
+        })
+        .await
+        .unwrap();
+    });
+    drop(rt);
+    node.nodes[0].start();
+    let mut con = node.conn(0);
+    let got = eventually(EVENTUALLY, "the old entry applied", || {
+        cmd(&["GET", "legacy"]).query::<Value>(&mut con).ok()
+    });
+    assert_eq!(got, bulk("old-format"));
+    assert_eq!(
+        cmd(&["GET", "counter"]).query::<Value>(&mut con).unwrap(),
+        bulk("5")
+    );
+    assert_eq!(
+        cmd(&["GET", "before"]).query::<Value>(&mut con).unwrap(),
+        bulk("1")
+    );
+}

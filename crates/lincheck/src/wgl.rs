@@ -450,7 +450,7 @@ impl Search<'_> {
                     // so if there is one, it is the only option worth trying.
                     let mut node = self.next[HEAD as usize];
                     let mut greedy = None;
-                    while node % 2 == 0 {
+                    while node.is_multiple_of(2) {
                         let op = (node - 2) / 2;
                         let sop = &self.ops[op as usize];
                         if sop.read_only && transition(sop, state).is_some() {
@@ -585,7 +585,7 @@ impl Search<'_> {
     /// write then its expiry is how a value can vanish).
     fn has_observer(&self, state: NodeState, limit: u32) -> bool {
         let mut node = self.next[HEAD as usize];
-        while node % 2 == 0 {
+        while node.is_multiple_of(2) {
             if transition(&self.ops[((node - 2) / 2) as usize], state).is_some() {
                 return true;
             }

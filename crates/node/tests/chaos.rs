@@ -286,7 +286,7 @@ impl Cluster {
 /// alternate between the nodes, starting with the other one every other
 /// pair of seeds, so that both lead, follow, snapshot and restart.
 fn apply_mode(seed: u64, i: usize) -> ApplyMode {
-    if (seed / 2 + i as u64) % 2 == 0 {
+    if (seed / 2 + i as u64).is_multiple_of(2) {
         ApplyMode::Task
     } else {
         ApplyMode::Inline
@@ -507,7 +507,7 @@ fn placeholder() -> Cluster {
 }
 
 async fn run_seed(seed: u64) -> (usize, Duration) {
-    let size = if seed % 2 == 0 { 3 } else { 5 };
+    let size = if seed.is_multiple_of(2) { 3 } else { 5 };
     let cluster = Rc::new(RefCell::new(Cluster::start(seed, size).await));
     let history: History = Rc::new(RefCell::new(Vec::new()));
     // What each command's caller was told (the commands that failed

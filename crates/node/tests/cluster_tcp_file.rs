@@ -116,7 +116,7 @@ fn tls(id: &str) -> TlsConfig {
 /// Where member `i` applies: the first and the third on the driver, the
 /// second on an apply task, so that both ways lead, follow and restart.
 fn apply_mode(i: usize) -> ApplyMode {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ApplyMode::Inline
     } else {
         ApplyMode::Task

@@ -46,7 +46,11 @@ fn options(big: bool) -> FileOptions {
 /// The padding added to the command of entry (index, term) in big mode.
 fn padding(index: u64, term: u64) -> Vec<u8> {
     let h = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ term.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    let len = if h % 4 == 0 { (h >> 8) % (64 << 10) } else { 0 };
+    let len = if h.is_multiple_of(4) {
+        (h >> 8) % (64 << 10)
+    } else {
+        0
+    };
     (0..len).map(|i| (i ^ index ^ (h >> 20)) as u8).collect()
 }
 

@@ -131,7 +131,7 @@ fn run_many(
                     if f.as_ref().is_none_or(|old| r.seed < old.seed) {
                         *f = Some(r);
                     }
-                } else if !quiet && n % 500 == 0 {
+                } else if !quiet && n.is_multiple_of(500) {
                     eprintln!("  {n} seeds passed ({:.0}s)", began.elapsed().as_secs_f64());
                 }
             });

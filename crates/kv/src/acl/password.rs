@@ -5,7 +5,9 @@
 use sha2::{Digest, Sha256};
 
 /// The SHA-256 of a password.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PasswordHash(pub [u8; 32]);
 
 impl std::fmt::Debug for PasswordHash {

@@ -134,6 +134,26 @@ pub fn has_spaces(s: &[u8]) -> bool {
         .any(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | 0))
 }
 
+/// A rule's serde form (in log entries) is its [`Rule::text`]; it is
+/// parsed back when decoded.
+impl serde::Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.text())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rule, D::Error> {
+        let text = <&[u8]>::deserialize(d)?;
+        Rule::parse(text).map_err(|e| {
+            crate::store::refuse(format_args!(
+                "ACL rule '{}': {e}",
+                String::from_utf8_lossy(text)
+            ))
+        })
+    }
+}
+
 impl Rule {
     /// Parses one rule (keywords, command and category names are
     /// case-insensitive, as in Redis). A password is hashed here.

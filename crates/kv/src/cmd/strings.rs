@@ -15,7 +15,7 @@ fn invalid(e: String) -> Option<Command> {
 /// Parses a string command; `name` is lower case, `args` follow it.
 pub fn parse(name: &[u8], args: &[Bytes]) -> Option<Command> {
     // The table checked the number of arguments but for MSET's pairs.
-    if (name == b"mset" || name == b"msetnx") && args.len() % 2 != 0 {
+    if (name == b"mset" || name == b"msetnx") && !args.len().is_multiple_of(2) {
         return Some(Command::Refused(arity_error(
             std::str::from_utf8(name).unwrap_or("mset"),
         )));

@@ -378,10 +378,11 @@ mod tests {
             ..TxState::default()
         };
         let mut out = BytesMut::new();
-        tx.queue(p("SET k 0123456789"), 40, &mut out);
+        // Each takes 18 bytes: 1 for its kind, 17 for the write.
+        tx.queue(p("SET k 0123456789"), 30, &mut out);
         assert_eq!(&out[..], b"+QUEUED\r\n");
         out.clear();
-        tx.queue(p("SET k 0123456789"), 40, &mut out);
+        tx.queue(p("SET k 0123456789"), 30, &mut out);
         assert!(out.starts_with(b"-ERR the transaction is larger"));
         assert!(tx.queue.as_ref().unwrap().dirty);
         assert!(tx.queue.as_ref().unwrap().ops.is_empty());

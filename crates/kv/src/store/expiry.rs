@@ -34,12 +34,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
 
 use super::{key_hash, parse_i64, remove, KvStore};
 use crate::frame::{put_bulk, put_error, put_int, put_null};
 
 /// The command a relative `SET` time comes from (named in its error).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SetName {
     /// `SET ... EX|PX`.
     #[default]
@@ -62,7 +63,7 @@ impl SetName {
 }
 
 /// What a `SET` does to the key's time to live.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SetTtl {
     /// None after it: a plain SET clears a time to live.
     #[default]
@@ -84,7 +85,7 @@ pub enum SetTtl {
 }
 
 /// The command of an `EXPIRE`-like write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ExpireCommand {
     /// `EXPIRE key seconds`.
     Expire,
@@ -117,17 +118,10 @@ impl ExpireCommand {
     pub fn in_seconds(self) -> bool {
         matches!(self, ExpireCommand::Expire | ExpireCommand::ExpireAt)
     }
-
-    const ALL: [ExpireCommand; 4] = [
-        ExpireCommand::Expire,
-        ExpireCommand::PExpire,
-        ExpireCommand::ExpireAt,
-        ExpireCommand::PExpireAt,
-    ];
 }
 
 /// When an `EXPIRE`-like write sets the time (its NX, XX, GT or LT).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ExpireCondition {
     /// Always.
     #[default]
@@ -147,27 +141,27 @@ pub enum ExpireCondition {
 
 /// A time given to GETEX, checked when the entry is applied (as Redis
 /// checks it only once it found the key).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct GetExTime {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GetExTime<B = Bytes> {
     /// EX or EXAT (seconds) rather than PX or PXAT.
     pub seconds: bool,
     /// EXAT or PXAT (since the epoch) rather than EX or PX.
     pub absolute: bool,
     /// The argument as the client sent it.
-    pub time: Bytes,
+    pub time: B,
 }
 
 /// What `GETEX` does to the key's time to live.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum GetExTtl {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GetExTtl<B = Bytes> {
     /// `PERSIST`: removes it.
     Persist,
     /// `EX`, `PX`, `EXAT`, `PXAT`: sets it.
-    Set(GetExTime),
+    Set(GetExTime<B>),
 }
 
 /// Which time a TTL-like read answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TtlKind {
     /// `TTL`: seconds left (rounded).
     Ttl,
@@ -179,129 +173,9 @@ pub enum TtlKind {
     PExpireTime,
 }
 
-impl TtlKind {
-    const ALL: [TtlKind; 4] = [
-        TtlKind::Ttl,
-        TtlKind::PTtl,
-        TtlKind::ExpireTime,
-        TtlKind::PExpireTime,
-    ];
-}
-
 /// `ERR invalid expire time in '<name>' command`, as Redis words it.
 pub fn invalid_expire_time(name: &str) -> String {
     format!("ERR invalid expire time in '{name}' command")
-}
-
-// ---------------------------------------------------------------------------
-// The binary forms (see `batch.rs` for the formats)
-// ---------------------------------------------------------------------------
-
-impl SetTtl {
-    /// Bits 3-6 of SET's flags: the kind (bits 3-4), the name (5-6).
-    pub(super) fn flags(self) -> u8 {
-        let (kind, name) = match self {
-            SetTtl::Clear => (0, SetName::Set),
-            SetTtl::Keep => (1, SetName::Set),
-            SetTtl::In { name, .. } => (2, name),
-            SetTtl::At(_) => (3, SetName::Set),
-        };
-        let name = match name {
-            SetName::Set => 0,
-            SetName::SetEx => 1,
-            SetName::PSetEx => 2,
-        };
-        (kind << 3) | (name << 5)
-    }
-
-    /// The time written after the key and value, if any.
-    pub(super) fn time(self) -> Option<u64> {
-        match self {
-            SetTtl::In { ms, .. } | SetTtl::At(ms) => Some(ms),
-            SetTtl::Clear | SetTtl::Keep => None,
-        }
-    }
-
-    /// Decodes bits 3-6 of SET's flags and the time after them.
-    pub(super) fn decode(
-        flags: u8,
-        time: impl FnOnce() -> Option<u64>,
-    ) -> Result<Self, &'static str> {
-        let name = match (flags >> 5) & 3 {
-            0 => SetName::Set,
-            1 => SetName::SetEx,
-            2 => SetName::PSetEx,
-            _ => return Err("invalid SET flags"),
-        };
-        let kind = (flags >> 3) & 3;
-        if name != SetName::Set && kind != 2 {
-            return Err("invalid SET flags");
-        }
-        Ok(match kind {
-            0 => SetTtl::Clear,
-            1 => SetTtl::Keep,
-            2 => SetTtl::In {
-                ms: time().ok_or(super::batch::CUT)?,
-                name,
-            },
-            _ => SetTtl::At(time().ok_or(super::batch::CUT)?),
-        })
-    }
-}
-
-impl ExpireCommand {
-    pub(super) fn code(self) -> u8 {
-        Self::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8
-    }
-
-    pub(super) fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(code)).copied()
-    }
-}
-
-impl ExpireCondition {
-    const ALL: [ExpireCondition; 6] = [
-        ExpireCondition::Always,
-        ExpireCondition::IfNone,
-        ExpireCondition::IfSome,
-        ExpireCondition::IfLater,
-        ExpireCondition::IfEarlier,
-        ExpireCondition::IfSomeEarlier,
-    ];
-
-    pub(super) fn code(self) -> u8 {
-        Self::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8
-    }
-
-    pub(super) fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(code)).copied()
-    }
-}
-
-impl TtlKind {
-    pub(super) fn code(self) -> u8 {
-        Self::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8
-    }
-
-    pub(super) fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(code)).copied()
-    }
-}
-
-/// GETEX's mode byte: 1 PERSIST, 2 EX, 3 PX, 4 EXAT, 5 PXAT.
-pub(super) fn getex_code(ttl: &GetExTtl) -> u8 {
-    match ttl {
-        GetExTtl::Persist => 1,
-        GetExTtl::Set(t) => 2 + u8::from(!t.seconds) + 2 * u8::from(t.absolute),
-    }
-}
-
-/// A GETEX borrowed from an entry: its mode byte and, but for PERSIST, the
-/// time as sent.
-#[derive(Clone, Copy)]
-pub(super) struct GetExOp<'a> {
-    pub(super) mode: u8,
-    pub(super) time: &'a [u8],
 }
 
 // ---------------------------------------------------------------------------
@@ -516,19 +390,23 @@ impl KvStore {
 
     /// `GETEX key [EX|PX|EXAT|PXAT time | PERSIST]`: the value (null if
     /// absent, then nothing changes), after checking the time.
-    pub(super) fn write_getex(&mut self, key: &[u8], op: GetExOp<'_>, out: &mut BytesMut) {
+    pub(super) fn write_getex(&mut self, key: &[u8], ttl: GetExTtl<&[u8]>, out: &mut BytesMut) {
         let value = match self.get_str(key) {
             Ok(Some(v)) => v.clone(),
             Ok(None) => return put_null(out),
             Err(e) => return put_error(out, e),
         };
-        if op.mode == 1 {
+        let GetExTtl::Set(GetExTime {
+            seconds,
+            absolute,
+            time,
+        }) = ttl
+        else {
             self.deadlines.clear(key);
             super::reply::bulk(out, &value);
             return;
-        }
-        let (seconds, absolute) = (op.mode & 1 == 0, op.mode >= 4);
-        let Some(t) = parse_i64(op.time) else {
+        };
+        let Some(t) = parse_i64(time) else {
             put_error(out, "ERR value is not an integer or out of range");
             return;
         };

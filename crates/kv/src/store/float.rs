@@ -7,9 +7,6 @@
 
 use std::cmp::Ordering;
 
-/// The error for a value or increment that is not a number.
-pub(super) const NOT_FLOAT: &str = "ERR value is not a valid float";
-
 /// The longest text Redis reads as a long double (`MAX_LONG_DOUBLE_CHARS`).
 const MAX_CHARS: usize = 5 * 1024;
 

@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::args::{parse_cursor, parse_i64, scan_options, NOT_INTEGER, SYNTAX};
-use super::batch::{array_len, bulk_len, decimal_len, Items};
+use super::batch::{array_len, bulk_len, decimal_len};
 use super::glob_match;
 use super::keyspace::{discard, key_hash, remove};
 use super::reply::{u64_digits, Answer, Out};
@@ -17,9 +17,9 @@ use crate::frame::{put_array, put_bulk, put_int, put_simple};
 impl KvStore {
     /// `DEL key...`: the number of keys removed (with their times to live;
     /// a key named twice is removed, and counted, once).
-    pub(super) fn write_del(&mut self, keys: Items<'_>, out: &mut BytesMut) {
+    pub(super) fn write_del(&mut self, keys: &[&[u8]], out: &mut BytesMut) {
         let mut n: i64 = 0;
-        for k in keys {
+        for &k in keys {
             if remove(&mut self.map, key_hash(k), k).is_some() {
                 self.deadlines.clear(k);
                 n += 1;
@@ -39,8 +39,8 @@ impl KvStore {
 
     /// `EXISTS key...`: how many of the keys exist (a key named twice
     /// counts twice).
-    pub(super) fn read_exists(&self, keys: Items<'_>, out: &mut BytesMut) {
-        let n = keys.filter(|k| self.get(k).is_some()).count();
+    pub(super) fn read_exists(&self, keys: &[&[u8]], out: &mut BytesMut) {
+        let n = keys.iter().filter(|k| self.get(k).is_some()).count();
         put_int(out, n as i64);
     }
 

@@ -30,8 +30,9 @@
 //! Keys may have a time to live, kept by the log's time, never by a node's
 //! clock: see `expiry` for how and for the clock rules.
 //!
-//! By concern: `ops` (the commands, [`Write`] and [`Read`]), `batch` (their
-//! binary format in entries and queries), `keyspace` (the map ordered by
+//! By concern: `ops` (the commands, [`Write`] and [`Read`], serde enums),
+//! `batch` (their binary format in entries and queries: postcard),
+//! `legacy` (the first entry format, still read), `keyspace` (the map ordered by
 //! key hash), `value` (what a key holds), `access` (how every family
 //! reaches the keys: types, WRONGTYPE, empty collections), `reply` (where
 //! replies go: an entry's output, a query's answer, a size), `args`
@@ -61,6 +62,7 @@ mod glob;
 mod hashes;
 mod keys;
 mod keyspace;
+mod legacy;
 mod lists;
 mod ops;
 mod query;
@@ -74,6 +76,7 @@ mod users;
 mod value;
 
 pub use args::parse_i64;
+pub(crate) use batch::refuse;
 use batch::*;
 pub use batch::{
     encode_bounded_reads, encode_reads, encode_writes, encoded_write_len, split_bounded_answer,
@@ -214,65 +217,57 @@ impl KvStore {
 
     /// Applies one write (not an EXEC: see `tx`), each by its family's
     /// file.
-    fn write(&mut self, op: WriteOp<'_>, out: &mut BytesMut) {
+    fn write(&mut self, op: Write<&[u8]>, out: &mut BytesMut) {
         match op {
-            WriteOp::Set {
+            Write::Set {
                 key,
                 value,
                 condition,
                 get,
                 ttl,
             } => self.write_set(key, value, condition, get, ttl, out),
-            WriteOp::Del(keys) => self.write_del(keys, out),
-            WriteOp::IncrBy { key, by } => self.write_incrby(key, by, out),
-            WriteOp::Append { key, value } => self.write_append(key, value, out),
-            WriteOp::MSet(items) => self.write_mset(items, out),
-            WriteOp::GetSet { key, value } => self.write_getset(key, value, out),
-            WriteOp::FlushDb => self.write_flushdb(out),
-            WriteOp::Cas { key, expected, new } => self.write_cas(key, expected, new, out),
-            WriteOp::AclSetUser { name, rules } => self.write_acl_setuser(name, rules, out),
-            WriteOp::AclDelUser(names) => self.write_acl_deluser(names, out),
-            WriteOp::AclInit(password) => self.write_acl_init(password, out),
-            WriteOp::Expire {
+            Write::Del { keys } => self.write_del(&keys, out),
+            Write::IncrBy { key, by } => self.write_incrby(key, by, out),
+            Write::Append { key, value } => self.write_append(key, value, out),
+            Write::MSet { pairs } => self.write_mset(&pairs, out),
+            Write::GetSet { key, value } => self.write_getset(key, value, out),
+            Write::FlushDb => self.write_flushdb(out),
+            Write::Cas { key, expected, new } => self.write_cas(key, expected, new, out),
+            Write::AclSetUser { name, rules } => self.write_acl_setuser(name, &rules, out),
+            Write::AclDelUser { names } => self.write_acl_deluser(&names, out),
+            Write::AclInit { password } => self.write_acl_init(password, out),
+            Write::Expire {
                 key,
                 when_ms,
                 command,
                 condition,
             } => self.write_expire(key, when_ms, command, condition, out),
-            WriteOp::Persist(key) => self.write_persist(key, out),
-            WriteOp::GetEx { key, op } => self.write_getex(key, op, out),
+            Write::Persist { key } => self.write_persist(key, out),
+            Write::GetEx { key, ttl } => self.write_getex(key, ttl, out),
             // The keys it changes are recorded by `apply_write`.
-            WriteOp::Typed(cmd, args) => self.write_typed(cmd, args, out, &mut Vec::new()),
-            WriteOp::GetDel(key) => self.write_getdel(key, out),
-            WriteOp::SetRange { key, offset, value } => {
-                self.write_setrange(key, offset, value, out)
-            }
-            WriteOp::MSetNx(items) => self.write_msetnx(items, out),
-            WriteOp::IncrByFloat { key, by } => self.write_incrbyfloat(key, by, out),
+            Write::Typed { cmd, args } => self.write_typed(cmd, &args, out, &mut Vec::new()),
+            Write::GetDel { key } => self.write_getdel(key, out),
+            Write::SetRange { key, offset, value } => self.write_setrange(key, offset, value, out),
+            Write::MSetNx { pairs } => self.write_msetnx(&pairs, out),
+            Write::IncrByFloat { key, by } => self.write_incrbyfloat(key, by, out),
             // Applied by `apply_write`, never here.
-            WriteOp::Exec(_) => put_error(out, "ERR EXEC inside EXEC"),
+            Write::Exec { .. } => put_error(out, "ERR EXEC inside EXEC"),
         }
     }
 }
 
 impl raft_node::StateMachine for KvStore {
     fn apply(&mut self, index: u64, command: &[u8]) -> Bytes {
-        let (body, n) = match check_batch(command, WRITES_FORMAT, parse_write) {
-            Ok(b) => b,
+        let writes = match decode_writes(command) {
+            Ok(w) => w,
             Err(why) => return batch_error("command", &why),
         };
-        let mut out = BytesMut::with_capacity(n.saturating_mul(8));
-        let mut r = Reader { buf: body };
-        let mut position = 0;
-        while !r.is_empty() {
+        let mut out = BytesMut::with_capacity(writes.len().saturating_mul(8));
+        for (position, op) in (0..).zip(writes) {
             // The seed of any random pick: from the log, the same on
             // every node.
             self.seed.0 = (index, position);
-            position += 1;
-            match parse_write(&mut r) {
-                Ok(op) => self.apply_write(index, op, &mut out),
-                Err(_) => break, // checked above: cannot happen
-            }
+            self.apply_write(index, op, &mut out);
         }
         out.freeze()
     }

@@ -1,8 +1,16 @@
 //! The commands the store runs, as the server hands them over: writes
 //! ([`Write`], what a log entry holds) and reads ([`Read`], what a query
-//! holds). Their binary form is in `batch`; each family's file runs them.
+//! holds). Their binary form is their serde form in postcard (`batch`);
+//! each family's file runs them.
+//!
+//! Both are generic over the type of their byte strings: `Bytes` as the
+//! server builds them, `&[u8]` as the store decodes them from an entry or
+//! a query without copying. The order of the variants is the format: a
+//! new command goes at the end of its enum, and none is ever removed or
+//! reordered.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use super::expiry::{ExpireCommand, ExpireCondition, GetExTtl, SetTtl, TtlKind};
 use super::tx::TxOp;
@@ -10,7 +18,7 @@ use super::typed::TypedCmd;
 use crate::acl::{self, PasswordHash};
 
 /// The condition of a `SET`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SetCondition {
     /// Set whether or not the key exists.
     #[default]
@@ -22,15 +30,15 @@ pub enum SetCondition {
 }
 
 /// A command that changes the store; a log entry holds one or more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write<B = Bytes> {
     /// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT time | KEEPTTL]`,
     /// `SETEX`, `PSETEX`.
     Set {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The new value.
-        value: Bytes,
+        value: B,
         /// When to set.
         condition: SetCondition,
         /// `GET`: reply with the old value (or null) instead of `+OK`.
@@ -42,13 +50,13 @@ pub enum Write {
     /// to live go with them).
     Del {
         /// The keys (a key named twice is removed, and counted, once).
-        keys: Vec<Bytes>,
+        keys: Vec<B>,
     },
     /// `INCR`, `INCRBY`, `DECR`, `DECRBY`: replies with the new value; the
     /// key keeps its time to live.
     IncrBy {
         /// The key (absent counts as 0).
-        key: Bytes,
+        key: B,
         /// The amount to add (negative for DECR and DECRBY).
         by: i64,
     },
@@ -56,23 +64,23 @@ pub enum Write {
     /// time to live.
     Append {
         /// The key (absent counts as empty).
-        key: Bytes,
+        key: B,
         /// The bytes to append.
-        value: Bytes,
+        value: B,
     },
     /// `MSET key value [key value...]`, atomically; clears the keys' times
     /// to live.
     MSet {
         /// The keys and their new values, set in order.
-        pairs: Vec<(Bytes, Bytes)>,
+        pairs: Vec<(B, B)>,
     },
     /// `GETSET key value`: replies with the old value (or null); clears the
     /// key's time to live.
     GetSet {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The new value.
-        value: Bytes,
+        value: B,
     },
     /// `FLUSHDB`: removes every key.
     FlushDb,
@@ -80,24 +88,24 @@ pub enum Write {
     /// clears the key's time to live, as SET does.
     Cas {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The value the key must hold; `None`: the key must be absent.
-        expected: Option<Bytes>,
+        expected: Option<B>,
         /// The value to set.
-        new: Bytes,
+        new: B,
     },
     /// `ACL SETUSER name rule...`: `+OK` or the error. The rules hold
     /// password hashes, never a password.
     AclSetUser {
         /// The user's name.
-        name: Bytes,
+        name: B,
         /// The rules, applied in order, all or none.
         rules: Vec<acl::Rule>,
     },
     /// `ACL DELUSER name...`: replies with the number of users removed.
     AclDelUser {
         /// The users' names.
-        names: Vec<Bytes>,
+        names: Vec<B>,
     },
     /// The init entry of the user table: the first applied makes the
     /// default user with this password (`nopass` without) and replies
@@ -111,7 +119,7 @@ pub enum Write {
     /// absent or the condition refused.
     Expire {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The time argument in milliseconds (seconds already converted):
         /// from the log's time at apply for EXPIRE and PEXPIRE, from the
         /// epoch for the others. May be negative.
@@ -124,15 +132,15 @@ pub enum Write {
     /// `PERSIST key`: `:1` if it removed a time to live, else `:0`.
     Persist {
         /// The key.
-        key: Bytes,
+        key: B,
     },
     /// `GETEX key EX|PX|EXAT|PXAT time | PERSIST`: the value (null if
     /// absent), and the key's time to live changed.
     GetEx {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The change.
-        ttl: GetExTtl,
+        ttl: GetExTtl<B>,
     },
     /// A command on a hash, a set or a list, or one on keys of any type
     /// (`typed`): its arguments after the name, as sent, checked when
@@ -141,74 +149,75 @@ pub enum Write {
         /// Which command.
         cmd: TypedCmd,
         /// Its arguments, the key first.
-        args: Vec<Bytes>,
+        args: Vec<B>,
     },
     /// `EXEC`: the queued commands of a transaction, applied at once if no
     /// watched key changed (see `tx`); replies with the array of their
     /// replies, or a null array.
     Exec {
         /// The watched keys and the versions read at WATCH.
-        watches: Vec<(Bytes, u64)>,
-        /// The commands, in order.
-        ops: Vec<TxOp>,
+        watches: Vec<(B, u64)>,
+        /// The commands, in order (none of them an EXEC).
+        #[serde(deserialize_with = "super::tx::exec_ops")]
+        ops: Vec<TxOp<B>>,
     },
     /// `GETDEL key`: the value (or null), and the key removed.
     GetDel {
         /// The key.
-        key: Bytes,
+        key: B,
     },
     /// `SETRANGE key offset value`: the new length.
     SetRange {
         /// The key.
-        key: Bytes,
+        key: B,
         /// Where the value goes (zero bytes fill up to it).
         offset: u64,
         /// The bytes to write.
-        value: Bytes,
+        value: B,
     },
     /// `MSETNX key value...`: `:1` if it set every key (none existed).
     MSetNx {
         /// The keys and their values.
-        pairs: Vec<(Bytes, Bytes)>,
+        pairs: Vec<(B, B)>,
     },
     /// `INCRBYFLOAT key by`: the new value.
     IncrByFloat {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The increment, as sent (parsed when applied).
-        by: Bytes,
+        by: B,
     },
 }
 
 /// A read-only command; a query holds one or more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Read {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Read<B = Bytes> {
     /// `GET key`: the value or null.
     Get {
         /// The key.
-        key: Bytes,
+        key: B,
     },
     /// `MGET key...`: an array of values or nulls.
     MGet {
         /// The keys.
-        keys: Vec<Bytes>,
+        keys: Vec<B>,
     },
     /// `EXISTS key...`: how many of the keys exist (a key named twice
     /// counts twice, as in Redis).
     Exists {
         /// The keys.
-        keys: Vec<Bytes>,
+        keys: Vec<B>,
     },
     /// `STRLEN key`: the length of the value (0 if absent).
     Strlen {
         /// The key.
-        key: Bytes,
+        key: B,
     },
     /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`: -2 if absent, -1 if it
     /// has no time to live, else the time left or the deadline.
     Ttl {
         /// The key.
-        key: Bytes,
+        key: B,
         /// Which time.
         kind: TtlKind,
     },
@@ -220,7 +229,7 @@ pub enum Read {
     /// in no particular order.
     Keys {
         /// The glob pattern.
-        pattern: Bytes,
+        pattern: B,
     },
     /// `SCAN cursor [MATCH pattern] [COUNT count]`: a two-element array,
     /// the next cursor (`"0"` at the end) and the keys found.
@@ -229,7 +238,7 @@ pub enum Read {
         cursor: u64,
         /// Only return keys matching this glob pattern (applied after the
         /// keys are chosen, as in Redis).
-        pattern: Option<Bytes>,
+        pattern: Option<B>,
         /// How many keys to examine at least (0 is taken as 1).
         count: usize,
     },
@@ -239,12 +248,12 @@ pub enum Read {
         /// Which command.
         cmd: TypedCmd,
         /// Its arguments, the key first.
-        args: Vec<Bytes>,
+        args: Vec<B>,
     },
     /// `GETRANGE key start end`: part of the value.
     GetRange {
         /// The key.
-        key: Bytes,
+        key: B,
         /// The first byte (negative: from the end).
         start: i64,
         /// The last byte, included.
@@ -253,6 +262,6 @@ pub enum Read {
     /// The keys' versions (WATCH): an array of integers.
     Versions {
         /// The keys.
-        keys: Vec<Bytes>,
+        keys: Vec<B>,
     },
 }

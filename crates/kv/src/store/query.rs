@@ -5,73 +5,36 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::batch::{
-    array_len, batch_error, bulk_len, check_batch, decimal_len, len32, parse_read, ReadOp, Reader,
-    BOUNDED_READS_FORMAT, READS_FORMAT,
-};
+use super::batch::{array_len, batch_error, bulk_len, decimal_len, decode_query, len32, ReplyRoom};
 use super::expiry::TtlKind;
 use super::reply::{bulk, Answer};
 use super::value::{Value, WRONGTYPE};
-use super::KvStore;
+use super::{KvStore, Read};
 use crate::frame::{put_error, put_int};
 
 impl KvStore {
     /// Answers a query, plain ([`super::encode_reads`]) or bounded
     /// ([`super::encode_bounded_reads`]), into `out`.
     pub(super) fn answer(&self, query: &[u8], out: &mut Answer) {
-        if query.first() == Some(&BOUNDED_READS_FORMAT) {
-            self.bounded_query(&query[1..], out);
-            return;
-        }
-        let (body, _) = match check_batch(query, READS_FORMAT, parse_read) {
-            Ok(b) => b,
-            Err(why) => {
-                out.chunk.extend_from_slice(&batch_error("query", &why));
-                return;
-            }
-        };
-        let mut r = Reader { buf: body };
-        while !r.is_empty() {
-            match parse_read(&mut r) {
-                Ok(op) => self.read(op, out),
-                Err(_) => break, // checked above: cannot happen
-            }
+        match decode_query(query) {
+            Err(why) => out.chunk.extend_from_slice(&batch_error("query", &why)),
+            Ok((None, reads)) => reads.into_iter().for_each(|op| self.read(op, out)),
+            Ok((Some(room), reads)) => self.bounded_query(room, reads, out),
         }
     }
 
-    /// Answers a bounded query (its body after the format byte) into `out`:
-    /// see [`super::encode_bounded_reads`]. The counts are written first, so that
-    /// they begin the first part.
-    fn bounded_query(&self, query: &[u8], out: &mut Answer) {
-        let mut r = Reader { buf: query };
-        let (Some(soft), Some(hard), Some(limit)) = (r.u64(), r.u64(), r.u64()) else {
-            out.chunk
-                .extend_from_slice(&batch_error("query", "its room is cut off"));
-            return;
-        };
-        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        let (soft, hard, limit) = (size(soft), size(hard), size(limit));
-        let body = r.buf;
-        let mut n = 0;
-        while !r.is_empty() {
-            if let Err(e) = parse_read(&mut r) {
-                let e = batch_error("query", &format!("command {}: {e}", n + 1));
-                out.chunk.extend_from_slice(&e);
-                return;
-            }
-            n += 1;
-        }
+    /// Answers a bounded query into `out`: see
+    /// [`super::encode_bounded_reads`]. The counts are written first, so
+    /// that they begin the first part.
+    fn bounded_query(&self, room: ReplyRoom, reads: Vec<Read<&[u8]>>, out: &mut Answer) {
+        let ReplyRoom { soft, hard, limit } = room;
         // First the sizes: which reads are answered, which refused, and the
         // answer's length; then the answer, allocated once (in one buffer;
         // in parts, its framing and short values).
-        let mut r = Reader { buf: body };
         let mut refusals: Vec<Option<Bytes>> = Vec::new();
         let mut total = 0usize;
-        while !r.is_empty() {
-            let Ok(op) = parse_read(&mut r) else {
-                break; // checked above: cannot happen
-            };
-            let n = self.reply_size(&op);
+        for op in &reads {
+            let n = self.reply_size(op);
             let (n, refusal) = if n > limit {
                 let mut e = BytesMut::new();
                 put_error(
@@ -97,11 +60,7 @@ impl KvStore {
         out.reserve(8 + total + 64);
         out.chunk.put_u32_le(answered);
         out.chunk.put_u32_le(refused);
-        let mut r = Reader { buf: body };
-        for refusal in refusals {
-            let Ok(op) = parse_read(&mut r) else {
-                break; // checked above: cannot happen
-            };
+        for (refusal, op) in refusals.into_iter().zip(reads) {
             match refusal {
                 Some(e) => out.chunk.extend_from_slice(&e),
                 None => self.read(op, out),
@@ -111,18 +70,19 @@ impl KvStore {
 
     /// The length of the reply [`KvStore::read`] would write for `op`, found
     /// without building it.
-    pub(super) fn reply_size(&self, op: &ReadOp<'_>) -> usize {
+    pub(super) fn reply_size(&self, op: &Read<&[u8]>) -> usize {
         let value = |k: &[u8]| match self.get(k) {
             Some(Value::Str(v)) => bulk_len(v.len()),
             Some(_) => WRONGTYPE.len() + 3,
             None => 5,
         };
-        match op {
-            ReadOp::Get(key) => value(key),
+        match *op {
+            Read::Get { key } => value(key),
             // MGET answers null for a key of another type.
-            ReadOp::MGet(keys) => {
+            Read::MGet { ref keys } => {
                 array_len(keys.len())
                     + keys
+                        .iter()
                         .map(|k| {
                             self.get_str(k)
                                 .ok()
@@ -131,68 +91,69 @@ impl KvStore {
                         })
                         .fold(0, usize::saturating_add)
             }
-            ReadOp::Typed(cmd, args) => self.typed_reply_size(*cmd, *args),
-            ReadOp::Strlen(key) if self.get_str(key).is_err() => WRONGTYPE.len() + 3,
+            Read::Typed { cmd, ref args } => self.typed_reply_size(cmd, args),
+            Read::Strlen { key } if self.get_str(key).is_err() => WRONGTYPE.len() + 3,
             // An integer: at most ":-9223372036854775808\r\n".
-            ReadOp::Exists(_)
-            | ReadOp::Strlen(_)
-            | ReadOp::Ttl(..)
-            | ReadOp::DbSize
-            | ReadOp::VolatileLen => 24,
-            ReadOp::GetRange(key, start, end) => match self.getrange(key, *start, *end) {
+            Read::Exists { .. }
+            | Read::Strlen { .. }
+            | Read::Ttl { .. }
+            | Read::DbSize
+            | Read::VolatileLen => 24,
+            Read::GetRange { key, start, end } => match self.getrange(key, start, end) {
                 Ok(v) => bulk_len(v.len()),
                 Err(e) => e.len() + 3,
             },
-            ReadOp::Versions(keys) => {
+            Read::Versions { ref keys } => {
                 array_len(keys.len())
                     + keys
+                        .iter()
                         .map(|k| 3 + decimal_len(self.versions.get(k)))
                         .sum::<usize>()
             }
-            ReadOp::Keys(pattern) => self.keys_reply_size(pattern),
-            ReadOp::Scan {
+            Read::Keys { pattern } => self.keys_reply_size(pattern),
+            Read::Scan {
                 cursor,
                 pattern,
                 count,
-            } => self.scan_reply_size(*cursor, *pattern, *count),
+            } => self.scan_reply_size(cursor, pattern, count),
         }
     }
 
     /// Writes the reply to `op`: stored values and keys through
     /// [`Answer::bulk`] (copied, or shared in an answer in parts), the rest
     /// into its current chunk.
-    pub(super) fn read(&self, op: ReadOp<'_>, answer: &mut Answer) {
+    pub(super) fn read(&self, op: Read<&[u8]>, answer: &mut Answer) {
         // Room for a short reply (a bulk reply reserves its own): the
         // output starts empty so that one GET allocates once.
-        if !matches!(op, ReadOp::Get(_)) {
+        if !matches!(op, Read::Get { .. }) {
             answer.chunk.reserve(24);
         }
         match op {
-            ReadOp::Get(key) => self.read_get(key, answer),
-            ReadOp::MGet(keys) => self.read_mget(keys, answer),
-            ReadOp::Exists(keys) => self.read_exists(keys, &mut answer.chunk),
-            ReadOp::Strlen(key) => self.read_strlen(key, &mut answer.chunk),
-            ReadOp::Typed(cmd, args) => self.read_typed(cmd, args, answer),
-            ReadOp::Ttl(key, kind) => {
+            Read::Get { key } => self.read_get(key, answer),
+            Read::MGet { keys } => self.read_mget(&keys, answer),
+            Read::Exists { keys } => self.read_exists(&keys, &mut answer.chunk),
+            Read::Strlen { key } => self.read_strlen(key, &mut answer.chunk),
+            Read::Typed { cmd, args } => self.read_typed(cmd, &args, answer),
+            Read::Ttl { key, kind } => {
                 let wall_ms = match kind {
                     TtlKind::Ttl | TtlKind::PTtl => self.wall_clock.now_ms(),
                     TtlKind::ExpireTime | TtlKind::PExpireTime => 0,
                 };
                 self.read_ttl(key, kind, wall_ms, &mut answer.chunk)
             }
-            ReadOp::DbSize => put_int(&mut answer.chunk, self.len as i64),
-            ReadOp::VolatileLen => put_int(&mut answer.chunk, self.deadlines.len() as i64),
-            ReadOp::Keys(pattern) => self.read_keys(pattern, answer),
-            ReadOp::Scan {
+            Read::DbSize => put_int(&mut answer.chunk, self.len as i64),
+            Read::VolatileLen => put_int(&mut answer.chunk, self.deadlines.len() as i64),
+            Read::Keys { pattern } => self.read_keys(pattern, answer),
+            Read::Scan {
                 cursor,
                 pattern,
                 count,
             } => self.read_scan(cursor, pattern, count, answer),
-            ReadOp::GetRange(key, start, end) => match self.getrange(key, start, end) {
+            Read::GetRange { key, start, end } => match self.getrange(key, start, end) {
                 Ok(v) => bulk(&mut answer.chunk, v),
                 Err(e) => put_error(&mut answer.chunk, e),
             },
-            ReadOp::Versions(keys) => self.read_versions(keys, &mut answer.chunk),
+            Read::Versions { keys } => self.read_versions(&keys, &mut answer.chunk),
         }
     }
 }
@@ -224,9 +185,8 @@ mod tests {
         reads.push(Read::Keys { pattern: b("a1*") });
         for read in reads {
             let q = encode_reads(std::slice::from_ref(&read));
-            let mut r = Reader { buf: &q[1..] };
-            let op = parse_read(&mut r).unwrap();
-            let size = s.reply_size(&op);
+            let (_, ops) = decode_query(&q).unwrap();
+            let size = s.reply_size(&ops[0]);
             let built = s.query(&q).len();
             match read {
                 Read::Exists { .. }

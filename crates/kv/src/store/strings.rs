@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::args::{OVERFLOW, TOO_LONG};
-use super::batch::{Items, MAX_STRING};
+use super::batch::MAX_STRING;
 use super::keyspace::{key_hash, remove, spot, Spot};
 use super::reply::{bulk, i64_value, Answer};
 use super::value::{Value, WRONGTYPE};
@@ -132,8 +132,8 @@ impl KvStore {
 
     /// `MSET key value...`: every key set, whatever it held, its time to
     /// live cleared.
-    pub(super) fn write_mset(&mut self, mut items: Items<'_>, out: &mut BytesMut) {
-        while let (Some(k), Some(v)) = (items.next(), items.next()) {
+    pub(super) fn write_mset(&mut self, pairs: &[(&[u8], &[u8])], out: &mut BytesMut) {
+        for &(k, v) in pairs {
             self.put(k, v);
             self.deadlines.clear(k);
         }
@@ -260,12 +260,11 @@ impl KvStore {
     /// `MSETNX key value...`: `:1` and every key set (without a time to
     /// live) if none exists, else `:0` and nothing set (a key of any type
     /// exists).
-    pub(super) fn write_msetnx(&mut self, items: Items<'_>, out: &mut BytesMut) {
-        if items.step_by(2).any(|k| self.get(k).is_some()) {
+    pub(super) fn write_msetnx(&mut self, pairs: &[(&[u8], &[u8])], out: &mut BytesMut) {
+        if pairs.iter().any(|(k, _)| self.get(k).is_some()) {
             return put_int(out, 0);
         }
-        let mut items = items;
-        while let (Some(k), Some(v)) = (items.next(), items.next()) {
+        for &(k, v) in pairs {
             self.put(k, v);
             self.deadlines.clear(k);
         }
@@ -283,12 +282,12 @@ impl KvStore {
         let old = match &current {
             Some(v) => match super::float::parse(v) {
                 Some(x) => x,
-                None => return put_error(out, super::float::NOT_FLOAT),
+                None => return put_error(out, super::args::NOT_FLOAT),
             },
             None => super::float::Ext::ZERO,
         };
         let Some(by) = super::float::parse(by) else {
-            return put_error(out, super::float::NOT_FLOAT);
+            return put_error(out, super::args::NOT_FLOAT);
         };
         let Some(sum) = old.add(by) else {
             return put_error(out, "ERR increment would produce NaN or Infinity");
@@ -339,9 +338,9 @@ impl KvStore {
     }
 
     /// `MGET key...`: the values, null for a key absent or of another type.
-    pub(super) fn read_mget(&self, keys: Items<'_>, answer: &mut Answer) {
+    pub(super) fn read_mget(&self, keys: &[&[u8]], answer: &mut Answer) {
         put_array(&mut answer.chunk, keys.len());
-        for k in keys {
+        for &k in keys {
             match self.get_str(k).ok().flatten() {
                 Some(v) => answer.bulk(v),
                 None => {
@@ -551,13 +550,13 @@ mod tests {
                 ("GET f", bulk(b"-4989.39999999999999991")),
                 ("PEXPIRETIME f", Frame::Integer(6000)),
                 ("INCRBYFLOAT g 3", bulk(b"3")),
-                ("INCRBYFLOAT g abc", err(super::super::float::NOT_FLOAT)),
+                ("INCRBYFLOAT g abc", err(super::super::args::NOT_FLOAT)),
                 (
                     "INCRBYFLOAT g inf",
                     err("ERR increment would produce NaN or Infinity"),
                 ),
                 ("SET h abc", Frame::Simple("OK".into())),
-                ("INCRBYFLOAT h 1", err(super::super::float::NOT_FLOAT)),
+                ("INCRBYFLOAT h 1", err(super::super::args::NOT_FLOAT)),
                 ("GET g", bulk(b"3")),
             ],
         );

@@ -6,12 +6,18 @@ use raft_node::StateMachine;
 
 use super::value::{Value, WRONGTYPE};
 use super::{
-    encode_reads, encode_writes, parse_read, ExpireCommand, ExpireCondition, GetExTime, GetExTtl,
-    KvStore, Read, Reader, SetCondition, SetName, SetTtl, TtlKind, TxOp, TypedCmd, Write,
+    decode_query, encode_reads, encode_writes, ExpireCommand, ExpireCondition, GetExTime, GetExTtl,
+    KvStore, Read, SetCondition, SetName, SetTtl, TtlKind, TxOp, TypedCmd, Write,
 };
 use crate::acl::{self, PasswordHash};
 use crate::cmd::{parse, Command};
 use crate::frame::{Frame, Limits};
+
+/// A decoded command (byte strings borrowed) as the owned one it was
+/// encoded from, through its postcard form.
+pub(super) fn owned<T: serde::Serialize, O: serde::de::DeserializeOwned>(decoded: &T) -> O {
+    postcard::from_bytes(&postcard::to_stdvec(decoded).unwrap()).unwrap()
+}
 
 pub(super) fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -141,12 +147,12 @@ pub(super) fn run_at(s: &mut KvStore, index: u64, line: &str) -> Frame {
         Command::Read(r) => {
             let q = encode_reads(std::slice::from_ref(&r));
             let out = s.query(&q);
-            let mut rd = Reader { buf: &q[1..] };
-            let op = parse_read(&mut rd).unwrap();
+            let (_, ops) = decode_query(&q).unwrap();
+            let op = &ops[0];
             if matches!(r, Read::Typed { .. }) {
-                assert_eq!(s.reply_size(&op), out.len(), "the size of {line:?}");
+                assert_eq!(s.reply_size(op), out.len(), "the size of {line:?}");
             } else {
-                assert!(s.reply_size(&op) >= out.len(), "the size of {line:?}");
+                assert!(s.reply_size(op) >= out.len(), "the size of {line:?}");
             }
             frame(&out)
         }

@@ -23,11 +23,11 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::batch::{
-    encode_reads, encode_writes, len32, parse_read, parse_write, put_str, Reader, WriteOp, CUT,
-};
+use serde::{Deserialize, Serialize};
+
+use super::batch::{put_str, Reader};
 use super::reply::Answer;
-use super::{KvStore, Read, Write};
+use super::{GetExTtl, KvStore, Read, Write};
 use crate::frame::{put_array, put_int};
 
 /// The most keys whose versions the table remembers.
@@ -36,17 +36,44 @@ pub(super) const MAX_VERSIONS: usize = 1 << 16;
 /// The most key bytes the table holds.
 pub(super) const MAX_VERSION_BYTES: usize = 16 << 20;
 
-/// One command of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxOp {
-    /// A write, applied in its turn.
-    Write(Write),
+/// One command of a transaction (generic over its byte strings as
+/// [`Write`] is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxOp<B = Bytes> {
+    /// A write, applied in its turn (never an EXEC).
+    Write(Write<B>),
     /// A read, answered in its turn from the state the earlier commands
     /// left.
-    Read(Read),
+    Read(Read<B>),
     /// A reply known when the command was queued (an error found when it
     /// was parsed, PING...): sent in its place.
-    Reply(Bytes),
+    Reply(B),
+}
+
+thread_local! {
+    /// True while an EXEC's commands are being decoded (`exec_ops`).
+    static IN_EXEC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Decodes an EXEC's commands, refusing an EXEC among them before reading
+/// it: the decoder never goes more than one EXEC deep, so a crafted entry
+/// of nested EXECs cannot take it deep into the stack.
+pub(super) fn exec_ops<'de, D, B>(d: D) -> Result<Vec<TxOp<B>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    B: Deserialize<'de>,
+{
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_EXEC.with(|e| e.set(false));
+        }
+    }
+    if IN_EXEC.with(|e| e.replace(true)) {
+        return Err(super::batch::refuse(format_args!("an EXEC inside an EXEC")));
+    }
+    let _leave = Leave;
+    Vec::deserialize(d)
 }
 
 /// The versions of recently changed keys (see the module documentation).
@@ -168,123 +195,6 @@ impl Versions {
     }
 }
 
-/// An EXEC borrowed from an entry, checked whole.
-#[derive(Clone, Copy)]
-pub(super) struct ExecOp<'a> {
-    watches: Reader<'a>,
-    n_watches: usize,
-    ops: Reader<'a>,
-    n_ops: usize,
-}
-
-const OP_WRITE: u8 = 0;
-const OP_READ: u8 = 1;
-const OP_REPLY: u8 = 2;
-
-/// The bytes an EXEC adds after its tag.
-pub(super) fn exec_size(watches: &[(Bytes, u64)], ops: &[TxOp]) -> usize {
-    8 + watches.iter().map(|(k, _)| 12 + k.len()).sum::<usize>()
-        + ops
-            .iter()
-            .map(|op| {
-                1 + match op {
-                    TxOp::Write(w) => super::batch::write_size(w),
-                    TxOp::Read(r) => super::batch::read_size(r),
-                    TxOp::Reply(b) => 4 + b.len(),
-                }
-            })
-            .sum::<usize>()
-}
-
-/// Writes an EXEC after its tag.
-pub(super) fn encode_exec(b: &mut BytesMut, watches: &[(Bytes, u64)], ops: &[TxOp]) {
-    b.put_u32_le(len32(watches.len()));
-    for (k, v) in watches {
-        put_str(b, k);
-        b.put_u64_le(*v);
-    }
-    b.put_u32_le(len32(ops.len()));
-    for op in ops {
-        match op {
-            TxOp::Write(w) => {
-                b.put_u8(OP_WRITE);
-                b.put_slice(&encode_writes(std::slice::from_ref(w))[1..]);
-            }
-            TxOp::Read(r) => {
-                b.put_u8(OP_READ);
-                b.put_slice(&encode_reads(std::slice::from_ref(r))[1..]);
-            }
-            TxOp::Reply(reply) => {
-                b.put_u8(OP_REPLY);
-                put_str(b, reply);
-            }
-        }
-    }
-}
-
-/// Parses (and checks) an EXEC after its tag.
-pub(super) fn parse_exec<'a>(r: &mut Reader<'a>) -> Result<ExecOp<'a>, &'static str> {
-    let n_watches = r.u32().ok_or(CUT)? as usize;
-    let watches = *r;
-    for _ in 0..n_watches {
-        r.str().ok_or(CUT)?;
-        r.u64().ok_or(CUT)?;
-    }
-    let watches = Reader {
-        buf: &watches.buf[..watches.buf.len() - r.buf.len()],
-    };
-    let n_ops = r.u32().ok_or(CUT)? as usize;
-    let ops = *r;
-    for _ in 0..n_ops {
-        match r.u8().ok_or(CUT)? {
-            OP_WRITE => {
-                if r.buf.first() == Some(&super::batch::W_EXEC) {
-                    return Err("an EXEC inside an EXEC");
-                }
-                parse_write(r)?;
-            }
-            OP_READ => {
-                parse_read(r)?;
-            }
-            OP_REPLY => {
-                r.str().ok_or(CUT)?;
-            }
-            _ => return Err("invalid EXEC"),
-        }
-    }
-    let ops = Reader {
-        buf: &ops.buf[..ops.buf.len() - r.buf.len()],
-    };
-    Ok(ExecOp {
-        watches,
-        n_watches,
-        ops,
-        n_ops,
-    })
-}
-
-/// An EXEC as the write it was encoded from (for tests of the format).
-#[cfg(test)]
-pub(super) fn owned_exec(
-    e: ExecOp<'_>,
-    write: fn(WriteOp<'_>) -> Write,
-    read: fn(super::batch::ReadOp<'_>) -> Read,
-) -> Write {
-    let mut w = e.watches;
-    let watches = (0..e.n_watches)
-        .map(|_| (Bytes::copy_from_slice(w.str().unwrap()), w.u64().unwrap()))
-        .collect();
-    let mut r = e.ops;
-    let ops = (0..e.n_ops)
-        .map(|_| match r.u8().unwrap() {
-            OP_WRITE => TxOp::Write(write(parse_write(&mut r).unwrap())),
-            OP_READ => TxOp::Read(read(parse_read(&mut r).unwrap())),
-            _ => TxOp::Reply(Bytes::copy_from_slice(r.str().unwrap())),
-        })
-        .collect();
-    Write::Exec { watches, ops }
-}
-
 /// The keys a write is about to change, found before it runs.
 enum Change<'a> {
     None,
@@ -301,19 +211,19 @@ enum Change<'a> {
 impl KvStore {
     /// Applies one write of the entry at `index`, recording the versions
     /// of the keys it changes.
-    pub(super) fn apply_write(&mut self, index: u64, op: WriteOp<'_>, out: &mut BytesMut) {
-        if let WriteOp::Exec(exec) = op {
-            self.exec(index, exec, out);
-            return;
-        }
-        // A typed write knows what it changed only as it runs (a field
-        // new or not, a list emptied, a destination made or removed).
-        if let WriteOp::Typed(cmd, args) = op {
-            let mut changed = Vec::new();
-            self.write_typed(cmd, args, out, &mut changed);
-            changed.iter().for_each(|k| self.versions.bump(k, index));
-            return;
-        }
+    pub(super) fn apply_write(&mut self, index: u64, op: Write<&[u8]>, out: &mut BytesMut) {
+        let op = match op {
+            Write::Exec { watches, ops } => return self.exec(index, &watches, ops, out),
+            // A typed write knows what it changed only as it runs (a field
+            // new or not, a list emptied, a destination made or removed).
+            Write::Typed { cmd, args } => {
+                let mut changed = Vec::new();
+                self.write_typed(cmd, &args, out, &mut changed);
+                changed.iter().for_each(|k| self.versions.bump(k, index));
+                return;
+            }
+            op => op,
+        };
         let change = self.change(&op);
         let start = out.len();
         self.write(op, out);
@@ -335,100 +245,95 @@ impl KvStore {
     }
 
     /// What `op` will change if it succeeds, from the state before it.
-    fn change<'a>(&self, op: &WriteOp<'a>) -> Change<'a> {
+    fn change<'a>(&self, op: &Write<&'a [u8]>) -> Change<'a> {
         let exists = |k: &[u8]| self.get(k).is_some();
-        match op {
-            WriteOp::Set { key, condition, .. } => {
+        match *op {
+            Write::Set { key, condition, .. } => {
                 let runs = match condition {
                     super::SetCondition::Always => true,
                     super::SetCondition::IfAbsent => !exists(key),
                     super::SetCondition::IfPresent => exists(key),
                 };
                 if runs {
-                    Change::Keys(vec![*key])
+                    Change::Keys(vec![key])
                 } else {
                     Change::None
                 }
             }
-            WriteOp::Del(keys) => Change::Keys(keys.filter(|k| exists(k)).collect()),
-            WriteOp::GetDel(key) => Change::Keys(if exists(key) { vec![*key] } else { vec![] }),
-            WriteOp::IncrBy { key, .. }
-            | WriteOp::Append { key, .. }
-            | WriteOp::GetSet { key, .. }
-            | WriteOp::IncrByFloat { key, .. } => Change::Keys(vec![*key]),
-            WriteOp::SetRange { key, value, .. } => {
-                Change::Keys(if value.is_empty() { vec![] } else { vec![*key] })
+            Write::Del { ref keys } => {
+                Change::Keys(keys.iter().copied().filter(|k| exists(k)).collect())
             }
-            WriteOp::MSet(items) => Change::Keys(items.step_by(2).collect()),
-            WriteOp::MSetNx(items) => Change::IfOne(items.step_by(2).collect()),
-            WriteOp::Cas { key, .. } | WriteOp::Expire { key, .. } | WriteOp::Persist(key) => {
-                Change::IfOne(vec![*key])
+            Write::GetDel { key } => Change::Keys(if exists(key) { vec![key] } else { vec![] }),
+            Write::IncrBy { key, .. }
+            | Write::Append { key, .. }
+            | Write::GetSet { key, .. }
+            | Write::IncrByFloat { key, .. } => Change::Keys(vec![key]),
+            Write::SetRange { key, value, .. } => {
+                Change::Keys(if value.is_empty() { vec![] } else { vec![key] })
             }
-            WriteOp::GetEx { key, op } => {
-                let changes = exists(key) && (op.mode != 1 || self.deadlines.get(key).is_some());
-                Change::Keys(if changes { vec![*key] } else { vec![] })
+            Write::MSet { ref pairs } => Change::Keys(pairs.iter().map(|&(k, _)| k).collect()),
+            Write::MSetNx { ref pairs } => Change::IfOne(pairs.iter().map(|&(k, _)| k).collect()),
+            Write::Cas { key, .. } | Write::Expire { key, .. } | Write::Persist { key } => {
+                Change::IfOne(vec![key])
+            }
+            Write::GetEx { key, ref ttl } => {
+                let changes = exists(key)
+                    && (matches!(ttl, GetExTtl::Set(_)) || self.deadlines.get(key).is_some());
+                Change::Keys(if changes { vec![key] } else { vec![] })
             }
             // As in Redis, FLUSHDB changes the keys it removes: a watched
             // key that did not exist is not changed by it.
-            WriteOp::FlushDb if self.len <= MAX_VERSIONS => {
+            Write::FlushDb if self.len <= MAX_VERSIONS => {
                 Change::Owned(self.iter().map(|(k, _)| k.clone()).collect())
             }
-            WriteOp::FlushDb => Change::All,
-            WriteOp::AclSetUser { .. }
-            | WriteOp::AclDelUser(_)
-            | WriteOp::AclInit(_)
-            | WriteOp::Exec(_) => Change::None,
+            Write::FlushDb => Change::All,
+            Write::AclSetUser { .. }
+            | Write::AclDelUser { .. }
+            | Write::AclInit { .. }
+            | Write::Exec { .. } => Change::None,
             // Recorded by `apply_write` from what `write_typed` changed.
-            WriteOp::Typed(..) => Change::None,
+            Write::Typed { .. } => Change::None,
         }
     }
 
     /// Applies an EXEC: a null array if a watched key changed, else every
     /// command in order and the array of their replies.
-    fn exec(&mut self, index: u64, exec: ExecOp<'_>, out: &mut BytesMut) {
-        let mut w = exec.watches;
-        for _ in 0..exec.n_watches {
-            let (Some(k), Some(v)) = (w.str(), w.u64()) else {
-                break; // checked when parsed: cannot happen
-            };
+    fn exec(
+        &mut self,
+        index: u64,
+        watches: &[(&[u8], u64)],
+        ops: Vec<TxOp<&[u8]>>,
+        out: &mut BytesMut,
+    ) {
+        for &(k, v) in watches {
             if self.versions.get(k) != v && !crate::fault::ignore_watch() {
                 out.extend_from_slice(b"*-1\r\n");
                 return;
             }
         }
-        put_array(out, exec.n_ops);
-        let mut r = exec.ops;
+        put_array(out, ops.len());
         // Each command of the transaction gets its own seed for random
         // picks (two SPOPs in one EXEC pick apart), the same on every node.
         let (at, place) = self.seed.0;
-        for i in 0..exec.n_ops {
+        for (i, op) in ops.into_iter().enumerate() {
             self.seed.0 = (at, (place << 32) | (i as u64 + 1));
-            match r.u8() {
-                Some(OP_WRITE) => {
-                    if let Ok(op) = parse_write(&mut r) {
-                        self.apply_write(index, op, out);
-                    }
+            match op {
+                // Never an EXEC: refused when the entry was decoded.
+                TxOp::Write(op) => self.apply_write(index, op, out),
+                TxOp::Read(op) => {
+                    let mut answer = Answer::whole();
+                    self.read(op, &mut answer);
+                    out.extend_from_slice(&answer.into_bytes());
                 }
-                Some(OP_READ) => {
-                    if let Ok(op) = parse_read(&mut r) {
-                        let mut answer = Answer::whole();
-                        self.read(op, &mut answer);
-                        out.extend_from_slice(&answer.into_bytes());
-                    }
-                }
-                _ => {
-                    if let Some(reply) = r.str() {
-                        out.extend_from_slice(reply);
-                    }
-                }
+                TxOp::Reply(reply) => out.extend_from_slice(reply),
             }
         }
     }
 
     /// `VERSIONS key...` (WATCH's read): the keys' versions.
-    pub(super) fn read_versions(&self, keys: super::batch::Items<'_>, out: &mut BytesMut) {
+    pub(super) fn read_versions(&self, keys: &[&[u8]], out: &mut BytesMut) {
         put_array(out, keys.len());
-        for k in keys {
+        for &k in keys {
             put_int(out, self.versions.get(k) as i64);
         }
     }
@@ -454,6 +359,7 @@ mod tests {
     use super::*;
     use crate::cmd::{parse, Command};
     use crate::frame::{Frame, Limits};
+    use crate::store::{encode_reads, encode_writes};
     use raft_node::StateMachine;
 
     fn b(s: &str) -> Bytes {

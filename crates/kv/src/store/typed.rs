@@ -14,7 +14,6 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::batch::Items;
 use super::reply::{Answer, Out, Size};
 use super::KvStore;
 use crate::cmd::table::{index_of, Family, COMMANDS};
@@ -39,7 +38,7 @@ macro_rules! typed_commands {
                 }
             }
 
-            /// Its code in log entries and queries.
+            /// Its code in log entries and queries (its serde form).
             pub(super) fn code(self) -> u8 {
                 match self {
                     $(TypedCmd::$variant => $code,)*
@@ -121,6 +120,20 @@ typed_commands! {
     Copy = 92, "copy", true;
 }
 
+impl serde::Serialize for TypedCmd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.code())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TypedCmd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TypedCmd, D::Error> {
+        let code = u8::deserialize(d)?;
+        TypedCmd::from_code(code)
+            .ok_or_else(|| super::batch::refuse(format_args!("unknown typed command {code}")))
+    }
+}
+
 /// The family that runs `cmd` if `args` arguments (after the name) fit
 /// the command table's arity, else the arity error: checked again when
 /// applied, since an entry is untrusted bytes.
@@ -136,7 +149,7 @@ fn family(cmd: TypedCmd, args: usize) -> Result<Family, String> {
 /// other argument is checked when the command runs, in Redis's order (a
 /// syntax error may come after WRONGTYPE, or not at all for a missing key).
 pub fn check_typed(cmd: TypedCmd, args: &[Bytes]) -> Result<(), String> {
-    if cmd == TypedCmd::HSet && args.len() % 2 == 0 {
+    if cmd == TypedCmd::HSet && args.len().is_multiple_of(2) {
         return Err(crate::cmd::arity_error("hset"));
     }
     Ok(())
@@ -144,16 +157,14 @@ pub fn check_typed(cmd: TypedCmd, args: &[Bytes]) -> Result<(), String> {
 
 impl KvStore {
     /// Answers a read-only typed command into a query's answer.
-    pub(super) fn read_typed(&self, cmd: TypedCmd, args: Items<'_>, answer: &mut Answer) {
-        let args: Vec<&[u8]> = args.collect();
-        self.answer_typed(cmd, &args, answer);
+    pub(super) fn read_typed(&self, cmd: TypedCmd, args: &[&[u8]], answer: &mut Answer) {
+        self.answer_typed(cmd, args, answer);
     }
 
     /// The length of the reply [`KvStore::read_typed`] would give.
-    pub(super) fn typed_reply_size(&self, cmd: TypedCmd, args: Items<'_>) -> usize {
-        let args: Vec<&[u8]> = args.collect();
+    pub(super) fn typed_reply_size(&self, cmd: TypedCmd, args: &[&[u8]]) -> usize {
         let mut size = Size::default();
-        self.answer_typed(cmd, &args, &mut size);
+        self.answer_typed(cmd, args, &mut size);
         size.0
     }
 
@@ -175,23 +186,22 @@ impl KvStore {
     pub(super) fn write_typed<'a>(
         &mut self,
         cmd: TypedCmd,
-        args: Items<'a>,
+        a: &[&'a [u8]],
         out: &mut BytesMut,
         changed: &mut Vec<&'a [u8]>,
     ) {
-        let a: Vec<&'a [u8]> = args.collect();
         if !cmd.is_write() {
             let mut answer = Answer::whole();
-            self.answer_typed(cmd, &a, &mut answer);
+            self.answer_typed(cmd, a, &mut answer);
             out.extend_from_slice(&answer.into_bytes());
             return;
         }
         match family(cmd, a.len()) {
             Err(e) => out.error(&e),
-            Ok(Family::Hashes) => self.write_hashes(cmd, &a, out, changed),
-            Ok(Family::Sets) => self.write_sets(cmd, &a, out, changed),
-            Ok(Family::Lists) => self.write_lists(cmd, &a, out, changed),
-            Ok(Family::Keys) => self.write_keys(cmd, &a, out, changed),
+            Ok(Family::Hashes) => self.write_hashes(cmd, a, out, changed),
+            Ok(Family::Sets) => self.write_sets(cmd, a, out, changed),
+            Ok(Family::Lists) => self.write_lists(cmd, a, out, changed),
+            Ok(Family::Keys) => self.write_keys(cmd, a, out, changed),
             Ok(_) => out.error(&format!("ERR '{}' is not a write", cmd.name())),
         }
     }

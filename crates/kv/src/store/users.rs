@@ -4,9 +4,8 @@
 
 use bytes::BytesMut;
 
-use super::batch::Items;
 use super::KvStore;
-use crate::acl::PasswordHash;
+use crate::acl::{PasswordHash, Rule};
 use crate::frame::{put_error, put_int, put_simple};
 
 impl KvStore {
@@ -18,8 +17,10 @@ impl KvStore {
     }
 
     /// `ACL SETUSER name rule...`: `+OK`, or the error and nothing changed.
-    pub(super) fn write_acl_setuser(&mut self, name: &[u8], rules: Items<'_>, out: &mut BytesMut) {
-        match self.users.set_user(name, rules) {
+    /// The rules are applied as their text, as `ACL SETUSER` would be sent.
+    pub(super) fn write_acl_setuser(&mut self, name: &[u8], rules: &[Rule], out: &mut BytesMut) {
+        let texts: Vec<_> = rules.iter().map(Rule::text).collect();
+        match self.users.set_user(name, texts.iter().map(|t| &t[..])) {
             Ok(()) => put_simple(out, "OK"),
             Err(e) => put_error(out, &e.to_string()),
         }
@@ -27,8 +28,8 @@ impl KvStore {
     }
 
     /// `ACL DELUSER name...`: the number of users removed.
-    pub(super) fn write_acl_deluser(&mut self, names: Items<'_>, out: &mut BytesMut) {
-        match self.users.del_users(names) {
+    pub(super) fn write_acl_deluser(&mut self, names: &[&[u8]], out: &mut BytesMut) {
+        match self.users.del_users(names.iter().copied()) {
             Ok(n) => put_int(out, n as i64),
             Err(e) => put_error(out, &e.to_string()),
         }

@@ -210,7 +210,7 @@ impl Driver {
                     if self.stopped.is_none() {
                         self.start_saves();
                     }
-                    if self.ticks % EXPIRE_EVERY_TICKS == 0 {
+                    if self.ticks.is_multiple_of(EXPIRE_EVERY_TICKS) {
                         let now = Instant::now();
                         self.applying.submit(apply::Job::Expire(now));
                     }
