@@ -156,6 +156,16 @@ impl Quantiles {
             .expect("a histogram that grows records any value up to an hour");
     }
 
+    fn reset(&self) {
+        for shard in self.shards.iter() {
+            shard
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reset();
+        }
+    }
+
     fn merged(&self) -> HdrHistogram<u64> {
         let mut all = hdr_histogram();
         for shard in self.shards.iter() {
@@ -302,6 +312,9 @@ pub struct Metrics {
     timed_out: [Counter; 2],
     /// By [`OutputEvent`], in its order.
     output: [Counter; 3],
+    /// The counters at the last `CONFIG RESETSTAT`: INFO shows the counts
+    /// since (the exposition's counters never go back).
+    info_base: Mutex<MetricsSnapshot>,
 }
 
 impl Default for Metrics {
@@ -371,6 +384,59 @@ pub struct MetricsSnapshot {
     pub replies_refused_for_size: u64,
 }
 
+impl MetricsSnapshot {
+    /// The counts since `base` (taken earlier); open connections as they
+    /// are.
+    fn since(&self, base: &MetricsSnapshot) -> MetricsSnapshot {
+        MetricsSnapshot {
+            connections_current: self.connections_current,
+            commands_ok: self.commands_ok.saturating_sub(base.commands_ok),
+            commands_failed: self.commands_failed.saturating_sub(base.commands_failed),
+            connections_total: self
+                .connections_total
+                .saturating_sub(base.connections_total),
+            connections_refused: self
+                .connections_refused
+                .saturating_sub(base.connections_refused),
+            connections_denied: self
+                .connections_denied
+                .saturating_sub(base.connections_denied),
+            protocol_errors: self.protocol_errors.saturating_sub(base.protocol_errors),
+            tls_handshake_failures: self
+                .tls_handshake_failures
+                .saturating_sub(base.tls_handshake_failures),
+            bytes_in: self.bytes_in.saturating_sub(base.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(base.bytes_out),
+            write_batches: self.write_batches.saturating_sub(base.write_batches),
+            write_batch_commands: self
+                .write_batch_commands
+                .saturating_sub(base.write_batch_commands),
+            read_batches: self.read_batches.saturating_sub(base.read_batches),
+            read_batch_commands: self
+                .read_batch_commands
+                .saturating_sub(base.read_batch_commands),
+            acl_denied_auth: self.acl_denied_auth.saturating_sub(base.acl_denied_auth),
+            acl_denied_command: self
+                .acl_denied_command
+                .saturating_sub(base.acl_denied_command),
+            acl_denied_key: self.acl_denied_key.saturating_sub(base.acl_denied_key),
+            timed_out_idle: self.timed_out_idle.saturating_sub(base.timed_out_idle),
+            timed_out_request: self
+                .timed_out_request
+                .saturating_sub(base.timed_out_request),
+            output_backpressure: self
+                .output_backpressure
+                .saturating_sub(base.output_backpressure),
+            output_limit_closed: self
+                .output_limit_closed
+                .saturating_sub(base.output_limit_closed),
+            replies_refused_for_size: self
+                .replies_refused_for_size
+                .saturating_sub(base.replies_refused_for_size),
+        }
+    }
+}
+
 impl Metrics {
     /// All counters at zero.
     pub fn new() -> Metrics {
@@ -391,7 +457,33 @@ impl Metrics {
             acl_denied: Default::default(),
             timed_out: Default::default(),
             output: Default::default(),
+            info_base: Mutex::default(),
         }
+    }
+
+    /// `CONFIG RESETSTAT`: INFO's counters start again from zero, and the
+    /// latency quantiles (INFO's and the exposition's) forget every
+    /// command so far. The exposition's counters and buckets go on, as
+    /// Prometheus expects of them.
+    pub fn reset_stats(&self) {
+        let now = self.snapshot();
+        *self
+            .info_base
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = now;
+        self.writes.quantiles.reset();
+        self.reads.quantiles.reset();
+    }
+
+    /// The counters since the last [`reset_stats`](Self::reset_stats) (or
+    /// the start), as INFO shows them; open connections are counted as
+    /// they are.
+    pub fn stats(&self) -> MetricsSnapshot {
+        let base = *self
+            .info_base
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.snapshot().since(&base)
     }
 
     /// A client was closed for missing a read deadline.
@@ -733,6 +825,31 @@ pub(crate) mod tests {
     /// Whether `got` is within 0.1% (3 significant digits) of `want`.
     fn close(got: Duration, want: Duration) -> bool {
         got.as_nanos().abs_diff(want.as_nanos()) * 1000 <= want.as_nanos()
+    }
+
+    #[test]
+    fn resetstat_zeroes_what_info_shows_and_never_the_exposition() {
+        let m = Arc::new(Metrics::new());
+        m.connection_opened();
+        m.connection_opened();
+        m.record("set", true, Duration::from_micros(300));
+        m.reset_stats();
+        m.connection_opened();
+        let stats = m.stats();
+        assert_eq!(stats.connections_total, 1);
+        assert_eq!(
+            stats.connections_current, 3,
+            "open connections stay counted"
+        );
+        assert_eq!(stats.commands_ok, 0);
+        assert_eq!(m.latency(true).count(), 0, "the quantiles start again");
+        assert_eq!(m.snapshot().connections_total, 3);
+        assert_eq!(m.snapshot().commands_ok, 1);
+        let text = exposition::client_text(&m);
+        assert!(
+            text.contains("raftkv_command_duration_seconds_count{kind=\"write\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

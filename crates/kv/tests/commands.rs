@@ -746,7 +746,7 @@ fn command_introspection() {
 
 #[test]
 fn config_get() {
-    let (_c, mut con) = single(&["--max-connections", "77"]);
+    let (c, mut con) = single(&["--max-connections", "77"]);
     let pairs = |v: Value| -> Vec<(String, String)> {
         let s = strings(&v);
         assert_eq!(s.len() % 2, 0, "CONFIG GET gives pairs: {s:?}");
@@ -784,7 +784,22 @@ fn config_get() {
     );
     assert!(e(&mut con, &["CONFIG", "SET", "maxclients", "5"]).starts_with("ERR"));
     assert_eq!(e(&mut con, &["CONFIG"]), arity("config"));
+    // RESETSTAT: INFO's counters start again from zero.
+    let stat = |con: &mut redis::Connection, name: &str| -> u64 {
+        let Value::BulkString(info) = q(con, &["INFO", "stats"]) else {
+            panic!("INFO is a bulk string");
+        };
+        let info = String::from_utf8(info).unwrap();
+        let line = info.lines().find(|l| l.starts_with(&format!("{name}:")));
+        line.and_then(|l| l.split(':').nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+    };
+    let _second = c.nodes[0].conn();
+    assert!(stat(&mut con, "total_connections_received") >= 2);
     assert_eq!(q(&mut con, &["CONFIG", "RESETSTAT"]), Value::Okay);
+    assert_eq!(stat(&mut con, "total_connections_received"), 0);
+    let _third = c.nodes[0].conn();
+    assert_eq!(stat(&mut con, "total_connections_received"), 1);
 }
 
 #[test]

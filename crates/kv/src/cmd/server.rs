@@ -13,6 +13,7 @@ use crate::acl::{self, Auth, View};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::frame::{put_array, put_bulk, put_error, put_int, put_null, put_simple, Frame};
+use crate::metrics::Metrics;
 use crate::store::{encode_reads, glob_match, Read};
 
 /// The version reported to clients (INFO, HELLO).
@@ -255,7 +256,7 @@ pub async fn run(
             put_bulk(out, text.as_bytes());
         }
         Local::Command(args) => command(&args, out),
-        Local::Config(args) => config(&args, settings, out),
+        Local::Config(args) => config(&args, settings, &ctx.metrics, out),
         Local::Select(db) => {
             if db.as_ref() == b"0" {
                 put_simple(out, "OK")
@@ -476,7 +477,7 @@ fn command(args: &[Bytes], out: &mut BytesMut) {
     }
 }
 
-fn config(args: &[Bytes], settings: &Settings, out: &mut BytesMut) {
+fn config(args: &[Bytes], settings: &Settings, metrics: &Metrics, out: &mut BytesMut) {
     let sub = args[0].to_ascii_uppercase();
     match sub.as_slice() {
         b"GET" if args.len() >= 2 => {
@@ -516,7 +517,10 @@ fn config(args: &[Bytes], settings: &Settings, out: &mut BytesMut) {
             }
         }
         b"GET" => put_error(out, &arity_error("config|get")),
-        b"RESETSTAT" => put_simple(out, "OK"),
+        b"RESETSTAT" => {
+            metrics.reset_stats();
+            put_simple(out, "OK")
+        }
         b"SET" | b"REWRITE" => put_error(
             out,
             "ERR raft-kv is configured by its flags and config file: restart the node to change a setting",
@@ -605,7 +609,7 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
         );
     }
     if want("stats") {
-        let counts = ctx.metrics.snapshot();
+        let counts = ctx.metrics.stats();
         let latencies = [ctx.metrics.latency(false), ctx.metrics.latency(true)];
         let q = |w: bool, p: f64| {
             latencies[usize::from(w)]
