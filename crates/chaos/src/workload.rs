@@ -306,9 +306,16 @@ fn single(
     };
     let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let reply = c.call(&args);
+    // A write that may have been applied keeps its time to live whatever
+    // the reply, none included: its value may vanish, and the history
+    // must hold that expiry.
+    let step = |output, broken| Step {
+        ttl_ms,
+        ..Step::one(key, input, output, broken)
+    };
     let output = match (&input, &reply) {
         (Input::Read, Err(_)) => return Step::failed(true),
-        (_, Err(_)) => return Step::one(key, input, None, true),
+        (_, Err(_)) => return step(None, true),
         (_, Ok(Reply::Error(e))) if input == Input::Read || certainly_failed(e) => {
             return Step::failed(false)
         }
@@ -322,13 +329,10 @@ fn single(
         (Input::Cas { .. }, Ok(Reply::Int(n))) => Some(Output::Cas(*n == 1)),
         (_, Ok(other)) => {
             let what = input.to_string();
-            return Step::one(key, input, None, true).unexpected(&what, other);
+            return step(None, true).unexpected(&what, other);
         }
     };
-    Step {
-        ttl_ms,
-        ..Step::one(key, input, output, false)
-    }
+    step(output, false)
 }
 
 /// How a transaction (MULTI, its commands, EXEC) ended.
@@ -476,5 +480,124 @@ fn pair_read(c: &mut Conn, shared: &Shared) -> Step {
             )
         }),
         ..Step::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// The `SET ... PX` the fake node below loses the replies of.
+    const LOST: usize = 20;
+
+    /// Reads one command (an array of bulk strings); `None` at the end.
+    fn read_command(r: &mut impl BufRead) -> Option<Vec<String>> {
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let n: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut args = Vec::with_capacity(n);
+        for _ in 0..n {
+            line.clear();
+            r.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut arg = vec![0; len + 2];
+            r.read_exact(&mut arg).ok()?;
+            arg.truncate(len);
+            args.push(String::from_utf8(arg).ok()?);
+        }
+        Some(args)
+    }
+
+    /// One connection to a node whose replies to `SET ... PX` are lost:
+    /// it closes the connection instead (the client sees what a reply too
+    /// late or a broken connection leaves it with), after noting the
+    /// value in `lost`; it answers other SETs `+OK`, GETs nil, anything
+    /// else an error.
+    fn serve(stream: TcpStream, lost: &Mutex<BTreeSet<u64>>) {
+        let mut reader = BufReader::new(stream.try_clone().expect("a socket clones"));
+        let mut writer = stream;
+        while let Some(args) = read_command(&mut reader) {
+            let reply = match args[0].to_ascii_uppercase().as_str() {
+                "SET" if args.iter().any(|a| a.eq_ignore_ascii_case("PX")) => {
+                    let value = args[2].parse().expect("the clients write numbers");
+                    lost.lock().unwrap().insert(value);
+                    return;
+                }
+                "SET" => "+OK\r\n",
+                "GET" => "$-1\r\n",
+                _ => "-ERR not served in this test\r\n",
+            };
+            if writer.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_write_with_a_time_to_live_whose_reply_is_lost_may_still_expire() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lost = Arc::new(Mutex::new(BTreeSet::new()));
+        let node = {
+            let lost = lost.clone();
+            listener.set_nonblocking(true).unwrap();
+            let until = Instant::now() + Duration::from_secs(30);
+            thread::spawn(move || {
+                while lost.lock().unwrap().len() < LOST && Instant::now() < until {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            stream.set_nonblocking(false).unwrap();
+                            serve(stream, &lost);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        let shared = Arc::new(Shared {
+            net: Arc::new(Net::Loopback(vec![(0, port)])),
+            nodes: 1,
+            keys: 3,
+            readonly: false,
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            history: Mutex::default(),
+            timings: Mutex::default(),
+            longest_ttl_ms: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            anomalies: Mutex::default(),
+        });
+        let client = {
+            let shared = shared.clone();
+            thread::spawn(move || client(0, 7, shared))
+        };
+        // The node stops once it lost that many replies (or after 30 s).
+        node.join().unwrap();
+        shared.stop.store(true, Ordering::Relaxed);
+        client.join().unwrap();
+
+        let lost = lost.lock().unwrap().clone();
+        assert_eq!(lost.len(), LOST, "the client sent too few SET ... PX");
+        let history = shared.history.lock().unwrap();
+        let open_writes: BTreeSet<u64> = history
+            .iter()
+            .filter_map(|o| match (o.input, o.ret) {
+                (Input::Write(v), None) => Some(v),
+                _ => None,
+            })
+            .collect();
+        let expiries: BTreeSet<u64> = history
+            .iter()
+            .filter_map(|o| match o.input {
+                Input::Expire(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        // Each may have been applied, and then expired.
+        assert!(lost.is_subset(&open_writes), "{lost:?} {open_writes:?}");
+        assert_eq!(expiries, lost, "the expiries in the history");
     }
 }
