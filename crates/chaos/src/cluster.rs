@@ -293,7 +293,7 @@ impl Cluster {
     }
 
     /// Makes node `i`'s disk hang (every fsync waits) or work again: the
-    /// node, started with [`crate::raft_kv_fault::STALL_SYNC_WHILE`],
+    /// node, started with the stall fault's variable (`RAFT_KV_TEST_FAULT_STALL_SYNC_WHILE`),
     /// waits while the file exists.
     pub fn stall_disk(&mut self, i: usize, stall: bool) -> Result<(), String> {
         let path = self.stall_file(i);

@@ -30,7 +30,7 @@ const LOCK_FILE: &str = "LOCK";
 
 /// A locked data directory, while a server starts in it. Dropped without
 /// [`DataDir::keep`] (the start failed), it removes what this start made:
-/// the directories it created and the entries of [`MADE_BY_A_START`] that
+/// the directories it created and the entries a start makes (`MADE_BY_A_START`) that
 /// were not there before, never a store that was.
 #[derive(Debug)]
 pub struct DataDir {

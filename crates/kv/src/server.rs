@@ -148,7 +148,7 @@ pub async fn serve(
     info!("client listener stopped");
 }
 
-/// The reply to a client refused by [`protected_mode`] (as Redis's).
+/// The reply to a client refused by protected mode (as Redis's).
 pub const DENIED: &str = "-DENIED raft-kv is running in protected mode because the cluster's default user has no password: only clients on the loopback interface, and TLS clients with a certificate, are served. Set a password from loopback (ACL SETUSER default on >password), serve remote clients on --tls-port with client certificates, or start with --insecure.\r\n";
 
 /// Protected mode, as Redis has it: a client from another host is refused

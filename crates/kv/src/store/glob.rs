@@ -8,8 +8,8 @@
 /// It keeps Redis's corners: an unclosed `[` runs to the end of the
 /// pattern, and the empty string matches no pattern but the empty one (not
 /// even `*`: Redis's `KEYS *` and `SCAN` take a lone `*` as "all keys"
-/// without calling the matcher, and so do [`Read::Keys`] and
-/// [`Read::Scan`]). Bytes compare as unsigned (Redis compares C `char`s,
+/// without calling the matcher, and so do [`super::Read::Keys`] and
+/// [`super::Read::Scan`]). Bytes compare as unsigned (Redis compares C `char`s,
 /// which are signed on x86: ranges with bytes above 0x7f may differ there).
 pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
     let mut skip_longer = false;

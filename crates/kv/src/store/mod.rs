@@ -294,7 +294,7 @@ impl raft_node::StateMachine for KvStore {
         answer.into_bytes()
     }
 
-    /// The answer [`KvStore::query`] gives, in parts: RESP framing and
+    /// The answer [`raft_node::StateMachine::query`] gives, in parts: RESP framing and
     /// values shorter than [`SHARED_VALUE_BYTES`] copied into chunks, longer
     /// values (and keys) as clones of the stored `Bytes`, not copies. The
     /// counts of a bounded query begin the first part.

@@ -24,7 +24,7 @@ use super::TlsError;
 pub const NODE_IDENTITY_PREFIX: &str = "raft-node:node:v1:";
 
 /// The URI subject alternative name that makes a certificate the one of node
-/// `id` of cluster `cluster` (see the [module documentation](self)).
+/// `id` of cluster `cluster` (see the [module documentation](crate::tls)).
 pub fn node_identity(cluster: &str, id: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"raft-node node identity v1\0");
