@@ -5,19 +5,21 @@
 //! call keeps its own deadline, a node that founded a cluster of its own
 //! is never added to another, and errors name nodes by their ids.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use raft_node::example::{kv_get, KvCommand, KvOutput};
+use raft_node::example::{kv_get, KvOutput};
 use raft_node::{
-    cluster_number, node_number, Bootstrap, Change, Connection, Envelope, MembershipError,
-    MemoryNetwork, MemoryPersistence, Node, NodeError, Options, Persistence, PersistenceError,
-    Reply, Request, Role, State, TcpOptions, TcpTransport,
+    cluster_number, node_number, Bootstrap, Connection, Envelope, MembershipError, MemoryNetwork,
+    MemoryPersistence, Node, NodeError, Options, Reply, Request, Role, TcpOptions, TcpTransport,
 };
 use tokio::time::{sleep, Instant};
+
+use common::{agreed_leader, set, SlowStore};
 
 const CLUSTER: &str = "embed";
 
@@ -93,25 +95,7 @@ impl Cluster {
     }
 
     async fn leader(&self) -> Node {
-        agreed_leader(&self.live()).await
-    }
-}
-
-/// Waits until exactly one of `nodes` leads and all of them name it.
-async fn agreed_leader(nodes: &[Node]) -> Node {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let leaders: Vec<&Node> = nodes.iter().filter(|n| n.role() == Role::Leader).collect();
-        if let [leader] = leaders[..] {
-            if nodes
-                .iter()
-                .all(|n| n.leader().is_some_and(|l| l.id == leader.id()))
-            {
-                return leader.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreed leader");
-        sleep(Duration::from_millis(10)).await;
+        agreed_leader(&self.live(), PATIENCE).await
     }
 }
 
@@ -121,14 +105,6 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "never happened: {what}");
         sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn set(k: &str, v: &str) -> bytes::Bytes {
-    KvCommand::Set {
-        key: bytes::Bytes::copy_from_slice(k.as_bytes()),
-        value: bytes::Bytes::copy_from_slice(v.as_bytes()),
-    }
-    .encode()
 }
 
 async fn get(node: &Node, k: &str) -> Option<String> {
@@ -252,27 +228,6 @@ async fn a_node_that_founded_its_own_cluster_is_refused_even_right_after_it_star
 // ---------------------------------------------------------------------------
 // A forwarded call keeps its own deadline.
 // ---------------------------------------------------------------------------
-
-/// A store whose saves take `delay` once `slow` is set.
-struct SlowStore {
-    inner: MemoryPersistence,
-    slow: Arc<AtomicBool>,
-    delay: Duration,
-}
-
-#[async_trait]
-impl Persistence for SlowStore {
-    async fn save(&self, change: Change) -> Result<(), PersistenceError> {
-        if self.slow.load(Ordering::SeqCst) {
-            sleep(self.delay).await;
-        }
-        self.inner.save(change).await
-    }
-
-    async fn load(&self) -> Result<Option<State>, PersistenceError> {
-        self.inner.load().await
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_join_through_a_follower_outlasts_the_transport_timeout() {
@@ -410,7 +365,11 @@ async fn a_join_during_an_election_waits_for_the_new_leader() {
     join.await
         .unwrap()
         .expect("the join completes under the new leader");
-    let leader = agreed_leader(&[survivor.clone(), cluster.nodes[&other_id].clone()]).await;
+    let leader = agreed_leader(
+        &[survivor.clone(), cluster.nodes[&other_id].clone()],
+        PATIENCE,
+    )
+    .await;
     let peers = leader.peers().await.unwrap();
     assert!(peers.iter().any(|p| p.id == "j1"), "{peers:?}");
 }
@@ -478,7 +437,7 @@ async fn a_join_whose_leader_crashes_is_finished_or_rolled_back() {
             .into_iter()
             .filter(|n| n.id() != "j1")
             .collect();
-        let new_leader = agreed_leader(&survivors).await;
+        let new_leader = agreed_leader(&survivors, PATIENCE).await;
         let role_of_j1 = || async {
             new_leader
                 .peers()
@@ -660,7 +619,7 @@ async fn tcp_cluster_and_a_slow_joiner(tune: impl Fn(&mut TcpOptions)) -> TcpJoi
         .expect("a node starts");
         nodes.push(node);
     }
-    let leader = agreed_leader(&nodes).await;
+    let leader = agreed_leader(&nodes, PATIENCE).await;
     let follower = nodes
         .iter()
         .find(|n| n.id() != leader.id())
@@ -760,7 +719,7 @@ async fn a_join_whose_leader_crashes_over_tcp_is_finished_or_rolled_back() {
         .filter(|n| n.id() != leader.id())
         .cloned()
         .collect();
-    let new_leader = agreed_leader(&survivors).await;
+    let new_leader = agreed_leader(&survivors, PATIENCE).await;
     let role_of_j1 = || async {
         new_leader
             .peers()

@@ -6,20 +6,22 @@
 //! before joins were marked) stays a learner. On the in-memory network, in
 //! simulated time.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use raft_core::{ConfChange, Membership};
-use raft_node::example::KvCommand;
 use raft_node::{
     node_number, Bootstrap, Change, Identity, MemberRole, MemoryNetwork, MemoryPersistence, Node,
-    Options, PeerStatus, Persistence, PersistenceError, Role, State,
+    Options, PeerStatus, Persistence,
 };
 use tokio::time::{sleep, Instant};
+
+use common::{agreed_leader, set, SlowStore};
 
 const CLUSTER: &str = "joins";
 
@@ -113,45 +115,6 @@ impl Cluster {
     }
 }
 
-/// A store whose saves take `delay` once `slow` is set.
-struct SlowStore {
-    inner: MemoryPersistence,
-    slow: Arc<AtomicBool>,
-    delay: Duration,
-}
-
-#[async_trait]
-impl Persistence for SlowStore {
-    async fn save(&self, change: Change) -> Result<(), PersistenceError> {
-        if self.slow.load(Ordering::SeqCst) {
-            sleep(self.delay).await;
-        }
-        self.inner.save(change).await
-    }
-
-    async fn load(&self) -> Result<Option<State>, PersistenceError> {
-        self.inner.load().await
-    }
-}
-
-/// Waits until exactly one of `nodes` leads and all of them name it.
-async fn agreed_leader(nodes: &[Node]) -> Node {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let leaders: Vec<&Node> = nodes.iter().filter(|n| n.role() == Role::Leader).collect();
-        if let [leader] = leaders[..] {
-            if nodes
-                .iter()
-                .all(|n| n.leader().is_some_and(|l| l.id == leader.id()))
-            {
-                return leader.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreed leader");
-        sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Member `id` as `node` sees it, if it is one.
 async fn peer(node: &Node, id: &str) -> Option<PeerStatus> {
     let peers = node.peers().await.expect("peers");
@@ -208,14 +171,6 @@ async fn eventually_applied(node: &Node, index: u64) {
     }
 }
 
-fn set(k: &str, v: &str) -> Bytes {
-    KvCommand::Set {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        value: Bytes::copy_from_slice(v.as_bytes()),
-    }
-    .encode()
-}
-
 /// Who called `join` in [`a_join_whose_caller_and_leader_crash_is_finished_by_the_next_leader`].
 #[derive(Debug, Clone, Copy)]
 enum Caller {
@@ -234,7 +189,7 @@ enum Caller {
 async fn a_join_whose_caller_and_leader_crash_is_finished_by_the_next_leader() {
     for caller in [Caller::Leader, Caller::Follower] {
         let mut cluster = Cluster::start(3, Duration::from_secs(30)).await;
-        let leader = agreed_leader(&cluster.founders_up()).await;
+        let leader = agreed_leader(&cluster.founders_up(), PATIENCE).await;
         for i in 0..20 {
             leader.command(set(&format!("k{i}"), "v")).await.unwrap();
         }
@@ -266,7 +221,7 @@ async fn a_join_whose_caller_and_leader_crash_is_finished_by_the_next_leader() {
             cluster.spawn(&calling_id).await;
         }
         let survivors = cluster.founders_up();
-        let new_leader = agreed_leader(&survivors).await;
+        let new_leader = agreed_leader(&survivors, PATIENCE).await;
         assert_ne!(new_leader.id(), leader_id);
         await_voter(&new_leader, "j1").await;
         for node in &survivors {
@@ -291,7 +246,7 @@ async fn a_join_whose_caller_and_leader_crash_is_finished_by_the_next_leader() {
 async fn a_join_whose_new_node_is_gone_too_is_rolled_back_within_join_timeout() {
     let join_timeout = Duration::from_secs(5);
     let mut cluster = Cluster::start(3, join_timeout).await;
-    let leader = agreed_leader(&cluster.founders_up()).await;
+    let leader = agreed_leader(&cluster.founders_up(), PATIENCE).await;
     for i in 0..20 {
         leader.command(set(&format!("k{i}"), "v")).await.unwrap();
     }
@@ -312,7 +267,7 @@ async fn a_join_whose_new_node_is_gone_too_is_rolled_back_within_join_timeout() 
     cluster.crash(&leader_id).await;
     let crashed = Instant::now();
     let survivors = cluster.founders_up();
-    let new_leader = agreed_leader(&survivors).await;
+    let new_leader = agreed_leader(&survivors, PATIENCE).await;
     let elected = Instant::now();
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -419,7 +374,7 @@ async fn a_learner_without_the_joining_mark_stays_a_learner() {
     cluster.spawn_with("j1", options).await;
     let options = cluster.options("l2", Bootstrap::Join);
     cluster.spawn_with("l2", options).await;
-    agreed_leader(std::slice::from_ref(&n1)).await;
+    agreed_leader(std::slice::from_ref(&n1), PATIENCE).await;
     n1.command(set("k", "v")).await.unwrap();
 
     await_voter(&n1, "j1").await;
