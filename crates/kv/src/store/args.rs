@@ -84,6 +84,31 @@ pub(super) fn parse_float(a: &[u8]) -> Option<f64> {
     (!f.is_nan()).then_some(f)
 }
 
+/// `ERR timeout is not a float or out of range`.
+pub const TIMEOUT_NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
+
+/// `ERR timeout is negative`.
+pub const TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
+
+/// `ERR timeout is out of range`.
+pub const TIMEOUT_OUT_OF_RANGE: &str = "ERR timeout is out of range";
+
+/// The timeout of a blocking command (BLPOP, BLMOVE...) as Redis 7 reads
+/// it: seconds as a float, rounded up to whole milliseconds; 0 (or a
+/// value that rounds up to 0, such as -0.0001) blocks for ever.
+pub fn parse_timeout_ms(a: &[u8]) -> Result<u64, &'static str> {
+    let seconds = parse_float(a).ok_or(TIMEOUT_NOT_FLOAT)?;
+    let ms = (seconds * 1000.0).ceil();
+    if ms > i64::MAX as f64 {
+        return Err(TIMEOUT_OUT_OF_RANGE);
+    }
+    if ms < 0.0 {
+        return Err(TIMEOUT_NEGATIVE);
+    }
+    // Finite, and within 0..=i64::MAX: the cast is exact or saturates.
+    Ok(ms as u64)
+}
+
 /// The cursor of HSCAN, SSCAN or SCAN, read as Redis reads it (`strtoul`):
 /// an optional sign (a negative one wraps around), decimal digits, nothing
 /// else; empty is 0.
