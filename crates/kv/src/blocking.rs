@@ -6,7 +6,7 @@
 //! log entry decides, on every node alike, which client gets an element.
 //! Waiting is only a hint. When an attempt finds every list empty, the
 //! connection waits for a wake-up and sends the same write again, until its
-//! timeout; a timed-out client gets the null reply of its last attempt.
+//! timeout; a timed-out client gets a null array, as from Redis.
 //!
 //! A wake-up ([`Wakeups`]) is a signal of this node: its store fires it for
 //! every key an applied write changes (the same keys WATCH sees change),
@@ -40,7 +40,13 @@ use crate::config::Settings;
 use crate::connection::Connection;
 use crate::context::Context;
 use crate::proposer::Limits;
+use crate::server::MAX_BATCH_BYTES;
 use crate::store::{blocking_timeout_ms, encode_reads, encoded_write_len, Read, TypedCmd, Write};
+
+/// The reply of every blocking pop that timed out, as Redis gives it: a
+/// null array, BLMOVE's and BRPOPLPUSH's too (whose attempt, as inside
+/// MULTI, replies a null bulk string).
+const TIMED_OUT: &[u8] = b"*-1\r\n";
 
 /// How long a waiter waits for a wake-up before it looks at its keys
 /// itself.
@@ -182,9 +188,9 @@ pub enum Ended {
 }
 
 /// Runs a blocking pop (`w`, see [`is_blocking`]) for a client outside
-/// MULTI: attempts until one pops or fails, or the timeout passes (the
-/// null reply), each attempt a write through the log within
-/// `--command-timeout-ms`. `Err` if the client left or the server is
+/// MULTI: attempts until one pops or fails, or the timeout passes, each
+/// attempt a write through the log within `--command-timeout-ms`; a
+/// timed-out wait replies a null array (as Redis does, for BLMOVE too). `Err` if the client left or the server is
 /// shutting down meanwhile.
 pub async fn run(
     w: Write,
@@ -212,10 +218,10 @@ pub async fn run(
     // wakes this waiter.
     let registration = ctx.wakeups.register(keys);
     loop {
-        let reply = match attempt(&w, ctx, settings).await {
-            Ok(reply) if is_null(&reply) => reply,
+        match attempt(&w, ctx, settings).await {
+            Ok(reply) if is_null(&reply) => {}
             done => return Ok(done),
-        };
+        }
         // Waits for a reason to attempt again.
         loop {
             let timeout = async {
@@ -226,7 +232,7 @@ pub async fn run(
             };
             tokio::select! {
                 _ = registration.woken() => break,
-                _ = timeout => return Ok(Ok(reply)),
+                _ = timeout => return Ok(Ok(Bytes::from_static(TIMED_OUT))),
                 _ = tokio::time::sleep(SAFETY_NET) => {
                     if holds_something(keys, ctx).await {
                         break;
@@ -253,7 +259,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 async fn attempt(w: &Write, ctx: &Context, settings: &Settings) -> Result<Bytes, NodeError> {
     let bytes = encoded_write_len(w);
     let limits = Limits {
-        bytes: bytes.max(1),
+        bytes: MAX_BATCH_BYTES.min(ctx.node.max_entry_bytes().unwrap_or(usize::MAX)),
         writes: settings.max_pipeline,
     };
     ctx.writes

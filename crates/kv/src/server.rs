@@ -37,7 +37,7 @@ use crate::tls::ReloadableAcceptor;
 /// `--max-request-bytes`, which fits the largest entry the peers carry).
 /// Writes of other connections join an entry within the same bound, and
 /// within `--max-pipeline` writes.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The reply to every command but PING and QUIT while the node does not
 /// know the cluster's users (and has no `--requirepass` of its own).

@@ -76,9 +76,7 @@ mod typed;
 mod users;
 mod value;
 
-pub use args::{
-    parse_i64, parse_timeout_ms, TIMEOUT_NEGATIVE, TIMEOUT_NOT_FLOAT, TIMEOUT_OUT_OF_RANGE,
-};
+pub use args::{parse_i64, parse_timeout_ms, TIMEOUT_NEGATIVE, TIMEOUT_NOT_FLOAT};
 pub(crate) use batch::refuse;
 use batch::*;
 pub use batch::{
