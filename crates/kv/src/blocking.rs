@@ -187,25 +187,44 @@ pub enum Ended {
     Shutdown,
 }
 
+/// How a blocking pop ended with a reply.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The reply, or the error of the last attempt.
+    pub result: Result<Bytes, NodeError>,
+    /// When the server's own work for the reply began (the last attempt,
+    /// or the timeout): the command's latency counts from there, the wait
+    /// before is not the server's.
+    pub timed_from: Instant,
+}
+
 /// Runs a blocking pop (`w`, see [`is_blocking`]) for a client outside
 /// MULTI: attempts until one pops or fails, or the timeout passes, each
 /// attempt a write through the log within `--command-timeout-ms`; a
-/// timed-out wait replies a null array (as Redis does, for BLMOVE too). `Err` if the client left or the server is
-/// shutting down meanwhile.
+/// timed-out wait replies a null array (as Redis does, for BLMOVE too).
+/// `Err` if the client left or the server is shutting down meanwhile.
 pub async fn run(
     w: Write,
     ctx: &Context,
     settings: &Settings,
     conn: &mut Connection,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Result<Bytes, NodeError>, Ended> {
-    let Write::Typed { cmd, args } = &w else {
-        return Ok(attempt(&w, ctx, settings).await);
+) -> Result<Outcome, Ended> {
+    // Checked when parsed (the store would refuse it again): anything
+    // else is one attempt.
+    let blocks = match &w {
+        Write::Typed { cmd, args } => match blocking_timeout_ms(*cmd, args) {
+            Some(Ok(ms)) => Some((*cmd, args, ms)),
+            _ => None,
+        },
+        _ => None,
     };
-    // Checked when parsed: the store would refuse it again.
-    let timeout_ms = match blocking_timeout_ms(*cmd, args) {
-        Some(Ok(ms)) => ms,
-        _ => return Ok(attempt(&w, ctx, settings).await),
+    let Some((cmd, args, timeout_ms)) = blocks else {
+        let timed_from = Instant::now();
+        return Ok(Outcome {
+            result: attempt(&w, ctx, settings).await,
+            timed_from,
+        });
     };
     let deadline = (timeout_ms > 0)
         .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
@@ -218,9 +237,10 @@ pub async fn run(
     // wakes this waiter.
     let registration = ctx.wakeups.register(keys);
     loop {
+        let timed_from = Instant::now();
         match attempt(&w, ctx, settings).await {
             Ok(reply) if is_null(&reply) => {}
-            done => return Ok(done),
+            result => return Ok(Outcome { result, timed_from }),
         }
         // Waits for a reason to attempt again.
         loop {
@@ -232,7 +252,12 @@ pub async fn run(
             };
             tokio::select! {
                 _ = registration.woken() => break,
-                _ = timeout => return Ok(Ok(Bytes::from_static(TIMED_OUT))),
+                _ = timeout => {
+                    return Ok(Outcome {
+                        result: Ok(Bytes::from_static(TIMED_OUT)),
+                        timed_from: Instant::now(),
+                    })
+                }
                 _ = tokio::time::sleep(SAFETY_NET) => {
                     if holds_something(keys, ctx).await {
                         break;

@@ -544,7 +544,11 @@ async fn run_batch(
                 // Alone, not batched: it may wait (outside MULTI only: in
                 // a transaction it is queued, and pops or not at once).
                 match blocking::run(w, ctx, settings, conn, shutdown).await {
-                    Ok(result) => finish(result.map(|r| vec![r]), &[name], ctx, started, output),
+                    Ok(done) => {
+                        // The wait is not the server's latency.
+                        let from = done.timed_from.into_std().max(started);
+                        finish(done.result.map(|r| vec![r]), &[name], ctx, from, output)
+                    }
                     Err(_) => {
                         // The client left, or the server is stopping: no
                         // reply, and the rest of the requests is not run.
