@@ -55,9 +55,10 @@ pub const SAFETY_NET: Duration = Duration::from_secs(1);
 /// The waiters of this node, by the keys they wait for.
 #[derive(Debug, Default)]
 pub struct Wakeups {
-    /// The registered waiters (blocked clients): when 0, a change needs
-    /// no lock.
+    /// The registered waiters: when 0, a change needs no lock.
     waiters: AtomicUsize,
+    /// The waiters whose first attempt found nothing (blocked clients).
+    blocked: AtomicUsize,
     /// Each key's waiters, oldest first; a key without waiters has no
     /// entry.
     queues: Mutex<HashMap<Bytes, VecDeque<Arc<Notify>>>>,
@@ -69,9 +70,10 @@ impl Wakeups {
         Wakeups::default()
     }
 
-    /// The number of clients waiting.
+    /// The number of clients blocked: waiting, their first attempt having
+    /// found nothing.
     pub fn blocked(&self) -> usize {
-        self.waiters.load(Ordering::SeqCst)
+        self.blocked.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Bytes, VecDeque<Arc<Notify>>>> {
@@ -125,6 +127,7 @@ impl Wakeups {
             wakeups: self.clone(),
             notify,
             keys: unique,
+            blocked: false,
         }
     }
 }
@@ -136,9 +139,19 @@ pub struct Registration {
     wakeups: Arc<Wakeups>,
     notify: Arc<Notify>,
     keys: Vec<Bytes>,
+    /// Counted in [`Wakeups::blocked`].
+    blocked: bool,
 }
 
 impl Registration {
+    /// Counts the waiter as blocked (once): its first attempt found
+    /// nothing.
+    pub fn blocked(&mut self) {
+        if !std::mem::replace(&mut self.blocked, true) {
+            self.wakeups.blocked.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// Waits for a wake-up (at once if one came since the last).
     pub async fn woken(&self) {
         self.notify.notified().await
@@ -164,6 +177,9 @@ impl Drop for Registration {
             }
         }
         self.wakeups.waiters.fetch_sub(1, Ordering::SeqCst);
+        if self.blocked {
+            self.wakeups.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -235,11 +251,11 @@ pub async fn run(
     };
     // In the queues before the first attempt: a change applied after it
     // wakes this waiter.
-    let registration = ctx.wakeups.register(keys);
+    let mut registration = ctx.wakeups.register(keys);
     loop {
         let timed_from = Instant::now();
         match attempt(&w, ctx, settings).await {
-            Ok(reply) if is_null(&reply) => {}
+            Ok(reply) if is_null(&reply) => registration.blocked(),
             result => return Ok(Outcome { result, timed_from }),
         }
         // Waits for a reason to attempt again.
@@ -335,8 +351,11 @@ mod tests {
         w.changed(b"a"); // No waiter: nothing to do.
         let first = w.register(&keys(&["a", "b"]));
         let second = w.register(&keys(&["a"]));
-        let third = w.register(&keys(&["b", "b"]));
-        assert_eq!(w.blocked(), 3);
+        let mut third = w.register(&keys(&["b", "b"]));
+        assert_eq!(w.blocked(), 0, "none has attempted yet");
+        third.blocked();
+        third.blocked();
+        assert_eq!(w.blocked(), 1);
         w.changed(b"a");
         assert!(is_woken(&first).await);
         assert!(!is_woken(&second).await, "only the oldest");

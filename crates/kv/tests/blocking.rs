@@ -2,8 +2,9 @@
 //! cluster of three `raft-kv serve` processes: a client blocked on one node
 //! gets what another pushes through another node; a timeout gives the null
 //! reply; clients blocked on different nodes each get one element, none
-//! lost or given twice; a client that disconnects stops waiting; MULTI does
-//! not block; a node with a blocked client shuts down at once.
+//! lost or given twice, and those on one node in the order they came; a
+//! client that disconnects stops waiting; MULTI does not block; a node with
+//! a blocked client shuts down at once.
 
 mod common;
 
@@ -123,6 +124,22 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
     values.sort();
     assert_eq!(values, ["1", "2", "3"]);
     assert_eq!(q(&mut lead, &["EXISTS", "q3"]), Value::Int(0));
+
+    // On one node, the longest-waiting client is served first.
+    let queue: Vec<_> = (1..=3)
+        .map(|n| {
+            let rx = blocked(c.conn(f2), &["BLPOP", "fifo", "0"]);
+            wait_blocked(&c, f2, n);
+            rx
+        })
+        .collect();
+    for (i, rx) in queue.iter().enumerate() {
+        let value = format!("e{i}");
+        q(&mut lead, &["RPUSH", "fifo", &value]);
+        let (got, _) = rx.recv_timeout(SERVED).expect("the oldest is served");
+        assert_eq!(got.unwrap(), pair("fifo", &value), "waiter {i}");
+    }
+    wait_blocked(&c, f2, 0);
 
     // BLMOVE moves exactly once.
     let mover = blocked(c.conn(f2), &["BLMOVE", "src", "dst", "LEFT", "RIGHT", "0"]);
