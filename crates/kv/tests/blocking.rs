@@ -4,7 +4,8 @@
 //! reply; clients blocked on different nodes each get one element, none
 //! lost or given twice, and those on one node in the order they came; a
 //! client that disconnects stops waiting; MULTI does not block; a node with
-//! a blocked client shuts down at once.
+//! a blocked client shuts down at once; `--command-timeout-ms` bounds each
+//! attempt, not the wait.
 
 mod common;
 
@@ -175,6 +176,14 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
         Value::Array(vec![Value::Nil, bulk("m"), Value::Nil])
     );
 
+    // The commands are @blocking, as in Redis.
+    let mut blocking: Vec<String> = match q(&mut lead, &["ACL", "CAT", "blocking"]) {
+        Value::Array(names) => names.iter().map(text).collect(),
+        other => panic!("{other:?}"),
+    };
+    blocking.sort();
+    assert_eq!(blocking, ["blmove", "blpop", "brpop", "brpoplpush"]);
+
     // Errors, as Redis words them.
     q(&mut lead, &["SET", "str", "v"]);
     for (args, error) in [
@@ -223,4 +232,28 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
     stuck.send(b"BLPOP never 0\r\n");
     wait_blocked(&c, f2, 1);
     c.node_mut(f2).terminate();
+}
+
+#[test]
+fn the_command_timeout_bounds_each_attempt_not_the_wait() {
+    let mut c = Cluster::single(&["--command-timeout-ms", "100"]);
+    c.wait_leader();
+    let mut con = c.conn(0);
+    let started = Instant::now();
+    assert_eq!(q(&mut con, &["BLPOP", "k", "0.6"]), Value::Nil);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    let waiter = blocked(c.conn(0), &["BRPOPLPUSH", "k", "d", "0"]);
+    wait_blocked(&c, 0, 1);
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        waiter.try_recv().is_err(),
+        "still waiting past the command timeout"
+    );
+    q(&mut con, &["RPUSH", "k", "v"]);
+    let (got, _) = waiter.recv_timeout(SERVED).expect("served");
+    assert_eq!(got.unwrap(), bulk("v"));
+    assert_eq!(
+        q(&mut con, &["LRANGE", "d", "0", "-1"]),
+        Value::Array(vec![bulk("v")])
+    );
 }
