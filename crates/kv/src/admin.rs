@@ -762,6 +762,7 @@ mod tests {
             node: node.clone(),
             metrics: Arc::new(Metrics::new()),
             writes: Default::default(),
+            wakeups: Default::default(),
             acl: Arc::new(crate::acl::SharedUsers::new(None)),
             file: None,
             tcp: None,

@@ -278,6 +278,22 @@ impl Connection {
         }
     }
 
+    /// While the connection waits for something other than its client (a
+    /// blocked BLPOP): reads what the client sends into the buffer, to be
+    /// run after. `Ok(false)` when the client closed the connection. Once
+    /// the buffer holds a whole request's worth (`max_request`), it reads
+    /// no more (never resolves): the client is back-pressured, as while
+    /// any request runs.
+    pub async fn read_while_blocked(&mut self) -> Result<bool, ConnectionError> {
+        if self.buffer.len() >= self.max_request {
+            return std::future::pending().await;
+        }
+        self.buffer.reserve(16 * 1024);
+        let n = self.stream.read_buf(&mut self.buffer).await?;
+        self.read += n as u64;
+        Ok(n > 0)
+    }
+
     /// Writes `bytes` and flushes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         self.stream.write_all(bytes).await?;

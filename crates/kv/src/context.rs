@@ -8,6 +8,7 @@ use std::time::Instant;
 use raft_node::{FilePersistence, Node, TcpTransport};
 
 use crate::acl::SharedUsers;
+use crate::blocking::Wakeups;
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::tls::ReloadableAcceptor;
@@ -20,6 +21,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Joins the writes of the connections into shared log entries.
     pub writes: Arc<Proposer>,
+    /// The clients blocked in BLPOP and the like, woken by the store.
+    pub wakeups: Arc<Wakeups>,
     /// The ACL users the node's store has applied (or the node's own
     /// `--requirepass` until then).
     pub acl: Arc<SharedUsers>,

@@ -15,6 +15,7 @@
 
 pub mod acl;
 pub mod admin;
+pub mod blocking;
 pub mod cert;
 pub mod client;
 pub mod cluster;

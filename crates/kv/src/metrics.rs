@@ -664,6 +664,7 @@ pub(crate) mod tests {
             node,
             metrics: Arc::new(Metrics::new()),
             writes: Default::default(),
+            wakeups: Default::default(),
             acl: Arc::new(crate::acl::SharedUsers::new(None)),
             file,
             tcp: None,
@@ -702,7 +703,7 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(counted_name(OTHER), "other");
-        assert_eq!(command_index("blpop"), OTHER);
+        assert_eq!(command_index("bzpopmin"), OTHER);
         assert_eq!(command_index("acl|whoami"), OTHER);
         assert_eq!(command_index(""), OTHER);
         assert_eq!(command_index("GET"), command_index("get"));

@@ -204,6 +204,7 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         .as_deref()
         .map(|p| PasswordHash::of(p.as_bytes()));
     let users = Arc::new(SharedUsers::new(local_password));
+    let wakeups = Arc::new(crate::blocking::Wakeups::new());
     let bootstrap = match &settings.start {
         Start::Single => Bootstrap::Single,
         Start::Members(m) => Bootstrap::Static(m.clone()),
@@ -229,7 +230,9 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         address: Some(settings.peer_addr.clone()),
         transport: Some(transport),
         persistence: Some(persistence),
-        state_machine: Some(Box::new(KvStore::publishing_users_to(users.clone()))),
+        state_machine: Some(Box::new(
+            KvStore::publishing_users_to(users.clone()).waking(wakeups.clone()),
+        )),
         bootstrap,
         heartbeat_interval: settings.heartbeat,
         election_timeout_min: settings.election_timeout_min,
@@ -274,6 +277,7 @@ pub async fn start(mut settings: Settings) -> Result<Running, StartError> {
         node: node.clone(),
         metrics: Arc::new(Metrics::new()),
         writes: Default::default(),
+        wakeups,
         acl: users.clone(),
         file: Some(file),
         tcp: Some(tcp),

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::acl::{self, commands, Denied, Identity};
+use crate::blocking;
 use crate::cmd::{self, Command, Local, Session};
 use crate::config::Settings;
 use crate::connection::{
@@ -36,7 +37,7 @@ use crate::tls::ReloadableAcceptor;
 /// `--max-request-bytes`, which fits the largest entry the peers carry).
 /// Writes of other connections join an entry within the same bound, and
 /// within `--max-pipeline` writes.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The reply to every command but PING and QUIT while the node does not
 /// know the cluster's users (and has no `--requirepass` of its own).
@@ -235,6 +236,7 @@ async fn handle(
             started,
             &mut conn,
             &mut out,
+            &mut shutdown,
         )
         .await;
         if ran.is_ok() {
@@ -469,6 +471,7 @@ async fn run_batch(
     started: Instant,
     conn: &mut Connection,
     output: &mut Output,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let mut parsed: Vec<Request> = requests
         .drain(..)
@@ -537,6 +540,24 @@ async fn run_batch(
             request.command
         };
         match command {
+            Command::Write(w) if blocking::is_blocking(&w) => {
+                // Alone, not batched: it may wait (outside MULTI only: in
+                // a transaction it is queued, and pops or not at once).
+                match blocking::run(w, ctx, settings, conn, shutdown).await {
+                    Ok(done) => {
+                        // The wait is not the server's latency.
+                        let from = done.timed_from.into_std().max(started);
+                        finish(done.result.map(|r| vec![r]), &[name], ctx, from, output)
+                    }
+                    Err(_) => {
+                        // The client left, or the server is stopping: no
+                        // reply, and the rest of the requests is not run.
+                        ctx.metrics.record(name, false, started.elapsed());
+                        session.quit = true;
+                        return Ok(());
+                    }
+                }
+            }
             Command::Write(w) => {
                 // The entry's bytes: its format byte and its writes.
                 let mut bytes = 1 + encoded_write_len(&w);
@@ -552,7 +573,7 @@ async fn run_batch(
                     session,
                     ctx,
                     |c| match c {
-                        Command::Write(next) => {
+                        Command::Write(next) if !blocking::is_blocking(next) => {
                             bytes += encoded_write_len(next);
                             bytes <= batch_max
                         }
@@ -812,7 +833,7 @@ mod tests {
         assert_eq!(name("Config Get maxmemory"), "config");
         assert_eq!(name("acl whoami"), "acl");
         assert_eq!(name("RAFT.STATUS"), "raft.status");
-        assert_eq!(name("blpop l 0"), "other");
+        assert_eq!(name("bzpopmin z 0"), "other");
     }
 
     #[test]

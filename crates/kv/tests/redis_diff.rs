@@ -348,9 +348,18 @@ const TYPED_NAMES: &[&[u8]] = &[
     b"LTRIM",
     b"LPOS",
     b"LMOVE",
+    b"BLPOP",
+    b"BRPOP",
+    b"BLMOVE",
+    b"BRPOPLPUSH",
     b"RENAME",
     b"RENAMENX",
     b"COPY",
+];
+
+/// Timeouts of the blocking pops: short, negative or not numbers.
+const BLOCKING_TIMEOUTS: &[&[u8]] = &[
+    b"0.01", b"0.001", b"0.0001", b"0.02", b"-1", b"-0.5", b"x", b"1e-3", b"inf", b"1e30",
 ];
 
 /// Indexes of LRANGE, LTRIM, LINDEX and LSET.
@@ -489,6 +498,25 @@ fn typed_command(rng: &mut Rng) -> Vec<Vec<u8>> {
             c.push(key(rng));
             c.push(rng.pick(&[b"LEFT", b"RIGHT", b"left", b"UP"]).to_vec());
             c.push(rng.pick(&[b"LEFT", b"RIGHT", b"right"]).to_vec());
+        }
+        // Blocking pops: on lists that hold something they pop at once;
+        // on empty ones they wait a few milliseconds for the null reply
+        // (never 0, which waits for ever).
+        b"BLPOP" | b"BRPOP" => {
+            for _ in 0..rng.below(3) {
+                c.push(key(rng));
+            }
+            c.push(rng.pick(BLOCKING_TIMEOUTS).to_vec());
+        }
+        b"BLMOVE" => {
+            c.push(key(rng));
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"left", b"UP"]).to_vec());
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"right"]).to_vec());
+            c.push(rng.pick(BLOCKING_TIMEOUTS).to_vec());
+        }
+        b"BRPOPLPUSH" => {
+            c.push(key(rng));
+            c.push(rng.pick(BLOCKING_TIMEOUTS).to_vec());
         }
         b"SINTER" | b"SUNION" | b"SDIFF" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => {
             for _ in 0..=rng.below(3) {

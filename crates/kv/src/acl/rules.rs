@@ -330,7 +330,7 @@ mod tests {
             }))
         );
         assert!(p("+acl|whoami").is_ok());
-        assert_eq!(p("+blpop"), Err(RuleError::UnknownName));
+        assert_eq!(p("+bzpopmin"), Err(RuleError::UnknownName));
         assert_eq!(p("+@nosuch"), Err(RuleError::UnknownName));
         assert_eq!(p("+select|0"), Err(RuleError::UnknownName));
         for text in [

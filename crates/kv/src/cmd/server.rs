@@ -601,8 +601,9 @@ async fn info(sections: &[Bytes], session: &Session, ctx: &Context, settings: &S
     if want("clients") {
         let _ = write!(
             s,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nthis_client_id:{}\r\nthis_client_reads:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\nmaxclients:{}\r\nthis_client_id:{}\r\nthis_client_reads:{}\r\n\r\n",
             ctx.metrics.snapshot().connections_current,
+            ctx.wakeups.blocked(),
             settings.max_connections,
             session.id,
             if session.local_reads { "local" } else { "linearizable" },

@@ -54,6 +54,7 @@ const STRING: u32 = 1 << 7;
 const ADMIN: u32 = 1 << 13;
 const FAST: u32 = 1 << 14;
 const SLOW: u32 = 1 << 15;
+const BLOCKING: u32 = 1 << 16;
 const DANGEROUS: u32 = 1 << 17;
 const CONNECTION: u32 = 1 << 18;
 const TRANSACTION: u32 = 1 << 19;
@@ -1682,6 +1683,54 @@ pub static COMMANDS: &[CommandSpec] = &[
         ("6.2.0", "list", "O(1)")
     ),
     spec!(
+        "blpop",
+        -3,
+        ["write", "blocking"],
+        1,
+        -2,
+        1,
+        WRITE | LIST | SLOW | BLOCKING,
+        Lists,
+        "pops the head of the first non-empty list, waiting up to a timeout (seconds, 0 for ever) for one",
+        ("2.0.0", "list", "O(N) for N keys")
+    ),
+    spec!(
+        "brpop",
+        -3,
+        ["write", "blocking"],
+        1,
+        -2,
+        1,
+        WRITE | LIST | SLOW | BLOCKING,
+        Lists,
+        "pops the tail of the first non-empty list, waiting up to a timeout for one",
+        ("2.0.0", "list", "O(N) for N keys")
+    ),
+    spec!(
+        "blmove",
+        6,
+        ["write", "denyoom", "blocking"],
+        1,
+        2,
+        1,
+        WRITE | LIST | SLOW | BLOCKING,
+        Lists,
+        "LMOVE, waiting up to a timeout for the source to hold an element",
+        ("6.2.0", "list", "O(1)")
+    ),
+    spec!(
+        "brpoplpush",
+        4,
+        ["write", "denyoom", "blocking"],
+        1,
+        2,
+        1,
+        WRITE | LIST | SLOW | BLOCKING,
+        Lists,
+        "BLMOVE source destination RIGHT LEFT",
+        ("2.2.0", "list", "O(1)")
+    ),
+    spec!(
         "raft.status",
         1,
         ["admin", "stale"],
@@ -1912,6 +1961,10 @@ mod tests {
         assert_eq!(cats("lpush"), ["write", "list", "fast"]);
         assert_eq!(cats("lrange"), ["read", "list", "slow"]);
         assert_eq!(cats("lmove"), ["write", "list", "slow"]);
+        assert_eq!(cats("blpop"), ["write", "list", "slow", "blocking"]);
+        assert_eq!(cats("brpop"), ["write", "list", "slow", "blocking"]);
+        assert_eq!(cats("blmove"), ["write", "list", "slow", "blocking"]);
+        assert_eq!(cats("brpoplpush"), ["write", "list", "slow", "blocking"]);
         assert_eq!(cats("incrbyfloat"), ["write", "string", "fast"]);
         assert_eq!(cats("getdel"), ["write", "string", "fast"]);
         assert_eq!(cats("getrange"), ["read", "string", "slow"]);
@@ -1936,7 +1989,7 @@ mod tests {
         assert_eq!(name("acl"), Some("acl"));
         assert_eq!(name("get get"), Some("get"));
         assert_eq!(name("hgetall h"), Some("hgetall"));
-        assert_eq!(name("blpop l 0"), None);
+        assert_eq!(name("bzpopmin z 0"), None);
         let acl = index_of(b"acl").unwrap();
         assert_eq!(subcommands(acl).count(), 9);
         assert_eq!(subcommands(index_of(b"get").unwrap()).count(), 0);
@@ -1954,6 +2007,8 @@ mod tests {
         assert_eq!(keys("mset", "mset a 1 b 2 c 3"), [1, 3, 5]);
         assert_eq!(keys("del", "del a b c"), [1, 2, 3]);
         assert_eq!(keys("cas", "cas k a b"), [1]);
+        assert_eq!(keys("blpop", "blpop a b c 0"), [1, 2, 3]);
+        assert_eq!(keys("blmove", "blmove a b left right 0"), [1, 2]);
         assert!(keys("keys", "keys *").is_empty());
         assert!(keys("ping", "ping").is_empty());
         // Too few arguments: no index past the end.

@@ -84,6 +84,28 @@ pub(super) fn parse_float(a: &[u8]) -> Option<f64> {
     (!f.is_nan()).then_some(f)
 }
 
+/// `ERR timeout is not a float or out of range`.
+pub const TIMEOUT_NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
+
+/// `ERR timeout is negative`.
+pub const TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
+
+/// The timeout of a blocking command (BLPOP, BLMOVE...) as Redis 7 reads
+/// it: seconds as a float, rounded up to whole milliseconds; 0 (or a
+/// value that rounds up to 0, such as -0.0001) blocks for ever. As Redis
+/// on x86-64, a number of milliseconds beyond a 64-bit integer (`inf`,
+/// `1e30`) reads as negative.
+pub fn parse_timeout_ms(a: &[u8]) -> Result<u64, &'static str> {
+    let seconds = parse_float(a).ok_or(TIMEOUT_NOT_FLOAT)?;
+    let ms = (seconds * 1000.0).ceil();
+    // 2^63: the first value past i64::MAX.
+    if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {
+        return Err(TIMEOUT_NEGATIVE);
+    }
+    // Within 0..2^63: the cast is exact.
+    Ok(ms as u64)
+}
+
 /// The cursor of HSCAN, SSCAN or SCAN, read as Redis reads it (`strtoul`):
 /// an optional sign (a negative one wraps around), decimal digits, nothing
 /// else; empty is 0.

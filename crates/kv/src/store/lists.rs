@@ -1,13 +1,19 @@
 //! The commands on lists: LPUSH, RPUSH, LPOP, RPOP, LLEN, LRANGE, LINDEX,
-//! LSET, LREM, LTRIM, LPOS, LMOVE. Their arguments come as sent
+//! LSET, LREM, LTRIM, LPOS, LMOVE, and one attempt of the blocking pops
+//! (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH). Their arguments come as sent
 //! ([`TypedCmd`]) and are checked here, in Redis's order.
+//!
+//! A blocking pop is applied as Redis runs it inside MULTI: it pops at once
+//! or replies null, never waits. The waiting is the connection's
+//! (`crate::blocking`): it sends the same write again when a list it waits
+//! for may have changed, so that the log alone decides who gets an element.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
 use super::access::List;
-use super::args::{parse_i64, pop_count, random_count, NOT_INTEGER, SYNTAX};
+use super::args::{parse_i64, parse_timeout_ms, pop_count, random_count, NOT_INTEGER, SYNTAX};
 use super::reply::Out;
 use super::typed::TypedCmd;
 use super::value::{Value, WRONGTYPE};
@@ -183,8 +189,63 @@ impl KvStore {
                     changed.extend([a[0], a[1]]);
                 }
             }
+            BLPop | BRPop => self.bpop(cmd == BLPop, a, out, changed),
+            BLMove | BRPopLPush => {
+                if let Some(Err(e)) = blocking_timeout_ms(cmd, a) {
+                    return out.error(e);
+                }
+                let moved: &[&[u8]] = if cmd == BLMove {
+                    &a[..4]
+                } else {
+                    &[a[0], a[1], b"right", b"left"]
+                };
+                if self.lmove(moved, out) {
+                    changed.extend([a[0], a[1]]);
+                }
+            }
             _ => out.error(&format!("ERR '{}' is not a write", cmd.name())),
         }
+    }
+
+    /// One attempt of `BLPOP key [key ...] timeout` (`left`) or BRPOP:
+    /// pops from the first of the keys that holds a list, replying the key
+    /// and the element; a null array if none does. The first key that
+    /// holds another type is WRONGTYPE, as in Redis.
+    fn bpop<'a>(
+        &mut self,
+        left: bool,
+        a: &[&'a [u8]],
+        out: &mut BytesMut,
+        changed: &mut Vec<&'a [u8]>,
+    ) {
+        if let Some(Err(e)) = blocking_timeout_ms(TypedCmd::BLPop, a) {
+            return out.error(e);
+        }
+        for &key in &a[..a.len() - 1] {
+            match self.get_as::<List>(key) {
+                Ok(None) => continue,
+                Ok(Some(_)) => {}
+                Err(e) => return out.error(e),
+            }
+            return self.change_as(
+                key,
+                out,
+                changed,
+                |o| o.null_array(),
+                |l: &mut List, out| {
+                    let Some(e) = (if left { l.pop_front() } else { l.pop_back() }) else {
+                        // A stored list is never empty.
+                        out.null_array();
+                        return false;
+                    };
+                    out.array(2);
+                    out.bulk_slice(key);
+                    out.bulk(&e);
+                    true
+                },
+            );
+        }
+        out.null_array()
     }
 
     /// `LPOS key element [RANK rank] [COUNT num] [MAXLEN len]`.
@@ -283,15 +344,6 @@ impl KvStore {
     /// `LMOVE source destination LEFT|RIGHT LEFT|RIGHT`.
     /// True if it moved an element.
     fn lmove(&mut self, a: &[&[u8]], out: &mut BytesMut) -> bool {
-        let side = |s: &[u8]| {
-            if s.eq_ignore_ascii_case(b"left") {
-                Some(true)
-            } else if s.eq_ignore_ascii_case(b"right") {
-                Some(false)
-            } else {
-                None
-            }
-        };
         let (Some(from_left), Some(to_left)) = (side(a[2]), side(a[3])) else {
             out.error(SYNTAX);
             return false;
@@ -338,6 +390,41 @@ impl KvStore {
             }
         }
         true
+    }
+}
+
+/// The timeout of a blocking pop (ms, 0 for ever), from its arguments
+/// after the name, checked as Redis checks them before it looks at a key
+/// (BLMOVE's sides first): `None` for a command that does not block.
+pub fn blocking_timeout_ms<A: AsRef<[u8]>>(
+    cmd: TypedCmd,
+    a: &[A],
+) -> Option<Result<u64, &'static str>> {
+    use TypedCmd::*;
+    if !matches!(cmd, BLPop | BRPop | BLMove | BRPopLPush) {
+        return None;
+    }
+    if cmd == BLMove {
+        let sides_ok = a.len() == 5 && a[2..4].iter().all(|s| side(s.as_ref()).is_some());
+        if !sides_ok {
+            return Some(Err(SYNTAX));
+        }
+    }
+    Some(match a.last() {
+        Some(t) => parse_timeout_ms(t.as_ref()),
+        None => Err(super::args::TIMEOUT_NOT_FLOAT),
+    })
+}
+
+/// LMOVE's side: `Some(true)` for LEFT, `Some(false)` for RIGHT
+/// (case-insensitive).
+fn side(s: &[u8]) -> Option<bool> {
+    if s.eq_ignore_ascii_case(b"left") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case(b"right") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -481,5 +568,74 @@ mod tests {
             run(&mut t, "LRANGE kept 0 -1"),
             Frame::Array(vec![bulk("1"), bulk("2"), bulk("3")])
         );
+    }
+
+    #[test]
+    fn blocking_pops_pop_at_once_or_reply_null_when_applied() {
+        use super::super::{encode_writes, Write};
+        use super::TypedCmd;
+        let mut s = KvStore::new();
+        assert_eq!(run(&mut s, "BLPOP a b 0"), Frame::NullArray);
+        run(&mut s, "RPUSH b x y");
+        assert_eq!(
+            run(&mut s, "BLPOP a b 0"),
+            Frame::Array(vec![bulk("b"), bulk("x")])
+        );
+        assert_eq!(
+            run(&mut s, "BRPOP a b 1.5"),
+            Frame::Array(vec![bulk("b"), bulk("y")])
+        );
+        assert_eq!(run(&mut s, "EXISTS b"), int(0), "emptied: removed");
+        // The first key that exists decides, as in Redis.
+        run(&mut s, "SET a str");
+        run(&mut s, "RPUSH b z");
+        assert_eq!(run(&mut s, "BLPOP a b 0"), wrong());
+        assert_eq!(
+            run(&mut s, "BLPOP b a 0"),
+            Frame::Array(vec![bulk("b"), bulk("z")])
+        );
+        assert_eq!(run(&mut s, "BLMOVE src dst LEFT RIGHT 0"), Frame::Null);
+        assert_eq!(run(&mut s, "BRPOPLPUSH src dst 0"), Frame::Null);
+        run(&mut s, "RPUSH src 1 2");
+        assert_eq!(run(&mut s, "BRPOPLPUSH src dst 0"), bulk("2"));
+        assert_eq!(run(&mut s, "BLMOVE src dst LEFT LEFT 0.1"), bulk("1"));
+        assert_eq!(run(&mut s, "EXISTS src"), int(0));
+        assert_eq!(
+            run(&mut s, "LRANGE dst 0 -1"),
+            Frame::Array(vec![bulk("1"), bulk("2")])
+        );
+        assert_eq!(run(&mut s, "BLMOVE dst a LEFT LEFT 0"), wrong());
+        assert_eq!(run(&mut s, "BRPOPLPUSH a dst 0"), wrong());
+        assert_eq!(run(&mut s, "LLEN dst"), int(2), "nothing moved");
+        // An entry is untrusted bytes: its arguments are checked again,
+        // in Redis's order (BLMOVE's sides, the timeout, then the keys).
+        let mut applied = |cmd, args: &[&str]| {
+            let args = args
+                .iter()
+                .map(|a| bytes::Bytes::from(a.to_string()))
+                .collect();
+            frame(&s.apply(2, &encode_writes(&[Write::Typed { cmd, args }])))
+        };
+        assert_eq!(
+            applied(TypedCmd::BLPop, &["a", "-1"]),
+            err("ERR timeout is negative")
+        );
+        assert_eq!(
+            applied(TypedCmd::BRPop, &["dst", "x"]),
+            err("ERR timeout is not a float or out of range")
+        );
+        assert_eq!(
+            applied(TypedCmd::BLMove, &["dst", "a", "UP", "LEFT", "x"]),
+            err(SYNTAX)
+        );
+        assert_eq!(
+            applied(TypedCmd::BRPopLPush, &["a", "dst", "-2"]),
+            err("ERR timeout is negative")
+        );
+        assert_eq!(
+            applied(TypedCmd::BLPop, &["dst"]),
+            err("ERR wrong number of arguments for 'blpop' command")
+        );
+        assert_eq!(run(&mut s, "LLEN dst"), int(2));
     }
 }

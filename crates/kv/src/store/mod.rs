@@ -51,6 +51,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::acl::{self, SharedUsers, Users};
+use crate::blocking::Wakeups;
 use crate::frame::put_error;
 
 mod access;
@@ -75,7 +76,7 @@ mod typed;
 mod users;
 mod value;
 
-pub use args::parse_i64;
+pub use args::{parse_i64, parse_timeout_ms, TIMEOUT_NEGATIVE, TIMEOUT_NOT_FLOAT};
 pub(crate) use batch::refuse;
 use batch::*;
 pub use batch::{
@@ -89,6 +90,7 @@ pub use expiry::{
 };
 pub use glob::glob_match;
 use keyspace::*;
+pub use lists::blocking_timeout_ms;
 pub use ops::{Read, SetCondition, Write};
 use reply::Answer;
 pub use reply::SHARED_VALUE_BYTES;
@@ -126,7 +128,22 @@ pub struct KvStore {
     seed: Seed,
     /// The versions of recently changed keys (WATCH).
     versions: tx::Versions,
+    /// Where the keys go after each change (the clients blocked on them).
+    wake: Waker,
 }
+
+/// The node's [`Wakeups`], if any: no part of the state (every store
+/// compares equal whatever it wakes).
+#[derive(Debug, Clone, Default)]
+struct Waker(Option<Arc<Wakeups>>);
+
+impl PartialEq for Waker {
+    fn eq(&self, _: &Waker) -> bool {
+        true
+    }
+}
+
+impl Eq for Waker {}
 
 /// The log index of the entry being applied and the place of the write in
 /// it: no part of the state.
@@ -198,6 +215,24 @@ impl KvStore {
         };
         store.publish_users();
         store
+    }
+
+    /// The store, telling `wakeups` of every key an applied write changes
+    /// (and of every key when a snapshot replaces it).
+    pub fn waking(self, wakeups: Arc<Wakeups>) -> Self {
+        KvStore {
+            wake: Waker(Some(wakeups)),
+            ..self
+        }
+    }
+
+    /// Records that `key` changed in the entry at `index`: its version
+    /// (WATCH), and a wake-up for the clients blocked on it.
+    fn changed(&mut self, key: &[u8], index: u64) {
+        self.versions.bump(key, index);
+        if let Some(w) = &self.wake.0 {
+            w.changed(key);
+        }
     }
 
     /// The ACL users.
@@ -346,6 +381,9 @@ impl raft_node::StateMachine for KvStore {
         self.deadlines = restored.deadlines;
         self.versions = restored.versions;
         self.publish_users();
+        if let Some(w) = &self.wake.0 {
+            w.changed_all();
+        }
         Ok(())
     }
 }

@@ -219,7 +219,7 @@ impl KvStore {
             Write::Typed { cmd, args } => {
                 let mut changed = Vec::new();
                 self.write_typed(cmd, &args, out, &mut changed);
-                changed.iter().for_each(|k| self.versions.bump(k, index));
+                changed.iter().for_each(|k| self.changed(k, index));
                 return;
             }
             op => op,
@@ -233,13 +233,13 @@ impl KvStore {
         }
         match change {
             Change::None => {}
-            Change::Keys(keys) => keys.iter().for_each(|k| self.versions.bump(k, index)),
+            Change::Keys(keys) => keys.iter().for_each(|k| self.changed(k, index)),
             Change::IfOne(keys) => {
                 if reply == b":1\r\n" {
-                    keys.iter().for_each(|k| self.versions.bump(k, index));
+                    keys.iter().for_each(|k| self.changed(k, index));
                 }
             }
-            Change::Owned(keys) => keys.iter().for_each(|k| self.versions.bump(k, index)),
+            Change::Owned(keys) => keys.iter().for_each(|k| self.changed(k, index)),
             Change::All => self.versions.bump_all(index),
         }
     }
@@ -349,7 +349,7 @@ impl KvStore {
             .collect();
         self.advance_log_time(time_ms);
         for k in due {
-            self.versions.bump(&k, index);
+            self.changed(&k, index);
         }
     }
 }

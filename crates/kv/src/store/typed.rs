@@ -115,6 +115,10 @@ typed_commands! {
     LTrim = 79, "ltrim", true;
     LPos = 80, "lpos", false;
     LMove = 81, "lmove", true;
+    BLPop = 82, "blpop", true;
+    BRPop = 83, "brpop", true;
+    BLMove = 84, "blmove", true;
+    BRPopLPush = 85, "brpoplpush", true;
     Rename = 90, "rename", true;
     RenameNx = 91, "renamenx", true;
     Copy = 92, "copy", true;
