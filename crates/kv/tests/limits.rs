@@ -433,7 +433,10 @@ fn replies_amplified_from_one_value_stay_bounded_while_others_are_served() {
         rss_before / MIB,
         hwm_after / MIB
     );
-    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // Starved by the attack, it would wait for as long as the attackers
+    // are served (3 s and more); 2 s leaves room for a loaded machine
+    // (1.2 s was seen at load average 6 on 2 cores).
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
     // The pipelining clients were closed for not reading (3 s past 16 MiB).
     let closed: u64 = field(&stats, "client_output_limit_closed")
         .unwrap()
