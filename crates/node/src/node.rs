@@ -460,11 +460,14 @@ impl Node {
         // Snapshots from the leader are spooled to a file, never gathered
         // in memory.
         config.stream_snapshots = true;
-        let spool_dir = options
+        let spool = match options
             .snapshot_spool
             .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("raft-node-spool"));
-        let spool = crate::runtime::spool::Spool::open(spool_dir, &identity.id);
+            .or_else(|| persistence.snapshot_spool())
+        {
+            Some(dir) => crate::runtime::spool::Spool::open(dir, &identity.id),
+            None => crate::runtime::spool::Spool::private(&identity.id),
+        };
         let mut sm = options
             .state_machine
             .take()

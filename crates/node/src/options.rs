@@ -113,9 +113,14 @@ pub struct Options {
     /// Log entries kept below a snapshot for lagging followers.
     pub snapshot_trailing: u64,
     /// Where snapshots received from the leader are written while they
-    /// arrive (default: `raft-node-spool` in the system's temporary
-    /// directory). Files are named after the node; leftovers of an earlier
-    /// run are removed at start.
+    /// arrive. Files are named after the node; leftovers of an earlier run
+    /// are removed at start, so two nodes of the same id must not share it.
+    /// Default: the store's own place
+    /// ([`Persistence::snapshot_spool`](crate::Persistence::snapshot_spool):
+    /// `spool` in a [`FilePersistence`](crate::FilePersistence)'s
+    /// directory), else a directory of this node's own under
+    /// `raft-node-spool` in the system's temporary directory, removed when
+    /// the node stops.
     pub snapshot_spool: Option<std::path::PathBuf>,
     /// A follower forwards `command`, `join` and `leave` to the leader
     /// instead of answering "not the leader" (default on).

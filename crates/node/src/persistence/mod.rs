@@ -131,6 +131,17 @@ pub trait Persistence: Send + Sync + 'static {
     async fn mapped_snapshot(&self) -> Option<(raft_core::LogIndex, bytes::Bytes)> {
         None
     }
+
+    /// Where the node writes the snapshots it receives from the leader while
+    /// they arrive, unless its options name a place
+    /// ([`Options::snapshot_spool`](crate::Options::snapshot_spool)): a
+    /// directory that belongs to this store alone (a store on disk keeps
+    /// them beside its files, on the same disk). The default has none: the
+    /// node then uses a directory of its own in the system's temporary
+    /// directory, removed when it stops.
+    fn snapshot_spool(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Checks that `entries` follow on from a log ending at (`prev_index`,

@@ -545,4 +545,10 @@ impl Persistence for FilePersistence {
         .await;
         mapped.ok().flatten()
     }
+
+    /// `spool` in the store's directory (the store ignores it when it
+    /// recovers).
+    fn snapshot_spool(&self) -> Option<PathBuf> {
+        Some(self.dir.join("spool"))
+    }
 }
