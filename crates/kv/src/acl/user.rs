@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::commands::COMMANDS;
+use super::commands::{CommandSet, COMMANDS};
 use super::password::PasswordHash;
 use super::rules::{describe_commands, CommandRule, Rule, RuleError, MAX_ITEMS_PER_USER};
 use crate::store::glob_match;
@@ -45,7 +45,7 @@ pub struct User {
     pub(super) command_rules: Vec<CommandRule>,
     /// The commands allowed (indexes in [`COMMANDS`]): always the base
     /// and `command_rules` applied in order.
-    pub(super) allowed: u128,
+    pub(super) allowed: CommandSet,
 }
 
 impl User {
@@ -79,7 +79,7 @@ impl User {
             channel_patterns: Vec::new(),
             all_commands: false,
             command_rules: Vec::new(),
-            allowed: 0,
+            allowed: CommandSet::NONE,
         }
     }
 
@@ -91,7 +91,7 @@ impl User {
         u.all_keys = true;
         u.all_channels = true;
         u.all_commands = true;
-        u.allowed = u128::MAX;
+        u.allowed = CommandSet::all();
         match password {
             Some(h) => u.passwords.push(h),
             None => u.nopass = true,
@@ -225,12 +225,16 @@ impl User {
 
     /// Rebuilds `allowed` from the base and the command rules.
     pub(super) fn recompute(&mut self) {
-        let base = if self.all_commands { u128::MAX } else { 0 };
+        let base = if self.all_commands {
+            CommandSet::all()
+        } else {
+            CommandSet::NONE
+        };
         self.allowed = self.command_rules.iter().fold(base, |set, r| {
             if r.allow {
-                set | r.mask()
+                set.or(r.mask())
             } else {
-                set & !r.mask()
+                set.without(r.mask())
             }
         });
     }
@@ -243,7 +247,7 @@ impl User {
         let Some(command) = COMMANDS.get(spec) else {
             return Err(Denied::Command);
         };
-        if !command.is_no_auth() && self.allowed & (1u128 << spec) == 0 {
+        if !command.is_no_auth() && !self.allowed.contains(spec) {
             return Err(Denied::Command);
         }
         if !self.all_keys {

@@ -239,9 +239,73 @@ macro_rules! spec {
     };
 }
 
-/// Every command raft-kv knows, subcommands after their container. At
-/// most 128 entries (a user's allowed commands are a 128-bit set).
-pub static COMMANDS: &[CommandSpec] = &[
+/// Every command raft-kv knows, subcommands after their container.
+pub static COMMANDS: &[CommandSpec] = TABLE;
+
+/// The words of a [`CommandSet`]: as many as the table needs.
+const WORDS: usize = TABLE.len().div_ceil(64);
+
+/// A set of commands, as indexes in [`COMMANDS`] (a user's allowed
+/// commands, what an ACL rule applies to): as wide as the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommandSet([u64; WORDS]);
+
+impl CommandSet {
+    /// No command.
+    pub const NONE: CommandSet = CommandSet([0; WORDS]);
+
+    /// Every command of the table.
+    pub fn all() -> CommandSet {
+        (0..COMMANDS.len()).collect()
+    }
+
+    /// Whether it holds the command at index `i`.
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Adds the command at index `i` (which must be in the table).
+    pub fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    /// The commands in both.
+    pub fn and(self, other: CommandSet) -> CommandSet {
+        CommandSet(std::array::from_fn(|w| self.0[w] & other.0[w]))
+    }
+
+    /// The commands in either.
+    pub fn or(self, other: CommandSet) -> CommandSet {
+        CommandSet(std::array::from_fn(|w| self.0[w] | other.0[w]))
+    }
+
+    /// The commands in this set but not in `other`.
+    pub fn without(self, other: CommandSet) -> CommandSet {
+        CommandSet(std::array::from_fn(|w| self.0[w] & !other.0[w]))
+    }
+
+    /// How many commands it holds.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether it holds no command.
+    pub fn is_empty(&self) -> bool {
+        *self == CommandSet::NONE
+    }
+}
+
+impl FromIterator<usize> for CommandSet {
+    fn from_iter<I: IntoIterator<Item = usize>>(indexes: I) -> CommandSet {
+        let mut set = CommandSet::NONE;
+        for i in indexes {
+            set.insert(i);
+        }
+        set
+    }
+}
+
+const TABLE: &[CommandSpec] = &[
     spec!(
         "get",
         2,
@@ -1913,8 +1977,23 @@ mod tests {
     }
 
     #[test]
-    fn the_table_fits_a_128_bit_set_and_names_are_unique() {
-        assert!(COMMANDS.len() <= 128);
+    fn a_command_set_holds_every_command_of_the_table() {
+        let all = CommandSet::all();
+        assert_eq!(all.len(), COMMANDS.len());
+        assert!((0..COMMANDS.len()).all(|i| all.contains(i)));
+        assert!(!all.contains(COMMANDS.len()));
+        let last = COMMANDS.len() - 1;
+        let two: CommandSet = [0, last].into_iter().collect();
+        assert_eq!(two.len(), 2);
+        assert_eq!(all.without(two).len(), COMMANDS.len() - 2);
+        assert!(!all.without(two).contains(last));
+        assert_eq!(all.and(two), two);
+        assert_eq!(CommandSet::NONE.or(two), two);
+        assert!(CommandSet::NONE.is_empty() && !two.is_empty());
+    }
+
+    #[test]
+    fn names_are_unique() {
         for (i, c) in COMMANDS.iter().enumerate() {
             assert_eq!(index_of(c.name.as_bytes()), Some(i), "{}", c.name);
             assert_eq!(c.name, c.name.to_ascii_lowercase());
