@@ -1,4 +1,4 @@
-//! Blocking list pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH.
+//! Blocking list pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP.
 //!
 //! Linearizable by construction: every attempt to pop is an ordinary write
 //! through the log (the store applies it as Redis runs the command inside
@@ -41,7 +41,9 @@ use crate::connection::Connection;
 use crate::context::Context;
 use crate::proposer::Limits;
 use crate::server::MAX_BATCH_BYTES;
-use crate::store::{blocking_timeout_ms, encode_reads, encoded_write_len, Read, TypedCmd, Write};
+use crate::store::{
+    blocking_timeout_ms, encode_reads, encoded_write_len, mpop_args, Read, TypedCmd, Write,
+};
 
 /// The reply of every blocking pop that timed out, as Redis gives it: a
 /// null array, BLMOVE's and BRPOPLPUSH's too (whose attempt, as inside
@@ -188,7 +190,11 @@ pub fn is_blocking(w: &Write) -> bool {
     matches!(
         w,
         Write::Typed {
-            cmd: TypedCmd::BLPop | TypedCmd::BRPop | TypedCmd::BLMove | TypedCmd::BRPopLPush,
+            cmd: TypedCmd::BLPop
+                | TypedCmd::BRPop
+                | TypedCmd::BLMove
+                | TypedCmd::BRPopLPush
+                | TypedCmd::BLMPop,
             ..
         }
     )
@@ -247,6 +253,7 @@ pub async fn run(
         .flatten();
     let keys: &[Bytes] = match cmd {
         TypedCmd::BLPop | TypedCmd::BRPop => &args[..args.len().saturating_sub(1)],
+        TypedCmd::BLMPop => mpop_args(args.get(1..).unwrap_or_default()).map_or(&[], |m| m.0),
         _ => &args[..args.len().min(1)],
     };
     // In the queues before the first attempt: a change applied after it
@@ -309,7 +316,7 @@ async fn attempt(w: &Write, ctx: &Context, settings: &Settings) -> Result<Bytes,
 }
 
 /// The reply of an attempt that found nothing: a null array (BLPOP,
-/// BRPOP) or a null bulk string (BLMOVE, BRPOPLPUSH).
+/// BRPOP, BLMPOP) or a null bulk string (BLMOVE, BRPOPLPUSH).
 fn is_null(reply: &[u8]) -> bool {
     reply == b"*-1\r\n" || reply == b"$-1\r\n"
 }
@@ -433,7 +440,9 @@ mod tests {
         assert!(is_blocking(&parse("BRPOP a 1")));
         assert!(is_blocking(&parse("BLMOVE a b LEFT LEFT 1")));
         assert!(is_blocking(&parse("BRPOPLPUSH a b 1")));
+        assert!(is_blocking(&parse("BLMPOP 1 2 a b LEFT COUNT 2")));
         assert!(!is_blocking(&parse("LPOP a")));
+        assert!(!is_blocking(&parse("LMPOP 1 a LEFT")));
         assert!(!is_blocking(&parse("LMOVE a b LEFT LEFT")));
         assert!(is_null(b"*-1\r\n") && is_null(b"$-1\r\n"));
         assert!(!is_null(b"*0\r\n"));

@@ -1,4 +1,4 @@
-//! Blocking list pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH) on a real
+//! Blocking list pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) on a real
 //! cluster of three `raft-kv serve` processes: a client blocked on one node
 //! gets what another pushes through another node; a timeout gives the null
 //! reply; clients blocked on different nodes each get one element, none
@@ -164,6 +164,34 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(q(&mut lead, &["LLEN", "dst"]), Value::Int(1));
 
+    // BLMPOP waits on all its keys, and pops up to COUNT from the first
+    // that holds something.
+    let multi = blocked(
+        c.conn(f1),
+        &["BLMPOP", "0", "2", "m1", "m2", "RIGHT", "COUNT", "2"],
+    );
+    wait_blocked(&c, f1, 1);
+    q(&mut lead, &["RPUSH", "m2", "a", "b", "c"]);
+    let (got, _) = multi.recv_timeout(SERVED).expect("BLMPOP is served");
+    assert_eq!(
+        got.unwrap(),
+        Value::Array(vec![bulk("m2"), Value::Array(vec![bulk("c"), bulk("b")])])
+    );
+    assert_eq!(
+        q(&mut lead, &["LRANGE", "m2", "0", "-1"]),
+        Value::Array(vec![bulk("a")])
+    );
+    let started = Instant::now();
+    assert_eq!(
+        q(&mut on_f2, &["BLMPOP", "0.2", "1", "m1", "LEFT"]),
+        Value::Nil
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        q(&mut on_f2, &["LMPOP", "2", "m1", "m2", "LEFT"]),
+        Value::Array(vec![bulk("m2"), Value::Array(vec![bulk("a")])])
+    );
+
     // Inside MULTI a blocking pop does not block: it pops or is null.
     let mut tx = c.conn(f1);
     tx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -171,9 +199,10 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
     q(&mut tx, &["BLPOP", "empty", "0"]);
     q(&mut tx, &["BLMOVE", "dst", "dst2", "LEFT", "LEFT", "0"]);
     q(&mut tx, &["BRPOPLPUSH", "empty", "dst2", "0"]);
+    q(&mut tx, &["BLMPOP", "0", "1", "empty", "LEFT"]);
     assert_eq!(
         q(&mut tx, &["EXEC"]),
-        Value::Array(vec![Value::Nil, bulk("m"), Value::Nil])
+        Value::Array(vec![Value::Nil, bulk("m"), Value::Nil, Value::Nil])
     );
 
     // The commands are @blocking, as in Redis.
@@ -182,7 +211,10 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
         other => panic!("{other:?}"),
     };
     blocking.sort();
-    assert_eq!(blocking, ["blmove", "blpop", "brpop", "brpoplpush"]);
+    assert_eq!(
+        blocking,
+        ["blmove", "blmpop", "blpop", "brpop", "brpoplpush"]
+    );
 
     // Errors, as Redis words them.
     q(&mut lead, &["SET", "str", "v"]);
@@ -197,6 +229,11 @@ fn blocked_clients_get_what_other_nodes_push_exactly_once() {
             "ERR syntax error",
         ),
         (vec!["BLPOP", "str", "0"], "WRONGTYPE"),
+        (vec!["BLMPOP", "0", "1", "str", "LEFT"], "WRONGTYPE"),
+        (
+            vec!["BLMPOP", "0", "0", "k", "LEFT"],
+            "ERR numkeys should be greater than 0",
+        ),
         (
             vec!["BLPOP", "k"],
             "ERR wrong number of arguments for 'blpop' command",

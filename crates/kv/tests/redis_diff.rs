@@ -352,6 +352,8 @@ const TYPED_NAMES: &[&[u8]] = &[
     b"BRPOP",
     b"BLMOVE",
     b"BRPOPLPUSH",
+    b"LMPOP",
+    b"BLMPOP",
     b"RENAME",
     b"RENAMENX",
     b"COPY",
@@ -517,6 +519,30 @@ fn typed_command(rng: &mut Rng) -> Vec<Vec<u8>> {
         b"BRPOPLPUSH" => {
             c.push(key(rng));
             c.push(rng.pick(BLOCKING_TIMEOUTS).to_vec());
+        }
+        // numkeys (not always the number of keys that follow), the keys, a
+        // side, and COUNT (sometimes twice, or without a value).
+        b"LMPOP" | b"BLMPOP" => {
+            c.truncate(1);
+            if upper == b"BLMPOP" {
+                c.push(rng.pick(BLOCKING_TIMEOUTS).to_vec());
+            }
+            let keys = 1 + rng.below(3);
+            c.push(if rng.chance(80) {
+                keys.to_string().into_bytes()
+            } else {
+                rng.pick(&[b"0", b"-1", b"x", b"9", b"+1"]).to_vec()
+            });
+            for _ in 0..keys {
+                c.push(key(rng));
+            }
+            c.push(rng.pick(&[b"LEFT", b"RIGHT", b"left", b"UP"]).to_vec());
+            for _ in 0..rng.below(3) {
+                c.push(rng.pick(&[b"COUNT", b"count", b"BOGUS"]).to_vec());
+                if rng.chance(90) {
+                    c.push(rng.pick(&[b"1", b"2", b"10", b"0", b"-1", b"x"]).to_vec());
+                }
+            }
         }
         b"SINTER" | b"SUNION" | b"SDIFF" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => {
             for _ in 0..=rng.below(3) {

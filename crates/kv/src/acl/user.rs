@@ -251,7 +251,7 @@ impl User {
             return Err(Denied::Command);
         }
         if !self.all_keys {
-            for i in command.key_indexes(args.len()) {
+            for i in command.key_indexes(args) {
                 if !self.key_patterns.iter().any(|p| glob_match(p, &args[i])) {
                     return Err(Denied::Key(i));
                 }
@@ -412,6 +412,13 @@ mod tests {
             "values are no keys"
         );
         assert_eq!(check(&u, "del app:1 app:2 x"), Err(Denied::Key(3)));
+        // Keys counted by an argument: every key it counts.
+        assert_eq!(check(&u, "lmpop 2 app:1 app:2 left"), Ok(()));
+        assert_eq!(check(&u, "lmpop 2 app:1 secret left"), Err(Denied::Key(3)));
+        assert_eq!(
+            check(&u, "blmpop 0 2 secret app:1 right count 2"),
+            Err(Denied::Key(3))
+        );
         assert_eq!(check(&u, "dbsize"), Ok(()));
         let u = user("on +@all resetkeys");
         assert_eq!(check(&u, "get app:1"), Err(Denied::Key(1)));

@@ -1,5 +1,6 @@
 //! List commands: LPUSH RPUSH LPOP RPOP LLEN LRANGE LINDEX LSET LREM LTRIM
-//! LPOS LMOVE, and the blocking pops BLPOP BRPOP BLMOVE BRPOPLPUSH. Their
+//! LPOS LMOVE LMPOP, and the blocking pops BLPOP BRPOP BLMOVE BRPOPLPUSH
+//! BLMPOP. Their
 //! arguments go to the store as sent and are checked there, where Redis
 //! checks them (LSET finds its key before it reads its index, LRANGE reads
 //! its indexes first...). A blocking pop's timeout (and BLMOVE's sides) are

@@ -83,6 +83,10 @@ pub struct CommandSpec {
     pub last_key: i64,
     /// The step between key arguments.
     pub key_step: i64,
+    /// The position of the argument that says how many keys follow it
+    /// (LMPOP's numkeys; 0: none): the keys are then the arguments after
+    /// it, and COMMAND INFO shows the `movablekeys` flag and no positions.
+    pub numkeys_at: usize,
     /// The ACL categories, one bit per index in [`CATEGORIES`].
     pub categories: u32,
     /// The family that parses it (a subcommand's is its container's).
@@ -200,8 +204,27 @@ impl CommandSpec {
     }
 
     /// The indexes in `args` (the command name first) of the key
-    /// arguments, from the first, last and step positions.
-    pub fn key_indexes(&self, args: usize) -> impl Iterator<Item = usize> {
+    /// arguments: from the first, last and step positions, or the
+    /// arguments that the numkeys argument counts (none if it is not a
+    /// positive number; never past the end).
+    pub fn key_indexes<A: AsRef<[u8]>>(&self, args: &[A]) -> impl Iterator<Item = usize> {
+        let (first, last, step) = if self.numkeys_at > 0 {
+            let n = args
+                .get(self.numkeys_at)
+                .and_then(|n| crate::store::parse_i64(n.as_ref()))
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0);
+            let first = self.numkeys_at + 1;
+            let last = first.saturating_add(n).min(args.len()).saturating_sub(1);
+            (first, last, 1)
+        } else {
+            self.positions(args.len())
+        };
+        (first..=last).step_by(step)
+    }
+
+    /// The first and last key indexes and the step, from the positions.
+    fn positions(&self, args: usize) -> (usize, usize, usize) {
         let first = usize::try_from(self.first_key).unwrap_or(0);
         let last = if self.last_key < 0 {
             args.saturating_sub(self.last_key.unsigned_abs() as usize)
@@ -209,16 +232,21 @@ impl CommandSpec {
             usize::try_from(self.last_key).unwrap_or(0)
         };
         let step = usize::try_from(self.key_step).unwrap_or(1).max(1);
-        let (first, last) = if first == 0 {
-            (1, 0)
+        if first == 0 {
+            (1, 0, step)
         } else {
-            (first, last.min(args.saturating_sub(1)))
-        };
-        (first..=last).step_by(step)
+            (first, last.min(args.saturating_sub(1)), step)
+        }
     }
 }
 
 macro_rules! spec {
+    ($name:expr, $arity:expr, [$($flag:expr),*], numkeys at $at:expr, $cats:expr, $family:ident, $summary:expr, ($since:expr, $group:expr, $complexity:expr)) => {
+        CommandSpec {
+            numkeys_at: $at,
+            ..spec!($name, $arity, [$($flag),*], 0, 0, 0, $cats, $family, $summary, ($since, $group, $complexity))
+        }
+    };
     ($name:expr, $arity:expr, [$($flag:expr),*], $first:expr, $last:expr, $step:expr, $cats:expr, $family:ident, $summary:expr, ($since:expr, $group:expr, $complexity:expr)) => {
         CommandSpec {
             name: $name,
@@ -227,6 +255,7 @@ macro_rules! spec {
             first_key: $first,
             last_key: $last,
             key_step: $step,
+            numkeys_at: 0,
             categories: $cats,
             family: Family::$family,
             summary: $summary,
@@ -1795,6 +1824,26 @@ const TABLE: &[CommandSpec] = &[
         ("2.2.0", "list", "O(1)")
     ),
     spec!(
+        "lmpop",
+        -4,
+        ["write", "movablekeys"],
+        numkeys at 1,
+        WRITE | LIST | SLOW,
+        Lists,
+        "pops up to COUNT elements from one end of the first non-empty list of numkeys keys",
+        ("7.0.0", "list", "O(N+M) for N keys and M elements popped")
+    ),
+    spec!(
+        "blmpop",
+        -5,
+        ["write", "blocking", "movablekeys"],
+        numkeys at 2,
+        WRITE | LIST | SLOW | BLOCKING,
+        Lists,
+        "LMPOP, waiting up to a timeout (the first argument) for one of the lists to hold an element",
+        ("7.0.0", "list", "O(N+M) for N keys and M elements popped")
+    ),
+    spec!(
         "raft.status",
         1,
         ["admin", "stale"],
@@ -2078,7 +2127,7 @@ mod tests {
     fn key_positions_like_command_info() {
         let keys = |name: &str, a: &str| -> Vec<usize> {
             COMMANDS[index_of(name.as_bytes()).unwrap()]
-                .key_indexes(args(a).len())
+                .key_indexes(&args(a))
                 .collect()
         };
         assert_eq!(keys("get", "get k"), [1]);
@@ -2088,6 +2137,15 @@ mod tests {
         assert_eq!(keys("cas", "cas k a b"), [1]);
         assert_eq!(keys("blpop", "blpop a b c 0"), [1, 2, 3]);
         assert_eq!(keys("blmove", "blmove a b left right 0"), [1, 2]);
+        assert_eq!(keys("lmpop", "lmpop 2 a b left count 3"), [2, 3]);
+        assert_eq!(keys("blmpop", "blmpop 0 3 a b c right"), [3, 4, 5]);
+        // A count past the end, or not a count: no index past the end.
+        assert_eq!(keys("lmpop", "lmpop 9 a b"), [2, 3]);
+        assert!(keys("lmpop", "lmpop x a left").is_empty());
+        assert!(keys("lmpop", "lmpop -1 a left").is_empty());
+        // Read as the command reads it: "+1" and "01" are not counts.
+        assert!(keys("lmpop", "lmpop +1 a left").is_empty());
+        assert!(keys("lmpop", "lmpop 01 a left").is_empty());
         assert!(keys("keys", "keys *").is_empty());
         assert!(keys("ping", "ping").is_empty());
         // Too few arguments: no index past the end.

@@ -1,7 +1,7 @@
 //! The commands on lists: LPUSH, RPUSH, LPOP, RPOP, LLEN, LRANGE, LINDEX,
-//! LSET, LREM, LTRIM, LPOS, LMOVE, and one attempt of the blocking pops
-//! (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH). Their arguments come as sent
-//! ([`TypedCmd`]) and are checked here, in Redis's order.
+//! LSET, LREM, LTRIM, LPOS, LMOVE, LMPOP, and one attempt of the blocking
+//! pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP). Their arguments come
+//! as sent ([`TypedCmd`]) and are checked here, in Redis's order.
 //!
 //! A blocking pop is applied as Redis runs it inside MULTI: it pops at once
 //! or replies null, never waits. The waiting is the connection's
@@ -190,6 +190,11 @@ impl KvStore {
                 }
             }
             BLPop | BRPop => self.bpop(cmd == BLPop, a, out, changed),
+            LMPop => self.mpop(a, out, changed),
+            BLMPop => match blocking_timeout_ms(cmd, a) {
+                Some(Err(e)) => out.error(e),
+                _ => self.mpop(&a[1..], out, changed),
+            },
             BLMove | BRPopLPush => {
                 if let Some(Err(e)) = blocking_timeout_ms(cmd, a) {
                     return out.error(e);
@@ -242,6 +247,45 @@ impl KvStore {
                     out.bulk_slice(key);
                     out.bulk(&e);
                     true
+                },
+            );
+        }
+        out.null_array()
+    }
+
+    /// `LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]` (BLMPOP's
+    /// attempt, after its timeout): pops up to `count` elements from the
+    /// first of the keys that holds a list, replying the key and the
+    /// elements; a null array if none does. The first key that holds
+    /// another type is WRONGTYPE, as in Redis.
+    fn mpop<'a>(&mut self, a: &[&'a [u8]], out: &mut BytesMut, changed: &mut Vec<&'a [u8]>) {
+        let (keys, left, count) = match mpop_args(a) {
+            Ok(parts) => parts,
+            Err(e) => return out.error(e),
+        };
+        for &key in keys {
+            match self.get_as::<List>(key) {
+                Ok(None) => continue,
+                Ok(Some(_)) => {}
+                Err(e) => return out.error(e),
+            }
+            return self.change_as(
+                key,
+                out,
+                changed,
+                |o| o.null_array(),
+                |l: &mut List, out| {
+                    let n = usize::try_from(count).unwrap_or(usize::MAX).min(l.len());
+                    let popped: Vec<Bytes> = (0..n)
+                        .filter_map(|_| if left { l.pop_front() } else { l.pop_back() })
+                        .collect();
+                    out.array(2);
+                    out.bulk_slice(key);
+                    out.array(popped.len());
+                    for e in &popped {
+                        out.bulk(e);
+                    }
+                    !popped.is_empty()
                 },
             );
         }
@@ -401,7 +445,7 @@ pub fn blocking_timeout_ms<A: AsRef<[u8]>>(
     a: &[A],
 ) -> Option<Result<u64, &'static str>> {
     use TypedCmd::*;
-    if !matches!(cmd, BLPop | BRPop | BLMove | BRPopLPush) {
+    if !matches!(cmd, BLPop | BRPop | BLMove | BRPopLPush | BLMPop) {
         return None;
     }
     if cmd == BLMove {
@@ -410,10 +454,51 @@ pub fn blocking_timeout_ms<A: AsRef<[u8]>>(
             return Some(Err(SYNTAX));
         }
     }
+    if cmd == BLMPop {
+        // Its timeout comes first, and is read after the rest.
+        return Some(match a.split_first() {
+            Some((t, rest)) => mpop_args(rest).and_then(|_| parse_timeout_ms(t.as_ref())),
+            None => Err(super::args::TIMEOUT_NOT_FLOAT),
+        });
+    }
     Some(match a.last() {
         Some(t) => parse_timeout_ms(t.as_ref()),
         None => Err(super::args::TIMEOUT_NOT_FLOAT),
     })
+}
+
+/// `ERR numkeys should be greater than 0`.
+const NUMKEYS: &str = "ERR numkeys should be greater than 0";
+
+/// The keys, the side (true: LEFT) and the count of `numkeys key [key
+/// ...] LEFT|RIGHT [COUNT count]` (LMPOP's arguments, BLMPOP's after its
+/// timeout), checked in Redis's order.
+pub fn mpop_args<A: AsRef<[u8]>>(a: &[A]) -> Result<(&[A], bool, i64), &'static str> {
+    let numkeys = a
+        .first()
+        .and_then(|n| parse_i64(n.as_ref()))
+        .filter(|n| *n > 0)
+        .ok_or(NUMKEYS)?;
+    let side_at = usize::try_from(numkeys).map_or(usize::MAX, |n| n.saturating_add(1));
+    let Some(left) = a.get(side_at).and_then(|s| side(s.as_ref())) else {
+        return Err(SYNTAX);
+    };
+    let mut count = None;
+    let mut i = side_at + 1;
+    while i < a.len() {
+        match a.get(i + 1) {
+            Some(n) if count.is_none() && a[i].as_ref().eq_ignore_ascii_case(b"count") => {
+                count = Some(
+                    parse_i64(n.as_ref())
+                        .filter(|n| *n > 0)
+                        .ok_or("ERR count should be greater than 0")?,
+                );
+                i += 2;
+            }
+            _ => return Err(SYNTAX),
+        }
+    }
+    Ok((&a[1..side_at], left, count.unwrap_or(1)))
 }
 
 /// LMOVE's side: `Some(true)` for LEFT, `Some(false)` for RIGHT
@@ -636,6 +721,60 @@ mod tests {
             applied(TypedCmd::BLPop, &["dst"]),
             err("ERR wrong number of arguments for 'blpop' command")
         );
+        assert_eq!(
+            applied(TypedCmd::BLMPop, &["-1", "1", "dst", "LEFT"]),
+            err("ERR timeout is negative")
+        );
         assert_eq!(run(&mut s, "LLEN dst"), int(2));
+    }
+
+    #[test]
+    fn lmpop_pops_from_the_first_list_that_holds_something() {
+        let mut s = KvStore::new();
+        let popped = |key: &str, elements: &[&str]| {
+            Frame::Array(vec![
+                bulk(key),
+                Frame::Array(elements.iter().map(|e| bulk(e)).collect()),
+            ])
+        };
+        assert_eq!(run(&mut s, "LMPOP 2 a b LEFT"), Frame::NullArray);
+        run(&mut s, "RPUSH b 1 2 3 4");
+        assert_eq!(run(&mut s, "LMPOP 2 a b LEFT"), popped("b", &["1"]));
+        assert_eq!(
+            run(&mut s, "LMPOP 2 a b right COUNT 2"),
+            popped("b", &["4", "3"])
+        );
+        // A count past the length pops what there is; the key goes.
+        assert_eq!(run(&mut s, "LMPOP 1 b LEFT COUNT 10"), popped("b", &["2"]));
+        assert_eq!(run(&mut s, "EXISTS b"), int(0));
+        // The first key that exists decides, as in Redis.
+        run(&mut s, "SET a str");
+        run(&mut s, "RPUSH b x");
+        assert_eq!(run(&mut s, "LMPOP 2 a b LEFT"), wrong());
+        assert_eq!(run(&mut s, "LMPOP 2 b a LEFT"), popped("b", &["x"]));
+        // BLMPOP's attempt pops at once or replies null.
+        assert_eq!(run(&mut s, "BLMPOP 0 1 b LEFT"), Frame::NullArray);
+        run(&mut s, "LPUSH c y");
+        assert_eq!(run(&mut s, "BLMPOP 0.5 2 b c RIGHT"), popped("c", &["y"]));
+        // Arguments in Redis's order: numkeys, the side, COUNT, then
+        // BLMPOP's timeout.
+        let numkeys = err("ERR numkeys should be greater than 0");
+        let count = err("ERR count should be greater than 0");
+        assert_eq!(run(&mut s, "LMPOP 0 a LEFT"), numkeys);
+        assert_eq!(run(&mut s, "LMPOP x a LEFT"), numkeys);
+        assert_eq!(run(&mut s, "LMPOP +1 a LEFT"), numkeys);
+        assert_eq!(run(&mut s, "LMPOP 3 a LEFT"), err(SYNTAX));
+        assert_eq!(run(&mut s, "LMPOP 99999999999999999 a LEFT"), err(SYNTAX));
+        assert_eq!(run(&mut s, "LMPOP 1 a UP"), err(SYNTAX));
+        assert_eq!(run(&mut s, "LMPOP 1 a LEFT COUNT 0"), count);
+        assert_eq!(run(&mut s, "LMPOP 1 a LEFT COUNT x"), count);
+        assert_eq!(run(&mut s, "LMPOP 1 a LEFT COUNT"), err(SYNTAX));
+        assert_eq!(run(&mut s, "LMPOP 1 a LEFT COUNT 1 COUNT 1"), err(SYNTAX));
+        assert_eq!(run(&mut s, "LMPOP 1 a LEFT BOGUS 1"), err(SYNTAX));
+        assert_eq!(run(&mut s, "BLMPOP x 1 a UP"), err(SYNTAX));
+        assert_eq!(
+            run(&mut s, "BLMPOP x 1 a LEFT"),
+            err("ERR timeout is not a float or out of range")
+        );
     }
 }

@@ -90,7 +90,7 @@ pub use expiry::{
 };
 pub use glob::glob_match;
 use keyspace::*;
-pub use lists::blocking_timeout_ms;
+pub use lists::{blocking_timeout_ms, mpop_args};
 pub use ops::{Read, SetCondition, Write};
 use reply::Answer;
 pub use reply::SHARED_VALUE_BYTES;

@@ -119,6 +119,8 @@ typed_commands! {
     BRPop = 83, "brpop", true;
     BLMove = 84, "blmove", true;
     BRPopLPush = 85, "brpoplpush", true;
+    LMPop = 86, "lmpop", true;
+    BLMPop = 87, "blmpop", true;
     Rename = 90, "rename", true;
     RenameNx = 91, "renamenx", true;
     Copy = 92, "copy", true;
