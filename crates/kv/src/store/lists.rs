@@ -226,43 +226,31 @@ impl KvStore {
         if let Some(Err(e)) = blocking_timeout_ms(TypedCmd::BLPop, a) {
             return out.error(e);
         }
-        for &key in &a[..a.len() - 1] {
-            match self.get_as::<List>(key) {
-                Ok(None) => continue,
-                Ok(Some(_)) => {}
-                Err(e) => return out.error(e),
-            }
-            return self.change_as(
-                key,
-                out,
-                changed,
-                |o| o.null_array(),
-                |l: &mut List, out| {
-                    let Some(e) = (if left { l.pop_front() } else { l.pop_back() }) else {
-                        // A stored list is never empty.
-                        out.null_array();
-                        return false;
-                    };
-                    out.array(2);
-                    out.bulk_slice(key);
-                    out.bulk(&e);
-                    true
-                },
-            );
-        }
-        out.null_array()
+        self.pop_first(&a[..a.len() - 1], left, None, out, changed)
     }
 
     /// `LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]` (BLMPOP's
-    /// attempt, after its timeout): pops up to `count` elements from the
-    /// first of the keys that holds a list, replying the key and the
-    /// elements; a null array if none does. The first key that holds
-    /// another type is WRONGTYPE, as in Redis.
+    /// attempt, after its timeout).
     fn mpop<'a>(&mut self, a: &[&'a [u8]], out: &mut BytesMut, changed: &mut Vec<&'a [u8]>) {
-        let (keys, left, count) = match mpop_args(a) {
-            Ok(parts) => parts,
-            Err(e) => return out.error(e),
-        };
+        match mpop_args(a) {
+            Ok((keys, left, count)) => self.pop_first(keys, left, Some(count), out, changed),
+            Err(e) => out.error(e),
+        }
+    }
+
+    /// Pops from the first of `keys` that holds a list (its head if
+    /// `left`): one element, replying `[key, element]` (BLPOP, BRPOP), or
+    /// up to `count`, replying `[key, [elements]]` (LMPOP); a null array
+    /// if none holds one. The first key that holds another type is
+    /// WRONGTYPE, as in Redis.
+    fn pop_first<'a>(
+        &mut self,
+        keys: &[&'a [u8]],
+        left: bool,
+        count: Option<i64>,
+        out: &mut BytesMut,
+        changed: &mut Vec<&'a [u8]>,
+    ) {
         for &key in keys {
             match self.get_as::<List>(key) {
                 Ok(None) => continue,
@@ -275,17 +263,24 @@ impl KvStore {
                 changed,
                 |o| o.null_array(),
                 |l: &mut List, out| {
-                    let n = usize::try_from(count).unwrap_or(usize::MAX).min(l.len());
-                    let popped: Vec<Bytes> = (0..n)
+                    let n = count.map_or(1, |c| usize::try_from(c).unwrap_or(usize::MAX));
+                    let popped: Vec<Bytes> = (0..n.min(l.len()))
                         .filter_map(|_| if left { l.pop_front() } else { l.pop_back() })
                         .collect();
+                    if popped.is_empty() {
+                        // A stored list is never empty.
+                        out.null_array();
+                        return false;
+                    }
                     out.array(2);
                     out.bulk_slice(key);
-                    out.array(popped.len());
+                    if count.is_some() {
+                        out.array(popped.len());
+                    }
                     for e in &popped {
                         out.bulk(e);
                     }
-                    !popped.is_empty()
+                    true
                 },
             );
         }
