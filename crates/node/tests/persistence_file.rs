@@ -1415,3 +1415,51 @@ async fn a_node_syncs_once_per_write_not_twice() {
         state.entries.len()
     );
 }
+
+/// What an earlier run wrote but never synced (it crashed first) is read
+/// back from the page cache on open: the store syncs every segment it keeps
+/// before it reports any of it as saved, and a failing sync fails the open.
+#[tokio::test]
+async fn open_syncs_what_an_earlier_run_left_in_every_segment() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), &small()).await;
+    store.save(first_change(0)).await.unwrap();
+    for i in 1..=400 {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let kept = segments(dir.path()).len() as u64;
+    assert!(kept > 3, "{kept} segments");
+
+    let fs = FaultFs::new();
+    let store = open(dir.path(), &small().fs(Arc::new(fs.clone()))).await;
+    assert!(
+        fs.counts().syncs >= kept,
+        "{} syncs on open for {kept} segments",
+        fs.counts().syncs
+    );
+    assert_eq!(state(&store).await.entries.len(), 400);
+    drop(store);
+
+    let fs = FaultFs::new();
+    fs.fail_syncs(true);
+    let refused = FilePersistence::open_with(dir.path(), small().fs(Arc::new(fs))).await;
+    let e = expect_failed(refused);
+    assert!(
+        e.contains("syncing what an earlier run left in") && e.contains("segment-"),
+        "{e}"
+    );
+}
+
+fn expect_failed(result: Result<FilePersistence, PersistenceError>) -> String {
+    match result {
+        Ok(_) => panic!("opened although every sync fails"),
+        Err(e) => e.to_string(),
+    }
+}

@@ -358,9 +358,23 @@ impl Writer {
                 .map_err(|e| io_error("syncing", &dir, e))?;
         }
 
-        let file = fsr
+        // What an earlier run wrote and never synced (it crashed first) is
+        // read back from the page cache like the rest, and this store now
+        // reports it as saved: make it durable before anything is built on
+        // it, or a power loss could still drop it (an end record of a
+        // segment before the last, say, or the entries of the last).
+        for seq in first_kept..last_seq {
+            if let Some(path) = listing.segments.get(&seq) {
+                fsr.open(path, OpenMode::Write)
+                    .and_then(|mut f| f.sync_data())
+                    .map_err(|e| io_error("syncing what an earlier run left in", path, e))?;
+            }
+        }
+        let mut file = fsr
             .open(&last_path, OpenMode::Write)
             .map_err(|e| io_error("opening", &last_path, e))?;
+        file.sync_data()
+            .map_err(|e| io_error("syncing what an earlier run left in", &last_path, e))?;
         let next_snap_seq = listing
             .snapshots
             .iter()
