@@ -50,6 +50,19 @@ fn first_change(n: u64) -> Change {
     }
 }
 
+/// Saves the entries of `indexes` (term 1), one per save.
+async fn append_each(store: &FilePersistence, indexes: std::ops::RangeInclusive<u64>) {
+    for i in indexes {
+        store
+            .save(Change {
+                entries: sample_entries(i, i, 1),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
 fn snapshot(index: u64, term: u64, data: Bytes) -> Snapshot {
     Snapshot {
         meta: SnapshotMeta {
@@ -320,15 +333,7 @@ async fn truncation_spanning_segments() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), &small()).await;
     store.save(first_change(0)).await.unwrap();
-    for i in 1..=300 {
-        store
-            .save(Change {
-                entries: sample_entries(i, i, 1),
-                ..Change::default()
-            })
-            .await
-            .unwrap();
-    }
+    append_each(&store, 1..=300).await;
     let before = segments(dir.path()).len();
     assert!(before > 5, "{before} segments");
     store
@@ -696,15 +701,7 @@ async fn lost_tail_of_an_earlier_segment_is_refused() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), &small()).await;
     store.save(first_change(0)).await.unwrap();
-    for i in 1..=300 {
-        store
-            .save(Change {
-                entries: sample_entries(i, i, 1),
-                ..Change::default()
-            })
-            .await
-            .unwrap();
-    }
+    append_each(&store, 1..=300).await;
     drop(store);
     let segs = segments(dir.path());
     assert!(segs.len() >= 3, "{} segments", segs.len());
@@ -735,15 +732,7 @@ async fn missing_segment_is_refused() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), &small()).await;
     store.save(first_change(0)).await.unwrap();
-    for i in 1..=200 {
-        store
-            .save(Change {
-                entries: sample_entries(i, i, 1),
-                ..Change::default()
-            })
-            .await
-            .unwrap();
-    }
+    append_each(&store, 1..=200).await;
     drop(store);
     let segs = segments(dir.path());
     assert!(segs.len() >= 4);
@@ -918,15 +907,7 @@ async fn version_1_stores_are_read() {
     }
     let store = open(dir.path(), &small()).await;
     assert_eq!(state(&store).await.entries.len(), 200);
-    for i in 201..=260 {
-        store
-            .save(Change {
-                entries: sample_entries(i, i, 1),
-                ..Change::default()
-            })
-            .await
-            .unwrap();
-    }
+    append_each(&store, 201..=260).await;
     drop(store);
     let store = open(dir.path(), &small()).await;
     assert_eq!(state(&store).await.entries.len(), 260);
@@ -1245,15 +1226,7 @@ async fn segment_of_another_store_is_refused() {
         let mut change = first_change(0);
         change.identity.as_mut().unwrap().id = id.into();
         store.save(change).await.unwrap();
-        for i in 1..=60 {
-            store
-                .save(Change {
-                    entries: sample_entries(i, i, 1),
-                    ..Change::default()
-                })
-                .await
-                .unwrap();
-        }
+        append_each(&store, 1..=60).await;
     }
     let (sa, sb) = (segments(a.path()), segments(b.path()));
     let last = sa.last().unwrap();
@@ -1424,15 +1397,7 @@ async fn open_syncs_what_an_earlier_run_left_in_every_segment() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), &small()).await;
     store.save(first_change(0)).await.unwrap();
-    for i in 1..=400 {
-        store
-            .save(Change {
-                entries: sample_entries(i, i, 1),
-                ..Change::default()
-            })
-            .await
-            .unwrap();
-    }
+    append_each(&store, 1..=400).await;
     drop(store);
     let kept = segments(dir.path()).len() as u64;
     assert!(kept > 3, "{kept} segments");
