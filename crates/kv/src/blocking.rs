@@ -185,19 +185,10 @@ impl Drop for Registration {
     }
 }
 
-/// True for a write that blocks when its lists are empty.
+/// True for a write that blocks when its lists are empty (one that has a
+/// blocking timeout, valid or not).
 pub fn is_blocking(w: &Write) -> bool {
-    matches!(
-        w,
-        Write::Typed {
-            cmd: TypedCmd::BLPop
-                | TypedCmd::BRPop
-                | TypedCmd::BLMove
-                | TypedCmd::BRPopLPush
-                | TypedCmd::BLMPop,
-            ..
-        }
-    )
+    matches!(w, Write::Typed { cmd, args } if blocking_timeout_ms(*cmd, args).is_some())
 }
 
 /// Why a blocked client stopped waiting without a reply.
